@@ -1,0 +1,126 @@
+"""What uncert knows about a model besides its weights, and how it rides in a safetensors header."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from uncert_cli.errors import UserError
+
+__all__ = ["ModelMeta", "HEADER_KEY", "TASKS"]
+
+#: The safetensors metadata key that holds uncert's JSON.  Other tools' keys (e.g. HF's
+#: ``format: pt``) are left alone and ignored.
+HEADER_KEY = "uncert"
+#: Bumped when the JSON layout changes incompatibly; readers of older files can then convert.
+_FORMAT_VERSION = 1
+TASKS = ("classification", "regression")
+
+
+def _float_tuple(value: Any, what: str) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return (float(value),)
+    try:
+        return tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise UserError(f"model metadata: {what} must be a list of numbers, got {value!r}") from None
+
+
+def _int_tuple(value: Any, what: str) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        value = (value,)
+    try:
+        shape = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        shape = ()
+    if not shape or any(s < 1 for s in shape):
+        raise UserError(f"{what} must be a list of positive integers such as 1,28,28, got {value!r}")
+    return shape
+
+
+def check_task(task: str) -> str:
+    """Return ``task`` if it is one uncert knows, else raise :class:`UserError`."""
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r}; use one of: {', '.join(TASKS)}")
+    return task
+
+
+@dataclass
+class ModelMeta:
+    """Everything needed to rebuild and correctly feed a model, stored next to its weights.
+
+    ``arch`` is an architecture spec understood by :func:`uncert_cli.checkpoint.build_module`
+    (``"uncert_cli.models:MLP"``, ``"torchvision:resnet18"``, ``"path/to/file.py:Class"``).
+    ``extra`` must be JSON serialisable; tuples inside it come back as lists.
+    """
+
+    arch: str | None = None
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    input_shape: tuple[int, ...] | None = None
+    normalize_mean: tuple[float, ...] | None = None
+    normalize_std: tuple[float, ...] | None = None
+    task: str = "classification"
+    num_outputs: int | None = None
+    dataset: str | None = None
+    noise_std: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Normalise sequences to tuples so that metadata compares equal after a JSON round trip.
+        self.input_shape = _int_tuple(self.input_shape, "input_shape")
+        self.normalize_mean = _float_tuple(self.normalize_mean, "normalize_mean")
+        self.normalize_std = _float_tuple(self.normalize_std, "normalize_std")
+
+    def to_header(self) -> dict[str, str]:
+        """The safetensors metadata dict (str -> str): one key, :data:`HEADER_KEY`, holding JSON."""
+        payload = asdict(self)
+        payload["format_version"] = _FORMAT_VERSION
+        try:
+            text = json.dumps(payload, sort_keys=True)
+        except TypeError as exc:
+            # A programming error (non-JSON value in arch_kwargs/extra), not a user mistake.
+            raise TypeError(f"ModelMeta is not JSON serialisable: {exc}") from exc
+        return {HEADER_KEY: text}
+
+    @classmethod
+    def from_header(cls, header: dict[str, str] | None) -> "ModelMeta":
+        """Parse what :meth:`to_header` wrote; a header without uncert's key gives defaults.
+
+        Keys this version does not know (written by a newer uncert) are kept in ``extra``
+        rather than dropped or treated as errors.
+        """
+        if not header or HEADER_KEY not in header:
+            return cls()
+        try:
+            payload = json.loads(header[HEADER_KEY])
+        except (TypeError, ValueError) as exc:
+            raise UserError(
+                f"the model metadata (key {HEADER_KEY!r}) is not valid JSON ({exc}); "
+                "re-save the model or pass --arch/--arch-kwargs explicitly"
+            ) from None
+        if not isinstance(payload, dict):
+            raise UserError(f"the model metadata (key {HEADER_KEY!r}) is not a JSON object")
+        return cls.from_dict(payload)
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> "ModelMeta":
+        """Build from a plain dict (JSON object), tolerating unknown keys (see :meth:`from_header`)."""
+        payload = dict(payload)
+        payload.pop("format_version", None)
+        known = {f.name for f in fields(cls)}
+        unknown = {k: payload.pop(k) for k in list(payload) if k not in known}
+        extra = payload.get("extra") or {}
+        if not isinstance(extra, dict):
+            extra = {"extra": extra}
+        payload["extra"] = {**unknown, **extra}
+        if not isinstance(payload.get("arch_kwargs") or {}, dict):
+            raise UserError("model metadata: arch_kwargs must be a JSON object")
+        payload["arch_kwargs"] = payload.get("arch_kwargs") or {}
+        meta = cls(**payload)
+        check_task(meta.task)
+        return meta

@@ -1,0 +1,117 @@
+"""``uncert fit``: fit a Laplace approximation and save its factors to HDF5."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from uncert_cli.atomic import check_output_path
+from uncert_cli.cli import options as o
+from uncert_cli.device import resolve_device, resolve_dtype
+from uncert_cli.distributed import init_from_environment, shutdown
+from uncert_cli.fitting import FitOptions, fit_laplace
+from uncert_cli.inputs import load_checkpoint_model, load_model_data
+from uncert_cli.memory import parse_size
+from uncert_cli.render.console import print_json, progress_bar
+from uncert_cli.render.fit import fit_summary, print_fit_summary
+from uncert_cli.store import PriorSettings, write_factor_file
+
+
+class MethodChoice(str, Enum):
+    diag = "diag"
+    kfac = "kfac"
+
+
+class FisherChoice(str, Enum):
+    exact = "exact"
+    mc = "mc"
+    empirical = "empirical"
+
+
+class TaskChoice(str, Enum):
+    classification = "classification"
+    regression = "regression"
+
+
+class PriorModeChoice(str, Enum):
+    eigen = "eigen"
+    factor = "factor"
+
+
+class DtypeChoice(str, Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
+def fit(
+    checkpoint: Annotated[Path, typer.Argument(help="Model checkpoint (.safetensors, .pt, .pth).")],
+    data: o.DataSpec = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Factor file to write (HDF5).")] = Path("factors.h5"),
+    method: Annotated[MethodChoice, typer.Option("--method", help="Curvature structure.")] = MethodChoice.kfac,
+    fisher: Annotated[FisherChoice, typer.Option("--fisher", help="exact GGN, Monte-Carlo or empirical Fisher.")] = FisherChoice.exact,
+    mc_samples: Annotated[int, typer.Option("--mc-samples", min=1, help="Sampled labels per example for --fisher mc.")] = 1,
+    subset: Annotated[str, typer.Option("--subset", help="all, last-layer, or comma-separated module names.")] = "all",
+    task: Annotated[Optional[TaskChoice], typer.Option("--task", help="Override the checkpoint's task.")] = None,
+    prior_precision: Annotated[float, typer.Option("--prior-precision", min=0.0, help="Prior precision τ stored as default.")] = 1.0,
+    prior_mode: Annotated[PriorModeChoice, typer.Option("--prior-mode", help="eigen: exact N·λ+τ; factor: Ritter eq. 9.")] = PriorModeChoice.eigen,
+    n_data: o.NData = None,
+    split: o.Split = o.SplitChoice.train,
+    limit: o.Limit = None,
+    batch_size: o.BatchSize = 256,
+    data_root: o.DataRoot = None,
+    download: o.Download = False,
+    normalize: o.Normalize = None,
+    arch: o.Arch = None,
+    arch_kwargs: o.ArchKwargs = None,
+    trust_pickle: o.TrustPickle = False,
+    device: o.Device = o.DeviceChoice.auto,
+    dtype: Annotated[DtypeChoice, typer.Option("--dtype", help="Computation precision.")] = DtypeChoice.float32,
+    max_memory: Annotated[Optional[str], typer.Option("--max-memory", help="Refuse if the factors need more (e.g. 8GiB).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for Monte-Carlo labels.")] = 0,
+    json_output: o.Json = False,
+    quiet: o.Quiet = False,
+    debug: o.Debug = False,
+) -> None:
+    """Fit a post-hoc Laplace approximation (diag or KFAC) and save the curvature factors."""
+    check_output_path(output)
+    dev = resolve_device(device.value)
+    ctx = init_from_environment(dev)
+    try:
+        loaded = load_checkpoint_model(
+            checkpoint, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
+            task=task.value if task else None,
+        )
+        dataset = load_model_data(
+            loaded.meta, data, split=split.value, limit=limit, root=data_root, download=download, normalize=normalize
+        )
+        opts = FitOptions(
+            method=method.value, fisher_type=fisher.value, mc_samples=mc_samples, subset=subset,
+            batch_size=batch_size, dtype=resolve_dtype(dtype.value), device=dev, seed=seed,
+            max_memory=parse_size(max_memory) if max_memory else None,
+        )
+        show = not (quiet or json_output) and ctx.is_main
+        total = len(dataset) if ctx.world_size == 1 else len(dataset) // ctx.world_size
+        with progress_bar(total, f"fit {method.value}", quiet=not show) as advance:
+            result = fit_laplace(loaded, dataset, opts, ctx=ctx, on_batch=advance)
+        if ctx.is_main:
+            write_factor_file(
+                output, result.curvature, state_dict=loaded.module.state_dict(), model_meta=loaded.meta,
+                fingerprint=loaded.fingerprint, checkpoint_path=str(Path(checkpoint).resolve()),
+                fit={**result.info, "split": split.value},
+                prior=PriorSettings(prior_precision=prior_precision, prior_mode=prior_mode.value, n_data=n_data),
+            )
+            summary = fit_summary(result, output)
+            if json_output:
+                print_json(summary)
+            elif not quiet:
+                print_fit_summary(summary)
+        ctx.barrier()
+    finally:
+        shutdown()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("fit")(fit)

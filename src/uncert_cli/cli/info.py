@@ -1,0 +1,42 @@
+"""``uncert info``: what a checkpoint (or a factor file) holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import h5py
+import typer
+
+from uncert_cli.checkpoint import describe_layers
+from uncert_cli.cli import options as o
+from uncert_cli.inputs import load_checkpoint_model
+from uncert_cli.render.console import print_json
+from uncert_cli.render.info import model_summary, print_model_summary
+
+
+def info(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.safetensors, .pt, .pth) or factor file (.h5).")],
+    arch: o.Arch = None,
+    arch_kwargs: o.ArchKwargs = None,
+    trust_pickle: o.TrustPickle = False,
+    json_output: o.Json = False,
+    quiet: o.Quiet = False,
+    debug: o.Debug = False,
+) -> None:
+    """Show the layers, parameter counts, input shape and curvature structure of a model."""
+    if checkpoint.exists() and h5py.is_hdf5(checkpoint):
+        from uncert_cli.factors import open_factor_model
+
+        loaded = open_factor_model(checkpoint)
+    else:
+        loaded = load_checkpoint_model(checkpoint, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle)
+    summary = model_summary(loaded, describe_layers(loaded.module))
+    if json_output:
+        print_json(summary)
+    else:
+        print_model_summary(summary)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("info")(info)

@@ -1,0 +1,79 @@
+"""Entry point: builds the Typer app and maps errors to exit codes.
+
+Exit codes: 0 success, 2 bad input (a :class:`UserError` or a usage error), 1 internal error,
+130 interrupted. Without ``--debug`` every failure is a single line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+import typer
+
+from uncert_cli.errors import UserError
+
+app = typer.Typer(
+    name="uncert",
+    help="How certain is your trained network, and where does its uncertainty live? "
+    "Post-hoc Laplace approximations (diagonal GGN, KFAC) saved to HDF5.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _register() -> None:
+    # Imported here so that `uncert --help` stays the only place that lists every subcommand.
+    from uncert_cli.cli import demo, fit, info, ood, prune, report, tune
+
+    for module in (info, fit, report, ood, prune, tune, demo):
+        module.register(app)
+
+
+_register()
+
+
+def _debug_requested(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("UNCERT_DEBUG", "") not in ("", "0")
+
+
+def _error(message: str) -> None:
+    print(f"uncert: error: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (also the console script ``uncert``)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(args)
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="uncert", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        _error("interrupted")
+        return 130
+    except click.ClickException as exc:
+        # Usage errors (unknown option, bad value): one line, with where to look.
+        if debug:
+            traceback.print_exc()
+        _error(f"{exc.format_message()} (see 'uncert --help')")
+        return 2
+    except UserError as exc:
+        if debug:
+            traceback.print_exc()
+        _error(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
+        if debug:
+            traceback.print_exc()
+        _error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+        return 1
+    return result if isinstance(result, int) else 0

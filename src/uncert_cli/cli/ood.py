@@ -1,0 +1,16 @@
+"""``uncert ood``: not built yet (see the project's issues)."""
+
+from __future__ import annotations
+
+import typer
+
+from uncert_cli.errors import UserError
+
+
+def ood() -> None:
+    """(coming) see the README."""
+    raise UserError("'uncert ood' is not available in this version yet")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ood")(ood)

@@ -1,0 +1,60 @@
+"""Options shared by several subcommands, declared once so every command spells them the same."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+class DeviceChoice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class SplitChoice(str, Enum):
+    train = "train"
+    test = "test"
+    val = "val"
+
+
+Json = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout (tables and progress go away).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or log lines.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
+Device = Annotated[DeviceChoice, typer.Option("--device", help="Where to compute.")]
+DataSpec = Annotated[
+    Optional[str],
+    typer.Option(
+        "--data",
+        help="Dataset spec: a name (mnist, fashionmnist, kmnist, notmnist, emnist-letters, cifar10, cifar100, "
+        "svhn, digits, iris, toy-regression) or a file (x.npz, x.h5:images,labels, a class-folder, x.pt).",
+    ),
+]
+Split = Annotated[SplitChoice, typer.Option("--split", help="Which split of a named dataset.")]
+Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N examples.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Examples per batch.")]
+DataRoot = Annotated[
+    Optional[Path], typer.Option("--data-root", help="Where named datasets live (default: $UNCERT_DATA, then ~/.cache/uncert/data).")
+]
+Download = Annotated[bool, typer.Option("--download", help="Download missing named datasets (checksummed).")]
+Normalize = Annotated[
+    Optional[str], typer.Option("--normalize", help="Input normalisation MEAN,STD (overrides the checkpoint's).")
+]
+Arch = Annotated[
+    Optional[str],
+    typer.Option("--arch", help="Architecture for weight-only checkpoints: package.module:Class, file.py:Class or torchvision:NAME."),
+]
+ArchKwargs = Annotated[
+    Optional[list[str]], typer.Option("--arch-kwargs", help="Constructor arguments key=value (repeatable).")
+]
+TrustPickle = Annotated[
+    bool,
+    typer.Option("--trust-pickle", help="Allow loading a fully pickled model. Pickles run code: only for files you trust."),
+]
+PriorPrecision = Annotated[
+    Optional[float], typer.Option("--prior-precision", min=0.0, help="Prior precision τ (default: the file's, possibly tuned).")
+]
+NData = Annotated[Optional[float], typer.Option("--n-data", min=0.0, help="Dataset size N scaling the curvature.")]

@@ -1,0 +1,16 @@
+"""``uncert tune``: not built yet (see the project's issues)."""
+
+from __future__ import annotations
+
+import typer
+
+from uncert_cli.errors import UserError
+
+
+def tune() -> None:
+    """(coming) see the README."""
+    raise UserError("'uncert tune' is not available in this version yet")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune")(tune)

@@ -1,0 +1,60 @@
+"""Finding a built-in dataset's files under the data root, and the error when they are not there."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from uncert_cli.errors import UserError
+
+# A "file set" maps a role ("images", "labels") to the names that file may have, in order of preference.
+FileSet = Mapping[str, Sequence[str]]
+
+
+def find_file_set(search_dirs: Sequence[Path], file_set: FileSet) -> dict[str, Path] | None:
+    """The first folder of ``search_dirs`` that holds a file for every role, as ``{role: path}``; else None.
+
+    All files of a set must sit in one folder, so a stray test file elsewhere never pairs with
+    train labels from another copy.
+    """
+    for folder in search_dirs:
+        found: dict[str, Path] = {}
+        for role, names in file_set.items():
+            match = next((folder / name for name in names if (folder / name).is_file()), None)
+            if match is None:
+                break
+            found[role] = match
+        else:
+            return found
+    return None
+
+
+def describe_file_set(file_set: FileSet) -> str:
+    """``"t10k-images-idx3-ubyte[.gz] + t10k-labels-idx1-ubyte[.gz]"`` style summary of a file set."""
+    parts = []
+    for names in file_set.values():
+        first = names[0]
+        # Collapse the common "x" / "x.gz" pair into "x[.gz]" to keep the message on one short line.
+        if len(names) == 2 and names[1] == first + ".gz":
+            parts.append(f"{first}[.gz]")
+        else:
+            parts.append(" or ".join(names))
+    return " + ".join(parts)
+
+
+def missing_files_error(
+    dataset: str,
+    split: str,
+    file_sets: Sequence[FileSet],
+    search_dirs: Sequence[Path],
+    *,
+    downloadable: bool = True,
+) -> UserError:
+    """The error for a built-in dataset whose files are absent: names the files and every folder looked in."""
+    expected = " or ".join(f"({describe_file_set(fs)})" if len(file_sets) > 1 else describe_file_set(fs) for fs in file_sets)
+    folders = ", ".join(str(d) for d in search_dirs)
+    fix = "pass --download to fetch it, or " if downloadable else "get the files by hand, then "
+    return UserError(
+        f"dataset '{dataset}' ({split} split) not found: expected {expected} in one of: {folders}; "
+        f"{fix}point --data-root or $UNCERT_DATA at the folder that holds them"
+    )

@@ -1,0 +1,35 @@
+"""Open a factor file for analysis: the model at its MAP weights, rebuilt from the file alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from uncert_cli.checkpoint import LoadedModel, build_module, weights_fingerprint
+from uncert_cli.errors import UserError
+from uncert_cli.store import FactorFile, read_factor_file
+
+
+def model_from_factor_file(factors: FactorFile) -> LoadedModel:
+    """Rebuild the network from the architecture spec and the MAP weights stored in the file."""
+    meta = factors.model_meta
+    if not meta.arch:
+        raise UserError(
+            f"'{factors.path}' does not record an importable architecture; refit from a checkpoint with "
+            "architecture metadata or --arch"
+        )
+    module = build_module(meta.arch, dict(meta.arch_kwargs))
+    missing, unexpected = module.load_state_dict(factors.state_dict, strict=False)
+    if missing or unexpected:
+        raise UserError(
+            f"the architecture '{meta.arch}' does not match the weights in '{factors.path}' "
+            f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}); refit the factors"
+        )
+    module.eval()
+    fingerprint = weights_fingerprint(module)
+    if fingerprint != factors.fingerprint:
+        raise UserError(f"the weights in '{factors.path}' do not match its recorded fingerprint; the file is damaged, refit it")
+    return LoadedModel(module=module, meta=meta, source=Path(factors.checkpoint_path), fingerprint=fingerprint)
+
+
+def open_factor_model(path: str | Path) -> LoadedModel:
+    return model_from_factor_file(read_factor_file(path))

@@ -1,0 +1,147 @@
+"""``uncert fit`` as a library call: checkpoint + data → curvature (+ what the factor file records).
+
+The math lives in :mod:`uncert_cli.curvature`; this module only wires model, data, device, dtype,
+the memory guard and the distributed reduce together.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from uncert_cli.checkpoint import LoadedModel
+from uncert_cli.curvature import Curvature, compute_curvature, estimate_memory
+from uncert_cli.data import ArrayDataset, iter_batches
+from uncert_cli.distributed import DistributedContext
+from uncert_cli.errors import UserError
+from uncert_cli.memory import format_size, peak_memory_bytes
+
+METHODS = ("diag", "kfac")
+FISHER_TYPES = ("exact", "mc", "empirical")
+
+
+@dataclass
+class FitOptions:
+    method: str = "kfac"
+    fisher_type: str = "exact"
+    mc_samples: int = 1
+    subset: str = "all"
+    batch_size: int = 256
+    dtype: torch.dtype = torch.float32
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    max_memory: int | None = None  # bytes; refuse before allocating factors above this
+
+
+@dataclass
+class FitResult:
+    curvature: Curvature
+    info: dict[str, Any]  # what the factor file's /fit group records
+
+
+def validate_options(options: FitOptions) -> None:
+    if options.method not in METHODS:
+        raise UserError(f"unknown method '{options.method}'; use one of {', '.join(METHODS)}")
+    if options.fisher_type not in FISHER_TYPES:
+        raise UserError(f"unknown fisher type '{options.fisher_type}'; use one of {', '.join(FISHER_TYPES)}")
+    if options.mc_samples < 1:
+        raise UserError("--mc-samples must be at least 1")
+
+
+def check_memory(model: torch.nn.Module, options: FitOptions) -> int:
+    """Estimated factor memory in bytes; refuse (before allocating anything) above ``max_memory``."""
+    needed = int(estimate_memory(model, options.method, options.subset))
+    if options.max_memory is not None and needed > options.max_memory:
+        raise UserError(
+            f"the {options.method} factors need about {format_size(needed)}, more than --max-memory "
+            f"{format_size(options.max_memory)}; raise --max-memory, use --method diag, or fit a part "
+            "with --subset last-layer"
+        )
+    return needed
+
+
+def map_log_likelihood(
+    model: torch.nn.Module, data: ArrayDataset, options: FitOptions, task: str, ctx: DistributedContext
+) -> tuple[float, float | None]:
+    """Σ log p(y|x, θ*) over the data (regression at unit noise) and, for classifiers, the accuracy.
+
+    The evidence (``uncert tune --objective marglik``) needs the first; the summary shows the second.
+    """
+    total = torch.zeros(3, dtype=torch.float64)  # log-likelihood, correct, count
+    with torch.no_grad():
+        for x, y in iter_batches(data, options.batch_size, shard=ctx.shard):
+            out = model(x.to(options.device, options.dtype))
+            y = y.to(options.device)
+            if task == "classification":
+                total[0] -= F.cross_entropy(out, y, reduction="sum").double().cpu()
+                total[1] += (out.argmax(-1) == y).sum().cpu()
+            else:
+                residual = (out - y.to(out.dtype)).double()
+                d = residual[0].numel()
+                total[0] -= 0.5 * (residual**2).sum().cpu() + 0.5 * len(residual) * d * torch.log(
+                    torch.tensor(2 * torch.pi, dtype=torch.float64)
+                )
+            total[2] += len(x)
+    ctx.all_reduce_sum([total])
+    accuracy = float(total[1] / total[2]) if task == "classification" else None
+    return float(total[0]), accuracy
+
+
+def fit_laplace(
+    loaded: LoadedModel,
+    data: ArrayDataset,
+    options: FitOptions,
+    *,
+    ctx: DistributedContext | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> FitResult:
+    """Compute the curvature of ``loaded.module`` on ``data`` (already adapted to the model)."""
+    validate_options(options)
+    ctx = ctx or DistributedContext()
+    model = loaded.module.to(device=options.device, dtype=options.dtype).eval()
+    task = loaded.meta.task
+    factor_bytes = check_memory(model, options)
+    if options.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(options.device)
+    generator = torch.Generator(device=options.device).manual_seed(options.seed + ctx.rank)
+
+    def batches():
+        for x, y in iter_batches(data, options.batch_size, shard=ctx.shard):
+            yield x.to(options.device, options.dtype), y.to(options.device)
+
+    start = time.perf_counter()
+    curvature = compute_curvature(
+        model,
+        batches(),
+        method=options.method,  # type: ignore[arg-type]
+        fisher_type=options.fisher_type,  # type: ignore[arg-type]
+        task=task,  # type: ignore[arg-type]
+        mc_samples=options.mc_samples,
+        subset=options.subset,
+        generator=generator,
+        on_batch=on_batch,
+        reduce=ctx.all_reduce_sum if ctx.world_size > 1 else None,
+    )
+    seconds = time.perf_counter() - start
+    log_likelihood, accuracy = map_log_likelihood(model, data, options, task, ctx)
+    info: dict[str, Any] = {
+        "dataset": data.name,
+        "subset": options.subset,
+        "batch_size": options.batch_size,
+        "dtype": str(options.dtype).removeprefix("torch."),
+        "device": options.device.type,
+        "seed": options.seed,
+        "world_size": ctx.world_size,
+        "seconds": seconds,
+        "peak_memory_bytes": peak_memory_bytes(options.device),
+        "estimated_factor_bytes": factor_bytes,
+        "log_likelihood": log_likelihood,
+    }
+    if accuracy is not None:
+        info["map_accuracy"] = accuracy
+    return FitResult(curvature=curvature, info=info)

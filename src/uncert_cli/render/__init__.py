@@ -1,0 +1,1 @@
+"""Presentation only: rich tables, JSON documents, matplotlib PNGs. Computes nothing."""

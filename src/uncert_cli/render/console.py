@@ -1,0 +1,79 @@
+"""Where output goes: results on stdout, progress and logs on stderr; ``--json`` prints only JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+stdout = Console(soft_wrap=False)
+stderr = Console(stderr=True)
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: emit null so that `jq` and strict parsers accept the document."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        return _clean(value.item())
+    return value
+
+
+def print_json(document: Any) -> None:
+    """Write one JSON document to stdout (and nothing else)."""
+    sys.stdout.write(json.dumps(_clean(document), indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def log(message: str, *, quiet: bool) -> None:
+    """A human log line on stderr (suppressed by --quiet)."""
+    if not quiet:
+        stderr.print(message)
+
+
+class _SamplesPerSecond(TextColumn):
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def render(self, task):  # type: ignore[override]
+        speed = task.finished_speed or task.speed
+        return super().render(task) if speed is None else f"{speed:,.0f} samples/s"
+
+
+@contextmanager
+def progress_bar(total: int, description: str, *, quiet: bool) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr with ETA and samples/s; yields ``advance(n_examples)``."""
+    if quiet:
+        yield lambda n: None
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        _SamplesPerSecond(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=stderr, transient=False) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)

@@ -1,0 +1,62 @@
+"""Presentation of a finished fit: a JSON-able summary and its rich table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from uncert_cli.curvature import KroneckerBlock
+from uncert_cli.fitting import FitResult
+from uncert_cli.memory import format_size
+from uncert_cli.render.console import stdout
+
+
+def fit_summary(result: FitResult, output: Path) -> dict[str, Any]:
+    curvature = result.curvature
+    layers = [
+        {
+            "module": block.module,
+            "structure": "kronecker" if isinstance(block, KroneckerBlock) else "diagonal",
+            "params": block.num_params,
+            "param_names": list(block.param_names),
+            "factor_shapes": (
+                [list(block.output_factor.shape), list(block.input_factor.shape)]
+                if isinstance(block, KroneckerBlock)
+                else None
+            ),
+        }
+        for block in curvature.blocks
+    ]
+    return {
+        "output": str(output),
+        "method": curvature.method,
+        "fisher_type": curvature.fisher_type,
+        "task": curvature.task,
+        "n_data": curvature.n_data,
+        "parameters": curvature.num_params,
+        "layers": layers,
+        **{k: result.info[k] for k in ("seconds", "peak_memory_bytes", "dataset", "log_likelihood") if k in result.info},
+        "map_accuracy": result.info.get("map_accuracy"),
+    }
+
+
+def print_fit_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"{summary['method']} Laplace ({summary['fisher_type']} fisher) on {summary['dataset']}")
+    table.add_column("module")
+    table.add_column("structure")
+    table.add_column("params", justify="right")
+    table.add_column("factors")
+    for layer in summary["layers"]:
+        shapes = layer["factor_shapes"]
+        factors = " ⊗ ".join("×".join(map(str, s)) for s in shapes) if shapes else "diagonal"
+        table.add_row(layer["module"], layer["structure"], f"{layer['params']:,}", factors)
+    stdout.print(table)
+    accuracy = summary.get("map_accuracy")
+    acc = f", MAP accuracy {accuracy:.2%}" if accuracy is not None else ""
+    stdout.print(
+        f"{summary['parameters']:,} parameters, N = {summary['n_data']:,}{acc}; "
+        f"{summary['seconds']:.1f} s, peak memory {format_size(summary['peak_memory_bytes'])}\n"
+        f"wrote [bold]{summary['output']}[/bold]"
+    )

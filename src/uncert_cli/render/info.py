@@ -1,0 +1,49 @@
+"""Presentation of a loaded model: layers, parameter counts, structure per layer."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from rich.table import Table
+
+from uncert_cli.checkpoint import LayerInfo, LoadedModel
+from uncert_cli.render.console import stdout
+
+
+def model_summary(loaded: LoadedModel, layers: list[LayerInfo]) -> dict[str, Any]:
+    meta = loaded.meta
+    return {
+        "source": str(loaded.source),
+        "fingerprint": loaded.fingerprint,
+        "arch": meta.arch,
+        "arch_kwargs": meta.arch_kwargs,
+        "input_shape": list(meta.input_shape) if meta.input_shape else None,
+        "task": meta.task,
+        "num_outputs": meta.num_outputs,
+        "dataset": meta.dataset,
+        "normalize": (
+            {"mean": list(meta.normalize_mean), "std": list(meta.normalize_std)}
+            if meta.normalize_mean is not None and meta.normalize_std is not None
+            else None
+        ),
+        "parameters": sum(layer.params for layer in layers),
+        "layers": [asdict(layer) for layer in layers],
+    }
+
+
+def print_model_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"{summary['source']}")
+    table.add_column("layer")
+    table.add_column("type")
+    table.add_column("params", justify="right")
+    table.add_column("Laplace structure")
+    for layer in summary["layers"]:
+        table.add_row(layer["name"], layer["type"], f"{layer['params']:,}", layer["structure"])
+    stdout.print(table)
+    shape = "×".join(map(str, summary["input_shape"])) if summary["input_shape"] else "unknown"
+    stdout.print(
+        f"arch {summary['arch'] or '(pickled module)'}  input {shape}  task {summary['task']}  "
+        f"outputs {summary['num_outputs'] or '?'}  trained on {summary['dataset'] or '?'}\n"
+        f"{summary['parameters']:,} parameters  fingerprint {summary['fingerprint'][:16]}…"
+    )

@@ -1,0 +1,277 @@
+"""The HDF5 factor file: one versioned schema, written and read only here.
+
+Layout (documented for plain-h5py readers in ``docs/factors-format.md``)::
+
+    /                     attrs: format="uncert-factors", format_version, uncert_version, created
+    /model                attrs: fingerprint, checkpoint_path, meta (JSON of ModelMeta)
+    /model/state_dict/<name>      every parameter and buffer of the model at the MAP (the weights)
+    /fit                  attrs: dataset, split, n_data, task, method, fisher_type, mc_samples, subset,
+                                 dtype, batch_size, seconds, peak_memory_bytes, log_likelihood
+    /prior                attrs: prior_precision (JSON: number or {module: number}), prior_mode,
+                                 n_data (the N used in the posterior), noise_std
+    /tuning               attrs (optional, written by `uncert tune`): objective, result (JSON), history (JSON)
+    /blocks/<k>           one group per block, k = 0, 1, ... in network order
+                          attrs: module, structure ("kronecker" | "diagonal"), param_names (JSON),
+                                 param_shapes (JSON)
+        kronecker:  input_factor (I',I'), output_factor (O,O), input_eigenvalues (I',),
+                    input_eigenvectors (I',I'), output_eigenvalues (O,), output_eigenvectors (O,O)
+        diagonal:   diagonal/<j> one dataset per parameter, shaped like the parameter
+
+All factors are means over the data (see ``uncert_cli.curvature.blocks``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from uncert_cli import __version__
+from uncert_cli.atomic import atomic_output
+from uncert_cli.checkpoint import ModelMeta
+from uncert_cli.curvature.blocks import (
+    Block,
+    Curvature,
+    DiagonalBlock,
+    KroneckerBlock,
+    KroneckerEigen,
+)
+from uncert_cli.errors import UserError
+
+FORMAT_NAME = "uncert-factors"
+FORMAT_VERSION = 1
+_COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+
+
+@dataclass
+class PriorSettings:
+    """Hyperparameters of the posterior; later commands may override every one of them."""
+
+    prior_precision: float | dict[str, float] = 1.0
+    prior_mode: str = "eigen"
+    n_data: float | None = None  # None: the number of data points the curvature was averaged over
+    noise_std: float = 1.0
+
+
+@dataclass
+class FactorFile:
+    """Everything a factor file holds, in memory."""
+
+    path: Path
+    curvature: Curvature
+    model_meta: ModelMeta
+    fingerprint: str
+    checkpoint_path: str
+    state_dict: dict[str, torch.Tensor]
+    fit: dict[str, Any]
+    prior: PriorSettings
+    tuning: dict[str, Any] | None = None
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _write_array(group: h5py.Group, name: str, tensor: torch.Tensor) -> None:
+    array = tensor.detach().cpu().numpy()
+    if array.size >= 64:
+        group.create_dataset(name, data=array, **_COMPRESSION)
+    else:  # compression filters need chunking, which is wasteful for scalars and tiny arrays
+        group.create_dataset(name, data=array)
+
+
+def _write_block(group: h5py.Group, block: Block) -> None:
+    group.attrs["module"] = block.module
+    group.attrs["param_names"] = json.dumps(list(block.param_names))
+    group.attrs["param_shapes"] = json.dumps([list(s) for s in block.param_shapes])
+    if isinstance(block, KroneckerBlock):
+        group.attrs["structure"] = "kronecker"
+        _write_array(group, "input_factor", block.input_factor)
+        _write_array(group, "output_factor", block.output_factor)
+        eigen = block.eigen()
+        _write_array(group, "input_eigenvalues", eigen.input_eigenvalues)
+        _write_array(group, "input_eigenvectors", eigen.input_eigenvectors)
+        _write_array(group, "output_eigenvalues", eigen.output_eigenvalues)
+        _write_array(group, "output_eigenvectors", eigen.output_eigenvectors)
+    else:
+        group.attrs["structure"] = "diagonal"
+        diagonal = group.create_group("diagonal")
+        for j, values in enumerate(block.diagonal):
+            _write_array(diagonal, str(j), values)
+
+
+def _json_attrs(group: h5py.Group, values: Mapping[str, Any]) -> None:
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, (dict, list, tuple)):
+            group.attrs[key] = json.dumps(value)
+        else:
+            group.attrs[key] = value
+
+
+def write_factor_file(
+    path: str | os.PathLike,
+    curvature: Curvature,
+    *,
+    state_dict: Mapping[str, torch.Tensor],
+    model_meta: ModelMeta,
+    fingerprint: str,
+    checkpoint_path: str,
+    fit: Mapping[str, Any],
+    prior: PriorSettings,
+) -> Path:
+    """Write a complete factor file atomically (temporary file, then rename)."""
+    with atomic_output(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT_NAME
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["uncert_version"] = __version__
+            f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            model = f.create_group("model")
+            model.attrs["fingerprint"] = fingerprint
+            model.attrs["checkpoint_path"] = checkpoint_path
+            model.attrs["meta"] = model_meta.to_header()["uncert"]
+            weights = model.create_group("state_dict")
+            for name, tensor in state_dict.items():
+                _write_array(weights, name, tensor)
+            fit_group = f.create_group("fit")
+            _json_attrs(fit_group, dict(fit))
+            fit_group.attrs["n_data"] = curvature.n_data
+            fit_group.attrs["task"] = curvature.task
+            fit_group.attrs["method"] = curvature.method
+            fit_group.attrs["fisher_type"] = curvature.fisher_type
+            fit_group.attrs["mc_samples"] = curvature.mc_samples
+            _write_prior(f, prior)
+            blocks = f.create_group("blocks")
+            for k, block in enumerate(curvature.blocks):
+                _write_block(blocks.create_group(str(k)), block)
+    return Path(path)
+
+
+def _write_prior(f: h5py.File, prior: PriorSettings) -> None:
+    group = f.require_group("prior")
+    group.attrs["prior_precision"] = json.dumps(prior.prior_precision)
+    group.attrs["prior_mode"] = prior.prior_mode
+    group.attrs["n_data"] = json.dumps(prior.n_data)
+    group.attrs["noise_std"] = float(prior.noise_std)
+
+
+def _tensor(dataset: h5py.Dataset) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(dataset[()]))
+
+
+def _read_block(group: h5py.Group) -> Block:
+    module = str(group.attrs["module"])
+    names = tuple(json.loads(group.attrs["param_names"]))
+    shapes = tuple(tuple(s) for s in json.loads(group.attrs["param_shapes"]))
+    if group.attrs["structure"] == "kronecker":
+        block = KroneckerBlock(
+            module, names, shapes, _tensor(group["input_factor"]), _tensor(group["output_factor"])
+        )
+        block.set_eigen(
+            KroneckerEigen(
+                _tensor(group["input_eigenvalues"]),
+                _tensor(group["input_eigenvectors"]),
+                _tensor(group["output_eigenvalues"]),
+                _tensor(group["output_eigenvectors"]),
+            )
+        )
+        return block
+    diagonal = group["diagonal"]
+    return DiagonalBlock(module, names, shapes, tuple(_tensor(diagonal[str(j)]) for j in range(len(names))))
+
+
+def _attrs(group: h5py.Group) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in group.attrs.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, bytes):
+            value = value.decode()
+        out[key] = value
+    return out
+
+
+def read_factor_file(path: str | os.PathLike) -> FactorFile:
+    """Read a factor file written by :func:`write_factor_file`; bad files raise :class:`UserError`."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"no such file: {path}; run 'uncert fit CHECKPOINT --data SPEC -o {path}' first")
+    if not h5py.is_hdf5(path):
+        raise UserError(f"'{path}' is not an HDF5 file; pass a factor file written by 'uncert fit'")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT_NAME:
+                raise UserError(f"'{path}' is an HDF5 file but not an uncert factor file; pass one written by 'uncert fit'")
+            version = int(f.attrs["format_version"])
+            if version > FORMAT_VERSION:
+                raise UserError(
+                    f"'{path}' uses factor-file format {version}, newer than this uncert understands "
+                    f"({FORMAT_VERSION}); upgrade uncert"
+                )
+            fit = _attrs(f["fit"])
+            curvature = Curvature(
+                blocks=[_read_block(f["blocks"][str(k)]) for k in range(len(f["blocks"]))],
+                n_data=int(fit["n_data"]),
+                task=fit["task"],
+                method=fit["method"],
+                fisher_type=fit["fisher_type"],
+                mc_samples=int(fit.get("mc_samples", 1)),
+            )
+            model = f["model"]
+            prior_attrs = _attrs(f["prior"])
+            prior = PriorSettings(
+                prior_precision=json.loads(prior_attrs["prior_precision"]),
+                prior_mode=str(prior_attrs["prior_mode"]),
+                n_data=json.loads(prior_attrs["n_data"]),
+                noise_std=float(prior_attrs["noise_std"]),
+            )
+            tuning = None
+            if "tuning" in f:
+                tuning = {k: _maybe_json(v) for k, v in _attrs(f["tuning"]).items()}
+            return FactorFile(
+                path=path,
+                curvature=curvature,
+                model_meta=ModelMeta.from_header({"uncert": str(model.attrs["meta"])}),
+                fingerprint=str(model.attrs["fingerprint"]),
+                checkpoint_path=str(model.attrs["checkpoint_path"]),
+                state_dict={name: _tensor(ds) for name, ds in model["state_dict"].items()},
+                fit=fit,
+                prior=prior,
+                tuning=tuning,
+                format_version=version,
+            )
+    except UserError:
+        raise
+    except (OSError, KeyError, ValueError) as exc:
+        raise UserError(f"'{path}' is damaged or incomplete ({exc}); refit with 'uncert fit'") from exc
+
+
+def _maybe_json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def update_hyperparameters(path: str | os.PathLike, prior: PriorSettings, tuning: Mapping[str, Any]) -> None:
+    """Record tuned hyperparameters in an existing file: copy, edit the attributes, rename (atomic)."""
+    path = Path(path)
+    read_factor_file(path)  # validates
+    with atomic_output(path) as tmp:
+        shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "r+") as f:
+            _write_prior(f, prior)
+            if "tuning" in f:
+                del f["tuning"]
+            _json_attrs(f.create_group("tuning"), dict(tuning))
