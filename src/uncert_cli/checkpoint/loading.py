@@ -1,0 +1,253 @@
+"""Reading and writing model files: safetensors (preferred) and PyTorch pickles (``.pt``)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from uncert_cli.checkpoint.arch import build_module, canonical_arch
+from uncert_cli.checkpoint.meta import HEADER_KEY, ModelMeta, check_task
+from uncert_cli.checkpoint.state import (
+    align_keys,
+    check_compatible,
+    is_state_dict,
+    unwrap_checkpoint,
+    weights_fingerprint,
+)
+from uncert_cli.errors import UserError
+
+__all__ = ["LoadedModel", "load_model", "save_model"]
+
+_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+_ARCH_HELP = (
+    "pass --arch package.module:Class (or path/to/file.py:Class, or torchvision:resnet18) "
+    "with --arch-kwargs for its constructor"
+)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for analysis: eval mode, on CPU, with its metadata and weight fingerprint."""
+
+    module: nn.Module
+    meta: ModelMeta
+    source: Path
+    fingerprint: str
+
+
+class _NotThisFormat(Exception):
+    """Internal: the file is not in the format tried; carries a short reason."""
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
+    # Imported lazily: only this path needs the Rust extension.
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            header = handle.metadata()
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except Exception as exc:  # SafetensorError, OSError, ...: all mean "unusable file"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _NotThisFormat(reason) from exc
+    return tensors, header
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """torch.save writes a zip with a ``data.pkl`` member, or (legacy) a raw pickle."""
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return any(n.endswith("data.pkl") for n in archive.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return False
+    with open(path, "rb") as handle:
+        return handle.read(1) == b"\x80"  # pickle protocol >= 2 opcode
+
+
+def _pickle_refusal(path: Path, error: str) -> UserError:
+    found = re.search(r"GLOBAL\s+([\w.]+)", error)
+    what = f" (it references {found.group(1)})" if found else ""
+    return UserError(
+        f"{path} is a Python pickle, not plain weights{what}; loading it can execute arbitrary code. "
+        "Pass --trust-pickle only if you trust its source, or re-save it as safetensors or as a "
+        "state dict (torch.save(model.state_dict(), ...))"
+    )
+
+
+def _read_torch(path: Path, trust_pickle: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        message = str(exc)
+    if "TorchScript" in message:
+        raise UserError(
+            f"{path} is a TorchScript archive, which uncert cannot analyse; save the eager model's "
+            "state dict (torch.save(model.state_dict(), ...)) and pass --arch"
+        )
+    is_torch = _looks_like_torch_file(path)
+    refused = "Weights only load failed" in message and (
+        re.search(r"GLOBAL\s+[\w.]+", message) is not None or is_torch
+    )
+    if not refused:
+        raise _NotThisFormat(message.strip().splitlines()[0] if message.strip() else "unreadable")
+    if not trust_pickle:
+        raise _pickle_refusal(path, message)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (AttributeError, ModuleNotFoundError, ImportError) as exc:
+        raise UserError(
+            f"{path} is a pickled model whose code is not importable here ({exc}); "
+            "make the defining module importable, or re-save the state dict and pass --arch"
+        ) from exc
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as exc:
+        raise _NotThisFormat(str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable") from exc
+
+
+def _meta_from_torch_object(obj: Any) -> ModelMeta:
+    """A ``.pt`` dict may carry uncert metadata under key ``"uncert"`` (dict or JSON string)."""
+    if isinstance(obj, dict) and not is_state_dict(obj) and HEADER_KEY in obj:
+        value = obj[HEADER_KEY]
+        if isinstance(value, str):
+            return ModelMeta.from_header({HEADER_KEY: value})
+        if isinstance(value, dict):
+            return ModelMeta.from_dict(value)
+    return ModelMeta()
+
+
+def _read(path: Path, trust_pickle: bool) -> tuple[dict[str, torch.Tensor] | nn.Module, ModelMeta]:
+    """Read any supported file into (state dict or module, metadata)."""
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        try:
+            tensors, header = _read_safetensors(path)
+        except _NotThisFormat as exc:
+            raise UserError(f"{path} is not a valid safetensors file ({exc}); re-save or re-download it") from None
+        return tensors, ModelMeta.from_header(header)
+    if suffix in _TORCH_SUFFIXES:
+        try:
+            obj = _read_torch(path, trust_pickle)
+        except _NotThisFormat as exc:
+            raise UserError(
+                f"{path} is not a PyTorch checkpoint ({exc}); expected a file written by torch.save"
+            ) from None
+        return unwrap_checkpoint(obj, str(path)), _meta_from_torch_object(obj)
+    # Unknown extension: sniff, safetensors first because reading it runs no code.
+    try:
+        tensors, header = _read_safetensors(path)
+        return tensors, ModelMeta.from_header(header)
+    except _NotThisFormat:
+        pass
+    try:
+        obj = _read_torch(path, trust_pickle)
+    except _NotThisFormat:
+        raise UserError(
+            f"{path} is neither a safetensors file nor a PyTorch checkpoint; "
+            "give a .safetensors file or a .pt/.pth file written by torch.save"
+        ) from None
+    return unwrap_checkpoint(obj, str(path)), _meta_from_torch_object(obj)
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    arch: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+    trust_pickle: bool = False,
+    input_shape: tuple[int, ...] | list[int] | None = None,
+    task: str | None = None,
+) -> LoadedModel:
+    """Load a model file for analysis.
+
+    The architecture comes from ``arch`` if given, else from the file's metadata, else (for a
+    trusted pickled module) from the pickle itself.  ``arch_kwargs`` are merged over the
+    metadata's keywords when the architecture is the same one, and used alone otherwise.
+    ``input_shape`` and ``task`` override the metadata.  Every problem with the file or the
+    options raises :class:`UserError`.
+    """
+    source = Path(path).expanduser()
+    if not source.exists():
+        raise UserError(f"no such file: {source}")
+    if source.is_dir():
+        raise UserError(f"{source} is a directory; pass the model file inside it (e.g. model.safetensors)")
+
+    content, meta = _read(source, trust_pickle)
+
+    chosen = canonical_arch(arch) if arch else None
+    if chosen is None and meta.arch and not isinstance(content, nn.Module):
+        chosen = canonical_arch(meta.arch)
+    if chosen is not None:
+        same = meta.arch is not None and canonical_arch(meta.arch) == chosen
+        kwargs = {**(meta.arch_kwargs if same else {}), **(arch_kwargs or {})}
+        module = build_module(chosen, kwargs)
+        state = content.state_dict() if isinstance(content, nn.Module) else content
+        state = align_keys(dict(state), set(module.state_dict()))
+        check_compatible(state, module, chosen)
+        try:
+            module.load_state_dict(state, strict=True)
+        except RuntimeError as exc:  # custom _load_from_state_dict hooks can still object
+            raise UserError(f"loading the weights into {chosen} failed: {exc}") from exc
+        # Keep the spelling the user or file gave (e.g. "MLP"); it builds the same module.
+        meta = replace(meta, arch=arch or meta.arch, arch_kwargs=kwargs)
+    elif isinstance(content, nn.Module):
+        module = content
+    else:
+        raise UserError(f"{source} holds only weights, no architecture; {_ARCH_HELP}")
+
+    if input_shape is not None:
+        meta = replace(meta, input_shape=tuple(input_shape))
+    if task is not None:
+        meta = replace(meta, task=check_task(task))
+    module = module.to("cpu").eval()
+    return LoadedModel(module=module, meta=meta, source=source, fingerprint=weights_fingerprint(module))
+
+
+def _tensors_for_saving(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU tensors with no shared storage (safetensors rejects sharing,
+    which tied weights would otherwise cause; loading restores the tie through the module)."""
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, int]] = set()
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        key = (tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes())
+        if key in seen and tensor.numel() > 0:
+            tensor = tensor.clone()
+        seen.add(key)
+        tensors[name] = tensor
+    return tensors
+
+
+def save_model(module: nn.Module, meta: ModelMeta, path: str | os.PathLike[str]) -> None:
+    """Write ``module``'s state dict and ``meta`` to a ``.safetensors`` file, atomically.
+
+    The file is written next to the target and renamed over it, so a crash never leaves a
+    half-written model where a good one was.
+    """
+    from safetensors.torch import save_file
+
+    target = Path(path).expanduser()
+    if target.suffix.lower() != ".safetensors":
+        raise UserError(f"models are saved as safetensors; name the file *.safetensors, not {target.name}")
+    if not target.parent.is_dir():
+        raise UserError(f"cannot save {target}: folder {target.parent} does not exist")
+    tensors = _tensors_for_saving(module)
+    header = meta.to_header()
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp_name, metadata=header)
+        with open(tmp_name, "rb") as handle:
+            os.fsync(handle.fileno())  # the data must be on disk before the rename makes it visible
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
