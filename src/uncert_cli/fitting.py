@@ -9,17 +9,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from uncert_cli.atomic import check_output_path
 from uncert_cli.checkpoint import LoadedModel
 from uncert_cli.curvature import Curvature, compute_curvature, estimate_memory
 from uncert_cli.data import ArrayDataset, iter_batches
 from uncert_cli.distributed import DistributedContext
 from uncert_cli.errors import UserError
 from uncert_cli.memory import format_size, peak_memory_bytes
+from uncert_cli.store import PriorSettings, write_factor_file
 
 METHODS = ("diag", "kfac")
 FISHER_TYPES = ("exact", "mc", "empirical")
@@ -145,3 +148,29 @@ def fit_laplace(
     if accuracy is not None:
         info["map_accuracy"] = accuracy
     return FitResult(curvature=curvature, info=info)
+
+
+def fit_to_file(
+    loaded: LoadedModel,
+    data: ArrayDataset,
+    options: FitOptions,
+    output: str | Path,
+    *,
+    prior: PriorSettings | None = None,
+    split: str = "train",
+    ctx: DistributedContext | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> FitResult:
+    """:func:`fit_laplace`, then write the factor file (rank 0 only; atomically)."""
+    ctx = ctx or DistributedContext()
+    check_output_path(output)
+    # The fit may cast the module (--dtype, --device); the file keeps the checkpoint's own weights.
+    state_dict = {k: v.detach().cpu().clone() for k, v in loaded.module.state_dict().items()}
+    result = fit_laplace(loaded, data, options, ctx=ctx, on_batch=on_batch)
+    if ctx.is_main:
+        write_factor_file(
+            output, result.curvature, state_dict=state_dict, model_meta=loaded.meta,
+            fingerprint=loaded.fingerprint, checkpoint_path=str(Path(loaded.source).resolve()),
+            fit={**result.info, "split": split}, prior=prior or PriorSettings(),
+        )
+    return result

@@ -12,12 +12,12 @@ from uncert_cli.atomic import check_output_path
 from uncert_cli.cli import options as o
 from uncert_cli.device import resolve_device, resolve_dtype
 from uncert_cli.distributed import init_from_environment, shutdown
-from uncert_cli.fitting import FitOptions, fit_laplace
+from uncert_cli.fitting import FitOptions, fit_to_file
 from uncert_cli.inputs import load_checkpoint_model, load_model_data
 from uncert_cli.memory import parse_size
 from uncert_cli.render.console import print_json, progress_bar
 from uncert_cli.render.fit import fit_summary, print_fit_summary
-from uncert_cli.store import PriorSettings, write_factor_file
+from uncert_cli.store import PriorSettings
 
 
 class MethodChoice(str, Enum):
@@ -94,15 +94,10 @@ def fit(
         )
         show = not (quiet or json_output) and ctx.is_main
         total = len(dataset) if ctx.world_size == 1 else len(dataset) // ctx.world_size
+        prior = PriorSettings(prior_precision=prior_precision, prior_mode=prior_mode.value, n_data=n_data)
         with progress_bar(total, f"fit {method.value}", quiet=not show) as advance:
-            result = fit_laplace(loaded, dataset, opts, ctx=ctx, on_batch=advance)
+            result = fit_to_file(loaded, dataset, opts, output, prior=prior, split=split.value, ctx=ctx, on_batch=advance)
         if ctx.is_main:
-            write_factor_file(
-                output, result.curvature, state_dict=loaded.module.state_dict(), model_meta=loaded.meta,
-                fingerprint=loaded.fingerprint, checkpoint_path=str(Path(checkpoint).resolve()),
-                fit={**result.info, "split": split.value},
-                prior=PriorSettings(prior_precision=prior_precision, prior_mode=prior_mode.value, n_data=n_data),
-            )
             summary = fit_summary(result, output)
             if json_output:
                 print_json(summary)

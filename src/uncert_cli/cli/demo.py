@@ -1,0 +1,30 @@
+"""``uncert demo``: the whole pipeline on the embedded default (digits MLP + scikit-learn digits)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from uncert_cli.cli import options as o
+from uncert_cli.demo import run_demo
+from uncert_cli.render.console import log, print_json
+
+
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the demo's outputs.")] = Path("uncert-demo"),
+    json_output: o.Json = False,
+    quiet: o.Quiet = False,
+    debug: o.Debug = False,
+) -> None:
+    """Fit, report and test OOD detection on a shipped model, offline, in seconds."""
+    steps = run_demo(out, on_step=lambda text: log(text, quiet=quiet or json_output))
+    if json_output:
+        print_json(steps)
+    elif not quiet:
+        log(f"done: outputs in {out.resolve()}", quiet=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)

@@ -1,0 +1,9 @@
+"""Sample checkpoints shipped inside the package (the embedded default for ``uncert demo``)."""
+
+from importlib import resources
+from pathlib import Path
+
+
+def sample_path(name: str = "digits_mlp.safetensors") -> Path:
+    """Path of a shipped sample checkpoint."""
+    return Path(str(resources.files(__name__).joinpath(name)))

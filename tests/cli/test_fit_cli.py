@@ -1,0 +1,59 @@
+"""``uncert fit`` end to end through the real CLI: the file it writes and what it prints."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from uncert_cli.store import read_factor_file
+
+
+@pytest.mark.parametrize("method", ["kfac", "diag"])
+def test_fit_writes_a_readable_factor_file(run_cli, digits_checkpoint, tmp_path, method):
+    out = tmp_path / "f.h5"
+    r = run_cli("fit", digits_checkpoint, "--data", "digits", "--method", method, "-o", out, "--json", "--limit", "300")
+    assert r.code == 0, r.err
+    summary = json.loads(r.out)  # stdout is only JSON
+    assert summary["method"] == method and summary["n_data"] == 300
+    assert summary["parameters"] == 64 * 16 + 16 + 16 * 10 + 10
+    factors = read_factor_file(out)
+    assert factors.curvature.n_data == 300
+    assert len(factors.curvature.blocks) == 2
+    with h5py.File(out) as f:  # plain h5py can read the documented layout
+        assert f.attrs["format"] == "uncert-factors"
+        block = f["blocks/0"]
+        if method == "kfac":
+            A, G = block["input_factor"][()], block["output_factor"][()]
+            assert A.shape == (65, 65) and G.shape == (16, 16)
+            lam, vec = block["input_eigenvalues"][()], block["input_eigenvectors"][()]
+            np.testing.assert_allclose(vec @ np.diag(lam) @ vec.T, A, atol=1e-5 * np.abs(A).max())
+        else:
+            assert block["diagonal/0"].shape == (16, 64)
+            assert (block["diagonal/0"][()] >= 0).all()
+    assert factors.fit["log_likelihood"] < 0
+
+
+def test_fit_json_keeps_progress_off_stdout(run_cli, digits_checkpoint, tmp_path):
+    r = run_cli("fit", digits_checkpoint, "--data", "digits", "-o", tmp_path / "f.h5", "--json", "--limit", "64")
+    assert r.code == 0
+    json.loads(r.out)
+
+
+def test_fit_human_output_mentions_output_file(run_cli, digits_checkpoint, tmp_path):
+    out = tmp_path / "f.h5"
+    r = run_cli("fit", digits_checkpoint, "--limit", "64", "-o", out)  # dataset from the metadata
+    assert r.code == 0, r.err
+    assert str(out) in r.out.replace("\n", "")
+
+
+def test_fit_float64_keeps_checkpoint_weights(run_cli, digits_checkpoint, tmp_path):
+    out = tmp_path / "f.h5"
+    r = run_cli("fit", digits_checkpoint, "--limit", "32", "--dtype", "float64", "-o", out, "--quiet")
+    assert r.code == 0, r.err
+    factors = read_factor_file(out)
+    assert factors.state_dict["fc1.weight"].dtype == torch.float32
+    assert factors.curvature.blocks[0].input_factor.dtype == torch.float64
