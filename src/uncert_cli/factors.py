@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from uncert_cli.checkpoint import LoadedModel, build_module, weights_fingerprint
 from uncert_cli.errors import UserError
+from uncert_cli.posterior import LaplacePosterior
 from uncert_cli.store import FactorFile, read_factor_file
 
 
@@ -33,3 +35,36 @@ def model_from_factor_file(factors: FactorFile) -> LoadedModel:
 
 def open_factor_model(path: str | Path) -> LoadedModel:
     return model_from_factor_file(read_factor_file(path))
+
+
+@dataclass
+class OpenedFactors:
+    """A factor file with its model rebuilt and its posterior ready."""
+
+    factors: FactorFile
+    model: LoadedModel
+    posterior: LaplacePosterior
+
+
+def open_posterior(
+    path: str | Path,
+    *,
+    prior_precision: float | dict[str, float] | None = None,
+    n_data: float | None = None,
+    prior_mode: str | None = None,
+    noise_std: float | None = None,
+) -> OpenedFactors:
+    """Read a factor file and build its posterior; ``None`` means the file's own (possibly tuned) value."""
+    factors = read_factor_file(path)
+    loaded = model_from_factor_file(factors)
+    prior = factors.prior
+    noise = noise_std if noise_std is not None else (prior.noise_std or loaded.meta.noise_std or 1.0)
+    posterior = LaplacePosterior(
+        factors.curvature,
+        loaded.module,
+        prior_precision=prior.prior_precision if prior_precision is None else prior_precision,
+        n_data=n_data if n_data is not None else prior.n_data,
+        prior_mode=prior_mode or prior.prior_mode,
+        noise_std=noise if factors.curvature.task == "regression" else 1.0,
+    )
+    return OpenedFactors(factors=factors, model=loaded, posterior=posterior)
