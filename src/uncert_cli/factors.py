@@ -58,7 +58,7 @@ def open_posterior(
     factors = read_factor_file(path)
     loaded = model_from_factor_file(factors)
     prior = factors.prior
-    noise = noise_std if noise_std is not None else (prior.noise_std or loaded.meta.noise_std or 1.0)
+    noise = noise_std or prior.noise_std or loaded.meta.noise_std or 1.0
     posterior = LaplacePosterior(
         factors.curvature,
         loaded.module,

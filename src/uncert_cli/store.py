@@ -59,7 +59,7 @@ class PriorSettings:
     prior_precision: float | dict[str, float] = 1.0
     prior_mode: str = "eigen"
     n_data: float | None = None  # None: the number of data points the curvature was averaged over
-    noise_std: float = 1.0
+    noise_std: float | None = None  # None: the checkpoint's noise_std, else 1
 
 
 @dataclass
@@ -161,7 +161,7 @@ def _write_prior(f: h5py.File, prior: PriorSettings) -> None:
     group.attrs["prior_precision"] = json.dumps(prior.prior_precision)
     group.attrs["prior_mode"] = prior.prior_mode
     group.attrs["n_data"] = json.dumps(prior.n_data)
-    group.attrs["noise_std"] = float(prior.noise_std)
+    group.attrs["noise_std"] = json.dumps(prior.noise_std)
 
 
 def _tensor(dataset: h5py.Dataset) -> torch.Tensor:
@@ -232,7 +232,7 @@ def read_factor_file(path: str | os.PathLike) -> FactorFile:
                 prior_precision=json.loads(prior_attrs["prior_precision"]),
                 prior_mode=str(prior_attrs["prior_mode"]),
                 n_data=json.loads(prior_attrs["n_data"]),
-                noise_std=float(prior_attrs["noise_std"]),
+                noise_std=json.loads(prior_attrs["noise_std"]),
             )
             tuning = None
             if "tuning" in f:
