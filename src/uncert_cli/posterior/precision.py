@@ -102,7 +102,7 @@ def make_spec(block: Block, params: dict[str, Tensor]) -> Spec:
             raise UserError(
                 f"diagonal curvature of '{block.module}' does not match its parameter shapes; recompute it"
             )
-        diag = torch.cat([d.reshape(-1) for d in block.diagonal]).to(device=ref.device, dtype=ref.dtype)
+        diag = torch.cat([d.detach().reshape(-1) for d in block.diagonal]).to(device=ref.device, dtype=ref.dtype)
         return DiagSpec(block.module, tuple(block.param_names), shapes, diag.clamp_min(0))
     if isinstance(block, KroneckerBlock):
         out_dim = shapes[0][0]
@@ -119,11 +119,12 @@ def make_spec(block: Block, params: dict[str, Tensor]) -> Spec:
                 "recompute the curvature"
             )
         eig = block.eigen()
-        conv = {"device": ref.device, "dtype": ref.dtype}
-        if all(t.device == ref.device and t.dtype == ref.dtype for t in _eigen_tensors(eig)):
-            cast = eig
+        if all(
+            t.device == ref.device and t.dtype == ref.dtype and not t.requires_grad for t in _eigen_tensors(eig)
+        ):
+            cast = eig  # shared as is
         else:
-            cast = KroneckerEigen(*(t.to(**conv) for t in _eigen_tensors(eig)))
+            cast = KroneckerEigen(*(t.detach().to(device=ref.device, dtype=ref.dtype) for t in _eigen_tensors(eig)))
         return KronSpec(block.module, tuple(block.param_names), shapes, cast)
     raise UserError(f"unsupported curvature block type {type(block).__name__}; recompute the curvature")
 

@@ -1,0 +1,20 @@
+"""Laplace posteriors over trained networks from curvature blocks (diagonal GGN / KFAC).
+
+One module per concept: ``precision`` (block eigen math), ``sampling``, ``marginals``,
+``predictive``, ``marglik`` (evidence, log-det, entropy), ``tuning``; ``laplace`` ties them together.
+"""
+
+from uncert_cli.posterior.laplace import LaplacePosterior
+from uncert_cli.posterior.precision import PriorMode
+from uncert_cli.posterior.predictive import Predictive
+from uncert_cli.posterior.tuning import TuneResult, tune_prior_marglik, tune_val_nll, validation_nll
+
+__all__ = [
+    "LaplacePosterior",
+    "PriorMode",
+    "Predictive",
+    "TuneResult",
+    "tune_prior_marglik",
+    "tune_val_nll",
+    "validation_nll",
+]

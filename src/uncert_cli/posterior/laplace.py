@@ -1,0 +1,287 @@
+"""The Laplace posterior: one object for diagonal and Kronecker curvature blocks.
+
+Posterior over the parameters covered by the curvature blocks (all other parameters stay at their MAP
+value): a block-diagonal Gaussian ``N(θ*, precision⁻¹)`` with, per block ``b``,
+
+    precision_b = n_eff · curvature_b + τ_b · I,     n_eff = n_data / noise_std²  (regression)
+                                                      n_eff = n_data               (classification)
+
+(curvature is stored at unit noise). For Kronecker blocks ``prior_mode`` chooses how ``τ`` enters:
+``"eigen"`` is the exact ``n_eff · G ⊗ A + τ I``; ``"factor"`` is Ritter et al. (2018) eq. 9,
+``(sqrt(n_eff) G + sqrt(τ) I) ⊗ (sqrt(n_eff) A + sqrt(τ) I)``. Diagonal blocks ignore ``prior_mode``.
+
+Example::
+
+    post = LaplacePosterior(curvature, model, prior_precision=1.0)
+    probs = post.predict(x, "glm", samples=100)             # (B, C)
+    tuned = tune_prior_marglik(post, log_likelihood=-123.4, structure="layer")
+    post = post.with_hyperparameters(prior_precision=tuned.prior_precision)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from typing import Union
+
+import torch
+from torch import Tensor, nn
+
+from uncert_cli.curvature.blocks import Curvature
+from uncert_cli.errors import UserError
+from uncert_cli.posterior import marginals as _marginals
+from uncert_cli.posterior import marglik as _marglik
+from uncert_cli.posterior import predictive as _predictive
+from uncert_cli.posterior.precision import (
+    PRIOR_MODES,
+    KronSpec,
+    PriorMode,
+    Spec,
+    make_spec,
+    precision_eigenvalues,
+)
+from uncert_cli.posterior.predictive import Predictive
+from uncert_cli.posterior.sampling import SampleCache, draw_deviations
+
+PriorPrecision = Union[float, Mapping[str, float]]
+DEFAULT_KEY = "*"  # in a prior_precision mapping: the value for modules not named explicitly
+TOTAL = "total"
+_KEEP = object()
+
+
+class LaplacePosterior:
+    """Post-hoc Laplace posterior built from curvature blocks and the MAP model.
+
+    Args:
+        curvature: per-module blocks (``DiagonalBlock`` / ``KroneckerBlock``), means over the data.
+        model: the network holding the MAP weights (used in place; its train/eval flags are restored
+            after each prediction).
+        prior_precision: ``τ``; a float for all blocks or a mapping ``{module: τ}`` (``"*"`` = default).
+        n_data: ``N`` multiplying the mean curvature; defaults to ``curvature.n_data``.
+        prior_mode: ``"eigen"`` or ``"factor"`` (Kronecker blocks only).
+        noise_std: observation noise ``σ`` (regression only; must stay 1.0 for classification).
+    """
+
+    def __init__(
+        self,
+        curvature: Curvature,
+        model: nn.Module,
+        *,
+        prior_precision: PriorPrecision = 1.0,
+        n_data: float | None = None,
+        prior_mode: PriorMode = "eigen",
+        noise_std: float = 1.0,
+    ) -> None:
+        if not curvature.blocks:
+            raise UserError("the curvature has no blocks; compute it for a model with trainable layers")
+        if curvature.task not in ("classification", "regression"):
+            raise UserError(f"unknown task '{curvature.task}'; use 'classification' or 'regression'")
+        self.curvature = curvature
+        self.model = model
+        params = dict(model.named_parameters())
+        self._specs: tuple[Spec, ...] = tuple(make_spec(b, params) for b in curvature.blocks)
+        seen: set[str] = set()
+        for spec in self._specs:
+            for name in spec.param_names:
+                if name in seen:
+                    raise UserError(f"parameter '{name}' appears in two curvature blocks; recompute the curvature")
+                seen.add(name)
+        modules = [s.module for s in self._specs]
+        if len(set(modules)) != len(modules):
+            raise UserError("two curvature blocks have the same module name; recompute the curvature")
+        self.map_parameters: dict[str, Tensor] = {
+            n: params[n].detach() for s in self._specs for n in s.param_names
+        }
+        self._map_sq_norms = tuple(
+            float(sum(self.map_parameters[n].double().square().sum() for n in s.param_names)) for s in self._specs
+        )
+        self.sample_chunk = _predictive.DEFAULT_SAMPLE_CHUNK
+        self._vmap_state: dict[str, bool] = {}
+        self._set_hyperparameters(
+            prior_precision, curvature.n_data if n_data is None else n_data, noise_std, prior_mode
+        )
+
+    # ------------------------------------------------------------------ hyperparameters
+    def _set_hyperparameters(self, prior_precision, n_data, noise_std, prior_mode) -> None:
+        if prior_mode not in PRIOR_MODES:
+            raise UserError(f"unknown prior mode '{prior_mode}'; use one of {', '.join(PRIOR_MODES)}")
+        n_data = _positive("n_data", n_data)
+        noise_std = _positive("noise_std", noise_std)
+        if self.task == "classification" and noise_std != 1.0:
+            raise UserError("noise_std applies to regression only; leave it at 1.0 for classification")
+        self.prior_mode: PriorMode = prior_mode
+        self.n_data = n_data
+        self.noise_std = noise_std
+        self._taus = self._resolve_prior(prior_precision)
+        self._prec = tuple(
+            precision_eigenvalues(s, t, self.n_eff, prior_mode) for s, t in zip(self._specs, self._taus)
+        )
+        self._cache = SampleCache()
+
+    def _resolve_prior(self, prior_precision: PriorPrecision) -> tuple[float, ...]:
+        modules = [s.module for s in self._specs]
+        if isinstance(prior_precision, Mapping):
+            unknown = sorted(set(prior_precision) - set(modules) - {DEFAULT_KEY})
+            if unknown:
+                raise UserError(
+                    f"prior precision given for unknown module(s) {', '.join(map(repr, unknown))}; "
+                    f"use module names from the curvature: {', '.join(map(repr, modules))}"
+                )
+            missing = [m for m in modules if m not in prior_precision and DEFAULT_KEY not in prior_precision]
+            if missing:
+                raise UserError(
+                    f"no prior precision for module(s) {', '.join(map(repr, missing))}; give one per module "
+                    f"or a default under '{DEFAULT_KEY}'"
+                )
+            values = [prior_precision.get(m, prior_precision.get(DEFAULT_KEY)) for m in modules]
+        else:
+            values = [prior_precision] * len(modules)
+        return tuple(_positive("prior_precision", v) for v in values)
+
+    def with_hyperparameters(
+        self, *, prior_precision=_KEEP, n_data=_KEEP, noise_std=_KEEP, prior_mode=_KEEP
+    ) -> LaplacePosterior:
+        """A posterior with other hyperparameters, sharing model, curvature and eigendecompositions."""
+        new = object.__new__(LaplacePosterior)
+        new.__dict__.update(self.__dict__)
+        new._set_hyperparameters(
+            self.prior_precision if prior_precision is _KEEP else prior_precision,
+            self.n_data if n_data is _KEEP else n_data,
+            self.noise_std if noise_std is _KEEP else noise_std,
+            self.prior_mode if prior_mode is _KEEP else prior_mode,
+        )
+        return new
+
+    @property
+    def task(self) -> str:
+        return self.curvature.task
+
+    @property
+    def n_eff(self) -> float:
+        """``n_data / noise_std²`` (regression) or ``n_data`` (classification)."""
+        return self.n_data / self.noise_std**2
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        return tuple(s.module for s in self._specs)
+
+    @property
+    def specs(self) -> tuple[Spec, ...]:
+        return self._specs
+
+    @property
+    def prior_precision(self) -> dict[str, float]:
+        """``τ`` per block (module name)."""
+        return dict(zip(self.modules, self._taus))
+
+    @property
+    def num_params(self) -> int:
+        return sum(s.num_params for s in self._specs)
+
+    def kronecker_eigens(self) -> dict[str, object]:
+        """The eigendecompositions in use per Kronecker block (shared by ``with_hyperparameters``)."""
+        return {s.module: s.eigen for s in self._specs if isinstance(s, KronSpec)}
+
+    # ------------------------------------------------------------------ marginals
+    def marginal_variance(self) -> dict[str, Tensor]:
+        """Posterior variance of every covered parameter, same shape as the parameter."""
+        return _marginals.parameter_variances(self._specs, self._prec)
+
+    def prior_variance(self) -> dict[str, float]:
+        """Prior variance ``1/τ`` of every covered parameter (by parameter name)."""
+        return {n: 1.0 / t for s, t in zip(self._specs, self._taus) for n in s.param_names}
+
+    def functional_variance(self, x: Tensor, *, chunk_size: int | None = None) -> Tensor:
+        """``diag(J(x) Σ J(x)ᵀ)`` of the network outputs, ``(B, C)``, without the noise term."""
+        with _predictive.eval_mode(self.model):
+            return _marginals.functional_variance(
+                self.model, self.map_parameters, self._specs, self._prec, x, chunk_size=chunk_size
+            )
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, n_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """``n_samples`` posterior draws of every covered parameter, each ``(S, *param_shape)`` (MAP + deviation).
+
+        Uses ``generator`` (CPU or the parameters' device), or torch's global RNG when None.
+        """
+        if not isinstance(n_samples, int) or n_samples < 1:
+            raise UserError(f"n_samples must be a positive integer, got {n_samples!r}")
+        dev = draw_deviations(self._specs, self._prec, n_samples, generator)
+        return {n: self.map_parameters[n] + d for n, d in dev.items()}
+
+    def iter_samples(self, n_samples: int, generator: torch.Generator | None = None) -> Iterator[dict[str, Tensor]]:
+        """Like :meth:`sample`, one parameter dict per sample (for ``functional_call``)."""
+        batch = self.sample(n_samples, generator)
+        for i in range(n_samples):
+            yield {n: v[i] for n, v in batch.items()}
+
+    def _deviations(self, n_samples: int, generator) -> dict[str, Tensor]:
+        return self._cache.get(self._specs, self._prec, n_samples, generator)
+
+    # ------------------------------------------------------------------ evidence & friends
+    def log_det_precision(self) -> dict[str, float]:
+        """``log det`` of each block's precision (by module) and their sum under ``"total"``."""
+        lds = _marglik.block_log_dets(self._specs, self._taus, self.n_eff, self.prior_mode)
+        out = {s.module: float(ld) for s, ld in zip(self._specs, lds)}
+        out[TOTAL] = sum(out[s.module] for s in self._specs)
+        return out
+
+    def entropy(self) -> dict[str, float]:
+        """Gaussian entropy ``½ (P (1 + log 2π) − log det precision)`` per block and ``"total"``."""
+        lds = self.log_det_precision()
+        out = {s.module: _marglik.block_entropy(s.num_params, lds[s.module]) for s in self._specs}
+        out[TOTAL] = sum(out[s.module] for s in self._specs)
+        return out
+
+    def effective_params(self) -> dict[str, float]:
+        """Effective number of parameters ``γ = Σ λ/(λ+τ)`` per block and ``"total"``."""
+        out = {
+            s.module: _marglik.block_effective_params(s, t, self.n_eff, self.prior_mode)
+            for s, t in zip(self._specs, self._taus)
+        }
+        out[TOTAL] = sum(out[s.module] for s in self._specs)
+        return out
+
+    def log_marginal_likelihood(self, log_likelihood: float) -> float:
+        """Laplace log evidence; ``log_likelihood = Σ_n log p(y_n | x_n, θ*)`` at the current ``noise_std``.
+
+        ``log Z = log_likelihood − ½ Σ τ_b ||θ*_b||² + ½ Σ P_b log τ_b − ½ log det(precision)``: the
+        ``log 2π`` terms of prior and Gaussian integral cancel, so no constant is dropped (see ``marglik``).
+        """
+        if not math.isfinite(log_likelihood):
+            raise UserError(f"log_likelihood must be a finite number, got {log_likelihood!r}")
+        return float(
+            _marglik.log_marginal_likelihood(
+                float(log_likelihood), self._specs, self._map_sq_norms, self._taus, self.n_eff, self.prior_mode
+            )
+        )
+
+    # ------------------------------------------------------------------ prediction
+    def predict(
+        self, x: Tensor, kind: Predictive = "glm", *, samples: int = 100, generator: torch.Generator | None = None
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Predictive for a batch ``x``.
+
+        Classification: class probabilities ``(B, C)``. Regression: ``(mean, variance)``, both ``(B, D)``,
+        the variance including the observation noise ``noise_std²``. See ``posterior.predictive`` for
+        the kinds; sampled kinds reuse one set of ``samples`` draws per ``generator.initial_seed()``
+        (seed 0 without a generator) across calls and batches.
+        """
+        return _predictive.predict(self, x, kind, samples, generator)
+
+    def __repr__(self) -> str:
+        return (
+            f"LaplacePosterior(method={self.curvature.method}, task={self.task}, blocks={len(self._specs)}, "
+            f"params={self.num_params}, n_data={self.n_data:g}, prior_mode={self.prior_mode}, "
+            f"noise_std={self.noise_std:g})"
+        )
+
+
+def _positive(name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be a positive number, got {value!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise UserError(f"{name} must be a positive finite number, got {value!r}")
+    return v
