@@ -10,6 +10,9 @@ from uncert_cli.curvature.blocks import (
     Method,
     Task,
 )
+from uncert_cli.curvature.engine import compute_curvature, estimate_memory
+from uncert_cli.curvature.loss_vectors import loss_backward_vectors
+from uncert_cli.curvature.subset import supported_structure
 
 __all__ = [
     "Block",
@@ -20,4 +23,8 @@ __all__ = [
     "KroneckerEigen",
     "Method",
     "Task",
+    "compute_curvature",
+    "estimate_memory",
+    "loss_backward_vectors",
+    "supported_structure",
 ]

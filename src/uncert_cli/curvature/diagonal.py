@@ -1,0 +1,227 @@
+"""Exact GGN/Fisher diagonals: ``diag = 1/N Σ_n Σ_k (J_nᵀ v_{k,n})²`` per parameter.
+
+Two accumulators:
+
+* :class:`LinearConvDiagAccumulator` for Linear/Conv (the "kronecker" units). The per-example
+  gradient of the weight is ``Σ_p g_{k,n,p} a_{n,p}ᵀ``. With one position (a Linear on 2-D input
+  called once) the square factorises, ``Σ_{n,k} g²_{nko} a²_{ni} = ((Σ_k g²)ᵀ a²)_{oi}``: one matrix
+  product, no per-example gradients. With several positions (sequences, conv pixels, shared calls)
+  the per-example gradient is formed first (``'kbpo,bpi->kboi'`` as a batched matmul), in chunks of
+  examples bounded to ``CHUNK_ELEMENTS``, then squared.
+* :class:`GenericDiagAccumulator` for every other module with direct parameters (norms,
+  embeddings, attention, grouped convs, ...): per-example vector-Jacobian products of the module's
+  own forward with ``torch.func`` (``functional_call`` + ``vjp``, vmapped over the ``K`` vectors and
+  over the examples of the recorded call inputs). Valid for any module whose forward treats examples
+  independently (eval-mode BatchNorm does). Calls of a shared module are summed per example before
+  squaring.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vjp, vmap
+
+from uncert_cli.curvature.blocks import DiagonalBlock
+from uncert_cli.curvature.hooks import Call, Capture, find_batch_dim
+from uncert_cli.curvature.kronecker import conv_patches
+from uncert_cli.curvature.subset import Unit
+
+# Bound on the elements of one per-example-gradient chunk (512 MiB in float64).
+CHUNK_ELEMENTS = 2**26
+
+
+def _block(unit: Unit, diags: list[Tensor], n_data: int) -> DiagonalBlock:
+    return DiagonalBlock(
+        module=unit.name,
+        param_names=unit.param_names,
+        param_shapes=tuple(tuple(p.shape) for p in unit.params),
+        diagonal=tuple(d / n_data for d in diags),
+    )
+
+
+class LinearConvDiagAccumulator:
+    """Exact diagonal of a Linear/Conv unit from recorded inputs and output backward vectors."""
+
+    keep_inputs = True
+    on_forward = None
+
+    def __init__(self, unit: Unit, dtype: torch.dtype, device: torch.device) -> None:
+        self.unit = unit
+        weight = unit.params[0]
+        self.O = weight.shape[0]
+        self.I = weight[0].numel()
+        self.has_bias = len(unit.params) == 2
+        self.w_sum = torch.zeros(self.O, self.I, dtype=dtype, device=device)
+        self.b_sum = torch.zeros(self.O, dtype=dtype, device=device)
+        self._patches: Tensor | None = None  # (B, P, I), cached over chunks of K within a batch
+
+    def _per_example(self, module: nn.Module, x: Tensor, g: Tensor, B: int) -> tuple[Tensor, Tensor]:
+        """Inputs ``(B, P, I)`` and backward vectors ``(K, B, P, O)`` of one call."""
+        if isinstance(module, nn.Linear):
+            bd = find_batch_dim(x.shape[:-1], B) or 0
+            a = x.movedim(bd, 0).reshape(B, -1, self.I)
+            gg = g.movedim(bd + 1, 1).reshape(g.shape[0], B, -1, self.O)
+            return a, gg
+        a = conv_patches(module, x).transpose(1, 2)  # (B, P, I)
+        gg = g.reshape(g.shape[0], B, self.O, -1).transpose(2, 3)  # (K, B, P, O)
+        return a, gg
+
+    def on_backward(self, calls: list[Call], grads: list[list[Tensor]], batch_size: int) -> None:
+        B = batch_size
+        module = self.unit.module
+        a_parts, g_parts = [], []
+        for call, g in zip(calls, grads):
+            if not g:
+                continue
+            call.check_inputs_unmodified(self.unit.name)
+            a, gg = self._per_example(module, call.args[0], g[0], B)
+            a_parts.append(a)
+            g_parts.append(gg)
+        if not g_parts:
+            return
+        if self._patches is None:
+            self._patches = a_parts[0] if len(a_parts) == 1 else torch.cat(a_parts, dim=1)
+        a = self._patches
+        g = g_parts[0] if len(g_parts) == 1 else torch.cat(g_parts, dim=2)  # (K, B, P, O)
+        K, P = g.shape[0], g.shape[2]
+        if self.has_bias:
+            self.b_sum += g.sum(2).square().sum((0, 1))
+        if P == 1:
+            s = g[:, :, 0, :].square().sum(0)  # (B, O)
+            self.w_sum.addmm_(s.t(), a[:, 0, :].square())
+            return
+        chunk = max(1, CHUNK_ELEMENTS // max(1, K * self.O * self.I))
+        for start in range(0, B, chunk):
+            sl = slice(start, start + chunk)
+            per_ex = torch.matmul(g[:, sl].transpose(2, 3), a[sl])  # (K, b, O, I)
+            self.w_sum += per_ex.square_().sum((0, 1))
+
+    def end_batch(self, batch_size: int) -> None:
+        self._patches = None
+
+    def sums(self) -> list[Tensor]:
+        return [self.w_sum, self.b_sum] if self.has_bias else [self.w_sum]
+
+    def finalize(self, n_data: int) -> DiagonalBlock:
+        shape = self.unit.params[0].shape
+        diags = [self.w_sum.reshape(shape)]
+        if self.has_bias:
+            diags.append(self.b_sum)
+        return _block(self.unit, diags, n_data)
+
+
+def _arg_hint(module: nn.Module, position: int | str, t: Tensor) -> int | None | str:
+    """Batch-dimension hint for one recorded input (``"none"``: shared by all examples)."""
+    if isinstance(module, nn.MultiheadAttention):
+        if position in (0, 1, 2, "query", "key", "value"):
+            return 0 if module.batch_first or t.dim() == 2 else 1
+        if position == "attn_mask":
+            return "none"
+    return None
+
+
+def _output_hint(module: nn.Module, index: int) -> int | None:
+    if isinstance(module, nn.MultiheadAttention) and index == 0 and not module.batch_first:
+        return 1
+    return None
+
+
+class GenericDiagAccumulator:
+    """Diagonal of any module's own parameters via per-example VJPs (``torch.func``)."""
+
+    keep_inputs = True
+    on_forward = None
+
+    def __init__(self, unit: Unit, dtype: torch.dtype, device: torch.device, capture: Capture) -> None:
+        self.unit = unit
+        self.capture = capture
+        self.sums_ = [torch.zeros_like(p, dtype=dtype, device=device) for p in unit.params]
+
+    def _call_grads(self, call: Call, g: list[Tensor], B: int, sl: slice) -> list[Tensor]:
+        """Per-example gradients of ``Σ output·g`` for the examples ``sl`` of one call:
+        one ``(K, b, *param.shape)`` tensor per parameter."""
+        module = self.unit.module
+        names = self.unit.local_names
+        params = tuple(p.detach() for p in self.unit.params)
+
+        # Split the recorded inputs into per-example tensors (vmapped) and shared constants.
+        # Only top-level tensor args/kwargs can be per-example; nested containers are passed as is.
+        keys: list[int | str] = list(range(len(call.args))) + list(call.kwargs.keys())
+        values: list[Any] = list(call.args) + list(call.kwargs.values())
+        n_args = len(call.args)
+        batched_idx, batched_vals, batched_dims = [], [], []
+        for li, (key, leaf) in enumerate(zip(keys, values)):
+            if not isinstance(leaf, Tensor) or leaf.dim() == 0:
+                continue
+            hint = _arg_hint(module, key, leaf)
+            if hint == "none":
+                continue
+            bd = find_batch_dim(leaf.shape, B, hint if isinstance(hint, int) else None)
+            if bd is None:
+                continue
+            batched_idx.append(li)
+            batched_vals.append(leaf.narrow(bd, sl.start, sl.stop - sl.start))
+            batched_dims.append(bd)
+        out_dims = []
+        g_vals = []
+        for j, (idx, gj) in enumerate(zip(call.output_index, g)):
+            bd = find_batch_dim(gj.shape[1:], B, _output_hint(module, idx))
+            if bd is None:
+                raise RuntimeError(f"cannot find the batch dimension of an output of module {self.unit.name!r}")
+            out_dims.append(bd)
+            g_vals.append(gj.narrow(bd + 1, sl.start, sl.stop - sl.start))
+        out_index = list(call.output_index)
+
+        def one_example(xs: list[Tensor], gs: list[Tensor]) -> tuple[Tensor, ...]:
+            full = list(values)
+            for li, x, bd in zip(batched_idx, xs, batched_dims):
+                full[li] = x.unsqueeze(bd)  # keep a batch dimension of 1 (BatchNorm wants 4-D)
+            args, kwargs = full[:n_args], dict(zip(keys[n_args:], full[n_args:]))
+
+            def f(*ps: Tensor) -> tuple[Tensor, ...]:
+                out = functional_call(module, dict(zip(names, ps)), tuple(args), dict(kwargs))
+                flat = (out,) if isinstance(out, Tensor) else tuple(out)
+                return tuple(flat[i] for i in out_index)
+
+            _, pullback = vjp(f, *params)
+
+            def one_vector(gk: list[Tensor]) -> tuple[Tensor, ...]:
+                return pullback(tuple(x.unsqueeze(bd) for x, bd in zip(gk, out_dims)))
+
+            return vmap(one_vector)(gs)
+
+        with self.capture.paused():
+            grads = vmap(one_example, in_dims=(batched_dims, [bd + 1 for bd in out_dims]))(batched_vals, g_vals)
+        # vmap stacks examples first: (b, K, *param) -> (K, b, *param)
+        return [gr.transpose(0, 1) for gr in grads]
+
+    def on_backward(self, calls: list[Call], grads: list[list[Tensor]], batch_size: int) -> None:
+        B = batch_size
+        live = [(c, g) for c, g in zip(calls, grads) if g]
+        if not live:
+            return
+        for c, _ in live:
+            c.check_inputs_unmodified(self.unit.name)
+        K = live[0][1][0].shape[0]
+        chunk = max(1, CHUNK_ELEMENTS // max(1, K * self.unit.num_params))
+        for start in range(0, B, chunk):
+            sl = slice(start, min(B, start + chunk))
+            total: list[Tensor] | None = None
+            for c, g in live:
+                per = self._call_grads(c, g, B, sl)
+                total = per if total is None else [t + p for t, p in zip(total, per)]
+            assert total is not None
+            for s, t in zip(self.sums_, total):
+                s += t.square().sum((0, 1))
+
+    def end_batch(self, batch_size: int) -> None:
+        pass
+
+    def sums(self) -> list[Tensor]:
+        return list(self.sums_)
+
+    def finalize(self, n_data: int) -> DiagonalBlock:
+        return _block(self.unit, list(self.sums_), n_data)

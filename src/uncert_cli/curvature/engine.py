@@ -1,0 +1,249 @@
+"""The data loop: forward with hooks, backward vectors, accumulate sums, reduce, divide by N.
+
+Per batch: one forward pass (hooks record every unit call; Kronecker units fold their inputs into
+``A`` right there), the ``K`` loss backward vectors of :func:`loss_backward_vectors`, then the
+vectors are propagated to the recorded unit outputs in chunks of ``K`` sized so the propagated
+tensors stay below ``GRAD_ELEMENTS`` elements, and every accumulator consumes each chunk.
+Everything accumulated is a *sum* over examples; ``reduce`` (e.g. a torch.distributed all-reduce)
+sees those sums plus the example count, and only then are means taken.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from uncert_cli.curvature.blocks import Block, Curvature, FisherType, Method, Task
+from uncert_cli.curvature.diagonal import GenericDiagAccumulator, LinearConvDiagAccumulator
+from uncert_cli.curvature.hooks import Capture, backprop_vectors
+from uncert_cli.curvature.kronecker import KroneckerAccumulator
+from uncert_cli.curvature.loss_vectors import loss_backward_vectors
+from uncert_cli.curvature.subset import Unit, select_units
+from uncert_cli.errors import UserError
+
+# Bound on the elements of the backward vectors propagated at once (K-chunk × tracked outputs).
+GRAD_ELEMENTS = 2**27
+
+
+class Accumulator(Protocol):
+    unit: Unit
+    keep_inputs: bool
+
+    def on_backward(self, calls: list[Any], grads: list[list[Tensor]], batch_size: int) -> None: ...
+    def end_batch(self, batch_size: int) -> None: ...
+    def sums(self) -> list[Tensor]: ...
+    def finalize(self, n_data: int) -> Block: ...
+
+
+def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype, p.device
+    return torch.get_default_dtype(), torch.device("cpu")
+
+
+def _check_batch(out: Any, y: Tensor, task: Task, i: int) -> tuple[Tensor, Tensor]:
+    """Validate one batch's output/targets; returns output as ``(B, C)`` and targets."""
+    if not isinstance(out, Tensor):
+        raise UserError(
+            f"the model returned {type(out).__name__} on batch {i}, not a tensor; "
+            "wrap the model so that forward returns the (batch, outputs) tensor"
+        )
+    if task == "regression" and out.dim() == 1:
+        out = out.unsqueeze(1)
+    if out.dim() != 2:
+        raise UserError(
+            f"the model output on batch {i} has shape {tuple(out.shape)}; expected (batch, outputs) — "
+            "flatten extra dimensions in the model"
+        )
+    B, C = out.shape
+    if y.shape[0] != B:
+        raise UserError(f"batch {i} has {B} model outputs but {y.shape[0]} targets; check the data loader")
+    if not torch.isfinite(out).all():
+        raise UserError(f"the model produced NaN/inf on batch {i}; check the checkpoint and input normalisation")
+    if task == "classification":
+        if y.dim() != 1 or y.is_floating_point() and not torch.equal(y, y.round()):
+            raise UserError(
+                f"classification targets on batch {i} have shape {tuple(y.shape)} and dtype {y.dtype}; "
+                "expected integer class labels of shape (batch,) — use --task regression for real targets"
+            )
+        if B and (int(y.min()) < 0 or int(y.max()) >= C):
+            raise UserError(
+                f"batch {i} has label {int(y.max()) if int(y.max()) >= C else int(y.min())} but the model has "
+                f"{C} outputs (labels must be 0..{C - 1}); check --task and the model's output width"
+            )
+    else:
+        if y.numel() != out.numel():
+            raise UserError(
+                f"regression targets on batch {i} have shape {tuple(y.shape)} but the model output is "
+                f"{tuple(out.shape)}; they must match"
+            )
+        if not torch.isfinite(y).all():
+            raise UserError(f"the regression targets on batch {i} contain NaN/inf; clean the data")
+    return out, y
+
+
+def _make_accumulators(
+    units: list[Unit], method: Method, dtype: torch.dtype, device: torch.device, capture: Capture
+) -> list[Any]:
+    accs: list[Any] = []
+    for u in units:
+        if u.structure == "kronecker":
+            acc: Any = (
+                KroneckerAccumulator(u, dtype, device) if method == "kfac" else LinearConvDiagAccumulator(u, dtype, device)
+            )
+        else:
+            acc = GenericDiagAccumulator(u, dtype, device, capture)
+        accs.append(acc)
+    return accs
+
+
+def compute_curvature(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    *,
+    method: Method,
+    fisher_type: FisherType = "exact",
+    task: Task = "classification",
+    mc_samples: int = 1,
+    subset: str = "all",
+    generator: torch.Generator | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    reduce: Callable[[list[Tensor]], None] | None = None,
+) -> Curvature:
+    """GGN/Fisher curvature of ``model`` over ``batches`` as one block per unit.
+
+    Args:
+        model: the trained network; run in eval mode (restored afterwards). Its forward must map
+            an input batch to a ``(B, C)`` tensor (``(B,)`` allowed for regression).
+        batches: ``(inputs, targets)`` pairs already on the model's device and dtype.
+        method: ``"kfac"`` (Kronecker blocks for Linear/Conv, diagonal for the rest) or ``"diag"``.
+        fisher_type: ``"exact"`` GGN, ``"mc"`` Fisher with ``mc_samples`` sampled labels, or
+            ``"empirical"`` Fisher.
+        task: ``"classification"`` (cross-entropy on logits) or ``"regression"`` (unit-variance
+            Gaussian).
+        subset: ``"all"``, ``"last-layer"`` or comma-separated module names.
+        generator: random generator for ``fisher_type="mc"``.
+        on_batch: called with the number of examples after every batch.
+        reduce: called once with every accumulated sum (and, last, a 1-element tensor holding the
+            example count); must reduce them in place (all-reduce SUM across processes).
+
+    Returns:
+        :class:`Curvature` with blocks in module registration order; every block is the mean over
+        all examples of the per-example curvature.
+    """
+    if method not in ("diag", "kfac"):
+        raise UserError(f"unknown method {method!r}; use 'diag' or 'kfac'")
+    if fisher_type not in ("exact", "mc", "empirical"):
+        raise UserError(f"unknown fisher type {fisher_type!r}; use 'exact', 'mc' or 'empirical'")
+    if task not in ("classification", "regression"):
+        raise UserError(f"unknown task {task!r}; use 'classification' or 'regression'")
+    if fisher_type == "mc" and mc_samples < 1:
+        raise UserError(f"--mc-samples must be at least 1, got {mc_samples}")
+
+    it = iter(batches)
+    first = next(it, None)
+    if first is None:
+        raise UserError("the data set is empty; the curvature needs at least one example")
+    dtype, device = _model_dtype_device(model)
+    units = select_units(model, subset, example_input=first[0] if subset.strip() == "last-layer" else None)
+
+    # Eval mode (dropout off, BatchNorm on running statistics); restore every flag afterwards.
+    training = {m: m.training for m in model.modules()}
+    requires = {p: p.requires_grad for p in model.parameters()}
+    model.eval()
+    # Hooked outputs must carry gradient; parameters outside the subset need none.
+    chosen = {id(p) for u in units for p in u.params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in chosen)
+    capture = Capture(units, [False] * len(units), [None] * len(units))
+    accs = _make_accumulators(units, method, dtype, device, capture)
+    capture.keep_inputs = [a.keep_inputs for a in accs]
+    capture.on_forward = [getattr(a, "on_forward", None) for a in accs]
+    batched = True  # vmapped backward; switched off for good if the graph does not support it
+    n = 0
+    try:
+        for i, (x, y) in enumerate(itertools.chain([first], it)):
+            capture.clear()
+            with capture.hooked():
+                out = model(x)
+            out, y = _check_batch(out, y, task, i)
+            B = out.shape[0]
+            V = loss_backward_vectors(out, y, fisher_type, task, mc_samples, generator)  # (K, B, C)
+            if fisher_type == "empirical" and not torch.isfinite(V).all():
+                raise UserError(f"the loss gradient is NaN/inf on batch {i}; check the checkpoint and targets")
+            tracked = capture.tracked_outputs()
+            if tracked and out.requires_grad:
+                K = V.shape[0]
+                per_vector = sum(t.numel() for t in tracked)
+                k_chunk = max(1, min(K, GRAD_ELEMENTS // max(1, per_vector)))
+                for k0 in range(0, K, k_chunk):
+                    Vc = V[k0 : k0 + k_chunk]
+                    last = k0 + k_chunk >= K
+                    try:
+                        grads = backprop_vectors(out, tracked, Vc, batched=batched, retain_graph=not last)
+                    except RuntimeError:
+                        if not batched or Vc.shape[0] == 1:
+                            raise
+                        # No vmap rule for some op in the graph: loop over the vectors instead.
+                        batched = False
+                        grads = backprop_vectors(out, tracked, Vc, batched=False, retain_graph=not last)
+                    split = capture.split(grads)
+                    for acc, calls, g in zip(accs, capture.calls, split):
+                        acc.on_backward(calls, g, B)
+                    del grads, split
+            for acc in accs:
+                acc.end_batch(B)
+            capture.clear()
+            n += B
+            if on_batch is not None:
+                on_batch(B)
+    finally:
+        capture.clear()
+        for m, t in training.items():
+            m.train(t)
+        for p, r in requires.items():
+            p.requires_grad_(r)
+
+    sums = [s for acc in accs for s in acc.sums()]
+    count = torch.tensor([float(n)], dtype=torch.float64 if dtype == torch.float64 else torch.float32, device=device)
+    if reduce is not None:
+        reduce(sums + [count])
+    n_total = int(round(float(count.item())))
+    if n_total <= 0:
+        raise UserError("the data set is empty; the curvature needs at least one example")
+    blocks = [acc.finalize(n_total) for acc in accs]
+    return Curvature(
+        blocks=blocks,
+        n_data=n_total,
+        task=task,
+        method=method,
+        fisher_type=fisher_type,
+        mc_samples=mc_samples if fisher_type == "mc" else 1,
+    )
+
+
+def estimate_memory(
+    model: nn.Module, method: Method, subset: str = "all", example_input: Tensor | None = None
+) -> int:
+    """Bytes the curvature factors of ``model`` will take (element size of the model's dtype).
+
+    Kronecker blocks (``method="kfac"``, Linear/Conv): ``O² + (I+1)²`` elements; every other block
+    one element per parameter. ``subset="last-layer"`` uses ``example_input`` for forward order if
+    given, else module registration order.
+    """
+    dtype, _ = _model_dtype_device(model)
+    elem = torch.empty((), dtype=dtype).element_size()
+    total = 0
+    for u in select_units(model, subset, example_input=example_input):
+        if method == "kfac" and u.structure == "kronecker":
+            w = u.params[0]
+            O, I = w.shape[0], w[0].numel() + (1 if len(u.params) == 2 else 0)
+            total += O * O + I * I
+        else:
+            total += u.num_params
+    return total * elem

@@ -1,0 +1,214 @@
+"""Capture machinery: forward hooks that record each call of a unit, and the batched backward.
+
+Why our own hooks rather than BackPACK or curvlinops:
+
+* BackPACK's KFAC/KFLR needs an extension for every module on the path from the output to each
+  parameter; it has none for ``AdaptiveAvgPool2d`` and so fails on torchvision's resnet18, and it
+  rebuilds per-sample quantities module by module in Python, which is slow.
+* curvlinops' KFAC runs one full backward per column of the loss-Hessian square root (``C``
+  backward passes for the exact GGN), each computing parameter gradients it then throws away.
+
+Here the model runs forward once per batch with a forward hook (``with_kwargs=True``) on every unit.
+The hook records the call's inputs and the output tensors that carry gradient. The ``K`` backward
+vectors of :mod:`~uncert_cli.curvature.loss_vectors` are then propagated from the model output to
+those recorded outputs only (``torch.autograd.grad`` with ``inputs=`` the outputs: no parameter
+gradient is ever formed), all ``K`` at once with ``is_grads_batched=True`` where vmap supports the
+graph, else in a loop with ``retain_graph``. Calls of shared modules and functional ops in
+``forward`` (``F.relu``, ``x + residual``) need nothing special: hooks fire once per module call,
+and autograd differentiates whatever ran in between.
+
+The hook returns a *clone* of each tracked output: the model then keeps working on the clone, and
+an in-place op downstream (resnet's ``ReLU(inplace=True)`` after a BatchNorm) cannot rewrite the
+tensor we differentiate with respect to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from uncert_cli.curvature.subset import Unit
+
+
+@dataclass
+class Call:
+    """One call of a unit's module during the current forward pass.
+
+    ``outputs`` are the (pre-clone) tensor outputs that carry gradient; ``output_index`` their
+    positions in the module's output (0 for a plain tensor output, the tuple index otherwise).
+    ``args``/``kwargs`` are kept (detached) only when the accumulator asked for inputs.
+    """
+
+    outputs: list[Tensor]
+    output_index: list[int]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    input_versions: list[int] = field(default_factory=list)
+
+    def check_inputs_unmodified(self, unit_name: str) -> None:
+        """Inputs are read after the backward pass; an in-place change since the call would
+        silently corrupt the curvature, so refuse it."""
+        tensors = [a for a in self.args if isinstance(a, Tensor)]
+        for t, v in zip(tensors, self.input_versions):
+            if t._version != v:
+                raise RuntimeError(
+                    f"the input of module {unit_name!r} was modified in place after the module ran; "
+                    "the curvature engine needs it unchanged (remove the in-place op)"
+                )
+
+
+def _detach(x: Any) -> Any:
+    return x.detach() if isinstance(x, Tensor) else x
+
+
+class Capture:
+    """Forward hooks on every unit; ``calls[i]`` lists the calls of ``units[i]`` this batch.
+
+    Args:
+        units: modules to hook.
+        keep_inputs: per unit, whether to keep the call's inputs for after the backward pass.
+        on_forward: per unit, an optional callback ``(args, kwargs) -> None`` run inside the hook
+            (Kronecker accumulators update their input factor there, so inputs need not be kept).
+    """
+
+    def __init__(
+        self,
+        units: Sequence[Unit],
+        keep_inputs: Sequence[bool],
+        on_forward: Sequence[Callable[[tuple[Any, ...], dict[str, Any]], None] | None],
+    ) -> None:
+        self.units = list(units)
+        self.keep_inputs = list(keep_inputs)
+        self.on_forward = list(on_forward)
+        self.calls: list[list[Call]] = [[] for _ in self.units]
+        self.active = False
+
+    def _hook(self, i: int, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
+        if not self.active:
+            return None
+        single = isinstance(output, Tensor)
+        flat = [output] if single else list(output) if isinstance(output, (tuple, list)) else []
+        tracked: list[Tensor] = []
+        index: list[int] = []
+        for j, o in enumerate(flat):
+            if isinstance(o, Tensor) and o.requires_grad and o.is_floating_point():
+                tracked.append(o)
+                index.append(j)
+                flat[j] = o.clone()
+        call = Call(outputs=tracked, output_index=index)
+        if self.keep_inputs[i]:
+            call.args = tuple(_detach(a) for a in args)
+            call.kwargs = {k: _detach(v) for k, v in kwargs.items()}
+            call.input_versions = [a._version for a in call.args if isinstance(a, Tensor)]
+        cb = self.on_forward[i]
+        if cb is not None:
+            with torch.no_grad():
+                cb(args, kwargs)
+        self.calls[i].append(call)
+        if not tracked:
+            return None
+        if single:
+            return flat[0]
+        return list(flat) if isinstance(output, list) else tuple(flat)
+
+    @contextmanager
+    def hooked(self) -> Iterator[Capture]:
+        handles = []
+        for i, unit in enumerate(self.units):
+            handles.append(
+                unit.module.register_forward_hook(
+                    lambda m, a, kw, o, i=i: self._hook(i, m, a, kw, o), with_kwargs=True
+                )
+            )
+        self.active = True
+        try:
+            yield self
+        finally:
+            self.active = False
+            for h in handles:
+                h.remove()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Re-running a module (generic diagonal) must not record new calls."""
+        was = self.active
+        self.active = False
+        try:
+            yield
+        finally:
+            self.active = was
+
+    def tracked_outputs(self) -> list[Tensor]:
+        """All tracked output tensors of this batch, unit by unit, call by call."""
+        return [o for calls in self.calls for c in calls for o in c.outputs]
+
+    def split(self, grads: Sequence[Tensor]) -> list[list[list[Tensor]]]:
+        """Regroup a flat list (same order as :meth:`tracked_outputs`) as ``[unit][call][output]``."""
+        out: list[list[list[Tensor]]] = []
+        pos = 0
+        for calls in self.calls:
+            per_unit = []
+            for c in calls:
+                per_unit.append(list(grads[pos : pos + len(c.outputs)]))
+                pos += len(c.outputs)
+            out.append(per_unit)
+        return out
+
+    def clear(self) -> None:
+        self.calls = [[] for _ in self.units]
+
+
+def backprop_vectors(
+    output: Tensor,
+    inputs: Sequence[Tensor],
+    V: Tensor,
+    *,
+    batched: bool,
+    retain_graph: bool,
+) -> list[Tensor]:
+    """Propagate ``V`` (``(K, *output.shape)``) back to each of ``inputs``.
+
+    Returns one ``(K, *input.shape)`` tensor per input (zeros where the output does not depend on
+    it). ``batched=True`` uses one vmapped backward (``is_grads_batched``); otherwise a loop over
+    ``K`` (each pass but the last retaining the graph).
+    """
+    K = V.shape[0]
+    if K == 1 or not batched:
+        per_k = []
+        for k in range(K):
+            g = torch.autograd.grad(
+                output, inputs, grad_outputs=V[k], retain_graph=retain_graph or k < K - 1, allow_unused=True
+            )
+            per_k.append(g)
+        grads = [
+            torch.stack([pk[j] if pk[j] is not None else torch.zeros_like(x) for pk in per_k])
+            if K > 1
+            else (per_k[0][j].unsqueeze(0) if per_k[0][j] is not None else torch.zeros_like(x).unsqueeze(0))
+            for j, x in enumerate(inputs)
+        ]
+        return grads
+    g = torch.autograd.grad(
+        output, inputs, grad_outputs=V, retain_graph=retain_graph, allow_unused=True, is_grads_batched=True
+    )
+    return [
+        gj if gj is not None else torch.zeros((K, *x.shape), dtype=x.dtype, device=x.device)
+        for gj, x in zip(g, inputs)
+    ]
+
+
+def find_batch_dim(shape: Sequence[int], batch_size: int, hint: int | None = None) -> int | None:
+    """Dimension of a tensor that indexes the examples: ``hint`` if it fits, else 0 if it has
+    size ``batch_size``, else the first dimension of that size, else ``None`` (shared by all
+    examples). Ambiguous when another dimension has the batch size too (a sequence of length B
+    in a ``batch_first=False`` model); the hint resolves the cases we know about."""
+    if hint is not None and hint < len(shape) and shape[hint] == batch_size:
+        return hint
+    for d, s in enumerate(shape):
+        if s == batch_size:
+            return d
+    return None

@@ -1,0 +1,153 @@
+"""Kronecker factors of Linear/Conv modules (KFAC, "expand" flavour) and the patch math they share
+with the exact diagonal.
+
+Convention (matches curvlinops' ``KFACLinearOperator(kfac_approx="expand")`` with a mean-reduced
+loss and ``separate_weight_and_bias=False``, so the tests compare to it directly). With ``a_{n,p}``
+the input (patch) of example ``n`` at position ``p`` (``P`` positions: sequence entries, conv output
+pixels, and the calls of a module used several times per forward) with a 1 appended for the bias,
+and ``g_{k,n,p} = J_{n,p}ᵀ v_{k,n}`` the backward vector at the module output::
+
+    A = 1/N Σ_n (1/P) Σ_p a_{n,p} a_{n,p}ᵀ           (I+1, I+1)   mean over positions
+    G = 1/N Σ_n Σ_k Σ_p g_{k,n,p} g_{k,n,p}ᵀ          (O, O)       sum over positions
+
+so the bias-bias entry of ``A`` is 1 and ``G ⊗ A`` is exact for a Linear on 2-D input with one
+example (Ritter et al. 2018 / Martens & Grosse 2015). Putting ``1/P`` on ``A`` keeps ``G`` at the
+scale of a per-example GGN with respect to the module output; curvlinops does the same. (For a
+module called ``c`` times curvlinops divides each call by its own positions, i.e. ``A`` is a sum
+over calls; we treat calls as positions and average over all of them.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from uncert_cli.curvature.blocks import KroneckerBlock
+from uncert_cli.curvature.subset import Unit, _conv_padding
+
+
+def conv_patches(module: nn.Conv1d | nn.Conv2d, x: Tensor) -> Tensor:
+    """Unfolded input patches of a conv: ``(B, I, P)`` with ``I = C_in·∏kernel``, ``P`` output
+    positions. The row order of ``I`` matches ``weight.reshape(O, -1)``."""
+    padding = _conv_padding(module)
+    assert padding is not None  # supported_structure() guarantees it
+    if isinstance(module, nn.Conv1d):
+        if x.dim() == 2:  # unbatched (C, L)
+            x = x.unsqueeze(0)
+        return F.unfold(
+            x.unsqueeze(2),
+            kernel_size=(1, module.kernel_size[0]),
+            dilation=(1, module.dilation[0]),
+            padding=(0, padding[0]),
+            stride=(1, module.stride[0]),
+        )
+    if x.dim() == 3:  # unbatched (C, H, W)
+        x = x.unsqueeze(0)
+    return F.unfold(x, kernel_size=module.kernel_size, dilation=module.dilation, padding=padding, stride=module.stride)
+
+
+def input_rows(module: nn.Module, x: Tensor) -> Tensor:
+    """All input vectors of one call as rows, ``(R, I)`` (``R`` = examples × positions).
+
+    For a conv the rows are copied into position-major order (``(B·P, I)``); for a Linear it is a
+    free view of the contiguous input."""
+    if isinstance(module, nn.Linear):
+        return x.reshape(-1, x.shape[-1])
+    u = conv_patches(module, x)  # (B, I, P)
+    return u.transpose(1, 2).reshape(-1, u.shape[1])
+
+
+def output_rows(module: nn.Module, g: Tensor) -> Tensor:
+    """Backward vectors at the module output as rows ``(R', O)``; ``g`` is ``(K, *output.shape)``."""
+    if isinstance(module, nn.Linear):
+        return g.reshape(-1, g.shape[-1])
+    # Conv output (K, B, O, *spatial): channels last, then rows.
+    O = g.shape[2]
+    return g.reshape(g.shape[0] * g.shape[1], O, -1).transpose(1, 2).reshape(-1, O)
+
+
+class KroneckerAccumulator:
+    """Running sums of one Linear/Conv unit's factors (see module docstring for the scaling).
+
+    The input factor is updated inside the forward hook (:meth:`on_forward`), so inputs are never
+    kept; the output factor is updated per chunk of backward vectors (:meth:`on_backward`).
+    """
+
+    keep_inputs = False
+
+    def __init__(self, unit: Unit, dtype: torch.dtype, device: torch.device) -> None:
+        self.unit = unit
+        weight = unit.params[0]
+        O = weight.shape[0]
+        I = weight[0].numel()
+        self.has_bias = len(unit.params) == 2
+        self.aa_sum = torch.zeros(I, I, dtype=dtype, device=device)
+        self.a_sum = torch.zeros(I, dtype=dtype, device=device)  # bias column (only if has_bias)
+        self.one_sum = torch.zeros(1, dtype=dtype, device=device)  # bias-bias entry
+        self.gg_sum = torch.zeros(O, O, dtype=dtype, device=device)
+        self._reset_batch()
+
+    def _reset_batch(self) -> None:
+        self._aa_batch: Tensor | None = None
+        self._a_batch: Tensor | None = None
+        self._rows_batch = 0
+
+    def on_forward(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        rows = input_rows(self.unit.module, args[0].detach())
+        if self._aa_batch is None:
+            self._aa_batch = rows.t() @ rows
+            self._a_batch = rows.sum(0) if self.has_bias else None
+        else:
+            self._aa_batch.addmm_(rows.t(), rows)
+            if self.has_bias:
+                assert self._a_batch is not None
+                self._a_batch += rows.sum(0)
+        self._rows_batch += rows.shape[0]
+
+    def on_backward(self, calls: list[Any], grads: list[list[Tensor]], batch_size: int) -> None:
+        for g in grads:
+            if not g:
+                continue
+            rows = output_rows(self.unit.module, g[0])
+            self.gg_sum.addmm_(rows.t(), rows)
+
+    def end_batch(self, batch_size: int) -> None:
+        if self._aa_batch is not None and self._rows_batch:
+            # 1/P per example, P = rows per example this batch (positions × calls).
+            scale = batch_size / self._rows_batch
+            self.aa_sum.add_(self._aa_batch, alpha=scale)
+            if self.has_bias:
+                assert self._a_batch is not None
+                self.a_sum.add_(self._a_batch, alpha=scale)
+            self.one_sum += batch_size
+        self._reset_batch()
+
+    def sums(self) -> list[Tensor]:
+        return [self.aa_sum, self.a_sum, self.one_sum, self.gg_sum] if self.has_bias else [self.aa_sum, self.gg_sum]
+
+    def finalize(self, n_data: int) -> KroneckerBlock:
+        if self.has_bias:
+            I = self.aa_sum.shape[0]
+            A = self.aa_sum.new_empty(I + 1, I + 1)
+            A[:I, :I] = self.aa_sum
+            A[:I, I] = self.a_sum
+            A[I, :I] = self.a_sum
+            A[I, I] = self.one_sum[0]
+        else:
+            A = self.aa_sum.clone()
+        A /= n_data
+        # Symmetrise away round-off from the accumulation order.
+        A = 0.5 * (A + A.t())
+        G = self.gg_sum / n_data
+        G = 0.5 * (G + G.t())
+        u = self.unit
+        return KroneckerBlock(
+            module=u.name,
+            param_names=u.param_names,
+            param_shapes=tuple(tuple(p.shape) for p in u.params),
+            input_factor=A,
+            output_factor=G,
+        )
