@@ -11,22 +11,30 @@ from uncert_cli.errors import UserError
 FileSet = Mapping[str, Sequence[str]]
 
 
+def files_in(folder: Path, file_set: FileSet) -> dict[str, Path] | None:
+    """``{role: path}`` when ``folder`` holds a file for every role of ``file_set``, else None."""
+    found: dict[str, Path] = {}
+    for role, names in file_set.items():
+        match = next((folder / name for name in names if (folder / name).is_file()), None)
+        if match is None:
+            return None
+        found[role] = match
+    return found
+
+
+def find_folder(search_dirs: Sequence[Path], file_set: FileSet) -> Path | None:
+    """The first folder of ``search_dirs`` that holds the whole ``file_set``, else None."""
+    return next((folder for folder in search_dirs if files_in(folder, file_set) is not None), None)
+
+
 def find_file_set(search_dirs: Sequence[Path], file_set: FileSet) -> dict[str, Path] | None:
-    """The first folder of ``search_dirs`` that holds a file for every role, as ``{role: path}``; else None.
+    """``{role: path}`` from the first folder of ``search_dirs`` that holds the whole set; else None.
 
     All files of a set must sit in one folder, so a stray test file elsewhere never pairs with
-    train labels from another copy.
+    labels from another copy.
     """
-    for folder in search_dirs:
-        found: dict[str, Path] = {}
-        for role, names in file_set.items():
-            match = next((folder / name for name in names if (folder / name).is_file()), None)
-            if match is None:
-                break
-            found[role] = match
-        else:
-            return found
-    return None
+    folder = find_folder(search_dirs, file_set)
+    return None if folder is None else files_in(folder, file_set)
 
 
 def describe_file_set(file_set: FileSet) -> str:
@@ -47,14 +55,13 @@ def missing_files_error(
     split: str,
     file_sets: Sequence[FileSet],
     search_dirs: Sequence[Path],
-    *,
-    downloadable: bool = True,
+    root: Path,
 ) -> UserError:
     """The error for a built-in dataset whose files are absent: names the files and every folder looked in."""
     expected = " or ".join(f"({describe_file_set(fs)})" if len(file_sets) > 1 else describe_file_set(fs) for fs in file_sets)
     folders = ", ".join(str(d) for d in search_dirs)
-    fix = "pass --download to fetch it, or " if downloadable else "get the files by hand, then "
     return UserError(
         f"dataset '{dataset}' ({split} split) not found: expected {expected} in one of: {folders}; "
-        f"{fix}point --data-root or $UNCERT_DATA at the folder that holds them"
+        f"pass --download to fetch it, or set --data-root or $UNCERT_DATA to the data folder laid out like that "
+        f"(the data root now is {root})"
     )

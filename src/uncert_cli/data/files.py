@@ -1,0 +1,151 @@
+"""User files as datasets: ``.npz``, HDF5, ``.pt`` tensors and image folders.
+
+Spec syntax: ``PATH`` or ``PATH:INPUTS,LABELS`` where INPUTS/LABELS name the arrays (npz keys, HDF5
+dataset paths such as ``group/images``, or keys of a ``.pt`` dict). Without names, the first pair
+present of ``x,y`` / ``images,labels`` / ``inputs,targets`` is used. A ``.pt`` file holds a dict
+``{"x": tensor, "y": tensor}`` or a tuple ``(x, y)`` and is read with ``torch.load(weights_only=True)``
+only. A folder is an image folder with one subfolder per class (see :mod:`.image_folder`).
+Splits do not apply to files: the file is the whole dataset whatever ``split`` says.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from uncert_cli.data.arrays import dataset_from_arrays
+from uncert_cli.data.dataset import ArrayDataset
+from uncert_cli.data.image_folder import load_image_folder
+from uncert_cli.errors import UserError
+
+NPZ_SUFFIXES = (".npz",)
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+TORCH_SUFFIXES = (".pt", ".pth")
+FILE_SUFFIXES = NPZ_SUFFIXES + HDF5_SUFFIXES + TORCH_SUFFIXES
+DEFAULT_KEY_PAIRS: tuple[tuple[str, str], ...] = (("x", "y"), ("images", "labels"), ("inputs", "targets"))
+_SYNTAX_HINT = "use PATH or PATH:INPUTS,LABELS (e.g. data.h5:images,labels)"
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """A parsed file spec: the path and, if given after ``:``, the names of the input and label arrays."""
+
+    path: Path
+    keys: tuple[str, str] | None = None
+
+
+def parse_file_spec(spec: str) -> FileSpec:
+    """Split ``"data.h5:images,labels"`` into path and array names; a path that exists as written wins."""
+    if Path(spec).expanduser().exists() or ":" not in spec:
+        return FileSpec(Path(spec).expanduser())
+    head, _, tail = spec.rpartition(":")
+    if Path(head).suffix.lower() not in FILE_SUFFIXES:
+        return FileSpec(Path(spec).expanduser())  # e.g. a Windows drive letter, not array names
+    names = [name.strip() for name in tail.split(",")]
+    if len(names) != 2 or not all(names):
+        raise UserError(f"bad array names '{tail}' in '{spec}': give two comma-separated names; {_SYNTAX_HINT}")
+    return FileSpec(Path(head).expanduser(), (names[0], names[1]))
+
+
+def looks_like_file_spec(spec: str) -> bool:
+    """True when ``spec`` is meant as a path (it exists, has a separator or a suffix) rather than a name."""
+    return Path(spec).expanduser().exists() or "/" in spec or "\\" in spec or Path(spec).suffix != ""
+
+
+def _pick_keys(available: Sequence[str], wanted: tuple[str, str] | None, source: str) -> tuple[str, str]:
+    if wanted is not None:
+        missing = [key for key in wanted if key not in available]
+        if missing:
+            raise UserError(f"{source} has no array named {missing[0]!r} (it has: {', '.join(available) or 'nothing'}); fix the names after ':'")
+        return wanted
+    for pair in DEFAULT_KEY_PAIRS:
+        if all(key in available for key in pair):
+            return pair
+    expected = " or ".join(",".join(pair) for pair in DEFAULT_KEY_PAIRS)
+    raise UserError(
+        f"{source} has arrays {', '.join(available) or '(none)'} but not {expected}; name them as {source}:INPUTS,LABELS"
+    )
+
+
+def load_npz(spec: FileSpec, name: str, limit: int | None) -> ArrayDataset:
+    """``.npz`` with an input and a label array (no pickled objects)."""
+    try:
+        with np.load(spec.path, allow_pickle=False) as archive:
+            input_key, label_key = _pick_keys(list(archive.files), spec.keys, str(spec.path))
+            inputs, labels = archive[input_key][:limit], archive[label_key][:limit]
+    except UserError:
+        raise
+    except (OSError, ValueError, EOFError) as err:  # ValueError: object arrays need pickle, which we refuse
+        raise UserError(f"cannot read {spec.path} as npz ({err}); save it with numpy.savez(path, x=..., y=...)") from err
+    return dataset_from_arrays(name, inputs, labels)
+
+
+def load_hdf5(spec: FileSpec, name: str, limit: int | None) -> ArrayDataset:
+    """HDF5 file with two datasets (default ``images`` and ``labels``; nested paths allowed)."""
+    import h5py  # lazy: only HDF5 specs need it
+
+    try:
+        with h5py.File(spec.path, "r") as h5:
+            available: list[str] = []
+            h5.visititems(lambda path, item: available.append(path) if isinstance(item, h5py.Dataset) else None)
+            wanted = spec.keys
+            if wanted is None and all(key in available for key in ("images", "labels")):
+                wanted = ("images", "labels")
+            input_key, label_key = _pick_keys(available, wanted, str(spec.path))
+            # Slicing the h5py dataset reads only the first `limit` rows from disk.
+            inputs = h5[input_key][:limit] if limit is not None else h5[input_key][()]
+            labels = h5[label_key][:limit] if limit is not None else h5[label_key][()]
+    except UserError:
+        raise
+    except (OSError, ValueError, TypeError) as err:
+        raise UserError(f"cannot read {spec.path} as HDF5 ({err}); check the file, or name the datasets as PATH:INPUTS,LABELS") from err
+    return dataset_from_arrays(name, inputs, labels)
+
+
+def load_torch_file(spec: FileSpec, name: str, limit: int | None) -> ArrayDataset:
+    """``.pt``: ``{"x": ..., "y": ...}`` (or other key pair) or a tuple ``(x, y)``, loaded with weights_only=True."""
+    try:
+        content: Any = torch.load(spec.path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, AttributeError, ValueError) as err:
+        raise UserError(
+            f"cannot load {spec.path} with torch.load(weights_only=True) ({' '.join(str(err).split())[:200]}); "
+            "save plain tensors: torch.save({'x': x, 'y': y}, path)"
+        ) from err
+    if isinstance(content, dict):
+        input_key, label_key = _pick_keys([str(k) for k in content], spec.keys, str(spec.path))
+        inputs, labels = content[input_key], content[label_key]
+    elif isinstance(content, (tuple, list)) and len(content) == 2 and spec.keys is None:
+        inputs, labels = content
+    else:
+        raise UserError(
+            f"{spec.path} holds a {type(content).__name__}, not a dict of arrays or an (x, y) pair; "
+            "save it as torch.save({'x': x, 'y': y}, path)"
+        )
+    return dataset_from_arrays(name, inputs, labels).take(limit)
+
+
+def load_file_dataset(spec_text: str, *, limit: int | None = None) -> ArrayDataset:
+    """Load a user file or folder spec (see the module docstring); the dataset is named by the spec text."""
+    spec = parse_file_spec(spec_text)
+    if not spec.path.exists():
+        raise UserError(f"no such file or folder: {spec.path}; check the path (or give a built-in dataset name)")
+    if spec.path.is_dir():
+        if spec.keys is not None:
+            raise UserError(f"'{spec_text}': array names after ':' only apply to .npz/.h5/.pt files, not folders")
+        return load_image_folder(spec.path, spec_text, limit=limit)
+    suffix = spec.path.suffix.lower()
+    if suffix in NPZ_SUFFIXES:
+        return load_npz(spec, spec_text, limit)
+    if suffix in HDF5_SUFFIXES:
+        return load_hdf5(spec, spec_text, limit)
+    if suffix in TORCH_SUFFIXES:
+        return load_torch_file(spec, spec_text, limit)
+    raise UserError(
+        f"unsupported data file type '{suffix or spec.path.name}'; use .npz, .h5/.hdf5, .pt or a folder of class subfolders"
+    )

@@ -1,0 +1,96 @@
+"""The one table of named datasets, and :func:`load_dataset`, which resolves every spec."""
+
+from __future__ import annotations
+
+import difflib
+import os
+
+from uncert_cli.data.dataset import ArrayDataset
+from uncert_cli.data.embedded import load_digits_dataset, load_iris_dataset, load_toy_regression
+from uncert_cli.data.files import load_file_dataset, looks_like_file_spec
+from uncert_cli.data.mnist_family import load_emnist_letters, load_fashion_mnist, load_kmnist, load_mnist
+from uncert_cli.data.notmnist import load_notmnist
+from uncert_cli.data.request import LoadRequest, Loader
+from uncert_cli.data.root import data_root
+from uncert_cli.data.torchvision_sets import load_cifar10, load_cifar100, load_svhn
+from uncert_cli.errors import UserError
+
+# name -> loader. Built-ins read files under the data root; the last three need no files.
+REGISTRY: dict[str, Loader] = {
+    "mnist": load_mnist,
+    "fashionmnist": load_fashion_mnist,
+    "kmnist": load_kmnist,
+    "emnist-letters": load_emnist_letters,
+    "notmnist": load_notmnist,
+    "cifar10": load_cifar10,
+    "cifar100": load_cifar100,
+    "svhn": load_svhn,
+    "digits": load_digits_dataset,
+    "iris": load_iris_dataset,
+    "toy-regression": load_toy_regression,
+}
+KNOWN_DATASETS: list[str] = list(REGISTRY)
+EMBEDDED_DATASETS: frozenset[str] = frozenset({"digits", "iris", "toy-regression"})
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def unknown_dataset_error(spec: str) -> UserError:
+    """``unknown dataset 'mnsit'; did you mean 'mnist'? Known: ...`` (with a file hint)."""
+    close = difflib.get_close_matches(spec.lower(), KNOWN_DATASETS, n=3, cutoff=0.6)
+    suggestion = f"did you mean {' or '.join(repr(name) for name in close)}? " if close else ""
+    return UserError(
+        f"unknown dataset '{spec}'; {suggestion}Known: {', '.join(KNOWN_DATASETS)} "
+        "(or give a path to a .npz/.h5/.pt file or an image folder)"
+    )
+
+
+def _validated_limit(limit: int | None) -> int | None:
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise UserError(f"--limit must be a positive whole number, got {limit!r}; pass e.g. --limit 1000 or leave it out")
+    return limit
+
+
+def load_dataset(
+    spec: str,
+    *,
+    split: str = "train",
+    root: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
+    download: bool = False,
+    seed: int = 0,
+) -> ArrayDataset:
+    """Load a dataset by built-in name or file spec.
+
+    Args:
+        spec: a name from :data:`KNOWN_DATASETS` (case-insensitive; names win over same-named files,
+            write ``./mnist`` for a file), or a file spec (``x.npz``, ``x.h5:images,labels``, ``x.pt``,
+            an image folder; see :mod:`uncert_cli.data.files`).
+        split: ``"train"`` or ``"test"``; ``"val"`` exists for the embedded sets (digits, iris:
+            stratified 70/10/20 train/val/test; toy-regression: a fresh draw). notMNIST returns all of
+            its images for any split; file specs ignore the split.
+        root: data folder for built-ins (see :func:`data_root`).
+        limit: keep only the first ``limit`` examples (deterministic).
+        download: allow fetching a missing built-in with torchvision (MD5-checked). Never otherwise.
+        seed: seeds the embedded sets' split / draw (non-negative).
+
+    Returns:
+        An :class:`ArrayDataset`; images are uint8 ``(N, C, H, W)`` (= pixel/255), see :mod:`.dataset`.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise UserError(f"no dataset given; pass a name ({', '.join(KNOWN_DATASETS)}) or a file path")
+    spec = spec.strip()
+    if split not in SPLITS:
+        raise UserError(f"unknown split '{split}'; use train or test (or val for {', '.join(sorted(EMBEDDED_DATASETS))})")
+    limit = _validated_limit(limit)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UserError(f"--seed must be a non-negative whole number, got {seed!r}")
+
+    loader = REGISTRY.get(spec.lower())
+    if loader is not None:
+        request = LoadRequest(spec.lower(), split, data_root(root), limit, download, seed)
+        return loader(request).take(limit)
+    if looks_like_file_spec(spec):
+        return load_file_dataset(spec, limit=limit)
+    raise unknown_dataset_error(spec)
