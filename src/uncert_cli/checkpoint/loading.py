@@ -99,7 +99,12 @@ def _read_torch(path: Path, trust_pickle: bool) -> Any:
         re.search(r"GLOBAL\s+[\w.]+", message) is not None or is_torch
     )
     if not refused:
-        raise _NotThisFormat(message.strip().splitlines()[0] if message.strip() else "unreadable")
+        # torch's own message for garbage is internal noise ("pop from empty list"); say what
+        # the file is not instead, unless it really is a torch file that failed to load.
+        first_line = message.strip().splitlines()[0] if message.strip() else "unreadable"
+        raise _NotThisFormat(
+            first_line if is_torch else "neither a torch.save zip archive nor a pickle, or truncated"
+        )
     if not trust_pickle:
         raise _pickle_refusal(path, message)
     try:
@@ -125,36 +130,38 @@ def _meta_from_torch_object(obj: Any) -> ModelMeta:
 
 
 def _read(path: Path, trust_pickle: bool) -> tuple[dict[str, torch.Tensor] | nn.Module, ModelMeta]:
-    """Read any supported file into (state dict or module, metadata)."""
+    """Read any supported file into (state dict or module, metadata).
+
+    The suffix picks the format to try first; the other one is tried as a fallback because
+    files get renamed (a safetensors file saved as ``model.bin`` is common).  Safetensors goes
+    first for unknown suffixes because reading it runs no code.
+    """
     suffix = path.suffix.lower()
-    if suffix == ".safetensors":
+    order = ["torch", "safetensors"] if suffix in _TORCH_SUFFIXES else ["safetensors", "torch"]
+    reasons: dict[str, str] = {}
+    for kind in order:
         try:
-            tensors, header = _read_safetensors(path)
-        except _NotThisFormat as exc:
-            raise UserError(f"{path} is not a valid safetensors file ({exc}); re-save or re-download it") from None
-        return tensors, ModelMeta.from_header(header)
-    if suffix in _TORCH_SUFFIXES:
-        try:
+            if kind == "safetensors":
+                tensors, header = _read_safetensors(path)
+                return tensors, ModelMeta.from_header(header)
             obj = _read_torch(path, trust_pickle)
+            return unwrap_checkpoint(obj, str(path)), _meta_from_torch_object(obj)
         except _NotThisFormat as exc:
-            raise UserError(
-                f"{path} is not a PyTorch checkpoint ({exc}); expected a file written by torch.save"
-            ) from None
-        return unwrap_checkpoint(obj, str(path)), _meta_from_torch_object(obj)
-    # Unknown extension: sniff, safetensors first because reading it runs no code.
-    try:
-        tensors, header = _read_safetensors(path)
-        return tensors, ModelMeta.from_header(header)
-    except _NotThisFormat:
-        pass
-    try:
-        obj = _read_torch(path, trust_pickle)
-    except _NotThisFormat:
+            reasons[kind] = str(exc)
+        if suffix == ".safetensors":
+            break  # a file named .safetensors is never sent through pickle loading
+    if suffix == ".safetensors":
         raise UserError(
-            f"{path} is neither a safetensors file nor a PyTorch checkpoint; "
-            "give a .safetensors file or a .pt/.pth file written by torch.save"
-        ) from None
-    return unwrap_checkpoint(obj, str(path)), _meta_from_torch_object(obj)
+            f"{path} is not a valid safetensors file ({reasons['safetensors']}); re-save or re-download it"
+        )
+    if suffix in _TORCH_SUFFIXES:
+        raise UserError(
+            f"{path} is not a PyTorch checkpoint ({reasons['torch']}); expected a file written by torch.save"
+        )
+    raise UserError(
+        f"{path} is neither a safetensors file nor a PyTorch checkpoint; "
+        "give a .safetensors file or a .pt/.pth file written by torch.save"
+    )
 
 
 def load_model(

@@ -44,7 +44,8 @@ def weights_fingerprint(module_or_state_dict: nn.Module | Mapping[str, torch.Ten
         tensor = state[name]
         if not isinstance(tensor, torch.Tensor):
             continue  # e.g. a stray int in a loosely built state dict; not a weight
-        tensor = tensor.detach().cpu().contiguous()
+        # resolve_* materialise lazy conjugate/negative views so the bytes are the values.
+        tensor = tensor.detach().cpu().resolve_conj().resolve_neg().contiguous()
         header = f"{name}\0{str(tensor.dtype).removeprefix('torch.')}\0{tuple(tensor.shape)}\0"
         digest.update(header.encode())
         # Viewing as bytes works for every dtype, including bfloat16 which numpy lacks.
