@@ -21,7 +21,7 @@ def mlp() -> MLP:
 
 @pytest.fixture
 def user_error() -> Callable[..., str]:
-    """``user_error(fn, *args, **kw)`` runs fn, asserts it raises a one-line UserError, returns the message."""
+    """``user_error(fn, *args, **kw)``: run fn, assert a one-line UserError, return its message."""
 
     def run(fn: Callable[..., object], *args: object, **kwargs: object) -> str:
         with pytest.raises(UserError) as info:

@@ -161,7 +161,9 @@ def test_batchnorm_checkpoint_without_num_batches_tracked(tmp_path: Path) -> Non
     torch.save(state, tmp_path / "old_bn.pt")
     source = tmp_path / "bn.py"
     source.write_text(
-        "import torch\ndef Net():\n    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))\n"
+        "import torch\n"
+        "def Net():\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))\n"
     )
     loaded = load_model(tmp_path / "old_bn.pt", arch=f"{source}:Net")
     assert torch.equal(loaded.module[1].running_var, state["1.running_var"])

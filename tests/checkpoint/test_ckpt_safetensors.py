@@ -61,7 +61,8 @@ def test_round_trip_with_buffers_and_regression_meta(tmp_path: Path) -> None:
     rebuilt_file.write_text(
         "import torch\n"
         "def Net():\n"
-        "    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))\n"
+        "    nn = torch.nn\n"
+        "    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))\n"
     )
     loaded = load_model(path, arch=f"{rebuilt_file}:Net")
     assert loaded.fingerprint == weights_fingerprint(model)

@@ -94,7 +94,8 @@ def parse_arch_kwargs(items: list[str] | tuple[str, ...] | None) -> dict[str, An
             key = key.strip()
             if not sep or not key.isidentifier():
                 raise UserError(
-                    f"bad --arch-kwargs item {part.strip()!r}: write KEY=VALUE, e.g. num_classes=10 or hidden=[256,256]"
+                    f"bad --arch-kwargs item {part.strip()!r}: write KEY=VALUE, "
+                    "e.g. num_classes=10 or hidden=[256,256]"
                 )
             if key in result:
                 raise UserError(f"--arch-kwargs gives {key!r} twice; give each keyword once")
@@ -183,7 +184,13 @@ def _torchvision_builder(name: str, kwargs: dict[str, Any]) -> nn.Module:
         close = difflib.get_close_matches(name.lower(), list(lowered), n=5, cutoff=0.5)
         hint = f" did you mean {', '.join(lowered[c] for c in close)}?" if close else ""
         raise UserError(f"torchvision has no model {name!r};{hint} (see torchvision.models.list_models())")
-    return _call(lambda **kw: tvm.get_model(name, weights=None, **kw), kwargs, f"torchvision:{name}", tvm.get_model_builder(name))
+    # weights=None always: a random init that the checkpoint's weights then replace.
+    return _call(
+        lambda **kw: tvm.get_model(name, weights=None, **kw),
+        kwargs,
+        f"torchvision:{name}",
+        signature_of=tvm.get_model_builder(name),
+    )
 
 
 def _call(factory: Callable[..., Any], kwargs: dict[str, Any], arch: str, signature_of: Any = None) -> Any:
