@@ -12,7 +12,7 @@ from uncert_cli.atomic import check_output_path
 from uncert_cli.cli import options as o
 from uncert_cli.device import resolve_device, resolve_dtype
 from uncert_cli.distributed import init_from_environment, shutdown
-from uncert_cli.fitting import FitOptions, fit_to_file
+from uncert_cli.fitting import FitOptions, check_memory, fit_to_file
 from uncert_cli.inputs import load_checkpoint_model, load_model_data
 from uncert_cli.memory import parse_size
 from uncert_cli.render.console import print_json, progress_bar
@@ -92,6 +92,7 @@ def fit(
             batch_size=batch_size, dtype=resolve_dtype(dtype.value), device=dev, seed=seed,
             max_memory=parse_size(max_memory) if max_memory else None,
         )
+        check_memory(loaded.module, opts)  # refuse before any work is shown or done
         show = not (quiet or json_output) and ctx.is_main
         total = len(dataset) if ctx.world_size == 1 else len(dataset) // ctx.world_size
         prior = PriorSettings(prior_precision=prior_precision, prior_mode=prior_mode.value, n_data=n_data)

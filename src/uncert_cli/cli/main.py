@@ -10,8 +10,8 @@ import os
 import sys
 import traceback
 
-import click
 import typer
+from typer.exceptions import Abort, Exit, TyperException
 
 from uncert_cli.errors import UserError
 
@@ -52,12 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name="uncert", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except Abort:
         _error("interrupted")
         return 130
-    except click.ClickException as exc:
+    except TyperException as exc:
         # Usage errors (unknown option, bad value): one line, with where to look.
         if debug:
             traceback.print_exc()

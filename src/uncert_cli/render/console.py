@@ -76,4 +76,9 @@ def progress_bar(total: int, description: str, *, quiet: bool) -> Iterator[Calla
     )
     with Progress(*columns, console=stderr, transient=False) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
+        try:
+            yield lambda n: progress.advance(task, n)
+        except BaseException:
+            # A failed run leaves no half-drawn bar above its one-line error.
+            progress.remove_task(task)
+            raise
