@@ -134,8 +134,8 @@ def test_emnist_letters_are_shifted_to_zero_and_turned_upright(tmp_path: Path, w
 @pytest.mark.parametrize(
     ("name", "expected_files"),
     [
-        ("cifar10", ["cifar-10-batches-py/test_batch", "batches.meta"]),
-        ("cifar100", ["cifar-100-python/test"]),
+        ("cifar10", ["cifar-10-batches-py/{", "test_batch", "data_batch_5", "batches.meta"]),
+        ("cifar100", ["cifar-100-python/{", "test", "meta"]),
         ("svhn", ["test_32x32.mat"]),
         ("emnist-letters", ["emnist-letters-test-images-idx3-ubyte", "emnist-letters-test-labels-idx1-ubyte"]),
         ("mnist", ["t10k-images-idx3-ubyte[.gz]"]),
@@ -215,3 +215,12 @@ def test_corrupt_idx_file_is_a_user_error(tmp_path: Path, write_idx) -> None:
     write_idx(raw / "t10k-labels-idx1-ubyte", np.array([1], dtype=np.uint8))
     with pytest.raises(UserError, match="not an idx file"):
         load_dataset("mnist", split="test", root=tmp_path)
+
+
+def test_cifar_files_failing_torchvision_checksum_are_a_user_error(tmp_path: Path) -> None:
+    batches = tmp_path / "cifar-10-batches-py"
+    batches.mkdir()
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"]:
+        (batches / name).write_bytes(b"junk")  # never unpickled: torchvision checks the MD5 first
+    with pytest.raises(UserError, match="failed torchvision's checksum.*--download"):
+        load_dataset("cifar10", split="test", root=tmp_path)

@@ -38,7 +38,8 @@ def find_file_set(search_dirs: Sequence[Path], file_set: FileSet) -> dict[str, P
 
 
 def describe_file_set(file_set: FileSet) -> str:
-    """``"t10k-images-idx3-ubyte[.gz] + t10k-labels-idx1-ubyte[.gz]"`` style summary of a file set."""
+    """Short text for a file set: ``t10k-images-idx3-ubyte[.gz] + t10k-labels-idx1-ubyte[.gz]``,
+    or ``cifar-10-batches-py/{data_batch_1, test_batch}`` when every file sits in one subfolder."""
     parts = []
     for names in file_set.values():
         first = names[0]
@@ -47,6 +48,9 @@ def describe_file_set(file_set: FileSet) -> str:
             parts.append(f"{first}[.gz]")
         else:
             parts.append(" or ".join(names))
+    parents = {str(Path(part).parent) for part in parts}
+    if len(parts) > 1 and len(parents) == 1 and parents != {"."}:
+        return f"{parents.pop()}/{{{', '.join(Path(part).name for part in parts)}}}"
     return " + ".join(parts)
 
 

@@ -52,8 +52,8 @@ def _locate_or_download(
 def _load_cifar(request: LoadRequest, class_name: str, base_folder: str, train_files: list[str], test_files: list[str], meta: str) -> ArrayDataset:
     _require_train_or_test(request)
     train = request.split == "train"
-    data_files = train_files if train else test_files
-    file_set: FileSet = {name: (f"{base_folder}/{name}",) for name in [*data_files, meta]}
+    # torchvision checks every batch file (both splits) before it loads either, so all are required.
+    file_set: FileSet = {name: (f"{base_folder}/{name}",) for name in [*train_files, *test_files, meta]}
     search_dirs = [request.root, request.root / class_name]
 
     def make(root: Path, download: bool) -> Any:
@@ -63,7 +63,7 @@ def _load_cifar(request: LoadRequest, class_name: str, base_folder: str, train_f
 
     folder = _locate_or_download(request, search_dirs, file_set, request.root, lambda: make(request.root, True))
     tv_dataset = _construct(request.name, lambda: make(folder, False))
-    images = tv_dataset.data[: request.limit]  # (N, 32, 32, 3) uint8; dataset_from_arrays makes it (N, 3, 32, 32)
+    images = tv_dataset.data[: request.limit].transpose(0, 3, 1, 2)  # (N, 32, 32, 3) -> (N, 3, 32, 32) uint8
     labels = np.asarray(tv_dataset.targets, dtype=np.int64)[: request.limit]
     return dataset_from_arrays(request.name, images, labels, class_names=list(tv_dataset.classes))
 
