@@ -67,9 +67,14 @@ def explicit_ggn(model: nn.Module, x: Tensor, task: str, modules: list[str]) -> 
     return (torch.einsum("bcp,bcd,bdq->pq", j, h, j) / x.shape[0]).detach()
 
 
+def _layers(model: nn.Module):
+    """A bare Linear is its own single layer (module name ""), else the Sequential's children."""
+    return [("", model)] if isinstance(model, nn.Linear) else list(model.named_children())
+
+
 def _forward_with_eps(model: nn.Sequential, x: Tensor, eps: dict[str, Tensor], acts: dict[str, Tensor] | None):
     h = x
-    for name, m in model.named_children():
+    for name, m in _layers(model):
         if isinstance(m, nn.Linear):
             if acts is not None:
                 acts[name] = h
@@ -82,7 +87,7 @@ def _forward_with_eps(model: nn.Sequential, x: Tensor, eps: dict[str, Tensor], a
 def kfac_factors(model: nn.Sequential, x: Tensor, task: str, modules: list[str]) -> dict[str, tuple[Tensor, Tensor]]:
     """KFAC factors from captured activations and pre-activation Jacobians: ``A = E[a aᵀ]``, ``G = E[J_hᵀ H J_h]``."""
     acts: dict[str, Tensor] = {}
-    zeros = {n: torch.zeros(m.out_features, dtype=DT) for n, m in model.named_children() if isinstance(m, nn.Linear)}
+    zeros = {n: torch.zeros(m.out_features, dtype=DT) for n, m in _layers(model) if isinstance(m, nn.Linear)}
     with torch.no_grad():
         f = _forward_with_eps(model, x, {n: z.expand(x.shape[0], -1) for n, z in zeros.items()}, acts)
     h = loss_hessian(f, task)

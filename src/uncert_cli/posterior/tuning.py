@@ -121,7 +121,7 @@ def tune_prior_marglik(
         val = objective(log_taus, log_sigma)
         loss = -val
         loss.backward()
-        history.append(_record(len(history), float(val), log_taus, log_sigma, posterior, modules, structure))
+        history.append(_record(len(history), float(val.detach()), log_taus, log_sigma, posterior, modules, structure))
         return loss
 
     opt.step(closure)
