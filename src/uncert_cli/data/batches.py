@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import torch
 
+from uncert_cli.data.checks import whole_number
 from uncert_cli.data.dataset import ArrayDataset, to_float
 from uncert_cli.errors import UserError
 
@@ -38,8 +39,7 @@ def iter_batches(
     sees never depends on shuffling. The last batch may be smaller. Unshuffled float32 batches are
     views of the dataset: do not modify them in place.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UserError(f"--batch-size must be a positive whole number, got {batch_size!r}")
+    batch_size = whole_number(batch_size, "--batch-size", minimum=1)
     share = shard_range(len(ds), shard)
     if shuffle:
         generator = torch.Generator().manual_seed(seed)

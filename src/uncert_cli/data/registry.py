@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 
+from uncert_cli.data.checks import whole_number
 from uncert_cli.data.dataset import ArrayDataset
 from uncert_cli.data.embedded import load_digits_dataset, load_iris_dataset, load_toy_regression
 from uncert_cli.data.files import load_file_dataset, looks_like_file_spec
@@ -44,14 +45,6 @@ def unknown_dataset_error(spec: str) -> UserError:
     )
 
 
-def _validated_limit(limit: int | None) -> int | None:
-    if limit is None:
-        return None
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise UserError(f"--limit must be a positive whole number, got {limit!r}; pass e.g. --limit 1000 or leave it out")
-    return limit
-
-
 def load_dataset(
     spec: str,
     *,
@@ -83,9 +76,8 @@ def load_dataset(
     spec = spec.strip()
     if split not in SPLITS:
         raise UserError(f"unknown split '{split}'; use train or test (or val for {', '.join(sorted(EMBEDDED_DATASETS))})")
-    limit = _validated_limit(limit)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise UserError(f"--seed must be a non-negative whole number, got {seed!r}")
+    limit = None if limit is None else whole_number(limit, "--limit", minimum=1)
+    seed = whole_number(seed, "--seed", minimum=0)
 
     loader = REGISTRY.get(spec.lower())
     if loader is not None:
