@@ -18,10 +18,10 @@ from uncert_cli.errors import UserError
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
-pytestmark_shared = pytest.mark.shared_data
+needs_shared_data = pytest.mark.shared_data  # marker declared in pyproject.toml
 
 
-@pytestmark_shared
+@needs_shared_data
 def test_mnist_test_split_matches_published_facts(shared_data_root: Path) -> None:
     ds = load_dataset("mnist", split="test", root=shared_data_root)
     assert len(ds) == 10_000
@@ -36,14 +36,14 @@ def test_mnist_test_split_matches_published_facts(shared_data_root: Path) -> Non
     assert int(y) == 7  # the famous first test digit
 
 
-@pytestmark_shared
+@needs_shared_data
 def test_mnist_train_has_60000_with_published_counts(mnist_train) -> None:
     assert len(mnist_train) == 60_000
     assert torch.bincount(mnist_train.targets).tolist() == MNIST_TRAIN_COUNTS
     assert int(mnist_train.targets[0]) == 5
 
 
-@pytestmark_shared
+@needs_shared_data
 def test_limit_takes_the_first_examples(shared_data_root: Path, mnist_train) -> None:
     first = load_dataset("mnist", split="train", root=shared_data_root, limit=100)
     assert len(first) == 100
@@ -51,7 +51,7 @@ def test_limit_takes_the_first_examples(shared_data_root: Path, mnist_train) -> 
     assert torch.equal(first.targets, mnist_train.targets[:100])
 
 
-@pytestmark_shared
+@needs_shared_data
 def test_fashion_mnist_test(shared_data_root: Path) -> None:
     ds = load_dataset("fashionmnist", split="test", root=shared_data_root)
     assert len(ds) == 10_000 and ds.sample_shape == (1, 28, 28)
@@ -59,7 +59,7 @@ def test_fashion_mnist_test(shared_data_root: Path) -> None:
     assert ds.class_names[0] == "T-shirt/top" and ds.class_names[9] == "Ankle boot"
 
 
-@pytestmark_shared
+@needs_shared_data
 def test_kmnist_test_from_official_npz(shared_data_root: Path) -> None:
     ds = load_dataset("kmnist", split="test", root=shared_data_root)
     assert len(ds) == 10_000 and ds.sample_shape == (1, 28, 28)
@@ -67,7 +67,7 @@ def test_kmnist_test_from_official_npz(shared_data_root: Path) -> None:
     assert ds.class_names == ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"]
 
 
-@pytestmark_shared
+@needs_shared_data
 def test_kmnist_idx_form_equals_npz_form(shared_data_root: Path, tmp_path: Path, write_idx) -> None:
     with np.load(shared_data_root / "KMNIST" / "kmnist-test-imgs.npz") as archive:
         images = archive["arr_0"][:50]
@@ -81,7 +81,7 @@ def test_kmnist_idx_form_equals_npz_form(shared_data_root: Path, tmp_path: Path,
     assert torch.equal(from_idx.targets, from_npz.targets)
 
 
-@pytestmark_shared
+@needs_shared_data
 def test_notmnist_npz_has_all_letters(shared_data_root: Path) -> None:
     for split in ("train", "test"):  # no official split: both give every image
         ds = load_dataset("notmnist", split=split, root=shared_data_root)
@@ -106,7 +106,7 @@ def test_notmnist_png_folder_skips_unreadable_files(tmp_path: Path) -> None:
     assert int(ds.inputs[3].max()) == 60
 
 
-@pytestmark_shared
+@needs_shared_data
 def test_torchvision_layout_and_plain_idx_give_the_same_data(shared_data_root: Path, tmp_path: Path) -> None:
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
