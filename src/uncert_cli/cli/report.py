@@ -1,15 +1,55 @@
-"""``uncert report``: not built yet (see the project's issues)."""
+"""``uncert report``: where the posterior uncertainty of a fitted network lives, layer by layer."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
-from uncert_cli.errors import UserError
+from uncert_cli.analysis import analyse_posterior
+from uncert_cli.cli import options as o
+from uncert_cli.factors import open_posterior
+from uncert_cli.render.console import print_json
+from uncert_cli.render.plots_report import png_directory, write_report_pngs
+from uncert_cli.render.report import fit_section, model_section, print_report, prior_section, report_document
+
+PngDir = Annotated[Optional[Path], typer.Option("--png", help="Write the report's figures (PNG) into this directory.")]
 
 
-def report() -> None:
-    """(coming) see the README."""
-    raise UserError("'uncert report' is not available in this version yet")
+def report(
+    factors: Annotated[Path, typer.Argument(help="Factor file written by 'uncert fit' (.h5).")],
+    prior_precision: o.PriorPrecision = None,
+    n_data: o.NData = None,
+    png: PngDir = None,
+    json_output: o.Json = False,
+    quiet: o.Quiet = False,
+    debug: o.Debug = False,
+) -> None:
+    """Per-layer posterior std, variance share, variance ratio, effective parameters and a verdict."""
+    directory = png_directory(png) if png is not None else None  # fail before any work
+    opened = open_posterior(factors, prior_precision=prior_precision, n_data=n_data)
+    posterior = opened.posterior
+    result = analyse_posterior(posterior, opened.model.meta.input_shape)
+    title = f"{Path(factors).name} ({posterior.curvature.method}, τ={_tau_text(posterior.prior_precision)})"
+    pngs = write_report_pngs(result, directory, title) if directory is not None else []
+    total = sum(p.numel() for p in opened.model.module.parameters())
+    doc = report_document(
+        result,
+        model=model_section(opened.factors, total, result.covered_params),
+        fit=fit_section(opened.factors),
+        prior=prior_section(posterior.prior_precision, posterior.n_data, posterior.prior_mode),
+        pngs=pngs,
+    )
+    if json_output:
+        print_json(doc)
+    else:
+        print_report(doc)
+
+
+def _tau_text(taus: dict[str, float]) -> str:
+    values = set(taus.values())
+    return f"{next(iter(values)):g}" if len(values) == 1 else "per layer"
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,227 @@
+"""Fast-gradient-sign attacks against a predictive (Ritter et al. 2018, §5.3; Goodfellow et al. 2014).
+
+The gradient goes through the predictive that is attacked: ``log p^{(M)}(y | x)`` with
+
+* ``map``: ``log softmax f(x; θ*)``;
+* ``mc``: ``log (1/S) Σ_s softmax f(x; θ_s)``, every sample a ``torch.func.functional_call`` with its own
+  parameter dict (vmapped over chunks of samples);
+* ``glm``: the same average over the linearised network ``f(x; θ*) + J(x) δθ_s`` (forward-mode ``jvp``,
+  differentiated in reverse w.r.t. ``x``);
+* ``dropout``: ``S`` passes with fixed dropout masks (seeded), Dropout modules in train mode.
+
+The weight samples are drawn once per attack and reused for every batch and step. Step sizes are
+multiplied by the per-dimension range ``max − min`` of the attacked data (Ritter et al.), so ``η = 1``
+can move a pixel across its whole range. No clipping is applied.
+
+* untargeted: ``x_adv = x − η · range · sign ∇_x log p(ŷ | x)`` with ``ŷ`` the class the predictive
+  predicts at ``x``, one step per ``η``;
+* targeted: ``x_{t+1} = x_t + η · range · sign ∇_x log p(target | x_t)``, repeated; examples that the
+  predictive already assigns to the target class are left out (per predictive).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, jvp, vmap
+
+from uncert_cli.analysis.ood import Hyperparameters
+from uncert_cli.data import ArrayDataset, iter_batches
+from uncert_cli.errors import UserError
+from uncert_cli.posterior import LaplacePosterior
+
+ATTACK_KINDS = ("map", "mc", "glm", "dropout")
+UNTARGETED_STEP_SIZES: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+SAMPLE_CHUNK = 8
+OnBatch = Callable[[int], None]
+
+
+class AttackedPredictive:
+    """``log p(y | x)`` of one predictive, ``(B, C)``, differentiable w.r.t. ``x`` (weights fixed)."""
+
+    def __init__(self, posterior: LaplacePosterior, kind: str, *, samples: int, seed: int = 0) -> None:
+        if kind not in ATTACK_KINDS:
+            raise UserError(
+                f"cannot attack the '{kind}' predictive; use one of {', '.join(ATTACK_KINDS)} "
+                "(probit has no sampled form to differentiate)"
+            )
+        if posterior.task != "classification":
+            raise UserError("uncert attack works on classifiers; this factor file is for regression")
+        if samples < 1:
+            raise UserError(f"--samples must be a positive whole number, got {samples}")
+        self.kind, self.samples, self.seed = kind, samples, seed
+        self.model: nn.Module = posterior.model
+        self.theta = posterior.map_parameters
+        self._tangents: dict[str, Tensor] = {}
+        if kind in ("mc", "glm"):
+            # Drawn once here, reused for every batch and attack step.
+            drawn = posterior.sample(samples, torch.Generator().manual_seed(seed))
+            self._tangents = drawn if kind == "mc" else {n: v - self.theta[n] for n, v in drawn.items()}
+        if kind == "dropout" and not any(isinstance(m, nn.modules.dropout._DropoutNd) for m in self.model.modules()):
+            raise UserError("the model has no Dropout modules, so the dropout predictive cannot be attacked; drop it from --predictive")
+
+    def log_probs(self, x: Tensor) -> Tensor:
+        """``log p(y | x)`` ``(B, C)``; keeps the graph to ``x`` when ``x.requires_grad``."""
+        saved = [(m, m.training) for m in self.model.modules()]
+        try:
+            self.model.eval()
+            if self.kind == "map":
+                return torch.log_softmax(self.model(x).reshape(x.shape[0], -1), -1)
+            if self.kind == "dropout":
+                per_sample = self._dropout_logits(x)
+            else:
+                per_sample = torch.cat([self._chunk_logits(x, start) for start in range(0, self.samples, SAMPLE_CHUNK)])
+            # log of the average probability, computed stably: logsumexp over samples − log S.
+            return torch.logsumexp(torch.log_softmax(per_sample, -1), 0) - math.log(self.samples)
+        finally:
+            for m, flag in saved:
+                m.training = flag
+
+    def _chunk_logits(self, x: Tensor, start: int) -> Tensor:
+        part = {n: v[start : start + SAMPLE_CHUNK] for n, v in self._tangents.items()}
+        model, theta = self.model, self.theta
+
+        def network(p: dict[str, Tensor]) -> Tensor:
+            return functional_call(model, p, (x,)).reshape(x.shape[0], -1)
+
+        if self.kind == "mc":
+            return vmap(network)(part)  # (s, B, C)
+        f0 = network(theta)
+
+        def linear_part(t: dict[str, Tensor]) -> Tensor:
+            return jvp(network, (theta,), (t,))[1]
+
+        return f0.unsqueeze(0) + vmap(linear_part)(part)
+
+    def _dropout_logits(self, x: Tensor) -> Tensor:
+        for m in self.model.modules():
+            if isinstance(m, nn.modules.dropout._DropoutNd):
+                m.train()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)  # the same masks at every step: the attack sees one fixed ensemble
+            return torch.stack([self.model(x).reshape(x.shape[0], -1) for _ in range(self.samples)])
+
+
+def _entropy(log_p: Tensor) -> Tensor:
+    return -(log_p.exp() * log_p).sum(-1)
+
+
+def _sign_gradient(pred: AttackedPredictive, x: Tensor, classes: Tensor) -> Tensor:
+    """``sign ∇_x log p(classes | x)``, same shape as ``x``."""
+    x = x.detach().requires_grad_(True)
+    chosen = pred.log_probs(x).gather(1, classes.reshape(-1, 1)).sum()
+    (grad,) = torch.autograd.grad(chosen, x)
+    return grad.sign()
+
+
+def data_range(data: ArrayDataset) -> Tensor:
+    """Per-dimension ``max − min`` over the dataset, shape ``sample_shape``."""
+    if len(data) == 0:
+        raise UserError(f"dataset '{data.name}' is empty; check the spec or --limit")
+    x = data.inputs.float()
+    return x.amax(0) - x.amin(0)
+
+
+@dataclass
+class UntargetedCurve:
+    """One predictive under untargeted FGSM; lists are aligned with ``step_sizes``."""
+
+    step_sizes: list[float]
+    accuracy: list[float]  # vs the true label
+    mean_entropy: list[float]
+    n: int
+
+
+@dataclass
+class TargetedCurve:
+    """One predictive under the iterated targeted attack; lists are aligned with ``steps`` (0 = clean)."""
+
+    target: int
+    step_size: float
+    steps: list[int]
+    accuracy: list[float]  # vs the true label
+    target_rate: list[float]  # fraction predicted as the target class
+    mean_entropy: list[float]
+    n: int  # examples attacked (those not predicted as the target before the attack)
+
+
+def untargeted_attack(
+    pred: AttackedPredictive,
+    data: ArrayDataset,
+    step_sizes: tuple[float, ...] = UNTARGETED_STEP_SIZES,
+    *,
+    batch_size: int,
+    on_batch: OnBatch | None = None,
+) -> UntargetedCurve:
+    """Accuracy and mean entropy after one FGSM step of each size (Ritter Fig. 3)."""
+    scale = data_range(data)
+    correct = torch.zeros(len(step_sizes), dtype=torch.float64)
+    entropy = torch.zeros(len(step_sizes), dtype=torch.float64)
+    for x, y in iter_batches(data, batch_size):
+        with torch.no_grad():
+            predicted = pred.log_probs(x).argmax(-1)
+        direction = _sign_gradient(pred, x, predicted) * scale
+        with torch.no_grad():
+            for i, eta in enumerate(step_sizes):
+                log_p = pred.log_probs(x - eta * direction)
+                correct[i] += (log_p.argmax(-1) == y).sum()
+                entropy[i] += _entropy(log_p).sum()
+        if on_batch is not None:
+            on_batch(x.shape[0])
+    n = len(data)
+    return UntargetedCurve(list(map(float, step_sizes)), (correct / n).tolist(), (entropy / n).tolist(), n)
+
+
+def targeted_attack(
+    pred: AttackedPredictive,
+    data: ArrayDataset,
+    *,
+    target: int,
+    step_size: float = 0.01,
+    steps: int = 50,
+    batch_size: int,
+    on_batch: OnBatch | None = None,
+) -> TargetedCurve:
+    """Iterated FGSM towards ``target`` (Ritter Fig. 4); step 0 is the clean input."""
+    scale = data_range(data)
+    correct = torch.zeros(steps + 1, dtype=torch.float64)
+    hits = torch.zeros(steps + 1, dtype=torch.float64)
+    entropy = torch.zeros(steps + 1, dtype=torch.float64)
+    n = 0
+    for x, y in iter_batches(data, batch_size):
+        with torch.no_grad():
+            keep = pred.log_probs(x).argmax(-1) != target
+        x, y = x[keep].clone(), y[keep]
+        if x.shape[0] > 0:
+            n += x.shape[0]
+            goal = torch.full_like(y, target)
+            for t in range(steps + 1):
+                if t > 0:
+                    x = x + step_size * scale * _sign_gradient(pred, x, goal)
+                with torch.no_grad():
+                    log_p = pred.log_probs(x)
+                correct[t] += (log_p.argmax(-1) == y).sum()
+                hits[t] += (log_p.argmax(-1) == target).sum()
+                entropy[t] += _entropy(log_p).sum()
+        if on_batch is not None:
+            on_batch(int(keep.numel()))
+    if n == 0:
+        raise UserError(f"every example is already predicted as class {target}; pick another --target")
+    return TargetedCurve(
+        target, float(step_size), list(range(steps + 1)), (correct / n).tolist(), (hits / n).tolist(),
+        (entropy / n).tolist(), n,
+    )
+
+
+@dataclass
+class AttackReport:
+    """Curves per predictive plus the settings they were computed with."""
+
+    settings: dict[str, object]
+    hyperparameters: dict[str, Hyperparameters | None]
+    untargeted: dict[str, UntargetedCurve] = field(default_factory=dict)
+    targeted: dict[str, TargetedCurve] = field(default_factory=dict)

@@ -1,0 +1,188 @@
+"""Presentation of ``uncert report`` and ``uncert track``: JSON documents and rich tables.
+
+The JSON schemas are documented in ``docs/json.md``; keys are stable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from uncert_cli.analysis.layer_stats import BARELY_IDENTIFIED_RATIO, UncertaintyReport
+from uncert_cli.analysis.tracking import TrackResult
+from uncert_cli.render.console import stdout
+from uncert_cli.store import FactorFile
+
+
+def model_section(factors: FactorFile, total_params: int, covered_params: int) -> dict[str, Any]:
+    meta = factors.model_meta
+    return {
+        "arch": meta.arch,
+        "input_shape": list(meta.input_shape) if meta.input_shape else None,
+        "task": meta.task,
+        "num_outputs": meta.num_outputs,
+        "parameters": total_params,
+        "covered_params": covered_params,
+        "checkpoint": factors.checkpoint_path,
+        "fingerprint": factors.fingerprint,
+    }
+
+
+def fit_section(factors: FactorFile) -> dict[str, Any]:
+    fit = factors.fit
+    return {
+        "file": str(factors.path),
+        "method": fit.get("method"),
+        "fisher_type": fit.get("fisher_type"),
+        "dataset": fit.get("dataset"),
+        "split": fit.get("split"),
+        "n_data": fit.get("n_data"),
+        "map_accuracy": fit.get("map_accuracy"),
+        "seconds": fit.get("seconds"),
+    }
+
+
+def prior_section(prior_precision: dict[str, float], n_data: float, prior_mode: str) -> dict[str, Any]:
+    values = set(prior_precision.values())
+    return {
+        # One number when every layer shares τ, else {module: τ} (after per-layer tuning).
+        "prior_precision": next(iter(values)) if len(values) == 1 else dict(prior_precision),
+        "n_data": n_data,
+        "prior_mode": prior_mode,
+        "barely_identified_threshold": BARELY_IDENTIFIED_RATIO,
+    }
+
+
+def report_document(
+    report: UncertaintyReport, *, model: dict[str, Any], fit: dict[str, Any], prior: dict[str, Any], pngs: list[Path]
+) -> dict[str, Any]:
+    verdict = report.verdict
+    return {
+        "model": model,
+        "fit": fit,
+        "prior": prior,
+        "summary": {
+            "covered_params": report.covered_params,
+            "effective_params": report.effective_params,
+            "entropy": report.entropy,
+            "total_variance": report.total_variance,
+            "barely_identified_fraction": verdict.barely_identified_fraction,
+            "top_layer": verdict.top_layer,
+            "top_variance_share": verdict.top_variance_share,
+            "top_barely_identified_fraction": verdict.top_barely_identified_fraction,
+        },
+        "layers": [asdict(layer) for layer in report.layers],
+        "verdict": verdict.text,
+        "pngs": [str(p) for p in pngs],
+    }
+
+
+def _num(x: float | None, spec: str = ".3g") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, float) and math.isinf(x):
+        return "∞"
+    return format(x, spec)
+
+
+def _table(title: str, columns: list[str]) -> Table:
+    table = Table(title=title)
+    for k, name in enumerate(columns):
+        table.add_column(name, justify="left" if k == 0 or name == "type" else "right", no_wrap=True)
+    return table
+
+
+def print_report(doc: dict[str, Any]) -> None:
+    model, fit, prior = doc["model"], doc["fit"], doc["prior"]
+    tau = prior["prior_precision"]
+    tau_text = f"{tau:g}" if isinstance(tau, (int, float)) else "per layer"
+    shape = "×".join(map(str, model["input_shape"])) if model["input_shape"] else "?"
+    accuracy = fit.get("map_accuracy")
+    acc = f"; MAP accuracy {accuracy:.2%}" if accuracy is not None else ""
+    stdout.print(
+        f"[bold]{model['arch'] or 'model'}[/bold]  input {shape}  {model['task']}\n"
+        f"{model['parameters']:,} parameters, {model['covered_params']:,} with a posterior{acc}\n"
+        f"{fit['method']} Laplace ({fit['fisher_type']} fisher) on {fit['dataset']} {fit.get('split') or ''}, "
+        f"N = {_num(fit['n_data'], ',')}\n"
+        f"prior precision τ = {tau_text}, N used = {prior['n_data']:g}, prior mode {prior['prior_mode']}"
+    )
+    # Two narrow tables rather than one wide one: both fit an 80-column terminal.
+    spread = _table(
+        "Posterior std per layer (network order)",
+        ["layer", "type", "params", "σ mean", "σ median", "σ max", "σ/|μ| median"],
+    )
+    identified = _table(
+        "How much the data identified each layer",
+        ["layer", "var share", "var ratio", "γ eff.", "γ / params", "H/param", "barely id."],
+    )
+    for layer in doc["layers"]:
+        spread.add_row(
+            layer["name"], layer["kind"], f"{layer['params']:,}", _num(layer["posterior_std_mean"]),
+            _num(layer["posterior_std_median"]), _num(layer["posterior_std_max"]), _num(layer["relative_std_median"]),
+        )
+        identified.add_row(
+            layer["name"], _num(layer["variance_share"], ".1%"), _num(layer["variance_ratio"], ".3f"),
+            _num(layer["effective_params"], ",.1f"), _num(layer["effective_params"] / layer["params"], ".1%"),
+            _num(layer["entropy_per_param"], ".3f"), _num(layer["barely_identified_fraction"], ".1%"),
+        )
+    stdout.print(spread)
+    stdout.print(identified)
+    s = doc["summary"]
+    stdout.print(
+        f"γ = {s['effective_params']:,.1f} effective parameters of {s['covered_params']:,}; "
+        f"entropy {s['entropy']:,.1f} nats. var ratio = mean σ²/σ²_prior; "
+        f"barely id. = share of weights with σ²/σ²_prior > {prior['barely_identified_threshold']:g}; "
+        "H/param = Gaussian entropy per parameter (nats)."
+    )
+    stdout.print(f"\n[bold]Verdict:[/bold] {doc['verdict']}")
+    for png in doc["pngs"]:
+        stdout.print(f"wrote {png}")
+
+
+# ------------------------------------------------------------------------------------------ track
+TRACK_KEYS = ("posterior_std_mean", "variance_ratio", "effective_params", "barely_identified_fraction", "variance_share")
+
+
+def track_document(result: TrackResult, pngs: list[Path]) -> dict[str, Any]:
+    return {
+        "method": result.method,
+        "dataset": result.dataset,
+        "n_data": result.n_data,
+        "prior_precision": result.prior_precision,
+        "layers": result.layer_names,
+        "checkpoints": [
+            {
+                "checkpoint": p.checkpoint,
+                "step": p.step,
+                "map_accuracy": p.map_accuracy,
+                "effective_params": p.effective_params,
+                "layers": [{"name": layer.name, **{k: getattr(layer, k) for k in TRACK_KEYS}} for layer in p.layers],
+            }
+            for p in result.points
+        ],
+        "pngs": [str(p) for p in pngs],
+    }
+
+
+def print_track(doc: dict[str, Any]) -> None:
+    table = Table(title=f"Uncertainty over training ({doc['method']} Laplace on {doc['dataset']}, N = {doc['n_data']:,})")
+    table.add_column("checkpoint")
+    table.add_column("step", justify="right")
+    table.add_column("MAP acc.", justify="right")
+    for name in doc["layers"]:
+        table.add_column(f"{name}\nσ mean / ratio / γ", justify="right")
+    for point in doc["checkpoints"]:
+        cells = [
+            f"{layer['posterior_std_mean']:.3g} / {layer['variance_ratio']:.2f} / {layer['effective_params']:,.0f}"
+            for layer in point["layers"]
+        ]
+        acc = point["map_accuracy"]
+        table.add_row(Path(point["checkpoint"]).name, _num(point["step"], "d"),
+                      f"{acc:.2%}" if acc is not None else "–", *cells)
+    stdout.print(table)
+    for png in doc["pngs"]:
+        stdout.print(f"wrote {png}")
