@@ -23,6 +23,7 @@ from uncert_cli.checkpoint.state import (
     unwrap_checkpoint,
     weights_fingerprint,
 )
+from uncert_cli.atomic import atomic_output
 from uncert_cli.errors import UserError
 
 __all__ = ["LoadedModel", "load_model", "save_model"]
@@ -248,13 +249,5 @@ def save_model(module: nn.Module, meta: ModelMeta, path: str | os.PathLike[str])
         raise UserError(f"cannot save {target}: folder {target.parent} does not exist")
     tensors = _tensors_for_saving(module)
     header = meta.to_header()
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp_name, metadata=header)
-        with open(tmp_name, "rb") as handle:
-            os.fsync(handle.fileno())  # the data must be on disk before the rename makes it visible
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_output(target) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
