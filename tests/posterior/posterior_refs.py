@@ -47,7 +47,7 @@ def jacobian(model: nn.Module, x: Tensor, modules: list[str]) -> Tensor:
     cols = []
     for m in modules:
         jw, jb = jac[_pname(m, "weight")], jac[_pname(m, "bias")]  # (B, C, O, I), (B, C, O)
-        cols.append(torch.cat([jw, jb.unsqueeze(-1)], -1).flatten(2))
+        cols.append(torch.cat([jw.flatten(3), jb.unsqueeze(-1)], -1).flatten(2))  # conv weights: (O, C*kh*kw)
     return torch.cat(cols, -1)
 
 
@@ -163,3 +163,25 @@ def to_waug(tensors: dict[str, Tensor], module: str) -> Tensor:
     """Parameter dict -> W_aug of one module, flattened (leading dims kept)."""
     w, b = tensors[_pname(module, "weight")], tensors[_pname(module, "bias")]
     return torch.cat([w, b.unsqueeze(-1)], -1).flatten(-2)
+
+
+def random_spd(n: int, g: torch.Generator) -> Tensor:
+    m = torch.randn(n, n, generator=g, dtype=DT)
+    return (m @ m.T / n + 0.1 * torch.eye(n, dtype=DT)).contiguous()
+
+
+def random_kfac_curvature(model: nn.Module, modules: list[str], task: str, n_data: int, seed: int = 0) -> Curvature:
+    """Kronecker blocks with random SPD factors (any Linear/Conv module; weight reshaped to (O, -1))."""
+    g = torch.Generator().manual_seed(seed)
+    blocks = []
+    for m in modules:
+        mod = model.get_submodule(m)
+        o = mod.weight.shape[0]
+        i = mod.weight[0].numel() + 1
+        blocks.append(
+            KroneckerBlock(
+                m, (_pname(m, "weight"), _pname(m, "bias")), (tuple(mod.weight.shape), tuple(mod.bias.shape)),
+                random_spd(i, g), random_spd(o, g),
+            )
+        )
+    return Curvature(blocks, n_data, task, "kfac", "exact")

@@ -4,7 +4,15 @@ import math
 
 import pytest
 import torch
-from posterior_refs import DT, dense_covariance, diag_curvature, jacobian, kfac_curvature, mlp
+from posterior_refs import (
+    DT,
+    dense_covariance,
+    diag_curvature,
+    jacobian,
+    kfac_curvature,
+    mlp,
+    random_kfac_curvature,
+)
 from torch import nn
 
 from uncert_cli.errors import UserError
@@ -20,11 +28,21 @@ def _explicit_jsj(model, x, curv, n_eff, taus, mode):
     return torch.einsum("bcp,pq,bcq->bc", j, cov, j)
 
 
-@pytest.mark.parametrize("kind", ["diag", "kfac"])
+def _mixed_curvature(model, data, task, modules=None):
+    """Kronecker blocks for all but the last module, a diagonal block for the last one."""
+    kfac = kfac_curvature(model, data, task, modules=modules)
+    diag = diag_curvature(model, data, task, modules=modules)
+    kfac.blocks[-1] = diag.blocks[-1]
+    return kfac
+
+
+BUILD = {"diag": diag_curvature, "kfac": kfac_curvature, "mixed": _mixed_curvature}
+
+
+@pytest.mark.parametrize("kind", ["diag", "kfac", "mixed"])
 @pytest.mark.parametrize("modules", [None, ("0", "4")])
 def test_glm_regression_variance_equals_explicit_jsj(kind, modules, model, data):
-    build = diag_curvature if kind == "diag" else kfac_curvature
-    curv = build(model, data, "regression", modules=modules)
+    curv = BUILD[kind](model, data, "regression", modules=modules)
     taus = {b.module: TAUS[b.module] for b in curv.blocks}
     post = LaplacePosterior(curv, model, prior_precision=taus, n_data=40.0, noise_std=0.6, prior_mode="factor")
     x = data[:9]
@@ -137,3 +155,20 @@ def test_prediction_errors(model, data):
     reg = LaplacePosterior(kfac_curvature(model, data, "regression"), model)
     with pytest.raises(UserError, match="probit"):
         reg.predict(data[:3], "probit")
+
+
+@pytest.mark.parametrize("mode", ["eigen", "factor"])
+def test_conv_blocks_use_row_major_reshaped_weights(mode):
+    """Conv weights (O, C, kh, kw) enter W_aug as (O, C*kh*kw): glm variance equals explicit J Σ Jᵀ."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 3 * 3, 2)).to(DT)
+    x = torch.randn(6, 2, 5, 5, dtype=DT)
+    curv = random_kfac_curvature(model, ["0", "3"], "regression", n_data=20)
+    taus = {"0": 0.7, "3": 2.0}
+    post = LaplacePosterior(curv, model, prior_precision=taus, prior_mode=mode)
+    _, var = post.predict(x, "glm")
+    expected = _explicit_jsj(model, x, curv, 20.0, taus, mode)
+    torch.testing.assert_close(var, expected + 1.0, rtol=1e-10, atol=1e-12)
+    assert post.marginal_variance()["0.weight"].shape == (3, 2, 3, 3)
+    probs_mc = post.predict(x, "mc", samples=10)[0]
+    assert probs_mc.shape == (6, 2)

@@ -112,10 +112,10 @@ def linearised_outputs(post: LaplacePosterior, x: Tensor, samples: int, generato
     def single(t: dict[str, Tensor]) -> Tensor:
         return jvp(f, (theta,), (t,))[1]
 
-    with torch.no_grad():
+    with torch.no_grad():  # forward-mode AD works under no_grad; this avoids graphs through other parameters
         f0 = f(theta)
-    jd = _over_sample_chunks(vmap(single), single, dev, samples, post.sample_chunk, post._vmap_state)
-    return f0, jd.detach()
+        jd = _over_sample_chunks(vmap(single), single, dev, samples, post.sample_chunk, post._vmap_state)
+    return f0, jd
 
 
 def _check_samples(samples: int) -> None:
