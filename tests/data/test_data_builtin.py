@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import gzip
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -160,52 +158,6 @@ def test_notmnist_missing_says_it_cannot_be_downloaded(tmp_path: Path) -> None:
 def test_builtins_reject_val_split(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="train and test"):
         load_dataset("mnist", split="val", root=tmp_path)
-
-
-def _fake_torchvision_mnist(write_idx, calls: list[dict]) -> type:
-    """A stand-in for torchvision.datasets.MNIST that records its calls and writes tiny idx files (no network)."""
-
-    class FakeMNIST:
-        def __init__(self, root: str, train: bool = True, download: bool = False) -> None:
-            calls.append({"root": root, "train": train, "download": download})
-            raw = Path(root) / "MNIST" / "raw"
-            write_idx(raw / "t10k-images-idx3-ubyte", np.zeros((3, 28, 28), dtype=np.uint8), compress=True)
-            write_idx(raw / "t10k-labels-idx1-ubyte", np.array([1, 2, 3], dtype=np.uint8), compress=True)
-
-    return FakeMNIST
-
-
-class _FailingTorchvisionMNIST:
-    def __init__(self, root: str, train: bool = True, download: bool = False) -> None:
-        raise RuntimeError("Error downloading t10k-images-idx3-ubyte.gz: <urlopen error [Errno -3]>")
-
-
-def _install_fake_torchvision(monkeypatch: pytest.MonkeyPatch, mnist_class: type) -> None:
-    fake_datasets = types.ModuleType("torchvision.datasets")
-    fake_datasets.MNIST = mnist_class  # type: ignore[attr-defined]
-    fake_torchvision = types.ModuleType("torchvision")
-    fake_torchvision.datasets = fake_datasets  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "torchvision", fake_torchvision)
-    monkeypatch.setitem(sys.modules, "torchvision.datasets", fake_datasets)
-
-
-def test_download_only_when_asked_and_into_the_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_idx) -> None:
-    calls: list[dict] = []
-    _install_fake_torchvision(monkeypatch, _fake_torchvision_mnist(write_idx, calls))
-    with pytest.raises(UserError):
-        load_dataset("mnist", split="test", root=tmp_path)
-    assert calls == []
-    ds = load_dataset("mnist", split="test", root=tmp_path, download=True)
-    assert calls == [{"root": str(tmp_path), "train": False, "download": True}]
-    assert ds.targets.tolist() == [1, 2, 3]
-    load_dataset("mnist", split="test", root=tmp_path, download=True)  # present now: no second download
-    assert len(calls) == 1
-
-
-def test_failed_download_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _install_fake_torchvision(monkeypatch, _FailingTorchvisionMNIST)
-    with pytest.raises(UserError, match="downloading 'mnist'.*failed.*urlopen error"):
-        load_dataset("mnist", split="test", root=tmp_path, download=True)
 
 
 def test_corrupt_idx_file_is_a_user_error(tmp_path: Path, write_idx) -> None:
