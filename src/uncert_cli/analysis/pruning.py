@@ -300,13 +300,16 @@ def evaluate_pruning(
 ) -> PruneEvaluation:
     """Prune the MAP network at each fraction under each criterion and measure it on the data.
 
-    One forward pass over the data per (criterion, fraction), plus one for the unpruned network.
+    One forward pass over the data per (criterion, fraction), plus one for the unpruned network;
+    ``on_pass()`` is called after each.
     """
     fractions = sorted(_check_fraction(f) for f in fractions)
     model = posterior.model
     base = {name: p.detach() for name, p in model.named_parameters()}
     noise = posterior.noise_std if posterior.task == "regression" else 1.0
     unpruned = evaluate_model(model, base, batches, posterior.task, noise)
+    if on_pass:
+        on_pass()
     points: list[EvalPoint] = []
     total = 0
     for criterion in criteria:
@@ -321,3 +324,41 @@ def evaluate_pruning(
             if on_pass:
                 on_pass()
     return PruneEvaluation(dataset, split, examples, total, unpruned, points)
+
+
+@dataclass
+class Comparison:
+    """One criterion against the baseline (magnitude) over the evaluated fractions."""
+
+    criterion: str
+    fractions: int
+    better_accuracy: int  # fractions where the criterion's accuracy is higher than the baseline's
+    better_nll: int  # fractions where its NLL is lower
+    mean_accuracy_difference: float | None  # mean (criterion − baseline) accuracy; None for regression
+    mean_nll_difference: float  # mean (criterion − baseline) NLL
+
+
+def compare_to_baseline(evaluation: PruneEvaluation, baseline: str = BASELINE) -> list[Comparison]:
+    """How each criterion fares against ``baseline`` at the same fractions."""
+    base = {p.fraction: p for p in evaluation.points if p.criterion == baseline}
+    if not base:
+        return []
+    out: list[Comparison] = []
+    for criterion in dict.fromkeys(p.criterion for p in evaluation.points):
+        if criterion == baseline:
+            continue
+        pts = [p for p in evaluation.points if p.criterion == criterion and p.fraction in base]
+        acc = [p.accuracy - base[p.fraction].accuracy for p in pts  # type: ignore[operator]
+               if p.accuracy is not None and base[p.fraction].accuracy is not None]
+        nll = [p.nll - base[p.fraction].nll for p in pts]
+        out.append(
+            Comparison(
+                criterion=criterion,
+                fractions=len(pts),
+                better_accuracy=sum(d > 0 for d in acc),
+                better_nll=sum(d < 0 for d in nll),
+                mean_accuracy_difference=sum(acc) / len(acc) if acc else None,
+                mean_nll_difference=sum(nll) / len(nll) if nll else math.nan,
+            )
+        )
+    return out

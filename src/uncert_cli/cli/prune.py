@@ -1,15 +1,141 @@
-"""``uncert prune``: not built yet (see the project's issues)."""
+"""``uncert prune``: which weights the posterior says can go, a pruned checkpoint, and what pruning costs."""
 
 from __future__ import annotations
 
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
+from uncert_cli.analysis.pruning import (
+    CRITERIA,
+    apply_masks,
+    compare_to_baseline,
+    evaluate_pruning,
+    score_weights,
+    select,
+)
+from uncert_cli.atomic import check_output_path
+from uncert_cli.checkpoint import save_model
+from uncert_cli.cli import options as o
+from uncert_cli.data import iter_batches
 from uncert_cli.errors import UserError
+from uncert_cli.factors import open_posterior
+from uncert_cli.inputs import load_model_data
+from uncert_cli.render.console import print_json, progress_bar
+from uncert_cli.render.plots_report import png_directory, write_prune_png
+from uncert_cli.render.prune import (
+    evaluation_section,
+    print_evaluation,
+    print_selection,
+    prune_document,
+    selection_section,
+)
+from uncert_cli.render.report import prior_section
+
+DEFAULT_FRACTIONS = "0.1,0.3,0.5,0.7,0.9"
 
 
-def prune() -> None:
-    """(coming) see the README."""
-    raise UserError("'uncert prune' is not available in this version yet")
+class CriterionChoice(str, Enum):
+    snr = "snr"
+    variance_ratio = "variance-ratio"
+    obd = "obd"
+    magnitude = "magnitude"
+
+
+def parse_fractions(text: str) -> list[float]:
+    """``"0.1,0.5"`` -> ``[0.1, 0.5]``; each in [0, 1]."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--fractions must be comma-separated numbers such as {DEFAULT_FRACTIONS}, got '{text}'") from None
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise UserError(f"--fractions must be numbers between 0 and 1 such as {DEFAULT_FRACTIONS}, got '{text}'")
+    return sorted(set(values))
+
+
+def prune(
+    factors: Annotated[Path, typer.Argument(help="Factor file written by 'uncert fit' (.h5).")],
+    fraction: Annotated[
+        Optional[float], typer.Option("--fraction", min=0.0, max=1.0, help="Share of the candidate weights to prune.")
+    ] = None,
+    criterion: Annotated[
+        CriterionChoice, typer.Option("--criterion", help="snr |μ|/σ, variance-ratio σ²/σ²_prior, obd μ²H_ii/2, magnitude |μ|.")
+    ] = CriterionChoice.snr,
+    output: Annotated[
+        Optional[Path], typer.Option("-o", "--output", help="Write the pruned model here (.safetensors).")
+    ] = None,
+    top: Annotated[int, typer.Option("--top", min=0, help="How many candidates to list (table and JSON).")] = 20,
+    evaluate: Annotated[
+        bool, typer.Option("--evaluate", help="Prune at --fractions with every criterion and measure accuracy and NLL.")
+    ] = False,
+    fractions: Annotated[str, typer.Option("--fractions", help="Fractions for --evaluate.")] = DEFAULT_FRACTIONS,
+    data: o.DataSpec = None,
+    split: Annotated[o.SplitChoice, typer.Option("--split", help="Split for --evaluate.")] = o.SplitChoice.test,
+    limit: o.Limit = None,
+    batch_size: o.BatchSize = 1000,
+    data_root: o.DataRoot = None,
+    download: o.Download = False,
+    png: Annotated[Optional[Path], typer.Option("--png", help="Write the --evaluate curve (PNG) into this directory.")] = None,
+    prior_precision: o.PriorPrecision = None,
+    n_data: o.NData = None,
+    json_output: o.Json = False,
+    quiet: o.Quiet = False,
+    debug: o.Debug = False,
+) -> None:
+    """List the weights to prune by posterior uncertainty, write a pruned checkpoint, or compare criteria."""
+    if fraction is None and not evaluate:
+        raise UserError("give --fraction F (e.g. --fraction 0.5) to choose weights, or --evaluate to compare criteria")
+    if output is not None:
+        if fraction is None:
+            raise UserError("-o needs --fraction F: which share of the weights to prune in the written model")
+        if output.suffix.lower() != ".safetensors":
+            raise UserError(f"pruned models are saved as safetensors; name the output *.safetensors, not {output.name}")
+        check_output_path(output)
+    fraction_list = parse_fractions(fractions) if evaluate else []
+    directory = png_directory(png) if png is not None and evaluate else None
+
+    opened = open_posterior(factors, prior_precision=prior_precision, n_data=n_data)
+    posterior = opened.posterior
+    prior = prior_section(posterior.prior_precision, posterior.n_data, posterior.prior_mode)
+
+    evaluation_doc = None
+    if evaluate:
+        meta = opened.model.meta
+        dataset = load_model_data(meta, data, split=split.value, limit=limit, root=data_root, download=download)
+        passes = 1 + len(CRITERIA) * len(fraction_list)
+        show = not (quiet or json_output)
+        with progress_bar(passes * len(dataset), "prune --evaluate", quiet=not show) as advance:
+            evaluation = evaluate_pruning(
+                posterior, lambda: iter_batches(dataset, batch_size), fraction_list,
+                dataset=dataset.name, split=split.value, examples=len(dataset),
+                on_pass=lambda: advance(len(dataset)),
+            )
+        png_path = write_prune_png(evaluation, directory / "prune_evaluation.png") if directory is not None else None
+        evaluation_doc = evaluation_section(evaluation, compare_to_baseline(evaluation), png_path)
+
+    selection_doc = None
+    if fraction is not None:
+        selection = select(score_weights(posterior, criterion.value), fraction, top=top)
+        if output is not None:
+            module = opened.model.module
+            module.load_state_dict(apply_masks(module.state_dict(), selection.masks))
+            meta = opened.model.meta
+            # Same metadata as the fitted checkpoint, plus a note of what was pruned.
+            meta.extra = {**meta.extra, "pruned": {"criterion": criterion.value, "fraction": fraction,
+                                                   "weights": selection.pruned, "factors": str(factors)}}
+            save_model(module, meta, output)
+        selection_doc = selection_section(selection, output)
+
+    doc = prune_document(factors, prior, selection_doc, evaluation_doc)
+    if json_output:
+        print_json(doc)
+        return
+    if selection_doc is not None:
+        print_selection(selection_doc)
+    if evaluation_doc is not None:
+        print_evaluation(evaluation_doc)
 
 
 def register(app: typer.Typer) -> None:

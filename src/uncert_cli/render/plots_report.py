@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from mpl_toolkits.axes_grid1 import make_axes_locatable
 
 from uncert_cli.analysis.layer_stats import LayerDetail, UncertaintyReport
 from uncert_cli.analysis.pruning import BASELINE, PruneEvaluation
@@ -112,7 +113,9 @@ def _sigma_heatmap(detail: LayerDetail, path: Path) -> Path:
         ax.set_xlabel(f"input unit (0..{cols - 1})")
         ax.set_ylabel(f"output unit (0..{rows - 1})")
         ax.set_title(f"{detail.name}: posterior std σ of {detail.weight_name} ({rows}×{cols})")
-        fig.colorbar(im, ax=ax, label="σ (log scale)")
+        # A colour bar as tall as the image, however wide the matrix is.
+        cax = make_axes_locatable(ax).append_axes("right", size="4%", pad=0.1)
+        fig.colorbar(im, cax=cax, label="σ (log scale)")
         return _save(fig, path)
     # Convolution: one small kernel image per output channel (σ averaged over input channels).
     n = values.shape[0]
@@ -168,13 +171,16 @@ def _first_layer(report: UncertaintyReport, path: Path) -> Path:
 def _spectra(details: Sequence[LayerDetail], path: Path, title: str) -> Path:
     fig = Figure(figsize=(11, 4.5))
     ax_in, ax_out = fig.subplots(1, 2, sharey=True)
-    for d in details:
-        if d.input_eigenvalues is None or d.output_eigenvalues is None:
-            continue
+    kron = [d for d in details if d.input_eigenvalues is not None and d.output_eigenvalues is not None]
+    top = max(float(_np(e).max()) for d in kron for e in (d.input_eigenvalues, d.output_eigenvalues))
+    floor = max(top, 1e-300) * 1e-12  # below this an eigenvalue is round-off of a zero (dead unit, constant input)
+    for d in kron:
         for ax, eig in ((ax_in, d.input_eigenvalues), (ax_out, d.output_eigenvalues)):
             lam = np.sort(_np(eig))[::-1]
-            lam = np.maximum(lam, 1e-16)  # zero eigenvalues (dead units) sit on the floor of the log axis
-            ax.plot(np.arange(1, lam.size + 1), lam, label=f"{d.name} ({lam.size})")
+            shown = lam[lam > floor]
+            zeros = lam.size - shown.size
+            label = f"{d.name} ({lam.size}" + (f", {zeros} ≈ 0 not shown)" if zeros else ")")
+            ax.plot(np.arange(1, shown.size + 1), shown, label=label)
     for ax, which in ((ax_in, "input factor A = E[a aᵀ]"), (ax_out, "output factor G (pre-activation curvature)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
