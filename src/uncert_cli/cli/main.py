@@ -28,9 +28,9 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported here so that `uncert --help` stays the only place that lists every subcommand.
-    from uncert_cli.cli import demo, fit, info, ood, prune, report, tune
+    from uncert_cli.cli import demo, fit, info, ood, prune, report, track, tune
 
-    for module in (info, fit, report, ood, prune, tune, demo):
+    for module in (info, fit, report, ood, prune, track, tune, demo):
         module.register(app)
 
 

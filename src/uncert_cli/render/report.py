@@ -169,20 +169,24 @@ def track_document(result: TrackResult, pngs: list[Path]) -> dict[str, Any]:
 
 
 def print_track(doc: dict[str, Any]) -> None:
-    table = Table(title=f"Uncertainty over training ({doc['method']} Laplace on {doc['dataset']}, N = {doc['n_data']:,})")
-    table.add_column("checkpoint")
-    table.add_column("step", justify="right")
-    table.add_column("MAP acc.", justify="right")
-    for name in doc["layers"]:
-        table.add_column(f"{name}\nσ mean / ratio / γ", justify="right")
-    for point in doc["checkpoints"]:
-        cells = [
-            f"{layer['posterior_std_mean']:.3g} / {layer['variance_ratio']:.2f} / {layer['effective_params']:,.0f}"
-            for layer in point["layers"]
-        ]
-        acc = point["map_accuracy"]
-        table.add_row(Path(point["checkpoint"]).name, _num(point["step"], "d"),
-                      f"{acc:.2%}" if acc is not None else "–", *cells)
-    stdout.print(table)
+    # One narrow table per quantity (rows: checkpoints, columns: layers) rather than one wide one.
+    panels = (
+        ("posterior_std_mean", "mean posterior std σ", ".3g"),
+        ("variance_ratio", "variance ratio σ²/σ²_prior", ".3f"),
+        ("effective_params", "effective parameters γ", ",.0f"),
+    )
+    for key, label, spec in panels:
+        table = Table(title=f"{label} over training ({doc['method']} on {doc['dataset']}, N = {doc['n_data']:,})")
+        table.add_column("checkpoint", no_wrap=True)
+        table.add_column("MAP acc.", justify="right")
+        for name in doc["layers"]:
+            table.add_column(name, justify="right")
+        for point in doc["checkpoints"]:
+            acc = point["map_accuracy"]
+            table.add_row(
+                Path(point["checkpoint"]).stem, f"{acc:.2%}" if acc is not None else "–",
+                *[format(layer[key], spec) for layer in point["layers"]],
+            )
+        stdout.print(table)
     for png in doc["pngs"]:
         stdout.print(f"wrote {png}")

@@ -1,0 +1,72 @@
+"""``uncert track``: how each layer's uncertainty changes over the checkpoints of one training run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from uncert_cli.analysis.tracking import TrackResult, check_same_layers, order_checkpoints, track_point
+from uncert_cli.cli import options as o
+from uncert_cli.cli.fit import MethodChoice
+from uncert_cli.device import resolve_device
+from uncert_cli.errors import UserError
+from uncert_cli.fitting import FitOptions
+from uncert_cli.inputs import load_checkpoint_model, load_model_data
+from uncert_cli.render.console import log, print_json, progress_bar
+from uncert_cli.render.plots_report import png_directory, write_track_png
+from uncert_cli.render.report import print_track, track_document
+
+
+def track(
+    checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoints of one training run (e.g. run/epoch*.safetensors).")],
+    data: o.DataSpec = None,
+    method: Annotated[MethodChoice, typer.Option("--method", help="Curvature structure for every fit.")] = MethodChoice.kfac,
+    prior_precision: Annotated[float, typer.Option("--prior-precision", min=0.0, help="Prior precision τ for every fit.")] = 1.0,
+    split: o.Split = o.SplitChoice.train,
+    limit: o.Limit = None,
+    batch_size: o.BatchSize = 256,
+    data_root: o.DataRoot = None,
+    download: o.Download = False,
+    arch: o.Arch = None,
+    arch_kwargs: o.ArchKwargs = None,
+    trust_pickle: o.TrustPickle = False,
+    device: o.Device = o.DeviceChoice.auto,
+    png: Annotated[Optional[Path], typer.Option("--png", help="Write the over-training figure (PNG) into this directory.")] = None,
+    json_output: o.Json = False,
+    quiet: o.Quiet = False,
+    debug: o.Debug = False,
+) -> None:
+    """Fit every checkpoint with the same method and data; plot σ, variance ratio and γ per layer over training."""
+    if prior_precision <= 0:
+        raise UserError("--prior-precision must be positive, e.g. --prior-precision 1")
+    missing = [str(p) for p in checkpoints if not p.exists()]
+    if missing:
+        raise UserError(f"no such checkpoint: {', '.join(missing)}; pass the files of one training run")
+    directory = png_directory(png) if png is not None else None
+    ordered = order_checkpoints(checkpoints)
+    options = FitOptions(method=method.value, batch_size=batch_size, device=resolve_device(device.value))
+    show = not (quiet or json_output)
+    points = []
+    dataset = None
+    for path in ordered:
+        loaded = load_checkpoint_model(path, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle)
+        if dataset is None:  # one dataset for the whole run, shaped for its first checkpoint
+            dataset = load_model_data(loaded.meta, data, split=split.value, limit=limit, root=data_root, download=download)
+        with progress_bar(len(dataset), f"fit {path.name}", quiet=not show) as advance:
+            points.append(track_point(path, loaded, dataset, options, prior_precision, on_batch=advance))
+    assert dataset is not None
+    names = check_same_layers(points)
+    result = TrackResult(method.value, dataset.name, len(dataset), prior_precision, names, points)
+    pngs = [write_track_png(result, directory / "track.png")] if directory is not None else []
+    doc = track_document(result, pngs)
+    if json_output:
+        print_json(doc)
+    else:
+        log(f"fitted {len(points)} checkpoints", quiet=quiet)
+        print_track(doc)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("track")(track)
