@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import warnings
 
 import typer
 from typer.exceptions import Abort, Exit, TyperException
@@ -28,9 +29,9 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported here so that `uncert --help` stays the only place that lists every subcommand.
-    from uncert_cli.cli import demo, fit, info, ood, prune, report, track, tune
+    from uncert_cli.cli import attack, demo, fit, info, ood, prune, report, track, tune
 
-    for module in (info, fit, report, ood, prune, track, tune, demo):
+    for module in (info, fit, report, ood, attack, prune, track, tune, demo):
         module.register(app)
 
 
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (also the console script ``uncert``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(args)
+    if not debug:
+        # torch's own deprecation notices (e.g. from forward-mode AD internals) are not the user's business.
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\..*")
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name="uncert", standalone_mode=False)
