@@ -1,0 +1,58 @@
+"""``uncert tune`` records tuned hyperparameters in the factor file (and only there)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from uncert_cli.factors import open_posterior
+from uncert_cli.store import read_factor_file
+
+
+@pytest.fixture
+def factor_file(run_cli, digits_checkpoint, tmp_path):
+    out = tmp_path / "f.h5"
+    assert run_cli("fit", digits_checkpoint, "--limit", "200", "-o", out, "--quiet").code == 0
+    return out
+
+
+def test_marglik_scalar_is_written_and_maximises_the_evidence(run_cli, factor_file):
+    r = run_cli("tune", factor_file, "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    tau = doc["prior_precision"]
+    assert doc["written"] and tau > 0
+    stored = read_factor_file(factor_file)
+    assert stored.prior.prior_precision == pytest.approx(tau)
+    assert stored.tuning["objective"] == "marglik"
+    # The stored optimum beats its neighbours on the evidence.
+    opened = open_posterior(factor_file)
+    ll = float(stored.fit["log_likelihood"])
+    best = opened.posterior.log_marginal_likelihood(ll)
+    for factor in (0.5, 2.0):
+        other = opened.posterior.with_hyperparameters(prior_precision=tau * factor)
+        assert other.log_marginal_likelihood(ll) < best
+
+
+def test_marglik_per_layer(run_cli, factor_file):
+    doc = json.loads(run_cli("tune", factor_file, "--prior-structure", "layer", "--json").out)
+    assert set(doc["prior_precision"]) == {"fc1", "fc2"}
+    assert read_factor_file(factor_file).prior.prior_precision == pytest.approx(doc["prior_precision"])
+
+
+def test_dry_run_leaves_the_file_alone(run_cli, factor_file):
+    before = factor_file.read_bytes()
+    r = run_cli("tune", factor_file, "--dry-run", "--json")
+    assert r.code == 0 and json.loads(r.out)["written"] is False
+    assert factor_file.read_bytes() == before
+
+
+def test_val_nll_needs_data_and_records_n_and_tau(run_cli, factor_file):
+    r = run_cli("tune", factor_file, "--objective", "val-nll", "--data", "digits", "--split", "val",
+                "--predictive", "probit", "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    stored = read_factor_file(factor_file).prior
+    assert stored.prior_precision == pytest.approx(doc["prior_precision"])
+    assert stored.n_data == pytest.approx(doc["n_data"])
