@@ -1,0 +1,50 @@
+"""Shared pieces of the benchmark scripts: the MNIST MLP, MNIST batches, peak memory of a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> str:
+    return os.environ.get("UNCERT_DATA", str(REPO.parent / "shared" / "data"))
+
+
+def mnist_mlp() -> torch.nn.Module:
+    """The shipped MNIST MLP (784-1024-1024-10); a same-shaped random one if it is not there."""
+    from uncert_cli.checkpoint import load_model
+    from uncert_cli.models import MLP
+
+    path = REPO / "sample_models" / "mnist_mlp.safetensors"
+    if path.exists():
+        return load_model(path).module
+    torch.manual_seed(0)
+    return MLP(784, [1024, 1024], 10, dropout=0.5).eval()
+
+
+def mnist_batches(n: int, batch_size: int, split: str = "train") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    from uncert_cli.data import adapt_to_model, iter_batches, load_dataset
+
+    data = adapt_to_model(load_dataset("mnist", split=split, root=data_root(), limit=n), (1, 28, 28),
+                          normalize=([0.1307], [0.3081]), num_outputs=10)
+    return list(iter_batches(data, batch_size))
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_isolated(script: Path, name: str, extra: list[str]) -> dict:
+    """Run one measurement in a fresh process so that its peak memory is its own."""
+    proc = subprocess.run([sys.executable, str(script), "--run", name, *extra], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"name": name, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:200]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])

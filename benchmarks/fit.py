@@ -1,0 +1,150 @@
+"""Fit speed and memory: uncert against BackPACK, curvlinops and laplace-torch, side by side.
+
+    python benchmarks/fit.py [--n 10000] [--batch-size 256] [--only uncert-kfac-exact,backpack-kflr]
+
+Every curvature is computed on the sample MNIST MLP (784-1024-1024-10) over N MNIST training
+images, each in its own process (so peak memory is that method's own), and reported as a ratio to
+the floor: one plain forward+backward pass over the same data. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import mnist_batches, mnist_mlp, peak_rss_bytes, run_isolated  # noqa: E402
+
+
+def _sequential(model: torch.nn.Module) -> torch.nn.Sequential:
+    # BackPACK and laplace-torch want plain Sequential graphs; the MLP is its children in order.
+    return torch.nn.Sequential(*model.children()).eval()
+
+
+def floor(model, batches):
+    loss = torch.nn.CrossEntropyLoss(reduction="sum")
+    for x, y in batches:
+        model.zero_grad()
+        loss(model(x), y).backward()
+
+
+def uncert(method: str, fisher: str):
+    def run(model, batches):
+        from uncert_cli.curvature import compute_curvature
+
+        compute_curvature(model, batches, method=method, fisher_type=fisher, generator=torch.Generator().manual_seed(0))
+
+    return run
+
+
+def backpack(extension_name: str):
+    def run(model, batches):
+        from backpack import backpack as bp, extend, extensions
+
+        seq = extend(_sequential(model))
+        loss = extend(torch.nn.CrossEntropyLoss(reduction="sum"))
+        ext = getattr(extensions, extension_name)()
+        for x, y in batches:
+            seq.zero_grad()
+            with bp(ext):
+                loss(seq(x), y).backward()
+
+    return run
+
+
+def curvlinops_kfac(fisher: str):
+    def run(model, batches):
+        from curvlinops import KFACLinearOperator
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        op = KFACLinearOperator(model, torch.nn.CrossEntropyLoss(reduction="mean"), params, batches,
+                                fisher_type=fisher, check_deterministic=False)
+        # Constructing the operator does not compute anything in every version; force the factors.
+        if hasattr(op, "compute_kronecker_factors"):
+            op.compute_kronecker_factors()
+        else:
+            op @ torch.zeros(sum(p.numel() for p in params))
+
+    return run
+
+
+def laplace_torch(structure: str):
+    def run(model, batches):
+        from laplace import Laplace
+
+        la = Laplace(_sequential(model), "classification", subset_of_weights="all", hessian_structure=structure)
+        la.fit(batches)
+
+    return run
+
+
+class _Loader(list):
+    """laplace-torch reads ``loader.dataset`` for N."""
+
+    @property
+    def dataset(self):
+        return [None] * sum(len(x) for x, _ in self)
+
+
+METHODS = {
+    "floor (forward+backward)": floor,
+    "uncert diag exact": uncert("diag", "exact"),
+    "uncert diag mc": uncert("diag", "mc"),
+    "uncert kfac exact": uncert("kfac", "exact"),
+    "uncert kfac mc": uncert("kfac", "mc"),
+    "uncert kfac empirical": uncert("kfac", "empirical"),
+    "backpack DiagGGNExact": backpack("DiagGGNExact"),
+    "backpack DiagGGNMC": backpack("DiagGGNMC"),
+    "backpack KFLR": backpack("KFLR"),
+    "backpack KFAC": backpack("KFAC"),
+    "curvlinops KFAC exact": curvlinops_kfac("type-2"),
+    "curvlinops KFAC mc": curvlinops_kfac("mc"),
+    "laplace-torch Kron": laplace_torch("kron"),
+    "laplace-torch Diag": laplace_torch("diag"),
+}
+
+
+def measure(name: str, n: int, batch_size: int) -> dict:
+    torch.manual_seed(0)
+    model = mnist_mlp()
+    batches = _Loader(mnist_batches(n, batch_size))
+    base = peak_rss_bytes()
+    start = time.perf_counter()
+    METHODS[name](model, batches)
+    seconds = time.perf_counter() - start
+    return {"name": name, "seconds": seconds, "peak_rss": peak_rss_bytes(), "rss_before": base}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--only", default="", help="comma-separated method names (default: all)")
+    parser.add_argument("--run", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run:
+        print(json.dumps(measure(args.run, args.n, args.batch_size)))
+        return
+    names = [m for m in METHODS if not args.only or m in args.only.split(",")]
+    if "floor (forward+backward)" not in names:
+        names.insert(0, "floor (forward+backward)")
+    extra = ["--n", str(args.n), "--batch-size", str(args.batch_size)]
+    results = [run_isolated(Path(__file__), name, extra) for name in names]
+    base = next(r for r in results if r["name"].startswith("floor"))
+    print(f"MNIST MLP 784-1024-1024-10, N = {args.n}, batch {args.batch_size}, torch threads {torch.get_num_threads()}\n")
+    print("| method | seconds | × floor | peak RSS (MiB) |")
+    print("|---|---:|---:|---:|")
+    for r in results:
+        if "error" in r:
+            print(f"| {r['name']} | failed: {r['error']} | | |")
+            continue
+        print(f"| {r['name']} | {r['seconds']:.2f} | {r['seconds'] / base['seconds']:.2f} | {r['peak_rss'] / 2**20:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
