@@ -109,7 +109,9 @@ def _sigma_heatmap(detail: LayerDetail, path: Path) -> Path:
         aspect = "auto" if max(rows, cols) / max(1, min(rows, cols)) > 4 else "equal"
         fig = Figure(figsize=(7.5, 6))
         ax = fig.add_subplot()
-        im = ax.imshow(values, cmap=_CMAP, norm=norm, aspect=aspect, interpolation="nearest")
+        # Large matrices have more entries than pixels: average them rather than alias.
+        smooth = "antialiased" if max(rows, cols) > 300 else "nearest"
+        im = ax.imshow(values, cmap=_CMAP, norm=norm, aspect=aspect, interpolation=smooth)
         ax.set_xlabel(f"input unit (0..{cols - 1})")
         ax.set_ylabel(f"output unit (0..{rows - 1})")
         ax.set_title(f"{detail.name}: posterior std σ of {detail.weight_name} ({rows}×{cols})")

@@ -117,7 +117,7 @@ def print_report(doc: dict[str, Any]) -> None:
     )
     identified = _table(
         "How much the data identified each layer",
-        ["layer", "var share", "var ratio", "γ eff.", "γ / params", "H/param", "barely id."],
+        ["layer", "var share", "var ratio", "γ eff.", "γ/P", "H/param", "barely id."],
     )
     for layer in doc["layers"]:
         spread.add_row(

@@ -1,0 +1,124 @@
+"""``uncert report`` and ``uncert track`` through the real entry point, on real factor files."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+import torch
+
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from tests.analysis.small_posterior import dense_gamma, dense_variances, small, write_small_factor_file  # noqa: E402
+from uncert_cli.checkpoint import ModelMeta, save_model  # noqa: E402
+from uncert_cli.cli.main import main  # noqa: E402
+from uncert_cli.models import MLP  # noqa: E402
+
+LAYER_KEYS = {
+    "name", "params", "posterior_std_mean", "posterior_std_median", "posterior_std_max", "relative_std_median",
+    "variance_share", "variance_ratio", "effective_params", "entropy_per_param", "barely_identified_fraction",
+}
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory, digits_checkpoint) -> Path:
+    """A KFAC factor file fitted by 'uncert fit' on 200 digits."""
+    out = tmp_path_factory.mktemp("fit") / "digits.h5"
+    assert main(["fit", str(digits_checkpoint), "--data", "digits", "--limit", "200", "-o", str(out), "--quiet"]) == 0
+    return out
+
+
+def _is_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = mpimg.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_report_json_matches_dense_references(tmp_path, run_cli) -> None:
+    s = small()
+    path = write_small_factor_file(tmp_path / "small.h5", s)
+    r = run_cli("report", path, "--json", "--prior-precision", "2.5")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert set(doc) >= {"model", "fit", "prior", "layers", "verdict", "pngs", "summary"}
+    assert doc["prior"]["prior_precision"] == 2.5 and doc["prior"]["n_data"] == 50
+    assert [layer["name"] for layer in doc["layers"]] == ["fc1", "fc2"]
+    var = dense_variances(s, 2.5)
+    gamma = dense_gamma(s, 2.5)
+    total = sum(v.sum() for v in var.values())
+    for layer, names in zip(doc["layers"], [("fc1.weight", "fc1.bias"), ("fc2.weight", "fc2.bias")]):
+        assert LAYER_KEYS <= set(layer)
+        v = np.concatenate([var[n].reshape(-1) for n in names])
+        assert layer["params"] == v.size
+        assert layer["variance_share"] == pytest.approx(v.sum() / total, rel=1e-4)
+        assert layer["variance_ratio"] == pytest.approx((v * 2.5).mean(), rel=1e-4)
+        assert layer["posterior_std_max"] == pytest.approx(np.sqrt(v).max(), rel=1e-4)
+        assert layer["effective_params"] == pytest.approx(gamma[layer["name"]], rel=1e-4)
+    assert doc["pngs"] == []
+    assert "of the posterior variance sits in layer" in doc["verdict"]
+
+
+def test_report_table_and_pngs(fitted, tmp_path, run_cli) -> None:
+    pngs = tmp_path / "figs"
+    r = run_cli("report", fitted, "--png", pngs)
+    assert r.code == 0, r.err
+    assert "Posterior std per layer" in r.out and "Verdict:" in r.out
+    names = {p.name for p in pngs.iterdir()}
+    assert names == {"log_std_by_layer.png", "sigma_fc1.png", "sigma_fc2.png", "first_layer_inputs.png",
+                     "kfac_spectra.png", "snr_hist.png"}
+    for png in pngs.iterdir():
+        _is_png(png)
+
+
+def test_report_json_is_only_json_and_follows_the_prior(fitted, run_cli) -> None:
+    low = json.loads(run_cli("report", fitted, "--json", "--prior-precision", "0.1").out)
+    r = run_cli("report", fitted, "--json", "--prior-precision", "100", "--n-data", "10")
+    assert r.code == 0
+    high = json.loads(r.out)  # the whole of stdout parses: nothing else was printed there
+    assert high["prior"]["n_data"] == 10
+    assert high["model"]["parameters"] == high["model"]["covered_params"] == 64 * 16 + 16 + 16 * 10 + 10
+    assert high["fit"]["method"] == "kfac" and high["fit"]["n_data"] == 200
+    # a strong prior and little data leave the weights at the prior: ratios near 1
+    for a, b in zip(low["layers"], high["layers"]):
+        assert b["variance_ratio"] > a["variance_ratio"]
+        assert b["effective_params"] < a["effective_params"]
+        assert 0 <= b["barely_identified_fraction"] <= 1
+    assert sum(layer["variance_share"] for layer in high["layers"]) == pytest.approx(1.0)
+
+
+def test_report_bad_input_is_one_line(tmp_path, run_cli) -> None:
+    r = run_cli("report", tmp_path / "missing.h5")
+    assert r.code == 2 and "uncert fit" in r.err and "Traceback" not in r.err
+    (tmp_path / "file").write_text("x")
+    r = run_cli("report", tmp_path / "missing.h5", "--png", tmp_path / "file")
+    assert r.code == 2 and "directory" in r.err
+
+
+def test_track_two_checkpoints(tmp_path, run_cli) -> None:
+    kwargs = {"in_features": 64, "hidden": [8], "out_features": 10}
+    meta = ModelMeta(arch="uncert_cli.models:MLP", arch_kwargs=kwargs, input_shape=(1, 8, 8),
+                     task="classification", num_outputs=10, dataset="digits")
+    for epoch in (10, 2):
+        torch.manual_seed(epoch)
+        save_model(MLP(**kwargs), meta, tmp_path / f"run_epoch{epoch}.safetensors")
+    figs = tmp_path / "figs"
+    r = run_cli("track", tmp_path / "run_epoch10.safetensors", tmp_path / "run_epoch2.safetensors",
+                "--data", "digits", "--limit", "100", "--png", figs, "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["layers"] == ["fc1", "fc2"] and doc["n_data"] == 100
+    assert [c["step"] for c in doc["checkpoints"]] == [2, 10]  # numeric order, not the order given
+    for point in doc["checkpoints"]:
+        assert [layer["name"] for layer in point["layers"]] == ["fc1", "fc2"]
+        for layer in point["layers"]:
+            assert {"posterior_std_mean", "variance_ratio", "effective_params"} <= set(layer)
+            assert 0 < layer["variance_ratio"] <= 1
+    _is_png(figs / "track.png")
+    r = run_cli("track", tmp_path / "nope.safetensors", "--data", "digits")
+    assert r.code == 2 and "no such checkpoint" in r.err
