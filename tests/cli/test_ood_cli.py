@@ -102,8 +102,8 @@ def test_ood_json_keys_ranges_and_pngs(run_cli, digits_factors, ood_files, tmp_p
     assert doc["hyperparameters"]["glm"]["source"] == "tuned"
     # Default laplace predictive keeps accuracy (the tuned glm never collapses).
     assert abs(doc["in_distribution"]["glm"]["accuracy"] - doc["in_distribution"]["map"]["accuracy"]) <= 0.02
-    assert sorted(Path(p).name for p in doc["png"]) == ["entropy_hist.png", "entropy_icdf.png", "reliability.png"]
-    for path in doc["png"]:
+    assert sorted(Path(p).name for p in doc["pngs"]) == ["entropy_hist.png", "entropy_icdf.png", "reliability.png"]
+    for path in doc["pngs"]:
         assert Path(path).read_bytes()[:8] == PNG_MAGIC
         image = plt_imread(path)
         assert image.shape[0] > 200 and image.shape[1] > 300
@@ -164,7 +164,7 @@ def test_attack_json(run_cli, digits_factors, tmp_path) -> None:
         t = doc["targeted"][kind]
         assert t["steps"] == [0, 1, 2, 3] and t["target_rate"][0] == 0.0
         assert all(0 <= v <= 1 for v in t["accuracy"] + t["target_rate"])
-    assert all(Path(p).read_bytes()[:8] == PNG_MAGIC for p in doc["png"])
+    assert all(Path(p).read_bytes()[:8] == PNG_MAGIC for p in doc["pngs"])
     bad = run_cli("attack", digits_factors, "--predictive", "probit")
     assert bad.code == 2 and "probit" in bad.err
 

@@ -115,10 +115,11 @@ def attack(
                     on_batch=advance,
                 )
     doc = attack_document(report)
+    doc["pngs"] = []
     if png is not None:
         from uncert_cli.render.plots_ood import write_attack_plots  # matplotlib only when asked for
 
-        doc["png"] = [str(p) for p in write_attack_plots(report, png)]
+        doc["pngs"] = [str(p) for p in write_attack_plots(report, png)]
     if json_output:
         print_json(doc)
     else:  # --quiet silences progress and logs, not the result

@@ -197,10 +197,11 @@ def ood(
                   "num_classes": meta.num_outputs},
     )
     doc = ood_document(report)
+    doc["pngs"] = []
     if png is not None:
         from uncert_cli.render.plots_ood import write_ood_plots  # matplotlib only when asked for
 
-        doc["png"] = [str(p) for p in write_ood_plots(report, png)]
+        doc["pngs"] = [str(p) for p in write_ood_plots(report, png)]
     if json_output:
         print_json(doc)
     else:  # --quiet silences progress and logs, not the result

@@ -122,7 +122,7 @@ def print_ood(doc: dict[str, Any]) -> None:
         t.add_row(k, f"{m['n_correct']:,}", f"{m['n_wrong']:,}", _fmt(m["mean_entropy_correct"]),
                   _fmt(m["mean_entropy_wrong"]), _fmt(m["auroc_entropy"], ".4f"))
     stdout.print(t)
-    for path in doc.get("png", []):
+    for path in doc["pngs"]:
         stdout.print(f"wrote {path}")
 
 
@@ -166,5 +166,5 @@ def print_attack(doc: dict[str, Any]) -> None:
                 f"{doc['targeted'][k]['mean_entropy'][i]:.2f}" for k in kinds
             ))
         stdout.print(t)
-    for path in doc.get("png", []):
+    for path in doc["pngs"]:
         stdout.print(f"wrote {path}")
