@@ -169,6 +169,9 @@ def compute_curvature(
     try:
         for i, (x, y) in enumerate(itertools.chain([first], it)):
             capture.clear()
+            for acc in accs:
+                if hasattr(acc, "start_batch"):
+                    acc.start_batch(int(y.shape[0]))
             with capture.hooked():
                 out = model(x)
             out, y = _check_batch(out, y, task, i)
