@@ -1,25 +1,52 @@
-"""The embedded default, end to end: fit → report → OOD on the shipped digits MLP, offline."""
+"""The embedded default, end to end: the shipped digits MLP through fit → report → ood, offline.
+
+The demo is literally a short sequence of ``uncert`` commands (printed as it goes), so what it
+shows is what a user types next.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from uncert_cli.fitting import FitOptions, fit_to_file
-from uncert_cli.inputs import load_checkpoint_model, load_model_data
+from uncert_cli.errors import UserError
 from uncert_cli.samples import sample_path
 
 
-def run_demo(out_dir: Path, on_step: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Run every stage that exists and return where each output went."""
+def demo_commands(out_dir: Path) -> list[tuple[str, list[str]]]:
+    """``(step name, argv)`` for every stage of the demo."""
+    checkpoint = str(sample_path("digits_mlp.safetensors"))
+    factors = str(out_dir / "digits_kfac.h5")
+    return [
+        ("info", ["info", checkpoint]),
+        ("fit", ["fit", checkpoint, "--data", "digits", "--method", "kfac", "-o", factors]),
+        ("report", ["report", factors, "--png", str(out_dir / "report")]),
+        ("ood", ["ood", factors, "--against", "photo-patches", "--predictive", "map,glm,mc",
+                 "--val-size", "150", "--png", str(out_dir / "ood")]),
+    ]
+
+
+def run_demo(
+    out_dir: Path, *, json_output: bool = False, announce: Callable[[str], None] = lambda s: None
+) -> dict[str, Any]:
+    """Run every step through the real CLI; with ``json_output`` collect each step's JSON document."""
+    from uncert_cli.cli.main import main  # the CLI layer is the demo's subject, not its dependency
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = sample_path("digits_mlp.safetensors")
-    loaded = load_checkpoint_model(checkpoint)
-    data = load_model_data(loaded.meta, "digits", split="train")
-    factors = out_dir / "digits_kfac.h5"
-    result = fit_to_file(loaded, data, FitOptions(method="kfac", device=torch.device("cpu")), factors)
-    on_step(f"fit: KFAC Laplace of {checkpoint.name} on {len(data)} digits → {factors}")
-    return {"checkpoint": str(checkpoint), "factors": str(factors), "fit_seconds": result.info["seconds"]}
+    documents: dict[str, Any] = {"outputs": str(out_dir.resolve())}
+    for name, argv in demo_commands(out_dir):
+        announce(f"$ uncert {' '.join(argv)}")
+        if json_output:
+            buffer = io.StringIO()
+            with contextlib.redirect_stdout(buffer):
+                code = main([*argv, "--json"])
+            documents[name] = json.loads(buffer.getvalue()) if code == 0 else None
+        else:
+            code = main(argv)
+        if code != 0:
+            raise UserError(f"demo step '{name}' failed (exit code {code}); rerun it with --debug: uncert {' '.join(argv)}")
+    return documents

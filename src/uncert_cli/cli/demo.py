@@ -19,11 +19,12 @@ def demo(
     debug: o.Debug = False,
 ) -> None:
     """Fit, report and test OOD detection on a shipped model, offline, in seconds."""
-    steps = run_demo(out, on_step=lambda text: log(text, quiet=quiet or json_output))
+    announce = (lambda text: log(f"\n[bold cyan]{text}[/bold cyan]", quiet=False)) if not (quiet or json_output) else (lambda t: None)
+    documents = run_demo(out, json_output=json_output, announce=announce)
     if json_output:
-        print_json(steps)
+        print_json(documents)
     elif not quiet:
-        log(f"done: outputs in {out.resolve()}", quiet=False)
+        log(f"\n[bold]done[/bold]: factor file, report PNGs and OOD plots are in {out.resolve()}", quiet=False)
 
 
 def register(app: typer.Typer) -> None:

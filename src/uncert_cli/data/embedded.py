@@ -69,3 +69,33 @@ def load_toy_regression(request: LoadRequest) -> ArrayDataset:
     _check_split(request)
     inputs, targets = toy_regression_arrays(request.split, request.seed)
     return dataset_from_arrays(request.name, inputs, targets)
+
+
+PATCHES = 2000
+PATCH_SIZE = 8
+
+
+def load_photo_patches(request: LoadRequest) -> ArrayDataset:
+    """Out-of-distribution images for the digits model that need no download.
+
+    ``PATCHES`` random 8x8 grayscale patches of the two photographs scikit-learn ships
+    (``load_sample_images``: a temple in China and a flower), each patch min-max scaled to [0, 1]
+    like a digit; float32 ``(2000, 1, 8, 8)``, label 0 = china, 1 = flower. Natural-image texture,
+    not digits: what a digits classifier should be unsure about. Every split is the same draw
+    (seeded by ``seed``); there is nothing to train on.
+    """
+    from sklearn.datasets import load_sample_images
+
+    photos = [img.mean(axis=2) for img in load_sample_images().images]  # RGB -> gray, (427, 640)
+    rng = np.random.default_rng([request.seed, 7])
+    which = rng.integers(0, len(photos), size=PATCHES)
+    patches = np.empty((PATCHES, PATCH_SIZE, PATCH_SIZE), dtype=np.float32)
+    for k, photo in enumerate(which):
+        height, width = photos[photo].shape
+        # Take a 4x larger window and subsample it: a digit spans its whole 8x8 frame too.
+        span = PATCH_SIZE * 4
+        top, left = rng.integers(0, height - span), rng.integers(0, width - span)
+        window = photos[photo][top : top + span : 4, left : left + span : 4]
+        low, high = window.min(), window.max()
+        patches[k] = (window - low) / max(high - low, 1e-6)
+    return dataset_from_arrays(request.name, patches, which.astype(np.int64), class_names=["china", "flower"])

@@ -7,7 +7,7 @@ import os
 
 from uncert_cli.data.checks import whole_number
 from uncert_cli.data.dataset import ArrayDataset
-from uncert_cli.data.embedded import load_digits_dataset, load_iris_dataset, load_toy_regression
+from uncert_cli.data.embedded import load_digits_dataset, load_iris_dataset, load_photo_patches, load_toy_regression
 from uncert_cli.data.files import load_file_dataset, looks_like_file_spec
 from uncert_cli.data.mnist_family import load_emnist_letters, load_fashion_mnist, load_kmnist, load_mnist
 from uncert_cli.data.notmnist import load_notmnist
@@ -29,9 +29,10 @@ REGISTRY: dict[str, Loader] = {
     "digits": load_digits_dataset,
     "iris": load_iris_dataset,
     "toy-regression": load_toy_regression,
+    "photo-patches": load_photo_patches,
 }
 KNOWN_DATASETS: list[str] = list(REGISTRY)
-EMBEDDED_DATASETS: frozenset[str] = frozenset({"digits", "iris", "toy-regression"})
+EMBEDDED_DATASETS: frozenset[str] = frozenset({"digits", "iris", "toy-regression", "photo-patches"})
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 

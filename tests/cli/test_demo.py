@@ -1,0 +1,25 @@
+"""The README's first command: ``uncert demo`` runs offline on the embedded default."""
+
+from __future__ import annotations
+
+import json
+
+from matplotlib.image import imread
+
+
+def test_demo_runs_every_stage_offline(run_cli, tmp_path):
+    out = tmp_path / "demo"
+    r = run_cli("demo", "--out", out, "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert (out / "digits_kfac.h5").is_file()
+    assert doc["fit"]["method"] == "kfac" and doc["fit"]["n_data"] > 1000
+    assert doc["report"]["layers"][0]["name"] == "fc1"
+    ood = doc["ood"]
+    glm, map_ = ood["ood"]["photo-patches"]["glm"], ood["ood"]["photo-patches"]["map"]
+    assert 0.5 < map_["auroc_entropy"] <= 1 and 0.5 < glm["auroc_entropy"] <= 1
+    # The shipped digits model is a real classifier: the Laplace predictive keeps its accuracy.
+    acc = {k: v["accuracy"] for k, v in ood["in_distribution"].items()}
+    assert acc["map"] > 0.9 and abs(acc["glm"] - acc["map"]) < 0.02
+    for png in doc["report"]["pngs"] + doc["ood"]["pngs"]:
+        assert imread(png).ndim == 3
