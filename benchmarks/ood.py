@@ -1,0 +1,224 @@
+"""OOD quality and predictive speed: uncert's Laplace predictives against laplace-torch, side by side.
+
+    python benchmarks/ood.py [--checkpoint sample_models/mnist_mlp.safetensors] [--factors F.h5]
+                             [--limit 2000] [--ood-limit 2000] [--samples 100] [--speed-n 10000]
+                             [--skip-laplace-torch] [--json out.json]
+
+On the MNIST MLP (Ritter et al. 2018 §5.2):
+
+* data: MNIST test; the first 1,000 images tune uncert's (N, τ) (validation NLL, Ritter eq. 9 factor
+  form), the next ``--limit`` are evaluated. OOD sets: notMNIST, FashionMNIST, KMNIST (first
+  ``--ood-limit`` each).
+* uncert: ``map``, tuned ``glm`` and tuned ``mc`` (the KFAC factors from ``uncert fit``, fitted here if
+  ``--factors`` does not exist), plus ``mc`` at the file's untuned prior (τ = 1) to show the collapse.
+* laplace-torch 0.3: ``KronLaplace`` on all weights and on the last layer, fitted on all 60,000 MNIST
+  training images, prior precision (one scalar) tuned by its marginal likelihood; predictives
+  ``nn``/MC (weight sampling) and, for the last layer, ``glm``/probit and ``glm``/MC. (All-weights
+  ``glm`` needs per-example Jacobians of 1.9M parameters and is left out unless ``--lt-glm-all``.)
+* speed: predicting ``--speed-n`` test images with 100 weight samples, uncert ``mc`` (samples drawn once,
+  reused for every batch) against laplace-torch's ``nn`` predictive (which draws new samples per batch).
+
+Prints Markdown tables (accuracy, NLL, ECE on MNIST; entropy AUROC per OOD set) and optionally JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, data_root  # noqa: E402
+
+from uncert_cli.analysis import metrics as M  # noqa: E402
+from uncert_cli.analysis import ood  # noqa: E402
+from uncert_cli.cli.ood import ood_data  # noqa: E402
+from uncert_cli.data import ArrayDataset, iter_batches  # noqa: E402
+from uncert_cli.factors import open_posterior  # noqa: E402
+from uncert_cli.inputs import load_model_data  # noqa: E402
+
+OOD_SETS = ("notmnist", "fashionmnist", "kmnist")
+Predict = Callable[[torch.Tensor], torch.Tensor]  # (B, ...) -> (B, C) probabilities
+
+
+def _factors(checkpoint: Path, factors: Path) -> Path:
+    if not factors.exists():
+        from uncert_cli.cli.main import main
+
+        print(f"# fitting KFAC factors -> {factors}", file=sys.stderr)
+        code = main(["fit", str(checkpoint), "-o", str(factors), "--data-root", data_root(), "--json", "-q"])
+        if code != 0:
+            raise SystemExit(f"uncert fit failed with exit code {code}")
+    return factors
+
+
+def _probs(predict: Predict, data: ArrayDataset, batch_size: int) -> np.ndarray:
+    with torch.no_grad():
+        return np.concatenate([predict(x).double().numpy() for x, _ in iter_batches(data, batch_size)])
+
+
+def _row(name: str, predict: Predict, evaluation: ArrayDataset, oods: dict[str, ArrayDataset], batch_size: int,
+         extra: dict | None = None) -> dict:
+    start = time.perf_counter()
+    p_in = _probs(predict, evaluation, batch_size)
+    p_out = {k: _probs(predict, d, batch_size) for k, d in oods.items()}
+    seconds = time.perf_counter() - start
+    y = evaluation.targets.numpy()
+    row = {
+        "method": name,
+        "accuracy": M.accuracy(p_in, y),
+        "nll": M.nll(p_in, y),
+        "ece": M.ece(p_in, y),
+        **{f"auroc_{k}": ood.ood_metrics(p_in, p).entropy.auroc for k, p in p_out.items()},
+        "seconds": seconds,
+        **(extra or {}),
+    }
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
+
+
+def uncert_rows(factors: Path, evaluation, val, oods, samples: int, batch_size: int) -> list[dict]:
+    opened = open_posterior(factors)
+    post = opened.posterior
+    gen_seed = 0
+    rows = [_row("uncert map", lambda x: post.predict(x, "map"), evaluation, oods, batch_size)]
+    untuned = post
+    rows.append(_row(f"uncert mc, file prior (τ={list(post.prior_precision.values())[0]:g}, N={post.n_data:g}, eigen)",
+                     lambda x: untuned.predict(x, "mc", samples=samples, generator=torch.Generator().manual_seed(gen_seed)),
+                     evaluation, oods, batch_size))
+    for kind in ("glm", "mc"):
+        start = time.perf_counter()
+        tuned, hp = ood.tune_on_validation(post, val, kind, samples=20, batch_size=batch_size)
+        tune_s = time.perf_counter() - start
+        label = f"uncert {kind}, tuned (τ={hp.prior_precision:g}, N={hp.n_data:g}, factor)"
+        rows.append(_row(label, lambda x, p=tuned, k=kind: p.predict(x, k, samples=samples,
+                                                                      generator=torch.Generator().manual_seed(gen_seed)),
+                         evaluation, oods, batch_size, {"tune_seconds": tune_s}))
+    return rows
+
+
+def _train_loader(batch_size: int):
+    train = load_model_data(_meta(), "mnist", split="train", root=data_root())
+    ds = torch.utils.data.TensorDataset(train.inputs, train.targets)
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size)
+
+
+_META = {}
+_FITTED = {}  # laplace-torch posteriors by subset, fitted once (all weights: minutes) and reused for speed
+
+
+def _meta():
+    return _META["meta"]
+
+
+def laplace_torch_rows(model: torch.nn.Module, evaluation, oods, samples: int, batch_size: int, glm_all: bool) -> list[dict]:
+    from laplace import Laplace
+
+    rows = []
+    loader = _train_loader(256)
+    for subset in ("all", "last_layer"):
+        start = time.perf_counter()
+        la = Laplace(model, "classification", subset_of_weights=subset, hessian_structure="kron")
+        la.fit(loader)
+        _FITTED[subset] = la
+        la.optimize_prior_precision(pred_type="nn" if subset == "all" else "glm", method="marglik",
+                                    prior_structure="scalar")
+        fit_s = time.perf_counter() - start
+        tau = float(la.prior_precision.reshape(-1)[0])
+        tag = f"laplace-torch kron {subset.replace('_', '-')} (marglik τ={tau:.3g})"
+        rows.append(_row(f"{tag}, nn/mc", lambda x: la(x, pred_type="nn", link_approx="mc", n_samples=samples),
+                         evaluation, oods, batch_size, {"fit_seconds": fit_s}))
+        if subset == "last_layer" or glm_all:
+            rows.append(_row(f"{tag}, glm/probit", lambda x: la(x, pred_type="glm", link_approx="probit"),
+                             evaluation, oods, batch_size if subset == "last_layer" else 16))
+            rows.append(_row(f"{tag}, glm/mc", lambda x: la(x, pred_type="glm", link_approx="mc", n_samples=samples),
+                             evaluation, oods, batch_size if subset == "last_layer" else 16))
+    return rows
+
+
+def speed_rows(factors: Path, model: torch.nn.Module, n: int, samples: int, batch_size: int, with_lt: bool) -> list[dict]:
+    """Seconds to predict ``n`` test images with ``samples`` weight samples."""
+    data = load_model_data(_meta(), "mnist", split="test", limit=n, root=data_root())
+    post = open_posterior(factors).posterior
+    out = []
+
+    def timed(name: str, predict: Predict) -> None:
+        start = time.perf_counter()
+        _probs(predict, data, batch_size)
+        out.append({"method": name, "n": n, "samples": samples, "seconds": time.perf_counter() - start})
+        print(json.dumps(out[-1]), file=sys.stderr, flush=True)
+
+    gen = torch.Generator().manual_seed(0)
+    timed("uncert mc (KFAC, all weights)", lambda x: post.predict(x, "mc", samples=samples, generator=gen))
+    if with_lt:
+        from laplace import Laplace
+
+        la = _FITTED.get("all")
+        if la is None:
+            la = Laplace(model, "classification", subset_of_weights="all", hessian_structure="kron")
+            la.fit(_train_loader(256))
+        timed("laplace-torch nn/mc (KFAC, all weights)", lambda x: la(x, pred_type="nn", link_approx="mc", n_samples=samples))
+    return out
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = r.get(c)
+            if isinstance(v, float):
+                cells.append(f"{v:.2%}" if c == "accuracy" else f"{v:.1f}" if "seconds" in c else f"{v:.4f}")
+            else:
+                cells.append("" if v is None else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=REPO / "sample_models" / "mnist_mlp.safetensors")
+    parser.add_argument("--factors", type=Path, default=None, help="KFAC factor file (fitted if missing)")
+    parser.add_argument("--limit", type=int, default=2000, help="evaluation images after the 1,000 held out")
+    parser.add_argument("--ood-limit", type=int, default=2000)
+    parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--speed-n", type=int, default=10000, help="0 skips the speed comparison")
+    parser.add_argument("--skip-laplace-torch", action="store_true")
+    parser.add_argument("--lt-glm-all", action="store_true", help="also laplace-torch glm on all weights (slow)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    if not args.checkpoint.exists():
+        raise SystemExit(f"no checkpoint at {args.checkpoint}; train it with sample_models/train.py --only mnist-mlp")
+    factors = _factors(args.checkpoint, args.factors or args.checkpoint.with_suffix(".kfac.h5"))
+    opened = open_posterior(factors)
+    _META["meta"] = opened.model.meta
+    model = opened.model.module
+    test = load_model_data(_META["meta"], "mnist", split="test", limit=1000 + args.limit, root=data_root())
+    val, evaluation = ood.split_validation(test, 1000)
+    oods = {k: ood_data(_META["meta"], k, limit=args.ood_limit, root=data_root(), download=False, normalize=None)
+            for k in OOD_SETS}
+    rows = uncert_rows(factors, evaluation, val, oods, args.samples, args.batch_size)
+    if not args.skip_laplace_torch:
+        rows += laplace_torch_rows(model, evaluation, oods, args.samples, args.batch_size, args.lt_glm_all)
+    speed = speed_rows(factors, model, args.speed_n, args.samples, args.batch_size, not args.skip_laplace_torch) \
+        if args.speed_n else []
+    print(f"MNIST test images {1000}..{1000 + len(evaluation) - 1} evaluated (first 1,000 tune uncert's N, τ); "
+          f"{args.ood_limit} images per OOD set; {args.samples} samples for sampled predictives.\n")
+    print(_table(rows, ["method", "accuracy", "nll", "ece", *[f"auroc_{k}" for k in OOD_SETS], "seconds"]))
+    if speed:
+        print()
+        print(_table(speed, ["method", "n", "samples", "seconds"]))
+    if args.json:
+        args.json.write_text(json.dumps({"quality": rows, "speed": speed}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
