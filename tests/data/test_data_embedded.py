@@ -53,3 +53,13 @@ def test_toy_regression_is_the_seeded_cubic_problem() -> None:
     test = load_dataset("toy-regression", split="test")
     assert test.inputs.shape == (20, 1) and not torch.equal(test.inputs, train.inputs)
     assert not torch.equal(load_dataset("toy-regression", seed=3).inputs, train.inputs)
+
+
+def test_photo_patches_are_seeded_unit_range_8x8_images() -> None:
+    a, b = load_dataset("photo-patches"), load_dataset("photo-patches")
+    x = a.float_inputs()
+    assert x.shape == (2000, 1, 8, 8)
+    assert float(x.min()) == 0.0 and float(x.max()) == 1.0
+    assert torch.equal(a.float_inputs(), b.float_inputs())
+    assert set(a.targets.tolist()) == {0, 1}
+    assert not torch.equal(a.float_inputs(), load_dataset("photo-patches", seed=1).float_inputs())

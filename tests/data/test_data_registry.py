@@ -13,7 +13,7 @@ from uncert_cli.errors import UserError
 def test_known_datasets_lists_every_builtin() -> None:
     assert KNOWN_DATASETS == [
         "mnist", "fashionmnist", "kmnist", "emnist-letters", "notmnist",
-        "cifar10", "cifar100", "svhn", "digits", "iris", "toy-regression",
+        "cifar10", "cifar100", "svhn", "digits", "iris", "toy-regression", "photo-patches",
     ]  # fmt: skip
 
 
