@@ -18,13 +18,21 @@ import torch.nn.functional as F
 from uncert_cli.atomic import check_output_path
 from uncert_cli.checkpoint import LoadedModel
 from uncert_cli.curvature import Curvature, compute_curvature, estimate_memory
+from uncert_cli.curvature.subset import select_units
+from uncert_cli.curvature.structured import (
+    DEFAULT_RANK,
+    STRUCTURED_METHODS,
+    check_full_size,
+    compute_structured_curvature,
+    estimate_structured_memory,
+)
 from uncert_cli.data import ArrayDataset, iter_batches
 from uncert_cli.distributed import DistributedContext
 from uncert_cli.errors import UserError
 from uncert_cli.memory import format_size, peak_memory_bytes
 from uncert_cli.store import PriorSettings, write_factor_file
 
-METHODS = ("diag", "kfac")
+METHODS = ("diag", "kfac", "full", "lowrank", "ekfac", "kfac-diag")
 FISHER_TYPES = ("exact", "mc", "empirical")
 
 
@@ -39,6 +47,7 @@ class FitOptions:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     seed: int = 0
     max_memory: int | None = None  # bytes; refuse before allocating factors above this
+    rank: int | None = None  # lowrank: K eigenpairs of the GGN; kfac-diag: L per module (default 20)
 
 
 @dataclass
@@ -54,11 +63,20 @@ def validate_options(options: FitOptions) -> None:
         raise UserError(f"unknown fisher type '{options.fisher_type}'; use one of {', '.join(FISHER_TYPES)}")
     if options.mc_samples < 1:
         raise UserError("--mc-samples must be at least 1")
+    if options.rank is not None and options.rank < 1:
+        raise UserError(f"--rank must be at least 1, got {options.rank}")
+    if options.rank is not None and options.method not in ("lowrank", "kfac-diag"):
+        raise UserError(f"--rank applies to --method lowrank and kfac-diag, not {options.method}; drop --rank")
 
 
 def check_memory(model: torch.nn.Module, options: FitOptions) -> int:
     """Estimated factor memory in bytes; refuse (before allocating anything) above ``max_memory``."""
-    needed = int(estimate_memory(model, options.method, options.subset))
+    if options.method in STRUCTURED_METHODS:
+        if options.method == "full":
+            check_full_size(sum(u.num_params for u in select_units(model, options.subset)), options.max_memory)
+        needed = int(estimate_structured_memory(model, options.method, options.subset, options.rank))
+    else:
+        needed = int(estimate_memory(model, options.method, options.subset))
     if options.max_memory is not None and needed > options.max_memory:
         raise UserError(
             f"the {options.method} factors need about {format_size(needed)}, more than --max-memory "
@@ -118,18 +136,27 @@ def fit_laplace(
             yield x.to(options.device, options.dtype), y.to(options.device)
 
     start = time.perf_counter()
-    curvature = compute_curvature(
-        model,
-        batches(),
-        method=options.method,  # type: ignore[arg-type]
-        fisher_type=options.fisher_type,  # type: ignore[arg-type]
-        task=task,  # type: ignore[arg-type]
-        mc_samples=options.mc_samples,
-        subset=options.subset,
-        generator=generator,
-        on_batch=on_batch,
-        reduce=ctx.all_reduce_sum if ctx.world_size > 1 else None,
-    )
+    if options.method in STRUCTURED_METHODS:
+        if ctx.world_size > 1:
+            raise UserError(f"--method {options.method} runs in one process; launch it without torchrun")
+        curvature = compute_structured_curvature(
+            model, batches, method=options.method, fisher_type=options.fisher_type,  # type: ignore[arg-type]
+            task=task, mc_samples=options.mc_samples, subset=options.subset,  # type: ignore[arg-type]
+            rank=options.rank, generator=generator, on_batch=on_batch, max_bytes=options.max_memory,
+        )
+    else:
+        curvature = compute_curvature(
+            model,
+            batches(),
+            method=options.method,  # type: ignore[arg-type]
+            fisher_type=options.fisher_type,  # type: ignore[arg-type]
+            task=task,  # type: ignore[arg-type]
+            mc_samples=options.mc_samples,
+            subset=options.subset,
+            generator=generator,
+            on_batch=on_batch,
+            reduce=ctx.all_reduce_sum if ctx.world_size > 1 else None,
+        )
     seconds = time.perf_counter() - start
     log_likelihood, accuracy = map_log_likelihood(model, data, options, task, ctx)
     info: dict[str, Any] = {
@@ -143,6 +170,7 @@ def fit_laplace(
         "seconds": seconds,
         "peak_memory_bytes": peak_memory_bytes(options.device),
         "estimated_factor_bytes": factor_bytes,
+        "rank": (options.rank or DEFAULT_RANK) if options.method in ("lowrank", "kfac-diag") else None,
         "log_likelihood": log_likelihood,
     }
     if accuracy is not None:

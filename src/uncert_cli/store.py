@@ -16,6 +16,10 @@ Layout (documented for plain-h5py readers in ``docs/factors-format.md``)::
         kronecker:  input_factor (I',I'), output_factor (O,O), input_eigenvalues (I',),
                     input_eigenvectors (I',I'), output_eigenvalues (O,), output_eigenvectors (O,O)
         diagonal:   diagonal/<j> one dataset per parameter, shaped like the parameter
+        dense:      matrix (P,P), eigenvalues (P,), eigenvectors (P,P)          (--method full)
+        lowrank:    eigenvalues (K,), eigenvectors (P,K), diagonal (P,)           (--method lowrank)
+        ekfac:      eigenvalues (O,I'), input/output_eigenvalues, input/output_eigenvectors
+        kron-diag:  rank_indices (L,2), diagonal (O,I'), input/output_eigenvalues/eigenvectors
 
 All factors are means over the data (see ``uncert_cli.curvature.blocks``).
 """
@@ -41,9 +45,13 @@ from uncert_cli.checkpoint import ModelMeta
 from uncert_cli.curvature.blocks import (
     Block,
     Curvature,
+    DenseBlock,
     DiagonalBlock,
+    EKFACBlock,
+    KronDiagBlock,
     KroneckerBlock,
     KroneckerEigen,
+    LowRankBlock,
 )
 from uncert_cli.errors import UserError
 
@@ -100,11 +108,50 @@ def _write_block(group: h5py.Group, block: Block) -> None:
         _write_array(group, "input_eigenvectors", eigen.input_eigenvectors)
         _write_array(group, "output_eigenvalues", eigen.output_eigenvalues)
         _write_array(group, "output_eigenvectors", eigen.output_eigenvectors)
-    else:
+    elif isinstance(block, DiagonalBlock):
         group.attrs["structure"] = "diagonal"
         diagonal = group.create_group("diagonal")
         for j, values in enumerate(block.diagonal):
             _write_array(diagonal, str(j), values)
+    else:
+        _write_structured_block(group, block)
+
+
+def _write_eigen(group: h5py.Group, eigen: KroneckerEigen) -> None:
+    _write_array(group, "input_eigenvalues", eigen.input_eigenvalues)
+    _write_array(group, "input_eigenvectors", eigen.input_eigenvectors)
+    _write_array(group, "output_eigenvalues", eigen.output_eigenvalues)
+    _write_array(group, "output_eigenvectors", eigen.output_eigenvectors)
+
+
+def _read_eigen(group: h5py.Group) -> KroneckerEigen:
+    return KroneckerEigen(
+        _tensor(group["input_eigenvalues"]), _tensor(group["input_eigenvectors"]),
+        _tensor(group["output_eigenvalues"]), _tensor(group["output_eigenvectors"]),
+    )
+
+
+def _write_structured_block(group: h5py.Group, block: Block) -> None:
+    """Blocks of --method full / lowrank / ekfac / kfac-diag (``structure`` = the block's own name)."""
+    group.attrs["structure"] = block.structure  # type: ignore[union-attr]
+    if isinstance(block, DenseBlock):
+        lam, vec = block.eigen()
+        _write_array(group, "matrix", block.matrix)
+        _write_array(group, "eigenvalues", lam)
+        _write_array(group, "eigenvectors", vec)
+    elif isinstance(block, LowRankBlock):
+        _write_array(group, "eigenvalues", block.eigenvalues)
+        _write_array(group, "eigenvectors", block.eigenvectors)
+        _write_array(group, "diagonal", block.diagonal)
+    elif isinstance(block, EKFACBlock):
+        _write_array(group, "eigenvalues", block.eigenvalues)
+        _write_eigen(group, block.eigen)
+    elif isinstance(block, KronDiagBlock):
+        _write_array(group, "rank_indices", block.rank_indices)
+        _write_array(group, "diagonal", block.diagonal)
+        _write_eigen(group, block.eigen)
+    else:  # pragma: no cover - every block type is handled above
+        raise TypeError(f"cannot store block type {type(block).__name__}")
 
 
 def _json_attrs(group: h5py.Group, values: Mapping[str, Any]) -> None:
@@ -185,6 +232,24 @@ def _read_block(group: h5py.Group) -> Block:
             )
         )
         return block
+    structure = str(group.attrs["structure"])
+    if structure == "dense":
+        block = DenseBlock(module, names, shapes, _tensor(group["matrix"]))
+        block.set_eigen(_tensor(group["eigenvalues"]), _tensor(group["eigenvectors"]))
+        return block
+    if structure == "lowrank":
+        return LowRankBlock(
+            module, names, shapes, _tensor(group["eigenvalues"]), _tensor(group["eigenvectors"]),
+            _tensor(group["diagonal"]),
+        )
+    if structure == "ekfac":
+        return EKFACBlock(module, names, shapes, _read_eigen(group), _tensor(group["eigenvalues"]))
+    if structure == "kron-diag":
+        return KronDiagBlock(
+            module, names, shapes, _read_eigen(group), _tensor(group["rank_indices"]).long(), _tensor(group["diagonal"])
+        )
+    if structure != "diagonal":
+        raise UserError(f"block '{module}' has unknown structure '{structure}'; upgrade uncert or refit")
     diagonal = group["diagonal"]
     return DiagonalBlock(module, names, shapes, tuple(_tensor(diagonal[str(j)]) for j in range(len(names))))
 

@@ -33,6 +33,7 @@ from uncert_cli.curvature.blocks import DiagonalBlock, KroneckerBlock
 from uncert_cli.errors import UserError
 from uncert_cli.posterior import LaplacePosterior
 from uncert_cli.posterior.precision import KronSpec, unpack
+from uncert_cli.posterior.precision import curvature_diagonal as spec_curvature_diagonal
 
 CRITERIA: tuple[str, ...] = ("snr", "variance-ratio", "obd", "magnitude")
 BASELINE = "magnitude"
@@ -125,8 +126,8 @@ def curvature_diagonal(posterior: LaplacePosterior) -> dict[str, Tensor]:
             flat = torch.outer(block.output_factor.double().diagonal(), block.input_factor.double().diagonal())
         elif isinstance(block, DiagonalBlock):
             flat = torch.cat([d.double().reshape(-1) for d in block.diagonal])
-        else:  # pragma: no cover - the posterior builds specs from these two block types only
-            raise UserError(f"unsupported curvature block for '{spec.module}'; recompute the curvature")
+        else:  # full / lowrank / ekfac / kfac-diag: the diagonal of the structured curvature
+            flat = spec_curvature_diagonal(spec).double()
         for name, value in unpack(spec, flat * posterior.n_eff).items():
             out[name] = value
     return out

@@ -11,6 +11,7 @@ import typer
 from uncert_cli.atomic import check_output_path
 from uncert_cli.cli import options as o
 from uncert_cli.device import resolve_device, resolve_dtype
+from uncert_cli.errors import UserError
 from uncert_cli.distributed import init_from_environment, shutdown
 from uncert_cli.fitting import FitOptions, check_memory, fit_to_file
 from uncert_cli.inputs import load_checkpoint_model, load_model_data
@@ -23,6 +24,10 @@ from uncert_cli.store import PriorSettings
 class MethodChoice(str, Enum):
     diag = "diag"
     kfac = "kfac"
+    full = "full"
+    lowrank = "lowrank"
+    ekfac = "ekfac"
+    kfac_diag = "kfac-diag"
 
 
 class FisherChoice(str, Enum):
@@ -50,10 +55,12 @@ def fit(
     checkpoint: Annotated[Path, typer.Argument(help="Model checkpoint (.safetensors, .pt, .pth).")],
     data: o.DataSpec = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Factor file to write (HDF5).")] = Path("factors.h5"),
-    method: Annotated[MethodChoice, typer.Option("--method", help="Curvature structure.")] = MethodChoice.kfac,
+    method: Annotated[MethodChoice, typer.Option("--method", help="Curvature structure: diag, kfac, full (dense GGN, small models), lowrank (top-K GGN eigenpairs + diagonal), ekfac (eigenvalue-corrected KFAC), kfac-diag (top-L Kronecker eigenpairs + diagonal).")] = MethodChoice.kfac,
+    rank: Annotated[Optional[int], typer.Option("--rank", min=1, help="lowrank: K eigenpairs of the whole GGN; kfac-diag: L Kronecker eigenpairs per layer (default 20).")] = None,
     fisher: Annotated[FisherChoice, typer.Option("--fisher", help="exact GGN, Monte-Carlo or empirical Fisher.")] = FisherChoice.exact,
     mc_samples: Annotated[int, typer.Option("--mc-samples", min=1, help="Sampled labels per example for --fisher mc.")] = 1,
     subset: Annotated[str, typer.Option("--subset", help="all, last-layer, or comma-separated module names.")] = "all",
+    layers: Annotated[Optional[str], typer.Option("--layers", help="Alias of --subset with comma-separated module names, e.g. fc1,fc2.")] = None,
     task: Annotated[Optional[TaskChoice], typer.Option("--task", help="Override the checkpoint's task.")] = None,
     prior_precision: Annotated[float, typer.Option("--prior-precision", min=0.0, help="Prior precision τ stored as default.")] = 1.0,
     prior_mode: Annotated[PriorModeChoice, typer.Option("--prior-mode", help="eigen: exact N·λ+τ; factor: Ritter eq. 9.")] = PriorModeChoice.eigen,
@@ -75,8 +82,12 @@ def fit(
     quiet: o.Quiet = False,
     debug: o.Debug = False,
 ) -> None:
-    """Fit a post-hoc Laplace approximation (diag or KFAC) and save the curvature factors."""
+    """Fit a post-hoc Laplace approximation (diag, KFAC, full, low-rank, EKFAC, KFAC+diag) and save the curvature."""
     check_output_path(output)
+    if layers is not None:
+        if subset != "all" and subset != layers:
+            raise UserError(f"--layers {layers} and --subset {subset} disagree; pass only one of them")
+        subset = layers
     dev = resolve_device(device.value)
     ctx = init_from_environment(dev)
     try:
@@ -90,7 +101,7 @@ def fit(
         opts = FitOptions(
             method=method.value, fisher_type=fisher.value, mc_samples=mc_samples, subset=subset,
             batch_size=batch_size, dtype=resolve_dtype(dtype.value), device=dev, seed=seed,
-            max_memory=parse_size(max_memory) if max_memory else None,
+            max_memory=parse_size(max_memory) if max_memory else None, rank=rank,
         )
         check_memory(loaded.module, opts)  # refuse before any work is shown or done
         show = not (quiet or json_output) and ctx.is_main

@@ -101,3 +101,134 @@ class Curvature:
     @property
     def num_params(self) -> int:
         return sum(b.num_params for b in self.blocks)
+
+
+# ---------------------------------------------------------------------------------------------
+# Structures beyond diag/KFAC (``--method full | lowrank | ekfac | kfac-diag``). New types only;
+# the two above are unchanged. ``structure`` is the name the factor file records.
+
+StructuredMethod = Literal["full", "lowrank", "ekfac", "kfac-diag"]
+ALL_METHODS: tuple[str, ...] = ("diag", "kfac", "full", "lowrank", "ekfac", "kfac-diag")
+
+
+@dataclass
+class DenseBlock:
+    """The exact (dense) curvature over several modules' parameters jointly (``--method full``).
+
+    Parameters are packed as the flat concatenation of ``param_names`` (each flattened row-major);
+    ``module`` is the covered module names joined by ``+`` (e.g. ``"fc1+fc2+fc3"``).
+    """
+
+    module: str
+    param_names: tuple[str, ...]
+    param_shapes: tuple[tuple[int, ...], ...]
+    matrix: torch.Tensor  # (P, P), symmetric PSD, mean per-example curvature
+    _eigen: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+
+    structure = "dense"
+
+    @property
+    def num_params(self) -> int:
+        return self.matrix.shape[0]
+
+    def eigen(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(eigenvalues (P,), eigenvectors (P, P))`` of ``matrix`` (float64 eigh, clamped ≥ 0)."""
+        if self._eigen is None:
+            lam, u = torch.linalg.eigh(self.matrix.double())
+            self._eigen = (lam.clamp_min(0).to(self.matrix.dtype), u.to(self.matrix.dtype))
+        return self._eigen
+
+    def set_eigen(self, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor) -> None:
+        self._eigen = (eigenvalues, eigenvectors)
+
+
+@dataclass
+class LowRankBlock:
+    """``V diag(λ) Vᵀ + diag(d)`` over several modules jointly (``--method lowrank``).
+
+    ``V`` holds the top-K eigenvectors of the curvature (orthonormal columns) and ``d`` is the exact
+    curvature diagonal minus ``diag(V diag(λ) Vᵀ)``, clamped at 0, so the approximation's diagonal
+    equals the exact one wherever the clamp is inactive. Flat packing as in :class:`DenseBlock`.
+    """
+
+    module: str
+    param_names: tuple[str, ...]
+    param_shapes: tuple[tuple[int, ...], ...]
+    eigenvalues: torch.Tensor  # (K,)
+    eigenvectors: torch.Tensor  # (P, K)
+    diagonal: torch.Tensor  # (P,)
+
+    structure = "lowrank"
+
+    @property
+    def num_params(self) -> int:
+        return self.diagonal.numel()
+
+    @property
+    def rank(self) -> int:
+        return self.eigenvalues.numel()
+
+
+@dataclass
+class EKFACBlock:
+    """Eigenvalue-corrected KFAC of one Linear/Conv module (George et al. 2018).
+
+    Curvature ``(Ug ⊗ Ua) diag(vec S) (Ug ⊗ Ua)ᵀ``: the Kronecker eigenbases of the KFAC factors
+    (``eigen``, whose eigenvalues are KFAC's and kept for reference) with the per-parameter second
+    moments ``S[o, i]`` of the per-example gradients rotated into that basis. ``W_aug`` packing.
+    """
+
+    module: str
+    param_names: tuple[str, ...]
+    param_shapes: tuple[tuple[int, ...], ...]
+    eigen: KroneckerEigen
+    eigenvalues: torch.Tensor  # (O, I'), the corrected eigenvalues S
+
+    structure = "ekfac"
+
+    @property
+    def has_bias(self) -> bool:
+        return len(self.param_names) == 2
+
+    @property
+    def num_params(self) -> int:
+        return self.eigenvalues.numel()
+
+
+@dataclass
+class KronDiagBlock:
+    """KFAC's top-L Kronecker eigenpairs plus a diagonal (``--method kfac-diag``; Lee et al. 2020).
+
+    Curvature ``Σ_l λg[i_l] λa[j_l] (ug_{i_l} ⊗ ua_{j_l})(ug_{i_l} ⊗ ua_{j_l})ᵀ + diag(vec D)`` with
+    ``(i_l, j_l) = rank_indices[l]`` the L largest eigenvalue products of ``G ⊗ A`` and ``D`` the exact
+    GGN diagonal minus the low-rank part's diagonal, clamped at 0. ``W_aug`` packing.
+    """
+
+    module: str
+    param_names: tuple[str, ...]
+    param_shapes: tuple[tuple[int, ...], ...]
+    eigen: KroneckerEigen
+    rank_indices: torch.Tensor  # (L, 2) int64: (output index, input index)
+    diagonal: torch.Tensor  # (O, I')
+
+    structure = "kron-diag"
+
+    @property
+    def has_bias(self) -> bool:
+        return len(self.param_names) == 2
+
+    @property
+    def num_params(self) -> int:
+        return self.diagonal.numel()
+
+    def lowrank_part(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(λ (L,), V (O·I', L))``: the kept eigenpairs as explicit orthonormal vectors."""
+        e = self.eigen
+        i, j = self.rank_indices[:, 0], self.rank_indices[:, 1]
+        lam = e.output_eigenvalues[i] * e.input_eigenvalues[j]
+        # kron(ug_i, ua_j) flattened row-major over (O, I') = outer product of the two columns.
+        vec = (e.output_eigenvectors[:, i].T.unsqueeze(2) * e.input_eigenvectors[:, j].T.unsqueeze(1))
+        return lam, vec.reshape(len(i), -1).T
+
+
+AnyBlock = Union[KroneckerBlock, DiagonalBlock, DenseBlock, LowRankBlock, EKFACBlock, KronDiagBlock]

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from uncert_cli.posterior.precision import PriorMode, Scalar, Spec, log_det, precision_eigenvalues
+from uncert_cli.posterior.precision import effective_params as _effective_params
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -43,8 +44,7 @@ def block_effective_params(spec: Spec, tau: float, n_eff: float, mode: PriorMode
     For ``prior_mode="eigen"`` (and diagonal blocks) ``λ`` are the eigenvalues of ``n_eff · curvature``;
     for ``"factor"`` they also contain the cross terms ``sqrt(n_eff τ)(λ_G + λ_A)`` that eq. 9 adds.
     """
-    lam = (precision_eigenvalues(spec, tau, n_eff, mode) - tau).clamp_min(0)
-    return float((lam / (lam + tau)).sum())
+    return _effective_params(spec, precision_eigenvalues(spec, tau, n_eff, mode), tau)
 
 
 def log_marginal_likelihood(

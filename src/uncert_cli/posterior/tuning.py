@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal, Union
 
 import torch
 from torch import Tensor
 
-from uncert_cli.curvature.blocks import KroneckerEigen
 from uncert_cli.errors import UserError
 from uncert_cli.posterior import marglik as _marglik
 from uncert_cli.posterior.laplace import LaplacePosterior
-from uncert_cli.posterior.precision import DiagSpec, Spec
+from uncert_cli.posterior.precision import Spec, to_float64
 from uncert_cli.posterior.predictive import PREDICTIVES
 
 Structure = Literal["scalar", "layer"]
@@ -140,16 +139,7 @@ def _record(step, value, log_taus, log_sigma, posterior, modules, structure) -> 
 
 
 def _to_float64(spec: Spec) -> Spec:
-    if isinstance(spec, DiagSpec):
-        return replace(spec, diagonal=spec.diagonal.detach().double().cpu())
-    e = spec.eigen
-    return replace(
-        spec,
-        eigen=KroneckerEigen(
-            e.input_eigenvalues.double().cpu(), e.input_eigenvectors.double().cpu(),
-            e.output_eigenvalues.double().cpu(), e.output_eigenvectors.double().cpu(),
-        ),
-    )
+    return to_float64(spec)
 
 
 def validation_nll(

@@ -18,7 +18,7 @@ def fit_summary(result: FitResult, output: Path) -> dict[str, Any]:
     layers = [
         {
             "module": block.module,
-            "structure": "kronecker" if isinstance(block, KroneckerBlock) else "diagonal",
+            "structure": "kronecker" if isinstance(block, KroneckerBlock) else getattr(block, "structure", "diagonal"),
             "params": block.num_params,
             "param_names": list(block.param_names),
             "factor_shapes": (
@@ -50,7 +50,7 @@ def print_fit_summary(summary: dict[str, Any]) -> None:
     table.add_column("factors")
     for layer in summary["layers"]:
         shapes = layer["factor_shapes"]
-        factors = " ⊗ ".join("×".join(map(str, s)) for s in shapes) if shapes else "diagonal"
+        factors = " ⊗ ".join("×".join(map(str, s)) for s in shapes) if shapes else layer["structure"]
         table.add_row(layer["module"], layer["structure"], f"{layer['params']:,}", factors)
     stdout.print(table)
     accuracy = summary.get("map_accuracy")

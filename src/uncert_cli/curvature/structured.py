@@ -1,0 +1,225 @@
+"""``--method full | lowrank | ekfac | kfac-diag``: structures built on top of :func:`compute_curvature`.
+
+* ``full``: one :class:`DenseBlock` over all covered parameters jointly (cross-layer terms included:
+  Ritter et al.'s "full Laplace"), from exact GGN-matrix products (``ggn_products``). Refused above
+  ``FULL_MAX_BYTES`` (or ``--max-memory``).
+* ``lowrank``: one :class:`LowRankBlock` over all covered parameters: top-``rank`` GGN eigenpairs
+  (randomized subspace iteration on the same products) plus the exact GGN diagonal
+  (``compute_curvature(method="diag")``) minus the low-rank part's diagonal, clamped at 0.
+* ``ekfac``: ``compute_curvature(method="kfac")``, then a second pass re-estimating the eigenvalues
+  in the Kronecker eigenbases (``ekfac``). Modules without Kronecker factors keep their diagonal block.
+* ``kfac-diag``: KFAC plus the exact diagonal; per Linear/Conv module the top-``rank`` Kronecker
+  eigenvalue products are kept and the diagonal corrected (Lee et al. 2020).
+
+All blocks are means of the per-example curvature, like those of diag/KFAC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from uncert_cli.curvature.blocks import (
+    Block,
+    Curvature,
+    DenseBlock,
+    DiagonalBlock,
+    EKFACBlock,
+    FisherType,
+    KronDiagBlock,
+    KroneckerBlock,
+    LowRankBlock,
+    Task,
+)
+from uncert_cli.curvature.ekfac import ekfac_eigenvalues
+from uncert_cli.curvature.engine import compute_curvature
+from uncert_cli.curvature.ggn_products import BatchSource, GGNProducts
+from uncert_cli.curvature.lowrank import top_eigenpairs
+from uncert_cli.curvature.subset import Unit, select_units
+from uncert_cli.errors import UserError
+
+STRUCTURED_METHODS = ("full", "lowrank", "ekfac", "kfac-diag")
+FULL_MAX_BYTES = 2 << 30  # default cap on the dense GGN (float64 P x P) without --max-memory
+DEFAULT_RANK = 20
+
+
+def _units(model: nn.Module, source: BatchSource, subset: str) -> list[Unit]:
+    first = next(iter(source()), None)
+    if first is None:
+        raise UserError("the data set is empty; the curvature needs at least one example")
+    return select_units(model, subset, example_input=first[0] if subset.strip() == "last-layer" else None)
+
+
+def joint_label(units: list[Unit]) -> str:
+    return "+".join(u.name or "<root>" for u in units)
+
+
+def full_bytes(num_params: int) -> int:
+    """Memory of the dense GGN and its eigenvectors in float64 (the eigendecomposition's precision)."""
+    return 2 * num_params * num_params * 8
+
+
+def check_full_size(num_params: int, max_bytes: int | None) -> None:
+    limit = FULL_MAX_BYTES if max_bytes is None else max_bytes
+    need = full_bytes(num_params)
+    if need > limit:
+        from uncert_cli.memory import format_size
+
+        raise UserError(
+            f"--method full needs the dense {num_params:,} x {num_params:,} GGN and its eigenvectors "
+            f"(2·P²·8 bytes = {format_size(need)}), more than {format_size(limit)}; use --method diag, kfac, "
+            "ekfac, kfac-diag or lowrank --rank K, or fewer parameters with --subset last-layer"
+            + (" (or raise --max-memory)" if max_bytes is not None else " (or pass a larger --max-memory)")
+        )
+
+
+def compute_structured_curvature(
+    model: nn.Module,
+    source: BatchSource,
+    *,
+    method: str,
+    fisher_type: FisherType = "exact",
+    task: Task = "classification",
+    mc_samples: int = 1,
+    subset: str = "all",
+    rank: int | None = None,
+    generator: torch.Generator | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    max_bytes: int | None = None,
+    power_iters: int = 2,
+) -> Curvature:
+    """Curvature of ``model`` in one of :data:`STRUCTURED_METHODS`.
+
+    ``source()`` must return a fresh iterator over the same ``(inputs, targets)`` batches each call
+    (the methods pass over the data more than once). ``rank`` is K (``lowrank``: of the whole GGN;
+    ``kfac-diag``: per module), default :data:`DEFAULT_RANK`.
+    """
+    if method not in STRUCTURED_METHODS:
+        raise UserError(f"unknown method {method!r}; use one of {', '.join(STRUCTURED_METHODS)}")
+    rank = DEFAULT_RANK if rank is None else int(rank)
+    if rank < 1:
+        raise UserError(f"--rank must be at least 1, got {rank}")
+    units = _units(model, source, subset)
+    training = {m: m.training for m in model.modules()}
+    requires = {p: p.requires_grad for p in model.parameters()}
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(any(p is q for u in units for q in u.params))
+    common = dict(fisher_type=fisher_type, task=task, mc_samples=mc_samples, subset=subset, generator=generator)
+    try:
+        if method == "full":
+            return _full(model, source, units, task, fisher_type, max_bytes)
+        if method == "lowrank":
+            return _lowrank(model, source, units, task, fisher_type, rank, generator, on_batch, power_iters, common)
+        kfac = compute_curvature(model, source(), method="kfac", on_batch=on_batch, **common)  # type: ignore[arg-type]
+        if method == "ekfac":
+            return _ekfac(model, source, units, kfac, common)
+        diag = compute_curvature(model, source(), method="diag", **common)  # type: ignore[arg-type]
+        return _kfac_diag(kfac, diag, rank)
+    finally:
+        for m, t in training.items():
+            m.train(t)
+        for p, r in requires.items():
+            p.requires_grad_(r)
+
+
+def _curvature(blocks: list[Block], n: int, task: Task, method: str, fisher_type: FisherType, mc: int) -> Curvature:
+    return Curvature(blocks=blocks, n_data=n, task=task, method=method, fisher_type=fisher_type,  # type: ignore[arg-type]
+                     mc_samples=mc if fisher_type == "mc" else 1)
+
+
+def _joint_meta(units: list[Unit]) -> tuple[list[Tensor], tuple[str, ...], tuple[tuple[int, ...], ...]]:
+    params = [p for u in units for p in u.params]
+    names = tuple(n for u in units for n in u.param_names)
+    return params, names, tuple(tuple(p.shape) for p in params)
+
+
+def _full(model, source, units, task, fisher_type, max_bytes) -> Curvature:
+    params, names, shapes = _joint_meta(units)
+    check_full_size(sum(p.numel() for p in params), max_bytes)
+    ggn = GGNProducts(model, params, source, task, fisher_type)
+    block = DenseBlock(joint_label(units), names, shapes, ggn.dense())
+    return _curvature([block], ggn.n_data, task, "full", fisher_type, 1)
+
+
+def _lowrank(model, source, units, task, fisher_type, rank, generator, on_batch, power_iters, common) -> Curvature:
+    params, names, shapes = _joint_meta(units)
+    ggn = GGNProducts(model, params, source, task, fisher_type)
+    k = min(rank, ggn.num_params)
+    lam, V = top_eigenpairs(
+        ggn, ggn.num_params, k, dtype=ggn.dtype, device=ggn.device, power_iters=power_iters,
+        generator=torch.Generator().manual_seed(generator.initial_seed()) if generator is not None else None,
+    )
+    diag_curv = compute_curvature(model, source(), method="diag", on_batch=on_batch, **common)
+    by_name = {n: d for b in diag_curv.blocks for n, d in zip(b.param_names, b.diagonal)}  # type: ignore[union-attr]
+    exact = torch.cat([by_name[n].reshape(-1) for n in names]).to(V.dtype)
+    low = V.square() @ lam
+    block = LowRankBlock(joint_label(units), names, shapes, lam, V, (exact - low).clamp_min(0))
+    return _curvature([block], diag_curv.n_data, task, "lowrank", fisher_type, diag_curv.mc_samples)
+
+
+def _ekfac(model, source, units, kfac: Curvature, common) -> Curvature:
+    kron = [(i, b) for i, b in enumerate(kfac.blocks) if isinstance(b, KroneckerBlock)]
+    by_name = {u.name: u for u in units}
+    eigens = [b.eigen() for _, b in kron]
+    S = ekfac_eigenvalues(
+        model, [by_name[b.module] for _, b in kron], eigens, source(),
+        fisher_type=common["fisher_type"], task=common["task"], mc_samples=common["mc_samples"],
+        generator=common["generator"],
+    )
+    blocks: list[Block] = list(kfac.blocks)
+    for (i, b), e, s in zip(kron, eigens, S):
+        blocks[i] = EKFACBlock(b.module, b.param_names, b.param_shapes, e, s)
+    return _curvature(blocks, kfac.n_data, kfac.task, "ekfac", kfac.fisher_type, kfac.mc_samples)
+
+
+def kron_diag_block(block: KroneckerBlock, exact: DiagonalBlock, rank: int) -> KronDiagBlock:
+    """Top-``rank`` eigenvalue products of ``G ⊗ A`` plus the diagonal correction (Lee et al. 2020)."""
+    e = block.eigen()
+    prods = torch.outer(e.output_eigenvalues, e.input_eigenvalues)  # (O, I')
+    O, I = prods.shape
+    L = min(rank, O * I)
+    top = torch.topk(prods.reshape(-1), L).indices
+    idx = torch.stack([top // I, top % I], dim=1)
+    lam = prods.reshape(-1)[top]
+    # diag of Σ_l λ_l (ug_i ⊗ ua_j)² = (Ug[:, i]² ⊙ λ) @ (Ua[:, j]²)ᵀ
+    low = (e.output_eigenvectors[:, idx[:, 0]].square() * lam) @ e.input_eigenvectors[:, idx[:, 1]].square().T
+    w = exact.diagonal[0].reshape(O, -1)
+    d = torch.cat([w, exact.diagonal[1].reshape(O, 1)], dim=1) if len(exact.diagonal) == 2 else w
+    return KronDiagBlock(block.module, block.param_names, block.param_shapes, e, idx, (d.to(low.dtype) - low).clamp_min(0))
+
+
+def _kfac_diag(kfac: Curvature, diag: Curvature, rank: int) -> Curvature:
+    exact = {b.module: b for b in diag.blocks}
+    blocks: list[Block] = [
+        kron_diag_block(b, exact[b.module], rank) if isinstance(b, KroneckerBlock) else b  # type: ignore[arg-type]
+        for b in kfac.blocks
+    ]
+    return _curvature(blocks, kfac.n_data, kfac.task, "kfac-diag", kfac.fisher_type, kfac.mc_samples)
+
+
+def estimate_structured_memory(model: nn.Module, method: str, subset: str, rank: int | None) -> int:
+    """Bytes of the stored curvature (model dtype), before any data is touched."""
+    units = select_units(model, subset)
+    p0 = next(model.parameters())
+    elem = p0.element_size()
+    P = sum(u.num_params for u in units)
+    k = DEFAULT_RANK if rank is None else rank
+    if method == "full":
+        return full_bytes(P)
+    if method == "lowrank":
+        return P * (min(k, P) + 1) * elem
+    total = 0
+    for u in units:
+        if u.structure != "kronecker":
+            total += u.num_params
+            continue
+        O = u.params[0].shape[0]
+        I = u.params[0][0].numel() + (1 if len(u.params) == 2 else 0)
+        total += O * O + I * I + O * I  # eigenbases + (O, I') eigenvalues / diagonal
+        if method == "kfac-diag":
+            total += O * I * min(k, O * I)  # the posterior's explicit low-rank vectors
+    return total * elem
+
