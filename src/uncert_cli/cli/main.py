@@ -29,9 +29,9 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported here so that `uncert --help` stays the only place that lists every subcommand.
-    from uncert_cli.cli import attack, demo, fit, info, ood, prune, report, track, tune
+    from uncert_cli.cli import attack, demo, fit, info, ood, prune, report, toy, track, tune
 
-    for module in (info, fit, report, ood, attack, prune, track, tune, demo):
+    for module in (info, fit, report, ood, attack, prune, track, tune, demo, toy):
         module.register(app)
 
 

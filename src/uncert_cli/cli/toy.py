@@ -1,0 +1,63 @@
+"""``uncert toy``: Ritter et al. (2018) Fig. 1 on the 1-D toy regression (PNG + JSON of the curves)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from uncert_cli.analysis.toy import DEFAULT_METHODS, run_toy
+from uncert_cli.atomic import atomic_output
+from uncert_cli.cli import options as o
+from uncert_cli.errors import UserError
+from uncert_cli.fitting import METHODS
+from uncert_cli.inputs import load_checkpoint_model
+from uncert_cli.render.console import log, print_json
+from uncert_cli.render.plots_toy import toy_figure
+
+DEFAULT_CHECKPOINT = Path("sample_models/toy_regression_mlp.safetensors")
+
+
+def toy(
+    checkpoint: Annotated[Path, typer.Argument(help="1-D regression checkpoint.")] = DEFAULT_CHECKPOINT,
+    png: Annotated[Path, typer.Option("--png", help="Figure to write.")] = Path("toy.png"),
+    json_path: Annotated[Path, typer.Option("--json-out", help="Curves as JSON.")] = Path("toy.json"),
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated structures.")] = ",".join(DEFAULT_METHODS),
+    predictive: Annotated[str, typer.Option("--predictive", help="mc (weight samples, as Ritter) or glm.")] = "mc",
+    samples: Annotated[int, typer.Option("--samples", min=1, help="Posterior samples per predictive.")] = 500,
+    tune: Annotated[bool, typer.Option("--tune/--no-tune", help="Also tune (N, τ) on the val points.")] = True,
+    hmc_samples: Annotated[int, typer.Option("--hmc-samples", min=1, help="NUTS samples (needs pyro-ppl).")] = 500,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for posterior samples.")] = 0,
+    json_output: o.Json = False,
+    quiet: o.Quiet = False,
+    debug: o.Debug = False,
+) -> None:
+    """Predictive bands of KFAC / diag / full Laplace on the toy problem, with and without tuning."""
+    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+    bad = [m for m in chosen if m not in METHODS]
+    if bad or not chosen:
+        raise UserError(f"unknown method(s) {', '.join(bad) or methods!r} in --methods; use {', '.join(METHODS)}")
+    if not checkpoint.exists():
+        raise UserError(f"no such checkpoint: {checkpoint}; pass the toy model, e.g. {DEFAULT_CHECKPOINT}")
+    loaded = load_checkpoint_model(checkpoint)
+    result = run_toy(loaded, methods=chosen, predictive=predictive, samples=samples, tune=tune,
+                     hmc_samples=hmc_samples, seed=seed)
+    toy_figure(result, png)
+    document = {"command": "toy", "png": str(png), **result.to_json()}
+    import json
+
+    with atomic_output(json_path) as tmp:
+        tmp.write_text(json.dumps(document, indent=1))
+    if json_output:
+        print_json({k: v for k, v in document.items() if k not in ("x", "truth")})
+    elif not quiet:
+        for c in result.curves:
+            nll = f", val NLL {c.val_nll:.3f}" if c.val_nll is not None else ""
+            log(f"{c.label}: N={c.n_data:g}, τ={c.prior_precision:g}{nll}", quiet=False)
+        log(result.reference_note or "", quiet=False)
+        log(f"wrote {png} and {json_path}", quiet=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("toy")(toy)

@@ -1,0 +1,35 @@
+"""``uncert toy``: curves, JSON and PNG on the shipped toy model (small settings)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from uncert_cli.cli.main import main
+
+TOY = Path(__file__).resolve().parents[2] / "sample_models" / "toy_regression_mlp.safetensors"
+
+
+@pytest.mark.skipif(not TOY.exists(), reason="sample toy model missing")
+def test_toy_writes_png_and_json(tmp_path, capfd):
+    png, js = tmp_path / "toy.png", tmp_path / "toy.json"
+    code = main(["toy", str(TOY), "--png", str(png), "--json-out", str(js), "--methods", "diag,full",
+                 "--samples", "40", "--no-tune", "--quiet"])
+    err = capfd.readouterr().err
+    assert code == 0, err
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+    doc = json.loads(js.read_text())
+    assert [c["label"] for c in doc["curves"]] == ["Diag Laplace", "Full Laplace"]
+    assert len(doc["x"]) == len(doc["curves"][0]["mean"]) and doc["noise_std"] == 3.0
+    for c in doc["curves"]:
+        assert all(math.isfinite(v) for v in c["mean"]) and min(c["std"]) >= 3.0 - 1e-9
+    if doc["reference"] is None:
+        assert "pyro-ppl" in doc["reference_note"]
+
+
+def test_toy_rejects_unknown_methods(tmp_path, capfd):
+    code = main(["toy", str(TOY), "--methods", "nope", "--png", str(tmp_path / "t.png")])
+    assert code == 2 and "unknown method" in capfd.readouterr().err
