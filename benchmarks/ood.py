@@ -1,7 +1,7 @@
 """OOD quality and predictive speed: uncert's Laplace predictives against laplace-torch, side by side.
 
     python benchmarks/ood.py [--checkpoint sample_models/mnist_mlp.safetensors] [--factors F.h5]
-                             [--limit 2000] [--ood-limit 2000] [--samples 100] [--speed-n 10000]
+                             [--limit 2000] [--ood-limit 2000] [--samples 100] [--speed-n 2000]
                              [--skip-laplace-torch] [--json out.json]
 
 On the MNIST MLP (Ritter et al. 2018 §5.2):
@@ -117,7 +117,8 @@ def _meta():
     return _META["meta"]
 
 
-def laplace_torch_rows(model: torch.nn.Module, evaluation, oods, samples: int, batch_size: int, glm_all: bool) -> list[dict]:
+def laplace_torch_rows(model: torch.nn.Module, evaluation, oods, samples: int, batch_size: int, glm_all: bool,
+                       lt_all_samples: int) -> list[dict]:
     from laplace import Laplace
 
     rows = []
@@ -132,7 +133,9 @@ def laplace_torch_rows(model: torch.nn.Module, evaluation, oods, samples: int, b
         fit_s = time.perf_counter() - start
         tau = float(la.prior_precision.reshape(-1)[0])
         tag = f"laplace-torch kron {subset.replace('_', '-')} (marglik τ={tau:.3g})"
-        rows.append(_row(f"{tag}, nn/mc", lambda x: la(x, pred_type="nn", link_approx="mc", n_samples=samples),
+        # All-weights weight sampling redraws 1.9M-parameter samples per batch: fewer samples keep it affordable.
+        s_nn = min(samples, lt_all_samples) if subset == "all" else samples
+        rows.append(_row(f"{tag}, nn/mc (S={s_nn})", lambda x: la(x, pred_type="nn", link_approx="mc", n_samples=s_nn),
                          evaluation, oods, batch_size, {"fit_seconds": fit_s}))
         if subset == "last_layer" or glm_all:
             rows.append(_row(f"{tag}, glm/probit", lambda x: la(x, pred_type="glm", link_approx="probit"),
@@ -189,7 +192,8 @@ def main() -> None:
     parser.add_argument("--ood-limit", type=int, default=2000)
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--speed-n", type=int, default=10000, help="0 skips the speed comparison")
+    parser.add_argument("--speed-n", type=int, default=2000, help="0 skips the speed comparison")
+    parser.add_argument("--lt-all-samples", type=int, default=20, help="samples of laplace-torch's all-weights nn/mc")
     parser.add_argument("--skip-laplace-torch", action="store_true")
     parser.add_argument("--lt-glm-all", action="store_true", help="also laplace-torch glm on all weights (slow)")
     parser.add_argument("--json", type=Path, default=None)
@@ -207,7 +211,8 @@ def main() -> None:
             for k in OOD_SETS}
     rows = uncert_rows(factors, evaluation, val, oods, args.samples, args.batch_size)
     if not args.skip_laplace_torch:
-        rows += laplace_torch_rows(model, evaluation, oods, args.samples, args.batch_size, args.lt_glm_all)
+        rows += laplace_torch_rows(model, evaluation, oods, args.samples, args.batch_size, args.lt_glm_all,
+                                   args.lt_all_samples)
     speed = speed_rows(factors, model, args.speed_n, args.samples, args.batch_size, not args.skip_laplace_torch) \
         if args.speed_n else []
     print(f"MNIST test images {1000}..{1000 + len(evaluation) - 1} evaluated (first 1,000 tune uncert's N, τ); "

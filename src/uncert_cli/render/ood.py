@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from uncert_cli.analysis.attack import AttackReport
@@ -102,9 +103,10 @@ def print_ood(doc: dict[str, Any]) -> None:
             stdout.print(f"  {k}: {_hp_text(Hyperparameters(**hp))}")
 
     if doc["ood"]:
-        t = Table(title="OOD detection (positive = OOD): by entropy H | by max probability p")
+        t = Table(title="OOD detection (positive = OOD): by entropy H | by max probability p", box=box.SIMPLE_HEAD)
         for col in ("data", "pred.", "mean H", "AUROC H", "AUPR H", "FPR95 H", "AUROC p", "AUPR p", "FPR95 p"):
-            t.add_column(col, justify="left" if col in ("data", "pred.") else "right", overflow="fold")
+            label = col in ("data", "pred.")
+            t.add_column(col, justify="left" if label else "right", no_wrap=label, min_width=5)
         for name, per_kind in doc["ood"].items():
             for i, k in enumerate(kinds):
                 o = per_kind[k]

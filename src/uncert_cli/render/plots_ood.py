@@ -117,11 +117,12 @@ def _reliability(report: OODReport, folder: Path) -> Path:
         filled = rb.counts > 0
         ax.bar(centers[filled], rb.accuracy[filled], width=width * 0.95, color=COLORS.get(kind, "#1f77b4"),
                alpha=0.75, edgecolor="black", lw=0.5, label="accuracy")
-        # The gap spans accuracy..confidence whichever is larger, so it never hides the accuracy bar.
-        low = np.minimum(rb.accuracy[filled], rb.confidence[filled])
-        gap = np.abs(rb.confidence[filled] - rb.accuracy[filled])
-        ax.bar(centers[filled], gap, bottom=low, width=width * 0.95, color="#d62728", alpha=0.25,
-               edgecolor="#d62728", hatch="//", lw=0.5, label="gap to mean confidence")
+        # Mean confidence per bin as a tick: the vertical distance to the bar top is the calibration gap.
+        ax.hlines(rb.confidence[filled], centers[filled] - width * 0.45, centers[filled] + width * 0.45,
+                  color="#d62728", lw=2.2, label="mean confidence")
+        for c, n in zip(centers[filled], rb.counts[filled]):  # few examples = a noisy bar
+            ax.text(c, 0.015, f"{n}", ha="center", va="bottom", fontsize=6, rotation=90, color="black",
+                    bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 0.8})
         ax.plot([0, 1], [0, 1], color="black", lw=1, linestyle="--", label="perfect calibration")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
@@ -131,7 +132,7 @@ def _reliability(report: OODReport, folder: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("accuracy")
     axes[0, 0].legend(loc="upper left", fontsize=8)
-    fig.suptitle(f"Reliability on {report.in_name} (15 bins)")
+    fig.suptitle(f"Reliability on {report.in_name} (15 bins; numbers: examples per bin)")
     fig.tight_layout()
     return _save(fig, folder / "reliability.png")
 
