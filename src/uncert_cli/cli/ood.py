@@ -137,6 +137,21 @@ def resolve_posteriors(
     return out
 
 
+def _warn_collapse(results: dict, *, quiet: bool) -> None:
+    """Flag a Laplace predictive that lost the MAP's accuracy: its posterior is too broad (prior too weak)."""
+    if "map" not in results:
+        return
+    reference = results["map"].in_distribution.accuracy
+    for kind, r in results.items():
+        acc = r.in_distribution.accuracy
+        if kind in LAPLACE_KINDS and acc < reference - 0.05:
+            log(
+                f"[yellow]warning:[/] the {kind} predictive's accuracy {acc:.1%} is far below the MAP's "
+                f"{reference:.1%}: the posterior is too broad; use --tune or a larger --prior-precision/--n-data",
+                quiet=quiet,
+            )
+
+
 def ood(
     factors: Annotated[Path, typer.Argument(help="Factor file written by `uncert fit`.")],
     against: Annotated[
@@ -190,6 +205,7 @@ def ood(
                 post, kind, evaluation, ood_sets, samples=samples, batch_size=batch_size, seed=seed,
                 hyperparameters=hp, on_batch=advance,
             )
+    _warn_collapse(results, quiet=quiet_all)
     report = OODReport(
         in_name=evaluation.name, n_eval=len(evaluation), n_validation=len(val) if val is not None else 0,
         ood_names=against, results=results,
