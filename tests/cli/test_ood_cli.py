@@ -170,26 +170,26 @@ def test_attack_json(run_cli, digits_factors, tmp_path) -> None:
 
 
 def test_mnist_vs_notmnist(run_cli, shared_data, tmp_path) -> None:
-    """Genuine data: a small MNIST MLP, fitted on 3,000 training images, against notMNIST."""
+    """Genuine data: a small MNIST MLP, fitted on 2,000 training images, against notMNIST."""
     torch.manual_seed(0)
-    kwargs = {"in_features": 784, "hidden": [64], "out_features": 10}
+    kwargs = {"in_features": 784, "hidden": [32], "out_features": 10}
     norm = ((0.1307,), (0.3081,))
     meta = ModelMeta(arch="uncert_cli.models:MLP", arch_kwargs=kwargs, input_shape=(1, 28, 28),
                      normalize_mean=norm[0], normalize_std=norm[1], task="classification", num_outputs=10,
                      dataset="mnist")
-    train = adapt_to_model(load_dataset("mnist", split="train", root=shared_data, limit=3000), (1, 28, 28),
+    train = adapt_to_model(load_dataset("mnist", split="train", root=shared_data, limit=2000), (1, 28, 28),
                            normalize=norm, num_outputs=10)
     model = MLP(**kwargs)
     _train(model, train.inputs, train.targets, 100)
     checkpoint = tmp_path / "mnist_small.safetensors"
     save_model(model, meta, checkpoint)
     factors = tmp_path / "mnist_small.h5"
-    assert run_cli("fit", checkpoint, "-o", factors, "--limit", "3000", "--data-root", shared_data, "--json").code == 0
+    assert run_cli("fit", checkpoint, "-o", factors, "--limit", "2000", "--data-root", shared_data, "--json").code == 0
     doc = _json(run_cli(
-        "ood", factors, "--against", "notmnist", "--data-root", shared_data, "--limit", "500", "--val-size", "300",
+        "ood", factors, "--against", "notmnist", "--data-root", shared_data, "--limit", "400", "--val-size", "200",
         "--samples", "10", "--tune-samples", "5", "--json",
     ))
-    assert doc["n_eval"] == 500 and doc["ood"]["notmnist"]["glm"]["n"] == 500
+    assert doc["n_eval"] == 400 and doc["ood"]["notmnist"]["glm"]["n"] == 400
     assert doc["in_distribution"]["map"]["accuracy"] > 0.8
     assert abs(doc["in_distribution"]["glm"]["accuracy"] - doc["in_distribution"]["map"]["accuracy"]) <= 0.02
     auroc = {k: doc["ood"]["notmnist"][k]["auroc_entropy"] for k in ("map", "glm")}
