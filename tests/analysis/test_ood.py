@@ -99,7 +99,7 @@ def test_misclassification_without_errors_has_no_auroc() -> None:
 
 def test_empty_dataset_is_a_user_error(trained, digits) -> None:
     _, test = digits
-    empty = ood._rows(test, 0, 0)
+    empty = ood.subset_rows(test, 0, 0)
     with pytest.raises(UserError, match="empty"):
         ood.predict_probs(_posterior(trained), empty, "map", samples=1, batch_size=10)
 

@@ -252,10 +252,11 @@ def split_validation(data: ArrayDataset, val_size: int) -> tuple[ArrayDataset, A
     if len(data) < 2:
         raise UserError(f"dataset '{data.name}' has {len(data)} example(s); tuning needs at least 2 (or pass --no-tune)")
     k = max(1, min(val_size, len(data) // 2))
-    return _rows(data, 0, k), _rows(data, k, len(data))
+    return subset_rows(data, 0, k), subset_rows(data, k, len(data))
 
 
-def _rows(data: ArrayDataset, start: int, stop: int) -> ArrayDataset:
+def subset_rows(data: ArrayDataset, start: int, stop: int) -> ArrayDataset:
+    """Examples ``start:stop`` of ``data`` (views of its tensors)."""
     return ArrayDataset(
         data.name, data.inputs[start:stop], data.targets[start:stop], data.task, data.num_classes, data.class_names
     )

@@ -14,6 +14,7 @@ from uncert_cli.analysis.ood import (
     current_hyperparameters,
     evaluate_predictive,
     split_validation,
+    subset_rows,
     tune_on_validation,
 )
 from uncert_cli.checkpoint import ModelMeta
@@ -97,7 +98,10 @@ def in_distribution_data(
     data = load_model_data(meta, spec, split="test", limit=total, root=root, download=download, normalize=normalize)
     if not tune:
         return None, data
-    return split_validation(data, val_size)
+    val, evaluation = split_validation(data, val_size)
+    if limit is not None and len(evaluation) > limit:  # a small set gave fewer held-out examples than asked
+        evaluation = subset_rows(evaluation, 0, limit)
+    return val, evaluation
 
 
 def ood_data(
