@@ -52,7 +52,7 @@ def _factors(checkpoint: Path, factors: Path) -> Path:
         from uncert_cli.cli.main import main
 
         print(f"# fitting KFAC factors -> {factors}", file=sys.stderr)
-        code = main(["fit", str(checkpoint), "-o", str(factors), "--data-root", data_root(), "--json", "-q"])
+        code = main(["fit", str(checkpoint), "-o", str(factors), "--data-root", data_root(), "-q"])
         if code != 0:
             raise SystemExit(f"uncert fit failed with exit code {code}")
     return factors
