@@ -30,6 +30,20 @@ def mnist_mlp() -> torch.nn.Module:
     return MLP(784, [1024, 1024], 10, dropout=0.5).eval()
 
 
+def cifar_shaped_batches(n: int, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Random 3×32×32 inputs with random labels: timing needs the shapes, not CIFAR itself."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)
+    return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, n, batch_size)]
+
+
+def resnet18() -> torch.nn.Module:
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=10).eval()
+
+
 def mnist_batches(n: int, batch_size: int, split: str = "train") -> list[tuple[torch.Tensor, torch.Tensor]]:
     from uncert_cli.data import adapt_to_model, iter_batches, load_dataset
 
@@ -45,6 +59,9 @@ def peak_rss_bytes() -> int:
 def run_isolated(script: Path, name: str, extra: list[str]) -> dict:
     """Run one measurement in a fresh process so that its peak memory is its own."""
     proc = subprocess.run([sys.executable, str(script), "--run", name, *extra], capture_output=True, text=True)
+    if proc.returncode in (-9, 137):
+        return {"name": name, "error": "killed: out of memory (24 GiB machine)"}
     if proc.returncode != 0:
-        return {"name": name, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:200]}
+        lines = [line for line in proc.stderr.strip().splitlines() if "warn" not in line.lower()]
+        return {"name": name, "error": (lines or ["failed"])[-1][:160]}
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -1,10 +1,11 @@
 """Fit speed and memory: uncert against BackPACK, curvlinops and laplace-torch, side by side.
 
-    python benchmarks/fit.py [--n 10000] [--batch-size 256] [--only uncert-kfac-exact,backpack-kflr]
+    python benchmarks/fit.py [--model mlp|resnet18] [--n 10000] [--batch-size 256] [--only NAME,NAME]
 
 Every curvature is computed on the sample MNIST MLP (784-1024-1024-10) over N MNIST training
-images, each in its own process (so peak memory is that method's own), and reported as a ratio to
-the floor: one plain forward+backward pass over the same data. Prints a Markdown table.
+images (or torchvision's resnet18 on N random CIFAR-shaped inputs), each in its own process (so
+peak memory is that method's own), and reported as a ratio to the floor: one plain
+forward+backward pass over the same data. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import mnist_batches, mnist_mlp, peak_rss_bytes, run_isolated  # noqa: E402
+from _common import cifar_shaped_batches, mnist_batches, mnist_mlp, peak_rss_bytes, resnet18, run_isolated  # noqa: E402
 
 
-def _sequential(model: torch.nn.Module) -> torch.nn.Sequential:
+def _sequential(model: torch.nn.Module) -> torch.nn.Module:
     # BackPACK and laplace-torch want plain Sequential graphs; the MLP is its children in order.
+    if isinstance(model, torch.nn.Sequential) or not hasattr(model, "fc1"):
+        return model
     return torch.nn.Sequential(*model.children()).eval()
 
 
@@ -109,10 +112,12 @@ METHODS = {
 }
 
 
-def measure(name: str, n: int, batch_size: int) -> dict:
+def measure(name: str, n: int, batch_size: int, model_name: str) -> dict:
     torch.manual_seed(0)
-    model = mnist_mlp()
-    batches = _Loader(mnist_batches(n, batch_size))
+    if model_name == "resnet18":
+        model, batches = resnet18(), _Loader(cifar_shaped_batches(n, batch_size))
+    else:
+        model, batches = mnist_mlp(), _Loader(mnist_batches(n, batch_size))
     base = peak_rss_bytes()
     start = time.perf_counter()
     METHODS[name](model, batches)
@@ -122,28 +127,31 @@ def measure(name: str, n: int, batch_size: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--model", choices=["mlp", "resnet18"], default="mlp")
+    parser.add_argument("--n", type=int, default=None, help="examples (default 10,000 for mlp, 512 for resnet18)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--only", default="", help="comma-separated method names (default: all)")
     parser.add_argument("--run", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.n = args.n or (512 if args.model == "resnet18" else 10_000)
     if args.run:
-        print(json.dumps(measure(args.run, args.n, args.batch_size)))
+        print(json.dumps(measure(args.run, args.n, args.batch_size, args.model)))
         return
     names = [m for m in METHODS if not args.only or m in args.only.split(",")]
     if "floor (forward+backward)" not in names:
         names.insert(0, "floor (forward+backward)")
-    extra = ["--n", str(args.n), "--batch-size", str(args.batch_size)]
+    extra = ["--n", str(args.n), "--batch-size", str(args.batch_size), "--model", args.model]
     results = [run_isolated(Path(__file__), name, extra) for name in names]
     base = next(r for r in results if r["name"].startswith("floor"))
-    print(f"MNIST MLP 784-1024-1024-10, N = {args.n}, batch {args.batch_size}, torch threads {torch.get_num_threads()}\n")
-    print("| method | seconds | × floor | peak RSS (MiB) |")
-    print("|---|---:|---:|---:|")
+    title = "resnet18 (torchvision, 10 classes), random 3×32×32 inputs" if args.model == "resnet18" else "MNIST MLP 784-1024-1024-10, MNIST train images"
+    print(f"{title}, N = {args.n}, batch {args.batch_size}, torch threads {torch.get_num_threads()}\n")
+    print("| method | seconds | × floor | peak RSS (MiB) | peak − RSS before the method (MiB) |")
+    print("|---|---:|---:|---:|---:|")
     for r in results:
         if "error" in r:
-            print(f"| {r['name']} | failed: {r['error']} | | |")
+            print(f"| {r['name']} | failed: {r['error']} | | | |")
             continue
-        print(f"| {r['name']} | {r['seconds']:.2f} | {r['seconds'] / base['seconds']:.2f} | {r['peak_rss'] / 2**20:.0f} |")
+        print(f"| {r['name']} | {r['seconds']:.2f} | {r['seconds'] / base['seconds']:.2f} | {r['peak_rss'] / 2**20:.0f} | {(r['peak_rss'] - r['rss_before']) / 2**20:.0f} |")
 
 
 if __name__ == "__main__":
