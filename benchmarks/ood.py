@@ -38,7 +38,7 @@ from _common import REPO, data_root  # noqa: E402
 
 from uncert_cli.analysis import metrics as M  # noqa: E402
 from uncert_cli.analysis import ood  # noqa: E402
-from uncert_cli.cli.ood import ood_data  # noqa: E402
+from uncert_cli.evaluation import AnalysisSettings, load_ood_set  # noqa: E402
 from uncert_cli.data import ArrayDataset, iter_batches  # noqa: E402
 from uncert_cli.factors import open_posterior  # noqa: E402
 from uncert_cli.inputs import load_model_data  # noqa: E402
@@ -207,8 +207,8 @@ def main() -> None:
     model = opened.model.module
     test = load_model_data(_META["meta"], "mnist", split="test", limit=1000 + args.limit, root=data_root())
     val, evaluation = ood.split_validation(test, 1000)
-    oods = {k: ood_data(_META["meta"], k, limit=args.ood_limit, root=data_root(), download=False, normalize=None)
-            for k in OOD_SETS}
+    ood_settings = AnalysisSettings(limit=args.ood_limit, root=Path(data_root()))
+    oods = {k: load_ood_set(_META["meta"], k, ood_settings) for k in OOD_SETS}
     rows = uncert_rows(factors, evaluation, val, oods, args.samples, args.batch_size)
     if not args.skip_laplace_torch:
         rows += laplace_torch_rows(model, evaluation, oods, args.samples, args.batch_size, args.lt_glm_all,

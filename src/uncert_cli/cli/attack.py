@@ -7,30 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from uncert_cli.analysis.attack import (
-    ATTACK_KINDS,
-    UNTARGETED_STEP_SIZES,
-    AttackedPredictive,
-    AttackReport,
-    targeted_attack,
-    untargeted_attack,
-)
+from uncert_cli.analysis.attack import ATTACK_KINDS, UNTARGETED_STEP_SIZES
 from uncert_cli.cli import options as o
-from uncert_cli.cli.ood import (
-    Png,
-    PriorMode,
-    Seed,
-    Tune,
-    TuneSamples,
-    ValSize,
-    in_distribution_data,
-    open_for_analysis,
-    parse_predictives,
-    resolve_posteriors,
-    should_tune,
-)
+from uncert_cli.cli.ood import Png, PriorMode, Seed, Tune, TuneSamples, ValSize
+from uncert_cli.evaluation import AnalysisSettings, AttackSettings, parse_predictives, run_attack
 from uncert_cli.errors import UserError
-from uncert_cli.render.console import print_json, progress_bar
+from uncert_cli.render.console import log, print_json, progress_bar
 from uncert_cli.render.ood import attack_document, print_attack
 
 
@@ -78,42 +60,20 @@ def attack(
     debug: o.Debug = False,
 ) -> None:
     """Untargeted (per step size) and targeted (per step) FGSM: accuracy, target hits, mean entropy."""
-    if mode not in ("untargeted", "targeted", "both"):
-        raise UserError(f"unknown --mode '{mode}'; use untargeted, targeted or both")
-    kinds = parse_predictives(predictive, ATTACK_KINDS)
-    etas = _step_sizes(step_sizes)
-    opened = open_for_analysis(factors, prior_precision, n_data, prior_mode)
-    meta = opened.model.meta
-    if meta.num_outputs is not None and target >= meta.num_outputs:
-        raise UserError(f"--target {target} is not a class of this model (it has {meta.num_outputs}); pick 0..{meta.num_outputs - 1}")
-    tuning = should_tune(tune, opened, prior_precision, n_data) and any(k in ("mc", "glm") for k in kinds)
-    val, evaluation = in_distribution_data(
-        meta, opened, data, limit=limit, tune=tuning, val_size=val_size, root=data_root, download=download,
-        normalize=normalize,
-    )
     quiet_all = quiet or json_output
-    posteriors = resolve_posteriors(
-        opened, kinds, tune=tuning, val=val, prior_mode=prior_mode, tune_samples=tune_samples, batch_size=batch_size,
-        seed=seed, overridden=prior_precision is not None or n_data is not None, quiet=quiet_all,
+    settings = AnalysisSettings(
+        data=data, limit=limit, prior_precision=prior_precision, n_data=n_data, prior_mode=prior_mode, tune=tune,
+        val_size=val_size, tune_samples=tune_samples, batch_size=batch_size, seed=seed, root=data_root,
+        download=download, normalize=normalize,
     )
-    report = AttackReport(
-        settings={
-            "factors": str(factors), "data": evaluation.name, "n": len(evaluation), "samples": samples, "seed": seed,
-            "target_class": target, "targeted_step_size": step_size, "n_validation": len(val) if val is not None else 0,
-        },
-        hyperparameters={k: hp for k, (_, hp) in posteriors.items()},
+    plan = AttackSettings(
+        mode=mode, step_sizes=_step_sizes(step_sizes), target=target, step_size=step_size, steps=steps, samples=samples
     )
-    for kind in kinds:
-        pred = AttackedPredictive(posteriors[kind][0], kind, samples=samples, seed=seed)
-        if mode in ("untargeted", "both"):
-            with progress_bar(len(evaluation), f"untargeted {kind}", quiet=quiet_all) as advance:
-                report.untargeted[kind] = untargeted_attack(pred, evaluation, etas, batch_size=batch_size, on_batch=advance)
-        if mode in ("targeted", "both"):
-            with progress_bar(len(evaluation), f"targeted {kind}", quiet=quiet_all) as advance:
-                report.targeted[kind] = targeted_attack(
-                    pred, evaluation, target=target, step_size=step_size, steps=steps, batch_size=batch_size,
-                    on_batch=advance,
-                )
+    report = run_attack(
+        factors, parse_predictives(predictive, ATTACK_KINDS), settings, plan,
+        progress=lambda total, what: progress_bar(total, what, quiet=quiet_all),
+        announce=lambda text: log(text, quiet=quiet_all),
+    )
     doc = attack_document(report)
     doc["pngs"] = []
     if png is not None:

@@ -1,0 +1,217 @@
+"""``uncert ood`` and ``uncert attack`` as library calls: factor file + data specs → reports.
+
+Both commands share the same preparation: open the posterior, pick the in-distribution test data
+(the fit's dataset by default), hold out a validation split when the prior is tuned, and give each
+Laplace predictive its own tuned (N, τ). Numbers come from :mod:`uncert_cli.analysis`; nothing here
+prints (progress and log lines go through the callbacks the caller passes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from uncert_cli.analysis.attack import AttackedPredictive, AttackReport, targeted_attack, untargeted_attack
+from uncert_cli.analysis.ood import (
+    LAPLACE_KINDS,
+    Hyperparameters,
+    OODReport,
+    current_hyperparameters,
+    evaluate_predictive,
+    split_validation,
+    tune_on_validation,
+)
+from uncert_cli.checkpoint import ModelMeta
+from uncert_cli.data import ArrayDataset, adapt_to_model, load_dataset, parse_normalize
+from uncert_cli.errors import UserError
+from uncert_cli.factors import OpenedFactors, open_posterior
+from uncert_cli.inputs import load_model_data
+from uncert_cli.posterior import LaplacePosterior
+from uncert_cli.posterior.predictive import PREDICTIVES
+
+DEFAULT_LAPLACE = "glm"  # the linearised predictive keeps the MAP's accuracy at any prior (docs/benchmarks.md)
+
+Progress = Callable[[int, str], contextlib.AbstractContextManager[Callable[[int], None]]]
+
+
+@contextlib.contextmanager
+def no_progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
+    yield lambda n: None
+
+
+def parse_predictives(text: str | None, allowed: tuple[str, ...] = PREDICTIVES) -> list[str]:
+    """``"map,glm"`` → ``["map", "glm"]``; None → map and the default Laplace predictive."""
+    if text is None:
+        return ["map", DEFAULT_LAPLACE]
+    kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
+    if not kinds:
+        raise UserError("--predictive is empty; pass e.g. --predictive map,glm")
+    unknown = [k for k in kinds if k not in allowed]
+    if unknown:
+        raise UserError(f"unknown predictive {', '.join(map(repr, unknown))}; use one of {', '.join(allowed)}")
+    return list(dict.fromkeys(kinds))
+
+
+@dataclass
+class AnalysisSettings:
+    """What both commands need to know to prepare their posteriors and data."""
+
+    data: str | None = None  # in-distribution spec (default: the fit's dataset), test split
+    limit: int | None = None  # evaluation examples (the validation split comes on top)
+    prior_precision: float | None = None
+    n_data: float | None = None
+    prior_mode: str | None = None
+    tune: bool | None = None  # None: tune unless the prior was fixed here or by `uncert tune`
+    val_size: int = 1000
+    tune_samples: int = 20
+    batch_size: int = 500
+    seed: int = 0
+    root: Path | None = None
+    download: bool = False
+    normalize: str | None = None
+
+
+@dataclass
+class PreparedAnalysis:
+    opened: OpenedFactors
+    validation: ArrayDataset | None
+    evaluation: ArrayDataset
+    posteriors: dict[str, tuple[LaplacePosterior, Hyperparameters | None]]
+
+    @property
+    def meta(self) -> ModelMeta:
+        return self.opened.model.meta
+
+
+def prepare_analysis(
+    factors: str | Path, kinds: Sequence[str], settings: AnalysisSettings, *, announce: Callable[[str], None] = lambda s: None
+) -> PreparedAnalysis:
+    """Open ``factors``, load the in-distribution data and give each predictive its posterior."""
+    s = settings
+    if s.prior_mode is not None and s.prior_mode not in ("eigen", "factor"):
+        raise UserError(f"unknown --prior-mode '{s.prior_mode}'; use eigen or factor")
+    opened = open_posterior(factors, prior_precision=s.prior_precision, n_data=s.n_data, prior_mode=s.prior_mode)
+    if opened.posterior.task != "classification":
+        raise UserError(f"'{factors}' holds a regression model; ood and attack need a classifier")
+    fixed = s.prior_precision is not None or s.n_data is not None
+    tune = s.tune if s.tune is not None else not fixed and opened.factors.tuning is None
+    tune = tune and any(k in LAPLACE_KINDS for k in kinds)
+    meta = opened.model.meta
+    spec = s.data or opened.factors.fit.get("dataset") or meta.dataset
+    total = None if s.limit is None else s.limit + (s.val_size if tune else 0)
+    data = load_model_data(meta, spec, split="test", limit=total, root=s.root, download=s.download, normalize=s.normalize)
+    validation, evaluation = split_validation(data, s.val_size) if tune else (None, data)
+    posteriors: dict[str, tuple[LaplacePosterior, Hyperparameters | None]] = {}
+    for kind in kinds:
+        if kind not in LAPLACE_KINDS:
+            posteriors[kind] = (opened.posterior, None)
+        elif validation is not None:
+            announce(f"tuning N and τ of the {kind} predictive on {len(validation):,} held-out examples ...")
+            posteriors[kind] = tune_on_validation(
+                opened.posterior, validation, kind, samples=s.tune_samples, batch_size=s.batch_size, seed=s.seed,
+                prior_mode=s.prior_mode or "factor",
+            )
+        else:
+            posteriors[kind] = (opened.posterior, current_hyperparameters(opened.posterior, "override" if fixed else "file"))
+    return PreparedAnalysis(opened, validation, evaluation, posteriors)
+
+
+def load_ood_set(meta: ModelMeta, spec: str, settings: AnalysisSettings) -> ArrayDataset:
+    """An OOD set shaped and normalised like the model's inputs; its labels are ignored."""
+    try:
+        raw = load_dataset(spec, split="test", root=settings.root, limit=settings.limit, download=settings.download)
+        if settings.normalize:
+            norm = parse_normalize(settings.normalize)
+        elif meta.normalize_mean is not None and meta.normalize_std is not None:
+            norm = (list(meta.normalize_mean), list(meta.normalize_std))
+        else:
+            norm = None
+        return adapt_to_model(raw, meta.input_shape, normalize=norm)
+    except UserError as exc:
+        raise UserError(f"--against {spec}: {exc}") from None
+
+
+def run_ood(
+    factors: str | Path,
+    against: Sequence[str],
+    kinds: Sequence[str],
+    settings: AnalysisSettings,
+    *,
+    samples: int = 100,
+    progress: Progress = no_progress,
+    announce: Callable[[str], None] = lambda s: None,
+) -> OODReport:
+    """Calibration, OOD detection and own-error detection of each predictive (Ritter §5.2, §5.4)."""
+    if len(set(against)) != len(against):
+        raise UserError("the same --against set is given twice; pass each OOD set once")
+    prepared = prepare_analysis(factors, kinds, settings, announce=announce)
+    ood_sets = {spec: load_ood_set(prepared.meta, spec, settings) for spec in against}
+    total = len(prepared.evaluation) + sum(len(d) for d in ood_sets.values())
+    results = {}
+    for kind in kinds:
+        post, hp = prepared.posteriors[kind]
+        with progress(total, f"ood {kind}") as advance:
+            results[kind] = evaluate_predictive(
+                post, kind, prepared.evaluation, ood_sets, samples=samples, batch_size=settings.batch_size,
+                seed=settings.seed, hyperparameters=hp, on_batch=advance,
+            )
+    return OODReport(
+        in_name=prepared.evaluation.name, n_eval=len(prepared.evaluation),
+        n_validation=len(prepared.validation) if prepared.validation is not None else 0,
+        ood_names=list(against), results=results,
+        settings={"factors": str(factors), "method": prepared.opened.factors.curvature.method, "seed": settings.seed,
+                  "num_classes": prepared.meta.num_outputs},
+    )
+
+
+@dataclass
+class AttackSettings:
+    mode: str = "both"  # untargeted, targeted or both
+    step_sizes: tuple[float, ...] = ()  # untargeted η values (× per-dimension data range)
+    target: int = 0
+    step_size: float = 0.01  # targeted η
+    steps: int = 50
+    samples: int = 30
+
+
+def run_attack(
+    factors: str | Path,
+    kinds: Sequence[str],
+    settings: AnalysisSettings,
+    attack: AttackSettings,
+    *,
+    progress: Progress = no_progress,
+    announce: Callable[[str], None] = lambda s: None,
+) -> AttackReport:
+    """Fast-gradient-sign attacks through each predictive (Ritter §5.3)."""
+    if attack.mode not in ("untargeted", "targeted", "both"):
+        raise UserError(f"unknown --mode '{attack.mode}'; use untargeted, targeted or both")
+    prepared = prepare_analysis(factors, kinds, settings, announce=announce)
+    classes = prepared.meta.num_outputs
+    if classes is not None and attack.target >= classes:
+        raise UserError(f"--target {attack.target} is not a class of this model (it has {classes}); pick 0..{classes - 1}")
+    evaluation = prepared.evaluation
+    report = AttackReport(
+        settings={
+            "factors": str(factors), "data": evaluation.name, "n": len(evaluation), "samples": attack.samples,
+            "seed": settings.seed, "target_class": attack.target, "targeted_step_size": attack.step_size,
+            "n_validation": len(prepared.validation) if prepared.validation is not None else 0,
+        },
+        hyperparameters={k: hp for k, (_, hp) in prepared.posteriors.items()},
+    )
+    for kind in kinds:
+        pred = AttackedPredictive(prepared.posteriors[kind][0], kind, samples=attack.samples, seed=settings.seed)
+        if attack.mode in ("untargeted", "both"):
+            with progress(len(evaluation), f"untargeted {kind}") as advance:
+                report.untargeted[kind] = untargeted_attack(
+                    pred, evaluation, attack.step_sizes, batch_size=settings.batch_size, on_batch=advance
+                )
+        if attack.mode in ("targeted", "both"):
+            with progress(len(evaluation), f"targeted {kind}") as advance:
+                report.targeted[kind] = targeted_attack(
+                    pred, evaluation, target=attack.target, step_size=attack.step_size, steps=attack.steps,
+                    batch_size=settings.batch_size, on_batch=advance,
+                )
+    return report
