@@ -21,6 +21,7 @@ from uncert_cli.analysis.ood import (
     current_hyperparameters,
     evaluate_predictive,
     split_validation,
+    subset_rows,
     tune_on_validation,
 )
 from uncert_cli.checkpoint import ModelMeta
@@ -102,7 +103,7 @@ def prepare_analysis(
     spec = s.data or opened.factors.fit.get("dataset") or meta.dataset
     total = None if s.limit is None else s.limit + (s.val_size if tune else 0)
     data = load_model_data(meta, spec, split="test", limit=total, root=s.root, download=s.download, normalize=s.normalize)
-    validation, evaluation = split_validation(data, s.val_size) if tune else (None, data)
+    validation, evaluation = _split(data, s.val_size, s.limit) if tune else (None, data)
     posteriors: dict[str, tuple[LaplacePosterior, Hyperparameters | None]] = {}
     for kind in kinds:
         if kind not in LAPLACE_KINDS:
@@ -116,6 +117,15 @@ def prepare_analysis(
         else:
             posteriors[kind] = (opened.posterior, current_hyperparameters(opened.posterior, "override" if fixed else "file"))
     return PreparedAnalysis(opened, validation, evaluation, posteriors)
+
+
+def _split(data: ArrayDataset, val_size: int, limit: int | None) -> tuple[ArrayDataset, ArrayDataset]:
+    """Validation first, then at most ``limit`` evaluation examples (each side at least half when short)."""
+    if limit is None:
+        return split_validation(data, val_size)
+    n = len(data)
+    val = max(1, min(val_size, n - min(limit, n // 2)))
+    return subset_rows(data, 0, val), subset_rows(data, val, min(n, val + limit))
 
 
 def load_ood_set(meta: ModelMeta, spec: str, settings: AnalysisSettings) -> ArrayDataset:

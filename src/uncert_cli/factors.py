@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from uncert_cli.checkpoint import LoadedModel, build_module, weights_fingerprint
+from uncert_cli.checkpoint.arch import is_builtin_arch
 from uncert_cli.errors import UserError
 from uncert_cli.posterior import LaplacePosterior
 from uncert_cli.store import FactorFile, read_factor_file
+
+
+TRUST_ARCH_ENV = "UNCERT_TRUST_ARCH"
 
 
 def model_from_factor_file(factors: FactorFile) -> LoadedModel:
@@ -18,6 +23,12 @@ def model_from_factor_file(factors: FactorFile) -> LoadedModel:
         raise UserError(
             f"'{factors.path}' does not record an importable architecture; refit from a checkpoint with "
             "architecture metadata or --arch"
+        )
+    if not is_builtin_arch(meta.arch) and os.environ.get(TRUST_ARCH_ENV) != "1":
+        # The file names the class to import; a forged file must not run code by being opened.
+        raise UserError(
+            f"'{factors.path}' names its architecture '{meta.arch}', which would import and run code from "
+            f"outside uncert and torchvision; if you trust it, rerun with {TRUST_ARCH_ENV}=1"
         )
     module = build_module(meta.arch, dict(meta.arch_kwargs))
     missing, unexpected = module.load_state_dict(factors.state_dict, strict=False)

@@ -59,8 +59,12 @@ def tune_factor_file(
     if objective == "marglik":
         regression = factors.curvature.task == "regression"
         out_dim = _output_dim(factors)
+        log_likelihood = float(factors.fit["log_likelihood"]) if not regression else _gaussian_ll(factors, posterior)
+        # With --n-data N' ≠ the fitted count the curvature counts every example N'/N times (pseudo-
+        # observations, Ritter §3.4); the data term of the evidence must count them alike.
+        log_likelihood *= posterior.n_data / factors.curvature.n_data
         result = tune_prior_marglik(
-            posterior, float(factors.fit["log_likelihood"]) if not regression else _gaussian_ll(factors, posterior),
+            posterior, log_likelihood,
             structure=structure,  # type: ignore[arg-type]
             tune_noise=regression if tune_noise is None else tune_noise,
             n_targets=factors.curvature.n_data * out_dim,

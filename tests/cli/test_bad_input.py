@@ -144,3 +144,14 @@ def test_not_a_factor_file(run_cli, digits_checkpoint):
 def test_debug_shows_traceback(run_cli, tmp_path):
     r = run_cli("info", tmp_path / "nope.pt", "--debug")
     assert r.code == 2 and "Traceback" in r.err
+
+
+@pytest.mark.parametrize("option", ["--prior-precision", "--n-data"])
+def test_zero_prior_or_n_is_refused_before_fitting(run_cli, digits_checkpoint, tmp_path, option):
+    out = tmp_path / "f.h5"
+    assert_clean_failure(run_cli("fit", digits_checkpoint, option, "0", "-o", out), out, contains="positive")
+
+
+def test_factor_file_needs_an_h5_name(run_cli, digits_checkpoint, tmp_path):
+    out = tmp_path / "f.txt"
+    assert_clean_failure(run_cli("fit", digits_checkpoint, "-o", out), out, contains=".h5")

@@ -56,3 +56,20 @@ def test_val_nll_needs_data_and_records_n_and_tau(run_cli, factor_file):
     stored = read_factor_file(factor_file).prior
     assert stored.prior_precision == pytest.approx(doc["prior_precision"])
     assert stored.n_data == pytest.approx(doc["n_data"])
+
+
+def test_marglik_counts_pseudo_observations_like_the_curvature(run_cli, digits_checkpoint, tmp_path):
+    """With --n-data 2N the evidence's data term doubles too, so the optimum equals the one for data
+    duplicated twice: the same τ as fitting twice the data would give for this MAP."""
+    one, two = tmp_path / "one.h5", tmp_path / "two.h5"
+    assert run_cli("fit", digits_checkpoint, "--limit", "200", "-o", one, "--quiet").code == 0
+    assert run_cli("fit", digits_checkpoint, "--limit", "200", "--n-data", "400", "-o", two, "--quiet").code == 0
+    tau_one = json.loads(run_cli("tune", one, "--json", "--dry-run").out)["prior_precision"]
+    tau_two = json.loads(run_cli("tune", two, "--json", "--dry-run").out)["prior_precision"]
+    opened = open_posterior(two)
+    ll = 2 * float(read_factor_file(two).fit["log_likelihood"])
+    best = opened.posterior.with_hyperparameters(prior_precision=tau_two).log_marginal_likelihood(ll)
+    for factor in (0.5, 2.0):
+        other = opened.posterior.with_hyperparameters(prior_precision=tau_two * factor)
+        assert other.log_marginal_likelihood(ll) < best
+    assert tau_two != pytest.approx(tau_one)

@@ -222,6 +222,16 @@ def _call(factory: Callable[..., Any], kwargs: dict[str, Any], arch: str, signat
         ) from exc
 
 
+def is_builtin_arch(arch: str) -> bool:
+    """True for architectures that import nothing outside uncert and torchvision.
+
+    A checkpoint's or factor file's metadata may name any importable class; following such a name
+    imports (runs) that module, so only these are followed without the user naming the class.
+    """
+    target = canonical_arch(arch).rpartition(":")[0].strip()
+    return target == "torchvision" or target == "uncert_cli.models"
+
+
 def build_module(arch: str, arch_kwargs: dict[str, Any] | None = None) -> nn.Module:
     """Instantiate the architecture named by ``arch`` with ``arch_kwargs`` (see module docstring).
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from uncert_cli.checkpoint.arch import build_module, canonical_arch
+from uncert_cli.checkpoint.arch import build_module, canonical_arch, is_builtin_arch
 from uncert_cli.checkpoint.meta import HEADER_KEY, ModelMeta, check_task
 from uncert_cli.checkpoint.state import (
     align_keys,
@@ -192,6 +191,12 @@ def load_model(
 
     chosen = canonical_arch(arch) if arch else None
     if chosen is None and meta.arch and not isinstance(content, nn.Module):
+        if not is_builtin_arch(meta.arch):
+            # Following the file's word would import code the file chose: the user must name it.
+            raise UserError(
+                f"{source} names its architecture '{meta.arch}', which would import and run code from "
+                f"outside uncert and torchvision; if you trust it, pass --arch {meta.arch} yourself"
+            )
         chosen = canonical_arch(meta.arch)
     if chosen is not None:
         same = meta.arch is not None and canonical_arch(meta.arch) == chosen

@@ -62,7 +62,7 @@ def fit(
     subset: Annotated[str, typer.Option("--subset", help="all, last-layer, or comma-separated module names.")] = "all",
     layers: Annotated[Optional[str], typer.Option("--layers", help="Alias of --subset with comma-separated module names, e.g. fc1,fc2.")] = None,
     task: Annotated[Optional[TaskChoice], typer.Option("--task", help="Override the checkpoint's task.")] = None,
-    prior_precision: Annotated[float, typer.Option("--prior-precision", min=0.0, help="Prior precision τ stored as default.")] = 1.0,
+    prior_precision: Annotated[float, typer.Option("--prior-precision", callback=o.positive, help="Prior precision τ stored as default.")] = 1.0,
     prior_mode: Annotated[PriorModeChoice, typer.Option("--prior-mode", help="eigen: exact N·λ+τ; factor: Ritter eq. 9.")] = PriorModeChoice.eigen,
     n_data: o.NData = None,
     split: o.Split = o.SplitChoice.train,
@@ -83,6 +83,8 @@ def fit(
     debug: o.Debug = False,
 ) -> None:
     """Fit a post-hoc Laplace approximation (diag, KFAC, full, low-rank, EKFAC, KFAC+diag) and save the curvature."""
+    if output.suffix.lower() not in (".h5", ".hdf5"):
+        raise UserError(f"the factor file is HDF5; name it *.h5 (got '{output.name}')")
     check_output_path(output)
     if layers is not None:
         if subset != "all" and subset != layers:

@@ -21,6 +21,13 @@ class SplitChoice(str, Enum):
     val = "val"
 
 
+def positive(value: float | None) -> float | None:
+    """Option callback: precisions and data sizes must be > 0 (0 would make the posterior improper)."""
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"must be a positive number, got {value}")
+    return value
+
+
 Json = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout (tables and progress go away).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or log lines.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
@@ -55,6 +62,6 @@ TrustPickle = Annotated[
     typer.Option("--trust-pickle", help="Allow loading a fully pickled model. Pickles run code: only for files you trust."),
 ]
 PriorPrecision = Annotated[
-    Optional[float], typer.Option("--prior-precision", min=0.0, help="Prior precision τ (default: the file's, possibly tuned).")
+    Optional[float], typer.Option("--prior-precision", callback=positive, help="Prior precision τ (default: the file's, possibly tuned).")
 ]
-NData = Annotated[Optional[float], typer.Option("--n-data", min=0.0, help="Dataset size N scaling the curvature.")]
+NData = Annotated[Optional[float], typer.Option("--n-data", callback=positive, help="Dataset size N scaling the curvature.")]

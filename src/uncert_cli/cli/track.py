@@ -23,7 +23,7 @@ def track(
     checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoints of one training run (e.g. run/epoch*.safetensors).")],
     data: o.DataSpec = None,
     method: Annotated[MethodChoice, typer.Option("--method", help="Curvature structure for every fit.")] = MethodChoice.kfac,
-    prior_precision: Annotated[float, typer.Option("--prior-precision", min=0.0, help="Prior precision τ for every fit.")] = 1.0,
+    prior_precision: Annotated[float, typer.Option("--prior-precision", callback=o.positive, help="Prior precision τ for every fit.")] = 1.0,
     split: o.Split = o.SplitChoice.train,
     limit: o.Limit = None,
     batch_size: o.BatchSize = 256,
