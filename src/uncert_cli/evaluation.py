@@ -72,6 +72,7 @@ class AnalysisSettings:
     root: Path | None = None
     download: bool = False
     normalize: str | None = None
+    device: str = "cpu"
 
 
 @dataclass
@@ -93,7 +94,9 @@ def prepare_analysis(
     s = settings
     if s.prior_mode is not None and s.prior_mode not in ("eigen", "factor"):
         raise UserError(f"unknown --prior-mode '{s.prior_mode}'; use eigen or factor")
-    opened = open_posterior(factors, prior_precision=s.prior_precision, n_data=s.n_data, prior_mode=s.prior_mode)
+    opened = open_posterior(
+        factors, prior_precision=s.prior_precision, n_data=s.n_data, prior_mode=s.prior_mode, device=s.device
+    )
     if opened.posterior.task != "classification":
         raise UserError(f"'{factors}' holds a regression model; ood and attack need a classifier")
     fixed = s.prior_precision is not None or s.n_data is not None

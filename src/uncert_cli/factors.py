@@ -6,12 +6,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from uncert_cli.checkpoint import LoadedModel, build_module, weights_fingerprint
 from uncert_cli.checkpoint.arch import is_builtin_arch
+from uncert_cli.curvature.blocks import curvature_to
 from uncert_cli.errors import UserError
 from uncert_cli.posterior import LaplacePosterior
 from uncert_cli.store import FactorFile, read_factor_file
-
 
 TRUST_ARCH_ENV = "UNCERT_TRUST_ARCH"
 
@@ -64,14 +66,18 @@ def open_posterior(
     n_data: float | None = None,
     prior_mode: str | None = None,
     noise_std: float | None = None,
+    device: torch.device | str = "cpu",
 ) -> OpenedFactors:
     """Read a factor file and build its posterior; ``None`` means the file's own (possibly tuned) value."""
     factors = read_factor_file(path)
     loaded = model_from_factor_file(factors)
     prior = factors.prior
     noise = noise_std or prior.noise_std or loaded.meta.noise_std or 1.0
+    device = torch.device(device)
+    curvature = factors.curvature if device.type == "cpu" else curvature_to(factors.curvature, device)
+    loaded.module.to(device)
     posterior = LaplacePosterior(
-        factors.curvature,
+        curvature,
         loaded.module,
         prior_precision=prior.prior_precision if prior_precision is None else prior_precision,
         n_data=n_data if n_data is not None else prior.n_data,

@@ -49,11 +49,12 @@ def tune_factor_file(
     tune_noise: bool | None = None,
     write: bool = True,
     seed: int = 0,
+    device: str = "cpu",
 ) -> TuneOutcome:
     """Tune the hyperparameters of the factor file at ``path``; with ``write`` record them in it."""
     if objective not in OBJECTIVES:
         raise UserError(f"unknown objective '{objective}'; use one of {', '.join(OBJECTIVES)}")
-    opened = open_posterior(path)
+    opened = open_posterior(path, device=device)
     factors, posterior = opened.factors, opened.posterior
     before = factors.prior
     if objective == "marglik":

@@ -155,3 +155,13 @@ def test_zero_prior_or_n_is_refused_before_fitting(run_cli, digits_checkpoint, t
 def test_factor_file_needs_an_h5_name(run_cli, digits_checkpoint, tmp_path):
     out = tmp_path / "f.txt"
     assert_clean_failure(run_cli("fit", digits_checkpoint, "-o", out), out, contains=".h5")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+@pytest.mark.parametrize("command", ["report", "ood", "tune", "prune"])
+def test_cuda_without_a_gpu_is_a_clean_error(run_cli, digits_checkpoint, tmp_path, command):
+    factors = tmp_path / "f.h5"
+    assert run_cli("fit", digits_checkpoint, "--limit", "50", "-o", factors, "--quiet").code == 0
+    extra = {"ood": ["--limit", "40"], "prune": ["--fraction", "0.5"]}.get(command, [])
+    assert_clean_failure(run_cli(command, factors, "--device", "cuda", *extra), contains="no CUDA GPU")
+    assert run_cli(command, factors, "--device", "cpu", "--json", *extra).code == 0

@@ -65,7 +65,15 @@ class AttackedPredictive:
             raise UserError("the model has no Dropout modules, so the dropout predictive cannot be attacked; drop it from --predictive")
 
     def log_probs(self, x: Tensor) -> Tensor:
-        """``log p(y | x)`` ``(B, C)``; keeps the graph to ``x`` when ``x.requires_grad``."""
+        """``log p(y | x)`` ``(B, C)``; keeps the graph to ``x`` when ``x.requires_grad``.
+
+        Computed where the weights live and answered on ``x``'s device (``.to`` is differentiable)."""
+        device = next(iter(self.theta.values())).device
+        if x.device != device:
+            return self._log_probs(x.to(device)).to(x.device)
+        return self._log_probs(x)
+
+    def _log_probs(self, x: Tensor) -> Tensor:
         saved = [(m, m.training) for m in self.model.modules()]
         try:
             self.model.eval()

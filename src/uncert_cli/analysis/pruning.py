@@ -270,7 +270,9 @@ def evaluate_model(
     model.eval()
     try:
         with torch.no_grad():
+            device = next(iter(params.values())).device
             for x, y in batches():
+                x, y = x.to(device), y.to(device)
                 out = functional_call(model, params, (x,))
                 if task == "classification":
                     nll += float(F.cross_entropy(out.double(), y, reduction="sum"))

@@ -9,6 +9,7 @@ import typer
 
 from uncert_cli.analysis.attack import ATTACK_KINDS, UNTARGETED_STEP_SIZES
 from uncert_cli.cli import options as o
+from uncert_cli.device import resolve_device
 from uncert_cli.cli.ood import Png, PriorMode, Seed, Tune, TuneSamples, ValSize
 from uncert_cli.evaluation import AnalysisSettings, AttackSettings, parse_predictives, run_attack
 from uncert_cli.errors import UserError
@@ -55,6 +56,7 @@ def attack(
     data_root: o.DataRoot = None,
     download: o.Download = False,
     normalize: o.Normalize = None,
+    device: o.Device = o.DeviceChoice.auto,
     json_output: o.Json = False,
     quiet: o.Quiet = False,
     debug: o.Debug = False,
@@ -64,7 +66,7 @@ def attack(
     settings = AnalysisSettings(
         data=data, limit=limit, prior_precision=prior_precision, n_data=n_data, prior_mode=prior_mode, tune=tune,
         val_size=val_size, tune_samples=tune_samples, batch_size=batch_size, seed=seed, root=data_root,
-        download=download, normalize=normalize,
+        download=download, normalize=normalize, device=resolve_device(device.value).type,
     )
     plan = AttackSettings(
         mode=mode, step_sizes=_step_sizes(step_sizes), target=target, step_size=step_size, steps=steps, samples=samples

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from uncert_cli.cli import options as o
+from uncert_cli.device import resolve_device
 from uncert_cli.evaluation import AnalysisSettings, parse_predictives, run_ood
 from uncert_cli.render.console import log, print_json, progress_bar
 from uncert_cli.render.ood import ood_document, print_ood
@@ -61,6 +62,7 @@ def ood(
     data_root: o.DataRoot = None,
     download: o.Download = False,
     normalize: o.Normalize = None,
+    device: o.Device = o.DeviceChoice.auto,
     json_output: o.Json = False,
     quiet: o.Quiet = False,
     debug: o.Debug = False,
@@ -70,7 +72,7 @@ def ood(
     settings = AnalysisSettings(
         data=data, limit=limit, prior_precision=prior_precision, n_data=n_data, prior_mode=prior_mode, tune=tune,
         val_size=val_size, tune_samples=tune_samples, batch_size=batch_size, seed=seed, root=data_root,
-        download=download, normalize=normalize,
+        download=download, normalize=normalize, device=resolve_device(device.value).type,
     )
     report = run_ood(
         factors, list(against or []), parse_predictives(predictive), settings, samples=samples,

@@ -19,6 +19,7 @@ from uncert_cli.analysis.pruning import (
 from uncert_cli.atomic import check_output_path
 from uncert_cli.checkpoint import save_model
 from uncert_cli.cli import options as o
+from uncert_cli.device import resolve_device
 from uncert_cli.data import iter_batches
 from uncert_cli.errors import UserError
 from uncert_cli.factors import open_posterior
@@ -80,6 +81,7 @@ def prune(
     png: Annotated[Optional[Path], typer.Option("--png", help="Write the --evaluate curve (PNG) into this directory.")] = None,
     prior_precision: o.PriorPrecision = None,
     n_data: o.NData = None,
+    device: o.Device = o.DeviceChoice.auto,
     json_output: o.Json = False,
     quiet: o.Quiet = False,
     debug: o.Debug = False,
@@ -96,7 +98,7 @@ def prune(
     fraction_list = parse_fractions(fractions) if evaluate else []
     directory = png_directory(png) if png is not None and evaluate else None
 
-    opened = open_posterior(factors, prior_precision=prior_precision, n_data=n_data)
+    opened = open_posterior(factors, prior_precision=prior_precision, n_data=n_data, device=resolve_device(device.value))
     posterior = opened.posterior
     prior = prior_section(posterior.prior_precision, posterior.n_data, posterior.prior_mode)
 

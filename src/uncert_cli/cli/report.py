@@ -9,6 +9,7 @@ import typer
 
 from uncert_cli.analysis import analyse_posterior
 from uncert_cli.cli import options as o
+from uncert_cli.device import resolve_device
 from uncert_cli.factors import open_posterior
 from uncert_cli.render.console import print_json
 from uncert_cli.render.plots_report import png_directory, write_report_pngs
@@ -22,13 +23,14 @@ def report(
     prior_precision: o.PriorPrecision = None,
     n_data: o.NData = None,
     png: PngDir = None,
+    device: o.Device = o.DeviceChoice.auto,
     json_output: o.Json = False,
     quiet: o.Quiet = False,
     debug: o.Debug = False,
 ) -> None:
     """Per-layer posterior std, variance share, variance ratio, effective parameters and a verdict."""
     directory = png_directory(png) if png is not None else None  # fail before any work
-    opened = open_posterior(factors, prior_precision=prior_precision, n_data=n_data)
+    opened = open_posterior(factors, prior_precision=prior_precision, n_data=n_data, device=resolve_device(device.value))
     posterior = opened.posterior
     result = analyse_posterior(posterior, opened.model.meta.input_shape)
     title = f"{Path(factors).name} ({posterior.curvature.method}, τ={_tau_text(posterior.prior_precision)})"

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from uncert_cli.cli import options as o
+from uncert_cli.device import resolve_device
 from uncert_cli.inputs import load_model_data
 from uncert_cli.render.console import print_json, stdout
 from uncert_cli.store import read_factor_file
@@ -44,6 +45,7 @@ def tune(
     samples: Annotated[int, typer.Option("--samples", min=1, help="Samples for mc/glm predictives.")] = 100,
     batch_size: o.BatchSize = 256,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the result without writing it into the file.")] = False,
+    device: o.Device = o.DeviceChoice.auto,
     json_output: o.Json = False,
     quiet: o.Quiet = False,
     debug: o.Debug = False,
@@ -56,6 +58,7 @@ def tune(
     outcome = tune_factor_file(
         factors, objective=objective.value, structure=prior_structure.value, val_data=val,
         predictive=predictive.value, samples=samples, batch_size=batch_size, write=not dry_run,
+        device=resolve_device(device.value).type,
     )
     document = {"factors": str(factors), "written": not dry_run, **outcome.to_dict()}
     if json_output:

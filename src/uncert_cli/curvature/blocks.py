@@ -15,6 +15,7 @@ Conventions (shared by every part of uncert that reads curvature):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
@@ -232,3 +233,27 @@ class KronDiagBlock:
 
 
 AnyBlock = Union[KroneckerBlock, DiagonalBlock, DenseBlock, LowRankBlock, EKFACBlock, KronDiagBlock]
+
+
+def _moved(value, device: torch.device):
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, tuple):
+        return tuple(_moved(v, device) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: _moved(getattr(value, f.name), device)
+                                             for f in dataclasses.fields(value) if f.init})
+    return value
+
+
+def curvature_to(curvature: Curvature, device: torch.device | str) -> Curvature:
+    """A copy of ``curvature`` with every block's tensors (factors, eigenbases, diagonals) on ``device``."""
+    device = torch.device(device)
+    blocks = []
+    for block in curvature.blocks:
+        moved = _moved(block, device)
+        eigen = getattr(block, "_eigen", None)
+        if eigen is not None:  # cached eigendecompositions are not constructor arguments of every block
+            moved._eigen = _moved(eigen, device)
+        blocks.append(moved)
+    return dataclasses.replace(curvature, blocks=blocks)

@@ -267,7 +267,17 @@ class LaplacePosterior:
         the kinds; sampled kinds reuse one set of ``samples`` draws per ``generator.initial_seed()``
         (seed 0 without a generator) across calls and batches.
         """
-        return _predictive.predict(self, x, kind, samples, generator)
+        device = self.device
+        if x.device == device:
+            return _predictive.predict(self, x, kind, samples, generator)
+        # Callers iterate data on the CPU; compute where the posterior lives, answer where they are.
+        out = _predictive.predict(self, x.to(device), kind, samples, generator)
+        return tuple(o.to(x.device) for o in out) if isinstance(out, tuple) else out.to(x.device)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the MAP weights (and so every computation of this posterior) live."""
+        return next(iter(self.map_parameters.values())).device
 
     def __repr__(self) -> str:
         return (
