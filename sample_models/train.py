@@ -91,7 +91,7 @@ def train_digits(root) -> None:
 
 def train_toy(root) -> None:
     torch.manual_seed(0)
-    kwargs = {"in_features": 1, "hidden": [7, 7], "out_features": 1, "activation": "tanh"}
+    kwargs = {"in_features": 1, "hidden": [7, 7], "out_features": 1, "activation": "relu"}
     meta = ModelMeta(arch="uncert_cli.models:MLP", arch_kwargs=kwargs, input_shape=(1,), task="regression",
                      num_outputs=1, dataset="toy-regression", noise_std=3.0,
                      normalize_mean=(0.0,), normalize_std=(1.0,))

@@ -1,6 +1,6 @@
 """Ritter et al. (2018), Fig. 1 / App. E: predictive bands of Laplace approximations on the 1-D toy.
 
-The 1-7-7-1 tanh network (``sample_models/toy_regression_mlp.safetensors``, noise σ = 3) fitted to the
+The 1-7-7-1 ReLU network (``sample_models/toy_regression_mlp.safetensors``, noise σ = 3) fitted to the
 20 training points of ``toy-regression`` (y = x³ + ε). For each structure (``kfac``, ``diag``,
 ``full`` by default) the posterior is built twice: with the fit's defaults (N = 20, τ = 1) and with
 (N, τ) chosen on the 20 ``val`` points by :func:`~uncert_cli.posterior.tune_val_nll` (Ritter §3.4).
