@@ -24,10 +24,31 @@ from uncert_cli.curvature.blocks import FisherType, Task
 def num_backward_vectors(fisher_type: FisherType, task: Task, num_outputs: int, mc_samples: int) -> int:
     """``K``, the number of backward vectors per example."""
     if fisher_type == "exact":
-        return num_outputs
+        # The softmax Hessian has rank C − 1 (√p spans the null space of its square root).
+        return num_outputs - 1 if task == "classification" and num_outputs > 1 else num_outputs
     if fisher_type == "mc":
         return mc_samples
     return 1
+
+
+def _drop_null_column(V: Tensor, sp: Tensor) -> Tensor:
+    """``(C, B, C)`` columns of S → ``(C − 1, B, C)`` columns of S·Q with the same Σ v vᵀ.
+
+    S √p = 0, so with the Householder reflection Q that swaps e_k and √p (k = argmin p, which keeps
+    ‖√p − e_k‖² = 2 − 2√p_k away from 0) the k-th column of S·Q vanishes: every example needs one
+    backward vector fewer (C − 1 instead of C, 10% of exact KFAC's work for ten classes), and
+    S Q Qᵀ Sᵀ = S Sᵀ keeps the curvature exact. Column c of S·Q is s_c + 2 u_c/‖u‖² · s_k, u = √p − e_k.
+    """
+    C, B, _ = V.shape
+    k = sp.argmin(dim=1)  # (B,)
+    rows = torch.arange(B, device=V.device)
+    u = sp.clone()
+    u[rows, k] -= 1.0
+    coef = 2.0 * u / (u * u).sum(dim=1, keepdim=True)  # (B, C)
+    s_k = V[k, rows]  # (B, C): the k-th column of S for every example
+    W = V + coef.t().unsqueeze(2) * s_k.unsqueeze(0)  # (C, B, C), column k is now zero
+    keep = torch.arange(C, device=V.device).unsqueeze(1) != k.unsqueeze(0)  # (C, B)
+    return W.transpose(0, 1)[keep.t()].reshape(B, C - 1, C).transpose(0, 1).contiguous()
 
 
 def loss_backward_vectors(
@@ -44,7 +65,7 @@ def loss_backward_vectors(
         outputs: ``(B, C)`` network outputs (logits for classification). Not differentiated.
         targets: ``(B,)`` integer labels (classification) or ``(B, C)`` values (regression).
             Only read for ``fisher_type="empirical"``.
-        fisher_type: ``"exact"`` (type-2 GGN, ``K = C``), ``"mc"`` (``K = mc_samples`` sampled
+        fisher_type: ``"exact"`` (type-2 GGN, ``K = C − 1`` for classification, ``K = C`` for regression), ``"mc"`` (``K = mc_samples`` sampled
             labels, unbiased for ``H_n``) or ``"empirical"`` (``K = 1``, the gradient of the loss
             at the observed target; the empirical Fisher).
         task: ``"classification"`` or ``"regression"``.
@@ -69,7 +90,7 @@ def loss_backward_vectors(
             V = -sp.t().unsqueeze(2) * p.unsqueeze(0)  # (C, B, C): −√p_{n,c} p_n
             idx = torch.arange(C, device=f.device)
             V[idx, :, idx] += sp.t()
-            return V
+            return _drop_null_column(V, sp) if C > 1 else V
         # Unit-variance Gaussian: H = I, so V[k, n] = e_k.
         return torch.eye(C, dtype=f.dtype, device=f.device).unsqueeze(1).expand(C, B, C).contiguous()
     if fisher_type == "mc":
