@@ -1,11 +1,17 @@
-"""Shared fixtures: the genuine data root, and a tiny real checkpoint for CLI tests."""
+"""Shared fixtures: the genuine data root, the real CLI entry point and a tiny real checkpoint."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
+
+from uncert_cli.checkpoint import ModelMeta, save_model
+from uncert_cli.cli.main import main
+from uncert_cli.models import MLP
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,3 +31,38 @@ def shared_data() -> Path:
     if root is None:
         pytest.skip("genuine datasets not found: set UNCERT_DATA to the shared data folder")
     return root
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def __iter__(self):  # ``code, out, err = run_cli(...)``
+        return iter((self.code, self.out, self.err))
+
+
+@pytest.fixture
+def run_cli(capfd):
+    """Run ``uncert ARGS`` in-process; returns exit code, stdout and stderr."""
+
+    def run(*args: str) -> Run:
+        capfd.readouterr()
+        code = main([str(a) for a in args])
+        captured = capfd.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def digits_checkpoint(tmp_path_factory) -> Path:
+    """A small (untrained but real) digits MLP with full uncert metadata."""
+    torch.manual_seed(0)
+    kwargs = {"in_features": 64, "hidden": [16], "out_features": 10}
+    meta = ModelMeta(arch="uncert_cli.models:MLP", arch_kwargs=kwargs, input_shape=(1, 8, 8),
+                     task="classification", num_outputs=10, dataset="digits")
+    path = tmp_path_factory.mktemp("ckpt") / "digits_small.safetensors"
+    save_model(MLP(**kwargs), meta, path)
+    return path

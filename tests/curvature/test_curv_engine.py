@@ -9,7 +9,6 @@ from torch import Tensor, nn
 from tests.curvature.models import NormNet, SharedNet, cnn, mlp, targets
 from uncert_cli.curvature import (
     Curvature,
-    DiagonalBlock,
     KroneckerBlock,
     compute_curvature,
     estimate_memory,
