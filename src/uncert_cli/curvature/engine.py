@@ -25,10 +25,13 @@ from uncert_cli.curvature.loss_vectors import loss_backward_vectors
 from uncert_cli.curvature.subset import Unit, select_units
 from uncert_cli.errors import UserError
 
-# Bound on the elements of the backward vectors propagated at once (K-chunk × tracked outputs).
-# 2**22 (16 MiB in float32) cut the exact fits' extra memory on the MNIST MLP from ~180 to ~135 MiB
-# at the same speed (2**21: ~120 MiB but up to 30% slower; docs/benchmarks.md).
-GRAD_ELEMENTS = 2**22
+# Bound on the elements of the backward vectors propagated at once (K-chunk × tracked outputs),
+# split into equal chunks. On the MNIST MLP (9 vectors, batch 256, 2 threads) 3·2**19 runs them
+# 2 + 2 + 2 + 2 + 1: exact KFAC 1.95 s / 65 MiB added memory, exact diag 2.19 s / 56 MiB; 2**21
+# (3 + 3 + 3): 1.96 s / 77 MiB and 1.85 s / 76 MiB; 2**20 (one at a time): 2.11 s / 54 MiB and
+# 2.82 s / 46 MiB. Chosen so that neither method needs more memory than its peers
+# (docs/benchmarks.md).
+GRAD_ELEMENTS = 3 * 2**19
 # One vmapped backward for all K vectors (``is_grads_batched``) rather than a loop over K. On the
 # 784-1024-1024-10 MLP (exact KFAC, K = 10, batch 256, 2 threads) the vmapped backward was faster
 # than the loop (see the engine's report); kept switchable for debugging graphs vmap mishandles.
@@ -189,7 +192,8 @@ def compute_curvature(
             if tracked and out.requires_grad:
                 K = V.shape[0]
                 per_vector = sum(t.numel() for t in tracked)
-                k_chunk = max(1, min(K, GRAD_ELEMENTS // max(1, per_vector)))
+                k_max = max(1, min(K, GRAD_ELEMENTS // max(1, per_vector)))
+                k_chunk = -(-K // -(-K // k_max))  # equal chunks: 9 vectors at most 7 -> 5 + 4
                 for k0 in range(0, K, k_chunk):
                     Vc = V[k0 : k0 + k_chunk]
                     last = k0 + k_chunk >= K

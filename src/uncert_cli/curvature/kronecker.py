@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uncert_cli.curvature.blocks import KroneckerBlock
+from uncert_cli.curvature.gram import gram_lower_, mirror_lower_
 from uncert_cli.curvature.subset import Unit, _conv_padding
 
 
@@ -98,9 +99,11 @@ class KroneckerAccumulator:
         O = weight.shape[0]
         I = weight[0].numel()
         self.has_bias = len(unit.params) == 2
-        self.aa_sum = torch.zeros(I, I, dtype=dtype, device=device)
-        self.a_sum = torch.zeros(I, dtype=dtype, device=device)  # bias column (only if has_bias)
-        self.one_sum = torch.zeros(1, dtype=dtype, device=device)  # bias-bias entry
+        # One (I+1)² sum whose lower triangle holds Σ a aᵀ, the bias row Σ aᵀ and the count in
+        # the corner, so that it becomes ``A`` in place (no copy at the end).
+        size = I + 1 if self.has_bias else I
+        self.a_full = torch.zeros(size, size, dtype=dtype, device=device)
+        self.aa_sum = self.a_full[:I, :I]
         self.gg_sum = torch.zeros(O, O, dtype=dtype, device=device)
         self._reset_batch()
 
@@ -116,7 +119,7 @@ class KroneckerAccumulator:
     def _add_rows(self, rows: Tensor, alpha: float) -> None:
         gram_lower_(self.aa_sum, rows, alpha)
         if self.has_bias:
-            self.a_sum.add_(rows.sum(0), alpha=alpha)
+            self.a_full[-1, :-1].add_(rows.sum(0), alpha=alpha)
 
     def on_forward(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Fold one call's inputs into ``A`` straight away (no per-batch scratch matrix).
@@ -149,27 +152,19 @@ class KroneckerAccumulator:
             gram_lower_(self.gg_sum, output_rows(self.unit.module, g[0]))
 
     def end_batch(self, batch_size: int) -> None:
-        if self._rows_batch:
-            self.one_sum += batch_size
+        if self._rows_batch and self.has_bias:
+            self.a_full[-1, -1] += batch_size
         self._reset_batch()
 
     def sums(self) -> list[Tensor]:
         """Running sums (in place, for ``reduce``)."""
-        return [self.aa_sum, self.a_sum, self.one_sum, self.gg_sum] if self.has_bias else [self.aa_sum, self.gg_sum]
+        return [self.a_full, self.gg_sum]
 
     def finalize(self, n_data: int) -> KroneckerBlock:
-        if self.has_bias:
-            I = self.aa_sum.shape[0]
-            A = self.aa_sum.new_empty(I + 1, I + 1)
-            A[:I, :I] = self.aa_sum
-            A[:I, I] = self.a_sum
-            A[I, :I] = self.a_sum
-            A[I, I] = self.one_sum[0]
-        else:
-            A = self.aa_sum.clone()
-        A /= n_data
-        G = self.gg_sum / n_data
-        return self._block(_mirror_lower(A), _mirror_lower(G))
+        """The block, built in place from the sums (the accumulator is spent afterwards)."""
+        A = mirror_lower_(self.a_full).div_(n_data)
+        G = mirror_lower_(self.gg_sum).div_(n_data)
+        return self._block(A, G)
 
     def _block(self, A: Tensor, G: Tensor) -> KroneckerBlock:
         u = self.unit
@@ -180,30 +175,3 @@ class KroneckerAccumulator:
             input_factor=A,
             output_factor=G,
         )
-
-
-# Gram matrices XᵀX of width >= GRAM_BLOCKED_MIN are accumulated as a blocked symmetric rank-k
-# update: only the lower block triangle is formed, GRAM_BLOCKS column blocks -> (1 + 1/b)/2 of the
-# flops of a full product (62.5% for b = 4). torch exposes no syrk; the block products write into
-# strided views of the accumulator, which BLAS takes directly.
-GRAM_BLOCKED_MIN = 512
-GRAM_BLOCKS = 4
-
-
-def gram_lower_(acc: Tensor, X: Tensor, alpha: float = 1.0) -> None:
-    """``acc += alpha·XᵀX`` for ``X`` of shape ``(R, n)``; for large ``n`` only the blocks on and
-    below the block diagonal are written (read the result through :func:`_mirror_lower`)."""
-    n = X.shape[1]
-    if n < GRAM_BLOCKED_MIN:
-        acc.addmm_(X.t(), X, alpha=alpha)
-        return
-    bs = -(-n // GRAM_BLOCKS)
-    for j0 in range(0, n, bs):
-        j1 = min(n, j0 + bs)
-        acc[j0:, j0:j1].addmm_(X[:, j0:].t(), X[:, j0:j1], alpha=alpha)
-
-
-def _mirror_lower(M: Tensor) -> Tensor:
-    """Symmetric matrix from the lower triangle of ``M`` (what :func:`gram_lower_` maintains)."""
-    L = M.tril()
-    return L.add_(L.tril(-1).t().contiguous())
