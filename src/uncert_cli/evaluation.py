@@ -25,7 +25,7 @@ from uncert_cli.analysis.ood import (
     tune_on_validation,
 )
 from uncert_cli.checkpoint import ModelMeta
-from uncert_cli.data import ArrayDataset, adapt_to_model, load_dataset, parse_normalize
+from uncert_cli.data import ArrayDataset, adapt_to_model, convert_images, load_dataset, parse_normalize
 from uncert_cli.errors import UserError
 from uncert_cli.factors import OpenedFactors, open_posterior
 from uncert_cli.inputs import load_model_data
@@ -73,6 +73,8 @@ class AnalysisSettings:
     download: bool = False
     normalize: str | None = None
     device: str = "cpu"
+    resize: tuple[int, int] | None = None  # (H, W) the OOD sets are resized to (not the in-distribution data)
+    grayscale: bool = False  # OOD sets: RGB → one luma channel (not the in-distribution data)
 
 
 @dataclass
@@ -132,9 +134,13 @@ def _split(data: ArrayDataset, val_size: int, limit: int | None) -> tuple[ArrayD
 
 
 def load_ood_set(meta: ModelMeta, spec: str, settings: AnalysisSettings) -> ArrayDataset:
-    """An OOD set shaped and normalised like the model's inputs; its labels are ignored."""
+    """An OOD set shaped and normalised like the model's inputs; its labels are ignored.
+
+    ``settings.grayscale`` / ``settings.resize`` convert its images first (:func:`convert_images`).
+    """
     try:
         raw = load_dataset(spec, split="test", root=settings.root, limit=settings.limit, download=settings.download)
+        raw = convert_images(raw, channels=1 if settings.grayscale else None, size=settings.resize)
         if settings.normalize:
             norm = parse_normalize(settings.normalize)
         elif meta.normalize_mean is not None and meta.normalize_std is not None:
@@ -175,7 +181,9 @@ def run_ood(
         n_validation=len(prepared.validation) if prepared.validation is not None else 0,
         ood_names=list(against), results=results,
         settings={"factors": str(factors), "method": prepared.opened.factors.curvature.method, "seed": settings.seed,
-                  "num_classes": prepared.meta.num_outputs},
+                  "num_classes": prepared.meta.num_outputs,
+                  "ood_resize": list(settings.resize) if settings.resize is not None else None,
+                  "ood_grayscale": settings.grayscale},
     )
 
 

@@ -151,6 +151,61 @@ def test_ood_bad_options(run_cli, digits_factors, ood_files) -> None:
     assert result.code == 2 and "twice" in result.err
 
 
+@pytest.fixture(scope="module")
+def rgb16_file(tmp_path_factory) -> Path:
+    """A 16x16 RGB OOD set: the genuine digits test images, upscaled 2x and tinted differently per channel."""
+    pixels = load_dataset("digits", split="test").inputs.numpy()[:, 0]  # uint8 (N, 8, 8)
+    big = np.kron(pixels, np.ones((1, 2, 2), np.uint8))  # (N, 16, 16), each pixel a 2x2 block
+    images = np.stack([big, 255 - big, big // 2], axis=1)  # (N, 3, 16, 16) channel-first
+    path = tmp_path_factory.mktemp("rgb16") / "rgb16.npz"
+    np.savez(path, images=images, labels=np.zeros(len(images), np.int64))
+    return path
+
+
+def test_ood_against_other_image_size_needs_resize_and_grayscale(run_cli, digits_factors, rgb16_file, ood_files) -> None:
+    common = ("--predictive", "map", "--limit", "100", "--json")
+    refused = run_cli("ood", digits_factors, "--against", rgb16_file, *common)
+    assert refused.code == 2 and refused.out == "" and "Traceback" not in refused.err
+    assert refused.err.count("\n") == 1 and "(3, 16, 16)" in refused.err
+    assert "--grayscale --resize 8,8" in refused.err and f"--against {rgb16_file}" in refused.err
+
+    doc = _json(run_cli("ood", digits_factors, "--against", rgb16_file, "--resize", "8,8", "--grayscale", *common))
+    name = str(rgb16_file)
+    assert list(doc["ood"]) == [name] and doc["ood"][name]["map"]["n"] == 100
+    assert 0.0 <= doc["ood"][name]["map"]["auroc_entropy"] <= 1.0
+    assert doc["ood_resize"] == [8, 8] and doc["ood_grayscale"] is True
+
+    # The in-distribution data is not converted: same metrics as a run without the options.
+    plain = _json(run_cli("ood", digits_factors, "--against", ood_files["noise"], *common))
+    assert plain["ood_resize"] is None and plain["ood_grayscale"] is False
+    assert doc["n_eval"] == plain["n_eval"] and doc["in_distribution"] == plain["in_distribution"]
+
+
+@pytest.mark.parametrize("text", ["8x8", "8", "8,8,8", "a,b", "0,8"])
+def test_ood_malformed_resize_is_a_usage_error(run_cli, digits_factors, rgb16_file, text) -> None:
+    result = run_cli("ood", digits_factors, "--against", rgb16_file, "--resize", text, "--predictive", "map")
+    assert result.code == 2 and result.out == "" and "Traceback" not in result.err
+    assert result.err.count("\n") == 1 and "--resize" in result.err and "28,28" in result.err
+
+
+def test_ood_grayscale_refuses_non_image_sets(run_cli, digits_factors, tmp_path) -> None:
+    flat = tmp_path / "flat.npz"
+    np.savez(flat, x=np.zeros((10, 64), np.float32), y=np.zeros(10, np.int64))
+    result = run_cli("ood", digits_factors, "--against", flat, "--grayscale", "--predictive", "map")
+    assert result.code == 2 and result.err.count("\n") == 1
+    assert "not images" in result.err and f"--against {flat}" in result.err
+
+
+def test_ood_genuine_fashionmnist_resized_to_digits(run_cli, digits_factors, shared_data) -> None:
+    """Genuine 28x28 FashionMNIST against the 8x8 digits model, brought to 8x8 by --resize."""
+    common = ("--data-root", shared_data, "--predictive", "map", "--limit", "200", "--json")
+    refused = run_cli("ood", digits_factors, "--against", "fashionmnist", *common)
+    assert refused.code == 2 and "--resize 8,8" in refused.err and "--grayscale" not in refused.err
+    doc = _json(run_cli("ood", digits_factors, "--against", "fashionmnist", "--resize", "8,8", *common))
+    assert doc["ood"]["fashionmnist"]["map"]["n"] == 200
+    assert doc["ood"]["fashionmnist"]["map"]["auroc_entropy"] > 0.5  # clothes look unlike digits
+
+
 def test_attack_json(run_cli, digits_factors, tmp_path) -> None:
     png = tmp_path / "attack"
     doc = _json(run_cli(

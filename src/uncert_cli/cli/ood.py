@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from uncert_cli.cli import options as o
+from uncert_cli.data import parse_size
 from uncert_cli.device import resolve_device
 from uncert_cli.evaluation import AnalysisSettings, parse_predictives, run_ood
 from uncert_cli.render.console import log, print_json, progress_bar
@@ -47,6 +48,8 @@ def ood(
         typer.Option("--against", help="OOD dataset spec (repeatable): notmnist, fashionmnist, kmnist, a file ..."),
     ] = None,
     data: o.DataSpec = None,
+    resize: o.Resize = None,
+    grayscale: o.Grayscale = False,
     predictive: Predictives = None,
     prior_precision: o.PriorPrecision = None,
     n_data: o.NData = None,
@@ -73,6 +76,7 @@ def ood(
         data=data, limit=limit, prior_precision=prior_precision, n_data=n_data, prior_mode=prior_mode, tune=tune,
         val_size=val_size, tune_samples=tune_samples, batch_size=batch_size, seed=seed, root=data_root,
         download=download, normalize=normalize, device=resolve_device(device.value).type,
+        resize=parse_size(resize), grayscale=grayscale,
     )
     report = run_ood(
         factors, list(against or []), parse_predictives(predictive), settings, samples=samples,

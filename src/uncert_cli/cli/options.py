@@ -65,3 +65,17 @@ PriorPrecision = Annotated[
     Optional[float], typer.Option("--prior-precision", callback=positive, help="Prior precision τ (default: the file's, possibly tuned).")
 ]
 NData = Annotated[Optional[float], typer.Option("--n-data", callback=positive, help="Dataset size N scaling the curvature.")]
+Resize = Annotated[
+    Optional[str],
+    typer.Option(
+        "--resize", metavar="H,W",
+        help="Resize the --against images to H,W (bilinear, antialiased), e.g. 28,28; the in-distribution data is left alone.",
+    ),
+]
+Grayscale = Annotated[
+    bool,
+    typer.Option(
+        "--grayscale",
+        help="Turn RGB --against images into one gray channel (luma 0.299 R + 0.587 G + 0.114 B); the in-distribution data is left alone.",
+    ),
+]
