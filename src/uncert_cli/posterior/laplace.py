@@ -31,6 +31,7 @@ from uncert_cli.curvature.blocks import Curvature
 from uncert_cli.errors import UserError
 from uncert_cli.posterior import marginals as _marginals
 from uncert_cli.posterior import marglik as _marglik
+from uncert_cli.posterior import output_covariance as _outcov
 from uncert_cli.posterior import predictive as _predictive
 from uncert_cli.posterior.precision import (
     PRIOR_MODES,
@@ -97,6 +98,7 @@ class LaplacePosterior:
         )
         self.sample_chunk = _predictive.DEFAULT_SAMPLE_CHUNK
         self._vmap_state: dict[str, bool] = {}
+        self._fast_units: dict[str, object] = {}  # shared with with_hyperparameters copies
         self._set_hyperparameters(
             prior_precision, curvature.n_data if n_data is None else n_data, noise_std, prior_mode
         )
@@ -197,6 +199,17 @@ class LaplacePosterior:
             return _marginals.functional_variance(
                 self.model, self.map_parameters, self._specs, self._prec, x, chunk_size=chunk_size
             )
+
+    def output_covariance(self, x: Tensor) -> tuple[Tensor, Tensor] | None:
+        """MAP outputs ``(B, C)`` and ``J(x) Σ J(x)ᵀ`` ``(B, C, C)`` by the factored Linear/Conv path
+        (:mod:`~uncert_cli.posterior.output_covariance`), or None where a block needs the generic path."""
+        if "units" not in self._fast_units:
+            self._fast_units["units"] = _outcov.supported(self.model, self._specs)
+        units = self._fast_units["units"]
+        if units is None:
+            return None
+        with _predictive.eval_mode(self.model):
+            return _outcov.output_covariance(self.model, units, self._specs, self._prec, x)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ sampling
     def sample(self, n_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:

@@ -134,17 +134,24 @@ def predict(post: LaplacePosterior, x: Tensor, kind: str, samples: int, generato
             with torch.no_grad():
                 f = _flat(model(x))
             return (f, torch.full_like(f, noise_var)) if regression else torch.softmax(f, -1)
-        if kind == "probit":
-            if regression:
+        if kind in ("probit", "glm"):
+            if kind == "probit" and regression:
                 raise UserError("the probit predictive is for classification; use 'glm' for regression")
-            with torch.no_grad():
-                f = _flat(model(x))
-            var = post.functional_variance(x)
-            return torch.softmax(f / torch.sqrt(1.0 + math.pi / 8.0 * var), -1)
-        if kind == "glm" and regression:
-            with torch.no_grad():
-                f = _flat(model(x))
-            return f, post.functional_variance(x) + noise_var
+            fast = post.output_covariance(x)
+            if fast is not None:
+                f, cov = fast
+                var = torch.diagonal(cov, dim1=-2, dim2=-1)
+            elif kind == "probit" or regression:
+                with torch.no_grad():
+                    f = _flat(model(x))
+                var = post.functional_variance(x)
+            if kind == "probit":
+                return torch.softmax(f / torch.sqrt(1.0 + math.pi / 8.0 * var), -1)
+            if regression:
+                return f, var + noise_var
+            if fast is not None:
+                _check_samples(samples)
+                return torch.softmax(_sampled_logits(f, cov, samples, generator), -1).mean(0)
         if kind == "dropout":
             outs = _dropout_outputs(model, x, samples, generator)
         else:
@@ -157,6 +164,36 @@ def predict(post: LaplacePosterior, x: Tensor, kind: str, samples: int, generato
     if regression:
         return outs.mean(0), outs.var(0, unbiased=False) + noise_var
     return torch.softmax(outs, -1).mean(0)
+
+
+def covariance_root(cov: Tensor) -> Tensor:
+    """A square root ``L`` with ``L Lᵀ = cov`` for a batch ``(B, C, C)``, in float64.
+
+    Cholesky (unique, so predictions change smoothly with the hyperparameters), with a jitter of
+    1e-12 of the largest variance; matrices that still fail (numerically singular) fall back to a
+    clipped eigendecomposition.
+    """
+    c = cov.double()
+    scale = torch.diagonal(c, dim1=-2, dim2=-1).amax(-1).clamp_min(1e-300)
+    eye = torch.eye(c.shape[-1], dtype=c.dtype, device=c.device)
+    L, info = torch.linalg.cholesky_ex(c + 1e-12 * scale[:, None, None] * eye)
+    bad = info > 0
+    if bad.any():
+        evals, evecs = torch.linalg.eigh(c[bad])
+        L[bad] = evecs * evals.clamp_min(0.0).sqrt().unsqueeze(-2)
+    return L
+
+
+def _sampled_logits(f: Tensor, cov: Tensor, samples: int, generator) -> Tensor:
+    """``S`` draws of the linearised logits ``N(f, cov)``, ``(S, B, C)``.
+
+    One set of standard normals ``(S, C)`` per ``(S, seed)`` serves every example and batch (as the
+    weight-space samples do), so predictions are deterministic and independent of batching.
+    """
+    seed = generator.initial_seed() if generator is not None else DEFAULT_SEED
+    z = torch.randn(samples, f.shape[1], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    noise = torch.einsum("bck,sk->sbc", covariance_root(cov), z.to(cov.device))
+    return f.unsqueeze(0) + noise.to(f.dtype)
 
 
 def _dropout_outputs(model: nn.Module, x: Tensor, samples: int, generator) -> Tensor:

@@ -1,0 +1,131 @@
+"""``J(x) Σ J(x)ᵀ`` of the linearised network, per example, without per-example parameter Jacobians.
+
+For a Linear/Conv unit the Jacobian of output ``c`` of example ``n`` with respect to the packed
+weights ``W_aug = [W | b]`` is ``J_{n,c} = Σ_p g_{c,n,p} a_{n,p}ᵀ`` (``a``: input with a 1 appended,
+``g``: the derivative of output ``c`` with respect to the unit's output, ``p``: positions). The
+posterior covariance of a Kronecker block is diagonal in the basis ``U_G ⊗ U_A`` with inverse
+eigenvalues ``S = 1/M`` (``(O, I')``); a diagonal block is the same with identity bases. So
+
+    (J Σ Jᵀ)_{n,c,d} = Σ_{o,i} Ĵ_{n,c,o,i} Ĵ_{n,d,o,i} S_{o,i},   Ĵ_{n,c} = U_Gᵀ J_{n,c} U_A,
+
+and with one position (a Linear on ``(B, I)`` inputs, called once) it factorises further:
+``Σ_o ĝ_{c,n,o} ĝ_{d,n,o} w_{n,o}`` with ``w_n = S â_n²`` -- three small matrix products per batch
+on top of one forward pass and one batched backward of the ``C`` unit vectors to the unit outputs
+(the curvature engine's hooks). Memory is ``B·C`` times the unit outputs; the ``(B, C, P)``
+Jacobian is never formed.
+
+:func:`output_covariance` returns ``None`` when a block is not a Linear/Conv Kronecker or diagonal
+block (norm layers, dense, low-rank): callers then use the generic per-example VJP path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from uncert_cli.curvature.hooks import Capture, backprop_vectors
+from uncert_cli.curvature.kronecker import conv_patches
+from uncert_cli.curvature.subset import Unit, select_units
+from uncert_cli.posterior.precision import DiagSpec, KronSpec, Spec
+
+# Bound on B·C·O·I' numbers of the rotated per-example Jacobian formed for multi-position units.
+CHUNK_ELEMENTS = 1 << 24
+
+
+def _basis_and_scale(spec: Spec, prec: Tensor, O: int, I_aug: int) -> tuple[Tensor | None, Tensor | None, Tensor]:
+    """``(U_G, U_A, S)`` of one block; ``None`` bases mean identity (diagonal blocks)."""
+    if isinstance(spec, KronSpec):
+        return spec.eigen.output_eigenvectors, spec.eigen.input_eigenvectors, 1.0 / prec
+    # DiagSpec packs [weight.flatten(), bias] -> the same (O, I') layout as W_aug.
+    w = prec[: O * (I_aug - (1 if len(spec.param_names) == 2 else 0))].reshape(O, -1)
+    if len(spec.param_names) == 2:
+        w = torch.cat([w, prec[-O:].reshape(O, 1)], dim=1)
+    return None, None, 1.0 / w
+
+
+def _inputs_and_grads(module: nn.Module, args: tuple, g: Tensor, B: int) -> tuple[Tensor, Tensor] | None:
+    """Inputs ``(B, P, I)`` and output derivatives ``(C, B, P, O)`` of one call, batch first."""
+    x = args[0]
+    if not isinstance(x, Tensor) or x.shape[0] != B or g.shape[1] != B:
+        return None
+    if isinstance(module, nn.Linear):
+        return x.reshape(B, -1, x.shape[-1]), g.reshape(g.shape[0], B, -1, g.shape[-1])
+    u = conv_patches(module, x)  # (B, I, P)
+    return u.transpose(1, 2), g.reshape(g.shape[0], B, g.shape[2], -1).transpose(2, 3)
+
+
+def _unit_covariance(unit: Unit, spec: Spec, prec: Tensor, a: Tensor, g: Tensor) -> Tensor:
+    """Contribution ``(B, C, C)`` of one unit from inputs ``a`` ``(B, P, I)`` and derivatives
+    ``g`` ``(C, B, P, O)`` (all calls' positions concatenated)."""
+    B, P, _ = a.shape
+    C, O = g.shape[0], g.shape[-1]
+    if len(unit.params) == 2:
+        a = torch.cat([a, a.new_ones(B, P, 1)], dim=-1)
+    UG, UA, S = _basis_and_scale(spec, prec, O, a.shape[-1])
+    a_hat = a if UA is None else a @ UA
+    g_hat = g if UG is None else g @ UG
+    if P == 1:
+        w = a_hat[:, 0].square() @ S.t()  # (B, O)
+        gh = g_hat[:, :, 0]  # (C, B, O)
+        return torch.einsum("cbo,bo,dbo->bcd", gh, w, gh)
+    out = []
+    step = max(1, CHUNK_ELEMENTS // max(1, C * O * a.shape[-1]))
+    for s in range(0, B, step):
+        J = torch.einsum("cbpo,bpi->bcoi", g_hat[:, s : s + step], a_hat[s : s + step])
+        out.append(torch.einsum("bcoi,bdoi,oi->bcd", J, J, S))
+    return torch.cat(out)
+
+
+def supported(model: nn.Module, specs: Sequence[Spec]) -> list[Unit] | None:
+    """The units of ``specs`` if every one is a Linear/Conv Kronecker or diagonal block, else None."""
+    if not specs or not all(isinstance(s, (KronSpec, DiagSpec)) for s in specs):
+        return None
+    units = {u.name: u for u in select_units(model, ",".join(s.module for s in specs))}
+    chosen = []
+    for s in specs:
+        u = units.get(s.module)
+        if u is None or u.structure != "kronecker" or tuple(u.param_names) != tuple(s.param_names):
+            return None
+        chosen.append(u)
+    return chosen
+
+
+def output_covariance(
+    model: nn.Module, units: Sequence[Unit], specs: Sequence[Spec], precs: Sequence[Tensor], x: Tensor
+) -> tuple[Tensor, Tensor] | None:
+    """MAP outputs ``f`` ``(B, C)`` and ``J Σ Jᵀ`` ``(B, C, C)`` for a batch ``x``.
+
+    ``units``/``specs``/``precs`` are aligned (from :func:`supported` and the posterior); the model
+    must hold the MAP weights. Returns None if a unit's inputs have no leading batch dimension.
+    """
+    capture = Capture(units, [True] * len(units), [None] * len(units))
+    requires = {p: p.requires_grad for p in model.parameters()}
+    chosen = {id(p) for u in units for p in u.params}
+    try:
+        for p in model.parameters():
+            p.requires_grad_(id(p) in chosen)
+        with torch.enable_grad(), capture.hooked():
+            out = model(x)
+        f = out.reshape(out.shape[0], -1)
+        B, C = f.shape
+        tracked = capture.tracked_outputs()
+        V = torch.eye(C, dtype=f.dtype, device=f.device).unsqueeze(1).expand(C, B, C)
+        grads = backprop_vectors(f, tracked, V, batched=True, retain_graph=False)
+        cov = f.new_zeros(B, C, C)
+        with torch.no_grad():
+            for unit, spec, prec, calls, per_call in zip(units, specs, precs, capture.calls, capture.split(grads)):
+                parts = [
+                    _inputs_and_grads(unit.module, call.args, g[0], B) for call, g in zip(calls, per_call) if g
+                ]
+                if not parts or any(p is None for p in parts):
+                    return None
+                a = torch.cat([p[0] for p in parts], dim=1).to(prec.dtype)
+                g = torch.cat([p[1] for p in parts], dim=2).to(prec.dtype)
+                cov += _unit_covariance(unit, spec, prec, a, g).to(cov.dtype)
+        return f.detach(), cov
+    finally:
+        capture.clear()
+        for p, r in requires.items():
+            p.requires_grad_(r)

@@ -1,0 +1,114 @@
+"""The factored output covariance J Σ Jᵀ (probit, glm) against explicit Jacobians and dense Σ (float64)."""
+
+import math
+
+import pytest
+import torch
+from posterior_refs import DT, dense_covariance, diag_curvature, jacobian, kfac_curvature, random_kfac_curvature
+from torch import nn
+
+from uncert_cli.posterior import LaplacePosterior
+from uncert_cli.posterior.predictive import DEFAULT_SEED, covariance_root, linearised_outputs
+
+
+def _explicit_cov(model, x, curv, n_eff, taus, mode):
+    j = jacobian(model, x, [b.module for b in curv.blocks])  # (B, C, P)
+    return torch.einsum("bcp,pq,bdq->bcd", j, dense_covariance(curv, n_eff, taus, mode), j)
+
+
+def _check(model, x, curv, taus, mode, n_data=20.0):
+    post = LaplacePosterior(curv, model, prior_precision=taus, n_data=n_data, prior_mode=mode)
+    fast = post.output_covariance(x)
+    assert fast is not None, "a Linear/Conv model must take the factored path"
+    f, cov = fast
+    with torch.no_grad():
+        torch.testing.assert_close(f, model(x).reshape(x.shape[0], -1))
+    torch.testing.assert_close(cov, _explicit_cov(model, x, curv, n_data, taus, mode), rtol=1e-10, atol=1e-12)
+    return post
+
+
+@pytest.mark.parametrize("mode", ["eigen", "factor"])
+@pytest.mark.parametrize("build", [kfac_curvature, diag_curvature])
+def test_mlp_full_covariance(mode, build, model, data):
+    curv = build(model, data, "classification")
+    taus = {"0": 0.5, "2": 1.5, "4": 3.0}
+    _check(model, data[:7], curv, taus, mode)
+
+
+@pytest.mark.parametrize("mode", ["eigen", "factor"])
+def test_conv_and_strided_conv(mode):
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.Conv2d(3, 2, 3, stride=2), nn.Flatten(), nn.Linear(2 * 2 * 2, 4)
+    ).to(DT)
+    x = torch.randn(5, 2, 6, 6, dtype=DT)
+    curv = random_kfac_curvature(model, ["0", "2", "4"], "classification", n_data=30)
+    _check(model, x, curv, {"0": 0.7, "2": 1.1, "4": 2.0}, mode)
+
+
+class _SharedSequence(nn.Module):
+    """A Linear on (B, T, I) sequences, another one called twice (shared weights), mean pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(3, 4)
+        self.shared = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.embed(x))
+        h = torch.tanh(self.shared(h)) + h
+        h = torch.tanh(self.shared(h))
+        return self.head(h.mean(1))
+
+
+def test_sequence_inputs_and_a_shared_module():
+    torch.manual_seed(4)
+    model = _SharedSequence().to(DT)
+    x = torch.randn(6, 5, 3, dtype=DT)
+    curv = random_kfac_curvature(model, ["embed", "shared", "head"], "classification", n_data=25)
+    _check(model, x, curv, {"embed": 0.4, "shared": 0.9, "head": 1.7}, "eigen")
+
+
+def test_probit_and_glm_use_the_covariance(model, data):
+    curv = kfac_curvature(model, data, "classification")
+    taus = {"0": 0.5, "2": 1.5, "4": 3.0}
+    x = data[:6]
+    post = _check(model, x, curv, taus, "factor")
+    with torch.no_grad():
+        f = model(x)
+    cov = _explicit_cov(model, x, curv, 20.0, taus, "factor")
+    var = torch.diagonal(cov, dim1=-2, dim2=-1)
+    torch.testing.assert_close(
+        post.predict(x, "probit"), torch.softmax(f / torch.sqrt(1 + math.pi / 8 * var), -1), rtol=1e-10, atol=1e-12
+    )
+    # glm: the mean softmax of f + L z with L Lᵀ = J Σ Jᵀ and one set of normals per (S, seed).
+    z = torch.randn(40, 3, generator=torch.Generator().manual_seed(DEFAULT_SEED), dtype=DT)
+    L = covariance_root(cov)
+    expected = torch.softmax(f.unsqueeze(0) + torch.einsum("bck,sk->sbc", L, z), -1).mean(0)
+    torch.testing.assert_close(post.predict(x, "glm", samples=40), expected, rtol=1e-9, atol=1e-12)
+    # ... and it agrees in distribution with weight-space sampling of the linearised network.
+    many = post.predict(x, "glm", samples=20000)
+    f0, jd = linearised_outputs(post, x, 20000, torch.Generator().manual_seed(5))
+    weight_space = torch.softmax(f0.unsqueeze(0) + jd, -1).mean(0)
+    torch.testing.assert_close(many, weight_space, atol=0.01, rtol=0)
+
+
+def test_covariance_root_handles_singular_matrices():
+    v = torch.tensor([[1.0, 2.0, -1.0]], dtype=DT)
+    cov = torch.stack([v.T @ v, torch.zeros(3, 3, dtype=DT), torch.eye(3, dtype=DT) * 4])
+    L = covariance_root(cov)
+    torch.testing.assert_close(L @ L.transpose(-1, -2), cov, atol=1e-10, rtol=0)
+
+
+def test_norm_layers_take_the_generic_path(data):
+    """A LayerNorm block is neither Linear nor Conv: no factored covariance; probit still exact."""
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Linear(4, 5), nn.LayerNorm(5), nn.Tanh(), nn.Linear(5, 3)).to(DT)
+    from uncert_cli.curvature import compute_curvature
+
+    curv = compute_curvature(model, [(data, torch.randint(0, 3, (30,)))], method="diag")
+    post = LaplacePosterior(curv, model, prior_precision=2.0)
+    assert post.output_covariance(data[:4]) is None
+    probs = post.predict(data[:4], "probit")
+    assert torch.allclose(probs.sum(-1), torch.ones(4, dtype=DT))
