@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from uncert_cli.analysis.attack import AttackedPredictive, AttackReport, targeted_attack, untargeted_attack
+from uncert_cli.analysis.attack import ATTACK_KINDS, AttackedPredictive, AttackReport, targeted_attack, untargeted_attack
 from uncert_cli.analysis.ood import (
     LAPLACE_KINDS,
     Hyperparameters,
@@ -32,7 +32,18 @@ from uncert_cli.inputs import load_model_data
 from uncert_cli.posterior import LaplacePosterior
 from uncert_cli.posterior.predictive import PREDICTIVES
 
-DEFAULT_LAPLACE = "glm"  # the linearised predictive keeps the MAP's accuracy at any prior (docs/benchmarks.md)
+# The default Laplace predictive: probit where the posterior has the factored output covariance
+# (every block a Linear/Conv one: closed form, deterministic, best NLL/ECE/AUROC on the MNIST MLP in
+# docs/benchmarks.md), else glm (weight-space samples through forward-mode AD, any architecture).
+# Both linearise, so neither can collapse the MAP's accuracy the way sampled weights (mc) can.
+DEFAULT_LAPLACE = "probit"
+FALLBACK_LAPLACE = "glm"
+
+
+def default_predictives(posterior: LaplacePosterior, allowed: Sequence[str] = PREDICTIVES) -> list[str]:
+    """``map`` and the default Laplace predictive for this posterior (see ``DEFAULT_LAPLACE``)."""
+    best = DEFAULT_LAPLACE if DEFAULT_LAPLACE in allowed and posterior.has_factored_outputs else FALLBACK_LAPLACE
+    return ["map", best]
 
 Progress = Callable[[int, str], contextlib.AbstractContextManager[Callable[[int], None]]]
 
@@ -42,10 +53,11 @@ def no_progress(total: int, description: str) -> Iterator[Callable[[int], None]]
     yield lambda n: None
 
 
-def parse_predictives(text: str | None, allowed: tuple[str, ...] = PREDICTIVES) -> list[str]:
-    """``"map,glm"`` → ``["map", "glm"]``; None → map and the default Laplace predictive."""
+def parse_predictives(text: str | None, allowed: tuple[str, ...] = PREDICTIVES) -> list[str] | None:
+    """``"map,glm"`` → ``["map", "glm"]``; None stays None: the default is chosen once the posterior
+    is open (:func:`default_predictives`)."""
     if text is None:
-        return ["map", DEFAULT_LAPLACE]
+        return None
     kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
     if not kinds:
         raise UserError("--predictive is empty; pass e.g. --predictive map,glm")
@@ -83,6 +95,7 @@ class PreparedAnalysis:
     validation: ArrayDataset | None
     evaluation: ArrayDataset
     posteriors: dict[str, tuple[LaplacePosterior, Hyperparameters | None]]
+    kinds: list[str]
 
     @property
     def meta(self) -> ModelMeta:
@@ -90,9 +103,15 @@ class PreparedAnalysis:
 
 
 def prepare_analysis(
-    factors: str | Path, kinds: Sequence[str], settings: AnalysisSettings, *, announce: Callable[[str], None] = lambda s: None
+    factors: str | Path,
+    kinds: Sequence[str] | None,
+    settings: AnalysisSettings,
+    *,
+    allowed: Sequence[str] = PREDICTIVES,
+    announce: Callable[[str], None] = lambda s: None,
 ) -> PreparedAnalysis:
-    """Open ``factors``, load the in-distribution data and give each predictive its posterior."""
+    """Open ``factors``, load the in-distribution data and give each predictive its posterior
+    (``kinds=None``: :func:`default_predictives` among ``allowed``)."""
     s = settings
     if s.prior_mode is not None and s.prior_mode not in ("eigen", "factor"):
         raise UserError(f"unknown --prior-mode '{s.prior_mode}'; use eigen or factor")
@@ -101,6 +120,7 @@ def prepare_analysis(
     )
     if opened.posterior.task != "classification":
         raise UserError(f"'{factors}' holds a regression model; ood and attack need a classifier")
+    kinds = list(kinds) if kinds is not None else default_predictives(opened.posterior, allowed)
     fixed = s.prior_precision is not None or s.n_data is not None
     tune = s.tune if s.tune is not None else not fixed and opened.factors.tuning is None
     tune = tune and any(k in LAPLACE_KINDS for k in kinds)
@@ -121,7 +141,7 @@ def prepare_analysis(
             )
         else:
             posteriors[kind] = (opened.posterior, current_hyperparameters(opened.posterior, "override" if fixed else "file"))
-    return PreparedAnalysis(opened, validation, evaluation, posteriors)
+    return PreparedAnalysis(opened, validation, evaluation, posteriors, kinds)
 
 
 def _split(data: ArrayDataset, val_size: int, limit: int | None) -> tuple[ArrayDataset, ArrayDataset]:
@@ -155,7 +175,7 @@ def load_ood_set(meta: ModelMeta, spec: str, settings: AnalysisSettings) -> Arra
 def run_ood(
     factors: str | Path,
     against: Sequence[str],
-    kinds: Sequence[str],
+    kinds: Sequence[str] | None,
     settings: AnalysisSettings,
     *,
     samples: int = 100,
@@ -166,6 +186,7 @@ def run_ood(
     if len(set(against)) != len(against):
         raise UserError("the same --against set is given twice; pass each OOD set once")
     prepared = prepare_analysis(factors, kinds, settings, announce=announce)
+    kinds = prepared.kinds
     ood_sets = {spec: load_ood_set(prepared.meta, spec, settings) for spec in against}
     total = len(prepared.evaluation) + sum(len(d) for d in ood_sets.values())
     results = {}
@@ -199,7 +220,7 @@ class AttackSettings:
 
 def run_attack(
     factors: str | Path,
-    kinds: Sequence[str],
+    kinds: Sequence[str] | None,
     settings: AnalysisSettings,
     attack: AttackSettings,
     *,
@@ -209,7 +230,8 @@ def run_attack(
     """Fast-gradient-sign attacks through each predictive (Ritter §5.3)."""
     if attack.mode not in ("untargeted", "targeted", "both"):
         raise UserError(f"unknown --mode '{attack.mode}'; use untargeted, targeted or both")
-    prepared = prepare_analysis(factors, kinds, settings, announce=announce)
+    prepared = prepare_analysis(factors, kinds, settings, allowed=ATTACK_KINDS, announce=announce)
+    kinds = prepared.kinds
     classes = prepared.meta.num_outputs
     if classes is not None and attack.target >= classes:
         raise UserError(f"--target {attack.target} is not a class of this model (it has {classes}); pick 0..{classes - 1}")

@@ -122,7 +122,7 @@ def test_ood_default_predictives_and_table(run_cli, digits_factors, ood_files) -
     result = run_cli("ood", digits_factors, "--against", ood_files["noise"], "--samples", "10",
                      "--tune-samples", "5", "--val-size", "100", "-q")
     assert result.code == 0, result.err
-    assert "glm" in result.out and "AUROC" in result.out and "Misclassification" in result.out
+    assert "probit" in result.out and "AUROC" in result.out and "Misclassification" in result.out
 
 
 def test_ood_with_fixed_prior_skips_tuning(run_cli, digits_factors, ood_files) -> None:
@@ -244,11 +244,13 @@ def test_mnist_vs_notmnist(run_cli, shared_data, tmp_path) -> None:
         "ood", factors, "--against", "notmnist", "--data-root", shared_data, "--limit", "400", "--val-size", "200",
         "--samples", "10", "--tune-samples", "5", "--json",
     ))
-    assert doc["n_eval"] == 400 and doc["ood"]["notmnist"]["glm"]["n"] == 400
+    # Default: map and the closed-form linearised predictive (every block is a Linear one).
+    assert doc["predictives"] == ["map", "probit"]
+    assert doc["n_eval"] == 400 and doc["ood"]["notmnist"]["probit"]["n"] == 400
     assert doc["in_distribution"]["map"]["accuracy"] > 0.8
-    assert abs(doc["in_distribution"]["glm"]["accuracy"] - doc["in_distribution"]["map"]["accuracy"]) <= 0.02
-    auroc = {k: doc["ood"]["notmnist"][k]["auroc_entropy"] for k in ("map", "glm")}
+    assert abs(doc["in_distribution"]["probit"]["accuracy"] - doc["in_distribution"]["map"]["accuracy"]) <= 0.02
+    auroc = {k: doc["ood"]["notmnist"][k]["auroc_entropy"] for k in ("map", "probit")}
     assert all(0.0 <= v <= 1.0 for v in auroc.values())
     # A tiny MLP separates notMNIST poorly (Ritter Fig. 2: the MAP is confident on letters); the
     # Laplace predictive must not make it worse.
-    assert auroc["glm"] >= auroc["map"] - 0.01, auroc
+    assert auroc["probit"] >= auroc["map"] - 0.01, auroc

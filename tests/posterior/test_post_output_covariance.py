@@ -112,3 +112,17 @@ def test_norm_layers_take_the_generic_path(data):
     assert post.output_covariance(data[:4]) is None
     probs = post.predict(data[:4], "probit")
     assert torch.allclose(probs.sum(-1), torch.ones(4, dtype=DT))
+
+
+def test_default_predictive_follows_the_factored_path(model, data):
+    from uncert_cli.analysis.attack import ATTACK_KINDS
+    from uncert_cli.curvature import compute_curvature
+    from uncert_cli.evaluation import default_predictives
+
+    factored = LaplacePosterior(kfac_curvature(model, data, "classification"), model)
+    assert default_predictives(factored) == ["map", "probit"]
+    assert default_predictives(factored, ATTACK_KINDS) == ["map", "glm"]  # probit cannot be attacked
+    torch.manual_seed(6)
+    normed = nn.Sequential(nn.Linear(4, 5), nn.LayerNorm(5), nn.Tanh(), nn.Linear(5, 3)).to(DT)
+    curv = compute_curvature(normed, [(data, torch.randint(0, 3, (30,)))], method="kfac")
+    assert default_predictives(LaplacePosterior(curv, normed)) == ["map", "glm"]

@@ -41,7 +41,11 @@ OnBatch = Callable[[int], None]
 
 
 class AttackedPredictive:
-    """``log p(y | x)`` of one predictive, ``(B, C)``, differentiable w.r.t. ``x`` (weights fixed)."""
+    """``log p(y | x)`` of one predictive, ``(B, C)``, differentiable w.r.t. ``x`` (weights fixed).
+
+    ``glm`` is sampled in weight space here (``f + J δθ`` by forward-mode AD, differentiable in ``x``),
+    a Monte-Carlo estimate of the same linearised predictive that ``ood`` samples in logit space.
+    """
 
     def __init__(self, posterior: LaplacePosterior, kind: str, *, samples: int, seed: int = 0) -> None:
         if kind not in ATTACK_KINDS:

@@ -18,7 +18,7 @@ Predictives = Annotated[
     Optional[str],
     typer.Option(
         "--predictive",
-        help="Comma-separated predictives: map, mc, glm, probit, dropout (default: map and glm, the linearised Laplace).",
+        help="Comma-separated predictives: map, mc, glm, probit, dropout (default: map and probit, the linearised Laplace in closed form; glm where a block is not Linear/Conv).",
     ),
 ]
 Samples = Annotated[int, typer.Option("--samples", min=1, help="Weight samples (mc, glm) or dropout masks per prediction.")]

@@ -200,14 +200,19 @@ class LaplacePosterior:
                 self.model, self.map_parameters, self._specs, self._prec, x, chunk_size=chunk_size
             )
 
+    @property
+    def has_factored_outputs(self) -> bool:
+        """Whether :meth:`output_covariance` applies (every block a Linear/Conv Kronecker or diagonal one)."""
+        if "units" not in self._fast_units:
+            self._fast_units["units"] = _outcov.supported(self.model, self._specs)
+        return self._fast_units["units"] is not None
+
     def output_covariance(self, x: Tensor) -> tuple[Tensor, Tensor] | None:
         """MAP outputs ``(B, C)`` and ``J(x) Σ J(x)ᵀ`` ``(B, C, C)`` by the factored Linear/Conv path
         (:mod:`~uncert_cli.posterior.output_covariance`), or None where a block needs the generic path."""
-        if "units" not in self._fast_units:
-            self._fast_units["units"] = _outcov.supported(self.model, self._specs)
-        units = self._fast_units["units"]
-        if units is None:
+        if not self.has_factored_outputs:
             return None
+        units = self._fast_units["units"]
         with _predictive.eval_mode(self.model):
             return _outcov.output_covariance(self.model, units, self._specs, self._prec, x)  # type: ignore[arg-type]
 

@@ -6,9 +6,11 @@ flattened to ``(B, C)``. Kinds:
 * ``map`` -- the network at the MAP weights.
 * ``mc`` -- average over ``S`` weight samples of the network (Ritter et al. 2018, eq. 4), evaluated with
   ``torch.func.functional_call`` (vmapped over chunks of samples when the model allows it).
-* ``glm`` -- the linearised network ``f(x; θ*) + J(x)(θ − θ*)``: classification averages the softmax of
-  ``S`` sampled linearised logits (``J δθ`` by forward-mode ``torch.func.jvp``, vmapped over the sample
-  tangents, no Jacobian formed); regression is exact: mean ``f(x; θ*)``, variance ``diag(J Σ Jᵀ) + σ²``.
+* ``glm`` -- the linearised network ``f(x; θ*) + J(x)(θ − θ*)``, whose outputs are Gaussian with
+  covariance ``J Σ Jᵀ``. Regression is exact: mean ``f(x; θ*)``, variance ``diag(J Σ Jᵀ) + σ²``.
+  Classification averages the softmax of ``S`` sampled logits: drawn from ``N(f, J Σ Jᵀ)`` when every
+  block is a Linear/Conv one (:mod:`~uncert_cli.posterior.output_covariance`), else as ``J δθ`` for
+  weight samples ``δθ`` (forward-mode ``torch.func.jvp``, vmapped over the samples, no Jacobian formed).
 * ``probit`` -- classification only, closed form ``softmax(f(x; θ*) · κ)`` with
   ``κ = (1 + π/8 · diag(J Σ Jᵀ))^{-1/2}``.
 * ``dropout`` -- MC dropout: the Dropout modules in train mode, everything else in eval mode.
