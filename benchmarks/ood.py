@@ -9,14 +9,16 @@ On the MNIST MLP (Ritter et al. 2018 §5.2):
 * data: MNIST test; the first 1,000 images tune uncert's (N, τ) (validation NLL, Ritter eq. 9 factor
   form), the next ``--limit`` are evaluated. OOD sets: notMNIST, FashionMNIST, KMNIST (first
   ``--ood-limit`` each).
-* uncert: ``map``, tuned ``glm`` and tuned ``mc`` (the KFAC factors from ``uncert fit``, fitted here if
-  ``--factors`` does not exist), plus ``mc`` at the file's untuned prior (τ = 1) to show the collapse.
+* uncert: ``map``, tuned ``probit`` (the default), tuned ``glm`` and tuned ``mc`` (the KFAC factors from
+  ``uncert fit``, fitted here if ``--factors`` does not exist), plus ``mc`` at the file's untuned prior
+  (τ = 1) to show the collapse.
 * laplace-torch 0.3: ``KronLaplace`` on all weights and on the last layer, fitted on all 60,000 MNIST
   training images, prior precision (one scalar) tuned by its marginal likelihood; predictives
   ``nn``/MC (weight sampling) and, for the last layer, ``glm``/probit and ``glm``/MC. (All-weights
   ``glm`` needs per-example Jacobians of 1.9M parameters and is left out unless ``--lt-glm-all``.)
-* speed: predicting ``--speed-n`` test images with 100 weight samples, uncert ``mc`` (samples drawn once,
-  reused for every batch) against laplace-torch's ``nn`` predictive (which draws new samples per batch).
+* speed: predicting ``--speed-n`` test images: uncert ``mc`` with 100 weight samples (drawn once, reused
+  for every batch) against laplace-torch's ``nn`` predictive (which draws new samples per batch), and
+  uncert's linearised predictives on all weights (``probit``, ``glm`` from the factored ``J Σ Jᵀ``).
 
 Prints Markdown tables (accuracy, NLL, ECE on MNIST; entropy AUROC per OOD set) and optionally JSON.
 """
@@ -92,7 +94,7 @@ def uncert_rows(factors: Path, evaluation, val, oods, samples: int, batch_size: 
     rows.append(_row(f"uncert mc, file prior (τ={list(post.prior_precision.values())[0]:g}, N={post.n_data:g}, eigen)",
                      lambda x: untuned.predict(x, "mc", samples=samples, generator=torch.Generator().manual_seed(gen_seed)),
                      evaluation, oods, batch_size))
-    for kind in ("glm", "mc"):
+    for kind in ("probit", "glm", "mc"):
         start = time.perf_counter()
         tuned, hp = ood.tune_on_validation(post, val, kind, samples=20, batch_size=batch_size)
         tune_s = time.perf_counter() - start
@@ -159,6 +161,8 @@ def speed_rows(factors: Path, model: torch.nn.Module, n: int, samples: int, batc
 
     gen = torch.Generator().manual_seed(0)
     timed("uncert mc (KFAC, all weights)", lambda x: post.predict(x, "mc", samples=samples, generator=gen))
+    timed("uncert glm (KFAC, all weights, logit samples)", lambda x: post.predict(x, "glm", samples=samples, generator=gen))
+    timed("uncert probit (KFAC, all weights)", lambda x: post.predict(x, "probit"))
     if with_lt:
         from laplace import Laplace
 
@@ -189,7 +193,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=REPO / "sample_models" / "mnist_mlp.safetensors")
     parser.add_argument("--factors", type=Path, default=None, help="KFAC factor file (fitted if missing)")
     parser.add_argument("--limit", type=int, default=2000, help="evaluation images after the 1,000 held out")
-    parser.add_argument("--ood-limit", type=int, default=2000)
+    parser.add_argument("--ood-limit", type=int, default=2000, help="images per OOD set (0: all)")
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--speed-n", type=int, default=2000, help="0 skips the speed comparison")
@@ -207,7 +211,7 @@ def main() -> None:
     model = opened.model.module
     test = load_model_data(_META["meta"], "mnist", split="test", limit=1000 + args.limit, root=data_root())
     val, evaluation = ood.split_validation(test, 1000)
-    ood_settings = AnalysisSettings(limit=args.ood_limit, root=Path(data_root()))
+    ood_settings = AnalysisSettings(limit=args.ood_limit or None, root=Path(data_root()))
     oods = {k: load_ood_set(_META["meta"], k, ood_settings) for k in OOD_SETS}
     rows = uncert_rows(factors, evaluation, val, oods, args.samples, args.batch_size)
     if not args.skip_laplace_torch:
@@ -216,7 +220,8 @@ def main() -> None:
     speed = speed_rows(factors, model, args.speed_n, args.samples, args.batch_size, not args.skip_laplace_torch) \
         if args.speed_n else []
     print(f"MNIST test images {1000}..{1000 + len(evaluation) - 1} evaluated (first 1,000 tune uncert's N, τ); "
-          f"{args.ood_limit} images per OOD set; {args.samples} samples for sampled predictives.\n")
+          f"{', '.join(f'{k} {len(v):,}' for k, v in oods.items())} OOD images; {args.samples} samples for sampled "
+          "predictives.\n")
     print(_table(rows, ["method", "accuracy", "nll", "ece", *[f"auroc_{k}" for k in OOD_SETS], "seconds"]))
     if speed:
         print()
