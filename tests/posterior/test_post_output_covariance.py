@@ -126,3 +126,16 @@ def test_default_predictive_follows_the_factored_path(model, data):
     normed = nn.Sequential(nn.Linear(4, 5), nn.LayerNorm(5), nn.Tanh(), nn.Linear(5, 3)).to(DT)
     curv = compute_curvature(normed, [(data, torch.randint(0, 3, (30,)))], method="kfac")
     assert default_predictives(LaplacePosterior(curv, normed)) == ["map", "glm"]
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_predicting_under_no_grad_or_inference_mode(context, model, data):
+    curv = kfac_curvature(model, data, "classification")
+    post = LaplacePosterior(curv, model, prior_precision=2.0)
+    expected = post.predict(data[:5], "probit")
+    with context():
+        x = data[:5].clone()
+        got = post.predict(x, "probit")
+        got_glm = post.predict(x, "glm", samples=8)
+    torch.testing.assert_close(got, expected)
+    assert torch.allclose(got_glm.sum(-1), torch.ones(5, dtype=DT))

@@ -106,13 +106,20 @@ def output_covariance(
     try:
         for p in model.parameters():
             p.requires_grad_(id(p) in chosen)
-        with torch.enable_grad(), capture.hooked():
-            out = model(x)
-        f = out.reshape(out.shape[0], -1)
-        B, C = f.shape
-        tracked = capture.tracked_outputs()
-        V = torch.eye(C, dtype=f.dtype, device=f.device).unsqueeze(1).expand(C, B, C)
-        grads = backprop_vectors(f, tracked, V, batched=True, retain_graph=False)
+        # Callers often predict under no_grad or inference_mode; this needs a graph to the unit outputs.
+        with torch.inference_mode(False), torch.enable_grad():
+            if x.is_inference():
+                x = x.clone()
+            with capture.hooked():
+                out = model(x)
+            f = out.reshape(out.shape[0], -1)
+            B, C = f.shape
+            tracked = capture.tracked_outputs()
+            V = torch.eye(C, dtype=f.dtype, device=f.device).unsqueeze(1).expand(C, B, C)
+            try:
+                grads = backprop_vectors(f, tracked, V, batched=True, retain_graph=True)
+            except RuntimeError:  # no vmap rule for an op in the graph: one vector at a time
+                grads = backprop_vectors(f, tracked, V, batched=False, retain_graph=False)
         cov = f.new_zeros(B, C, C)
         with torch.no_grad():
             for unit, spec, prec, calls, per_call in zip(units, specs, precs, capture.calls, capture.split(grads)):
