@@ -6,6 +6,7 @@ the memory guard and the distributed reduce together.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,31 +87,45 @@ def check_memory(model: torch.nn.Module, options: FitOptions) -> int:
     return needed
 
 
+class MapLikelihood:
+    """Running Σ log p(y|x, θ*) (regression at unit noise), correct predictions and count.
+
+    The evidence (``uncert tune --objective marglik``) needs the first; the summary shows the accuracy.
+    Fed with each batch's MAP outputs by the curvature pass itself (no second pass over the data).
+    """
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+        self.total = torch.zeros(3, dtype=torch.float64)  # log-likelihood, correct, count
+
+    def add(self, out: torch.Tensor, y: torch.Tensor) -> None:
+        """One batch: outputs ``(B, C)`` (or ``(B,)`` for regression) and targets."""
+        with torch.no_grad():
+            if self.task == "classification":
+                self.total[0] -= F.cross_entropy(out, y, reduction="sum").double().cpu()
+                self.total[1] += (out.argmax(-1) == y).sum().cpu()
+            else:
+                residual = (out - y.reshape(out.shape).to(out.dtype)).double()
+                d = residual[0].numel()
+                self.total[0] -= 0.5 * (residual**2).sum().cpu() + 0.5 * len(residual) * d * math.log(2 * math.pi)
+            self.total[2] += len(out)
+
+    def result(self, ctx: DistributedContext) -> tuple[float, float | None]:
+        """``(log-likelihood, accuracy or None)`` summed over every process."""
+        ctx.all_reduce_sum([self.total])
+        accuracy = float(self.total[1] / self.total[2]) if self.task == "classification" else None
+        return float(self.total[0]), accuracy
+
+
 def map_log_likelihood(
     model: torch.nn.Module, data: ArrayDataset, options: FitOptions, task: str, ctx: DistributedContext
 ) -> tuple[float, float | None]:
-    """Σ log p(y|x, θ*) over the data (regression at unit noise) and, for classifiers, the accuracy.
-
-    The evidence (``uncert tune --objective marglik``) needs the first; the summary shows the second.
-    """
-    total = torch.zeros(3, dtype=torch.float64)  # log-likelihood, correct, count
+    """:class:`MapLikelihood` by a separate pass (the structured methods, whose passes differ)."""
+    acc = MapLikelihood(task)
     with torch.no_grad():
         for x, y in iter_batches(data, options.batch_size, shard=ctx.shard):
-            out = model(x.to(options.device, options.dtype))
-            y = y.to(options.device)
-            if task == "classification":
-                total[0] -= F.cross_entropy(out, y, reduction="sum").double().cpu()
-                total[1] += (out.argmax(-1) == y).sum().cpu()
-            else:
-                residual = (out - y.to(out.dtype)).double()
-                d = residual[0].numel()
-                total[0] -= 0.5 * (residual**2).sum().cpu() + 0.5 * len(residual) * d * torch.log(
-                    torch.tensor(2 * torch.pi, dtype=torch.float64)
-                )
-            total[2] += len(x)
-    ctx.all_reduce_sum([total])
-    accuracy = float(total[1] / total[2]) if task == "classification" else None
-    return float(total[0]), accuracy
+            acc.add(model(x.to(options.device, options.dtype)), y.to(options.device))
+    return acc.result(ctx)
 
 
 def fit_laplace(
@@ -145,6 +160,7 @@ def fit_laplace(
             rank=options.rank, generator=generator, on_batch=on_batch, max_bytes=options.max_memory,
         )
     else:
+        likelihood = MapLikelihood(task)
         curvature = compute_curvature(
             model,
             batches(),
@@ -156,9 +172,13 @@ def fit_laplace(
             generator=generator,
             on_batch=on_batch,
             reduce=ctx.all_reduce_sum if ctx.world_size > 1 else None,
+            on_outputs=likelihood.add,
         )
     seconds = time.perf_counter() - start
-    log_likelihood, accuracy = map_log_likelihood(model, data, options, task, ctx)
+    if options.method in STRUCTURED_METHODS:
+        log_likelihood, accuracy = map_log_likelihood(model, data, options, task, ctx)
+    else:
+        log_likelihood, accuracy = likelihood.result(ctx)
     info: dict[str, Any] = {
         "dataset": data.name,
         "subset": options.subset,

@@ -57,3 +57,32 @@ def test_fit_float64_keeps_checkpoint_weights(run_cli, digits_checkpoint, tmp_pa
     factors = read_factor_file(out)
     assert factors.state_dict["fc1.weight"].dtype == torch.float32
     assert factors.curvature.blocks[0].input_factor.dtype == torch.float64
+
+
+@pytest.mark.parametrize("checkpoint, data, method", [
+    ("digits", "digits", "kfac"),
+    ("digits", "digits", "ekfac"),  # structured methods score the MAP in a separate pass
+    ("toy", "toy-regression", "kfac"),
+])
+def test_fit_records_the_map_log_likelihood(run_cli, digits_checkpoint, tmp_path, checkpoint, data, method):
+    """The log-likelihood and accuracy the curvature pass records equal a direct evaluation."""
+    from pathlib import Path
+
+    from uncert_cli.checkpoint import load_model
+    from uncert_cli.inputs import load_model_data
+
+    path = digits_checkpoint if checkpoint == "digits" else Path(__file__).parents[2] / "sample_models" / "toy_regression_mlp.safetensors"
+    out = tmp_path / "f.h5"
+    assert run_cli("fit", path, "--data", data, "--method", method, "-o", out, "--batch-size", "37").code == 0
+    fit = read_factor_file(out).fit
+    loaded = load_model(path)
+    ds = load_model_data(loaded.meta, data, split="train")
+    with torch.no_grad():
+        logits = loaded.module.eval()(ds.inputs).double()
+    if loaded.meta.task == "classification":
+        expected = -torch.nn.functional.cross_entropy(logits, ds.targets, reduction="sum")
+        assert float(fit["map_accuracy"]) == pytest.approx(float((logits.argmax(-1) == ds.targets).double().mean()))
+    else:
+        r = logits.reshape(len(ds), -1) - ds.targets.double().reshape(len(ds), -1)
+        expected = -0.5 * (r**2).sum() - 0.5 * r.numel() * np.log(2 * np.pi)
+    assert float(fit["log_likelihood"]) == pytest.approx(float(expected), rel=1e-5)

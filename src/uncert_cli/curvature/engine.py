@@ -123,6 +123,7 @@ def compute_curvature(
     generator: torch.Generator | None = None,
     on_batch: Callable[[int], None] | None = None,
     reduce: Callable[[list[Tensor]], None] | None = None,
+    on_outputs: Callable[[Tensor, Tensor], None] | None = None,
 ) -> Curvature:
     """GGN/Fisher curvature of ``model`` over ``batches`` as one block per unit.
 
@@ -140,6 +141,8 @@ def compute_curvature(
         on_batch: called with the number of examples after every batch.
         reduce: called once with every accumulated sum (and, last, a 1-element tensor holding the
             example count); must reduce them in place (all-reduce SUM across processes).
+        on_outputs: called per batch with the model's (detached) outputs ``(B, C)`` and targets, so
+            that callers can score the MAP network in the same pass (``uncert fit``'s log-likelihood).
 
     Returns:
         :class:`Curvature` with blocks in module registration order; every block is the mean over
@@ -184,6 +187,8 @@ def compute_curvature(
             with capture.hooked():
                 out = model(x)
             out, y = _check_batch(out, y, task, i)
+            if on_outputs is not None:
+                on_outputs(out.detach(), y)
             B = out.shape[0]
             V = loss_backward_vectors(out, y, fisher_type, task, mc_samples, generator)  # (K, B, C)
             if fisher_type == "empirical" and not torch.isfinite(V).all():
