@@ -25,7 +25,7 @@ def demo_commands(out_dir: Path) -> list[tuple[str, list[str]]]:
         ("info", ["info", checkpoint]),
         ("fit", ["fit", checkpoint, "--data", "digits", "--method", "kfac", "-o", factors]),
         ("report", ["report", factors, "--png", str(out_dir / "report")]),
-        ("ood", ["ood", factors, "--against", "photo-patches", "--predictive", "map,glm,mc",
+        ("ood", ["ood", factors, "--against", "photo-patches", "--predictive", "map,probit,glm,mc",
                  "--val-size", "150", "--png", str(out_dir / "ood")]),
     ]
 

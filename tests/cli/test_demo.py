@@ -16,10 +16,11 @@ def test_demo_runs_every_stage_offline(run_cli, tmp_path):
     assert doc["fit"]["method"] == "kfac" and doc["fit"]["n_data"] > 1000
     assert doc["report"]["layers"][0]["name"] == "fc1"
     ood = doc["ood"]
-    glm, map_ = ood["ood"]["photo-patches"]["glm"], ood["ood"]["photo-patches"]["map"]
-    assert 0.5 < map_["auroc_entropy"] <= 1 and 0.5 < glm["auroc_entropy"] <= 1
+    assert ood["predictives"] == ["map", "probit", "glm", "mc"]
+    for kind in ("map", "probit", "glm"):
+        assert 0.5 < ood["ood"]["photo-patches"][kind]["auroc_entropy"] <= 1
     # The shipped digits model is a real classifier: the Laplace predictive keeps its accuracy.
     acc = {k: v["accuracy"] for k, v in ood["in_distribution"].items()}
-    assert acc["map"] > 0.9 and abs(acc["glm"] - acc["map"]) < 0.02
+    assert acc["map"] > 0.9 and abs(acc["glm"] - acc["map"]) < 0.02 and abs(acc["probit"] - acc["map"]) < 0.02
     for png in doc["report"]["pngs"] + doc["ood"]["pngs"]:
         assert imread(png).ndim == 3
