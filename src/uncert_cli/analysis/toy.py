@@ -161,7 +161,8 @@ def hmc_reference(loaded: LoadedModel, train: ArrayDataset, grid: torch.Tensor, 
     torch.manual_seed(seed)
     try:
         kernel = NUTS(potential_fn=potential)
-        mcmc = MCMC(kernel, num_samples=n_samples, warmup_steps=n_samples, initial_params={"theta": start})
+        mcmc = MCMC(kernel, num_samples=n_samples, warmup_steps=n_samples, initial_params={"theta": start},
+                    disable_progbar=True)  # pyro's tqdm bar would flood stderr; the command reports the result
         mcmc.run()
         thetas = mcmc.get_samples()["theta"]
     except Exception as exc:  # noqa: BLE001 - the reference is optional; say why it is missing
