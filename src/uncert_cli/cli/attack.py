@@ -10,7 +10,6 @@ import typer
 from uncert_cli.analysis.attack import ATTACK_KINDS, UNTARGETED_STEP_SIZES
 from uncert_cli.cli import options as o
 from uncert_cli.device import resolve_device
-from uncert_cli.cli.ood import Png, PriorMode, Seed, Tune, TuneSamples, ValSize
 from uncert_cli.evaluation import AnalysisSettings, AttackSettings, parse_predictives, run_attack
 from uncert_cli.errors import UserError
 from uncert_cli.render.console import log, print_json, progress_bar
@@ -45,14 +44,14 @@ def attack(
     samples: Annotated[int, typer.Option("--samples", min=1, help="Weight samples (mc, glm) or dropout masks.")] = 30,
     prior_precision: o.PriorPrecision = None,
     n_data: o.NData = None,
-    prior_mode: PriorMode = None,
-    tune: Tune = None,
-    val_size: ValSize = 1000,
-    tune_samples: TuneSamples = 20,
+    prior_mode: o.AnalysisPriorMode = None,
+    tune: o.Tune = None,
+    val_size: o.ValSize = 1000,
+    tune_samples: o.TuneSamples = 20,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Attack the first N evaluation examples.")] = 500,
     batch_size: o.BatchSize = 250,
-    seed: Seed = 0,
-    png: Png = None,
+    seed: o.Seed = 0,
+    png: o.Png = None,
     data_root: o.DataRoot = None,
     download: o.Download = False,
     normalize: o.Normalize = None,

@@ -22,25 +22,6 @@ Predictives = Annotated[
     ),
 ]
 Samples = Annotated[int, typer.Option("--samples", min=1, help="Weight samples (mc, glm) or dropout masks per prediction.")]
-Tune = Annotated[
-    Optional[bool],
-    typer.Option(
-        "--tune/--no-tune",
-        help="Tune N and τ per Laplace predictive by validation NLL on the first --val-size in-distribution test "
-        "examples (evaluation uses the rest). Default: tune unless --prior-precision/--n-data is given or the file "
-        "was tuned with `uncert tune`.",
-    ),
-]
-ValSize = Annotated[int, typer.Option("--val-size", min=1, help="Held-out examples for tuning (at most half the test set).")]
-TuneSamples = Annotated[int, typer.Option("--tune-samples", min=1, help="Weight samples per prediction while tuning.")]
-PriorMode = Annotated[
-    Optional[str],
-    typer.Option("--prior-mode", help="eigen (exact N·λ+τ) or factor (Ritter eq. 9). Default: factor when tuning, else the file's."),
-]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of the weight samples and dropout masks.")]
-Png = Annotated[Optional[Path], typer.Option("--png", help="Write plots (PNG) into this folder.")]
-
-
 def ood(
     factors: Annotated[Path, typer.Argument(help="Factor file written by `uncert fit`.")],
     against: Annotated[
@@ -53,15 +34,15 @@ def ood(
     predictive: Predictives = None,
     prior_precision: o.PriorPrecision = None,
     n_data: o.NData = None,
-    prior_mode: PriorMode = None,
-    tune: Tune = None,
-    val_size: ValSize = 1000,
-    tune_samples: TuneSamples = 20,
+    prior_mode: o.AnalysisPriorMode = None,
+    tune: o.Tune = None,
+    val_size: o.ValSize = 1000,
+    tune_samples: o.TuneSamples = 20,
     samples: Samples = 100,
     limit: o.Limit = None,
     batch_size: o.BatchSize = 500,
-    seed: Seed = 0,
-    png: Png = None,
+    seed: o.Seed = 0,
+    png: o.Png = None,
     data_root: o.DataRoot = None,
     download: o.Download = False,
     normalize: o.Normalize = None,

@@ -79,3 +79,22 @@ Grayscale = Annotated[
         help="Turn RGB --against images into one gray channel (luma 0.299 R + 0.587 G + 0.114 B); the in-distribution data is left alone.",
     ),
 ]
+
+# Options shared by the commands that evaluate predictives (ood, attack).
+Tune = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--tune/--no-tune",
+        help="Tune N and τ per Laplace predictive by validation NLL on the first --val-size in-distribution test "
+        "examples (evaluation uses the rest). Default: tune unless --prior-precision/--n-data is given or the file "
+        "was tuned with `uncert tune`.",
+    ),
+]
+ValSize = Annotated[int, typer.Option("--val-size", min=1, help="Held-out examples for tuning (at most half the test set).")]
+TuneSamples = Annotated[int, typer.Option("--tune-samples", min=1, help="Weight samples per prediction while tuning.")]
+AnalysisPriorMode = Annotated[
+    Optional[str],
+    typer.Option("--prior-mode", help="eigen (exact N·λ+τ) or factor (Ritter eq. 9). Default: factor when tuning, else the file's."),
+]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the weight samples and dropout masks.")]
+Png = Annotated[Optional[Path], typer.Option("--png", help="Write plots (PNG) into this folder.")]
