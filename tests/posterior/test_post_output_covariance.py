@@ -139,3 +139,30 @@ def test_predicting_under_no_grad_or_inference_mode(context, model, data):
         got_glm = post.predict(x, "glm", samples=8)
     torch.testing.assert_close(got, expected)
     assert torch.allclose(got_glm.sum(-1), torch.ones(5, dtype=DT))
+
+
+class _SequenceFirst(nn.Module):
+    """Takes (B, T, I) but runs its Linear layers on (T, B, I), as batch_first=False models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Linear(3, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.inner(x.transpose(0, 1)))  # (T, B, 4)
+        return self.head(h.mean(0))
+
+
+def test_sequence_first_layers_with_t_equal_b_fall_back():
+    """T == B passes the shape check of the factored path; the single-example check catches it."""
+    torch.manual_seed(7)
+    model = _SequenceFirst().to(DT)
+    x = torch.randn(5, 5, 3, dtype=DT)  # B = T = 5
+    curv = random_kfac_curvature(model, ["inner", "head"], "classification", n_data=25)
+    post = LaplacePosterior(curv, model, prior_precision=1.3)
+    assert post.output_covariance(x) is None and not post.has_factored_outputs
+    var = torch.diagonal(_explicit_cov(model, x, curv, 25.0, {"inner": 1.3, "head": 1.3}, "eigen"), dim1=-2, dim2=-1)
+    with torch.no_grad():
+        f = model(x)
+    torch.testing.assert_close(post.predict(x, "probit"), torch.softmax(f / torch.sqrt(1 + math.pi / 8 * var), -1))

@@ -214,7 +214,17 @@ class LaplacePosterior:
             return None
         units = self._fast_units["units"]
         with _predictive.eval_mode(self.model):
-            return _outcov.output_covariance(self.model, units, self._specs, self._prec, x)  # type: ignore[arg-type]
+            result = _outcov.output_covariance(self.model, units, self._specs, self._prec, x)  # type: ignore[arg-type]
+            if result is not None and x.shape[0] > 1 and "checked" not in self._fast_units:
+                # The factored path reads dim 0 of every layer input as the example index. A layer that
+                # sees (sequence, batch, ...) with sequence length == batch size would pass its shape
+                # check; one example alone cannot, so the first batch is checked against its first row.
+                single = _outcov.output_covariance(self.model, units, self._specs, self._prec, x[:1])  # type: ignore[arg-type]
+                self._fast_units["checked"] = True
+                if single is None or not torch.allclose(single[1][0], result[1][0], rtol=1e-4, atol=1e-6 * float(result[1][0].abs().max()) + 1e-12):
+                    self._fast_units["units"] = None
+                    return None
+            return result
 
     # ------------------------------------------------------------------ sampling
     def sample(self, n_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
