@@ -153,16 +153,17 @@ def speed_rows(factors: Path, model: torch.nn.Module, n: int, samples: int, batc
     post = open_posterior(factors).posterior
     out = []
 
-    def timed(name: str, predict: Predict) -> None:
+    def timed(name: str, predict: Predict, sampled: bool = True) -> None:
         start = time.perf_counter()
         _probs(predict, data, batch_size)
-        out.append({"method": name, "n": n, "samples": samples, "seconds": time.perf_counter() - start})
+        out.append({"method": name, "n": n, "samples": samples if sampled else "— (closed form)",
+                    "seconds": time.perf_counter() - start})
         print(json.dumps(out[-1]), file=sys.stderr, flush=True)
 
     gen = torch.Generator().manual_seed(0)
     timed("uncert mc (KFAC, all weights)", lambda x: post.predict(x, "mc", samples=samples, generator=gen))
     timed("uncert glm (KFAC, all weights, logit samples)", lambda x: post.predict(x, "glm", samples=samples, generator=gen))
-    timed("uncert probit (KFAC, all weights)", lambda x: post.predict(x, "probit"))
+    timed("uncert probit (KFAC, all weights)", lambda x: post.predict(x, "probit"), sampled=False)
     if with_lt:
         from laplace import Laplace
 

@@ -90,9 +90,9 @@ def _syrk_for(dtype: torch.dtype) -> ctypes._CFuncPtr | None:
     if _syrk_routines is None:
         _syrk_routines = _load_syrk()
     if _syrk_routines and not _syrk_checked:
-        _syrk_checked = True
         if not _syrk_agrees(_syrk_routines):
             _syrk_routines = {}
+        _syrk_checked = True
     return _syrk_routines.get(dtype)
 
 

@@ -215,13 +215,20 @@ class LaplacePosterior:
         units = self._fast_units["units"]
         with _predictive.eval_mode(self.model):
             result = _outcov.output_covariance(self.model, units, self._specs, self._prec, x)  # type: ignore[arg-type]
-            if result is not None and x.shape[0] > 1 and "checked" not in self._fast_units:
+            if result is None:  # a layer input without a leading batch dimension: not for this model
+                self._fast_units["units"] = None
+                return None
+            if x.shape[0] > 1 and "checked" not in self._fast_units:
                 # The factored path reads dim 0 of every layer input as the example index. A layer that
                 # sees (sequence, batch, ...) with sequence length == batch size would pass its shape
                 # check; one example alone cannot, so the first batch is checked against its first row.
                 single = _outcov.output_covariance(self.model, units, self._specs, self._prec, x[:1])  # type: ignore[arg-type]
                 self._fast_units["checked"] = True
-                if single is None or not torch.allclose(single[1][0], result[1][0], rtol=1e-4, atol=1e-6 * float(result[1][0].abs().max()) + 1e-12):
+                # Loose enough for GPU kernels that differ with the batch size (TF32 convolutions),
+                # tight enough for a layout error (~10% on the tests' sequence-first model).
+                rtol = 1e-4 if x.device.type == "cpu" else 2e-2
+                scale = float(result[1][0].abs().max())
+                if single is None or not torch.allclose(single[1][0], result[1][0], rtol=rtol, atol=rtol * scale + 1e-12):
                     self._fast_units["units"] = None
                     return None
             return result
