@@ -166,3 +166,15 @@ def test_sequence_first_layers_with_t_equal_b_fall_back():
     with torch.no_grad():
         f = model(x)
     torch.testing.assert_close(post.predict(x, "probit"), torch.softmax(f / torch.sqrt(1 + math.pi / 8 * var), -1))
+
+
+def test_chunks_over_examples_give_the_same_covariance(model, data, monkeypatch):
+    from uncert_cli.posterior import output_covariance as oc
+
+    curv = kfac_curvature(model, data, "classification")
+    post = LaplacePosterior(curv, model, prior_precision=0.8)
+    whole = post.output_covariance(data)
+    monkeypatch.setattr(oc, "OUTPUT_ROWS", 7)  # 3 outputs -> 2 examples per backward
+    chunked = LaplacePosterior(curv, model, prior_precision=0.8).output_covariance(data)
+    torch.testing.assert_close(chunked[0], whole[0])
+    torch.testing.assert_close(chunked[1], whole[1], rtol=1e-12, atol=1e-14)
