@@ -178,3 +178,11 @@ def test_chunks_over_examples_give_the_same_covariance(model, data, monkeypatch)
     chunked = LaplacePosterior(curv, model, prior_precision=0.8).output_covariance(data)
     torch.testing.assert_close(chunked[0], whole[0])
     torch.testing.assert_close(chunked[1], whole[1], rtol=1e-12, atol=1e-14)
+
+
+def test_sequence_first_layers_take_the_factored_path_when_t_differs_from_b():
+    torch.manual_seed(8)
+    model = _SequenceFirst().to(DT)
+    x = torch.randn(4, 6, 3, dtype=DT)  # B = 4, T = 6: the Linear sees (6, 4, 3)
+    curv = random_kfac_curvature(model, ["inner", "head"], "classification", n_data=25)
+    _check(model, x, curv, {"inner": 0.9, "head": 1.6}, "factor")

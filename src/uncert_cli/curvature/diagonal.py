@@ -26,7 +26,7 @@ from torch.func import functional_call, vjp, vmap
 
 from uncert_cli.curvature.blocks import DiagonalBlock
 from uncert_cli.curvature.hooks import Call, Capture, find_batch_dim
-from uncert_cli.curvature.kronecker import conv_patches
+from uncert_cli.curvature.kronecker import per_example_rows
 from uncert_cli.curvature.subset import Unit
 
 # Bound on the elements of one per-example-gradient chunk (512 MiB in float64).
@@ -58,17 +58,6 @@ class LinearConvDiagAccumulator:
         self.b_sum = torch.zeros(self.O, dtype=dtype, device=device)
         self._patches: Tensor | None = None  # (B, P, I), cached over chunks of K within a batch
 
-    def _per_example(self, module: nn.Module, x: Tensor, g: Tensor, B: int) -> tuple[Tensor, Tensor]:
-        """Inputs ``(B, P, I)`` and backward vectors ``(K, B, P, O)`` of one call."""
-        if isinstance(module, nn.Linear):
-            bd = find_batch_dim(x.shape[:-1], B) or 0
-            a = x.movedim(bd, 0).reshape(B, -1, self.I)
-            gg = g.movedim(bd + 1, 1).reshape(g.shape[0], B, -1, self.O)
-            return a, gg
-        a = conv_patches(module, x).transpose(1, 2)  # (B, P, I)
-        gg = g.reshape(g.shape[0], B, self.O, -1).transpose(2, 3)  # (K, B, P, O)
-        return a, gg
-
     def on_backward(self, calls: list[Call], grads: list[list[Tensor]], batch_size: int) -> None:
         B = batch_size
         module = self.unit.module
@@ -77,7 +66,7 @@ class LinearConvDiagAccumulator:
             if not g:
                 continue
             call.check_inputs_unmodified(self.unit.name)
-            a, gg = self._per_example(module, call.args[0], g[0], B)
+            a, gg = per_example_rows(module, call.args[0], g[0], B, default_batch_dim=0)  # type: ignore[misc]
             a_parts.append(a)
             g_parts.append(gg)
         if not g_parts:

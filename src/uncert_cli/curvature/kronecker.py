@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from uncert_cli.curvature.blocks import KroneckerBlock
 from uncert_cli.curvature.gram import gram_lower_, mirror_lower_
+from uncert_cli.curvature.hooks import find_batch_dim
 from uncert_cli.curvature.subset import Unit, _conv_padding
 
 
@@ -82,6 +83,28 @@ def output_rows(module: nn.Module, g: Tensor) -> Tensor:
     # Conv output (K, B, O, *spatial): channels last, then rows.
     O = g.shape[2]
     return g.reshape(g.shape[0] * g.shape[1], O, -1).transpose(1, 2).reshape(-1, O)
+
+
+def per_example_rows(
+    module: nn.Module, x: Tensor, g: Tensor, batch_size: int, default_batch_dim: int | None = None
+) -> tuple[Tensor, Tensor] | None:
+    """Inputs ``(B, P, I)`` and backward vectors ``(K, B, P, O)`` of one Linear/Conv call, examples first.
+
+    ``g`` is ``(K, *output.shape)``. A Linear's example dimension is the first of its input's leading
+    dimensions with size ``B`` (so ``(T, B, I)`` sequence-first inputs work); if none has that size,
+    ``default_batch_dim`` is used, or None is returned when it is None. Conv inputs are ``(B, C, ...)``.
+    """
+    B = batch_size
+    if isinstance(module, nn.Linear):
+        bd = find_batch_dim(x.shape[:-1], B)
+        if bd is None:
+            if default_batch_dim is None:
+                return None
+            bd = default_batch_dim
+        a = x.movedim(bd, 0).reshape(B, -1, x.shape[-1])
+        return a, g.movedim(bd + 1, 1).reshape(g.shape[0], B, -1, g.shape[-1])
+    O = g.shape[2]
+    return conv_patches(module, x).transpose(1, 2), g.reshape(g.shape[0], B, O, -1).transpose(2, 3)
 
 
 class KroneckerAccumulator:

@@ -214,12 +214,16 @@ class LaplacePosterior:
             return None
         units = self._fast_units["units"]
         with _predictive.eval_mode(self.model):
-            result = _outcov.output_covariance(self.model, units, self._specs, self._prec, x)  # type: ignore[arg-type]
-            if result is None:  # a layer input without a leading batch dimension: not for this model
+            if "n_out" not in self._fast_units:
+                self._fast_units["n_out"] = _marginals.output_dim(self.model, x)
+            result = _outcov.output_covariance(
+                self.model, units, self._specs, self._prec, x, self._fast_units["n_out"]  # type: ignore[arg-type]
+            )
+            if result is None:  # a layer input without a batch dimension: not for this model
                 self._fast_units["units"] = None
                 return None
             if x.shape[0] > 1 and "checked" not in self._fast_units:
-                # The factored path reads dim 0 of every layer input as the example index. A layer that
+                # The factored path takes the first input dimension of batch size as the example index. A layer that
                 # sees (sequence, batch, ...) with sequence length == batch size would pass its shape
                 # check; one example alone cannot, so the first batch is checked against its first row.
                 single = _outcov.output_covariance(self.model, units, self._specs, self._prec, x[:1])  # type: ignore[arg-type]

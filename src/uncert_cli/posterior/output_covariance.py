@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from uncert_cli.curvature.hooks import Capture, backprop_vectors
-from uncert_cli.curvature.kronecker import conv_patches
+from uncert_cli.curvature.kronecker import per_example_rows
 from uncert_cli.curvature.subset import Unit, select_units
 from uncert_cli.posterior.precision import DiagSpec, KronSpec, Spec
 
@@ -46,17 +46,6 @@ def _basis_and_scale(spec: Spec, prec: Tensor, O: int, I_aug: int) -> tuple[Tens
     if len(spec.param_names) == 2:
         w = torch.cat([w, prec[-O:].reshape(O, 1)], dim=1)
     return None, None, 1.0 / w
-
-
-def _inputs_and_grads(module: nn.Module, args: tuple, g: Tensor, B: int) -> tuple[Tensor, Tensor] | None:
-    """Inputs ``(B, P, I)`` and output derivatives ``(C, B, P, O)`` of one call, batch first."""
-    x = args[0]
-    if not isinstance(x, Tensor) or x.shape[0] != B or g.shape[1] != B:
-        return None
-    if isinstance(module, nn.Linear):
-        return x.reshape(B, -1, x.shape[-1]), g.reshape(g.shape[0], B, -1, g.shape[-1])
-    u = conv_patches(module, x)  # (B, I, P)
-    return u.transpose(1, 2), g.reshape(g.shape[0], B, g.shape[2], -1).transpose(2, 3)
 
 
 def _unit_covariance(unit: Unit, spec: Spec, prec: Tensor, a: Tensor, g: Tensor) -> Tensor:
@@ -96,11 +85,18 @@ def supported(model: nn.Module, specs: Sequence[Spec]) -> list[Unit] | None:
 
 
 def output_covariance(
-    model: nn.Module, units: Sequence[Unit], specs: Sequence[Spec], precs: Sequence[Tensor], x: Tensor
+    model: nn.Module,
+    units: Sequence[Unit],
+    specs: Sequence[Spec],
+    precs: Sequence[Tensor],
+    x: Tensor,
+    n_out: int | None = None,
 ) -> tuple[Tensor, Tensor] | None:
-    """:func:`batch_output_covariance` over chunks of at most ``OUTPUT_ROWS // C`` examples."""
-    with torch.no_grad():
-        n_out = model(x[:1]).reshape(1, -1).shape[1]
+    """:func:`batch_output_covariance` over chunks of at most ``OUTPUT_ROWS // C`` examples
+    (``n_out`` = C; found by a one-example forward when not given)."""
+    if n_out is None:
+        with torch.no_grad():
+            n_out = model(x[:1]).reshape(1, -1).shape[1]
     step = max(1, OUTPUT_ROWS // max(1, n_out))
     if x.shape[0] <= step:
         return batch_output_covariance(model, units, specs, precs, x)
@@ -120,7 +116,7 @@ def batch_output_covariance(
     """MAP outputs ``f`` ``(B, C)`` and ``J Σ Jᵀ`` ``(B, C, C)`` for a batch ``x``.
 
     ``units``/``specs``/``precs`` are aligned (from :func:`supported` and the posterior); the model
-    must hold the MAP weights. Returns None if a unit's inputs have no leading batch dimension.
+    must hold the MAP weights. Returns None if a Linear's input has no dimension of the batch size.
     """
     capture = Capture(units, [True] * len(units), [None] * len(units))
     requires = {p: p.requires_grad for p in model.parameters()}
@@ -146,7 +142,7 @@ def batch_output_covariance(
         with torch.no_grad():
             for unit, spec, prec, calls, per_call in zip(units, specs, precs, capture.calls, capture.split(grads)):
                 parts = [
-                    _inputs_and_grads(unit.module, call.args, g[0], B) for call, g in zip(calls, per_call) if g
+                    per_example_rows(unit.module, call.args[0], g[0], B) for call, g in zip(calls, per_call) if g
                 ]
                 if not parts or any(p is None for p in parts):
                     return None
