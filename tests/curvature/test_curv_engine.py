@@ -179,3 +179,19 @@ def test_loss_vectors(task: str) -> None:
     Ve = loss_backward_vectors(out, y, "empirical", task)
     grad_expected = p - torch.nn.functional.one_hot(y, 4) if task == "classification" else out - y
     torch.testing.assert_close(Ve[0], grad_expected.to(H.dtype))
+
+
+@pytest.mark.parametrize("method", ["diag", "kfac"])
+@pytest.mark.parametrize("arch", ["mlp", "cnn", "shared"])
+def test_backward_vectors_in_chunks(method: str, arch: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The K backward vectors of a batch propagated one at a time (accumulators see K chunks per
+    batch and sum over them) give what one chunk of all K gives."""
+    import uncert_cli.curvature.engine as engine
+
+    model = {"mlp": mlp(True), "cnn": cnn(), "shared": SharedNet().double()}[arch]
+    x = {"mlp": torch.randn(6, 4), "cnn": torch.randn(6, 2, 4, 4), "shared": torch.randn(6, 4)}[arch].double()
+    y = targets("classification", 6, 3)
+    whole = compute_curvature(model, _batches(x, y, 4), method=method)
+    monkeypatch.setattr(engine, "GRAD_ELEMENTS", 1)
+    chunked = compute_curvature(model, _batches(x, y, 4), method=method)
+    _assert_same(chunked, whole)

@@ -57,6 +57,9 @@ class LinearConvDiagAccumulator:
         self.w_sum = torch.zeros(self.O, self.I, dtype=dtype, device=device)
         self.b_sum = torch.zeros(self.O, dtype=dtype, device=device)
         self._patches: Tensor | None = None  # (B, P, I), cached over chunks of K within a batch
+        # One position: Σ_k g² (B, O) summed over the chunks of K of a batch, so the product with
+        # a² runs once per batch instead of once per chunk (5 products → 1 on the MNIST MLP).
+        self._g_square: Tensor | None = None
 
     def on_backward(self, calls: list[Call], grads: list[list[Tensor]], batch_size: int) -> None:
         B = batch_size
@@ -80,7 +83,10 @@ class LinearConvDiagAccumulator:
             self.b_sum += g.sum(2).square().sum((0, 1))
         if P == 1:
             s = g[:, :, 0, :].square().sum(0)  # (B, O)
-            self.w_sum.addmm_(s.t(), a[:, 0, :].square())
+            if self._g_square is None:
+                self._g_square = s
+            else:
+                self._g_square += s
             return
         chunk = max(1, CHUNK_ELEMENTS // max(1, K * self.O * self.I))
         for start in range(0, B, chunk):
@@ -89,7 +95,11 @@ class LinearConvDiagAccumulator:
             self.w_sum += per_ex.square_().sum((0, 1))
 
     def end_batch(self, batch_size: int) -> None:
+        if self._g_square is not None:
+            assert self._patches is not None
+            self.w_sum.addmm_(self._g_square.t(), self._patches[:, 0, :].square())
         self._patches = None
+        self._g_square = None
 
     def sums(self) -> list[Tensor]:
         return [self.w_sum, self.b_sum] if self.has_bias else [self.w_sum]
