@@ -1,19 +1,24 @@
 """Fit speed and memory: uncert against BackPACK, curvlinops and laplace-torch, side by side.
 
     python benchmarks/fit.py [--model mlp|resnet18] [--n 10000] [--batch-size 256] [--only NAME,NAME]
+                             [--repeat R]
 
 Every curvature is computed on the sample MNIST MLP (784-1024-1024-10) over N MNIST training
 images (or torchvision's resnet18 on N random CIFAR-shaped inputs), each in its own process (so
 peak memory is that method's own), and reported as a ratio to the floor: one plain
 forward+backward pass over the same data. Times are of a second run in the same process (the
 first run's time is shown too); memory is the first run's peak above the RSS it started from,
-with every library already imported. Prints a Markdown table.
+with every library already imported. With ``--repeat R`` every method runs R times, the rounds
+interleaved (floor, A, B, ..., floor, A, B, ...) so that a change in the machine's load hits every
+method alike; the table shows medians, the ratio being the median of each round's ratio to that
+round's floor, with the range of the ratios. Prints a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -159,6 +164,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=None, help="examples (default 10,000 for mlp, 512 for resnet18)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--only", default="", help="comma-separated method names (default: all)")
+    parser.add_argument("--repeat", type=int, default=1, help="interleaved rounds; the table shows medians")
     parser.add_argument("--run", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.n = args.n or (512 if args.model == "resnet18" else 10_000)
@@ -169,18 +175,23 @@ def main() -> None:
     if "floor (forward+backward)" not in names:
         names.insert(0, "floor (forward+backward)")
     extra = ["--n", str(args.n), "--batch-size", str(args.batch_size), "--model", args.model]
-    results = [run_isolated(Path(__file__), name, extra) for name in names]
-    base = next(r for r in results if r["name"].startswith("floor"))
+    rounds = [[run_isolated(Path(__file__), name, extra) for name in names] for _ in range(args.repeat)]
     title = "resnet18 (torchvision, 10 classes), random 3×32×32 inputs" if args.model == "resnet18" else "MNIST MLP 784-1024-1024-10, MNIST train images"
-    print(f"{title}, N = {args.n}, batch {args.batch_size}, torch threads {torch.get_num_threads()}\n")
-    print("| method | seconds | × floor | first run (s) | peak RSS (MiB) | peak − RSS before the method (MiB) |")
+    print(f"{title}, N = {args.n}, batch {args.batch_size}, torch threads {torch.get_num_threads()}, "
+          f"{args.repeat} interleaved round(s), medians\n")
+    print("| method | seconds | × floor (range) | first run (s) | peak RSS (MiB) | peak − RSS before the method (MiB) |")
     print("|---|---:|---:|---:|---:|---:|")
-    for r in results:
-        if "error" in r:
-            print(f"| {r['name']} | failed: {r['error']} | | | | |")
+    for i, name in enumerate(names):
+        runs = [r[i] for r in rounds]
+        ok = [(r, rnd[0]) for r, rnd in zip(runs, rounds) if "error" not in r and "error" not in rnd[0]]
+        if not ok:
+            print(f"| {name} | failed: {runs[0].get('error', 'floor failed')} | | | | |")
             continue
-        print(f"| {r['name']} | {r['seconds']:.2f} | {r['seconds'] / base['seconds']:.2f} | {r['first_seconds']:.2f} | {r['peak_rss'] / 2**20:.0f} | {(r['peak_rss'] - r['rss_before']) / 2**20:.0f} |")
-
+        ratios = [r["seconds"] / base["seconds"] for r, base in ok]
+        spread = f" ({min(ratios):.2f}–{max(ratios):.2f})" if len(ratios) > 1 else ""
+        med = lambda key: statistics.median(r[key] for r, _ in ok)  # noqa: E731
+        print(f"| {name} | {med('seconds'):.2f} | {statistics.median(ratios):.2f}{spread} | {med('first_seconds'):.2f} | "
+              f"{med('peak_rss') / 2**20:.0f} | {statistics.median((r['peak_rss'] - r['rss_before']) for r, _ in ok) / 2**20:.0f} |")
 
 if __name__ == "__main__":
     main()
