@@ -6,6 +6,7 @@ them understand the same options and fail with the same messages.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +51,16 @@ def _checkpoint_normalization(meta: ModelMeta):
     if meta.normalize_mean is None or meta.normalize_std is None:
         return None
     return list(meta.normalize_mean), list(meta.normalize_std)
+
+
+def with_normalization(meta: ModelMeta, normalize: str | None) -> ModelMeta:
+    """``meta`` with the ``--normalize`` given to ``fit`` recorded (unchanged when ``None``).
+
+    The factor file stores the model's metadata; every later command (``ood``, ``attack``, ``tune``,
+    ``prune --evaluate``) normalises its data from it, so the normalisation the curvature was fitted
+    with must be recorded there, or those commands would score differently normalised inputs.
+    """
+    if not normalize:
+        return meta
+    means, stds = parse_normalize(normalize)
+    return dataclasses.replace(meta, normalize_mean=tuple(means), normalize_std=tuple(stds))

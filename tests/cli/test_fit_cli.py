@@ -86,3 +86,26 @@ def test_fit_records_the_map_log_likelihood(run_cli, digits_checkpoint, tmp_path
         r = logits.reshape(len(ds), -1) - ds.targets.double().reshape(len(ds), -1)
         expected = -0.5 * (r**2).sum() - 0.5 * r.numel() * np.log(2 * np.pi)
     assert float(fit["log_likelihood"]) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_fit_records_normalize_for_later_commands(run_cli, digits_checkpoint, tmp_path):
+    """``fit --normalize`` is stored with the model metadata, so ``ood`` scores the inputs the curvature
+    was fitted on (before, it silently fell back to the checkpoint's normalisation)."""
+    from uncert_cli.factors import open_posterior
+    from uncert_cli.inputs import load_model_data
+
+    out = tmp_path / "f.h5"
+    r = run_cli("fit", digits_checkpoint, "--data", "digits", "--normalize", "8,4", "-o", out, "--json", "--limit", "200")
+    assert r.code == 0, r.err
+    meta = open_posterior(out).model.meta
+    assert meta.normalize_mean == (8.0,) and meta.normalize_std == (4.0,)
+    recorded = load_model_data(meta, "digits", split="test")
+    explicit = load_model_data(meta, "digits", split="test", normalize="8,4")
+    torch.testing.assert_close(recorded.inputs, explicit.inputs)
+    # The MAP accuracy that ood reports is the one on inputs normalised as in the fit.
+    module = open_posterior(out).model.module
+    with torch.no_grad():
+        expected = float((module(recorded.inputs.float()).argmax(1) == recorded.targets).double().mean())
+    r = run_cli("ood", out, "--data", "digits", "--predictive", "map", "--no-tune", "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["in_distribution"]["map"]["accuracy"] == pytest.approx(expected, abs=1e-9)

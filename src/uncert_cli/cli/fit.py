@@ -14,7 +14,7 @@ from uncert_cli.device import resolve_device, resolve_dtype
 from uncert_cli.errors import UserError
 from uncert_cli.distributed import init_from_environment, shutdown
 from uncert_cli.fitting import FitOptions, check_memory, fit_to_file
-from uncert_cli.inputs import load_checkpoint_model, load_model_data
+from uncert_cli.inputs import load_checkpoint_model, load_model_data, with_normalization
 from uncert_cli.memory import parse_size
 from uncert_cli.render.console import print_json, progress_bar
 from uncert_cli.render.fit import fit_summary, print_fit_summary
@@ -100,6 +100,7 @@ def fit(
         dataset = load_model_data(
             loaded.meta, data, split=split.value, limit=limit, root=data_root, download=download, normalize=normalize
         )
+        loaded.meta = with_normalization(loaded.meta, normalize)  # later commands read it from the file
         opts = FitOptions(
             method=method.value, fisher_type=fisher.value, mc_samples=mc_samples, subset=subset,
             batch_size=batch_size, dtype=resolve_dtype(dtype.value), device=dev, seed=seed,
