@@ -167,7 +167,7 @@ def load_ood_set(meta: ModelMeta, spec: str, settings: AnalysisSettings) -> Arra
             norm = (list(meta.normalize_mean), list(meta.normalize_std))
         else:
             norm = None
-        return adapt_to_model(raw, meta.input_shape, normalize=norm)
+        return adapt_to_model(raw, meta.input_shape, normalize=norm, convertible=True)
     except UserError as exc:
         raise UserError(f"--against {spec}: {exc}") from None
 

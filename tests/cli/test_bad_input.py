@@ -67,7 +67,8 @@ def test_pickle_needs_trust_flag(run_cli, tmp_path):
 def test_images_that_do_not_fit_the_model(run_cli, digits_checkpoint, tmp_path, shared_data):
     out = tmp_path / "f.h5"
     r = run_cli("fit", digits_checkpoint, "--data", "mnist", "--data-root", shared_data, "--limit", "10", "-o", out)
-    assert_clean_failure(r, out)
+    assert_clean_failure(r, out, contains="trained on")
+    assert "--resize" not in r.err  # fit has no --resize: only `ood --against` converts images
 
 
 def test_labels_out_of_range(run_cli, digits_checkpoint, tmp_path):

@@ -27,10 +27,11 @@ def _as_image_shape(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
     return None
 
 
-def _conversion_hint(data_shape: tuple[int, ...], model_shape: tuple[int, ...]) -> str:
-    """What to do when the per-example element counts differ, e.g. ``use --grayscale --resize 28,28``."""
+def _conversion_hint(data_shape: tuple[int, ...], model_shape: tuple[int, ...], convertible: bool) -> str:
+    """What to do when the per-example element counts differ, e.g. ``use --grayscale --resize 28,28``
+    (only where the command has those options: ``convertible``)."""
     data_image, model_image = _as_image_shape(data_shape), _as_image_shape(model_shape)
-    if data_image is None or model_image is None:
+    if data_image is None or model_image is None or not convertible:
         return "pick the dataset (or the file) this model was trained on"
     steps = []
     if data_image[0] != model_image[0]:
@@ -102,6 +103,7 @@ def adapt_to_model(
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
     num_outputs: int | None = None,
     task: str | None = None,
+    convertible: bool = False,
 ) -> ArrayDataset:
     """Return ``ds`` checked and converted for a model: float32 inputs ``(N, *input_shape)``, normalised.
 
@@ -115,6 +117,8 @@ def adapt_to_model(
             regression targets must have ``num_outputs`` columns. Pass None where labels do not matter
             (out-of-distribution sets).
         task: the model's task; must equal ``ds.task`` when given.
+        convertible: the caller offers ``--grayscale``/``--resize`` (``uncert ood --against``), so a
+            shape mismatch suggests them; elsewhere it suggests the model's own dataset.
 
     Raises:
         UserError: empty dataset, task mismatch, labels out of range, element-count mismatch, NaN/inf.
@@ -133,7 +137,7 @@ def adapt_to_model(
         raise UserError(
             f"dataset '{ds.name}' has examples of shape {_shape_text(ds.sample_shape)} ({math.prod(ds.sample_shape)} values) "
             f"but the model expects {_shape_text(target_shape)} ({math.prod(target_shape)} values); "
-            + _conversion_hint(ds.sample_shape, target_shape)
+            + _conversion_hint(ds.sample_shape, target_shape, convertible)
         )
 
     inputs = to_float(ds.inputs)
