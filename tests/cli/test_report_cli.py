@@ -122,3 +122,26 @@ def test_track_two_checkpoints(tmp_path, run_cli) -> None:
     _is_png(figs / "track.png")
     r = run_cli("track", tmp_path / "nope.safetensors", "--data", "digits")
     assert r.code == 2 and "no such checkpoint" in r.err
+
+
+@pytest.mark.parametrize("other", ["input", "width"])
+def test_track_refuses_other_architectures_before_fitting(tmp_path, run_cli, other) -> None:
+    """A checkpoint with another input shape or other layer widths is refused with one line, exit 2,
+    before anything is fitted (it used to fail inside the second fit with an internal error)."""
+    kwargs = {"in_features": 64, "hidden": [8], "out_features": 10}
+    meta = ModelMeta(arch="uncert_cli.models:MLP", arch_kwargs=kwargs, input_shape=(1, 8, 8),
+                     task="classification", num_outputs=10, dataset="digits")
+    save_model(MLP(**kwargs), meta, tmp_path / "run_epoch1.safetensors")
+    if other == "input":
+        kwargs2 = {**kwargs, "in_features": 784}
+        meta2 = ModelMeta(**{**meta.__dict__, "arch_kwargs": kwargs2, "input_shape": (1, 28, 28)})
+    else:
+        kwargs2 = {**kwargs, "hidden": [16]}
+        meta2 = ModelMeta(**{**meta.__dict__, "arch_kwargs": kwargs2})
+    save_model(MLP(**kwargs2), meta2, tmp_path / "run_epoch2.safetensors")
+    r = run_cli("track", tmp_path / "run_epoch1.safetensors", tmp_path / "run_epoch2.safetensors",
+                "--data", "digits", "--limit", "50")
+    lines = [line for line in r.err.splitlines() if line.strip()]
+    assert r.code == 2 and len(lines) == 1 and "Traceback" not in r.err, r.err
+    assert "one architecture" in lines[0] and ("inputs of shape" in lines[0] if other == "input" else "fc1.weight" in lines[0])
+    assert "fit run_epoch1" not in r.err  # refused before the first fit's progress bar

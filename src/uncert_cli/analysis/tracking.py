@@ -80,3 +80,24 @@ def check_same_layers(points: Sequence[TrackPoint]) -> list[str]:
                 "track checkpoints of one architecture"
             )
     return names
+
+
+def check_same_architecture(first: LoadedModel, other: LoadedModel, first_path: Path, other_path: Path) -> None:
+    """Refuse, before any fitting, checkpoints whose input shape or parameters differ from the first's:
+    they share one dataset (shaped for the first) and one set of layer rows."""
+    def signature(loaded: LoadedModel) -> tuple:
+        params = [(n, tuple(p.shape)) for n, p in loaded.module.named_parameters()]
+        return tuple(loaded.meta.input_shape or ()), params
+
+    (shape_a, params_a), (shape_b, params_b) = signature(first), signature(other)
+    if shape_a != shape_b:
+        raise UserError(
+            f"'{other_path}' takes inputs of shape {shape_b} but '{first_path}' takes {shape_a}; "
+            "track checkpoints of one architecture"
+        )
+    if params_a != params_b:
+        differ = next(((a, b) for a, b in zip(params_a, params_b) if a != b), None)
+        detail = f" (first difference: {differ[1][0]} {differ[1][1]} vs {differ[0][0]} {differ[0][1]})" if differ else ""
+        raise UserError(
+            f"'{other_path}' has other parameters than '{first_path}'{detail}; track checkpoints of one architecture"
+        )

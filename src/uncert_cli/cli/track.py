@@ -7,7 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from uncert_cli.analysis.tracking import TrackResult, check_same_layers, order_checkpoints, track_point
+from uncert_cli.analysis.tracking import (
+    TrackResult,
+    check_same_architecture,
+    check_same_layers,
+    order_checkpoints,
+    track_point,
+)
 from uncert_cli.cli import options as o
 from uncert_cli.cli.fit import MethodChoice
 from uncert_cli.device import resolve_device
@@ -49,14 +55,20 @@ def track(
     options = FitOptions(method=method.value, batch_size=batch_size, device=resolve_device(device.value))
     show = not (quiet or json_output)
     points = []
-    dataset = None
+
+    def load(path: Path):
+        return load_checkpoint_model(path, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle)
+
+    # Every checkpoint is checked against the first before anything is fitted (loading is cheap).
+    first = load(ordered[0])
+    for path in ordered[1:]:
+        check_same_architecture(first, load(path), ordered[0], path)
+    # One dataset for the whole run, shaped for its first checkpoint.
+    dataset = load_model_data(first.meta, data, split=split.value, limit=limit, root=data_root, download=download)
     for path in ordered:
-        loaded = load_checkpoint_model(path, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle)
-        if dataset is None:  # one dataset for the whole run, shaped for its first checkpoint
-            dataset = load_model_data(loaded.meta, data, split=split.value, limit=limit, root=data_root, download=download)
+        loaded = first if path == ordered[0] else load(path)
         with progress_bar(len(dataset), f"fit {path.name}", quiet=not show) as advance:
             points.append(track_point(path, loaded, dataset, options, prior_precision, on_batch=advance))
-    assert dataset is not None
     names = check_same_layers(points)
     result = TrackResult(method.value, dataset.name, len(dataset), prior_precision, names, points)
     pngs = [write_track_png(result, directory / "track.png")] if directory is not None else []
