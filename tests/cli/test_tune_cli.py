@@ -56,6 +56,17 @@ def test_val_nll_needs_data_and_records_n_and_tau(run_cli, factor_file):
     stored = read_factor_file(factor_file).prior
     assert stored.prior_precision == pytest.approx(doc["prior_precision"])
     assert stored.n_data == pytest.approx(doc["n_data"])
+    # (N, τ) both searched, on the grid `uncert ood` tunes on: N ∈ {1, 10, 100}×fitted, τ ∈ 10^-2…10^4.
+    stored_file = read_factor_file(factor_file)
+    grid = {(r["n_data"], r["prior_precision"]) for r in stored_file.tuning["history"]}
+    n_fit = stored_file.curvature.n_data
+    assert {n for n, _ in grid} == {n_fit * f for f in (1.0, 10.0, 100.0)}
+    assert {t for _, t in grid} == {10.0**k for k in range(-2, 5)}
+    edges = [k for k, best, values in (("n_data", doc["n_data"], {n for n, _ in grid}),
+                                       ("prior_precision", doc["prior_precision"], {t for _, t in grid}))
+             if values and best in (min(values), max(values))]
+    assert doc["at_grid_edge"] == edges
+    assert ("edge of the searched grid" in " ".join(r.err.split())) == bool(edges)
 
 
 def test_marglik_counts_pseudo_observations_like_the_curvature(run_cli, digits_checkpoint, tmp_path):

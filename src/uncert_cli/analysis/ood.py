@@ -25,14 +25,15 @@ from uncert_cli.analysis import metrics as M
 from uncert_cli.data import ArrayDataset, iter_batches
 from uncert_cli.errors import UserError
 from uncert_cli.posterior import LaplacePosterior, tune_val_nll
+from uncert_cli.posterior.tuning import VAL_N_FACTORS, VAL_TAU_GRID
 
 OnBatch = Callable[[int], None]
 LAPLACE_KINDS = ("mc", "glm", "probit")
 SAMPLED_KINDS = ("mc", "glm", "dropout")
 # Grids for held-out tuning: N multiplies the curvature, τ the identity (both scale the precision up,
 # i.e. shrink the posterior; Ritter et al. needed exactly that regularisation to keep accuracy).
-TAU_GRID: tuple[float, ...] = tuple(10.0**k for k in range(-2, 5))
-N_FACTORS: tuple[float, ...] = (1.0, 10.0, 100.0)
+TAU_GRID: tuple[float, ...] = VAL_TAU_GRID
+N_FACTORS: tuple[float, ...] = VAL_N_FACTORS
 
 
 def _generator(seed: int) -> torch.Generator:

@@ -7,7 +7,7 @@ One module per concept: ``precision`` (block eigen math), ``sampling``, ``margin
 from uncert_cli.posterior.laplace import LaplacePosterior
 from uncert_cli.posterior.precision import PriorMode
 from uncert_cli.posterior.predictive import Predictive
-from uncert_cli.posterior.tuning import TuneResult, tune_prior_marglik, tune_val_nll, validation_nll
+from uncert_cli.posterior.tuning import TuneResult, grid_edges, tune_prior_marglik, tune_val_nll, validation_nll
 
 __all__ = [
     "LaplacePosterior",
@@ -16,5 +16,6 @@ __all__ = [
     "TuneResult",
     "tune_prior_marglik",
     "tune_val_nll",
+    "grid_edges",
     "validation_nll",
 ]

@@ -171,6 +171,25 @@ def validation_nll(
     return total / count
 
 
+# The (N, τ) grid of the held-out-NLL search, shared by `uncert tune --objective val-nll` and the
+# tuning that `uncert ood` / `attack` do: N over these multiples of the fitted count (Ritter et al.
+# §3.4 treat N as a hyperparameter), τ over 10^-2 … 10^4.
+VAL_N_FACTORS: tuple[float, ...] = (1.0, 10.0, 100.0)
+VAL_TAU_GRID: tuple[float, ...] = tuple(10.0**k for k in range(-2, 5))
+
+
+def grid_edges(result: TuneResult) -> list[str]:
+    """Which searched hyperparameters ended on an edge of their grid (``"n_data"``, ``"prior_precision"``):
+    the optimum may lie beyond it."""
+    edges = []
+    for key in ("n_data", "prior_precision"):
+        values = sorted({float(r[key]) for r in result.history if r.get(key) is not None})
+        best = result.n_data if key == "n_data" else result.prior_precision
+        if len(values) > 1 and best is not None and float(best) in (values[0], values[-1]):
+            edges.append(key)
+    return edges
+
+
 def tune_val_nll(
     posterior: LaplacePosterior,
     val_batches: Sequence,
@@ -183,14 +202,14 @@ def tune_val_nll(
 ) -> TuneResult:
     """Grid search over ``(N, τ)`` (scalar τ) minimising the validation NLL (Ritter et al. 2018, §3.4).
 
-    ``val_batches`` must be re-iterable (a list or a DataLoader); ``n_grid`` defaults to the current
-    ``n_data``, ``tau_grid`` to ``10^-3 … 10^3``. Sampled predictives reuse the same normal draws for
-    every grid point (common random numbers).
+    ``val_batches`` must be re-iterable (a list or a DataLoader); ``n_grid`` defaults to
+    :data:`VAL_N_FACTORS` × the current ``n_data``, ``tau_grid`` to :data:`VAL_TAU_GRID`. Sampled
+    predictives reuse the same normal draws for every grid point (common random numbers).
     """
     if kind not in PREDICTIVES:
         raise UserError(f"unknown predictive '{kind}'; use one of {', '.join(PREDICTIVES)}")
-    n_grid = [posterior.n_data] if n_grid is None else list(n_grid)
-    tau_grid = [float(t) for t in torch.logspace(-3, 3, 13)] if tau_grid is None else list(tau_grid)
+    n_grid = [posterior.n_data * f for f in VAL_N_FACTORS] if n_grid is None else list(n_grid)
+    tau_grid = list(VAL_TAU_GRID) if tau_grid is None else list(tau_grid)
     if not n_grid or not tau_grid:
         raise UserError("n_grid and tau_grid must not be empty")
     history: list[dict] = []
