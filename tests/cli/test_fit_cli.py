@@ -109,3 +109,13 @@ def test_fit_records_normalize_for_later_commands(run_cli, digits_checkpoint, tm
     r = run_cli("ood", out, "--data", "digits", "--predictive", "map", "--no-tune", "--json")
     assert r.code == 0, r.err
     assert json.loads(r.out)["in_distribution"]["map"]["accuracy"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_quiet_keeps_the_result_and_drops_the_rest(run_cli, digits_checkpoint, tmp_path):
+    """``--quiet`` means no progress bars or log lines, as in report/ood: the summary table stays."""
+    r = run_cli("fit", digits_checkpoint, "--data", "digits", "--limit", "100", "-o", tmp_path / "f.h5", "-q")
+    assert r.code == 0, r.err
+    assert "kfac Laplace" in r.out and "fc1" in r.out
+    assert r.err.strip() == ""
+    r = run_cli("tune", tmp_path / "f.h5", "-q")
+    assert r.code == 0 and "tuned by marglik" in r.out and r.err.strip() == ""

@@ -116,7 +116,7 @@ def fit(
             summary = fit_summary(result, output)
             if json_output:
                 print_json(summary)
-            elif not quiet:
+            else:  # --quiet silences progress and logs, not the result (as in every command)
                 print_fit_summary(summary)
         ctx.barrier()
     finally:

@@ -70,8 +70,7 @@ def tune(
     if json_output:
         print_json(document)
         return
-    if quiet:
-        return
+    # --quiet silences logs, not the result (as in every command)
     table = Table(title=f"tuned by {outcome.objective}")
     table.add_column("")
     table.add_column("before")
