@@ -20,6 +20,8 @@ def test_fit_report_prune(run_cli, digits_checkpoint, tmp_path, method, extra):
     assert code == 0, err
     report = json.loads(stdout)
     assert report["model"]["covered_params"] == sum(layer["params"] for layer in summary["layers"])
+    # report names each layer's structure as fit does (it called ekfac "kronecker", the rest "diagonal")
+    assert [layer["structure"] for layer in report["layers"]] == [layer["structure"] for layer in summary["layers"]]
     code, stdout, err = run_cli("prune", out, "--fraction", "0.2", "--json")
     assert code == 0, err
 

@@ -42,7 +42,7 @@ class LayerStats:
 
     name: str  # module path, e.g. "fc1"
     kind: str  # "linear", "conv" or the module's class name in lower case
-    structure: str  # "kronecker" or "diagonal"
+    structure: str  # "kronecker", "diagonal", or the fitted structure's name (ekfac, kron-diag, lowrank, dense)
     params: int
     prior_precision: float
     posterior_std_mean: float
@@ -147,6 +147,9 @@ def analyse_posterior(posterior: LaplacePosterior, input_shape: tuple[int, ...] 
     layers: list[LayerStats] = []
     details: list[LayerDetail] = []
     barely_total = 0
+    # The structure each block was fitted with, as `uncert fit` names it (ekfac, kron-diag, lowrank,
+    # dense); Kronecker and diagonal blocks carry no name of their own.
+    fitted = {block.module: getattr(block, "structure", None) for block in posterior.curvature.blocks}
     for spec in posterior.specs:
         names = spec.param_names
         var = torch.cat([variances[n].double().reshape(-1) for n in names])  # (P,)
@@ -156,7 +159,7 @@ def analyse_posterior(posterior: LaplacePosterior, input_shape: tuple[int, ...] 
         barely = int((ratio > BARELY_IDENTIFIED_RATIO).sum())
         barely_total += barely
         kind = module_kind(_get_module(posterior.model, spec.module))
-        structure = "kronecker" if isinstance(spec, KronSpec) else "diagonal"
+        structure = fitted.get(spec.module) or ("kronecker" if isinstance(spec, KronSpec) else "diagonal")
         layers.append(
             LayerStats(
                 name=spec.module,
