@@ -101,7 +101,8 @@ def train_toy(root) -> None:
     train(model, train_set, epochs=4000, lr=0.01, weight_decay=0.0, batch_size=20, task="regression", optimizer="adam")
     metrics = report("toy_regression_mlp", model.eval(), test_set, task="regression")
     meta.extra.update({"test": metrics, "seed": 0})
-    save_model(model, meta, HERE / "toy_regression_mlp.safetensors")
+    for target in (HERE / "toy_regression_mlp.safetensors", PACKAGE_SAMPLES / "toy_regression_mlp.safetensors"):
+        save_model(model, meta, target)  # the package copy is `uncert toy`'s default
 
 
 def _mnist(root, meta):

@@ -39,3 +39,12 @@ def test_toy_writes_png_and_json(tmp_path, capfd):
 def test_toy_rejects_unknown_methods(tmp_path, capfd):
     code = main(["toy", str(TOY), "--methods", "nope", "--png", str(tmp_path / "t.png")])
     assert code == 2 and "unknown method" in capfd.readouterr().err
+
+
+def test_default_toy_checkpoint_ships_with_the_package() -> None:
+    """`uncert toy` without arguments works from any folder: its default is the packaged copy of
+    the sample model (it used to be a path relative to the repository root)."""
+    from uncert_cli.cli.toy import DEFAULT_CHECKPOINT
+
+    assert DEFAULT_CHECKPOINT.is_absolute() and DEFAULT_CHECKPOINT.exists()
+    assert DEFAULT_CHECKPOINT.read_bytes() == TOY.read_bytes()

@@ -15,8 +15,11 @@ from uncert_cli.fitting import METHODS
 from uncert_cli.inputs import load_checkpoint_model
 from uncert_cli.render.console import log, print_json
 from uncert_cli.render.plots_toy import toy_figure
+from uncert_cli.samples import sample_path
 
-DEFAULT_CHECKPOINT = Path("sample_models/toy_regression_mlp.safetensors")
+# The toy network ships inside the package (1 KiB), so `uncert toy` works from any folder; it is the
+# same file as sample_models/toy_regression_mlp.safetensors (sample_models/train.py writes both).
+DEFAULT_CHECKPOINT = sample_path("toy_regression_mlp.safetensors")
 
 
 def toy(

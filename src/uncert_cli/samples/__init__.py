@@ -1,4 +1,5 @@
-"""Sample checkpoints shipped inside the package (the embedded default for ``uncert demo``)."""
+"""Sample checkpoints shipped inside the package: the embedded default for ``uncert demo`` and the
+toy regression network of ``uncert toy``."""
 
 from importlib import resources
 from pathlib import Path
