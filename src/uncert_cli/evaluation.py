@@ -145,12 +145,17 @@ def prepare_analysis(
 
 
 def _split(data: ArrayDataset, val_size: int, limit: int | None) -> tuple[ArrayDataset, ArrayDataset]:
-    """Validation first, then at most ``limit`` evaluation examples (each side at least half when short)."""
-    if limit is None:
-        return split_validation(data, val_size)
-    n = len(data)
-    val = max(1, min(val_size, n - min(limit, n // 2)))
-    return subset_rows(data, 0, val), subset_rows(data, val, min(n, val + limit))
+    """Validation first, then at most ``limit`` evaluation examples.
+
+    ``data`` was loaded with at most ``limit + val_size`` examples. When the set had that many, the
+    first ``val_size`` are held out; when it is shorter, ``data`` is the whole set and the held-out
+    part is what :func:`split_validation` takes without a limit (``val_size``, at most half), so the
+    examples tuned on never depend on ``--limit``.
+    """
+    if limit is None or len(data) < limit + val_size:
+        validation, rest = split_validation(data, val_size)
+        return validation, rest if limit is None else subset_rows(rest, 0, min(len(rest), limit))
+    return subset_rows(data, 0, val_size), subset_rows(data, val_size, val_size + limit)
 
 
 def load_ood_set(meta: ModelMeta, spec: str, settings: AnalysisSettings) -> ArrayDataset:

@@ -24,3 +24,13 @@ def test_short_data_keep_at_least_half_for_evaluation():
     assert (len(val), len(ev)) == (150, 209)
     val, ev = _split(_rows(100), 1000, 300)
     assert (len(val), len(ev)) == (50, 50)
+
+
+def test_held_out_examples_do_not_depend_on_limit():
+    """On a set shorter than limit + val_size the held-out part is what no --limit gives (at most
+    half): --limit 50 on the 359 digits test images held out 309 of them before."""
+    unlimited_val, _ = _split(_rows(359), 1000, None)
+    for limit in (20, 50, 200, 300):
+        val, ev = _split(_rows(359), 1000, limit)
+        assert len(val) == len(unlimited_val) == 179
+        assert len(ev) == min(limit, 180) and float(ev.inputs[0]) == 179.0
