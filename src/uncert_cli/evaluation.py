@@ -109,15 +109,18 @@ def prepare_analysis(
     *,
     allowed: Sequence[str] = PREDICTIVES,
     announce: Callable[[str], None] = lambda s: None,
+    check_model: Callable[[ModelMeta], None] = lambda meta: None,
 ) -> PreparedAnalysis:
     """Open ``factors``, load the in-distribution data and give each predictive its posterior
-    (``kinds=None``: :func:`default_predictives` among ``allowed``)."""
+    (``kinds=None``: :func:`default_predictives` among ``allowed``). ``check_model`` sees the model's
+    metadata as soon as the file is open, so option errors come before any data loading or tuning."""
     s = settings
     if s.prior_mode is not None and s.prior_mode not in ("eigen", "factor"):
         raise UserError(f"unknown --prior-mode '{s.prior_mode}'; use eigen or factor")
     opened = open_posterior(
         factors, prior_precision=s.prior_precision, n_data=s.n_data, prior_mode=s.prior_mode, device=s.device
     )
+    check_model(opened.model.meta)
     if opened.posterior.task != "classification":
         raise UserError(f"'{factors}' holds a regression model; ood and attack need a classifier")
     kinds = list(kinds) if kinds is not None else default_predictives(opened.posterior, allowed)
@@ -235,11 +238,14 @@ def run_attack(
     """Fast-gradient-sign attacks through each predictive (Ritter §5.3)."""
     if attack.mode not in ("untargeted", "targeted", "both"):
         raise UserError(f"unknown --mode '{attack.mode}'; use untargeted, targeted or both")
-    prepared = prepare_analysis(factors, kinds, settings, allowed=ATTACK_KINDS, announce=announce)
+
+    def check_target(meta: ModelMeta) -> None:
+        classes = meta.num_outputs
+        if classes is not None and attack.target >= classes:
+            raise UserError(f"--target {attack.target} is not a class of this model (it has {classes}); pick 0..{classes - 1}")
+
+    prepared = prepare_analysis(factors, kinds, settings, allowed=ATTACK_KINDS, announce=announce, check_model=check_target)
     kinds = prepared.kinds
-    classes = prepared.meta.num_outputs
-    if classes is not None and attack.target >= classes:
-        raise UserError(f"--target {attack.target} is not a class of this model (it has {classes}); pick 0..{classes - 1}")
     evaluation = prepared.evaluation
     report = AttackReport(
         settings={

@@ -222,6 +222,9 @@ def test_attack_json(run_cli, digits_factors, tmp_path) -> None:
     assert all(Path(p).read_bytes()[:8] == PNG_MAGIC for p in doc["pngs"])
     bad = run_cli("attack", digits_factors, "--predictive", "probit")
     assert bad.code == 2 and "probit" in bad.err
+    # A target that is no class is refused before the (default) tuning runs.
+    bad = run_cli("attack", digits_factors, "--target", "10")
+    assert bad.code == 2 and "--target 10" in bad.err and "tuning" not in bad.err
 
 
 def test_mnist_vs_notmnist(run_cli, shared_data, tmp_path) -> None:
