@@ -265,13 +265,20 @@ def _attrs(group: h5py.Group) -> dict[str, Any]:
     return out
 
 
-def read_factor_file(path: str | os.PathLike) -> FactorFile:
-    """Read a factor file written by :func:`write_factor_file`; bad files raise :class:`UserError`."""
+def check_factor_path(path: str | os.PathLike) -> Path:
+    """``path`` if it exists and is HDF5 (cheap: the header only), else a :class:`UserError`, so that
+    commands can name a missing factor file before complaining about their other options."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"no such file: {path}; run 'uncert fit CHECKPOINT --data SPEC -o {path}' first")
     if not h5py.is_hdf5(path):
         raise UserError(f"'{path}' is not an HDF5 file; pass a factor file written by 'uncert fit'")
+    return path
+
+
+def read_factor_file(path: str | os.PathLike) -> FactorFile:
+    """Read a factor file written by :func:`write_factor_file`; bad files raise :class:`UserError`."""
+    path = check_factor_path(path)
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != FORMAT_NAME:

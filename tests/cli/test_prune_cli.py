@@ -104,3 +104,5 @@ def test_prune_bad_input(fitted, tmp_path, run_cli) -> None:
     assert r.code == 2 and "between 0 and 1" in r.err
     r = run_cli("prune", fitted, "--fraction", "1.5")
     assert r.code == 2
+    r = run_cli("prune", tmp_path / "missing.h5")  # the missing file first, not the missing --fraction
+    assert r.code == 2 and "no such file" in r.err and "--fraction" not in r.err

@@ -34,6 +34,7 @@ from uncert_cli.render.prune import (
     selection_section,
 )
 from uncert_cli.render.report import prior_section
+from uncert_cli.store import check_factor_path
 
 DEFAULT_FRACTIONS = "0.1,0.3,0.5,0.7,0.9"
 
@@ -87,6 +88,7 @@ def prune(
     debug: o.Debug = False,
 ) -> None:
     """List the weights to prune by posterior uncertainty, write a pruned checkpoint, or compare criteria."""
+    check_factor_path(factors)  # a missing file is the first thing to say
     if fraction is None and not evaluate:
         raise UserError("give --fraction F (e.g. --fraction 0.5) to choose weights, or --evaluate to compare criteria")
     if output is not None:
