@@ -11,7 +11,7 @@ import torch
 from uncert_cli.data import ArrayDataset, iter_batches
 from uncert_cli.errors import UserError
 from uncert_cli.factors import open_posterior
-from uncert_cli.posterior import TuneResult, tune_prior_marglik, tune_val_nll
+from uncert_cli.posterior import TuneResult, grid_edges, tune_prior_marglik, tune_val_nll
 from uncert_cli.store import PriorSettings, update_hyperparameters
 
 OBJECTIVES = ("marglik", "val-nll")
@@ -24,6 +24,11 @@ class TuneOutcome:
     before: PriorSettings
     after: PriorSettings
 
+    @property
+    def at_grid_edge(self) -> list[str]:
+        """val-nll: the hyperparameters whose best value lies on an edge of the searched grid."""
+        return grid_edges(self.result) if self.objective == "val-nll" else []
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "objective": self.objective,
@@ -34,6 +39,7 @@ class TuneOutcome:
             "previous": {"prior_precision": self.before.prior_precision, "n_data": self.before.n_data,
                          "noise_std": self.before.noise_std},
             "history": self.result.history,
+            "at_grid_edge": self.at_grid_edge,
         }
 
 

@@ -30,10 +30,6 @@ from uncert_cli.posterior.tuning import VAL_N_FACTORS, VAL_TAU_GRID
 OnBatch = Callable[[int], None]
 LAPLACE_KINDS = ("mc", "glm", "probit")
 SAMPLED_KINDS = ("mc", "glm", "dropout")
-# Grids for held-out tuning: N multiplies the curvature, τ the identity (both scale the precision up,
-# i.e. shrink the posterior; Ritter et al. needed exactly that regularisation to keep accuracy).
-TAU_GRID: tuple[float, ...] = VAL_TAU_GRID
-N_FACTORS: tuple[float, ...] = VAL_N_FACTORS
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -99,8 +95,8 @@ def tune_on_validation(
     batch_size: int,
     seed: int = 0,
     prior_mode: str = "factor",
-    tau_grid: Sequence[float] = TAU_GRID,
-    n_factors: Sequence[float] = N_FACTORS,
+    tau_grid: Sequence[float] = VAL_TAU_GRID,
+    n_factors: Sequence[float] = VAL_N_FACTORS,
 ) -> tuple[LaplacePosterior, Hyperparameters]:
     """``(N, τ)`` minimising the validation NLL of ``kind`` on ``val_data`` (grid search, common samples).
 

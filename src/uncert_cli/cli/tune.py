@@ -12,7 +12,6 @@ from rich.table import Table
 from uncert_cli.cli import options as o
 from uncert_cli.device import resolve_device
 from uncert_cli.inputs import load_model_data
-from uncert_cli.posterior import grid_edges
 from uncert_cli.render.console import log, print_json, stdout
 from uncert_cli.store import read_factor_file
 from uncert_cli.tuning import tune_factor_file
@@ -62,8 +61,7 @@ def tune(
         device=resolve_device(device.value).type,
     )
     document = {"factors": str(factors), "written": not dry_run, **outcome.to_dict()}
-    edges = grid_edges(outcome.result) if objective is ObjectiveChoice.val_nll else []
-    document["at_grid_edge"] = edges
+    edges = outcome.at_grid_edge
     if edges:  # stderr, so --json stays pure
         log(f"warning: the best {' and '.join(edges)} lie on the edge of the searched grid; the optimum may be "
             "beyond it (set them by hand with --prior-precision / --n-data in later commands)", quiet=quiet)
