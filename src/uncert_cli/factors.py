@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from uncert_cli.checkpoint import LoadedModel, build_module, weights_fingerprint
-from uncert_cli.checkpoint.arch import is_builtin_arch
+from uncert_cli.checkpoint.arch import build_file_module, is_builtin_arch
 from uncert_cli.curvature.blocks import curvature_to
 from uncert_cli.errors import UserError
 from uncert_cli.posterior import LaplacePosterior
@@ -26,13 +26,16 @@ def model_from_factor_file(factors: FactorFile) -> LoadedModel:
             f"'{factors.path}' does not record an importable architecture; refit from a checkpoint with "
             "architecture metadata or --arch"
         )
-    if not is_builtin_arch(meta.arch) and os.environ.get(TRUST_ARCH_ENV) != "1":
-        # The file names the class to import; a forged file must not run code by being opened.
+    if os.environ.get(TRUST_ARCH_ENV) == "1":
+        module = build_module(meta.arch, dict(meta.arch_kwargs))
+    elif is_builtin_arch(meta.arch):
+        # The file names the class; only uncert's models and torchvision builders are followed.
+        module = build_file_module(meta.arch, dict(meta.arch_kwargs), f"'{factors.path}'")
+    else:
         raise UserError(
             f"'{factors.path}' names its architecture '{meta.arch}', which would import and run code from "
             f"outside uncert and torchvision; if you trust it, rerun with {TRUST_ARCH_ENV}=1"
         )
-    module = build_module(meta.arch, dict(meta.arch_kwargs))
     missing, unexpected = module.load_state_dict(factors.state_dict, strict=False)
     if missing or unexpected:
         raise UserError(

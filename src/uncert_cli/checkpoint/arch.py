@@ -27,7 +27,7 @@ from torch import nn
 
 from uncert_cli.errors import UserError
 
-__all__ = ["build_module", "parse_arch_kwargs", "canonical_arch"]
+__all__ = ["build_module", "build_file_module", "parse_arch_kwargs", "canonical_arch", "is_builtin_arch"]
 
 _SPEC_HELP = (
     "use package.module:Class, path/to/file.py:Class or torchvision:NAME (e.g. torchvision:resnet18)"
@@ -222,14 +222,119 @@ def _call(factory: Callable[..., Any], kwargs: dict[str, Any], arch: str, signat
         ) from exc
 
 
-def is_builtin_arch(arch: str) -> bool:
-    """True for architectures that import nothing outside uncert and torchvision.
+# What a file's metadata may name: exactly one colon, an identifier after it, nothing else.
+_FILE_ARCH = re.compile(r"(uncert_cli\.models|torchvision):([A-Za-z_][A-Za-z0-9_]*)")
+# Keyword values a file may pass: JSON scalars, or flat lists of them (MLP's hidden widths).
+_MAX_LIST = 64
+_MAX_STR = 64
 
-    A checkpoint's or factor file's metadata may name any importable class; following such a name
-    imports (runs) that module, so only these are followed without the user naming the class.
+
+def _uncert_model_class(name: str) -> type[nn.Module] | None:
+    """The ``nn.Module`` subclass *defined in* :mod:`uncert_cli.models` called ``name``, else None.
+
+    Only the module's own namespace is consulted (no attribute paths), and the class must have
+    been defined there: names that module merely imports (``torch``, ``nn``) are not classes of
+    uncert's and are refused.
     """
-    target = canonical_arch(arch).rpartition(":")[0].strip()
-    return target == "torchvision" or target == "uncert_cli.models"
+    from uncert_cli import models
+
+    candidate = vars(models).get(name)
+    if (
+        isinstance(candidate, type)
+        and issubclass(candidate, nn.Module)
+        and candidate.__module__ == models.__name__
+        and name in models.__all__
+    ):
+        return candidate
+    return None
+
+
+def file_arch_target(arch: str) -> tuple[str, str] | None:
+    """Split an architecture named by a file into ``("uncert_cli.models" | "torchvision", name)``.
+
+    Returns None for anything else: another module, an attribute path (``models:torch.os.system``),
+    whitespace around the colon, a class uncert does not define, or a name torchvision does not list.
+    """
+    if not isinstance(arch, str):
+        return None
+    match = _FILE_ARCH.fullmatch(canonical_arch(arch))
+    if match is None:
+        return None
+    target, name = match.groups()
+    if target == "uncert_cli.models":
+        return (target, name) if _uncert_model_class(name) is not None else None
+    import torchvision.models as tvm
+
+    return (target, name) if name in tvm.list_models() else None
+
+
+def is_builtin_arch(arch: str) -> bool:
+    """True for the architectures a file's metadata may name (see :func:`file_arch_target`).
+
+    Following any other name would import (run) a module the file chose, so those are followed
+    only when the user names the class (``--arch``) or sets ``UNCERT_TRUST_ARCH=1``.
+    """
+    return file_arch_target(arch) is not None
+
+
+def _plain_value(value: Any) -> bool:
+    scalar = value is None or isinstance(value, (bool, int, float)) or (
+        isinstance(value, str) and len(value) <= _MAX_STR
+    )
+    if scalar:
+        return True
+    return isinstance(value, list) and len(value) <= _MAX_LIST and all(
+        v is None or isinstance(v, (bool, int, float)) for v in value
+    )
+
+
+def check_file_arch_kwargs(arch_kwargs: dict[str, Any], where: str = "the file") -> dict[str, Any]:
+    """Keyword arguments read from a file: identifiers mapped to JSON scalars or flat lists of them.
+
+    Raises :class:`UserError` for anything else (nested objects, long strings, non-identifier keys),
+    so that a file cannot smuggle structured values into a constructor.
+    """
+    if not isinstance(arch_kwargs, dict):
+        raise UserError(f"{where}: the architecture's keyword arguments are not a JSON object")
+    for key, value in arch_kwargs.items():
+        if not (isinstance(key, str) and key.isidentifier()) or not _plain_value(value):
+            raise UserError(
+                f"{where}: architecture keyword {str(key)[:40]!r} holds a value that is not a plain number, "
+                f"short string or list of numbers; pass --arch and --arch-kwargs yourself if you trust the file"
+            )
+    return dict(arch_kwargs)
+
+
+def build_file_module(
+    arch: str,
+    arch_kwargs: dict[str, Any] | None,
+    where: str = "the file",
+    user_kwargs: dict[str, Any] | None = None,
+) -> nn.Module:
+    """Build an architecture that a *file* names, never importing anything a file chose.
+
+    Only classes defined in :mod:`uncert_cli.models` (``uncert_cli.models:MLP``, ``MLP``) and
+    builders listed by ``torchvision.models.list_models()`` are built; keyword arguments from the
+    file must pass :func:`check_file_arch_kwargs` (``user_kwargs``, typed by the user, override them
+    unchecked).  Raises :class:`UserError` otherwise.
+    """
+    resolved = file_arch_target(arch)
+    if resolved is None:
+        raise UserError(
+            f"{where} names its architecture {arch!r}, which is not one of uncert's models or a torchvision "
+            "model; opening a file never imports code it names, so pass --arch yourself if you trust it"
+        )
+    kwargs = {**check_file_arch_kwargs(dict(arch_kwargs or {}), where), **(user_kwargs or {})}
+    target, name = resolved
+    if target == "torchvision":
+        module = _torchvision_builder(name, kwargs)
+    else:
+        cls = _uncert_model_class(name)
+        assert cls is not None  # file_arch_target checked it
+        module = _call(cls, kwargs, f"{target}:{name}")
+    if not isinstance(module, nn.Module):
+        raise UserError(f"{arch} returned {type(module).__name__}, not a torch.nn.Module")
+    return module
 
 
 def build_module(arch: str, arch_kwargs: dict[str, Any] | None = None) -> nn.Module:

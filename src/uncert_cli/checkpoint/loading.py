@@ -13,7 +13,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from uncert_cli.checkpoint.arch import build_module, canonical_arch, is_builtin_arch
+from uncert_cli.checkpoint.arch import (
+    build_file_module,
+    build_module,
+    canonical_arch,
+    check_file_arch_kwargs,
+    is_builtin_arch,
+)
 from uncert_cli.checkpoint.meta import HEADER_KEY, ModelMeta, check_task
 from uncert_cli.checkpoint.state import (
     align_keys,
@@ -190,18 +196,23 @@ def load_model(
     content, meta = _read(source, trust_pickle)
 
     chosen = canonical_arch(arch) if arch else None
+    module: nn.Module
     if chosen is None and meta.arch and not isinstance(content, nn.Module):
+        # The file's own word: only uncert's models and torchvision builders, plain keywords.
         if not is_builtin_arch(meta.arch):
-            # Following the file's word would import code the file chose: the user must name it.
             raise UserError(
                 f"{source} names its architecture '{meta.arch}', which would import and run code from "
                 f"outside uncert and torchvision; if you trust it, pass --arch {meta.arch} yourself"
             )
         chosen = canonical_arch(meta.arch)
-    if chosen is not None:
+        module = build_file_module(chosen, meta.arch_kwargs, str(source), user_kwargs=arch_kwargs)
+        kwargs = {**meta.arch_kwargs, **(arch_kwargs or {})}
+    elif chosen is not None:
         same = meta.arch is not None and canonical_arch(meta.arch) == chosen
-        kwargs = {**(meta.arch_kwargs if same else {}), **(arch_kwargs or {})}
+        file_kwargs = check_file_arch_kwargs(meta.arch_kwargs, str(source)) if same else {}
+        kwargs = {**file_kwargs, **(arch_kwargs or {})}
         module = build_module(chosen, kwargs)
+    if chosen is not None:
         state = content.state_dict() if isinstance(content, nn.Module) else content
         state = align_keys(dict(state), set(module.state_dict()))
         check_compatible(state, module, chosen)

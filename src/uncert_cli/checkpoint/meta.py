@@ -118,6 +118,8 @@ class ModelMeta:
         if not isinstance(extra, dict):
             extra = {"extra": extra}
         payload["extra"] = {**unknown, **extra}
+        if payload.get("arch") is not None and not isinstance(payload["arch"], str):
+            raise UserError("model metadata: arch must be a string")
         if not isinstance(payload.get("arch_kwargs") or {}, dict):
             raise UserError("model metadata: arch_kwargs must be a JSON object")
         payload["arch_kwargs"] = payload.get("arch_kwargs") or {}
