@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from uncert_cli.atomic import check_output_path
 from uncert_cli.checkpoint import LoadedModel
 from uncert_cli.curvature import Curvature, compute_curvature, estimate_memory
-from uncert_cli.curvature.subset import select_units
+from uncert_cli.curvature.subset import frozen_parameters, select_units
 from uncert_cli.curvature.structured import (
     DEFAULT_RANK,
     STRUCTURED_METHODS,
@@ -49,6 +49,7 @@ class FitOptions:
     seed: int = 0
     max_memory: int | None = None  # bytes; refuse before allocating factors above this
     rank: int | None = None  # lowrank: K eigenpairs of the GGN; kfac-diag: L per module (default 20)
+    include_frozen: bool = False  # cover parameters with requires_grad=False too
 
 
 @dataclass
@@ -74,10 +75,13 @@ def check_memory(model: torch.nn.Module, options: FitOptions) -> int:
     """Estimated factor memory in bytes; refuse (before allocating anything) above ``max_memory``."""
     if options.method in STRUCTURED_METHODS:
         if options.method == "full":
-            check_full_size(sum(u.num_params for u in select_units(model, options.subset)), options.max_memory)
-        needed = int(estimate_structured_memory(model, options.method, options.subset, options.rank))
+            units = select_units(model, options.subset, include_frozen=options.include_frozen)
+            check_full_size(sum(u.num_params for u in units), options.max_memory)
+        needed = int(estimate_structured_memory(
+            model, options.method, options.subset, options.rank, include_frozen=options.include_frozen
+        ))
     else:
-        needed = int(estimate_memory(model, options.method, options.subset))
+        needed = int(estimate_memory(model, options.method, options.subset, include_frozen=options.include_frozen))
     if options.max_memory is not None and needed > options.max_memory:
         raise UserError(
             f"the {options.method} factors need about {format_size(needed)}, more than --max-memory "
@@ -141,6 +145,7 @@ def fit_laplace(
     ctx = ctx or DistributedContext()
     model = loaded.module.to(device=options.device, dtype=options.dtype).eval()
     task = loaded.meta.task
+    frozen = frozen_parameters(model)
     factor_bytes = check_memory(model, options)
     if options.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(options.device)
@@ -158,6 +163,7 @@ def fit_laplace(
             model, batches, method=options.method, fisher_type=options.fisher_type,  # type: ignore[arg-type]
             task=task, mc_samples=options.mc_samples, subset=options.subset,  # type: ignore[arg-type]
             rank=options.rank, generator=generator, on_batch=on_batch, max_bytes=options.max_memory,
+            include_frozen=options.include_frozen,
         )
     else:
         likelihood = MapLikelihood(task)
@@ -173,6 +179,7 @@ def fit_laplace(
             on_batch=on_batch,
             reduce=ctx.all_reduce_sum if ctx.world_size > 1 else None,
             on_outputs=likelihood.add,
+            include_frozen=options.include_frozen,
         )
     seconds = time.perf_counter() - start
     if options.method in STRUCTURED_METHODS:
@@ -192,6 +199,9 @@ def fit_laplace(
         "estimated_factor_bytes": factor_bytes,
         "rank": (options.rank or DEFAULT_RANK) if options.method in ("lowrank", "kfac-diag") else None,
         "log_likelihood": log_likelihood,
+        # Frozen (requires_grad=False) parameters get no posterior unless --include-frozen.
+        "include_frozen": options.include_frozen,
+        "frozen_parameters": frozen,
     }
     if accuracy is not None:
         info["map_accuracy"] = accuracy

@@ -59,9 +59,9 @@ def test_other_parameter_holders_are_diagonal_and_tied_weights_counted_once() ->
 
     model = Model()
     layers = describe_layers(model)
-    assert [(l.name, l.type, l.structure, l.params) for l in layers] == [
-        ("", "Model", "diagonal", 1),
-        ("embed", "Embedding", "diagonal", 40),
-        ("norm", "LayerNorm", "diagonal", 8),
+    assert [(l.name, l.type, l.structure, l.params, l.tied_block) for l in layers] == [
+        ("", "Model", "diagonal", 1, None),
+        ("embed", "Embedding", "diagonal", 40, "embed+out"),
+        ("norm", "LayerNorm", "diagonal", 8, None),
     ]
     assert sum(l.params for l in layers) == total(model)

@@ -159,6 +159,9 @@ def analyse_posterior(posterior: LaplacePosterior, input_shape: tuple[int, ...] 
         barely = int((ratio > BARELY_IDENTIFIED_RATIO).sum())
         barely_total += barely
         kind = module_kind(_get_module(posterior.model, spec.module))
+        if kind == "unknown" and "+" in spec.module:
+            # a joint block over several modules: tied weights (diag/kfac) or a full/lowrank fit
+            kind = "joint"
         structure = fitted.get(spec.module) or ("kronecker" if isinstance(spec, KronSpec) else "diagonal")
         layers.append(
             LayerStats(

@@ -26,14 +26,22 @@ class LayerInfo:
     type: str
     params: int
     structure: str
+    #: the block's name when this module shares parameters with others (tied weights: "a+b")
+    tied_block: str | None = None
+    #: parameters of this module with requires_grad=False (no posterior unless --include-frozen)
+    frozen_params: int = 0
 
 
 def describe_layers(module: nn.Module) -> list[LayerInfo]:
     """Modules with direct (``recurse=False``) parameters, in definition order.
 
     A parameter shared by several modules (tied weights) is counted at its first owner only,
-    so the counts add up to ``sum(p.numel() for p in module.parameters())``.
+    so the counts add up to ``sum(p.numel() for p in module.parameters())``; the modules that
+    share it form one diagonal block (``tied_block``), as ``uncert fit`` computes it.
     """
+    from uncert_cli.curvature.subset import discover_units  # the fit's own grouping
+
+    tied = {m.name: u.name for u in discover_units(module, include_frozen=True) for m in u.members}
     seen: set[int] = set()
     layers: list[LayerInfo] = []
     for name, sub in module.named_modules():
@@ -41,6 +49,9 @@ def describe_layers(module: nn.Module) -> list[LayerInfo]:
         if not own:
             continue
         seen.update(id(p) for p in own)
-        structure = "kronecker" if isinstance(sub, KRONECKER_TYPES) else "diagonal"
-        layers.append(LayerInfo(name, type(sub).__name__, sum(p.numel() for p in own), structure))
+        structure = "kronecker" if isinstance(sub, KRONECKER_TYPES) and name not in tied else "diagonal"
+        frozen = sum(p.numel() for p in own if not p.requires_grad)
+        layers.append(
+            LayerInfo(name, type(sub).__name__, sum(p.numel() for p in own), structure, tied.get(name), frozen)
+        )
     return layers

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import sys
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -114,7 +115,7 @@ def _read_torch(path: Path, trust_pickle: bool) -> Any:
     if not trust_pickle:
         raise _pickle_refusal(path, message)
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return _unpickle_with_cwd_fallback(path)
     except (AttributeError, ModuleNotFoundError, ImportError) as exc:
         raise UserError(
             f"{path} is a pickled model whose code is not importable here ({exc}); "
@@ -122,6 +123,24 @@ def _read_torch(path: Path, trust_pickle: bool) -> Any:
         ) from exc
     except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as exc:
         raise _NotThisFormat(str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable") from exc
+
+
+def _unpickle_with_cwd_fallback(path: Path) -> Any:
+    """``torch.load`` of a trusted pickle; a class from a module in the working directory is found
+    as ``python -m`` would find it (a console script does not put the folder on ``sys.path``)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except ModuleNotFoundError as exc:
+        cwd = str(Path.cwd())
+        top = (exc.name or "").split(".")[0]
+        local = Path(cwd, f"{top}.py").is_file() or Path(cwd, top, "__init__.py").is_file()
+        if not top or not local or cwd in sys.path:
+            raise
+    sys.path.append(cwd)  # last: the folder never shadows an installed package
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    finally:
+        sys.path.remove(cwd)
 
 
 def _meta_from_torch_object(obj: Any) -> ModelMeta:

@@ -16,8 +16,9 @@ from uncert_cli.distributed import init_from_environment, shutdown
 from uncert_cli.fitting import FitOptions, check_memory, fit_to_file
 from uncert_cli.inputs import load_checkpoint_model, load_model_data, with_normalization
 from uncert_cli.memory import parse_size
-from uncert_cli.render.console import print_json, progress_bar
-from uncert_cli.render.fit import fit_summary, print_fit_summary
+from uncert_cli.checkpoint.pickled import record_pickled_arch
+from uncert_cli.render.console import log, print_json, progress_bar
+from uncert_cli.render.fit import fit_summary, log_coverage_notes, print_fit_summary
 from uncert_cli.store import PriorSettings
 
 
@@ -61,6 +62,7 @@ def fit(
     mc_samples: Annotated[int, typer.Option("--mc-samples", min=1, help="Sampled labels per example for --fisher mc.")] = 1,
     subset: Annotated[str, typer.Option("--subset", help="all, last-layer, or comma-separated module names.")] = "all",
     layers: Annotated[Optional[str], typer.Option("--layers", help="Alias of --subset with comma-separated module names, e.g. fc1,fc2.")] = None,
+    include_frozen: Annotated[bool, typer.Option("--include-frozen", help="Also cover parameters with requires_grad=False (default: only trainable ones).")] = False,
     task: Annotated[Optional[TaskChoice], typer.Option("--task", help="Override the checkpoint's task.")] = None,
     prior_precision: Annotated[float, typer.Option("--prior-precision", callback=o.positive, help="Prior precision τ stored as default.")] = 1.0,
     prior_mode: Annotated[PriorModeChoice, typer.Option("--prior-mode", help="eigen: exact N·λ+τ; factor: Ritter eq. 9.")] = PriorModeChoice.eigen,
@@ -97,6 +99,9 @@ def fit(
             checkpoint, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
             task=task.value if task else None,
         )
+        loaded, pickle_note = record_pickled_arch(loaded)  # refuses before any data is read
+        if pickle_note and ctx.is_main:
+            log(f"note: {pickle_note}", quiet=quiet)
         dataset = load_model_data(
             loaded.meta, data, split=split.value, limit=limit, root=data_root, download=download, normalize=normalize
         )
@@ -104,12 +109,14 @@ def fit(
         opts = FitOptions(
             method=method.value, fisher_type=fisher.value, mc_samples=mc_samples, subset=subset,
             batch_size=batch_size, dtype=resolve_dtype(dtype.value), device=dev, seed=seed,
-            max_memory=parse_size(max_memory) if max_memory else None, rank=rank,
+            max_memory=parse_size(max_memory) if max_memory else None, rank=rank, include_frozen=include_frozen,
         )
         check_memory(loaded.module, opts)  # refuse before any work is shown or done
         show = not (quiet or json_output) and ctx.is_main
         total = len(dataset) if ctx.world_size == 1 else len(dataset) // ctx.world_size
         prior = PriorSettings(prior_precision=prior_precision, prior_mode=prior_mode.value, n_data=n_data)
+        if ctx.is_main:
+            log_coverage_notes(loaded.module, opts, quiet=quiet)
         with progress_bar(total, f"fit {method.value}", quiet=not show) as advance:
             result = fit_to_file(loaded, dataset, opts, output, prior=prior, split=split.value, ctx=ctx, on_batch=advance)
         if ctx.is_main:

@@ -139,12 +139,30 @@ class GenericDiagAccumulator:
         self.capture = capture
         self.sums_ = [torch.zeros_like(p, dtype=dtype, device=device) for p in unit.params]
 
-    def _call_grads(self, call: Call, g: list[Tensor], B: int, sl: slice) -> list[Tensor]:
-        """Per-example gradients of ``Σ output·g`` for the examples ``sl`` of one call:
-        one ``(K, b, *param.shape)`` tensor per parameter."""
-        module = self.unit.module
-        names = self.unit.local_names
-        params = tuple(p.detach() for p in self.unit.params)
+    def _unit_grads(self, call: Call, g: list[Tensor], B: int, sl: slice) -> list[Tensor]:
+        """Per-example gradients of one call for every parameter of the unit: ``(K, b, *param.shape)``.
+
+        A call of one module of a tied unit reaches only that module's parameters; the others get
+        zeros, so that summing over calls sums the uses of each shared tensor."""
+        if not self.unit.members:
+            return self._call_grads(call, g, B, sl, self.unit.module, self.unit.local_names, self.unit.params)
+        member = self.unit.members[call.member]
+        params = tuple(self.unit.params[s] for s in member.slots)
+        per = self._call_grads(call, g, B, sl, member.module, member.local_names, params)
+        K, b = g[0].shape[0], sl.stop - sl.start
+        out: list[Tensor] = [p.new_zeros((K, b, *p.shape)) for p in self.unit.params]
+        for slot, grad in zip(member.slots, per):
+            out[slot] = out[slot] + grad
+        return out
+
+    def _call_grads(
+        self, call: Call, g: list[Tensor], B: int, sl: slice,
+        module: nn.Module, names: tuple[str, ...], unit_params: tuple[Tensor, ...],
+    ) -> list[Tensor]:
+        """Per-example gradients of ``Σ output·g`` for the examples ``sl`` of one call of
+        ``module``: one ``(K, b, *param.shape)`` tensor per parameter in ``unit_params``
+        (named ``names`` relative to ``module``)."""
+        params = tuple(p.detach() for p in unit_params)
 
         # Split the recorded inputs into per-example tensors (vmapped) and shared constants.
         # Only top-level tensor args/kwargs can be per-example; nested containers are passed as is.
@@ -210,7 +228,7 @@ class GenericDiagAccumulator:
             sl = slice(start, min(B, start + chunk))
             total: list[Tensor] | None = None
             for c, g in live:
-                per = self._call_grads(c, g, B, sl)
+                per = self._unit_grads(c, g, B, sl)
                 total = per if total is None else [t + p for t, p in zip(total, per)]
             assert total is not None
             for s, t in zip(self.sums_, total):

@@ -124,6 +124,7 @@ def compute_curvature(
     on_batch: Callable[[int], None] | None = None,
     reduce: Callable[[list[Tensor]], None] | None = None,
     on_outputs: Callable[[Tensor, Tensor], None] | None = None,
+    include_frozen: bool = False,
 ) -> Curvature:
     """GGN/Fisher curvature of ``model`` over ``batches`` as one block per unit.
 
@@ -143,6 +144,7 @@ def compute_curvature(
             example count); must reduce them in place (all-reduce SUM across processes).
         on_outputs: called per batch with the model's (detached) outputs ``(B, C)`` and targets, so
             that callers can score the MAP network in the same pass (``uncert fit``'s log-likelihood).
+        include_frozen: also cover parameters with ``requires_grad=False`` (left out by default).
 
     Returns:
         :class:`Curvature` with blocks in module registration order; every block is the mean over
@@ -162,7 +164,9 @@ def compute_curvature(
     if first is None:
         raise UserError("the data set is empty; the curvature needs at least one example")
     dtype, device = _model_dtype_device(model)
-    units = select_units(model, subset, example_input=first[0] if subset.strip() == "last-layer" else None)
+    units = select_units(
+        model, subset, example_input=first[0] if subset.strip() == "last-layer" else None, include_frozen=include_frozen
+    )
 
     # Eval mode (dropout off, BatchNorm on running statistics); restore every flag afterwards.
     training = {m: m.training for m in model.modules()}
@@ -246,7 +250,8 @@ def compute_curvature(
 
 
 def estimate_memory(
-    model: nn.Module, method: Method, subset: str = "all", example_input: Tensor | None = None
+    model: nn.Module, method: Method, subset: str = "all", example_input: Tensor | None = None,
+    include_frozen: bool = False,
 ) -> int:
     """Bytes the curvature factors of ``model`` will take (element size of the model's dtype).
 
@@ -257,7 +262,7 @@ def estimate_memory(
     dtype, _ = _model_dtype_device(model)
     elem = torch.empty((), dtype=dtype).element_size()
     total = 0
-    for u in select_units(model, subset, example_input=example_input):
+    for u in select_units(model, subset, example_input=example_input, include_frozen=include_frozen):
         if method == "kfac" and u.structure == "kronecker":
             w = u.params[0]
             O, I = w.shape[0], w[0].numel() + (1 if len(u.params) == 2 else 0)

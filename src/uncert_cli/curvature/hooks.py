@@ -49,6 +49,7 @@ class Call:
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     input_versions: list[int] = field(default_factory=list)
+    member: int = 0  # which module of a tied unit made the call (0 for ordinary units)
 
     def check_inputs_unmodified(self, unit_name: str) -> None:
         """Inputs are read after the backward pass; an in-place change since the call would
@@ -88,7 +89,9 @@ class Capture:
         self.calls: list[list[Call]] = [[] for _ in self.units]
         self.active = False
 
-    def _hook(self, i: int, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
+    def _hook(
+        self, i: int, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any, member: int = 0
+    ) -> Any:
         if not self.active:
             return None
         single = isinstance(output, Tensor)
@@ -100,7 +103,7 @@ class Capture:
                 tracked.append(o)
                 index.append(j)
                 flat[j] = o.clone()
-        call = Call(outputs=tracked, output_index=index)
+        call = Call(outputs=tracked, output_index=index, member=member)
         if self.keep_inputs[i]:
             call.args = tuple(_detach(a) for a in args)
             call.kwargs = {k: _detach(v) for k, v in kwargs.items()}
@@ -120,11 +123,12 @@ class Capture:
     def hooked(self) -> Iterator[Capture]:
         handles = []
         for i, unit in enumerate(self.units):
-            handles.append(
-                unit.module.register_forward_hook(
-                    lambda m, a, kw, o, i=i: self._hook(i, m, a, kw, o), with_kwargs=True
+            for j, module in enumerate(unit.modules):  # a tied unit hooks each of its modules
+                handles.append(
+                    module.register_forward_hook(
+                        lambda m, a, kw, o, i=i, j=j: self._hook(i, m, a, kw, o, j), with_kwargs=True
+                    )
                 )
-            )
         self.active = True
         try:
             yield self

@@ -45,11 +45,13 @@ FULL_MAX_BYTES = 2 << 30  # default cap on the dense GGN (float64 P x P) without
 DEFAULT_RANK = 20
 
 
-def _units(model: nn.Module, source: BatchSource, subset: str) -> list[Unit]:
+def _units(model: nn.Module, source: BatchSource, subset: str, include_frozen: bool) -> list[Unit]:
     first = next(iter(source()), None)
     if first is None:
         raise UserError("the data set is empty; the curvature needs at least one example")
-    return select_units(model, subset, example_input=first[0] if subset.strip() == "last-layer" else None)
+    return select_units(
+        model, subset, example_input=first[0] if subset.strip() == "last-layer" else None, include_frozen=include_frozen
+    )
 
 
 def joint_label(units: list[Unit]) -> str:
@@ -89,6 +91,7 @@ def compute_structured_curvature(
     on_batch: Callable[[int], None] | None = None,
     max_bytes: int | None = None,
     power_iters: int = 2,
+    include_frozen: bool = False,
 ) -> Curvature:
     """Curvature of ``model`` in one of :data:`STRUCTURED_METHODS`.
 
@@ -101,13 +104,14 @@ def compute_structured_curvature(
     rank = DEFAULT_RANK if rank is None else int(rank)
     if rank < 1:
         raise UserError(f"--rank must be at least 1, got {rank}")
-    units = _units(model, source, subset)
+    units = _units(model, source, subset, include_frozen)
     training = {m: m.training for m in model.modules()}
     requires = {p: p.requires_grad for p in model.parameters()}
     model.eval()
     for p in model.parameters():
         p.requires_grad_(any(p is q for u in units for q in u.params))
-    common = dict(fisher_type=fisher_type, task=task, mc_samples=mc_samples, subset=subset, generator=generator)
+    common = dict(fisher_type=fisher_type, task=task, mc_samples=mc_samples, subset=subset, generator=generator,
+                  include_frozen=include_frozen)
     try:
         if method == "full":
             return _full(model, source, units, task, fisher_type, max_bytes)
@@ -200,9 +204,11 @@ def _kfac_diag(kfac: Curvature, diag: Curvature, rank: int) -> Curvature:
     return _curvature(blocks, kfac.n_data, kfac.task, "kfac-diag", kfac.fisher_type, kfac.mc_samples)
 
 
-def estimate_structured_memory(model: nn.Module, method: str, subset: str, rank: int | None) -> int:
+def estimate_structured_memory(
+    model: nn.Module, method: str, subset: str, rank: int | None, include_frozen: bool = False
+) -> int:
     """Bytes of the stored curvature (model dtype), before any data is touched."""
-    units = select_units(model, subset)
+    units = select_units(model, subset, include_frozen=include_frozen)
     p0 = next(model.parameters())
     elem = p0.element_size()
     P = sum(u.num_params for u in units)

@@ -4,6 +4,15 @@ A *unit* is a module that owns parameters directly (``module.parameters(recurse=
 exception is :class:`torch.nn.MultiheadAttention`: its ``out_proj`` Linear is never *called* (the
 attention forward uses ``out_proj.weight`` functionally), so the attention module owns all of its
 parameters, ``out_proj``'s included, and ``out_proj`` is not a unit of its own.
+
+Tied weights (``b.weight = a.weight``): modules that share a parameter tensor form *one* unit, named
+``a+b``, whose parameters are the union of theirs, each tensor once under its first name (the name
+``model.named_parameters()`` gives it). Its curvature must be that of the shared tensor, i.e. of the
+sum of its uses, which a Kronecker factor of one module cannot express, so such a unit is always
+diagonal (exact: per-example gradients of every use are summed before squaring).
+
+Frozen parameters (``requires_grad=False``) are left out unless ``include_frozen``: a posterior
+over weights that training never moved would say nothing about what the data determined.
 """
 
 from __future__ import annotations
@@ -56,8 +65,22 @@ def supported_structure(module: nn.Module) -> Structure | None:
 
 
 @dataclass
+class Member:
+    """One module of a tied unit: its path, its parameters' names relative to it, and the
+    positions of those parameters in the unit's ``params``."""
+
+    name: str
+    module: nn.Module
+    local_names: tuple[str, ...]
+    slots: tuple[int, ...]
+
+
+@dataclass
 class Unit:
-    """One module that gets one block; ``params`` are named relative to the model."""
+    """One module that gets one block; ``params`` are named relative to the model.
+
+    A tied unit (modules sharing a parameter) lists its modules in ``members``; ``module`` is then
+    the first of them and ``local_names`` are not used."""
 
     name: str
     module: nn.Module
@@ -65,18 +88,25 @@ class Unit:
     local_names: tuple[str, ...]  # names relative to ``module`` ("weight", "out_proj.weight")
     params: tuple[Tensor, ...]
     structure: Structure
+    members: tuple[Member, ...] = ()
 
     @property
     def num_params(self) -> int:
         return sum(p.numel() for p in self.params)
+
+    @property
+    def modules(self) -> tuple[nn.Module, ...]:
+        """Every module whose calls feed this unit's curvature."""
+        return tuple(m.module for m in self.members) if self.members else (self.module,)
 
 
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def discover_units(model: nn.Module) -> list[Unit]:
-    """All units of ``model`` in module registration order."""
+def discover_units(model: nn.Module, include_frozen: bool = False) -> list[Unit]:
+    """All units of ``model`` in module registration order (tied modules merged into one unit,
+    frozen parameters left out unless ``include_frozen``)."""
     units: list[Unit] = []
     absorbed: set[str] = set()
     for name, module in model.named_modules():
@@ -105,7 +135,84 @@ def discover_units(model: nn.Module) -> list[Unit]:
                 structure=structure,
             )
         )
-    return units
+    return _without_frozen(_merge_tied(units)) if not include_frozen else _merge_tied(units)
+
+
+def _merge_tied(units: list[Unit]) -> list[Unit]:
+    """Merge units that share a parameter tensor (transitively) into one diagonal unit, placed
+    where its first module was."""
+    group_of = list(range(len(units)))  # union-find over units
+
+    def root(i: int) -> int:
+        while group_of[i] != i:
+            group_of[i] = group_of[group_of[i]]
+            i = group_of[i]
+        return i
+
+    owner: dict[int, int] = {}
+    for i, u in enumerate(units):
+        for p in u.params:
+            j = owner.setdefault(id(p), i)
+            group_of[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(units)):
+        groups.setdefault(root(i), []).append(i)
+    merged: list[Unit] = []
+    for i, u in enumerate(units):
+        members = groups[root(i)]
+        if len(members) == 1:
+            merged.append(u)
+        elif members[0] == i:
+            merged.append(_tied_unit([units[j] for j in members]))
+    return merged
+
+
+def _tied_unit(parts: list[Unit]) -> Unit:
+    names: list[str] = []
+    params: list[Tensor] = []
+    slot_of: dict[int, int] = {}
+    members = []
+    for u in parts:
+        slots = []
+        for n, p in zip(u.param_names, u.params):
+            if id(p) not in slot_of:
+                slot_of[id(p)] = len(params)
+                params.append(p)
+                names.append(n)
+            slots.append(slot_of[id(p)])
+        members.append(Member(u.name, u.module, u.local_names, tuple(slots)))
+    return Unit(
+        name="+".join(u.name for u in parts), module=parts[0].module, param_names=tuple(names),
+        local_names=tuple(names), params=tuple(params), structure="diagonal", members=tuple(members),
+    )
+
+
+def _without_frozen(units: list[Unit]) -> list[Unit]:
+    """Units restricted to their trainable parameters; a unit with some frozen parameters keeps
+    the others in a diagonal block (a Kronecker block needs the whole ``[W | b]``)."""
+    kept: list[Unit] = []
+    for u in units:
+        live = [i for i, p in enumerate(u.params) if p.requires_grad]
+        if len(live) == len(u.params):
+            kept.append(u)
+        elif live:
+            keep = set(live)
+            members = tuple(
+                Member(m.name, m.module, tuple(n for n, s in zip(m.local_names, m.slots) if s in keep),
+                       tuple(live.index(s) for s in m.slots if s in keep))
+                for m in u.members
+            )
+            kept.append(Unit(
+                name=u.name, module=u.module, param_names=tuple(u.param_names[i] for i in live),
+                local_names=tuple(u.local_names[i] for i in live), params=tuple(u.params[i] for i in live),
+                structure="diagonal", members=tuple(m for m in members if m.slots),
+            ))
+    return kept
+
+
+def frozen_parameters(model: nn.Module) -> list[str]:
+    """Names of the model's parameters with ``requires_grad=False`` (each tensor once)."""
+    return [n for n, p in model.named_parameters() if not p.requires_grad]
 
 
 def forward_call_order(model: nn.Module, units: list[Unit], example_input: Tensor) -> list[Unit]:
@@ -118,7 +225,7 @@ def forward_call_order(model: nn.Module, units: list[Unit], example_input: Tenso
             if i not in order:
                 order.append(i)
 
-        handles.append(unit.module.register_forward_hook(hook))
+        handles.extend(m.register_forward_hook(hook) for m in unit.modules)
     try:
         with torch.no_grad():
             model(example_input)
@@ -129,15 +236,21 @@ def forward_call_order(model: nn.Module, units: list[Unit], example_input: Tenso
 
 
 def select_units(
-    model: nn.Module, subset: str, example_input: Tensor | None = None
+    model: nn.Module, subset: str, example_input: Tensor | None = None, include_frozen: bool = False
 ) -> list[Unit]:
     """Resolve ``subset`` (``"all"``, ``"last-layer"`` or comma-separated module names).
 
     ``"last-layer"`` is the last unit in forward call order; that needs ``example_input`` (one
-    probe forward under ``no_grad``). Without it, registration order is used as a proxy.
+    probe forward under ``no_grad``). Without it, registration order is used as a proxy. A tied
+    unit is chosen by its joint name (``a+b``) or by the name of any of its modules.
     """
-    units = discover_units(model)
+    units = discover_units(model, include_frozen)
     if not units:
+        if not include_frozen and discover_units(model, True):
+            raise UserError(
+                "every parameter of the model is frozen (requires_grad=False); pass --include-frozen "
+                "to fit a Laplace approximation to them anyway"
+            )
         raise UserError("the model has no parameters; there is nothing to fit a Laplace approximation to")
     spec = subset.strip()
     if spec == "all":
@@ -149,6 +262,7 @@ def select_units(
         return [ordered[-1]]
     wanted = [s.strip() for s in spec.split(",") if s.strip()]
     by_name = {u.name: u for u in units}
+    by_name.update({m.name: u for u in units for m in u.members})
     unknown = [w for w in wanted if w not in by_name]
     if unknown or not wanted:
         available = ", ".join(u.name or "<root>" for u in units)
@@ -156,5 +270,5 @@ def select_units(
             f"unknown module(s) in --subset: {', '.join(unknown) or subset!r}; "
             f"use 'all', 'last-layer' or a comma-separated list of: {available}"
         )
-    chosen = set(wanted)
+    chosen = {by_name[w].name for w in wanted}
     return [u for u in units if u.name in chosen]

@@ -74,7 +74,8 @@ def supported(model: nn.Module, specs: Sequence[Spec]) -> list[Unit] | None:
     """The units of ``specs`` if every one is a Linear/Conv Kronecker or diagonal block, else None."""
     if not specs or not all(isinstance(s, (KronSpec, DiagSpec)) for s in specs):
         return None
-    units = {u.name: u for u in select_units(model, ",".join(s.module for s in specs))}
+    # The file names what it covers, frozen parameters included when the fit included them.
+    units = {u.name: u for u in select_units(model, ",".join(s.module for s in specs), include_frozen=True)}
     chosen = []
     for s in specs:
         u = units.get(s.module)

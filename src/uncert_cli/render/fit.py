@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+from torch import nn
 
 from uncert_cli.curvature import KroneckerBlock
-from uncert_cli.fitting import FitResult
+from uncert_cli.curvature.subset import frozen_parameters, select_units
+from uncert_cli.fitting import FitOptions, FitResult
 from uncert_cli.memory import format_size
-from uncert_cli.render.console import stdout
+from uncert_cli.render.console import log, stdout
 
 
 def fit_summary(result: FitResult, output: Path) -> dict[str, Any]:
@@ -38,6 +40,8 @@ def fit_summary(result: FitResult, output: Path) -> dict[str, Any]:
         "parameters": curvature.num_params,
         "layers": layers,
         **{k: result.info[k] for k in ("seconds", "peak_memory_bytes", "dataset", "log_likelihood") if k in result.info},
+        "include_frozen": result.info.get("include_frozen", False),
+        "frozen_parameters": result.info.get("frozen_parameters", []),
         "map_accuracy": result.info.get("map_accuracy"),
     }
 
@@ -60,3 +64,27 @@ def print_fit_summary(summary: dict[str, Any]) -> None:
         f"{summary['seconds']:.1f} s, peak memory {format_size(summary['peak_memory_bytes'])}\n"
         f"wrote [bold]{summary['output']}[/bold]"
     )
+
+
+def log_coverage_notes(model: nn.Module, options: FitOptions, *, quiet: bool) -> None:
+    """Say on stderr what the fit will cover differently from "every parameter, one block per
+    module": frozen parameters left out (or included), tied modules merged into one block."""
+    frozen = frozen_parameters(model)
+    if frozen:
+        count = sum(p.numel() for n, p in model.named_parameters() if n in set(frozen))
+        shown = ", ".join(frozen[:4]) + (f" and {len(frozen) - 4} more" if len(frozen) > 4 else "")
+        if options.include_frozen:
+            log(f"note: --include-frozen: the fit covers {count:,} frozen parameters ({shown}) too", quiet=quiet)
+        else:
+            log(
+                f"note: {count:,} frozen parameters (requires_grad=False: {shown}) get no posterior; "
+                "only trainable parameters are covered (--include-frozen covers them too)",
+                quiet=quiet,
+            )
+    for unit in select_units(model, options.subset, include_frozen=options.include_frozen):
+        if unit.members:
+            log(
+                f"note: modules {', '.join(m.name for m in unit.members)} share parameters (tied weights): "
+                f"one diagonal block '{unit.name}' holds the shared tensors' exact curvature over every use",
+                quiet=quiet,
+            )

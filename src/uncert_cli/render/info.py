@@ -39,7 +39,12 @@ def print_model_summary(summary: dict[str, Any]) -> None:
     table.add_column("params", justify="right")
     table.add_column("Laplace structure")
     for layer in summary["layers"]:
-        table.add_row(layer["name"], layer["type"], f"{layer['params']:,}", layer["structure"])
+        structure = layer["structure"]
+        if layer.get("tied_block"):
+            structure += f" (tied: {layer['tied_block']})"
+        if layer.get("frozen_params"):
+            structure = "none: frozen" if layer["frozen_params"] == layer["params"] else structure + ", part frozen"
+        table.add_row(layer["name"] or "<root>", layer["type"], f"{layer['params']:,}", structure)
     stdout.print(table)
     shape = "×".join(map(str, summary["input_shape"])) if summary["input_shape"] else "unknown"
     stdout.print(

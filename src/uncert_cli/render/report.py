@@ -5,6 +5,7 @@ The JSON schemas are documented in ``docs/json.md``; keys are stable.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -32,6 +33,16 @@ def model_section(factors: FactorFile, total_params: int, covered_params: int) -
     }
 
 
+def _json_value(value: Any) -> Any:
+    """Lists are stored as JSON text in HDF5 attributes."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
 def fit_section(factors: FactorFile) -> dict[str, Any]:
     fit = factors.fit
     return {
@@ -43,6 +54,8 @@ def fit_section(factors: FactorFile) -> dict[str, Any]:
         "n_data": fit.get("n_data"),
         "map_accuracy": fit.get("map_accuracy"),
         "seconds": fit.get("seconds"),
+        # requires_grad=False parameters the fit left out (files from before this field: unknown, None)
+        "frozen_parameters": _json_value(fit.get("frozen_parameters")),
     }
 
 
@@ -110,6 +123,10 @@ def print_report(doc: dict[str, Any]) -> None:
         f"N = {_num(fit['n_data'], ',')}\n"
         f"prior precision τ = {tau_text}, N used = {prior['n_data']:g}, prior mode {prior['prior_mode']}"
     )
+    frozen = fit.get("frozen_parameters") or []
+    if frozen and model["covered_params"] < model["parameters"]:
+        shown = ", ".join(frozen[:4]) + (f" and {len(frozen) - 4} more" if len(frozen) > 4 else "")
+        stdout.print(f"not covered: frozen parameters ({shown}); refit with --include-frozen to cover them")
     # Two narrow tables rather than one wide one: both fit an 80-column terminal.
     spread = _table(
         "Posterior std per layer (network order)",
