@@ -17,6 +17,10 @@ from uncert_cli.errors import UserError
 from uncert_cli.samples import sample_path
 
 
+#: The self-contained pages the demo writes (``--html``), in the order they are written.
+HTML_PAGES = ("report.html", "ood.html")
+
+
 def demo_commands(out_dir: Path) -> list[tuple[str, list[str]]]:
     """``(step name, argv)`` for every stage of the demo."""
     checkpoint = str(sample_path("digits_mlp.safetensors"))
@@ -24,9 +28,9 @@ def demo_commands(out_dir: Path) -> list[tuple[str, list[str]]]:
     return [
         ("info", ["info", checkpoint]),
         ("fit", ["fit", checkpoint, "--data", "digits", "--method", "kfac", "-o", factors]),
-        ("report", ["report", factors, "--png", str(out_dir / "report")]),
+        ("report", ["report", factors, "--png", str(out_dir / "report"), "--html", str(out_dir / "report.html")]),
         ("ood", ["ood", factors, "--against", "photo-patches", "--predictive", "map,probit,glm,mc",
-                 "--val-size", "150", "--png", str(out_dir / "ood")]),
+                 "--val-size", "150", "--png", str(out_dir / "ood"), "--html", str(out_dir / "ood.html")]),
     ]
 
 
@@ -37,7 +41,10 @@ def run_demo(
     from uncert_cli.cli.main import main  # the CLI layer is the demo's subject, not its dependency
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    documents: dict[str, Any] = {"outputs": str(out_dir.resolve())}
+    documents: dict[str, Any] = {
+        "outputs": str(out_dir.resolve()),
+        "html": [str((out_dir / name).resolve()) for name in HTML_PAGES],
+    }
     for name, argv in demo_commands(out_dir):
         announce(f"$ uncert {' '.join(argv)}")
         if json_output:

@@ -347,3 +347,32 @@ def update_hyperparameters(path: str | os.PathLike, prior: PriorSettings, tuning
             if "tuning" in f:
                 del f["tuning"]
             _json_attrs(f.create_group("tuning"), dict(tuning))
+
+
+def read_provenance(path: str | os.PathLike) -> dict[str, Any]:
+    """Where a factor file's posterior came from, read from its attributes only (no arrays).
+
+    Keys: ``factors``, ``checkpoint``, ``fingerprint``, ``method``, ``fisher_type``, ``dataset``,
+    ``n_data`` (the N in use), ``prior_precision`` (τ in use), ``prior_mode``, ``written_by``
+    (the uncert version that wrote the file) and ``created``.
+    """
+    path = check_factor_path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            fit, prior, model = _attrs(f["fit"]), _attrs(f["prior"]), f["model"]
+            n_data = _maybe_json(prior.get("n_data"))
+            return {
+                "factors": str(path),
+                "checkpoint": str(model.attrs.get("checkpoint_path", "")),
+                "fingerprint": str(model.attrs.get("fingerprint", "")),
+                "method": fit.get("method"),
+                "fisher_type": fit.get("fisher_type"),
+                "dataset": fit.get("dataset"),
+                "n_data": n_data if n_data is not None else fit.get("n_data"),
+                "prior_precision": _maybe_json(prior.get("prior_precision")),
+                "prior_mode": prior.get("prior_mode"),
+                "written_by": f"uncert {_attrs(f).get('uncert_version', '?')}",
+                "created": _attrs(f).get("created"),
+            }
+    except (OSError, KeyError, ValueError) as exc:
+        raise UserError(f"'{path}' is damaged or incomplete ({exc}); refit with 'uncert fit'") from exc

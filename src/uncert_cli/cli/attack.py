@@ -9,6 +9,9 @@ import typer
 
 from uncert_cli.analysis.attack import ATTACK_KINDS, UNTARGETED_STEP_SIZES
 from uncert_cli.cli import options as o
+from uncert_cli.cli.html_output import Html, figure_folder, finish_html
+from uncert_cli.render.html import check_html_path, attack_page
+from uncert_cli.store import read_provenance
 from uncert_cli.device import resolve_device
 from uncert_cli.evaluation import AnalysisSettings, AttackSettings, parse_predictives, run_attack
 from uncert_cli.errors import UserError
@@ -52,6 +55,7 @@ def attack(
     batch_size: o.BatchSize = 250,
     seed: o.Seed = 0,
     png: o.Png = None,
+    html: Html = None,
     data_root: o.DataRoot = None,
     download: o.Download = False,
     normalize: o.Normalize = None,
@@ -62,6 +66,8 @@ def attack(
 ) -> None:
     """Untargeted (per step size) and targeted (per step) FGSM: accuracy, target hits, mean entropy."""
     quiet_all = quiet or json_output
+    if html is not None:
+        check_html_path(html)  # before any work
     settings = AnalysisSettings(
         data=data, limit=limit, prior_precision=prior_precision, n_data=n_data, prior_mode=prior_mode, tune=tune,
         val_size=val_size, tune_samples=tune_samples, batch_size=batch_size, seed=seed, root=data_root,
@@ -77,10 +83,12 @@ def attack(
     )
     doc = attack_document(report)
     doc["pngs"] = []
-    if png is not None:
-        from uncert_cli.render.plots_ood import write_attack_plots  # matplotlib only when asked for
+    with figure_folder(png, html) as figures:
+        if figures is not None:
+            from uncert_cli.render.plots_ood import write_attack_plots  # matplotlib only when asked for
 
-        doc["pngs"] = [str(p) for p in write_attack_plots(report, png)]
+            doc["pngs"] = [str(p) for p in write_attack_plots(report, figures)]
+        finish_html(html, png, doc, lambda d: attack_page(d, read_provenance(factors)), quiet_all)
     if json_output:
         print_json(doc)
     else:  # --quiet silences progress and logs, not the result

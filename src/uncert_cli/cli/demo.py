@@ -25,6 +25,8 @@ def demo(
         print_json(documents)
     elif not quiet:
         log(f"\n[bold]done[/bold]: factor file, report PNGs and OOD plots are in {out.resolve()}", quiet=False)
+        for page in documents["html"]:
+            log(f"open in a browser: {page}", quiet=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from uncert_cli.cli import options as o
+from uncert_cli.cli.html_output import Html, figure_folder, finish_html
+from uncert_cli.render.html import check_html_path, ood_page
+from uncert_cli.store import read_provenance
 from uncert_cli.data import parse_size
 from uncert_cli.device import resolve_device
 from uncert_cli.evaluation import AnalysisSettings, parse_predictives, run_ood
@@ -43,6 +46,7 @@ def ood(
     batch_size: o.BatchSize = 500,
     seed: o.Seed = 0,
     png: o.Png = None,
+    html: Html = None,
     data_root: o.DataRoot = None,
     download: o.Download = False,
     normalize: o.Normalize = None,
@@ -53,6 +57,8 @@ def ood(
 ) -> None:
     """Compare predictives in and out of distribution: accuracy, NLL, Brier, ECE, entropy AUROC/AUPR/FPR@95."""
     quiet_all = quiet or json_output
+    if html is not None:
+        check_html_path(html)  # before any work
     settings = AnalysisSettings(
         data=data, limit=limit, prior_precision=prior_precision, n_data=n_data, prior_mode=prior_mode, tune=tune,
         val_size=val_size, tune_samples=tune_samples, batch_size=batch_size, seed=seed, root=data_root,
@@ -66,10 +72,12 @@ def ood(
     )
     doc = ood_document(report)
     doc["pngs"] = []
-    if png is not None:
-        from uncert_cli.render.plots_ood import write_ood_plots  # matplotlib only when asked for
+    with figure_folder(png, html) as figures:
+        if figures is not None:
+            from uncert_cli.render.plots_ood import write_ood_plots  # matplotlib only when asked for
 
-        doc["pngs"] = [str(p) for p in write_ood_plots(report, png)]
+            doc["pngs"] = [str(p) for p in write_ood_plots(report, figures)]
+        finish_html(html, png, doc, lambda d: ood_page(d, read_provenance(factors)), quiet_all)
     if json_output:
         print_json(doc)
     else:  # --quiet silences progress and logs, not the result

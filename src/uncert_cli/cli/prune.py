@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,12 +20,14 @@ from uncert_cli.analysis.pruning import (
 from uncert_cli.atomic import check_output_path
 from uncert_cli.checkpoint import save_model
 from uncert_cli.cli import options as o
+from uncert_cli.cli.html_output import Html
+from uncert_cli.render.html import check_html_path, prune_page, write_html
 from uncert_cli.device import resolve_device
 from uncert_cli.data import iter_batches
 from uncert_cli.errors import UserError
 from uncert_cli.factors import open_posterior
 from uncert_cli.inputs import load_model_data
-from uncert_cli.render.console import print_json, progress_bar
+from uncert_cli.render.console import log, print_json, progress_bar
 from uncert_cli.render.plots_report import png_directory, write_prune_png
 from uncert_cli.render.prune import (
     evaluation_section,
@@ -34,7 +37,7 @@ from uncert_cli.render.prune import (
     selection_section,
 )
 from uncert_cli.render.report import prior_section
-from uncert_cli.store import check_factor_path
+from uncert_cli.store import check_factor_path, read_provenance
 
 DEFAULT_FRACTIONS = "0.1,0.3,0.5,0.7,0.9"
 
@@ -80,6 +83,7 @@ def prune(
     data_root: o.DataRoot = None,
     download: o.Download = False,
     png: Annotated[Optional[Path], typer.Option("--png", help="Write the --evaluate curve (PNG) into this directory.")] = None,
+    html: Html = None,
     prior_precision: o.PriorPrecision = None,
     n_data: o.NData = None,
     device: o.Device = o.DeviceChoice.auto,
@@ -99,6 +103,12 @@ def prune(
         check_output_path(output)
     fraction_list = parse_fractions(fractions) if evaluate else []
     directory = png_directory(png) if png is not None and evaluate else None
+    page_only = None  # with --html but no --png, the --evaluate figure is drawn for the page alone
+    if html is not None:
+        check_html_path(html)  # before any work
+        if evaluate and directory is None:
+            page_only = tempfile.TemporaryDirectory(prefix="uncert-html-")  # removed when collected, even on errors
+            directory = Path(page_only.name)
 
     opened = open_posterior(factors, prior_precision=prior_precision, n_data=n_data, device=resolve_device(device.value))
     posterior = opened.posterior
@@ -133,6 +143,12 @@ def prune(
         selection_doc = selection_section(selection, output)
 
     doc = prune_document(factors, prior, selection_doc, evaluation_doc)
+    if html is not None:
+        write_html(prune_page(doc, read_provenance(factors)), html)
+        log(f"wrote {html}", quiet=quiet or json_output)
+    if page_only is not None:
+        page_only.cleanup()
+        doc["evaluation"]["png"] = None
     if json_output:
         print_json(doc)
         return

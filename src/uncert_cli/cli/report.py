@@ -9,10 +9,13 @@ import typer
 
 from uncert_cli.analysis import analyse_posterior
 from uncert_cli.cli import options as o
+from uncert_cli.cli.html_output import Html, figure_folder, finish_html
 from uncert_cli.device import resolve_device
 from uncert_cli.factors import open_posterior
 from uncert_cli.render.console import print_json
+from uncert_cli.render.html import check_html_path, report_page
 from uncert_cli.render.plots_report import png_directory, write_report_pngs
+from uncert_cli.store import read_provenance
 from uncert_cli.render.report import fit_section, model_section, print_report, prior_section, report_document
 
 PngDir = Annotated[Optional[Path], typer.Option("--png", help="Write the report's figures (PNG) into this directory.")]
@@ -23,6 +26,7 @@ def report(
     prior_precision: o.PriorPrecision = None,
     n_data: o.NData = None,
     png: PngDir = None,
+    html: Html = None,
     device: o.Device = o.DeviceChoice.auto,
     json_output: o.Json = False,
     quiet: o.Quiet = False,
@@ -30,19 +34,23 @@ def report(
 ) -> None:
     """Per-layer posterior std, variance share, variance ratio, effective parameters and a verdict."""
     directory = png_directory(png) if png is not None else None  # fail before any work
+    if html is not None:
+        check_html_path(html)
     opened = open_posterior(factors, prior_precision=prior_precision, n_data=n_data, device=resolve_device(device.value))
     posterior = opened.posterior
     result = analyse_posterior(posterior, opened.model.meta.input_shape)
     title = f"{Path(factors).name} ({posterior.curvature.method}, τ={_tau_text(posterior.prior_precision)})"
-    pngs = write_report_pngs(result, directory, title) if directory is not None else []
-    total = sum(p.numel() for p in opened.model.module.parameters())
-    doc = report_document(
-        result,
-        model=model_section(opened.factors, total, result.covered_params),
-        fit=fit_section(opened.factors),
-        prior=prior_section(posterior.prior_precision, posterior.n_data, posterior.prior_mode),
-        pngs=pngs,
-    )
+    with figure_folder(directory, html) as figures:
+        pngs = write_report_pngs(result, figures, title) if figures is not None else []
+        total = sum(p.numel() for p in opened.model.module.parameters())
+        doc = report_document(
+            result,
+            model=model_section(opened.factors, total, result.covered_params),
+            fit=fit_section(opened.factors),
+            prior=prior_section(posterior.prior_precision, posterior.n_data, posterior.prior_mode),
+            pngs=pngs,
+        )
+        finish_html(html, png, doc, lambda d: report_page(d, read_provenance(factors)), quiet or json_output)
     if json_output:
         print_json(doc)
     else:

@@ -15,6 +15,8 @@ from uncert_cli.analysis.tracking import (
     track_point,
 )
 from uncert_cli.cli import options as o
+from uncert_cli.cli.html_output import Html, figure_folder, finish_html
+from uncert_cli.render.html import check_html_path, track_page
 from uncert_cli.cli.fit import MethodChoice
 from uncert_cli.device import resolve_device
 from uncert_cli.errors import UserError
@@ -40,6 +42,7 @@ def track(
     trust_pickle: o.TrustPickle = False,
     device: o.Device = o.DeviceChoice.auto,
     png: Annotated[Optional[Path], typer.Option("--png", help="Write the over-training figure (PNG) into this directory.")] = None,
+    html: Html = None,
     json_output: o.Json = False,
     quiet: o.Quiet = False,
     debug: o.Debug = False,
@@ -51,6 +54,8 @@ def track(
     if missing:
         raise UserError(f"no such checkpoint: {', '.join(missing)}; pass the files of one training run")
     directory = png_directory(png) if png is not None else None
+    if html is not None:
+        check_html_path(html)  # before any work
     ordered = order_checkpoints(checkpoints)
     options = FitOptions(method=method.value, batch_size=batch_size, device=resolve_device(device.value))
     show = not (quiet or json_output)
@@ -71,8 +76,12 @@ def track(
             points.append(track_point(path, loaded, dataset, options, prior_precision, on_batch=advance))
     names = check_same_layers(points)
     result = TrackResult(method.value, dataset.name, len(dataset), prior_precision, names, points)
-    pngs = [write_track_png(result, directory / "track.png")] if directory is not None else []
-    doc = track_document(result, pngs)
+    with figure_folder(directory, html) as figures:
+        pngs = [write_track_png(result, figures / "track.png")] if figures is not None else []
+        doc = track_document(result, pngs)
+        base = {"checkpoints": len(points), "method": result.method, "n_data": result.n_data,
+                "prior_precision": prior_precision}
+        finish_html(html, png, doc, lambda d: track_page(d, base), quiet or json_output)
     if json_output:
         print_json(doc)
     else:

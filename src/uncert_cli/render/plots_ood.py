@@ -23,8 +23,9 @@ from uncert_cli.analysis.attack import AttackReport  # noqa: E402
 from uncert_cli.analysis.ood import OODReport  # noqa: E402
 from uncert_cli.atomic import atomic_output  # noqa: E402
 from uncert_cli.errors import UserError  # noqa: E402
+from uncert_cli.render.palette import BLUE, PREDICTIVE_COLORS, SERIES, VERMILLION  # noqa: E402
 
-COLORS = {"map": "#444444", "mc": "#1f77b4", "glm": "#d62728", "probit": "#9467bd", "dropout": "#2ca02c"}
+COLORS = PREDICTIVE_COLORS
 STYLES = {"map": "--", "mc": "-", "glm": "-", "probit": "-.", "dropout": ":"}
 
 
@@ -87,12 +88,11 @@ def _entropy_hist(report: OODReport, folder: Path) -> Path:
     fig, axes = plt.subplots(len(kinds), 1, figsize=(7.5, 2.6 * len(kinds)), squeeze=False, sharex=True)
     h_max = math.log(_num_classes(report))
     bins = np.linspace(0, h_max, 41)
-    palette = plt.get_cmap("tab10")
     for row, kind in enumerate(kinds):
         ax, r = axes[row, 0], report.results[kind]
         ax.hist(r.entropy_in, bins=bins, density=True, alpha=0.55, color="#555555", label=f"{report.in_name} (in)")
         for j, name in enumerate(report.ood_names):
-            ax.hist(r.entropy_ood[name], bins=bins, density=True, histtype="step", lw=2, color=palette(j + 1),
+            ax.hist(r.entropy_ood[name], bins=bins, density=True, histtype="step", lw=2, color=SERIES[j % len(SERIES)],
                     label=f"{name} (OOD)")
         ax.set_yscale("log")
         ax.set_ylabel("density (log)")
@@ -115,11 +115,11 @@ def _reliability(report: OODReport, folder: Path) -> Path:
         centers = (rb.edges[:-1] + rb.edges[1:]) / 2
         width = rb.edges[1] - rb.edges[0]
         filled = rb.counts > 0
-        ax.bar(centers[filled], rb.accuracy[filled], width=width * 0.95, color=COLORS.get(kind, "#1f77b4"),
+        ax.bar(centers[filled], rb.accuracy[filled], width=width * 0.95, color=COLORS.get(kind, BLUE),
                alpha=0.75, edgecolor="black", lw=0.5, label="accuracy")
         # Mean confidence per bin as a tick: the vertical distance to the bar top is the calibration gap.
         ax.hlines(rb.confidence[filled], centers[filled] - width * 0.45, centers[filled] + width * 0.45,
-                  color="#d62728", lw=2.2, label="mean confidence")
+                  color=VERMILLION, lw=2.2, label="mean confidence")
         for c, n in zip(centers[filled], rb.counts[filled]):  # few examples = a noisy bar
             ax.text(c, 0.015, f"{n}", ha="center", va="bottom", fontsize=6, rotation=90, color="black",
                     bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 0.8})

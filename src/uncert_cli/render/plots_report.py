@@ -23,6 +23,7 @@ from uncert_cli.analysis.pruning import BASELINE, PruneEvaluation
 from uncert_cli.analysis.tracking import TrackResult
 from uncert_cli.atomic import atomic_output
 from uncert_cli.errors import UserError
+from uncert_cli.render import palette
 
 _DPI = 110
 _MAX_VIOLIN_POINTS = 20_000  # a KDE over millions of points is slow and looks the same
@@ -92,7 +93,7 @@ def _log_std_violin(report: UncertaintyReport, path: Path, title: str) -> Path:
                medianprops={"color": "black"})
     for layer, x in zip(report.layers, positions):
         # The prior std is the ceiling of the posterior std (eigen prior mode): mark it per layer.
-        ax.hlines(-0.5 * math.log10(layer.prior_precision), x - 0.4, x + 0.4, colors="tab:red", linestyles="--")
+        ax.hlines(-0.5 * math.log10(layer.prior_precision), x - 0.4, x + 0.4, colors=palette.VERMILLION, linestyles="--")
     ax.set_xticks(positions, names, rotation=30 if len(names) > 6 else 0)
     ax.set_xlabel("layer (network order)")
     ax.set_ylabel("log10 posterior std σ")
@@ -216,7 +217,7 @@ def _snr_histogram(details: Sequence[LayerDetail], path: Path, title: str) -> Pa
 
 
 # ------------------------------------------------------------------------------------------ prune
-_STYLE = {"snr": "tab:blue", "variance-ratio": "tab:orange", "obd": "tab:green", BASELINE: "black"}
+_STYLE = {"snr": palette.BLUE, "variance-ratio": palette.ORANGE, "obd": palette.GREEN, BASELINE: palette.BLACK}
 
 
 def write_prune_png(evaluation: PruneEvaluation, path: Path) -> Path:

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from uncert_cli.analysis.toy import ToyCurve, ToyResult
 from uncert_cli.atomic import atomic_output
+from uncert_cli.render.palette import VERMILLION
 
 _DPI = 110
 _YLIM = (-250.0, 250.0)
@@ -28,9 +29,9 @@ def _panel(ax, result: ToyResult, curve: ToyCurve | None, title: str, note: str 
     if curve is not None:
         mean, std = np.asarray(curve.mean), np.asarray(curve.std)
         for k, alpha in ((3, 0.12), (2, 0.2), (1, 0.3)):
-            ax.fill_between(x, mean - k * std, mean + k * std, color="tab:red", alpha=alpha, linewidth=0,
+            ax.fill_between(x, mean - k * std, mean + k * std, color=VERMILLION, alpha=alpha, linewidth=0,
                             label="±1/2/3 std" if k == 1 else None)
-        ax.plot(x, mean, color="tab:red", linewidth=1.6, label="predictive mean")
+        ax.plot(x, mean, color=VERMILLION, linewidth=1.6, label="predictive mean")
     ax.plot(x, result.truth, "k--", linewidth=1.0, label="y = x³")
     ax.scatter(*result.train, s=14, color="black", zorder=3, label="train")
     ax.scatter(*result.val, s=14, facecolors="none", edgecolors="0.35", zorder=3, label="val")
