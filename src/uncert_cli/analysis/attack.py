@@ -21,6 +21,7 @@ can move a pixel across its whole range. No clipping is applied.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp, vmap
+
+from uncert_cli.curvature.plain_kernels import plain_kernels
 
 from uncert_cli.analysis.ood import Hyperparameters
 from uncert_cli.data import ArrayDataset, iter_batches
@@ -79,8 +82,11 @@ class AttackedPredictive:
 
     def _log_probs(self, x: Tensor) -> Tensor:
         saved = [(m, m.training) for m in self.model.modules()]
+        kernels = contextlib.ExitStack()
         try:
             self.model.eval()
+            if self.kind != "map":  # vmap/jvp through recurrent or attention layers need plain kernels
+                kernels.enter_context(plain_kernels(self.model))
             if self.kind == "map":
                 return torch.log_softmax(self.model(x).reshape(x.shape[0], -1), -1)
             if self.kind == "dropout":
@@ -90,6 +96,7 @@ class AttackedPredictive:
             # log of the average probability, computed stably: logsumexp over samples − log S.
             return torch.logsumexp(torch.log_softmax(per_sample, -1), 0) - math.log(self.samples)
         finally:
+            kernels.close()
             for m, flag in saved:
                 m.training = flag
 

@@ -119,12 +119,18 @@ def _arg_hint(module: nn.Module, position: int | str, t: Tensor) -> int | None |
             return 0 if module.batch_first or t.dim() == 2 else 1
         if position == "attn_mask":
             return "none"
+    if isinstance(module, nn.RNNBase) and t.dim() == 3:
+        # input (B, T, F) or (T, B, F); an initial hidden state (L·D, B, H) has its batch second
+        return (0 if module.batch_first else 1) if position in (0, "input") else 1
     return None
 
 
 def _output_hint(module: nn.Module, index: int) -> int | None:
     if isinstance(module, nn.MultiheadAttention) and index == 0 and not module.batch_first:
         return 1
+    if isinstance(module, nn.RNNBase):
+        # output (B, T, H) or (T, B, H); the final hidden state (L·D, B, H) has its batch second
+        return (0 if module.batch_first else 1) if index == 0 else 1
     return None
 
 

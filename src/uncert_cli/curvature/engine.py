@@ -10,6 +10,7 @@ sees those sums plus the example count, and only then are means taken.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 
 from uncert_cli.curvature.blocks import Block, Curvature, FisherType, Method, Task
 from uncert_cli.curvature.diagonal import GenericDiagAccumulator, LinearConvDiagAccumulator
+from uncert_cli.curvature.plain_kernels import plain_kernels
 from uncert_cli.curvature.hooks import Capture, backprop_vectors
 from uncert_cli.curvature.kronecker import KroneckerAccumulator
 from uncert_cli.curvature.loss_vectors import loss_backward_vectors
@@ -182,6 +184,8 @@ def compute_curvature(
     capture.on_forward = [getattr(a, "on_forward", None) for a in accs]
     batched = BATCHED_BACKWARD  # switched off for good if the graph has no vmap support
     n = 0
+    kernels = contextlib.ExitStack()  # recurrent and attention layers on vmap-able kernels
+    kernels.enter_context(plain_kernels(model))
     try:
         for i, (x, y) in enumerate(itertools.chain([first], it)):
             capture.clear()
@@ -225,6 +229,7 @@ def compute_curvature(
             if on_batch is not None:
                 on_batch(B)
     finally:
+        kernels.close()
         capture.clear()
         for m, t in training.items():
             m.train(t)

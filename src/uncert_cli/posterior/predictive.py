@@ -35,6 +35,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp, vmap
 
+from uncert_cli.curvature.plain_kernels import plain_kernels
+
 from uncert_cli.errors import UserError
 from uncert_cli.posterior.sampling import DEFAULT_SEED
 
@@ -131,7 +133,10 @@ def predict(post: LaplacePosterior, x: Tensor, kind: str, samples: int, generato
     regression = post.task == "regression"
     noise_var = post.noise_std**2
     model = post.model
-    with eval_mode(model):
+    # Sampled and linearised predictives differentiate or vmap through the model: fused recurrent
+    # and attention kernels support neither, so those layers run on plain kernels (same outputs).
+    kernels = plain_kernels(model) if kind != "map" else contextlib.nullcontext()
+    with eval_mode(model), kernels:
         if kind == "map":
             with torch.no_grad():
                 f = _flat(model(x))
