@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from uncert_cli.atomic import make_output_directory
 from uncert_cli.errors import UserError
 from uncert_cli.samples import sample_path
 
@@ -40,7 +41,7 @@ def run_demo(
     """Run every step through the real CLI; with ``json_output`` collect each step's JSON document."""
     from uncert_cli.cli.main import main  # the CLI layer is the demo's subject, not its dependency
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_directory(out_dir, "--out")
     documents: dict[str, Any] = {
         "outputs": str(out_dir.resolve()),
         "html": [str((out_dir / name).resolve()) for name in HTML_PAGES],

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from uncert_cli.atomic import check_output_path
+from uncert_cli.atomic import check_free_space, check_output_path
 from uncert_cli.checkpoint import LoadedModel
 from uncert_cli.curvature import Curvature, compute_curvature, estimate_memory
 from uncert_cli.curvature.subset import frozen_parameters, select_units
@@ -208,6 +208,17 @@ def fit_laplace(
     return FitResult(curvature=curvature, info=info)
 
 
+def expected_file_bytes(model: torch.nn.Module, options: FitOptions) -> int:
+    """A lower bound of the factor file's size, checked against the free space before the fit starts.
+
+    The file holds the weights and the factors (and, for Kronecker blocks, their eigenvectors too),
+    gzip-compressed; float data rarely compresses below half, so half of weights + factors is a size
+    the file will not undercut. The exact size is checked again before the file is written.
+    """
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return (weights + check_memory(model, options)) // 2
+
+
 def fit_to_file(
     loaded: LoadedModel,
     data: ArrayDataset,
@@ -221,9 +232,11 @@ def fit_to_file(
 ) -> FitResult:
     """:func:`fit_laplace`, then write the factor file (rank 0 only; atomically)."""
     ctx = ctx or DistributedContext()
-    check_output_path(output)
+    check_output_path(output)  # also refuses an output that is one of the inputs (fit --data x.h5 -o x.h5)
     # The fit may cast the module (--dtype, --device); the file keeps the checkpoint's own weights.
     state_dict = {k: v.detach().cpu().clone() for k, v in loaded.module.state_dict().items()}
+    if ctx.is_main:
+        check_free_space(output, expected_file_bytes(loaded.module, options), lower_bound=True)
     result = fit_laplace(loaded, data, options, ctx=ctx, on_batch=on_batch)
     if ctx.is_main:
         write_factor_file(

@@ -26,9 +26,9 @@ All factors are means over the data (see ``uncert_cli.curvature.blocks``).
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from uncert_cli import __version__
-from uncert_cli.atomic import atomic_output
+from uncert_cli.atomic import FileIdentity, check_unchanged, in_memory_output, locked_update, write_bytes
 from uncert_cli.checkpoint import ModelMeta
 from uncert_cli.curvature.blocks import (
     Block,
@@ -54,6 +54,7 @@ from uncert_cli.curvature.blocks import (
     LowRankBlock,
 )
 from uncert_cli.errors import UserError
+from uncert_cli.input_files import check_input_file
 
 FORMAT_NAME = "uncert-factors"
 FORMAT_VERSION = 1
@@ -175,9 +176,14 @@ def write_factor_file(
     fit: Mapping[str, Any],
     prior: PriorSettings,
 ) -> Path:
-    """Write a complete factor file atomically (temporary file, then rename)."""
-    with atomic_output(path) as tmp:
-        with h5py.File(tmp, "w") as f:
+    """Write a complete factor file atomically (temporary file, then rename).
+
+    The file is built in memory and then written with Python I/O (:mod:`uncert_cli.atomic`): libhdf5
+    never sees the disk, so a full disk is a clean error instead of a crash. Memory: one copy of the
+    file (measured: +39 MiB for the 39.7 MB MNIST-MLP KFAC file, in the same time as writing to disk).
+    """
+    with in_memory_output(path) as image:
+        with h5py.File(image, "w") as f:
             f.attrs["format"] = FORMAT_NAME
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["uncert_version"] = __version__
@@ -271,6 +277,7 @@ def check_factor_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.exists():
         raise UserError(f"no such file: {path}; run 'uncert fit CHECKPOINT --data SPEC -o {path}' first")
+    check_input_file(path, "factor file")  # a FIFO or a device would block or never end in is_hdf5
     if not h5py.is_hdf5(path):
         raise UserError(f"'{path}' is not an HDF5 file; pass a factor file written by 'uncert fit'")
     return path
@@ -336,17 +343,27 @@ def _maybe_json(value: Any) -> Any:
     return value
 
 
-def update_hyperparameters(path: str | os.PathLike, prior: PriorSettings, tuning: Mapping[str, Any]) -> None:
-    """Record tuned hyperparameters in an existing file: copy, edit the attributes, rename (atomic)."""
-    path = Path(path)
-    read_factor_file(path)  # validates
-    with atomic_output(path) as tmp:
-        shutil.copyfile(path, tmp)
-        with h5py.File(tmp, "r+") as f:
+def update_hyperparameters(
+    path: str | os.PathLike, prior: PriorSettings, tuning: Mapping[str, Any], *, expected: FileIdentity | None = None
+) -> None:
+    """Record tuned hyperparameters in an existing file: read it, edit the attributes in memory, rename.
+
+    uncert's write lock on the folder is held for the whole read-modify-write, and the rename happens only if the file at
+    ``path`` is still the one read (and, given ``expected``, the one the caller read before tuning):
+    another command's write in between is refused, never mixed. A symbolic link is followed; the
+    file keeps its permission bits and owner.
+    """
+    with locked_update(path, expected) as target:
+        identity = FileIdentity.of(target)
+        read_factor_file(target)  # validates
+        image = io.BytesIO(target.read_bytes())
+        with h5py.File(image, "r+") as f:
             _write_prior(f, prior)
             if "tuning" in f:
                 del f["tuning"]
             _json_attrs(f.create_group("tuning"), dict(tuning))
+        with image.getbuffer() as view:
+            write_bytes(target, view, in_place=True, before_replace=lambda: check_unchanged(target, identity))
 
 
 def read_provenance(path: str | os.PathLike) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from uncert_cli.data import ArrayDataset, iter_batches
 from uncert_cli.errors import UserError
 from uncert_cli.factors import open_posterior
 from uncert_cli.posterior import TuneResult, grid_edges, tune_prior_marglik, tune_val_nll
-from uncert_cli.store import PriorSettings, update_hyperparameters
+from uncert_cli.atomic import FileIdentity
+from uncert_cli.store import PriorSettings, check_factor_path, update_hyperparameters
 
 OBJECTIVES = ("marglik", "val-nll")
 
@@ -60,6 +61,8 @@ def tune_factor_file(
     """Tune the hyperparameters of the factor file at ``path``; with ``write`` record them in it."""
     if objective not in OBJECTIVES:
         raise UserError(f"unknown objective '{objective}'; use one of {', '.join(OBJECTIVES)}")
+    # What the file is now: the update refuses to write if another command replaces it while we tune.
+    identity = FileIdentity.of(check_factor_path(path)) if write else None
     opened = open_posterior(path, device=device)
     factors, posterior = opened.factors, opened.posterior
     before = factors.prior
@@ -93,7 +96,7 @@ def tune_factor_file(
     outcome = TuneOutcome(objective=objective, result=result, before=before, after=after)
     if write:
         update_hyperparameters(path, after, {"objective": objective, "result": outcome.to_dict(),
-                                             "history": result.history})
+                                             "history": result.history}, expected=identity)
     return outcome
 
 

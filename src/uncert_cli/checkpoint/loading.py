@@ -29,8 +29,9 @@ from uncert_cli.checkpoint.state import (
     unwrap_checkpoint,
     weights_fingerprint,
 )
-from uncert_cli.atomic import atomic_output
+from uncert_cli.atomic import write_bytes
 from uncert_cli.errors import UserError
+from uncert_cli.input_files import check_input_file
 
 __all__ = ["LoadedModel", "load_model", "save_model"]
 
@@ -211,6 +212,7 @@ def load_model(
         raise UserError(f"no such file: {source}")
     if source.is_dir():
         raise UserError(f"{source} is a directory; pass the model file inside it (e.g. model.safetensors)")
+    check_input_file(source, "checkpoint")  # a FIFO or a device would block or never end
 
     content, meta = _read(source, trust_pickle)
 
@@ -275,7 +277,7 @@ def save_model(module: nn.Module, meta: ModelMeta, path: str | os.PathLike[str])
     The file is written next to the target and renamed over it, so a crash never leaves a
     half-written model where a good one was.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save  # bytes in memory: only Python I/O meets the disk (uncert_cli.atomic)
 
     target = Path(path).expanduser()
     if target.suffix.lower() != ".safetensors":
@@ -284,5 +286,4 @@ def save_model(module: nn.Module, meta: ModelMeta, path: str | os.PathLike[str])
         raise UserError(f"cannot save {target}: folder {target.parent} does not exist")
     tensors = _tensors_for_saving(module)
     header = meta.to_header()
-    with atomic_output(target) as tmp:
-        save_file(tensors, str(tmp), metadata=header)
+    write_bytes(target, save(tensors, metadata=header))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -26,9 +27,16 @@ def _step_sizes(text: str | None) -> tuple[float, ...]:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise UserError(f"--step-sizes must be comma-separated numbers, got '{text}'; e.g. --step-sizes 0,0.1,0.2") from None
-    if not values or any(v < 0 or v != v for v in values):
-        raise UserError(f"--step-sizes needs non-negative numbers, got '{text}'")
+    if not values or any(not (0 <= v < math.inf) for v in values):  # 0: the clean baseline; NaN fails too
+        raise UserError(f"--step-sizes needs finite non-negative numbers, got '{text}'; e.g. --step-sizes 0,0.1,0.2")
     return values
+
+
+def _positive_finite(value: float) -> float:
+    """Option callback: a step size must be a finite number > 0 (inf or NaN would make every input NaN)."""
+    if not (0 < value < math.inf):
+        raise typer.BadParameter(f"must be a finite positive number, got {value}")
+    return value
 
 
 def attack(
@@ -42,7 +50,7 @@ def attack(
         Optional[str], typer.Option("--step-sizes", help="Untargeted step sizes η (× per-dimension data range), comma-separated.")
     ] = None,
     target: Annotated[int, typer.Option("--target", min=0, help="Class the targeted attack pushes towards.")] = 0,
-    step_size: Annotated[float, typer.Option("--step-size", min=0.0, help="Targeted step size η (× data range).")] = 0.01,
+    step_size: Annotated[float, typer.Option("--step-size", callback=_positive_finite, help="Targeted step size η (× data range).")] = 0.01,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Targeted attack steps.")] = 50,
     samples: Annotated[int, typer.Option("--samples", min=1, help="Weight samples (mc, glm) or dropout masks.")] = 30,
     prior_precision: o.PriorPrecision = None,

@@ -8,12 +8,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from uncert_cli.atomic import check_output_path
+from uncert_cli.atomic import check_free_space, check_output_path
 from uncert_cli.cli import options as o
 from uncert_cli.device import resolve_device, resolve_dtype
 from uncert_cli.errors import UserError
 from uncert_cli.distributed import init_from_environment, shutdown
-from uncert_cli.fitting import FitOptions, check_memory, fit_to_file
+from uncert_cli.fitting import FitOptions, check_memory, expected_file_bytes, fit_to_file
 from uncert_cli.inputs import load_checkpoint_model, load_model_data, with_normalization
 from uncert_cli.memory import parse_size
 from uncert_cli.checkpoint.pickled import record_pickled_arch
@@ -112,6 +112,8 @@ def fit(
             max_memory=parse_size(max_memory) if max_memory else None, rank=rank, include_frozen=include_frozen,
         )
         check_memory(loaded.module, opts)  # refuse before any work is shown or done
+        if ctx.is_main:  # and before the minutes of fitting: will the file fit on the disk?
+            check_free_space(output, expected_file_bytes(loaded.module, opts), lower_bound=True)
         show = not (quiet or json_output) and ctx.is_main
         total = len(dataset) if ctx.world_size == 1 else len(dataset) // ctx.world_size
         prior = PriorSettings(prior_precision=prior_precision, prior_mode=prior_mode.value, n_data=n_data)

@@ -11,9 +11,21 @@ import sys
 import traceback
 import warnings
 
-import typer
-from typer.exceptions import Abort, Exit, TyperException
+from uncert_cli.cli.interrupt import (
+    EXIT_INTERRUPTED,
+    Interrupted,
+    exit_interrupted_during_startup,
+    interrupts_raise_interrupted,
+    say_interrupted,
+)
 
+try:  # the slow imports (typer here, torch in _register): Ctrl-C meanwhile is one line, not a traceback
+    import typer
+    from typer.exceptions import Abort, Exit, TyperException
+except KeyboardInterrupt:
+    exit_interrupted_during_startup()
+
+from uncert_cli import file_session
 from uncert_cli.errors import UserError
 
 app = typer.Typer(
@@ -35,7 +47,10 @@ def _register() -> None:
         module.register(app)
 
 
-_register()
+try:
+    _register()
+except KeyboardInterrupt:
+    exit_interrupted_during_startup()
 
 
 def _debug_requested(argv: list[str]) -> bool:
@@ -55,12 +70,19 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\..*")
     command = typer.main.get_command(app)
     try:
-        result = command.main(args=args, prog_name="uncert", standalone_mode=False)
+        with interrupts_raise_interrupted(), file_session.command_session():
+            try:
+                result = command.main(args=args, prog_name="uncert", standalone_mode=False)
+            except (Interrupted, KeyboardInterrupt, Abort):
+                if file_session.is_nested():
+                    raise Interrupted() from None  # the outer command (uncert demo) says it once
+                say_interrupted(file_session.interrupted_message())  # while the session still knows
+                return EXIT_INTERRUPTED
+    except Interrupted:  # Ctrl-C between the command's end and the handler's restoration
+        say_interrupted("interrupted")
+        return EXIT_INTERRUPTED
     except Exit as exc:
         return exc.exit_code
-    except Abort:
-        _error("interrupted")
-        return 130
     except TyperException as exc:
         # Usage errors (unknown option, bad value): one line, with where to look.
         if debug:
@@ -72,9 +94,6 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         _error(str(exc))
         return 2
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
         if debug:
             traceback.print_exc()

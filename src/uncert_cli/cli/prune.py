@@ -17,6 +17,7 @@ from uncert_cli.analysis.pruning import (
     score_weights,
     select,
 )
+from uncert_cli import file_session
 from uncert_cli.atomic import check_output_path
 from uncert_cli.checkpoint import save_model
 from uncert_cli.cli import options as o
@@ -111,6 +112,9 @@ def prune(
             directory = Path(page_only.name)
 
     opened = open_posterior(factors, prior_precision=prior_precision, n_data=n_data, device=resolve_device(device.value))
+    if output is not None:  # never overwrite the checkpoint the file was fitted from
+        file_session.note_input(opened.factors.checkpoint_path)
+        check_output_path(output)
     posterior = opened.posterior
     prior = prior_section(posterior.prior_precision, posterior.n_data, posterior.prior_mode)
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from uncert_cli.analysis.toy import DEFAULT_METHODS, run_toy
-from uncert_cli.atomic import atomic_output
+from uncert_cli.atomic import check_output_path, write_bytes
 from uncert_cli.cli import options as o
 from uncert_cli.errors import UserError
 from uncert_cli.fitting import METHODS
@@ -44,14 +44,15 @@ def toy(
     if not checkpoint.exists():
         raise UserError(f"no such checkpoint: {checkpoint}; pass the toy model, e.g. {DEFAULT_CHECKPOINT}")
     loaded = load_checkpoint_model(checkpoint)
+    for output in (png, json_path):  # before the minutes of fitting: a bad path, or the checkpoint itself
+        check_output_path(output)
     result = run_toy(loaded, methods=chosen, predictive=predictive, samples=samples, tune=tune,
                      hmc_samples=hmc_samples, seed=seed)
     toy_figure(result, png)
     document = {"command": "toy", "png": str(png), **result.to_json()}
     import json
 
-    with atomic_output(json_path) as tmp:
-        tmp.write_text(json.dumps(document, indent=1))
+    write_bytes(json_path, json.dumps(document, indent=1).encode())
     if json_output:
         print_json({k: v for k, v in document.items() if k not in ("x", "truth")})
     elif not quiet:

@@ -23,6 +23,7 @@ from uncert_cli.data.arrays import dataset_from_arrays
 from uncert_cli.data.dataset import ArrayDataset
 from uncert_cli.data.image_folder import load_image_folder
 from uncert_cli.errors import UserError
+from uncert_cli.input_files import check_input_file
 
 NPZ_SUFFIXES = (".npz",)
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
@@ -140,6 +141,8 @@ def load_file_dataset(spec_text: str, *, limit: int | None = None) -> ArrayDatas
             raise UserError(f"'{spec_text}': array names after ':' only apply to .npz/.h5/.pt files, not folders")
         return load_image_folder(spec.path, spec_text, limit=limit)
     suffix = spec.path.suffix.lower()
+    # HDF5 files are read row by row (--limit reads only those rows), so only they may exceed memory.
+    check_input_file(spec.path, "data file", whole=suffix not in HDF5_SUFFIXES)
     if suffix in NPZ_SUFFIXES:
         return load_npz(spec, spec_text, limit)
     if suffix in HDF5_SUFFIXES:

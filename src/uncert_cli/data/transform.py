@@ -24,6 +24,8 @@ from uncert_cli.errors import UserError
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, for R, G, B
 CHUNK_ELEMENTS = 1 << 22  # float32 values per chunk and stage (16 MiB): memory stays bounded for any N
 _TARGET_CHANNELS = (1, 3)
+# Larger than any image a classifier takes; 100000×100000 (issue 19) would need 40 GB per image.
+MAX_SIDE = 4096
 
 
 def parse_size(text: str | None, option: str = "--resize") -> tuple[int, int] | None:
@@ -41,10 +43,13 @@ def parse_size(text: str | None, option: str = "--resize") -> tuple[int, int] | 
 
 
 def _check_size(size: tuple[int, ...], option: str = "--resize") -> tuple[int, int]:
-    """``size`` as ``(H, W)`` if both are positive integers, else a UserError."""
+    """``size`` as ``(H, W)`` if both are integers in 1..MAX_SIDE, else a UserError."""
     if len(size) != 2 or any(int(d) != d or d < 1 for d in size):
         shown = ",".join(str(d) for d in size)
         raise UserError(f"{option} needs two positive sizes H,W, got {shown}; e.g. {option} 28,28")
+    if max(size) > MAX_SIDE:
+        shown = ",".join(str(d) for d in size)
+        raise UserError(f"{option} {shown} is too large: at most {MAX_SIDE} pixels per side; e.g. {option} 28,28")
     return int(size[0]), int(size[1])
 
 

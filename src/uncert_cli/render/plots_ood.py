@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 from uncert_cli.analysis.attack import AttackReport  # noqa: E402
 from uncert_cli.analysis.ood import OODReport  # noqa: E402
-from uncert_cli.atomic import atomic_output  # noqa: E402
+from uncert_cli.atomic import in_memory_output, make_output_directory  # noqa: E402
 from uncert_cli.errors import UserError  # noqa: E402
 from uncert_cli.render.palette import BLUE, PREDICTIVE_COLORS, SERIES, VERMILLION  # noqa: E402
 
@@ -30,16 +30,12 @@ STYLES = {"map": "--", "mc": "-", "glm": "-", "probit": "-.", "dropout": ":"}
 
 
 def _prepare(folder: Path) -> Path:
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"--png {folder} is a file; give a folder for the plots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return make_output_directory(folder, "--png")
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    with in_memory_output(path) as image:
+        fig.savefig(image, dpi=120, bbox_inches="tight", format="png")
     plt.close(fig)
     return path
 

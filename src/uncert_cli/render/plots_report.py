@@ -21,7 +21,7 @@ from mpl_toolkits.axes_grid1 import make_axes_locatable
 from uncert_cli.analysis.layer_stats import LayerDetail, UncertaintyReport
 from uncert_cli.analysis.pruning import BASELINE, PruneEvaluation
 from uncert_cli.analysis.tracking import TrackResult
-from uncert_cli.atomic import atomic_output
+from uncert_cli.atomic import in_memory_output, make_output_directory
 from uncert_cli.errors import UserError
 from uncert_cli.render import palette
 
@@ -31,22 +31,14 @@ _CMAP = "viridis"
 
 
 def png_directory(path: Path) -> Path:
-    """Create ``path`` (and parents) for PNGs; refuse a path that is a file."""
-    if path.exists() and not path.is_dir():
-        raise UserError(f"--png {path} is a file; give a directory for the PNGs")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the PNG directory {path} ({exc.strerror}); choose another --png DIR") from None
-    if not os.access(path, os.W_OK):
-        raise UserError(f"the PNG directory {path} is not writable; choose another --png DIR")
-    return path
+    """Create ``path`` (and parents) for PNGs; refuse a path that is a file or cannot be created."""
+    return make_output_directory(path, "--png")
 
 
 def _save(fig: Figure, path: Path) -> Path:
     FigureCanvasAgg(fig)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight")
+    with in_memory_output(path) as image:
+        fig.savefig(image, format="png", dpi=_DPI, bbox_inches="tight")
     return path
 
 

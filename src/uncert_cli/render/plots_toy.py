@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from uncert_cli.analysis.toy import ToyCurve, ToyResult
-from uncert_cli.atomic import atomic_output
+from uncert_cli.atomic import in_memory_output
 from uncert_cli.render.palette import VERMILLION
 
 _DPI = 110
@@ -81,6 +81,6 @@ def toy_figure(result: ToyResult, path: Path) -> Path:
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     path = Path(path)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png")
+    with in_memory_output(path) as image:
+        fig.savefig(image, format="png")
     return path

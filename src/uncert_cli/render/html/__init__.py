@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from uncert_cli.atomic import atomic_output, check_output_path
+from uncert_cli.atomic import check_output_path, write_bytes
 from uncert_cli.errors import UserError
 from uncert_cli.render.html.page import Page, render_page
 from uncert_cli.render.html.pages import attack_page, ood_page, provenance, prune_page, report_page, track_page
@@ -25,6 +25,4 @@ def check_html_path(path: str | os.PathLike) -> Path:
 def write_html(page: Page, path: str | os.PathLike) -> Path:
     """Write ``page`` to ``path`` atomically (temporary file, then rename)."""
     text = render_page(page)
-    with atomic_output(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return Path(path)
+    return write_bytes(path, text.encode("utf-8"))  # the one write path: free space, errors, temporaries
