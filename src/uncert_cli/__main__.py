@@ -2,6 +2,10 @@
 
 import sys
 
-from uncert_cli.cli.main import main
+try:
+    from uncert_cli.cli.main import main
+except KeyboardInterrupt:  # Ctrl-C before the CLI's own handler is in place: still one line, no traceback
+    sys.stderr.write("uncert: interrupted; nothing was written\n")
+    sys.exit(130)
 
 sys.exit(main())

@@ -7,6 +7,7 @@ interrupt during those imports is already caught (it used to print a 20-line tra
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -40,7 +41,39 @@ def exit_interrupted_during_startup() -> None:
     raise SystemExit(EXIT_INTERRUPTED)
 
 
+def _exit_now(signum: int, frame: FrameType | None) -> None:
+    # An exception raised into library start-up code can come out as another one (numpy replaces
+    # it while converting a sequence, matplotlib then raises ValueError): during imports nothing
+    # has been written yet, so leave at once instead.
+    with contextlib.suppress(OSError):
+        os.write(2, b"uncert: interrupted; nothing was written\n")
+    os._exit(EXIT_INTERRUPTED)
+
+
+def exit_at_once_on_interrupt() -> object:
+    """Until :func:`restore_interrupt_handler`, Ctrl-C exits immediately (for the imports); the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, _exit_now)
+
+
+def restore_interrupt_handler(previous: object) -> None:
+    """Undo :func:`exit_at_once_on_interrupt` (``previous`` is what it returned)."""
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)  # type: ignore[arg-type]
+
+
+_received = False  # set by the handler: an interrupt may surface as another exception type
+
+
+def interrupt_received() -> bool:
+    """True if Ctrl-C arrived since the current :func:`interrupts_raise_interrupted` block began."""
+    return _received
+
+
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    global _received
+    _received = True
     raise Interrupted()
 
 
@@ -50,9 +83,11 @@ def interrupts_raise_interrupted() -> Iterator[None]:
 
     Only in the main thread (the only one Python delivers signals to); elsewhere a no-op.
     """
+    global _received
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _received = False
     previous = signal.signal(signal.SIGINT, _raise_interrupted)
     try:
         yield

@@ -14,11 +14,15 @@ import warnings
 from uncert_cli.cli.interrupt import (
     EXIT_INTERRUPTED,
     Interrupted,
+    exit_at_once_on_interrupt,
     exit_interrupted_during_startup,
+    interrupt_received,
     interrupts_raise_interrupted,
+    restore_interrupt_handler,
     say_interrupted,
 )
 
+_handler_before_imports = exit_at_once_on_interrupt()
 try:  # the slow imports (typer here, torch in _register): Ctrl-C meanwhile is one line, not a traceback
     import typer
     from typer.exceptions import Abort, Exit, TyperException
@@ -51,6 +55,7 @@ try:
     _register()
 except KeyboardInterrupt:
     exit_interrupted_during_startup()
+restore_interrupt_handler(_handler_before_imports)
 
 
 def _debug_requested(argv: list[str]) -> bool:
@@ -95,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         _error(str(exc))
         return 2
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
+        if interrupt_received():  # Ctrl-C that library code turned into another exception
+            say_interrupted(file_session.interrupted_message())
+            return EXIT_INTERRUPTED
         if debug:
             traceback.print_exc()
         _error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")

@@ -14,6 +14,7 @@ from typing import BinaryIO
 import numpy as np
 
 from uncert_cli.errors import UserError
+from uncert_cli.input_files import check_input_file
 
 # Type codes of the idx format -> numpy dtype (multi-byte types are big-endian).
 _IDX_DTYPES: dict[int, np.dtype] = {
@@ -28,6 +29,7 @@ _IDX_DTYPES: dict[int, np.dtype] = {
 
 def _open(path: Path) -> BinaryIO:
     # Decide by content, not by name: torchvision leaves both "x" and "x.gz", and people rename files.
+    check_input_file(path, "dataset file", whole=False)  # records are read up to --limit only
     with open(path, "rb") as probe:
         is_gzip = probe.read(2) == b"\x1f\x8b"
     return gzip.open(path, "rb") if is_gzip else open(path, "rb")

@@ -20,6 +20,7 @@ from uncert_cli.data.idx import read_idx
 from uncert_cli.data.locate import FileSet, find_file_set, missing_files_error
 from uncert_cli.data.request import LoadRequest
 from uncert_cli.errors import UserError
+from uncert_cli.input_files import check_input_file
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ EMNIST_LETTERS_INFO = IdxDatasetInfo(
 
 
 def _read_npz_array(path: Path, limit: int | None) -> np.ndarray:
+    check_input_file(path, "dataset file")
     try:
         with np.load(path, allow_pickle=False) as archive:
             array = archive["arr_0"]

@@ -18,6 +18,7 @@ from uncert_cli.data.dataset import ArrayDataset
 from uncert_cli.data.image_folder import load_image_folder
 from uncert_cli.data.request import LoadRequest
 from uncert_cli.errors import UserError
+from uncert_cli.input_files import check_input_file
 
 NOTMNIST_CLASSES = tuple(string.ascii_uppercase[:10])  # A..J
 NPZ_NAME = "notMNIST_small.npz"
@@ -49,6 +50,7 @@ def load_notmnist(request: LoadRequest) -> ArrayDataset:
 
 
 def _load_npz(path: Path, request: LoadRequest) -> ArrayDataset:
+    check_input_file(path, "dataset file")
     try:
         with np.load(path, allow_pickle=False) as archive:
             images = archive["images"][: request.limit]

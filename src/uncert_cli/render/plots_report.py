@@ -8,7 +8,6 @@ display, no global state) and written atomically. Presentation only: the numbers
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from uncert_cli.analysis.layer_stats import LayerDetail, UncertaintyReport
 from uncert_cli.analysis.pruning import BASELINE, PruneEvaluation
 from uncert_cli.analysis.tracking import TrackResult
 from uncert_cli.atomic import in_memory_output, make_output_directory
-from uncert_cli.errors import UserError
 from uncert_cli.render import palette
 
 _DPI = 110
