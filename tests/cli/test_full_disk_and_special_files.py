@@ -155,3 +155,45 @@ def test_attack_step_size_must_be_finite_and_positive(run_cli, tmp_path, value):
 def test_attack_step_sizes_must_be_finite(run_cli, tmp_path):
     r = run_cli("attack", tmp_path / "f.h5", "--step-sizes", "0,inf")
     assert_one_line_error(r, contains="--step-sizes")
+
+
+# --- the write path itself: failures past the free-space check -----------------------------------------
+
+
+def test_a_disk_that_fills_during_the_write_is_a_user_error(small_disk):
+    # The free-space check cannot see other writers; the write must still fail cleanly.
+    from uncert_cli.atomic import atomic_output
+    from uncert_cli.errors import UserError
+
+    target = small_disk / "out.bin"
+    target.write_bytes(b"previous")
+    with pytest.raises(UserError, match="no space left") as caught:
+        with atomic_output(target) as tmp:
+            tmp.write_bytes(b"\1" * 4 * 2**20)  # 4 MiB onto a 3 MiB disk, through Python I/O
+    assert str(target) in str(caught.value)
+    assert target.read_bytes() == b"previous" and leftovers(small_disk) == []
+
+
+def test_native_writer_errors_are_user_errors_too(small_disk):
+    # safetensors' Rust writer reports ENOSPC as a message, not an OSError with errno.
+    import torch
+    from safetensors.torch import save_file
+
+    from uncert_cli.atomic import atomic_output
+    from uncert_cli.errors import UserError
+
+    fill(small_disk, 0)
+    with pytest.raises(UserError, match="no space left"):
+        with atomic_output(small_disk / "m.safetensors") as tmp:
+            save_file({"w": torch.ones(2**20)}, str(tmp))
+    assert leftovers(small_disk) == []
+
+
+def test_a_read_only_file_system_is_named(run_cli, small_disk, digits_checkpoint):
+    factors = small_disk / "f.h5"
+    assert run_cli("fit", digits_checkpoint, "--data", "digits", "--limit", "64", "-o", factors, "-q").code == 0
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    before = factors.read_bytes()
+    r = run_cli("tune", factors)
+    assert_one_line_error(r, contains="read-only")
+    assert factors.read_bytes() == before
