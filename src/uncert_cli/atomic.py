@@ -114,10 +114,12 @@ def check_free_space(path: str | os.PathLike, needed: int | None, *, lower_bound
     except OSError:
         return  # no answer from statvfs (e.g. the folder is missing): the write itself will say what is wrong
     # An existing target's blocks come back only after the rename; do not count them as free.
-    if needed + _SAFETY_MARGIN > free:
+    required = needed + _SAFETY_MARGIN
+    if required > free:
         raise UserError(
-            f"not enough space to write '{target}'{_needed_text(needed, 'at least ' if lower_bound else '')}, and only {_format_size(free)} is free "
-            f"there; free some space or write to another disk"
+            f"not enough space to write '{target}'{_needed_text(required, 'at least ' if lower_bound else '')} "
+            f"with the file system's own overhead, and only {_format_size(free)} is free there; "
+            "free some space or write to another disk"
         )
 
 

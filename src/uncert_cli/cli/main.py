@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 say_interrupted(file_session.interrupted_message())  # while the session still knows
                 return EXIT_INTERRUPTED
     except Interrupted:  # Ctrl-C between the command's end and the handler's restoration
-        say_interrupted("interrupted")
+        say_interrupted("interrupted as the command finished; what it wrote is complete")
         return EXIT_INTERRUPTED
     except Exit as exc:
         return exc.exit_code
