@@ -26,6 +26,8 @@ from uncert_cli.analysis.ood import (
 )
 from uncert_cli.checkpoint import ModelMeta
 from uncert_cli.data import ArrayDataset, adapt_to_model, convert_images, load_dataset, parse_normalize
+from uncert_cli.curvature.plain_kernels import needs_plain_kernels
+from uncert_cli.data.dataset import is_token_ids
 from uncert_cli.errors import UserError
 from uncert_cli.factors import OpenedFactors, open_posterior
 from uncert_cli.inputs import load_model_data
@@ -110,10 +112,12 @@ def prepare_analysis(
     allowed: Sequence[str] = PREDICTIVES,
     announce: Callable[[str], None] = lambda s: None,
     check_model: Callable[[ModelMeta], None] = lambda meta: None,
+    continuous_inputs: bool = False,
 ) -> PreparedAnalysis:
     """Open ``factors``, load the in-distribution data and give each predictive its posterior
     (``kinds=None``: :func:`default_predictives` among ``allowed``). ``check_model`` sees the model's
-    metadata as soon as the file is open, so option errors come before any data loading or tuning."""
+    metadata as soon as the file is open, so option errors come before any data loading or tuning.
+    ``continuous_inputs`` refuses token-id data (before any tuning)."""
     s = settings
     if s.prior_mode is not None and s.prior_mode not in ("eigen", "factor"):
         raise UserError(f"unknown --prior-mode '{s.prior_mode}'; use eigen or factor")
@@ -121,6 +125,10 @@ def prepare_analysis(
         factors, prior_precision=s.prior_precision, n_data=s.n_data, prior_mode=s.prior_mode, device=s.device
     )
     check_model(opened.model.meta)
+    plain = needs_plain_kernels(opened.model.module)
+    if plain:
+        announce(f"note: {', '.join(plain)} run on plain (non-fused) kernels for the Laplace predictives: "
+                 "same outputs, differentiable by forward-mode AD, slower")
     if opened.posterior.task != "classification":
         raise UserError(f"'{factors}' holds a regression model; ood and attack need a classifier")
     kinds = list(kinds) if kinds is not None else default_predictives(opened.posterior, allowed)
@@ -131,6 +139,11 @@ def prepare_analysis(
     spec = s.data or opened.factors.fit.get("dataset") or meta.dataset
     total = None if s.limit is None else s.limit + (s.val_size if tune else 0)
     data = load_model_data(meta, spec, split="test", limit=total, root=s.root, download=s.download, normalize=s.normalize)
+    if continuous_inputs and is_token_ids(data.inputs):
+        raise UserError(
+            f"'{spec}' holds integer token ids; fast-gradient-sign attacks step along the input gradient and need "
+            "continuous inputs, so 'attack' cannot run on this model (ood works on token data)"
+        )
     validation, evaluation = _split(data, s.val_size, s.limit) if tune else (None, data)
     posteriors: dict[str, tuple[LaplacePosterior, Hyperparameters | None]] = {}
     for kind in kinds:
@@ -244,7 +257,9 @@ def run_attack(
         if classes is not None and attack.target >= classes:
             raise UserError(f"--target {attack.target} is not a class of this model (it has {classes}); pick 0..{classes - 1}")
 
-    prepared = prepare_analysis(factors, kinds, settings, allowed=ATTACK_KINDS, announce=announce, check_model=check_target)
+    prepared = prepare_analysis(
+        factors, kinds, settings, allowed=ATTACK_KINDS, announce=announce, check_model=check_target, continuous_inputs=True
+    )
     kinds = prepared.kinds
     evaluation = prepared.evaluation
     report = AttackReport(

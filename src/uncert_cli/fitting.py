@@ -28,6 +28,7 @@ from uncert_cli.curvature.structured import (
     estimate_structured_memory,
 )
 from uncert_cli.data import ArrayDataset, iter_batches
+from uncert_cli.data.dataset import inputs_to
 from uncert_cli.distributed import DistributedContext
 from uncert_cli.errors import UserError
 from uncert_cli.memory import format_size, peak_memory_bytes
@@ -128,7 +129,7 @@ def map_log_likelihood(
     acc = MapLikelihood(task)
     with torch.no_grad():
         for x, y in iter_batches(data, options.batch_size, shard=ctx.shard):
-            acc.add(model(x.to(options.device, options.dtype)), y.to(options.device))
+            acc.add(model(inputs_to(x, options.device, options.dtype)), y.to(options.device))
     return acc.result(ctx)
 
 
@@ -153,7 +154,7 @@ def fit_laplace(
 
     def batches():
         for x, y in iter_batches(data, options.batch_size, shard=ctx.shard):
-            yield x.to(options.device, options.dtype), y.to(options.device)
+            yield inputs_to(x, options.device, options.dtype), y.to(options.device)
 
     start = time.perf_counter()
     if options.method in STRUCTURED_METHODS:

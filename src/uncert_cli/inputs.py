@@ -7,8 +7,12 @@ them understand the same options and fail with the same messages.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
+
+import torch
+from torch import nn
 
 from uncert_cli.checkpoint import LoadedModel, ModelMeta, load_model, parse_arch_kwargs
 from uncert_cli.data import ArrayDataset, adapt_to_model, load_dataset, parse_normalize
@@ -37,14 +41,68 @@ def load_model_data(
     download: bool = False,
     normalize: str | None = None,
     role: str = "--data",
+    model: nn.Module | None = None,
 ) -> ArrayDataset:
-    """Load ``spec`` (default: the dataset the checkpoint says it was trained on), shaped for the model."""
+    """Load ``spec`` (default: the dataset the checkpoint says it was trained on), shaped for the model.
+
+    When the checkpoint records no input shape and ``model`` is given, the shape is the first of the
+    dataset's readings that the model runs on (:func:`infer_input_shape`); ``fit`` records it.
+    """
     spec = spec or meta.dataset
     if not spec:
         raise UserError(f"no dataset given and the checkpoint does not name one; pass {role} SPEC (e.g. {role} mnist)")
     raw = load_dataset(spec, split=split, root=root, limit=limit, download=download)
     norm = parse_normalize(normalize) if normalize else _checkpoint_normalization(meta)
-    return adapt_to_model(raw, meta.input_shape, normalize=norm, num_outputs=meta.num_outputs, task=meta.task)
+    shape = meta.input_shape
+    if shape is None and model is not None:
+        shape = infer_input_shape(model, raw)
+    return adapt_to_model(raw, shape, normalize=norm, num_outputs=meta.num_outputs, task=meta.task)
+
+
+def parse_input_shape(text: str) -> tuple[int, ...]:
+    """``"64,16"`` → ``(64, 16)``: one example's shape without the batch dimension (``--input-shape``)."""
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if not shape or len(shape) > 8 or any(d < 1 or d > 2**31 for d in shape):
+        raise UserError(f"--input-shape takes one example's shape as positive integers, got '{text}'; e.g. --input-shape 64,16")
+    return shape
+
+
+def _shape_readings(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Ways to read one stored example: as loaded (``(N, H, W)`` arrays get a channel axis, so
+    ``(1, H, W)``), without that axis (a ``(T, F)`` sequence), and flat."""
+    readings = [shape]
+    if len(shape) >= 3 and shape[0] == 1:
+        readings.append(shape[1:])
+    flat = (math.prod(shape),)
+    if flat not in readings:
+        readings.append(flat)
+    return readings
+
+
+def infer_input_shape(model: nn.Module, ds: ArrayDataset) -> tuple[int, ...]:
+    """The per-example input shape ``model`` runs on, for a checkpoint that records none.
+
+    Tries the readings of :func:`_shape_readings` on two examples, in order, and returns the first
+    the model accepts; if it accepts none, the dataset's own shape (the first batch then reports
+    the model's error in full).
+    """
+    from uncert_cli.data import iter_batches
+    from uncert_cli.posterior.predictive import eval_mode
+
+    x, _ = next(iter_batches(ds.take(2), 2))
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    x = x if x.dtype == torch.int64 else x.to(dtype)
+    for shape in _shape_readings(ds.sample_shape):
+        try:
+            with torch.no_grad(), eval_mode(model):
+                model(x.reshape(x.shape[0], *shape))
+        except Exception:  # noqa: BLE001 - any failure of the model's own code means "not this reading"
+            continue
+        return shape
+    return ds.sample_shape
 
 
 def _checkpoint_normalization(meta: ModelMeta):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,9 +15,10 @@ from uncert_cli.device import resolve_device, resolve_dtype
 from uncert_cli.errors import UserError
 from uncert_cli.distributed import init_from_environment, shutdown
 from uncert_cli.fitting import FitOptions, check_memory, expected_file_bytes, fit_to_file
-from uncert_cli.inputs import load_checkpoint_model, load_model_data, with_normalization
+from uncert_cli.inputs import load_checkpoint_model, load_model_data, parse_input_shape, with_normalization
 from uncert_cli.memory import parse_size
 from uncert_cli.checkpoint.pickled import record_pickled_arch
+from uncert_cli.curvature.plain_kernels import needs_plain_kernels
 from uncert_cli.render.console import log, print_json, progress_bar
 from uncert_cli.render.fit import fit_summary, log_coverage_notes, print_fit_summary
 from uncert_cli.store import PriorSettings
@@ -76,6 +78,11 @@ def fit(
     arch: o.Arch = None,
     arch_kwargs: o.ArchKwargs = None,
     trust_pickle: o.TrustPickle = False,
+    input_shape: Annotated[
+        Optional[str],
+        typer.Option("--input-shape", metavar="D1,D2,...", help="One example's shape as the model takes it (e.g. 64,16 for "
+                     "sequences of 64 steps with 16 features), when the checkpoint does not record it and the data is ambiguous."),
+    ] = None,
     device: o.Device = o.DeviceChoice.auto,
     dtype: Annotated[DtypeChoice, typer.Option("--dtype", help="Computation precision.")] = DtypeChoice.float32,
     max_memory: Annotated[Optional[str], typer.Option("--max-memory", help="Refuse if the factors need more (e.g. 8GiB).")] = None,
@@ -102,9 +109,14 @@ def fit(
         loaded, pickle_note = record_pickled_arch(loaded)  # refuses before any data is read
         if pickle_note and ctx.is_main:
             log(f"note: {pickle_note}", quiet=quiet)
+        if input_shape is not None:
+            loaded.meta = replace(loaded.meta, input_shape=parse_input_shape(input_shape))
         dataset = load_model_data(
-            loaded.meta, data, split=split.value, limit=limit, root=data_root, download=download, normalize=normalize
+            loaded.meta, data, split=split.value, limit=limit, root=data_root, download=download, normalize=normalize,
+            model=loaded.module,
         )
+        if loaded.meta.input_shape is None:  # inferred from the data: later commands shape their data alike
+            loaded.meta = replace(loaded.meta, input_shape=dataset.sample_shape)
         loaded.meta = with_normalization(loaded.meta, normalize)  # later commands read it from the file
         opts = FitOptions(
             method=method.value, fisher_type=fisher.value, mc_samples=mc_samples, subset=subset,
@@ -119,6 +131,10 @@ def fit(
         prior = PriorSettings(prior_precision=prior_precision, prior_mode=prior_mode.value, n_data=n_data)
         if ctx.is_main:
             log_coverage_notes(loaded.module, opts, quiet=quiet)
+            plain = needs_plain_kernels(loaded.module)
+            if plain:
+                log(f"note: {', '.join(plain)} run on plain (non-fused) kernels during the fit so that per-example "
+                    "gradients exist: same outputs, slower", quiet=quiet or json_output)
         with progress_bar(total, f"fit {method.value}", quiet=not show) as advance:
             result = fit_to_file(loaded, dataset, opts, output, prior=prior, split=split.value, ctx=ctx, on_batch=advance)
         if ctx.is_main:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from uncert_cli.data.dataset import TASKS, ArrayDataset, to_float
+from uncert_cli.data.dataset import TASKS, ArrayDataset, is_token_ids, to_float
 from uncert_cli.errors import UserError
 
 
@@ -141,7 +141,7 @@ def adapt_to_model(
         )
 
     inputs = to_float(ds.inputs)
-    owns_inputs = ds.inputs.dtype != torch.float32  # to_float made a copy we may overwrite
+    owns_inputs = ds.inputs.dtype == torch.uint8  # to_float made a float copy we may overwrite
     if ds.inputs.dtype == torch.float32:
         bad = _first_non_finite(inputs)
         if bad is not None:
@@ -156,6 +156,11 @@ def adapt_to_model(
                 f"dataset '{ds.name}' has NaN or inf targets in {bad[1]} example(s), first at index {bad[0]}; "
                 "remove or fix those examples"
             )
+    if normalize is not None and is_token_ids(inputs):
+        raise UserError(
+            f"dataset '{ds.name}' holds integer token ids, which are not normalised; drop --normalize "
+            "(or store float features if the model takes them)"
+        )
     if normalize is not None:
         inputs = _normalize(inputs, owns_inputs, normalize, ds)
     inputs = inputs.reshape(len(ds), *target_shape)

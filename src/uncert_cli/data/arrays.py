@@ -2,7 +2,8 @@
 
 Rules (the same for npz, HDF5, .pt and the built-ins):
 
-* Inputs: uint8 stays uint8 (it means pixel/255, see :mod:`.dataset`); everything else becomes float32
+* Inputs: uint8 stays uint8 (it means pixel/255, see :mod:`.dataset`); other integer arrays are token
+  ids and become int64, kept as stored (no channel axis, no scaling); everything else becomes float32
   unscaled. ``(N,)`` -> ``(N, 1)``; ``(N, H, W)`` -> ``(N, 1, H, W)``; channel-last ``(N, H, W, C)``
   with C in {1, 3, 4} (and dim 1 not itself a channel count) -> ``(N, C, H, W)``.
 * Targets: integer or bool -> classification, ``(N,)`` int64 (``(N, 1)`` is squeezed); float ->
@@ -45,6 +46,12 @@ def standardize_inputs(inputs: torch.Tensor, source: str) -> torch.Tensor:
         raise UserError(f"inputs in {source} are a single number, not (N, ...) examples; store one row per example")
     if inputs.is_complex():
         raise UserError(f"inputs in {source} are complex numbers; store real-valued inputs")
+    if inputs.dtype not in (torch.uint8, torch.bool) and not inputs.is_floating_point():
+        # Integer arrays other than uint8 pixels are token ids: (N, T) as stored, never scaled.
+        inputs = inputs.to(torch.int64)
+        if inputs.numel() and int(inputs.min()) < 0:
+            raise UserError(f"integer inputs in {source} include {int(inputs.min())}; token ids must be 0, 1, 2, ...")
+        return (inputs.unsqueeze(1) if inputs.ndim == 1 else inputs).contiguous()
     if inputs.dtype != torch.uint8:
         inputs = inputs.to(torch.float32)
     if inputs.ndim == 1:

@@ -8,6 +8,8 @@ Storage convention (why: MNIST-train is 47 MB as uint8 but 188 MB as float32, CI
   :meth:`ArrayDataset.__getitem__`, :func:`uncert_cli.data.iter_batches`, :meth:`float_inputs` and
   :func:`uncert_cli.data.adapt_to_model` convert to float32 on the way out, so consumers always see
   float32. Images are channel-first: ``(N, C, H, W)``.
+* ``inputs`` may also be **int64**: token ids for models that start with an embedding. They are
+  never converted (an id is not a number to scale) and reach the model as int64.
 * ``targets`` is ``(N,)`` int64 class indices for classification, ``(N, D)`` float32 for regression.
 """
 
@@ -22,8 +24,16 @@ Task = Literal["classification", "regression"]
 TASKS: tuple[str, ...] = ("classification", "regression")
 
 
+def is_token_ids(inputs: torch.Tensor) -> bool:
+    """True for integer inputs that are token ids (int64), which are fed to the model unconverted."""
+    return inputs.dtype == torch.int64
+
+
 def to_float(inputs: torch.Tensor) -> torch.Tensor:
-    """Return ``inputs`` as float32: uint8 pixels become ``pixel / 255``; float32 is returned as is (no copy)."""
+    """The model's view of stored inputs: uint8 pixels become float32 ``pixel / 255``; float32 is
+    returned as is (no copy); int64 token ids pass through unchanged."""
+    if is_token_ids(inputs):
+        return inputs
     if inputs.dtype == torch.uint8:
         return inputs.to(torch.float32).div_(255.0)
     if inputs.dtype != torch.float32:
@@ -55,8 +65,8 @@ class ArrayDataset(torch.utils.data.Dataset):
         # These are programming errors of a loader, not user errors: fail loudly with ValueError.
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        if self.inputs.dtype not in (torch.uint8, torch.float32):
-            raise ValueError(f"inputs must be uint8 or float32, got {self.inputs.dtype}")
+        if self.inputs.dtype not in (torch.uint8, torch.float32, torch.int64):
+            raise ValueError(f"inputs must be uint8, float32 or int64 (token ids), got {self.inputs.dtype}")
         if self.inputs.ndim < 2:
             raise ValueError(f"inputs must be (N, *sample_shape) with a sample shape, got {tuple(self.inputs.shape)}")
         if self.inputs.shape[0] != self.targets.shape[0]:
@@ -107,3 +117,8 @@ class ArrayDataset(torch.utils.data.Dataset):
             f"ArrayDataset(name={self.name!r}, n={len(self)}, sample_shape={self.sample_shape}, "
             f"inputs={str(self.inputs.dtype).removeprefix('torch.')}, task={self.task!r}{classes})"
         )
+
+
+def inputs_to(x: torch.Tensor, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+    """A batch on ``device`` in the model's ``dtype``; token ids (int64) keep their integer type."""
+    return x.to(device) if is_token_ids(x) else x.to(device, dtype)
