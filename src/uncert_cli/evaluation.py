@@ -122,7 +122,8 @@ def prepare_analysis(
     if s.prior_mode is not None and s.prior_mode not in ("eigen", "factor"):
         raise UserError(f"unknown --prior-mode '{s.prior_mode}'; use eigen or factor")
     opened = open_posterior(
-        factors, prior_precision=s.prior_precision, n_data=s.n_data, prior_mode=s.prior_mode, device=s.device
+        factors, prior_precision=s.prior_precision, n_data=s.n_data, prior_mode=s.prior_mode, device=s.device,
+        flags=("prior_precision", "n_data", "prior_mode"),
     )
     check_model(opened.model.meta)
     plain = needs_plain_kernels(opened.model.module)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +15,11 @@ from uncert_cli.curvature.blocks import curvature_to
 from uncert_cli.errors import UserError
 from uncert_cli.posterior import LaplacePosterior
 from uncert_cli.store import FactorFile, read_factor_file
+from uncert_cli.store_checks import check_stored_prior
 
 TRUST_ARCH_ENV = "UNCERT_TRUST_ARCH"
+# The flags with which commands override a hyperparameter stored in the file.
+OVERRIDE_FLAGS = {"prior_precision": "--prior-precision", "n_data": "--n-data", "prior_mode": "--prior-mode"}
 
 
 def model_from_factor_file(factors: FactorFile) -> LoadedModel:
@@ -70,11 +74,28 @@ def open_posterior(
     prior_mode: str | None = None,
     noise_std: float | None = None,
     device: torch.device | str = "cpu",
+    flags: Collection[str] = (),
 ) -> OpenedFactors:
-    """Read a factor file and build its posterior; ``None`` means the file's own (possibly tuned) value."""
+    """Read a factor file and build its posterior; ``None`` means the file's own (possibly tuned) value.
+
+    ``flags``: which hyperparameters the calling command can override with a flag (keys of
+    :data:`OVERRIDE_FLAGS`); an unusable stored value is refused naming the file and those flags.
+    """
     factors = read_factor_file(path)
     loaded = model_from_factor_file(factors)
     prior = factors.prior
+    from_file = {
+        name: stored
+        for name, stored, given in (
+            ("prior_precision", prior.prior_precision, prior_precision),
+            ("n_data", prior.n_data, n_data),
+            ("prior_mode", prior.prior_mode, prior_mode),
+            ("noise_std", prior.noise_std if prior.noise_std is not None else loaded.meta.noise_std, noise_std),
+        )
+        if given is None
+    }
+    check_stored_prior(factors.path, from_file, regression=factors.curvature.task == "regression",
+                       flags={name: OVERRIDE_FLAGS[name] for name in flags})
     noise = noise_std or prior.noise_std or loaded.meta.noise_std or 1.0
     device = torch.device(device)
     curvature = factors.curvature if device.type == "cpu" else curvature_to(factors.curvature, device)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from uncert_cli.atomic import check_free_space, check_output_path
 from uncert_cli.checkpoint import LoadedModel
 from uncert_cli.curvature import Curvature, compute_curvature, estimate_memory
+from uncert_cli.curvature.blocks import ensure_eigen
 from uncert_cli.curvature.subset import frozen_parameters, select_units
 from uncert_cli.curvature.structured import (
     DEFAULT_RANK,
@@ -182,6 +183,8 @@ def fit_laplace(
             on_outputs=likelihood.add,
             include_frozen=options.include_frozen,
         )
+    # Decompose now: a factor with NaN/inf is refused (naming its layer) before any file exists.
+    repairs = ensure_eigen(curvature)
     seconds = time.perf_counter() - start
     if options.method in STRUCTURED_METHODS:
         log_likelihood, accuracy = map_log_likelihood(model, data, options, task, ctx)
@@ -203,6 +206,8 @@ def fit_laplace(
         # Frozen (requires_grad=False) parameters get no posterior unless --include-frozen.
         "include_frozen": options.include_frozen,
         "frozen_parameters": frozen,
+        # {module: [what the eigensolver needed]} for the layers plain eigh failed on; absent when none
+        "eigen_repairs": {module: list(r) for module, r in repairs.items()} or None,
     }
     if accuracy is not None:
         info["map_accuracy"] = accuracy

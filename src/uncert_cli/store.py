@@ -55,6 +55,7 @@ from uncert_cli.curvature.blocks import (
 )
 from uncert_cli.errors import UserError
 from uncert_cli.input_files import check_input_file
+from uncert_cli.store_checks import check_layout, check_prior_to_write, check_values
 
 FORMAT_NAME = "uncert-factors"
 FORMAT_VERSION = 1
@@ -90,9 +91,13 @@ class FactorFile:
 
 def _write_array(group: h5py.Group, name: str, tensor: torch.Tensor) -> None:
     array = tensor.detach().cpu().numpy()
+    # Fletcher-32 checksums let the reader tell a flipped byte from a value (they need chunking, which
+    # scalars and empty arrays cannot have); compression only pays from a few dozen values on.
     if array.size >= 64:
-        group.create_dataset(name, data=array, **_COMPRESSION)
-    else:  # compression filters need chunking, which is wasteful for scalars and tiny arrays
+        group.create_dataset(name, data=array, fletcher32=True, **_COMPRESSION)
+    elif array.ndim and array.size:
+        group.create_dataset(name, data=array, fletcher32=True)
+    else:
         group.create_dataset(name, data=array)
 
 
@@ -218,7 +223,8 @@ def _write_prior(f: h5py.File, prior: PriorSettings) -> None:
 
 
 def _tensor(dataset: h5py.Dataset) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(dataset[()]))
+    # native byte order: torch refuses big-endian arrays (files written by other tools may hold them)
+    return torch.from_numpy(np.ascontiguousarray(dataset[()], dtype=dataset.dtype.newbyteorder("=")))
 
 
 def _read_block(group: h5py.Group) -> Block:
@@ -290,12 +296,8 @@ def read_factor_file(path: str | os.PathLike) -> FactorFile:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != FORMAT_NAME:
                 raise UserError(f"'{path}' is an HDF5 file but not an uncert factor file; pass one written by 'uncert fit'")
-            version = int(f.attrs["format_version"])
-            if version > FORMAT_VERSION:
-                raise UserError(
-                    f"'{path}' uses factor-file format {version}, newer than this uncert understands "
-                    f"({FORMAT_VERSION}); upgrade uncert"
-                )
+            version = _format_version(f, path)
+            check_layout(f, path)  # metadata only: nothing is allocated for a forged shape
             fit = _attrs(f["fit"])
             curvature = Curvature(
                 blocks=[_read_block(f["blocks"][str(k)]) for k in range(len(f["blocks"]))],
@@ -316,13 +318,15 @@ def read_factor_file(path: str | os.PathLike) -> FactorFile:
             tuning = None
             if "tuning" in f:
                 tuning = {k: _maybe_json(v) for k, v in _attrs(f["tuning"]).items()}
+            state_dict = {name: _tensor(ds) for name, ds in model["state_dict"].items()}
+            check_values(curvature, state_dict, path)
             return FactorFile(
                 path=path,
                 curvature=curvature,
                 model_meta=ModelMeta.from_header({"uncert": str(model.attrs["meta"])}),
                 fingerprint=str(model.attrs["fingerprint"]),
                 checkpoint_path=str(model.attrs["checkpoint_path"]),
-                state_dict={name: _tensor(ds) for name, ds in model["state_dict"].items()},
+                state_dict=state_dict,
                 fit=fit,
                 prior=prior,
                 tuning=tuning,
@@ -330,8 +334,29 @@ def read_factor_file(path: str | os.PathLike) -> FactorFile:
             )
     except UserError:
         raise
-    except (OSError, KeyError, ValueError) as exc:
-        raise UserError(f"'{path}' is damaged or incomplete ({exc}); refit with 'uncert fit'") from exc
+    # h5py reports a corrupted header or chunk as OSError, RuntimeError, KeyError or ValueError
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise UserError(f"'{path}' is damaged or incomplete ({' '.join(str(exc).split())[:200]}); refit with "
+                        "'uncert fit'") from exc
+
+
+KNOWN_VERSIONS = (1,)
+
+
+def _format_version(f: h5py.File, path: Path) -> int:
+    """The file's format version, if this uncert can read it."""
+    value = f.attrs.get("format_version")
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, int) and not isinstance(value, bool) and value > FORMAT_VERSION:
+        raise UserError(
+            f"'{path}' uses factor-file format {value}, newer than this uncert understands "
+            f"({FORMAT_VERSION}); upgrade uncert"
+        )
+    if value not in KNOWN_VERSIONS or isinstance(value, bool):
+        raise UserError(f"'{path}' has an unknown factor-file format_version {str(value)[:40]!r} (this uncert reads "
+                        f"{', '.join(map(str, KNOWN_VERSIONS))}); the file is damaged, refit it with 'uncert fit'")
+    return int(value)
 
 
 def _maybe_json(value: Any) -> Any:
@@ -351,8 +376,10 @@ def update_hyperparameters(
     uncert's write lock on the folder is held for the whole read-modify-write, and the rename happens only if the file at
     ``path`` is still the one read (and, given ``expected``, the one the caller read before tuning):
     another command's write in between is refused, never mixed. A symbolic link is followed; the
-    file keeps its permission bits and owner.
+    file keeps its permission bits and owner. Values that are not positive finite numbers are never written.
     """
+    check_prior_to_write(Path(path), {"prior_precision": prior.prior_precision, "n_data": prior.n_data,
+                                      "noise_std": prior.noise_std})
     with locked_update(path, expected) as target:
         identity = FileIdentity.of(target)
         read_factor_file(target)  # validates

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ def tune_factor_file(
     if objective == "marglik":
         regression = factors.curvature.task == "regression"
         out_dim = _output_dim(factors)
+        _check_stored_log_likelihood(factors)
         log_likelihood = float(factors.fit["log_likelihood"]) if not regression else _gaussian_ll(factors, posterior)
         # With --n-data N' ≠ the fitted count the curvature counts every example N'/N times (pseudo-
         # observations, Ritter §3.4); the data term of the evidence must count them alike.
@@ -98,6 +100,14 @@ def tune_factor_file(
         update_hyperparameters(path, after, {"objective": objective, "result": outcome.to_dict(),
                                              "history": result.history}, expected=identity)
     return outcome
+
+
+def _check_stored_log_likelihood(factors) -> None:
+    """The evidence needs the fit's Σ log p(y|x, θ*); say so if the file's value is missing or unusable."""
+    value = factors.fit.get("log_likelihood")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"'{factors.path}' stores log_likelihood {value!r}, which is not a finite number; "
+                        "refit it with 'uncert fit' (or tune with --objective val-nll --data SPEC)")
 
 
 def _output_dim(factors) -> int:

@@ -111,7 +111,8 @@ def prune(
             page_only = tempfile.TemporaryDirectory(prefix="uncert-html-")  # removed when collected, even on errors
             directory = Path(page_only.name)
 
-    opened = open_posterior(factors, prior_precision=prior_precision, n_data=n_data, device=resolve_device(device.value))
+    opened = open_posterior(factors, prior_precision=prior_precision, n_data=n_data, device=resolve_device(device.value),
+                           flags=("prior_precision", "n_data"))
     if output is not None:  # never overwrite the checkpoint the file was fitted from
         file_session.note_input(opened.factors.checkpoint_path)
         check_output_path(output)

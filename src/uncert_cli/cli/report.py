@@ -36,7 +36,8 @@ def report(
     directory = png_directory(png) if png is not None else None  # fail before any work
     if html is not None:
         check_html_path(html)
-    opened = open_posterior(factors, prior_precision=prior_precision, n_data=n_data, device=resolve_device(device.value))
+    opened = open_posterior(factors, prior_precision=prior_precision, n_data=n_data, device=resolve_device(device.value),
+                           flags=("prior_precision", "n_data"))
     posterior = opened.posterior
     result = analyse_posterior(posterior, opened.model.meta.input_shape)
     title = f"{Path(factors).name} ({posterior.curvature.method}, τ={_tau_text(posterior.prior_precision)})"

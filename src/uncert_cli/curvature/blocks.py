@@ -21,6 +21,8 @@ from typing import Literal, Union
 
 import torch
 
+from uncert_cli.curvature.eigen import NonFiniteFactorError, robust_eigh
+
 Method = Literal["diag", "kfac"]
 FisherType = Literal["exact", "mc", "empirical"]
 Task = Literal["classification", "regression"]
@@ -34,6 +36,9 @@ class KroneckerEigen:
     input_eigenvectors: torch.Tensor  # (I', I'), columns are eigenvectors
     output_eigenvalues: torch.Tensor  # (O,)
     output_eigenvectors: torch.Tensor  # (O, O)
+    # What the eigensolver needed beyond plain eigh, e.g. ("input factor: jitter 1e-09·trace/n",);
+    # recorded in the factor file (block attribute ``eigen_repairs``).
+    repairs: tuple[str, ...] = ()
 
 
 @dataclass
@@ -58,12 +63,14 @@ class KroneckerBlock:
     def eigen(self) -> KroneckerEigen:
         """Eigendecompositions of both factors (computed once, in float64, then cast back)."""
         if self._eigen is None:
-            la, ua = torch.linalg.eigh(self.input_factor.double())
-            lg, ug = torch.linalg.eigh(self.output_factor.double())
+            a = robust_eigh(self.input_factor, what=f"the input factor of layer '{self.module}'")
+            g = robust_eigh(self.output_factor, what=f"the output factor of layer '{self.module}'")
             dtype = self.input_factor.dtype
-            # Factors are PSD by construction; clamp round-off negatives.
+            repairs = tuple(f"{side} factor: {e.repair}" for side, e in (("input", a), ("output", g)) if e.repair)
+            # Factors are PSD by construction; robust_eigh clamps round-off negatives.
             self._eigen = KroneckerEigen(
-                la.clamp_min(0).to(dtype), ua.to(dtype), lg.clamp_min(0).to(dtype), ug.to(dtype)
+                a.eigenvalues.to(dtype), a.eigenvectors.to(dtype), g.eigenvalues.to(dtype), g.eigenvectors.to(dtype),
+                repairs,
             )
         return self._eigen
 
@@ -125,6 +132,7 @@ class DenseBlock:
     param_shapes: tuple[tuple[int, ...], ...]
     matrix: torch.Tensor  # (P, P), symmetric PSD, mean per-example curvature
     _eigen: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+    eigen_repairs: tuple[str, ...] = field(default=(), compare=False)  # as KroneckerEigen.repairs
 
     structure = "dense"
 
@@ -135,8 +143,9 @@ class DenseBlock:
     def eigen(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(eigenvalues (P,), eigenvectors (P, P))`` of ``matrix`` (float64 eigh, clamped ≥ 0)."""
         if self._eigen is None:
-            lam, u = torch.linalg.eigh(self.matrix.double())
-            self._eigen = (lam.clamp_min(0).to(self.matrix.dtype), u.to(self.matrix.dtype))
+            e = robust_eigh(self.matrix, what=f"the curvature matrix of '{self.module}'")
+            self._eigen = (e.eigenvalues.to(self.matrix.dtype), e.eigenvectors.to(self.matrix.dtype))
+            self.eigen_repairs = (f"matrix: {e.repair}",) if e.repair else ()
         return self._eigen
 
     def set_eigen(self, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor) -> None:
@@ -230,6 +239,38 @@ class KronDiagBlock:
         # kron(ug_i, ua_j) flattened row-major over (O, I') = outer product of the two columns.
         vec = (e.output_eigenvectors[:, i].T.unsqueeze(2) * e.input_eigenvectors[:, j].T.unsqueeze(1))
         return lam, vec.reshape(len(i), -1).T
+
+
+def eigen_repairs(block) -> tuple[str, ...]:
+    """What the eigendecompositions of ``block`` needed beyond plain eigh (empty for most blocks)."""
+    if isinstance(block, DenseBlock):
+        return block.eigen_repairs
+    eigen = block.eigen() if isinstance(block, KroneckerBlock) else getattr(block, "eigen", None)
+    return eigen.repairs if isinstance(eigen, KroneckerEigen) else ()
+
+
+def _check_finite(block) -> None:
+    """Diagonals and corrected eigenvalues get no eigendecomposition that would notice NaN/inf."""
+    tensors = [getattr(block, name) for name in ("diagonal", "eigenvalues") if hasattr(block, name)]
+    flat = [t for v in tensors for t in (v if isinstance(v, tuple) else (v,)) if isinstance(t, torch.Tensor)]
+    if any(not bool(torch.isfinite(t).all()) for t in flat):
+        hint = ("refit with --dtype float64" if flat[0].dtype != torch.float64
+                else "check the model's weights and the data for huge or non-finite values")
+        raise NonFiniteFactorError(f"the curvature of layer '{block.module}' contains NaN or inf (the fit overflowed); {hint}")
+
+
+def ensure_eigen(curvature: Curvature) -> dict[str, tuple[str, ...]]:
+    """Eigendecompose every block that stores one, now (so that a factor with NaN/inf is reported
+    before any file is written); returns ``{module: repairs}`` for the blocks that needed a repair."""
+    out: dict[str, tuple[str, ...]] = {}
+    for block in curvature.blocks:
+        _check_finite(block)
+        if isinstance(block, (KroneckerBlock, DenseBlock)):
+            block.eigen()
+        repairs = eigen_repairs(block)
+        if repairs:
+            out[block.module] = repairs
+    return out
 
 
 AnyBlock = Union[KroneckerBlock, DiagonalBlock, DenseBlock, LowRankBlock, EKFACBlock, KronDiagBlock]

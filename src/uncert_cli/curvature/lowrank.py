@@ -16,6 +16,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from uncert_cli.curvature.eigen import robust_eigh
+
 
 def top_eigenpairs(
     matmat: Callable[[Tensor], Tensor],
@@ -39,7 +41,8 @@ def top_eigenpairs(
             Q = torch.linalg.qr(matmat(Q)).Q
     Y = matmat(Q)  # (P, k)
     small = Q.T.double() @ Y.double()
-    lam, E = torch.linalg.eigh((small + small.T) / 2)  # k x k, ascending
+    ritz = robust_eigh(small, what="the projected curvature of the low-rank block")  # k x k, ascending
+    lam, E = ritz.eigenvalues, ritz.eigenvectors
     lam, E = lam.flip(0)[:rank], E.flip(1)[:, :rank]
     V = (Q.double() @ E).to(dtype)
     return lam.clamp_min(0).to(dtype), V

@@ -43,6 +43,7 @@ def fit_summary(result: FitResult, output: Path) -> dict[str, Any]:
         "include_frozen": result.info.get("include_frozen", False),
         "frozen_parameters": result.info.get("frozen_parameters", []),
         "map_accuracy": result.info.get("map_accuracy"),
+        "eigen_repairs": result.info.get("eigen_repairs") or {},
     }
 
 
@@ -64,6 +65,10 @@ def print_fit_summary(summary: dict[str, Any]) -> None:
         f"{summary['seconds']:.1f} s, peak memory {format_size(summary['peak_memory_bytes'])}\n"
         f"wrote [bold]{summary['output']}[/bold]"
     )
+    repairs = summary.get("eigen_repairs") or {}
+    if repairs:  # the decomposition is still exact up to the jitter; say which layers needed help
+        stdout.print(f"plain eigh did not converge for {len(repairs)} layer(s), decomposed with a fallback: "
+                     + "; ".join(f"{m} ({', '.join(r)})" for m, r in repairs.items()))
 
 
 def log_coverage_notes(model: nn.Module, options: FitOptions, *, quiet: bool) -> None:
