@@ -1,24 +1,24 @@
-"""OOD quality and predictive speed: uncert's Laplace predictives against laplace-torch, side by side.
+"""OOD quality of every documented path (issue 13): uncert's Laplace predictives against laplace-torch.
 
-    python benchmarks/ood.py [--checkpoint sample_models/mnist_mlp.safetensors] [--factors F.h5]
-                             [--limit 2000] [--ood-limit 2000] [--samples 100] [--speed-n 2000]
-                             [--skip-laplace-torch] [--json out.json]
+    python benchmarks/ood.py [--checkpoint CKPT ...] [--factors F.h5 ...] [--limit 2000] [--ood-limit 2000]
+                             [--pareto] [--mc] [--skip-laplace-torch] [--lt-all] [--speed-n 0] [--json out.json]
 
-On the MNIST MLP (Ritter et al. 2018 §5.2):
+Default checkpoints: the shipped MNIST MLP (overconfident MAP) and ``mnist_mlp_calibrated`` (a MAP that is
+already well calibrated); each gets its KFAC factors from ``uncert fit`` (``CKPT.kfac.h5``, fitted if missing).
 
-* data: MNIST test; the first 1,000 images tune uncert's (N, τ) (validation NLL, Ritter eq. 9 factor
-  form), the next ``--limit`` are evaluated. OOD sets: notMNIST, FashionMNIST, KMNIST (first
-  ``--ood-limit`` each).
-* uncert: ``map``, tuned ``probit`` (the default), tuned ``glm`` and tuned ``mc`` (the KFAC factors from
-  ``uncert fit``, fitted here if ``--factors`` does not exist), plus ``mc`` at the file's untuned prior
-  (τ = 1) to show the collapse.
-* laplace-torch 0.3: ``KronLaplace`` on all weights and on the last layer, fitted on all 60,000 MNIST
-  training images, prior precision (one scalar) tuned by its marginal likelihood; predictives
-  ``nn``/MC (weight sampling) and, for the last layer, ``glm``/probit and ``glm``/MC. (All-weights
-  ``glm`` needs per-example Jacobians of 1.9M parameters and is left out unless ``--lt-glm-all``.)
-* speed: predicting ``--speed-n`` test images: uncert ``mc`` with 100 weight samples (drawn once, reused
-  for every batch) against laplace-torch's ``nn`` predictive (which draws new samples per batch), and
-  uncert's linearised predictives on all weights (``probit``, ``glm`` from the factored ``J Σ Jᵀ``).
+* data: MNIST test; the first 1,000 images are the held-out examples that tune (N, τ), the next
+  ``--limit`` (0: all 9,000) are evaluated. OOD sets: notMNIST, FashionMNIST, KMNIST (first ``--ood-limit``
+  each, 0: all).
+* uncert rows, all probit (the default predictive): ``map``; ``fit → ood`` tuned by ``widest`` (the
+  default) and by ``val-nll`` (the previous default); ``fit → tune → ood`` with ``tune``'s default
+  (widest), ``--objective marglik`` (the previous README flow) and ``marglik --prior-structure layer``.
+  ``--mc`` adds the weight-sampling predictive tuned by widest.
+* laplace-torch 0.3 (``pip install laplace-torch``, the ``bench`` extra): ``KronLaplace`` on the last layer
+  (``--lt-all``: also all weights), fitted on all 60,000 MNIST training images, prior precision by its
+  marginal likelihood; predictives ``nn``/MC, ``glm``/probit and ``glm``/MC.
+* ``--pareto``: the probit predictive at every (N, τ) of the tuning grid on the evaluation set: the NLL
+  against AUROC front that any choice on this grid could reach.
+* ``--speed-n N``: seconds to predict N test images (uncert mc/glm/probit, laplace-torch nn/mc).
 
 Prints Markdown tables (accuracy, NLL, ECE on MNIST; entropy AUROC per OOD set) and optionally JSON.
 """
@@ -85,23 +85,57 @@ def _row(name: str, predict: Predict, evaluation: ArrayDataset, oods: dict[str, 
     return row
 
 
-def uncert_rows(factors: Path, evaluation, val, oods, samples: int, batch_size: int) -> list[dict]:
+def uncert_rows(factors: Path, evaluation, val, oods, samples: int, batch_size: int, tag: str,
+                with_mc: bool) -> list[dict]:
+    """Every documented path of issue 13 on one checkpoint, all evaluated on the same examples."""
+    from uncert_cli.tuning import tune_factor_file
+
     opened = open_posterior(factors)
     post = opened.posterior
     gen_seed = 0
-    rows = [_row("uncert map", lambda x: post.predict(x, "map"), evaluation, oods, batch_size)]
-    untuned = post
-    rows.append(_row(f"uncert mc, file prior (τ={list(post.prior_precision.values())[0]:g}, N={post.n_data:g}, eigen)",
-                     lambda x: untuned.predict(x, "mc", samples=samples, generator=torch.Generator().manual_seed(gen_seed)),
-                     evaluation, oods, batch_size))
-    for kind in ("probit", "glm", "mc"):
+
+    def predictive(p, kind):
+        return lambda x: p.predict(x, kind, samples=samples, generator=torch.Generator().manual_seed(gen_seed))
+
+    rows = [_row(f"{tag}: uncert map", lambda x: post.predict(x, "map"), evaluation, oods, batch_size)]
+    for objective in ("widest", "val-nll"):
         start = time.perf_counter()
-        tuned, hp = ood.tune_on_validation(post, val, kind, samples=20, batch_size=batch_size)
-        tune_s = time.perf_counter() - start
-        label = f"uncert {kind}, tuned (τ={hp.prior_precision:g}, N={hp.n_data:g}, factor)"
-        rows.append(_row(label, lambda x, p=tuned, k=kind: p.predict(x, k, samples=samples,
-                                                                      generator=torch.Generator().manual_seed(gen_seed)),
-                         evaluation, oods, batch_size, {"tune_seconds": tune_s}))
+        tuned, hp = ood.tune_on_validation(post, val, "probit", samples=20, batch_size=batch_size, objective=objective)
+        label = (f"{tag}: fit → ood, probit {objective}{' (default)' if objective == 'widest' else ''} "
+                 f"(τ={hp.prior_precision:g}, N={hp.n_data:g})")
+        rows.append(_row(label, predictive(tuned, "probit"), evaluation, oods, batch_size,
+                         {"tune_seconds": time.perf_counter() - start, "grid": hp.grid, "val_nll": hp.validation_nll,
+                          "map_val_nll": hp.map_validation_nll}))
+    # The README's flow: fit → uncert tune → uncert ood (the file's values, eigen prior form as written).
+    for objective, structure in (("widest", "scalar"), ("marglik", "scalar"), ("marglik", "layer")):
+        outcome = tune_factor_file(factors, objective=objective, structure=structure, write=False,
+                                   val_data=val if objective == "widest" else None)
+        tuned = outcome.result.apply(post if objective != "widest" else post.with_hyperparameters(prior_mode="factor"))
+        tau = outcome.after.prior_precision
+        tau_text = f"{tau:.3g}" if isinstance(tau, float) else " / ".join(f"{v:.3g}" for v in tau.values())
+        extra = "" if structure == "scalar" else ", --prior-structure layer"
+        rows.append(_row(f"{tag}: fit → tune {objective}{extra} → ood, probit (τ={tau_text}, N={outcome.after.n_data:g})",
+                         predictive(tuned, "probit"), evaluation, oods, batch_size))
+    if with_mc:
+        tuned, hp = ood.tune_on_validation(post, val, "mc", samples=20, batch_size=batch_size)
+        rows.append(_row(f"{tag}: fit → ood, mc widest (τ={hp.prior_precision:g}, N={hp.n_data:g})",
+                         predictive(tuned, "mc"), evaluation, oods, batch_size))
+    return rows
+
+
+def pareto_rows(factors: Path, evaluation, oods, batch_size: int, tag: str) -> list[dict]:
+    """NLL, ECE and entropy AUROC of the probit predictive at every point of the tuning grid, on the
+    evaluation examples: what any choice of (N, τ) on this grid could reach."""
+    from uncert_cli.posterior.tuning import VAL_N_FACTORS
+    from uncert_cli.posterior.widest import WIDEST_TAU_GRID
+
+    post = open_posterior(factors).posterior.with_hyperparameters(prior_mode="factor")
+    rows = []
+    for f in VAL_N_FACTORS:
+        for tau in WIDEST_TAU_GRID:
+            p = post.with_hyperparameters(n_data=post.n_data * f, prior_precision=tau)
+            rows.append(_row(f"{tag}: grid N={post.n_data * f:g} τ={tau:g}", lambda x, p=p: p.predict(x, "probit"),
+                             evaluation, oods, batch_size))
     return rows
 
 
@@ -120,12 +154,12 @@ def _meta():
 
 
 def laplace_torch_rows(model: torch.nn.Module, evaluation, oods, samples: int, batch_size: int, glm_all: bool,
-                       lt_all_samples: int) -> list[dict]:
+                       lt_all_samples: int, lt_all: bool, tag: str) -> list[dict]:
     from laplace import Laplace
 
     rows = []
     loader = _train_loader(256)
-    for subset in ("all", "last_layer"):
+    for subset in (("all", "last_layer") if lt_all else ("last_layer",)):
         start = time.perf_counter()
         la = Laplace(model, "classification", subset_of_weights=subset, hessian_structure="kron")
         la.fit(loader)
@@ -134,7 +168,7 @@ def laplace_torch_rows(model: torch.nn.Module, evaluation, oods, samples: int, b
                                     prior_structure="scalar")
         fit_s = time.perf_counter() - start
         tau = float(la.prior_precision.reshape(-1)[0])
-        tag = f"laplace-torch kron {subset.replace('_', '-')} (marglik τ={tau:.3g})"
+        tag = f"{tag}: laplace-torch kron {subset.replace('_', '-')} (marglik τ={tau:.3g})"
         # All-weights weight sampling redraws 1.9M-parameter samples per batch: fewer samples keep it affordable.
         s_nn = min(samples, lt_all_samples) if subset == "all" else samples
         rows.append(_row(f"{tag}, nn/mc (S={s_nn})", lambda x: la(x, pred_type="nn", link_approx="mc", n_samples=s_nn),
@@ -191,44 +225,64 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, default=REPO / "sample_models" / "mnist_mlp.safetensors")
-    parser.add_argument("--factors", type=Path, default=None, help="KFAC factor file (fitted if missing)")
-    parser.add_argument("--limit", type=int, default=2000, help="evaluation images after the 1,000 held out")
+    parser.add_argument("--checkpoint", type=Path, action="append", default=None,
+                        help="repeatable; default: the shipped MLP and the calibrated MLP")
+    parser.add_argument("--factors", type=Path, action="append", default=None,
+                        help="KFAC factor file per --checkpoint, in order (default CKPT.kfac.h5; fitted if missing)")
+    parser.add_argument("--limit", type=int, default=2000, help="evaluation images after the 1,000 held out (0: all)")
     parser.add_argument("--ood-limit", type=int, default=2000, help="images per OOD set (0: all)")
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--speed-n", type=int, default=2000, help="0 skips the speed comparison")
+    parser.add_argument("--speed-n", type=int, default=0, help="0 skips the speed comparison")
     parser.add_argument("--lt-all-samples", type=int, default=20, help="samples of laplace-torch's all-weights nn/mc")
     parser.add_argument("--skip-laplace-torch", action="store_true")
+    parser.add_argument("--lt-all", action="store_true", help="also laplace-torch on all weights (slow; collapses)")
     parser.add_argument("--lt-glm-all", action="store_true", help="also laplace-torch glm on all weights (slow)")
+    parser.add_argument("--mc", action="store_true", help="also uncert's tuned weight-sampling mc row (slow)")
+    parser.add_argument("--pareto", action="store_true", help="also every (N, τ) grid point's probit on the evaluation set")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    torch.manual_seed(0)
-    if not args.checkpoint.exists():
-        raise SystemExit(f"no checkpoint at {args.checkpoint}; train it with sample_models/train.py --only mnist-mlp")
-    factors = _factors(args.checkpoint, args.factors or args.checkpoint.with_suffix(".kfac.h5"))
-    opened = open_posterior(factors)
-    _META["meta"] = opened.model.meta
-    model = opened.model.module
-    test = load_model_data(_META["meta"], "mnist", split="test", limit=1000 + args.limit, root=data_root())
-    val, evaluation = ood.split_validation(test, 1000)
-    ood_settings = AnalysisSettings(limit=args.ood_limit or None, root=Path(data_root()))
-    oods = {k: load_ood_set(_META["meta"], k, ood_settings) for k in OOD_SETS}
-    rows = uncert_rows(factors, evaluation, val, oods, args.samples, args.batch_size)
-    if not args.skip_laplace_torch:
-        rows += laplace_torch_rows(model, evaluation, oods, args.samples, args.batch_size, args.lt_glm_all,
-                                   args.lt_all_samples)
-    speed = speed_rows(factors, model, args.speed_n, args.samples, args.batch_size, not args.skip_laplace_torch) \
-        if args.speed_n else []
-    print(f"MNIST test images {1000}..{1000 + len(evaluation) - 1} evaluated (first 1,000 tune uncert's N, τ); "
+    checkpoints = args.checkpoint or [REPO / "sample_models" / "mnist_mlp.safetensors",
+                                      REPO / "sample_models" / "mnist_mlp_calibrated.safetensors"]
+    factor_files = args.factors or [c.with_suffix(".kfac.h5") for c in checkpoints]
+    if len(factor_files) != len(checkpoints):
+        raise SystemExit("give one --factors per --checkpoint (or none)")
+    rows, pareto, speed = [], [], []
+    for checkpoint, factor_file in zip(checkpoints, factor_files):
+        torch.manual_seed(0)
+        if not checkpoint.exists():
+            raise SystemExit(f"no checkpoint at {checkpoint}; train it with sample_models/train.py")
+        factors = _factors(checkpoint, factor_file)
+        opened = open_posterior(factors)
+        _META["meta"] = opened.model.meta
+        model = opened.model.module
+        tag = checkpoint.stem
+        test = load_model_data(_META["meta"], "mnist", split="test", limit=1000 + args.limit if args.limit else None,
+                               root=data_root())
+        val, evaluation = ood.split_validation(test, 1000)
+        ood_settings = AnalysisSettings(limit=args.ood_limit or None, root=Path(data_root()))
+        oods = {k: load_ood_set(_META["meta"], k, ood_settings) for k in OOD_SETS}
+        rows += uncert_rows(factors, evaluation, val, oods, args.samples, args.batch_size, tag, args.mc)
+        if not args.skip_laplace_torch:
+            rows += laplace_torch_rows(model, evaluation, oods, args.samples, args.batch_size, args.lt_glm_all,
+                                       args.lt_all_samples, args.lt_all, tag)
+        if args.pareto:
+            pareto += pareto_rows(factors, evaluation, oods, args.batch_size, tag)
+        if args.speed_n:
+            speed += speed_rows(factors, model, args.speed_n, args.samples, args.batch_size, not args.skip_laplace_torch)
+    print(f"MNIST test images 1000..{1000 + len(evaluation) - 1} evaluated (first 1,000 tune uncert's N, τ); "
           f"{', '.join(f'{k} {len(v):,}' for k, v in oods.items())} OOD images; {args.samples} samples for sampled "
           "predictives.\n")
-    print(_table(rows, ["method", "accuracy", "nll", "ece", *[f"auroc_{k}" for k in OOD_SETS], "seconds"]))
+    columns = ["method", "accuracy", "nll", "ece", *[f"auroc_{k}" for k in OOD_SETS], "seconds"]
+    print(_table(rows, columns))
+    if pareto:
+        print()
+        print(_table(pareto, columns[:-1]))
     if speed:
         print()
         print(_table(speed, ["method", "n", "samples", "seconds"]))
     if args.json:
-        args.json.write_text(json.dumps({"quality": rows, "speed": speed}, indent=2))
+        args.json.write_text(json.dumps({"quality": rows, "pareto": pareto, "speed": speed}, indent=2))
 
 
 if __name__ == "__main__":

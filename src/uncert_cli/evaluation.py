@@ -20,6 +20,7 @@ from uncert_cli.analysis.ood import (
     OODReport,
     current_hyperparameters,
     evaluate_predictive,
+    held_out_check,
     split_validation,
     subset_rows,
     tune_on_validation,
@@ -33,6 +34,14 @@ from uncert_cli.factors import OpenedFactors, open_posterior
 from uncert_cli.inputs import load_model_data
 from uncert_cli.posterior import LaplacePosterior
 from uncert_cli.posterior.predictive import PREDICTIVES
+from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
+from uncert_cli.validation import (
+    HONESTY_RATIO,
+    ValidationChoice,
+    honesty_warning,
+    load_held_out,
+    resolve_val_from,
+)
 
 # The default Laplace predictive: probit where the posterior has the factored output covariance
 # (every block a Linear/Conv one: closed form, deterministic, best NLL/ECE/AUROC on the MNIST MLP in
@@ -89,6 +98,9 @@ class AnalysisSettings:
     device: str = "cpu"
     resize: tuple[int, int] | None = None  # (H, W) the OOD sets are resized to (not the in-distribution data)
     grayscale: bool = False  # OOD sets: RGB → one luma channel (not the in-distribution data)
+    objective: str = "widest"  # tuning objective of each Laplace predictive: widest or val-nll
+    nll_tolerance: float = DEFAULT_NLL_TOLERANCE  # widest: relative held-out NLL a wider posterior may cost
+    val_from: str | None = None  # held-out examples: val, test or train (None: val where the set has one, else test)
 
 
 @dataclass
@@ -98,6 +110,7 @@ class PreparedAnalysis:
     evaluation: ArrayDataset
     posteriors: dict[str, tuple[LaplacePosterior, Hyperparameters | None]]
     kinds: list[str]
+    held_out: ValidationChoice | None = None  # where the tuning / checking examples came from
 
     @property
     def meta(self) -> ModelMeta:
@@ -113,11 +126,16 @@ def prepare_analysis(
     announce: Callable[[str], None] = lambda s: None,
     check_model: Callable[[ModelMeta], None] = lambda meta: None,
     continuous_inputs: bool = False,
+    warn: Callable[[str], None] = lambda s: None,
 ) -> PreparedAnalysis:
     """Open ``factors``, load the in-distribution data and give each predictive its posterior
     (``kinds=None``: :func:`default_predictives` among ``allowed``). ``check_model`` sees the model's
     metadata as soon as the file is open, so option errors come before any data loading or tuning.
-    ``continuous_inputs`` refuses token-id data (before any tuning)."""
+    ``continuous_inputs`` refuses token-id data (before any tuning).
+
+    Held-out examples (``settings.val_from``, :mod:`uncert_cli.validation`) tune each Laplace
+    predictive; where the hyperparameters come from the file or the command line instead, the same
+    examples check them: the held-out NLL against the MAP's, and ``warn`` when it is more than 5% worse."""
     s = settings
     if s.prior_mode is not None and s.prior_mode not in ("eigen", "factor"):
         raise UserError(f"unknown --prior-mode '{s.prior_mode}'; use eigen or factor")
@@ -138,27 +156,43 @@ def prepare_analysis(
     tune = tune and any(k in LAPLACE_KINDS for k in kinds)
     meta = opened.model.meta
     spec = s.data or opened.factors.fit.get("dataset") or meta.dataset
-    total = None if s.limit is None else s.limit + (s.val_size if tune else 0)
+    laplace = any(k in LAPLACE_KINDS for k in kinds)
+    source = resolve_val_from(spec, s.val_from) if laplace else None
+    split_test = tune and source == "test"  # held out of the test split: evaluation starts after them
+    total = None if s.limit is None else s.limit + (s.val_size if split_test else 0)
     data = load_model_data(meta, spec, split="test", limit=total, root=s.root, download=s.download, normalize=s.normalize)
     if continuous_inputs and is_token_ids(data.inputs):
         raise UserError(
             f"'{spec}' holds integer token ids; fast-gradient-sign attacks step along the input gradient and need "
             "continuous inputs, so 'attack' cannot run on this model (ood works on token data)"
         )
-    validation, evaluation = _split(data, s.val_size, s.limit) if tune else (None, data)
+    held_out: ValidationChoice | None = None
+    if split_test:
+        validation, evaluation = _split(data, s.val_size, s.limit)
+        held_out = ValidationChoice("test", f"test[0:{len(validation)}]", len(validation))
+    else:
+        evaluation = data
+        validation, held_out = (load_held_out(meta, spec, source, s) if source is not None else (None, None))
     posteriors: dict[str, tuple[LaplacePosterior, Hyperparameters | None]] = {}
     for kind in kinds:
         if kind not in LAPLACE_KINDS:
             posteriors[kind] = (opened.posterior, None)
-        elif validation is not None:
-            announce(f"tuning N and τ of the {kind} predictive on {len(validation):,} held-out examples ...")
+        elif tune and validation is not None:
+            announce(f"tuning N and τ of the {kind} predictive on {len(validation):,} held-out examples "
+                     f"({held_out.examples}) by {s.objective} ...")
             posteriors[kind] = tune_on_validation(
                 opened.posterior, validation, kind, samples=s.tune_samples, batch_size=s.batch_size, seed=s.seed,
-                prior_mode=s.prior_mode or "factor",
+                prior_mode=s.prior_mode or "factor", objective=s.objective, nll_tolerance=s.nll_tolerance,
             )
         else:
-            posteriors[kind] = (opened.posterior, current_hyperparameters(opened.posterior, "override" if fixed else "file"))
-    return PreparedAnalysis(opened, validation, evaluation, posteriors, kinds)
+            hp = current_hyperparameters(opened.posterior, "override" if fixed else "file")
+            if validation is not None:
+                hp = held_out_check(opened.posterior, hp, validation, kind, samples=s.tune_samples,
+                                    batch_size=s.batch_size, seed=s.seed)
+                if hp.validation_nll > HONESTY_RATIO * hp.map_validation_nll:
+                    warn(honesty_warning(kind, hp, held_out, str(factors)))
+            posteriors[kind] = (opened.posterior, hp)
+    return PreparedAnalysis(opened, validation if tune else None, evaluation, posteriors, kinds, held_out)
 
 
 def _split(data: ArrayDataset, val_size: int, limit: int | None) -> tuple[ArrayDataset, ArrayDataset]:
@@ -203,11 +237,12 @@ def run_ood(
     samples: int = 100,
     progress: Progress = no_progress,
     announce: Callable[[str], None] = lambda s: None,
+    warn: Callable[[str], None] = lambda s: None,
 ) -> OODReport:
     """Calibration, OOD detection and own-error detection of each predictive (Ritter §5.2, §5.4)."""
     if len(set(against)) != len(against):
         raise UserError("the same --against set is given twice; pass each OOD set once")
-    prepared = prepare_analysis(factors, kinds, settings, announce=announce)
+    prepared = prepare_analysis(factors, kinds, settings, announce=announce, warn=warn)
     kinds = prepared.kinds
     ood_sets = {spec: load_ood_set(prepared.meta, spec, settings) for spec in against}
     total = len(prepared.evaluation) + sum(len(d) for d in ood_sets.values())
@@ -226,8 +261,15 @@ def run_ood(
         settings={"factors": str(factors), "method": prepared.opened.factors.curvature.method, "seed": settings.seed,
                   "num_classes": prepared.meta.num_outputs,
                   "ood_resize": list(settings.resize) if settings.resize is not None else None,
-                  "ood_grayscale": settings.grayscale},
+                  "ood_grayscale": settings.grayscale, **_held_out_settings(prepared)},
     )
+
+
+def _held_out_settings(prepared: PreparedAnalysis) -> dict[str, object]:
+    """JSON keys naming the held-out examples that tuned or checked the Laplace predictives."""
+    h = prepared.held_out
+    return {"validation_from": h.source if h else None, "validation_examples": h.examples if h else None,
+            "validation_n": h.n if h else 0}
 
 
 @dataclass
@@ -248,6 +290,7 @@ def run_attack(
     *,
     progress: Progress = no_progress,
     announce: Callable[[str], None] = lambda s: None,
+    warn: Callable[[str], None] = lambda s: None,
 ) -> AttackReport:
     """Fast-gradient-sign attacks through each predictive (Ritter §5.3)."""
     if attack.mode not in ("untargeted", "targeted", "both"):
@@ -259,7 +302,8 @@ def run_attack(
             raise UserError(f"--target {attack.target} is not a class of this model (it has {classes}); pick 0..{classes - 1}")
 
     prepared = prepare_analysis(
-        factors, kinds, settings, allowed=ATTACK_KINDS, announce=announce, check_model=check_target, continuous_inputs=True
+        factors, kinds, settings, allowed=ATTACK_KINDS, announce=announce, check_model=check_target, continuous_inputs=True,
+        warn=warn,
     )
     kinds = prepared.kinds
     evaluation = prepared.evaluation
@@ -268,6 +312,7 @@ def run_attack(
             "factors": str(factors), "data": evaluation.name, "n": len(evaluation), "samples": attack.samples,
             "seed": settings.seed, "target_class": attack.target, "targeted_step_size": attack.step_size,
             "n_validation": len(prepared.validation) if prepared.validation is not None else 0,
+            **_held_out_settings(prepared),
         },
         hyperparameters={k: hp for k, (_, hp) in prepared.posteriors.items()},
     )

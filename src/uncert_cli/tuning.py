@@ -14,9 +14,15 @@ from uncert_cli.errors import UserError
 from uncert_cli.factors import open_posterior
 from uncert_cli.posterior import TuneResult, grid_edges, tune_prior_marglik, tune_val_nll
 from uncert_cli.atomic import FileIdentity
+from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE, tune_widest, validation_scores
 from uncert_cli.store import PriorSettings, check_factor_path, update_hyperparameters
+from uncert_cli.validation import HONESTY_RATIO, ValidationChoice
 
-OBJECTIVES = ("marglik", "val-nll")
+# widest (the default, issue 13): the widest posterior whose held-out NLL is within a tolerance of the best;
+# val-nll: the lowest held-out NLL; marglik: the Laplace evidence (no held-out data needed).
+OBJECTIVES = ("widest", "val-nll", "marglik")
+HELD_OUT_OBJECTIVES = ("widest", "val-nll")
+WIDEST_PRIOR_MODE = "factor"
 
 
 @dataclass
@@ -25,11 +31,19 @@ class TuneOutcome:
     result: TuneResult
     before: PriorSettings
     after: PriorSettings
+    held_out: dict[str, Any] | None = None  # held-out NLL at the chosen values against the MAP's (see to_dict)
+    nll_tolerance: float | None = None  # widest only
 
     @property
     def at_grid_edge(self) -> list[str]:
-        """val-nll: the hyperparameters whose best value lies on an edge of the searched grid."""
-        return grid_edges(self.result) if self.objective == "val-nll" else []
+        """val-nll, widest: the hyperparameters whose chosen value lies on an edge of the searched grid."""
+        return grid_edges(self.result) if self.objective in HELD_OUT_OBJECTIVES else []
+
+    @property
+    def worse_than_map(self) -> bool:
+        """The chosen values make the held-out NLL more than 5% worse than the MAP's."""
+        h = self.held_out
+        return bool(h) and h["nll"] > HONESTY_RATIO * h["map_nll"]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,24 +56,34 @@ class TuneOutcome:
                          "noise_std": self.before.noise_std},
             "history": self.result.history,
             "at_grid_edge": self.at_grid_edge,
+            "nll_tolerance": self.nll_tolerance,
+            "validation": self.held_out,
         }
 
 
 def tune_factor_file(
     path: str | Path,
     *,
-    objective: str = "marglik",
+    objective: str = "widest",
     structure: str = "scalar",
     val_data: ArrayDataset | None = None,
-    predictive: str = "glm",
+    val_choice: ValidationChoice | None = None,
+    predictive: str | None = None,
     samples: int = 100,
     batch_size: int = 256,
     tune_noise: bool | None = None,
+    nll_tolerance: float = DEFAULT_NLL_TOLERANCE,
     write: bool = True,
     seed: int = 0,
     device: str = "cpu",
 ) -> TuneOutcome:
-    """Tune the hyperparameters of the factor file at ``path``; with ``write`` record them in it."""
+    """Tune the hyperparameters of the factor file at ``path``; with ``write`` record them in it.
+
+    ``val_data`` (held-out examples, described by ``val_choice``) is needed by widest and val-nll; with
+    marglik it is optional and only checked: the outcome's ``held_out`` holds the held-out NLL of
+    ``predictive`` (default: probit for classifiers with the factored output covariance, else glm) at the
+    chosen values against the MAP's, for every objective, whenever ``val_data`` is given.
+    """
     if objective not in OBJECTIVES:
         raise UserError(f"unknown objective '{objective}'; use one of {', '.join(OBJECTIVES)}")
     # What the file is now: the update refuses to write if another command replaces it while we tune.
@@ -67,6 +91,10 @@ def tune_factor_file(
     opened = open_posterior(path, device=device)
     factors, posterior = opened.factors, opened.posterior
     before = factors.prior
+    if predictive is None:
+        classifier_fast = posterior.task == "classification" and posterior.has_factored_outputs
+        predictive = "probit" if classifier_fast else "glm"
+    batches = list(iter_batches(val_data, batch_size)) if val_data is not None else None
     if objective == "marglik":
         regression = factors.curvature.task == "regression"
         out_dim = _output_dim(factors)
@@ -82,20 +110,29 @@ def tune_factor_file(
             n_targets=factors.curvature.n_data * out_dim,
         )
     else:
-        if val_data is None:
-            raise UserError("--objective val-nll needs held-out data: pass --data SPEC (and --split)")
+        if batches is None:
+            raise UserError(f"--objective {objective} needs held-out data: pass --data SPEC (and --val-from or --split)")
         if structure != "scalar":
-            raise UserError("--objective val-nll searches a scalar prior; use --prior-structure scalar")
-        batches = list(iter_batches(val_data, batch_size))
+            raise UserError(f"--objective {objective} searches a scalar prior; use --prior-structure scalar")
         generator = torch.Generator().manual_seed(seed)
-        result = tune_val_nll(posterior, batches, kind=predictive, samples=samples, generator=generator)
+        if objective == "widest":
+            # Ritter et al.'s eq. 9 form, as `uncert ood` tunes: the same examples give the same choice.
+            posterior = posterior.with_hyperparameters(prior_mode=WIDEST_PRIOR_MODE)
+            result = tune_widest(posterior, batches, kind=predictive, tolerance=nll_tolerance, samples=samples,
+                                 generator=generator)
+        else:
+            result = tune_val_nll(posterior, batches, kind=predictive, samples=samples, generator=generator)
     after = PriorSettings(
         prior_precision=result.prior_precision,
-        prior_mode=before.prior_mode,
+        prior_mode=WIDEST_PRIOR_MODE if objective == "widest" else before.prior_mode,
         n_data=result.n_data if result.n_data is not None else before.n_data,
         noise_std=result.noise_std if factors.curvature.task == "regression" else before.noise_std,
     )
-    outcome = TuneOutcome(objective=objective, result=result, before=before, after=after)
+    held_out = None
+    if batches is not None:
+        held_out = _held_out_nll(result.apply(posterior), posterior, batches, predictive, samples, seed, val_choice)
+    outcome = TuneOutcome(objective=objective, result=result, before=before, after=after, held_out=held_out,
+                          nll_tolerance=nll_tolerance if objective == "widest" else None)
     if write:
         update_hyperparameters(path, after, {"objective": objective, "result": outcome.to_dict(),
                                              "history": result.history}, expected=identity)
@@ -108,6 +145,19 @@ def _check_stored_log_likelihood(factors) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise UserError(f"'{factors.path}' stores log_likelihood {value!r}, which is not a finite number; "
                         "refit it with 'uncert fit' (or tune with --objective val-nll --data SPEC)")
+
+
+def _held_out_nll(tuned, posterior, batches, predictive: str, samples: int, seed: int,
+                  choice: ValidationChoice | None) -> dict[str, Any]:
+    """Held-out NLL of ``predictive`` at the tuned values and of the MAP, on the same examples."""
+    nll = validation_scores(tuned, batches, kind=predictive, samples=samples,
+                            generator=torch.Generator().manual_seed(seed)).nll
+    map_nll = validation_scores(posterior, batches, kind="map", samples=1).nll
+    return {
+        "from": choice.source if choice else None, "examples": choice.examples if choice else None,
+        "n": sum(int(x.shape[0]) for x, _ in batches), "predictive": predictive,
+        "nll": nll, "map_nll": map_nll, "nll_ratio": nll / map_nll if map_nll else None,
+    }
 
 
 def _output_dim(factors) -> int:

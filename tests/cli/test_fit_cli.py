@@ -118,4 +118,4 @@ def test_quiet_keeps_the_result_and_drops_the_rest(run_cli, digits_checkpoint, t
     assert "kfac Laplace" in r.out and "fc1" in r.out
     assert r.err.strip() == ""
     r = run_cli("tune", tmp_path / "f.h5", "-q")
-    assert r.code == 0 and "tuned by marglik" in r.out and r.err.strip() == ""
+    assert r.code == 0 and "tuned by widest" in r.out and r.err.strip() == ""

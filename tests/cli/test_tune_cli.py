@@ -18,7 +18,7 @@ def factor_file(run_cli, digits_checkpoint, tmp_path):
 
 
 def test_marglik_scalar_is_written_and_maximises_the_evidence(run_cli, factor_file):
-    r = run_cli("tune", factor_file, "--json")
+    r = run_cli("tune", factor_file, "--objective", "marglik", "--json")
     assert r.code == 0, r.err
     doc = json.loads(r.out)
     tau = doc["prior_precision"]
@@ -36,7 +36,7 @@ def test_marglik_scalar_is_written_and_maximises_the_evidence(run_cli, factor_fi
 
 
 def test_marglik_per_layer(run_cli, factor_file):
-    doc = json.loads(run_cli("tune", factor_file, "--prior-structure", "layer", "--json").out)
+    doc = json.loads(run_cli("tune", factor_file, "--objective", "marglik", "--prior-structure", "layer", "--json").out)
     assert set(doc["prior_precision"]) == {"fc1", "fc2"}
     assert read_factor_file(factor_file).prior.prior_precision == pytest.approx(doc["prior_precision"])
 
@@ -75,8 +75,8 @@ def test_marglik_counts_pseudo_observations_like_the_curvature(run_cli, digits_c
     one, two = tmp_path / "one.h5", tmp_path / "two.h5"
     assert run_cli("fit", digits_checkpoint, "--limit", "200", "-o", one, "--quiet").code == 0
     assert run_cli("fit", digits_checkpoint, "--limit", "200", "--n-data", "400", "-o", two, "--quiet").code == 0
-    tau_one = json.loads(run_cli("tune", one, "--json", "--dry-run").out)["prior_precision"]
-    tau_two = json.loads(run_cli("tune", two, "--json", "--dry-run").out)["prior_precision"]
+    tau_one = json.loads(run_cli("tune", one, "--objective", "marglik", "--json", "--dry-run").out)["prior_precision"]
+    tau_two = json.loads(run_cli("tune", two, "--objective", "marglik", "--json", "--dry-run").out)["prior_precision"]
     opened = open_posterior(two)
     ll = 2 * float(read_factor_file(two).fit["log_likelihood"])
     best = opened.posterior.with_hyperparameters(prior_precision=tau_two).log_marginal_likelihood(ll)

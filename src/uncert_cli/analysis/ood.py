@@ -26,10 +26,12 @@ from uncert_cli.data import ArrayDataset, iter_batches
 from uncert_cli.errors import UserError
 from uncert_cli.posterior import LaplacePosterior, tune_val_nll
 from uncert_cli.posterior.tuning import VAL_N_FACTORS, VAL_TAU_GRID
+from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE, WIDEST_TAU_GRID, tune_widest, validation_scores
 
 OnBatch = Callable[[int], None]
 LAPLACE_KINDS = ("mc", "glm", "probit")
 SAMPLED_KINDS = ("mc", "glm", "dropout")
+TUNE_OBJECTIVES = ("widest", "val-nll")
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -76,7 +78,10 @@ class Hyperparameters:
     prior_mode: str
     source: str  # "file", "override" or "tuned"
     validation_nll: float | None = None
-    grid: list[dict] = field(default_factory=list)  # tuning history: {n_data, prior_precision, nll}
+    grid: list[dict] = field(default_factory=list)  # tuning history: {n_data, prior_precision, nll[, entropy]}
+    objective: str | None = None  # "widest" or "val-nll" when tuned here
+    nll_tolerance: float | None = None  # widest: the relative NLL a wider posterior may cost
+    map_validation_nll: float | None = None  # the MAP's mean NLL on the same held-out examples
 
 
 def current_hyperparameters(posterior: LaplacePosterior, source: str) -> Hyperparameters:
@@ -95,29 +100,58 @@ def tune_on_validation(
     batch_size: int,
     seed: int = 0,
     prior_mode: str = "factor",
-    tau_grid: Sequence[float] = VAL_TAU_GRID,
+    tau_grid: Sequence[float] | None = None,
     n_factors: Sequence[float] = VAL_N_FACTORS,
+    objective: str = "widest",
+    nll_tolerance: float = DEFAULT_NLL_TOLERANCE,
 ) -> tuple[LaplacePosterior, Hyperparameters]:
-    """``(N, τ)`` minimising the validation NLL of ``kind`` on ``val_data`` (grid search, common samples).
+    """``(N, τ)`` for ``kind`` chosen on ``val_data`` by grid search (common samples).
 
-    ``N`` runs over ``n_factors × posterior.n_data`` and ``τ`` over ``tau_grid``; ``prior_mode`` is the
+    ``objective="widest"`` (default): the widest posterior whose validation NLL is within
+    ``nll_tolerance`` of the best (``posterior.widest``); ``"val-nll"``: the lowest validation NLL.
+    ``N`` runs over ``n_factors × posterior.n_data`` and ``τ`` over ``tau_grid`` (default: the objective's,
+    ``WIDEST_TAU_GRID`` in half-decades or ``VAL_TAU_GRID`` in decades); ``prior_mode`` is the
     precision form used while tuning (Ritter et al.'s eq. 9 is ``"factor"``).
     """
+    if objective not in TUNE_OBJECTIVES:
+        raise UserError(f"unknown tuning objective '{objective}'; use one of {', '.join(TUNE_OBJECTIVES)}")
     if kind not in LAPLACE_KINDS:
         raise UserError(f"only Laplace predictives ({', '.join(LAPLACE_KINDS)}) have a prior to tune, not '{kind}'")
     if len(val_data) == 0:
         raise UserError("the validation split is empty; lower --val-size or pass --no-tune")
     base = posterior.with_hyperparameters(prior_mode=prior_mode)
     batches = list(iter_batches(val_data, batch_size))
-    result = tune_val_nll(
-        base, batches, kind=kind, n_grid=[posterior.n_data * f for f in n_factors], tau_grid=list(tau_grid),
-        samples=samples, generator=_generator(seed),
-    )
+    if tau_grid is None:
+        tau_grid = WIDEST_TAU_GRID if objective == "widest" else VAL_TAU_GRID
+    grids = {"n_grid": [posterior.n_data * f for f in n_factors], "tau_grid": list(tau_grid)}
+    if objective == "widest":
+        result = tune_widest(base, batches, kind=kind, tolerance=nll_tolerance, samples=samples,
+                             generator=_generator(seed), **grids)
+        map_nll = result.map_nll
+    else:
+        result = tune_val_nll(base, batches, kind=kind, samples=samples, generator=_generator(seed), **grids)
+        map_nll = validation_scores(base, batches, kind="map", samples=1).nll
     tuned = result.apply(base)
     hp = current_hyperparameters(tuned, "tuned")
     hp.validation_nll = result.objective
     hp.grid = list(result.history)
+    hp.objective = objective
+    hp.nll_tolerance = nll_tolerance if objective == "widest" else None
+    hp.map_validation_nll = map_nll
     return tuned, hp
+
+
+def held_out_check(
+    posterior: LaplacePosterior, hp: Hyperparameters, val_data: ArrayDataset, kind: str, *, samples: int,
+    batch_size: int, seed: int = 0,
+) -> Hyperparameters:
+    """``hp`` with the held-out NLL of ``kind`` at the posterior's own (file or hand-given) hyperparameters
+    and the MAP's on the same examples filled in: the honesty check of ``ood``/``attack`` (issue 13)."""
+    batches = list(iter_batches(val_data, batch_size))
+    hp.validation_nll = validation_scores(posterior, batches, kind=kind, samples=samples,
+                                          generator=_generator(seed)).nll
+    hp.map_validation_nll = validation_scores(posterior, batches, kind="map", samples=1).nll
+    return hp
 
 
 @dataclass

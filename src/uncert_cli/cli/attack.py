@@ -13,9 +13,11 @@ from uncert_cli.cli import options as o
 from uncert_cli.cli.html_output import Html, figure_folder, finish_html
 from uncert_cli.render.html import check_html_path, attack_page
 from uncert_cli.store import read_provenance
+from uncert_cli.cli.options import TuneObjective
 from uncert_cli.device import resolve_device
 from uncert_cli.evaluation import AnalysisSettings, AttackSettings, parse_predictives, run_attack
 from uncert_cli.errors import UserError
+from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
 from uncert_cli.render.console import log, print_json, progress_bar
 from uncert_cli.render.ood import attack_document, print_attack
 
@@ -57,6 +59,13 @@ def attack(
     n_data: o.NData = None,
     prior_mode: o.AnalysisPriorMode = None,
     tune: o.Tune = None,
+    objective: Annotated[
+        TuneObjective,
+        typer.Option("--objective", help="How --tune chooses N and τ: widest (the widest posterior whose held-out NLL is "
+                     "within --nll-tolerance of the best) or val-nll (the lowest held-out NLL)."),
+    ] = TuneObjective.widest,
+    nll_tolerance: o.NllTolerance = DEFAULT_NLL_TOLERANCE,
+    val_from: o.ValFrom = None,
     val_size: o.ValSize = 1000,
     tune_samples: o.TuneSamples = 20,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Attack the first N evaluation examples.")] = 500,
@@ -80,6 +89,7 @@ def attack(
         data=data, limit=limit, prior_precision=prior_precision, n_data=n_data, prior_mode=prior_mode, tune=tune,
         val_size=val_size, tune_samples=tune_samples, batch_size=batch_size, seed=seed, root=data_root,
         download=download, normalize=normalize, device=resolve_device(device.value).type,
+        objective=objective.value, nll_tolerance=nll_tolerance, val_from=val_from,
     )
     plan = AttackSettings(
         mode=mode, step_sizes=_step_sizes(step_sizes), target=target, step_size=step_size, steps=steps, samples=samples
@@ -88,6 +98,7 @@ def attack(
         factors, parse_predictives(predictive, ATTACK_KINDS), settings, plan,
         progress=lambda total, what: progress_bar(total, what, quiet=quiet_all),
         announce=lambda text: log(text, quiet=quiet_all),
+        warn=lambda text: log(text, quiet=quiet),  # stderr even with --json
     )
     doc = attack_document(report)
     doc["pngs"] = []

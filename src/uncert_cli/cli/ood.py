@@ -11,9 +11,11 @@ from uncert_cli.cli import options as o
 from uncert_cli.cli.html_output import Html, figure_folder, finish_html
 from uncert_cli.render.html import check_html_path, ood_page
 from uncert_cli.store import read_provenance
+from uncert_cli.cli.options import TuneObjective
 from uncert_cli.data import parse_size
 from uncert_cli.device import resolve_device
 from uncert_cli.evaluation import AnalysisSettings, parse_predictives, run_ood
+from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
 from uncert_cli.render.console import log, print_json, progress_bar
 from uncert_cli.render.ood import ood_document, print_ood
 
@@ -39,6 +41,13 @@ def ood(
     n_data: o.NData = None,
     prior_mode: o.AnalysisPriorMode = None,
     tune: o.Tune = None,
+    objective: Annotated[
+        TuneObjective,
+        typer.Option("--objective", help="How --tune chooses N and τ: widest (the widest posterior whose held-out NLL is "
+                     "within --nll-tolerance of the best) or val-nll (the lowest held-out NLL)."),
+    ] = TuneObjective.widest,
+    nll_tolerance: o.NllTolerance = DEFAULT_NLL_TOLERANCE,
+    val_from: o.ValFrom = None,
     val_size: o.ValSize = 1000,
     tune_samples: o.TuneSamples = 20,
     samples: Samples = 100,
@@ -63,12 +72,14 @@ def ood(
         data=data, limit=limit, prior_precision=prior_precision, n_data=n_data, prior_mode=prior_mode, tune=tune,
         val_size=val_size, tune_samples=tune_samples, batch_size=batch_size, seed=seed, root=data_root,
         download=download, normalize=normalize, device=resolve_device(device.value).type,
+        objective=objective.value, nll_tolerance=nll_tolerance, val_from=val_from,
         resize=parse_size(resize), grayscale=grayscale,
     )
     report = run_ood(
         factors, list(against or []), parse_predictives(predictive), settings, samples=samples,
         progress=lambda total, what: progress_bar(total, what, quiet=quiet_all),
         announce=lambda text: log(text, quiet=quiet_all),
+        warn=lambda text: log(text, quiet=quiet),  # stderr even with --json
     )
     doc = ood_document(report)
     doc["pngs"] = []

@@ -98,3 +98,29 @@ AnalysisPriorMode = Annotated[
 ]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the weight samples and dropout masks.")]
 Png = Annotated[Optional[Path], typer.Option("--png", help="Write plots (PNG) into this folder.")]
+
+# Held-out tuning (issue 13), shared by tune, ood and attack.
+NllTolerance = Annotated[
+    float,
+    typer.Option(
+        "--nll-tolerance", min=0.0,
+        help="widest objective: how much higher (relative) the held-out NLL of a wider posterior may be than the "
+        "best one's, or the MAP's if lower (0.01 = 1%).",
+    ),
+]
+ValFrom = Annotated[
+    Optional[str],
+    typer.Option(
+        "--val-from",
+        help="Held-out examples that tune or check N and τ: val (the set's val split; default where it exists), "
+        "test (the first --val-size test examples; default otherwise) or train (the last 5,000 training "
+        "examples, which the checkpoint has probably seen).",
+    ),
+]
+
+
+class TuneObjective(str, Enum):
+    """How ood/attack tune N and τ on held-out examples."""
+
+    widest = "widest"
+    val_nll = "val-nll"

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from types import SimpleNamespace
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from uncert_cli.cli import options as o
 from uncert_cli.device import resolve_device
+from uncert_cli.errors import UserError
+from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
 from uncert_cli.inputs import load_model_data
 from uncert_cli.render.console import log, print_json, stdout
 from uncert_cli.store import read_factor_file
 from uncert_cli.tuning import tune_factor_file
+from uncert_cli.validation import ValidationChoice, has_val_split, load_held_out, resolve_val_from
 
 
 class ObjectiveChoice(str, Enum):
-    marglik = "marglik"
+    widest = "widest"
     val_nll = "val-nll"
+    marglik = "marglik"
 
 
 class StructureChoice(str, Enum):
@@ -35,13 +40,16 @@ class TunePredictive(str, Enum):
 
 def tune(
     factors: Annotated[Path, typer.Argument(help="Factor file written by 'uncert fit'.")],
-    objective: Annotated[ObjectiveChoice, typer.Option("--objective", help="marglik: Laplace evidence; val-nll: held-out NLL grid search.")] = ObjectiveChoice.marglik,
+    objective: Annotated[ObjectiveChoice, typer.Option("--objective", help="widest: the widest posterior whose held-out NLL is within --nll-tolerance of the best (default); val-nll: the lowest held-out NLL; marglik: Laplace evidence.")] = ObjectiveChoice.widest,
     prior_structure: Annotated[StructureChoice, typer.Option("--prior-structure", help="One τ, or one per layer (marglik).")] = StructureChoice.scalar,
     data: o.DataSpec = None,
-    split: o.Split = o.SplitChoice.test,
+    split: Annotated[Optional[o.SplitChoice], typer.Option("--split", help="Held-out examples from this whole split of --data (with --limit) instead of --val-from.")] = None,
     limit: o.Limit = None,
+    val_from: o.ValFrom = None,
+    val_size: o.ValSize = 1000,
+    nll_tolerance: o.NllTolerance = DEFAULT_NLL_TOLERANCE,
     data_root: o.DataRoot = None,
-    predictive: Annotated[TunePredictive, typer.Option("--predictive", help="Predictive scored by val-nll.")] = TunePredictive.glm,
+    predictive: Annotated[Optional[TunePredictive], typer.Option("--predictive", help="Predictive scored on the held-out examples (default: probit, glm where probit does not apply).")] = None,
     samples: Annotated[int, typer.Option("--samples", min=1, help="Samples for mc/glm predictives.")] = 100,
     batch_size: o.BatchSize = 256,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the result without writing it into the file.")] = False,
@@ -51,20 +59,22 @@ def tune(
     debug: o.Debug = False,
 ) -> None:
     """Tune τ (and N for val-nll, σ for regression) and write them into the factor file."""
-    val = None
-    if objective is ObjectiveChoice.val_nll:
-        meta = read_factor_file(factors).model_meta
-        val = load_model_data(meta, data, split=split.value, limit=limit, root=data_root)
+    val, choice = _held_out(factors, objective, data, split, limit, val_from, val_size, data_root)
     outcome = tune_factor_file(
-        factors, objective=objective.value, structure=prior_structure.value, val_data=val,
-        predictive=predictive.value, samples=samples, batch_size=batch_size, write=not dry_run,
-        device=resolve_device(device.value).type,
+        factors, objective=objective.value, structure=prior_structure.value, val_data=val, val_choice=choice,
+        predictive=predictive.value if predictive else None, samples=samples, batch_size=batch_size,
+        nll_tolerance=nll_tolerance, write=not dry_run, device=resolve_device(device.value).type,
     )
     document = {"factors": str(factors), "written": not dry_run, **outcome.to_dict()}
     edges = outcome.at_grid_edge
     if edges:  # stderr, so --json stays pure
         log(f"warning: the best {' and '.join(edges)} lie on the edge of the searched grid; the optimum may be "
             "beyond it (set them by hand with --prior-precision / --n-data in later commands)", quiet=quiet)
+    held = outcome.held_out
+    if held and outcome.worse_than_map:
+        log(f"warning: at the chosen values the {held['predictive']} predictive's NLL on {held['n']:,} held-out examples "
+            f"({held['examples']}) is {held['nll']:.4f}, {held['nll_ratio']:.2f}× the MAP's {held['map_nll']:.4f}; "
+            f"`uncert tune {factors}` (widest objective) keeps it within 1% of the best", quiet=quiet)
     if json_output:
         print_json(document)
         return
@@ -76,7 +86,31 @@ def tune(
     for key in ("prior_precision", "n_data", "noise_std"):
         table.add_row(key, _fmt(document["previous"][key]), _fmt(document[key]))
     stdout.print(table)
+    if held:
+        stdout.print(f"held-out NLL ({held['predictive']}, {held['n']:,} examples, {held['examples']}): "
+                     f"{held['nll']:.4f} (MAP {held['map_nll']:.4f})")
     stdout.print("written into the file" if not dry_run else "dry run: the file is unchanged")
+
+
+def _held_out(factors: Path, objective: ObjectiveChoice, data, split, limit, val_from, val_size, data_root):
+    """Held-out examples and where they came from; ``(None, None)`` for marglik without a val split.
+
+    ``--split`` keeps the old way (that whole split of ``--data``, ``--limit`` first examples); otherwise
+    ``--val-from`` picks them (default: the set's val split, else the first ``--val-size`` test examples).
+    """
+    stored = read_factor_file(factors)
+    meta = stored.model_meta
+    spec = data or stored.fit.get("dataset") or meta.dataset
+    if split is not None:
+        val = load_model_data(meta, spec, split=split.value, limit=limit, root=data_root)
+        return val, ValidationChoice(split.value, f"{split.value}[0:{len(val)}]", len(val))
+    explicit = data is not None or val_from is not None
+    if objective is ObjectiveChoice.marglik and not (explicit or has_val_split(spec)):
+        return None, None  # marglik needs no held-out data; check it only where the set has some
+    if not spec:
+        raise UserError(f"--objective {objective.value} needs held-out data and the file names no dataset; pass --data SPEC")
+    settings = SimpleNamespace(val_size=val_size, root=data_root, download=False, normalize=None)
+    return load_held_out(meta, spec, resolve_val_from(spec, val_from), settings)
 
 
 def _fmt(value) -> str:

@@ -8,6 +8,7 @@ from uncert_cli.posterior.laplace import LaplacePosterior
 from uncert_cli.posterior.precision import PriorMode
 from uncert_cli.posterior.predictive import Predictive
 from uncert_cli.posterior.tuning import TuneResult, grid_edges, tune_prior_marglik, tune_val_nll, validation_nll
+from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE, tune_widest, validation_scores
 
 __all__ = [
     "LaplacePosterior",
@@ -18,4 +19,7 @@ __all__ = [
     "tune_val_nll",
     "grid_edges",
     "validation_nll",
+    "tune_widest",
+    "validation_scores",
+    "DEFAULT_NLL_TOLERANCE",
 ]

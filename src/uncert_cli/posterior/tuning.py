@@ -38,7 +38,9 @@ class TuneResult:
     noise_std: float
     history: list[dict] = field(default_factory=list)
     n_data: float | None = None
-    objective: float | None = None  # final log evidence (marglik) or validation NLL (val_nll)
+    objective: float | None = None  # final log evidence (marglik) or validation NLL (val_nll, widest)
+    map_nll: float | None = None  # widest: the MAP's mean NLL on the same held-out examples
+    nll_limit: float | None = None  # widest: the largest admissible mean NLL
 
     def apply(self, posterior: LaplacePosterior) -> LaplacePosterior:
         """``posterior`` with the tuned hyperparameters."""

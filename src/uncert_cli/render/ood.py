@@ -26,6 +26,9 @@ def _hyper(hp: Hyperparameters | None) -> dict[str, Any] | None:
         "source": hp.source,
         "validation_nll": hp.validation_nll,
         "grid": hp.grid,
+        "objective": hp.objective,
+        "nll_tolerance": hp.nll_tolerance,
+        "map_validation_nll": hp.map_validation_nll,
     }
 
 
