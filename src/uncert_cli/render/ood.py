@@ -85,13 +85,17 @@ def _hp_text(hp: Hyperparameters | None) -> str:
         return ""
     tau = hp.prior_precision
     tau_text = f"{tau:.3g}" if isinstance(tau, float) else "per layer"
-    return f"τ={tau_text} N={hp.n_data:.3g} ({hp.source}, {hp.prior_mode})"
+    text = f"τ={tau_text} N={hp.n_data:.3g} ({hp.source}{', ' + hp.objective if hp.objective else ''}, {hp.prior_mode})"
+    if hp.validation_nll is not None and hp.map_validation_nll is not None:
+        text += f"; held-out NLL {hp.validation_nll:.4f} (MAP {hp.map_validation_nll:.4f})"
+    return text
 
 
 def print_ood(doc: dict[str, Any]) -> None:
     """Rich tables: calibration in distribution, detection per OOD set, own-error detection."""
     kinds = doc["predictives"]
-    val = f"; first {doc['n_validation']:,} test examples held out for tuning" if doc["n_validation"] else ""
+    val = (f"; {doc['n_validation']:,} held-out examples ({doc.get('validation_examples')}) tuned N, τ"
+           if doc["n_validation"] else "")
     t = Table(title=f"In distribution: {doc['in_distribution_data']} ({doc['n_eval']:,} examples{val})")
     for col in ("predictive", "acc", "NLL", "Brier", "ECE", "entropy", "s"):
         t.add_column(col, justify="left" if col == "predictive" else "right")
