@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from uncert_cli.factors import open_posterior
 from uncert_cli.posterior import TuneResult, grid_edges, tune_prior_marglik, tune_val_nll
 from uncert_cli.atomic import FileIdentity
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE, tune_widest, validation_scores
-from uncert_cli.store import PriorSettings, check_factor_path, update_hyperparameters
+from uncert_cli.store import FactorFile, PriorSettings, check_factor_path, update_hyperparameters
 from uncert_cli.validation import HONESTY_RATIO, ValidationChoice
 
 # widest (the default, issue 13): the widest posterior whose held-out NLL is within a tolerance of the best;
@@ -64,10 +65,11 @@ class TuneOutcome:
 def tune_factor_file(
     path: str | Path,
     *,
-    objective: str = "widest",
+    objective: str = "marglik",
     structure: str = "scalar",
     val_data: ArrayDataset | None = None,
     val_choice: ValidationChoice | None = None,
+    load_held_out: Callable[[FactorFile], tuple[ArrayDataset | None, ValidationChoice | None]] | None = None,
     predictive: str | None = None,
     samples: int = 100,
     batch_size: int = 256,
@@ -79,6 +81,9 @@ def tune_factor_file(
 ) -> TuneOutcome:
     """Tune the hyperparameters of the factor file at ``path``; with ``write`` record them in it.
 
+    The library default stays ``marglik`` (it needs no data); ``uncert tune`` defaults to ``widest``.
+    ``load_held_out``, if given, is called with the factor file once it has been opened and checked, and
+    returns ``(val_data, val_choice)`` (so a file that is refused is refused before any data loads).
     ``val_data`` (held-out examples, described by ``val_choice``) is needed by widest and val-nll; with
     marglik it is optional and only checked: the outcome's ``held_out`` holds the held-out NLL of
     ``predictive`` (default: probit for classifiers with the factored output covariance, else glm) at the
@@ -91,6 +96,8 @@ def tune_factor_file(
     opened = open_posterior(path, device=device)
     factors, posterior = opened.factors, opened.posterior
     before = factors.prior
+    if load_held_out is not None:
+        val_data, val_choice = load_held_out(factors)
     if predictive is None:
         classifier_fast = posterior.task == "classification" and posterior.has_factored_outputs
         predictive = "probit" if classifier_fast else "glm"

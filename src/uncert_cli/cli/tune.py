@@ -16,7 +16,6 @@ from uncert_cli.errors import UserError
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
 from uncert_cli.inputs import load_model_data
 from uncert_cli.render.console import log, print_json, stdout
-from uncert_cli.store import read_factor_file
 from uncert_cli.tuning import tune_factor_file
 from uncert_cli.validation import ValidationChoice, has_val_split, load_held_out, resolve_val_from
 
@@ -40,7 +39,7 @@ class TunePredictive(str, Enum):
 
 def tune(
     factors: Annotated[Path, typer.Argument(help="Factor file written by 'uncert fit'.")],
-    objective: Annotated[ObjectiveChoice, typer.Option("--objective", help="widest: the widest posterior whose held-out NLL is within --nll-tolerance of the best (default); val-nll: the lowest held-out NLL; marglik: Laplace evidence.")] = ObjectiveChoice.widest,
+    objective: Annotated[Optional[ObjectiveChoice], typer.Option("--objective", help="widest: the widest posterior whose held-out NLL is within --nll-tolerance of the best (default; marglik with --prior-structure layer); val-nll: the lowest held-out NLL; marglik: Laplace evidence.")] = None,
     prior_structure: Annotated[StructureChoice, typer.Option("--prior-structure", help="One τ, or one per layer (marglik).")] = StructureChoice.scalar,
     data: o.DataSpec = None,
     split: Annotated[Optional[o.SplitChoice], typer.Option("--split", help="Held-out examples from this whole split of --data (with --limit) instead of --val-from.")] = None,
@@ -59,9 +58,11 @@ def tune(
     debug: o.Debug = False,
 ) -> None:
     """Tune τ (and N for val-nll, σ for regression) and write them into the factor file."""
-    val, choice = _held_out(factors, objective, data, split, limit, val_from, val_size, data_root)
+    if objective is None:  # a per-layer prior exists only for the evidence
+        objective = ObjectiveChoice.marglik if prior_structure is StructureChoice.layer else ObjectiveChoice.widest
     outcome = tune_factor_file(
-        factors, objective=objective.value, structure=prior_structure.value, val_data=val, val_choice=choice,
+        factors, objective=objective.value, structure=prior_structure.value,
+        load_held_out=lambda stored: _held_out(stored, objective, data, split, limit, val_from, val_size, data_root),
         predictive=predictive.value if predictive else None, samples=samples, batch_size=batch_size,
         nll_tolerance=nll_tolerance, write=not dry_run, device=resolve_device(device.value).type,
     )
@@ -92,13 +93,12 @@ def tune(
     stdout.print("written into the file" if not dry_run else "dry run: the file is unchanged")
 
 
-def _held_out(factors: Path, objective: ObjectiveChoice, data, split, limit, val_from, val_size, data_root):
+def _held_out(stored, objective: ObjectiveChoice, data, split, limit, val_from, val_size, data_root):
     """Held-out examples and where they came from; ``(None, None)`` for marglik without a val split.
 
     ``--split`` keeps the old way (that whole split of ``--data``, ``--limit`` first examples); otherwise
     ``--val-from`` picks them (default: the set's val split, else the first ``--val-size`` test examples).
     """
-    stored = read_factor_file(factors)
     meta = stored.model_meta
     spec = data or stored.fit.get("dataset") or meta.dataset
     if split is not None:
