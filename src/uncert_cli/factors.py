@@ -27,8 +27,8 @@ def model_from_factor_file(factors: FactorFile) -> LoadedModel:
     meta = factors.model_meta
     if not meta.arch:
         raise UserError(
-            f"'{factors.path}' does not record an importable architecture; refit from a checkpoint with "
-            "architecture metadata or --arch"
+            f"'{factors.path}' does not record an importable architecture; refit it from a checkpoint that "
+            "records one, or name the class when fitting (`uncert fit CHECKPOINT --arch package.module:Class`)"
         )
     if os.environ.get(TRUST_ARCH_ENV) == "1":
         module = build_module(meta.arch, dict(meta.arch_kwargs))

@@ -27,11 +27,14 @@ from uncert_cli.curvature.structured import (
     check_full_size,
     compute_structured_curvature,
     estimate_structured_memory,
+    full_bytes,
 )
 from uncert_cli.data import ArrayDataset, iter_batches
 from uncert_cli.data.dataset import inputs_to
+from uncert_cli.data.checks import whole_number
 from uncert_cli.distributed import DistributedContext
 from uncert_cli.errors import UserError
+from uncert_cli.fit_memory import MemoryEstimate, available_memory_bytes, describe, estimate_fit_memory
 from uncert_cli.memory import format_size, peak_memory_bytes
 from uncert_cli.store import PriorSettings, write_factor_file
 
@@ -61,36 +64,101 @@ class FitResult:
 
 
 def validate_options(options: FitOptions) -> None:
+    """Refuse option values that no model makes valid (those that depend on the model: :func:`check_rank`)."""
     if options.method not in METHODS:
-        raise UserError(f"unknown method '{options.method}'; use one of {', '.join(METHODS)}")
+        raise UserError(f"unknown method '{options.method}'; use one of {', '.join(METHODS)}", param="method")
     if options.fisher_type not in FISHER_TYPES:
-        raise UserError(f"unknown fisher type '{options.fisher_type}'; use one of {', '.join(FISHER_TYPES)}")
-    if options.mc_samples < 1:
-        raise UserError("--mc-samples must be at least 1")
-    if options.rank is not None and options.rank < 1:
-        raise UserError(f"--rank must be at least 1, got {options.rank}")
-    if options.rank is not None and options.method not in ("lowrank", "kfac-diag"):
-        raise UserError(f"--rank applies to --method lowrank and kfac-diag, not {options.method}; drop --rank")
+        raise UserError(
+            f"unknown fisher type '{options.fisher_type}'; use one of {', '.join(FISHER_TYPES)}", param="fisher_type"
+        )
+    whole_number(options.mc_samples, "mc_samples", minimum=1)
+    whole_number(options.batch_size, "batch_size", minimum=1)
+    if options.rank is not None:
+        whole_number(options.rank, "rank", minimum=1)
+        if options.method not in ("lowrank", "kfac-diag"):
+            raise UserError(
+                f"{{param}} applies to {{method}} lowrank and kfac-diag, not {options.method}; drop {{param}}",
+                param="rank", mentions=("method",),
+            )
+    if options.max_memory is not None and options.max_memory <= 0:
+        raise UserError(f"{{param}} must be a positive size, got {options.max_memory} bytes", param="max_memory")
 
 
-def check_memory(model: torch.nn.Module, options: FitOptions) -> int:
-    """Estimated factor memory in bytes; refuse (before allocating anything) above ``max_memory``."""
+def effective_rank(model: torch.nn.Module, options: FitOptions) -> int | None:
+    """The rank the fit uses and the file records; refuses an explicit rank the model cannot have.
+
+    lowrank: K eigenpairs of the joint GGN, at most its parameter count P. kfac-diag: L Kronecker
+    eigenpairs per layer, at most the largest Linear/Conv layer's parameter count (smaller layers
+    keep all of theirs). The default (20) shrinks to what the model has.
+    """
+    if options.method not in ("lowrank", "kfac-diag"):
+        return None
+    units = select_units(model, options.subset, include_frozen=options.include_frozen)
+    if options.method == "lowrank":
+        most, what = sum(u.num_params for u in units), "covered parameters"
+    else:
+        most = max((u.num_params for u in units if u.structure == "kronecker"), default=0)
+        what = "parameters of the largest Linear/Conv layer"
+    if options.rank is None:
+        return min(DEFAULT_RANK, most) if most else DEFAULT_RANK
+    if options.rank > most:
+        raise UserError(
+            f"{{param}} {options.rank} is more than the model's {most:,} {what}; choose {{param}} {most} or less",
+            param="rank",
+        )
+    return options.rank
+
+
+def factor_bytes(model: torch.nn.Module, options: FitOptions) -> int:
+    """Bytes of the curvature the fit stores, in the fit's dtype (the method's own estimate)."""
+    if options.method == "full":
+        units = select_units(model, options.subset, include_frozen=options.include_frozen)
+        return full_bytes(sum(u.num_params for u in units))
     if options.method in STRUCTURED_METHODS:
-        if options.method == "full":
-            units = select_units(model, options.subset, include_frozen=options.include_frozen)
-            check_full_size(sum(u.num_params for u in units), options.max_memory)
-        needed = int(estimate_structured_memory(
+        stored = int(estimate_structured_memory(
             model, options.method, options.subset, options.rank, include_frozen=options.include_frozen
         ))
     else:
-        needed = int(estimate_memory(model, options.method, options.subset, include_frozen=options.include_frozen))
-    if options.max_memory is not None and needed > options.max_memory:
+        stored = int(estimate_memory(model, options.method, options.subset, include_frozen=options.include_frozen))
+    model_element = next((p.element_size() for p in model.parameters() if p.is_floating_point()), 4)
+    return stored * torch.empty((), dtype=options.dtype).element_size() // model_element
+
+
+def estimate_memory_use(model: torch.nn.Module, options: FitOptions, data: ArrayDataset) -> MemoryEstimate:
+    """The fit's predicted peak memory (:mod:`uncert_cli.fit_memory`), before any data pass."""
+    example, _ = next(iter_batches(data, 1))
+    return estimate_fit_memory(
+        model, method=options.method, factor_bytes=factor_bytes(model, options), example=example,
+        batch_size=options.batch_size, examples=len(data), subset=options.subset, fisher_type=options.fisher_type,
+        mc_samples=options.mc_samples, dtype=options.dtype, device=options.device,
+        include_frozen=options.include_frozen,
+    )
+
+
+def memory_cap(options: FitOptions) -> int | None:
+    """``max_memory``, else what the machine has available for this process (None: unknown)."""
+    return options.max_memory if options.max_memory is not None else available_memory_bytes(options.device)
+
+
+def check_memory(model: torch.nn.Module, options: FitOptions, data: ArrayDataset) -> MemoryEstimate:
+    """Predict the fit's peak memory; refuse (before any data pass) above ``max_memory``, or above
+    the memory available on this machine when no cap is given (the same rule for every method)."""
+    validate_options(options)
+    effective_rank(model, options)
+    if options.method == "full":
+        P = sum(u.num_params for u in select_units(model, options.subset, include_frozen=options.include_frozen))
+        check_full_size(P, memory_cap(options))
+    estimate = estimate_memory_use(model, options, data)
+    cap = memory_cap(options)
+    if cap is not None and estimate.peak > cap:
+        limit = (f"more than {{param}} {format_size(cap)}" if options.max_memory is not None
+                 else f"more than the {format_size(cap)} available on this machine (set {{param}} to override)")
         raise UserError(
-            f"the {options.method} factors need about {format_size(needed)}, more than --max-memory "
-            f"{format_size(options.max_memory)}; raise --max-memory, use --method diag, or fit a part "
-            "with --subset last-layer"
+            f"the {options.method} fit needs {describe(estimate)}, {limit}; lower {{batch_size}}, use "
+            f"{{method}} diag, or fit a part with {{subset}} last-layer",
+            param="max_memory", mentions=("batch_size", "method", "subset"),
         )
-    return needed
+    return estimate
 
 
 class MapLikelihood:
@@ -141,14 +209,20 @@ def fit_laplace(
     *,
     ctx: DistributedContext | None = None,
     on_batch: Callable[[int], None] | None = None,
+    memory: MemoryEstimate | None = None,
 ) -> FitResult:
-    """Compute the curvature of ``loaded.module`` on ``data`` (already adapted to the model)."""
+    """Compute the curvature of ``loaded.module`` on ``data`` (already adapted to the model).
+
+    ``memory``: the :func:`check_memory` result if the caller checked already (the CLI does, to
+    refuse and announce before the fit starts); otherwise it is checked here.
+    """
     validate_options(options)
     ctx = ctx or DistributedContext()
+    rank = effective_rank(loaded.module, options)
+    memory = memory or check_memory(loaded.module, options, data)
     model = loaded.module.to(device=options.device, dtype=options.dtype).eval()
     task = loaded.meta.task
     frozen = frozen_parameters(model)
-    factor_bytes = check_memory(model, options)
     if options.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(options.device)
     generator = torch.Generator(device=options.device).manual_seed(options.seed + ctx.rank)
@@ -160,11 +234,11 @@ def fit_laplace(
     start = time.perf_counter()
     if options.method in STRUCTURED_METHODS:
         if ctx.world_size > 1:
-            raise UserError(f"--method {options.method} runs in one process; launch it without torchrun")
+            raise UserError(f"{{param}} {options.method} runs in one process; launch it without torchrun", param="method")
         curvature = compute_structured_curvature(
             model, batches, method=options.method, fisher_type=options.fisher_type,  # type: ignore[arg-type]
             task=task, mc_samples=options.mc_samples, subset=options.subset,  # type: ignore[arg-type]
-            rank=options.rank, generator=generator, on_batch=on_batch, max_bytes=options.max_memory,
+            rank=rank, generator=generator, on_batch=on_batch, max_bytes=memory_cap(options),
             include_frozen=options.include_frozen,
         )
     else:
@@ -200,8 +274,9 @@ def fit_laplace(
         "world_size": ctx.world_size,
         "seconds": seconds,
         "peak_memory_bytes": peak_memory_bytes(options.device),
-        "estimated_factor_bytes": factor_bytes,
-        "rank": (options.rank or DEFAULT_RANK) if options.method in ("lowrank", "kfac-diag") else None,
+        "estimated_factor_bytes": memory.factors,
+        "estimated_peak_memory_bytes": memory.peak,
+        "rank": rank,
         "log_likelihood": log_likelihood,
         # Frozen (requires_grad=False) parameters get no posterior unless --include-frozen.
         "include_frozen": options.include_frozen,
@@ -222,7 +297,7 @@ def expected_file_bytes(model: torch.nn.Module, options: FitOptions) -> int:
     the file will not undercut. The exact size is checked again before the file is written.
     """
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    return (weights + check_memory(model, options)) // 2
+    return (weights + factor_bytes(model, options)) // 2
 
 
 def fit_to_file(
@@ -235,6 +310,7 @@ def fit_to_file(
     split: str = "train",
     ctx: DistributedContext | None = None,
     on_batch: Callable[[int], None] | None = None,
+    memory: MemoryEstimate | None = None,
 ) -> FitResult:
     """:func:`fit_laplace`, then write the factor file (rank 0 only; atomically)."""
     ctx = ctx or DistributedContext()
@@ -243,7 +319,7 @@ def fit_to_file(
     state_dict = {k: v.detach().cpu().clone() for k, v in loaded.module.state_dict().items()}
     if ctx.is_main:
         check_free_space(output, expected_file_bytes(loaded.module, options), lower_bound=True)
-    result = fit_laplace(loaded, data, options, ctx=ctx, on_batch=on_batch)
+    result = fit_laplace(loaded, data, options, ctx=ctx, on_batch=on_batch, memory=memory)
     if ctx.is_main:
         write_factor_file(
             output, result.curvature, state_dict=state_dict, model_meta=loaded.meta,

@@ -48,7 +48,7 @@ def test_shuffle_is_seeded_and_keeps_inputs_with_targets() -> None:
 
 def test_bad_arguments() -> None:
     ds = _counting_dataset(4)
-    with pytest.raises(UserError, match="--batch-size"):
+    with pytest.raises(UserError, match="batch_size must be a whole number"):
         next(iter_batches(ds, 0))
     with pytest.raises(UserError, match="0 <= rank < world_size"):
         next(iter_batches(ds, 2, shard=(2, 2)))

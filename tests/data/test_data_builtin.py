@@ -147,7 +147,9 @@ def test_missing_files_error_names_files_folders_and_fixes(tmp_path: Path, name:
     for file_name in expected_files:
         assert file_name in message
     assert str(tmp_path) in message
-    assert "--download" in message and "--data-root" in message and "UNCERT_DATA" in message
+    # The library names its own parameters (the CLI shows them as --download and --data-root).
+    assert "pass download" in message and "set root" in message and "UNCERT_DATA" in message
+    assert caught.value.params == ("root", "download")
 
 
 def test_notmnist_missing_says_it_cannot_be_downloaded(tmp_path: Path) -> None:
@@ -174,5 +176,5 @@ def test_cifar_files_failing_torchvision_checksum_are_a_user_error(tmp_path: Pat
     batches.mkdir()
     for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"]:
         (batches / name).write_bytes(b"junk")  # never unpickled: torchvision checks the MD5 first
-    with pytest.raises(UserError, match="failed torchvision's checksum.*--download"):
+    with pytest.raises(UserError, match="failed torchvision's checksum.*rerun with download"):
         load_dataset("cifar10", split="test", root=tmp_path)

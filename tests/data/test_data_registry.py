@@ -31,7 +31,7 @@ def test_names_are_case_insensitive_and_bad_arguments_refused(tmp_path: Path) ->
     assert load_dataset("IRIS", split="test").name == "iris"
     with pytest.raises(UserError, match="unknown split 'dev'"):
         load_dataset("iris", split="dev")
-    with pytest.raises(UserError, match="--limit must be a whole number >= 1"):
+    with pytest.raises(UserError, match="limit must be a whole number >= 1"):
         load_dataset("iris", limit=0)
     with pytest.raises(UserError, match="no dataset given"):
         load_dataset("  ")

@@ -103,7 +103,7 @@ def test_full_refuses_above_the_memory_cap_with_the_size():
 def test_full_and_lowrank_refuse_other_fisher_types_and_bad_rank():
     with pytest.raises(UserError, match="exact GGN only"):
         fit("mlp-cls", "lowrank", fisher_type="empirical")
-    with pytest.raises(UserError, match="--rank"):
+    with pytest.raises(UserError, match="rank must be at least 1"):
         fit("mlp-cls", "kfac-diag", rank=0)
 
 

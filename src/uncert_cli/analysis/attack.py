@@ -59,7 +59,7 @@ class AttackedPredictive:
         if posterior.task != "classification":
             raise UserError("uncert attack works on classifiers; this factor file is for regression")
         if samples < 1:
-            raise UserError(f"--samples must be a positive whole number, got {samples}")
+            raise UserError(f"{{param}} must be a positive whole number, got {samples}", param="samples")
         self.kind, self.samples, self.seed = kind, samples, seed
         self.model: nn.Module = posterior.model
         self.theta = posterior.map_parameters

@@ -63,8 +63,9 @@ def predict_probs(
     result = np.concatenate(out)
     if not np.isfinite(result).all():
         raise UserError(
-            f"the {kind} predictive gave NaN/inf probabilities on '{data.name}'; raise --prior-precision or "
-            "use --predictive glm"
+            f"the {kind} predictive gave NaN/inf probabilities on '{data.name}'; raise {{param}} or "
+            "use {predictive} glm",
+            param="prior_precision", mentions=("predictive",),
         )
     return result
 
@@ -118,7 +119,7 @@ def tune_on_validation(
     if kind not in LAPLACE_KINDS:
         raise UserError(f"only Laplace predictives ({', '.join(LAPLACE_KINDS)}) have a prior to tune, not '{kind}'")
     if len(val_data) == 0:
-        raise UserError("the validation split is empty; lower --val-size or pass --no-tune")
+        raise UserError("the validation split is empty; lower {param} or pass {no_tune}", param="val_size", mentions=("no_tune",))
     base = posterior.with_hyperparameters(prior_mode=prior_mode)
     batches = list(iter_batches(val_data, batch_size))
     if tau_grid is None:
@@ -281,7 +282,9 @@ def evaluate_predictive(
 def split_validation(data: ArrayDataset, val_size: int) -> tuple[ArrayDataset, ArrayDataset]:
     """``(validation, evaluation)``: the first ``val_size`` examples (at most half the set) and the rest."""
     if len(data) < 2:
-        raise UserError(f"dataset '{data.name}' has {len(data)} example(s); tuning needs at least 2 (or pass --no-tune)")
+        raise UserError(
+            f"dataset '{data.name}' has {len(data)} example(s); tuning needs at least 2 (or pass {{param}})", param="no_tune"
+        )
     k = max(1, min(val_size, len(data) // 2))
     return subset_rows(data, 0, k), subset_rows(data, k, len(data))
 

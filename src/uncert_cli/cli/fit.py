@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,9 +20,14 @@ from uncert_cli.inputs import load_checkpoint_model, load_model_data, parse_inpu
 from uncert_cli.memory import parse_size
 from uncert_cli.checkpoint.pickled import record_pickled_arch
 from uncert_cli.curvature.plain_kernels import needs_plain_kernels
+from uncert_cli.fit_memory import describe
 from uncert_cli.render.console import log, print_json, progress_bar
 from uncert_cli.render.fit import fit_summary, log_coverage_notes, print_fit_summary
 from uncert_cli.store import PriorSettings
+
+
+# Fits predicted to peak above this announce the prediction even when stderr is not a terminal.
+ANNOUNCE_PEAK = 1 << 30
 
 
 class MethodChoice(str, Enum):
@@ -85,7 +91,7 @@ def fit(
     ] = None,
     device: o.Device = o.DeviceChoice.auto,
     dtype: Annotated[DtypeChoice, typer.Option("--dtype", help="Computation precision.")] = DtypeChoice.float32,
-    max_memory: Annotated[Optional[str], typer.Option("--max-memory", help="Refuse if the factors need more (e.g. 8GiB).")] = None,
+    max_memory: Annotated[Optional[str], typer.Option("--max-memory", help="Refuse if the fit's predicted peak memory is larger (e.g. 8GiB; default: the memory available on this machine).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for Monte-Carlo labels.")] = 0,
     json_output: o.Json = False,
     quiet: o.Quiet = False,
@@ -121,12 +127,16 @@ def fit(
         opts = FitOptions(
             method=method.value, fisher_type=fisher.value, mc_samples=mc_samples, subset=subset,
             batch_size=batch_size, dtype=resolve_dtype(dtype.value), device=dev, seed=seed,
-            max_memory=parse_size(max_memory) if max_memory else None, rank=rank, include_frozen=include_frozen,
+            max_memory=parse_size(max_memory) if max_memory is not None else None, rank=rank,
+            include_frozen=include_frozen,
         )
-        check_memory(loaded.module, opts)  # refuse before any work is shown or done
+        memory = check_memory(loaded.module, opts, dataset)  # refuse before any work is shown or done
         if ctx.is_main:  # and before the minutes of fitting: will the file fit on the disk?
             check_free_space(output, expected_file_bytes(loaded.module, opts), lower_bound=True)
         show = not (quiet or json_output) and ctx.is_main
+        # Before a fit that takes real memory (or at a terminal), say what it will take: a user can stop it.
+        if memory.peak >= ANNOUNCE_PEAK or sys.stderr.isatty():
+            log(f"{method.value} fit: {describe(memory)}", quiet=not show)
         total = len(dataset) if ctx.world_size == 1 else len(dataset) // ctx.world_size
         prior = PriorSettings(prior_precision=prior_precision, prior_mode=prior_mode.value, n_data=n_data)
         if ctx.is_main:
@@ -136,7 +146,9 @@ def fit(
                 log(f"note: {', '.join(plain)} run on plain (non-fused) kernels during the fit so that per-example "
                     "gradients exist: same outputs, slower", quiet=quiet or json_output)
         with progress_bar(total, f"fit {method.value}", quiet=not show) as advance:
-            result = fit_to_file(loaded, dataset, opts, output, prior=prior, split=split.value, ctx=ctx, on_batch=advance)
+            result = fit_to_file(
+                loaded, dataset, opts, output, prior=prior, split=split.value, ctx=ctx, on_batch=advance, memory=memory
+            )
         if ctx.is_main:
             summary = fit_summary(result, output)
             if json_output:

@@ -30,6 +30,8 @@ except KeyboardInterrupt:
     exit_interrupted_during_startup()
 
 from uncert_cli import file_session
+from uncert_cli.cli.flags import render_for_command, running_command
+from uncert_cli.cli.validate import check_number_options
 from uncert_cli.errors import UserError
 
 app = typer.Typer(
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         # torch's own deprecation notices (e.g. from forward-mode AD internals) are not the user's business.
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\..*")
     command = typer.main.get_command(app)
+    check_number_options(command)  # inf, nan and out-of-range numbers stop at the option
     try:
         with interrupts_raise_interrupted(), file_session.command_session():
             try:
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if debug:
             traceback.print_exc()
-        _error(str(exc))
+        _error(render_for_command(exc, running_command(command, args)))
         return 2
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
         if interrupt_received():  # Ctrl-C that library code turned into another exception

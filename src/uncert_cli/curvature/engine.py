@@ -80,12 +80,14 @@ def _check_batch(out: Any, y: Tensor, task: Task, i: int) -> tuple[Tensor, Tenso
         if y.dim() != 1 or y.is_floating_point() and not torch.equal(y, y.round()):
             raise UserError(
                 f"classification targets on batch {i} have shape {tuple(y.shape)} and dtype {y.dtype}; "
-                "expected integer class labels of shape (batch,) — use --task regression for real targets"
+                "expected integer class labels of shape (batch,) — use {param} regression for real targets",
+                param="task",
             )
         if B and (int(y.min()) < 0 or int(y.max()) >= C):
             raise UserError(
                 f"batch {i} has label {int(y.max()) if int(y.max()) >= C else int(y.min())} but the model has "
-                f"{C} outputs (labels must be 0..{C - 1}); check --task and the model's output width"
+                f"{C} outputs (labels must be 0..{C - 1}); check {{param}} and the model's output width",
+                param="task",
             )
     else:
         if y.numel() != out.numel():
@@ -159,7 +161,7 @@ def compute_curvature(
     if task not in ("classification", "regression"):
         raise UserError(f"unknown task {task!r}; use 'classification' or 'regression'")
     if fisher_type == "mc" and mc_samples < 1:
-        raise UserError(f"--mc-samples must be at least 1, got {mc_samples}")
+        raise UserError(f"{{param}} must be at least 1, got {mc_samples}", param="mc_samples")
 
     it = iter(batches)
     first = next(it, None)

@@ -71,8 +71,9 @@ class GGNProducts:
     ) -> None:
         if fisher_type != "exact":
             raise UserError(
-                f"--method full/lowrank compute the exact GGN only, not --fisher {fisher_type}; "
-                "drop --fisher or use --method diag/kfac/ekfac/kfac-diag"
+                f"{{method}} full/lowrank compute the exact GGN only, not {{param}} {fisher_type}; "
+                "drop {param} or use {method} diag/kfac/ekfac/kfac-diag",
+                param="fisher_type", mentions=("method",),
             )
         # Imported lazily: curvlinops is only needed by these two methods.
         from curvlinops import GGNLinearOperator

@@ -64,16 +64,18 @@ def full_bytes(num_params: int) -> int:
 
 
 def check_full_size(num_params: int, max_bytes: int | None) -> None:
+    """Refuse a dense GGN larger than ``max_bytes`` (default :data:`FULL_MAX_BYTES`)."""
     limit = FULL_MAX_BYTES if max_bytes is None else max_bytes
     need = full_bytes(num_params)
     if need > limit:
         from uncert_cli.memory import format_size
 
         raise UserError(
-            f"--method full needs the dense {num_params:,} x {num_params:,} GGN and its eigenvectors "
-            f"(2·P²·8 bytes = {format_size(need)}), more than {format_size(limit)}; use --method diag, kfac, "
-            "ekfac, kfac-diag or lowrank --rank K, or fewer parameters with --subset last-layer"
-            + (" (or raise --max-memory)" if max_bytes is not None else " (or pass a larger --max-memory)")
+            f"{{method}} full needs the dense {num_params:,} x {num_params:,} GGN and its eigenvectors "
+            f"(2·P²·8 bytes = {format_size(need)}), more than {format_size(limit)}; use {{method}} diag, kfac, "
+            f"ekfac, kfac-diag or lowrank with {{rank}} K, or fewer parameters with {{subset}} last-layer "
+            "(or raise {param})",
+            param="max_bytes", mentions=("method", "rank", "subset"),
         )
 
 
@@ -103,7 +105,7 @@ def compute_structured_curvature(
         raise UserError(f"unknown method {method!r}; use one of {', '.join(STRUCTURED_METHODS)}")
     rank = DEFAULT_RANK if rank is None else int(rank)
     if rank < 1:
-        raise UserError(f"--rank must be at least 1, got {rank}")
+        raise UserError(f"{{param}} must be at least 1, got {rank}", param="rank")
     units = _units(model, source, subset, include_frozen)
     training = {m: m.training for m in model.modules()}
     requires = {p: p.requires_grad for p in model.parameters()}

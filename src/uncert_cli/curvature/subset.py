@@ -267,8 +267,9 @@ def select_units(
     if unknown or not wanted:
         available = ", ".join(u.name or "<root>" for u in units)
         raise UserError(
-            f"unknown module(s) in --subset: {', '.join(unknown) or subset!r}; "
-            f"use 'all', 'last-layer' or a comma-separated list of: {available}"
+            f"unknown module(s) in {{param}}: {', '.join(unknown) or subset!r}; "
+            f"use 'all', 'last-layer' or a comma-separated list of: {available}",
+            param="subset",
         )
     chosen = {by_name[w].name for w in wanted}
     return [u for u in units if u.name in chosen]

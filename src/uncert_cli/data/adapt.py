@@ -84,11 +84,12 @@ def _normalize(inputs: torch.Tensor, owns_inputs: bool, normalize: tuple[Sequenc
     channels = ds.sample_shape[0]
     if means.ndim != 1 or means.shape != stds.shape or len(means) not in (1, channels):
         raise UserError(
-            f"--normalize gives {len(means)} means and {len(stds)} stds but dataset '{ds.name}' has {channels} channels "
-            f"(sample shape {_shape_text(ds.sample_shape)}); give 1 or {channels} of each"
+            f"{{param}} gives {len(means)} means and {len(stds)} stds but dataset '{ds.name}' has {channels} channels "
+            f"(sample shape {_shape_text(ds.sample_shape)}); give 1 or {channels} of each",
+            param="normalize",
         )
     if not bool((stds > 0).all()) or not bool(torch.isfinite(means).all() and torch.isfinite(stds).all()):
-        raise UserError("--normalize needs finite means and stds > 0; fix the values")
+        raise UserError("{param} needs finite means and stds > 0; fix the values", param="normalize")
     broadcast_shape = (1, len(means)) + (1,) * (inputs.ndim - 2)
     means, stds = means.reshape(broadcast_shape), stds.reshape(broadcast_shape)
     if owns_inputs:  # a fresh float copy (from uint8): normalise in place, no third copy in memory
@@ -132,7 +133,7 @@ def adapt_to_model(
 
     target_shape = ds.sample_shape if input_shape is None else tuple(int(d) for d in input_shape)
     if any(d < 1 for d in target_shape):
-        raise UserError(f"model input shape {_shape_text(target_shape)} has non-positive sizes; check the model's --input-shape")
+        raise UserError(f"model input shape {_shape_text(target_shape)} has non-positive sizes; check the input_shape in the model's metadata")
     if math.prod(target_shape) != math.prod(ds.sample_shape):
         raise UserError(
             f"dataset '{ds.name}' has examples of shape {_shape_text(ds.sample_shape)} ({math.prod(ds.sample_shape)} values) "

@@ -39,7 +39,7 @@ def iter_batches(
     sees never depends on shuffling. The last batch may be smaller. Unshuffled float32 batches are
     views of the dataset: do not modify them in place.
     """
-    batch_size = whole_number(batch_size, "--batch-size", minimum=1)
+    batch_size = whole_number(batch_size, "batch_size", minimum=1)
     share = shard_range(len(ds), shard)
     if shuffle:
         generator = torch.Generator().manual_seed(seed)

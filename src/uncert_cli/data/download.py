@@ -23,5 +23,6 @@ def download_with_torchvision(dataset: str, target_dir: Path, fetch: Callable[[]
         reason = " ".join(str(err).split()) or type(err).__name__
         raise UserError(
             f"downloading '{dataset}' into {target_dir} failed ({reason}); check the network connection, "
-            f"or put the files there by hand and run without --download"
+            f"or put the files there by hand and run without {{param}}",
+            param="download",
         ) from err

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from uncert_cli.data.arrays import dataset_from_arrays
+from uncert_cli.data.declared import check_declared_size, check_npz_member
 from uncert_cli.data.dataset import ArrayDataset
 from uncert_cli.data.image_folder import load_image_folder
 from uncert_cli.errors import UserError
@@ -79,6 +80,8 @@ def load_npz(spec: FileSpec, name: str, limit: int | None) -> ArrayDataset:
     try:
         with np.load(spec.path, allow_pickle=False) as archive:
             input_key, label_key = _pick_keys(list(archive.files), spec.keys, str(spec.path))
+            for key in (input_key, label_key):
+                check_npz_member(archive, key, limit, str(spec.path))
             inputs, labels = archive[input_key][:limit], archive[label_key][:limit]
     except UserError:
         raise
@@ -99,6 +102,8 @@ def load_hdf5(spec: FileSpec, name: str, limit: int | None) -> ArrayDataset:
             if wanted is None and all(key in available for key in ("images", "labels")):
                 wanted = ("images", "labels")
             input_key, label_key = _pick_keys(available, wanted, str(spec.path))
+            for key in (input_key, label_key):
+                check_declared_size(h5[key].shape, h5[key].dtype.itemsize, limit, f"{spec.path}:{key}")
             # Slicing the h5py dataset reads only the first `limit` rows from disk.
             inputs = h5[input_key][:limit] if limit is not None else h5[input_key][()]
             labels = h5[label_key][:limit] if limit is not None else h5[label_key][()]
@@ -109,10 +114,18 @@ def load_hdf5(spec: FileSpec, name: str, limit: int | None) -> ArrayDataset:
     return dataset_from_arrays(name, inputs, labels)
 
 
+def _is_zip(path: Path) -> bool:
+    """torch's zip format (the default since 1.6) can be memory-mapped; the legacy format cannot."""
+    import zipfile
+
+    return zipfile.is_zipfile(path)
+
+
 def load_torch_file(spec: FileSpec, name: str, limit: int | None) -> ArrayDataset:
     """``.pt``: ``{"x": ..., "y": ...}`` (or other key pair) or a tuple ``(x, y)``, loaded with weights_only=True."""
     try:
-        content: Any = torch.load(spec.path, map_location="cpu", weights_only=True)
+        # mmap: the tensors stay in the file until used, so sizes can be checked before allocating.
+        content: Any = torch.load(spec.path, map_location="cpu", weights_only=True, mmap=_is_zip(spec.path))
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, AttributeError, ValueError) as err:
         raise UserError(
             f"cannot load {spec.path} with torch.load(weights_only=True) ({' '.join(str(err).split())[:200]}); "
@@ -128,6 +141,12 @@ def load_torch_file(spec: FileSpec, name: str, limit: int | None) -> ArrayDatase
             f"{spec.path} holds a {type(content).__name__}, not a dict of arrays or an (x, y) pair; "
             "save it as torch.save({'x': x, 'y': y}, path)"
         )
+    for what, array in (("inputs", inputs), ("labels", labels)):
+        if isinstance(array, torch.Tensor) and array.dim() > 0:
+            check_declared_size(tuple(array.shape), array.element_size(), limit, f"{spec.path} ({what})")
+    if limit is not None:  # before any conversion copies the rows that --limit drops
+        inputs = inputs[:limit] if isinstance(inputs, torch.Tensor) and inputs.dim() > 0 else inputs
+        labels = labels[:limit] if isinstance(labels, torch.Tensor) and labels.dim() > 0 else labels
     return dataset_from_arrays(name, inputs, labels).take(limit)
 
 

@@ -44,7 +44,7 @@ def read_idx(path: Path, limit: int | None = None) -> np.ndarray:
         with _open(path) as stream:
             header = stream.read(4)
             if len(header) != 4 or header[0] != 0 or header[1] != 0 or header[2] not in _IDX_DTYPES:
-                raise UserError(f"{path} is not an idx file (bad magic number); re-download it with --download")
+                raise UserError(f"{path} is not an idx file (bad magic number); re-download it with {{param}}", param="download")
             dtype = _IDX_DTYPES[header[2]]
             ndim = header[3]
             shape = list(struct.unpack(f">{ndim}I", stream.read(4 * ndim)))
@@ -53,7 +53,7 @@ def read_idx(path: Path, limit: int | None = None) -> np.ndarray:
             count = int(np.prod(shape))
             payload = stream.read(count * dtype.itemsize)
     except (OSError, EOFError, struct.error) as err:
-        raise UserError(f"cannot read idx file {path}: {err}; re-download it with --download") from err
+        raise UserError(f"cannot read idx file {path}: {err}; re-download it with {{param}}", param="download") from err
     if len(payload) != count * dtype.itemsize:
-        raise UserError(f"idx file {path} is truncated ({len(payload)} of {count * dtype.itemsize} bytes); re-download it with --download")
+        raise UserError(f"idx file {path} is truncated ({len(payload)} of {count * dtype.itemsize} bytes); re-download it with {{param}}", param="download")
     return np.frombuffer(payload, dtype=dtype).astype(dtype.newbyteorder("="), copy=False).reshape(shape)

@@ -66,6 +66,7 @@ def missing_files_error(
     folders = ", ".join(str(d) for d in search_dirs)
     return UserError(
         f"dataset '{dataset}' ({split} split) not found: expected {expected} in one of: {folders}; "
-        f"pass --download to fetch it, or set --data-root or $UNCERT_DATA to the data folder laid out like that "
-        f"(the data root now is {root})"
+        f"pass {{download}} to fetch it, or set {{param}} or $UNCERT_DATA to the data folder laid out like that "
+        f"(the data root now is {root})",
+        param="root", mentions=("download",),
     )

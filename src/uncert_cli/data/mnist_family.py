@@ -120,7 +120,7 @@ def load_idx_dataset(info: IdxDatasetInfo, request: LoadRequest) -> ArrayDataset
         images = read_idx(located["images"], request.limit)
         labels = read_idx(located["labels"], request.limit)
     if images.ndim != 3:
-        raise UserError(f"{located['images']} holds shape {images.shape}, not (N, H, W) images; re-download it with --download")
+        raise UserError(f"{located['images']} holds shape {images.shape}, not (N, H, W) images; re-download it with {{param}}", param="download")
     if info.transposed:
         images = images.transpose(0, 2, 1)
     labels = labels.astype(np.int64) - info.label_offset

@@ -45,7 +45,8 @@ def load_notmnist(request: LoadRequest) -> ArrayDataset:
     download_note = "torchvision cannot download notMNIST; " if request.download else ""
     raise UserError(
         f"dataset 'notmnist' not found: expected {NPZ_NAME} or a {FOLDER_NAME}/ folder of PNGs (subfolders A..J) "
-        f"in one of: {folders}; {download_note}get notMNIST_small by hand, then point --data-root or $UNCERT_DATA at it"
+        f"in one of: {folders}; {download_note}get notMNIST_small by hand, then point {{param}} or $UNCERT_DATA at it",
+        param="root",
     )
 
 

@@ -77,8 +77,8 @@ def load_dataset(
     spec = spec.strip()
     if split not in SPLITS:
         raise UserError(f"unknown split '{split}'; use train or test (or val for {', '.join(sorted(EMBEDDED_DATASETS))})")
-    limit = None if limit is None else whole_number(limit, "--limit", minimum=1)
-    seed = whole_number(seed, "--seed", minimum=0)
+    limit = None if limit is None else whole_number(limit, "limit", minimum=1)
+    seed = whole_number(seed, "seed", minimum=0)
 
     loader = REGISTRY.get(spec.lower())
     if loader is not None:

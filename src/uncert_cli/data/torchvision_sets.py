@@ -33,7 +33,7 @@ def _construct(dataset: str, make: Callable[[], Any]) -> Any:
     try:
         return make()
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
-        raise UserError(f"the '{dataset}' files failed torchvision's checksum ({err}); delete them and rerun with --download") from err
+        raise UserError(f"the '{dataset}' files failed torchvision's checksum ({err}); delete them and rerun with {{param}}", param="download") from err
 
 
 def _locate_or_download(

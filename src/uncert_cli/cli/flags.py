@@ -1,0 +1,66 @@
+"""Library parameter names as the running command's flags (``mc_samples`` → ``--mc-samples``).
+
+A :class:`~uncert_cli.errors.UserError` names the library parameter it is about; only the CLI
+knows which command runs and what that command calls the parameter, so the translation lives here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from uncert_cli.errors import UserError
+
+# Library keyword arguments whose command-line option has another name.
+ALIASES = {
+    "fisher_type": "fisher",
+    "structure": "prior_structure",
+    "max_bytes": "max_memory",
+    "root": "data_root",
+    "spec": "data",
+}
+
+
+def running_command(group: Any, argv: Sequence[str]) -> Any | None:
+    """The subcommand object ``argv`` runs (its first non-option word), or None."""
+    commands = getattr(group, "commands", {})
+    for word in argv:
+        if not word.startswith("-"):
+            return commands.get(word)
+    return None
+
+
+def option_flags(command: Any) -> dict[str, str]:
+    """``{parameter name: its longest flag}`` for every option of ``command`` (and ``no_NAME`` for
+    the off switch of an on/off flag)."""
+    flags: dict[str, str] = {}
+    for param in getattr(command, "params", []):
+        opts = [o for o in getattr(param, "opts", []) if o.startswith("-")]
+        if opts and param.name:
+            flags[param.name] = max(opts, key=len)
+        for off in getattr(param, "secondary_opts", []):  # --tune/--no-tune: "no_tune" is --no-tune
+            flags[f"no_{param.name}"] = off
+    return flags
+
+
+def all_flags(command: Any) -> set[str]:
+    """Every spelling of every option of ``command`` (``-o``, ``--output``, ``--no-tune`` …)."""
+    spelled: set[str] = {"--help"}
+    for param in getattr(command, "params", []):
+        for opt in [*getattr(param, "opts", []), *getattr(param, "secondary_opts", [])]:
+            if opt.startswith("-"):
+                spelled.add(opt)
+    return spelled
+
+
+def render_for_command(error: UserError, command: Any | None) -> str:
+    """The message of ``error`` with its parameters shown as ``command``'s flags where it has them."""
+    if not error.params or command is None:
+        return str(error)
+    flags = option_flags(command)
+    names = {}
+    for param in error.params:
+        flag = flags.get(ALIASES.get(param, param)) or flags.get(param)
+        if flag is not None:
+            names[param] = flag
+    return error.render(names)

@@ -1,0 +1,71 @@
+"""Number options are checked at the option, for every command, before any work starts.
+
+Typer converts ``--prior-precision inf`` and ``--batch-size 118059162071`` without complaint: the
+first wrote a factor file every later command refused, the second and its like (``--seed``,
+``--limit``, ``--samples`` beyond what any index or allocation can hold) ended in overflow or
+allocation failures deep inside torch. :func:`check_number_options` walks the built command tree
+once per run and adds one check to every ``int`` and ``float`` option, so an option added later is
+covered without anyone remembering to. Option-specific rules (``min=1``, positive precisions)
+stay in the option's declaration; these are the rules that hold for every number.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+# No count, size or index of this tool is meaningful beyond 32-bit range (no data set here has 2³¹
+# examples, no batch, sample count or class index comes near it), and staying inside it keeps every
+# product of them (batch × samples × classes) far from 64-bit overflow.
+INT_LIMIT = 2**31 - 1
+# Options that are counts or indices in disguise and must not be negative.
+NON_NEGATIVE = frozenset({"seed", "target", "top"})
+
+_MARK = "_uncert_number_check"
+
+
+def check_number(name: str, value: Any, kind: type) -> None:
+    """Raise ``typer.BadParameter`` unless ``value`` is a sensible ``kind`` (int or float) value."""
+    if value is None:
+        return
+    if kind is float:
+        if not math.isfinite(value):
+            raise typer.BadParameter(f"must be a finite number, got {value}")
+        return
+    if not -INT_LIMIT <= value <= INT_LIMIT:
+        raise typer.BadParameter(f"{value} is out of range; it must be at most {INT_LIMIT:,} in size")
+    if name in NON_NEGATIVE and value < 0:
+        raise typer.BadParameter(f"must be 0 or more, got {value}")
+
+
+def _checked(callback: Callable[..., Any] | None, kind: type) -> Callable[..., Any]:
+    def run(ctx: Any, param: Any, value: Any) -> Any:
+        values = value if isinstance(value, (list, tuple)) else (value,)
+        for item in values:
+            check_number(param.name, item, kind)
+        return callback(ctx, param, value) if callback is not None else value
+
+    setattr(run, _MARK, True)
+    return run
+
+
+def number_kind(param: Any) -> type | None:
+    """``int`` or ``float`` for a number option (``Optional`` and lists included), else None."""
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    if annotation in (int, float):
+        return annotation
+    inner = getattr(annotation, "__args__", ())
+    return inner[0] if len(inner) == 1 and inner[0] in (int, float) else None
+
+
+def check_number_options(group: Any) -> None:
+    """Add the number check to every int/float parameter of every command under ``group``."""
+    for command in getattr(group, "commands", {}).values():
+        check_number_options(command)
+        for param in getattr(command, "params", []):
+            kind = number_kind(param)
+            if kind is not None and not getattr(param.callback, _MARK, False):
+                param.callback = _checked(param.callback, kind)

@@ -1,0 +1,244 @@
+"""How much memory a fit will reach at its peak, predicted before any data is touched.
+
+``--max-memory`` (and, without it, the memory the machine has available) is checked against this
+prediction, so it has to cover the whole process, not only the factors: the VGG16 KFAC fit that
+passed a 4 GiB check on its factor estimate reached 5.77 GiB. The peak is the memory in use now
+(libraries, model, data) plus what the fit adds:
+
+* ``weights``: the copy of the weights the factor file keeps, and the cast for another ``--dtype``;
+* ``factors``: the curvature sums, which become the blocks in place;
+* then the larger of two phases that do not overlap:
+  ``batch``, one batch in flight: the activations autograd keeps for the backward pass (measured
+  by one probe forward of a single example) with the gradients flowing back through them, the
+  backward vectors, and the patch matrices of convolutions;
+  ``finish``, the eigendecompositions at the end: every block's eigenvectors (kept for the file),
+  plus the largest factor's LAPACK ``syevd`` working set in float64 (input copy, eigenvectors and
+  a ``2n²`` workspace).
+
+benchmarks/memory.py measures the prediction against the peak resident set size on a VGG-shaped
+network and torchvision's resnet18 (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from uncert_cli.curvature.subset import Unit, select_units
+from uncert_cli.data.dataset import inputs_to
+from uncert_cli.memory import available_memory_bytes, current_memory_bytes, peak_memory_bytes
+
+# The engine propagates at most this many backward-vector elements at once (engine.GRAD_ELEMENTS).
+_GRAD_ELEMENTS = 3 * 2**19
+# The exact diagonal's per-example gradient chunk (diagonal.CHUNK_ELEMENTS).
+_DIAG_CHUNK_ELEMENTS = 2**26
+# Gradients flowing back through a batch's graph: at their largest about as many bytes again as the
+# saved activations (measured ~0.6-1.0x on the benchmark networks; the upper end is used).
+_BACKWARD_FACTOR = 1.0
+# What the fit adds beyond its tensors: allocator arenas, worker-thread stacks, small temporaries
+# (measured 7-12 MiB on the small networks of tests/cli/test_fit_memory.py).
+_SLACK = 12 * 2**20
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Predicted peak memory of one fit, in bytes, by what takes it (see the module docstring)."""
+
+    before: int
+    weights: int
+    factors: int
+    batch: int
+    finish: int
+    earlier: int = 0  # the peak the process reached before (e.g. while loading data)
+
+    @property
+    def peak(self) -> int:
+        """The predicted peak of the whole process (CPU: resident set size; CUDA: device memory)."""
+        return max(self.earlier, self.before + self.weights + self.factors + max(self.batch, self.finish))
+
+    @property
+    def added(self) -> int:
+        """What the fit adds to the memory in use before it starts."""
+        return self.peak - self.before
+
+
+@dataclass(frozen=True)
+class ForwardProbe:
+    """What one example's forward pass keeps: bytes saved for backward and unit output elements."""
+
+    saved_bytes: int
+    unit_output_elements: int
+    output_width: int
+    positions: tuple[int, ...]  # per unit: output positions (conv pixels, sequence steps, calls)
+
+
+def probe_forward(model: nn.Module, units: list[Unit], example: Tensor) -> ForwardProbe:
+    """Run ``model`` on ``example`` (shape ``(1, *input_shape)``) and count what autograd keeps.
+
+    Tensors saved for backward are counted once per storage; the parameters themselves are not
+    (they exist anyway). Requires-grad flags and the training flag are restored.
+    """
+    params = {p.data_ptr() for p in model.parameters()}
+    seen: set[tuple[int, int]] = set()
+    saved = 0
+
+    def pack(t: Tensor) -> Tensor:
+        nonlocal saved
+        # Counted by the view's own size: a batch is often a view of the whole data set.
+        key = (t.data_ptr(), t.numel())
+        if key not in seen and t.data_ptr() not in params:
+            seen.add(key)
+            saved += t.numel() * t.element_size()
+        return t
+
+    index = {id(u.module): i for i, u in enumerate(units)}
+    positions = [0] * len(units)
+    outputs = 0
+
+    def count_output(module: nn.Module, args: object, out: object) -> None:
+        nonlocal outputs
+        if isinstance(out, Tensor):
+            outputs += out.numel()
+            rows = units[index[id(module)]].params[0].shape[0] if out.dim() > 0 else 1
+            positions[index[id(module)]] += max(1, out.numel() // max(1, rows))
+
+    training = {m: m.training for m in model.modules()}
+    requires = {p: p.requires_grad for p in model.parameters()}
+    handles = [u.module.register_forward_hook(count_output) for u in units]
+    chosen = {id(p) for u in units for p in u.params}
+    try:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(id(p) in chosen)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = model(example)
+        width = int(out[0].numel()) if isinstance(out, Tensor) and out.dim() > 0 else 1
+        del out
+    finally:
+        for h in handles:
+            h.remove()
+        for m, t in training.items():
+            m.train(t)
+        for p, r in requires.items():
+            p.requires_grad_(r)
+    return ForwardProbe(saved, outputs, width, tuple(max(1, n) for n in positions))
+
+
+def _kronecker_sizes(unit: Unit) -> tuple[int, int]:
+    """``(O, I')`` of a Linear/Conv unit: output rows, inputs per row (+1 with a bias)."""
+    weight = unit.params[0]
+    return weight.shape[0], weight[0].numel() + (1 if len(unit.params) == 2 else 0)
+
+
+def eigh_working_bytes(n: int, stored_element: int) -> int:
+    """LAPACK ``syevd`` on an n×n factor in float64: the float64 copy (unless stored in float64),
+    the eigenvector output and the ``1 + 6n + 2n²`` workspace."""
+    copy = 8 * n * n if stored_element != 8 else 0
+    return copy + 8 * n * n + 8 * (1 + 6 * n + 2 * n * n)
+
+
+def estimate_fit_memory(
+    model: nn.Module,
+    *,
+    method: str,
+    factor_bytes: int,
+    example: Tensor,
+    batch_size: int,
+    examples: int,
+    subset: str = "all",
+    fisher_type: str = "exact",
+    mc_samples: int = 1,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | None = None,
+    include_frozen: bool = False,
+) -> MemoryEstimate:
+    """Predict the peak memory of fitting ``model`` (see the module docstring for the parts).
+
+    Args:
+        model: the network as loaded (its own dtype, on the CPU or the fit's device).
+        method: the curvature method (diag, kfac, ekfac, kfac-diag, full, lowrank).
+        factor_bytes: the curvature's own size in the fit's dtype (the method's factor estimate).
+        example: one input ``(1, *input_shape)`` as the model takes it.
+        batch_size: examples per batch; ``examples``: the data set's size (a smaller last word).
+        fisher_type, mc_samples: how many backward vectors each example carries.
+        dtype: the fit's dtype (``--dtype``); device: where it runs (default: the CPU).
+        include_frozen: cover ``requires_grad=False`` parameters too (as the fit does).
+
+    Returns:
+        A :class:`MemoryEstimate` whose ``peak`` is the prediction.
+    """
+    device = device or torch.device("cpu")
+    units = select_units(
+        model, subset, example_input=example if subset.strip() == "last-layer" else None, include_frozen=include_frozen
+    )
+    element = torch.empty((), dtype=dtype).element_size()
+    model_element = next((p.element_size() for p in model.parameters() if p.is_floating_point()), 4)
+    scale = element / model_element
+    state_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    weights = state_bytes + (int(param_bytes * scale) if scale != 1 else 0)
+    on_device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if device.type == "cuda" and on_device.type != "cuda":
+        weights += int(param_bytes * scale)  # the model moves onto the device for the fit
+
+    model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    probe = probe_forward(model, units, inputs_to(example, on_device, model_dtype).clone())
+    B = max(1, min(batch_size, examples))
+    vectors = {"exact": max(1, probe.output_width - 1), "mc": mc_samples, "empirical": 1}.get(fisher_type, 1)
+    activations = int(B * probe.saved_bytes * scale)
+    backward = int(activations * _BACKWARD_FACTOR)
+    per_vector = B * probe.unit_output_elements
+    chunk = max(1, min(vectors, _GRAD_ELEMENTS // max(1, per_vector)))
+    propagated = chunk * per_vector * element * 2  # the vectors at the unit outputs, and their rows
+    loss_vectors = vectors * B * probe.output_width * element
+    patches = 0
+    kron_units = [(i, u) for i, u in enumerate(units) if u.structure == "kronecker"]
+    for i, u in kron_units:
+        O, I = _kronecker_sizes(u)
+        rows = B * probe.positions[i] * I * element
+        if method == "diag":
+            patches += 2 * rows  # each layer's patches (and their per-example rows) stay until the batch ends
+            if probe.positions[i] > 1:
+                patches += min(_DIAG_CHUNK_ELEMENTS, chunk * B * O * I) * element
+        else:
+            patches = max(patches, 2 * rows)  # one layer's patches at a time, and their copy
+    batch = activations + backward + propagated + loss_vectors + patches + _SLACK
+
+    finish = 0
+    if method in ("kfac", "ekfac", "kfac-diag"):
+        sizes = [n for _, u in kron_units for n in _kronecker_sizes(u)]
+        eigenvectors = sum(n * n for n in sizes) * element + sum(sizes) * element
+        largest = max(sizes, default=0)
+        finish = eigenvectors + eigh_working_bytes(largest, element) + _SLACK
+    elif method == "full":
+        P = sum(u.num_params for u in units)
+        finish = eigh_working_bytes(P, 8) - 8 * P * P  # factor_bytes already holds matrix + vectors
+    return MemoryEstimate(
+        before=current_memory_bytes(device), weights=weights, factors=int(factor_bytes),
+        batch=int(batch), finish=int(finish), earlier=peak_memory_bytes(device),
+    )
+
+
+def describe(estimate: MemoryEstimate) -> str:
+    """One line: the peak and its largest parts (for the fit's start-up message and errors)."""
+    from uncert_cli.memory import format_size
+
+    phase = ("eigendecompositions", estimate.finish) if estimate.finish > estimate.batch else ("one batch", estimate.batch)
+    return (
+        f"about {format_size(estimate.peak)} at its peak (in use now {format_size(estimate.before)}, "
+        f"factors {format_size(estimate.factors)}, weight copies {format_size(estimate.weights)}, "
+        f"{phase[0]} {format_size(phase[1])})"
+    )
+
+
+__all__ = [
+    "MemoryEstimate",
+    "available_memory_bytes",
+    "current_memory_bytes",
+    "describe",
+    "eigh_working_bytes",
+    "estimate_fit_memory",
+    "probe_forward",
+]
