@@ -34,8 +34,8 @@ from uncert_cli.data.dataset import inputs_to
 from uncert_cli.data.checks import whole_number
 from uncert_cli.distributed import DistributedContext
 from uncert_cli.errors import UserError
-from uncert_cli.fit_memory import MemoryEstimate, available_memory_bytes, describe, estimate_fit_memory
-from uncert_cli.memory import format_size, peak_memory_bytes
+from uncert_cli.fit_memory import MemoryEstimate, describe, estimate_fit_memory
+from uncert_cli.memory import available_memory_bytes, format_size, peak_memory_bytes
 from uncert_cli.store import PriorSettings, write_factor_file
 
 METHODS = ("diag", "kfac", "full", "lowrank", "ekfac", "kfac-diag")
@@ -153,10 +153,11 @@ def check_memory(model: torch.nn.Module, options: FitOptions, data: ArrayDataset
     if cap is not None and estimate.peak > cap:
         limit = (f"more than {{param}} {format_size(cap)}" if options.max_memory is not None
                  else f"more than the {format_size(cap)} available on this machine (set {{param}} to override)")
+        sampled = " or {mc_samples}" if options.fisher_type == "mc" else ""
         raise UserError(
-            f"the {options.method} fit needs {describe(estimate)}, {limit}; lower {{batch_size}}, use "
+            f"the {options.method} fit needs {describe(estimate)}, {limit}; lower {{batch_size}}{sampled}, use "
             f"{{method}} diag, or fit a part with {{subset}} last-layer",
-            param="max_memory", mentions=("batch_size", "method", "subset"),
+            param="max_memory", mentions=("batch_size", "mc_samples", "method", "subset"),
         )
     return estimate
 

@@ -174,3 +174,15 @@ def test_messages_name_only_flags_of_their_command(run_cli, files, tmp_path, mon
     assert r.code == 2, (r.code, r.err)
     wrong = flags_in(r.err) - all_flags(command(name))
     assert not wrong, f"uncert {name} suggests {sorted(wrong)}, which it does not have: {r.err}"
+
+
+def test_allocation_failures_name_the_commands_size_options():
+    from uncert_cli.cli.flags import is_out_of_memory, out_of_memory_message
+
+    with pytest.raises(RuntimeError) as info:
+        torch.empty(2**50)  # 4 PiB of float32: the allocator refuses at once
+    assert is_out_of_memory(info.value) and not is_out_of_memory(RuntimeError("mat1 and mat2 shapes"))
+    message = out_of_memory_message(info.value, command("ood"))
+    assert message.startswith("out of memory (") and "lower --batch-size, --samples" in message
+    assert not flags_in(message) - all_flags(command("ood"))
+    assert "--batch-size" not in out_of_memory_message(MemoryError(), command("report"))

@@ -64,3 +64,24 @@ def render_for_command(error: UserError, command: Any | None) -> str:
         if flag is not None:
             names[param] = flag
     return error.render(names)
+
+
+# Options whose values set how much memory a command allocates, in the order a user would lower them.
+SIZE_OPTIONS = ("batch_size", "samples", "tune_samples", "mc_samples", "limit", "val_size")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for Python's MemoryError and torch's allocation failures (CPU allocator or CUDA)."""
+    text = str(error)
+    return isinstance(error, MemoryError) or (
+        isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+    )
+
+
+def out_of_memory_message(error: BaseException, command: Any | None) -> str:
+    """One line for an allocation failure, naming the running command's size options to lower."""
+    reason = " ".join(str(error).split())[:160] or type(error).__name__
+    flags = option_flags(command) if command is not None else {}
+    lower = [flags[name] for name in SIZE_OPTIONS if name in flags]
+    advice = f"lower {', '.join(lower)}" if lower else "use a smaller model or data set"
+    return f"out of memory ({reason}); {advice}"

@@ -30,7 +30,7 @@ except KeyboardInterrupt:
     exit_interrupted_during_startup()
 
 from uncert_cli import file_session
-from uncert_cli.cli.flags import render_for_command, running_command
+from uncert_cli.cli.flags import is_out_of_memory, out_of_memory_message, render_for_command, running_command
 from uncert_cli.cli.validate import check_number_options
 from uncert_cli.errors import UserError
 
@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_INTERRUPTED
         if debug:
             traceback.print_exc()
+        if is_out_of_memory(exc):  # the sizes the user chose, not a bug: say which to lower
+            _error(out_of_memory_message(exc, running_command(command, args)))
+            return 2
         _error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
         return 1
     return result if isinstance(result, int) else 0
