@@ -56,9 +56,14 @@ class MemoryEstimate:
     earlier: int = 0  # the peak the process reached before (e.g. while loading data)
 
     @property
+    def fit_peak(self) -> int:
+        """The peak the fit itself will reach (the memory in use now plus what it adds)."""
+        return self.before + self.weights + self.factors + max(self.batch, self.finish)
+
+    @property
     def peak(self) -> int:
         """The predicted peak of the whole process (CPU: resident set size; CUDA: device memory)."""
-        return max(self.earlier, self.before + self.weights + self.factors + max(self.batch, self.finish))
+        return max(self.earlier, self.fit_peak)
 
     @property
     def added(self) -> int:

@@ -64,7 +64,7 @@ class FitResult:
 
 
 def validate_options(options: FitOptions) -> None:
-    """Refuse option values that no model makes valid (those that depend on the model: :func:`check_rank`)."""
+    """Refuse option values that no model makes valid (those that depend on the model: :func:`effective_rank`)."""
     if options.method not in METHODS:
         raise UserError(f"unknown method '{options.method}'; use one of {', '.join(METHODS)}", param="method")
     if options.fisher_type not in FISHER_TYPES:

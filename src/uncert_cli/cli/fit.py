@@ -135,7 +135,7 @@ def fit(
             check_free_space(output, expected_file_bytes(loaded.module, opts), lower_bound=True)
         show = not (quiet or json_output) and ctx.is_main
         # Before a fit that takes real memory (or at a terminal), say what it will take: a user can stop it.
-        if memory.peak >= ANNOUNCE_PEAK or sys.stderr.isatty():
+        if memory.fit_peak >= ANNOUNCE_PEAK or sys.stderr.isatty():
             log(f"{method.value} fit: {describe(memory)}", quiet=not show)
         total = len(dataset) if ctx.world_size == 1 else len(dataset) // ctx.world_size
         prior = PriorSettings(prior_precision=prior_precision, prior_mode=prior_mode.value, n_data=n_data)
