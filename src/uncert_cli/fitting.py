@@ -61,6 +61,7 @@ class FitOptions:
 class FitResult:
     curvature: Curvature
     info: dict[str, Any]  # what the factor file's /fit group records
+    memory: MemoryEstimate | None = None  # the peak predicted before the fit (fit's JSON, not the file)
 
 
 def validate_options(options: FitOptions) -> None:
@@ -276,7 +277,6 @@ def fit_laplace(
         "seconds": seconds,
         "peak_memory_bytes": peak_memory_bytes(options.device),
         "estimated_factor_bytes": memory.factors,
-        "estimated_peak_memory_bytes": memory.peak,
         "rank": rank,
         "log_likelihood": log_likelihood,
         # Frozen (requires_grad=False) parameters get no posterior unless --include-frozen.
@@ -287,7 +287,7 @@ def fit_laplace(
     }
     if accuracy is not None:
         info["map_accuracy"] = accuracy
-    return FitResult(curvature=curvature, info=info)
+    return FitResult(curvature=curvature, info=info, memory=memory)
 
 
 def expected_file_bytes(model: torch.nn.Module, options: FitOptions) -> int:
