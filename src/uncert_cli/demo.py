@@ -55,6 +55,8 @@ def run_demo(
             documents[name] = json.loads(buffer.getvalue()) if code == 0 else None
         else:
             code = main(argv)
+        if code == 130:  # the step was interrupted (Ctrl-C): stop the demo as an interrupt, not an error
+            raise KeyboardInterrupt
         if code != 0:
             raise UserError(f"demo step '{name}' failed (exit code {code}); rerun it with --debug: uncert {' '.join(argv)}")
     return documents
