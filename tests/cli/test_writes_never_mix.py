@@ -222,6 +222,10 @@ def test_ctrl_c_during_a_command_says_what_was_written(tmp_path):
     out, err = proc.communicate()
     assert proc.returncode == 130, err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("uncert: interrupted; written before that: ") and "digits_kfac.h5" in last, err
+    # Where the signal lands is a race: mid-step (then the line names what the demo wrote) or as a step
+    # finishes (then the step says its own output is complete). Both are one truthful line.
+    assert (last.startswith("uncert: interrupted; written before that: ") and "digits_kfac.h5" in last) or (
+        last == "uncert: interrupted as the command finished; what it wrote is complete"
+    ), err
     assert "Traceback" not in err and "uncert: error" not in err
     assert [p.name for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")] == []
