@@ -160,7 +160,13 @@ def prepare_analysis(
     source = resolve_val_from(spec, s.val_from) if laplace else None
     split_test = tune and source == "test"  # held out of the test split: evaluation starts after them
     total = None if s.limit is None else s.limit + (s.val_size if split_test else 0)
-    data = load_model_data(meta, spec, split="test", limit=total, root=s.root, download=s.download, normalize=s.normalize)
+    # Without --data the fit's own data is evaluated: a file without a test split would then be the
+    # examples the posterior was fitted on, so it must hold a test split.
+    required_by = None if s.data else f"evaluating the fit's data '{spec}' (no --data given) needs its test split"
+    data = load_model_data(
+        meta, spec, split="test", limit=total, root=s.root, download=s.download, normalize=s.normalize,
+        split_required_by=required_by,
+    )
     if continuous_inputs and is_token_ids(data.inputs):
         raise UserError(
             f"'{spec}' holds integer token ids; fast-gradient-sign attacks step along the input gradient and need "
@@ -260,6 +266,9 @@ def run_ood(
         ood_names=list(against), results=results,
         settings={"factors": str(factors), "method": prepared.opened.factors.curvature.method, "seed": settings.seed,
                   "num_classes": prepared.meta.num_outputs,
+                  # which examples: "test", or null for a whole file without splits
+                  "in_distribution_split": prepared.evaluation.split,
+                  "ood_splits": {name: data.split for name, data in ood_sets.items()},
                   "ood_resize": list(settings.resize) if settings.resize is not None else None,
                   "ood_grayscale": settings.grayscale, **_held_out_settings(prepared)},
     )

@@ -308,7 +308,7 @@ def fit_to_file(
     output: str | Path,
     *,
     prior: PriorSettings | None = None,
-    split: str = "train",
+    split: str | None = "train",
     ctx: DistributedContext | None = None,
     on_batch: Callable[[int], None] | None = None,
     memory: MemoryEstimate | None = None,
@@ -321,6 +321,7 @@ def fit_to_file(
     if ctx.is_main:
         check_free_space(output, expected_file_bytes(loaded.module, options), lower_bound=True)
     result = fit_laplace(loaded, data, options, ctx=ctx, on_batch=on_batch, memory=memory)
+    result.info["split"] = split  # None: a whole file without splits (the attribute is then absent)
     if ctx.is_main:
         write_factor_file(
             output, result.curvature, state_dict=state_dict, model_meta=loaded.meta,

@@ -42,16 +42,19 @@ def load_model_data(
     normalize: str | None = None,
     role: str = "--data",
     model: nn.Module | None = None,
+    split_required_by: str | None = None,
 ) -> ArrayDataset:
     """Load ``spec`` (default: the dataset the checkpoint says it was trained on), shaped for the model.
 
     When the checkpoint records no input shape and ``model`` is given, the shape is the first of the
     dataset's readings that the model runs on (:func:`infer_input_shape`); ``fit`` records it.
+    A file without splits is used whole unless ``split_required_by`` says who asked for the split
+    (``"--split test was given"``); it is then an error.
     """
     spec = spec or meta.dataset
     if not spec:
         raise UserError(f"no dataset given and the checkpoint does not name one; pass {role} SPEC (e.g. {role} mnist)")
-    raw = load_dataset(spec, split=split, root=root, limit=limit, download=download)
+    raw = load_dataset(spec, split=split, root=root, limit=limit, download=download, split_required_by=split_required_by)
     norm = parse_normalize(normalize) if normalize else _checkpoint_normalization(meta)
     shape = meta.input_shape
     if shape is None and model is not None:

@@ -292,7 +292,8 @@ def split_validation(data: ArrayDataset, val_size: int) -> tuple[ArrayDataset, A
 def subset_rows(data: ArrayDataset, start: int, stop: int) -> ArrayDataset:
     """Examples ``start:stop`` of ``data`` (views of its tensors)."""
     return ArrayDataset(
-        data.name, data.inputs[start:stop], data.targets[start:stop], data.task, data.num_classes, data.class_names
+        data.name, data.inputs[start:stop], data.targets[start:stop], data.task, data.num_classes, data.class_names,
+        data.split,
     )
 
 

@@ -75,7 +75,7 @@ def fit(
     prior_precision: Annotated[float, typer.Option("--prior-precision", callback=o.positive, help="Prior precision τ stored as default.")] = 1.0,
     prior_mode: Annotated[PriorModeChoice, typer.Option("--prior-mode", help="eigen: exact N·λ+τ; factor: Ritter eq. 9.")] = PriorModeChoice.eigen,
     n_data: o.NData = None,
-    split: o.Split = o.SplitChoice.train,
+    split: o.Split = None,
     limit: o.Limit = None,
     batch_size: o.BatchSize = 256,
     data_root: o.DataRoot = None,
@@ -112,14 +112,15 @@ def fit(
             checkpoint, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
             task=task.value if task else None,
         )
+        split_name, split_asked = o.split_choice(split, "train")
         loaded, pickle_note = record_pickled_arch(loaded)  # refuses before any data is read
         if pickle_note and ctx.is_main:
             log(f"note: {pickle_note}", quiet=quiet)
         if input_shape is not None:
             loaded.meta = replace(loaded.meta, input_shape=parse_input_shape(input_shape))
         dataset = load_model_data(
-            loaded.meta, data, split=split.value, limit=limit, root=data_root, download=download, normalize=normalize,
-            model=loaded.module,
+            loaded.meta, data, split=split_name, limit=limit, root=data_root, download=download, normalize=normalize,
+            model=loaded.module, split_required_by=split_asked,
         )
         if loaded.meta.input_shape is None:  # inferred from the data: later commands shape their data alike
             loaded.meta = replace(loaded.meta, input_shape=dataset.sample_shape)
@@ -147,7 +148,7 @@ def fit(
                     "gradients exist: same outputs, slower", quiet=quiet or json_output)
         with progress_bar(total, f"fit {method.value}", quiet=not show) as advance:
             result = fit_to_file(
-                loaded, dataset, opts, output, prior=prior, split=split.value, ctx=ctx, on_batch=advance, memory=memory
+                loaded, dataset, opts, output, prior=prior, split=dataset.split, ctx=ctx, on_batch=advance, memory=memory
             )
         if ctx.is_main:
             summary = fit_summary(result, output)

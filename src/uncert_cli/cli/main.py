@@ -10,6 +10,7 @@ import os
 import sys
 import traceback
 import warnings
+from typing import Annotated
 
 from uncert_cli.cli.interrupt import (
     EXIT_INTERRUPTED,
@@ -43,6 +44,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from uncert_cli import __version__
+
+        print(f"uncert {__version__}")
+        raise Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print uncert's version and exit.")
+    ] = False,
+) -> None:
+    # Options of `uncert` itself (before the subcommand); every subcommand has its own.
+    pass
 
 
 def _register() -> None:

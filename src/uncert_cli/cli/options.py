@@ -40,7 +40,22 @@ DataSpec = Annotated[
         "svhn, digits, iris, toy-regression) or a file (x.npz, x.h5:images,labels, a class-folder, x.pt).",
     ),
 ]
-Split = Annotated[SplitChoice, typer.Option("--split", help="Which split of a named dataset.")]
+Split = Annotated[
+    Optional[SplitChoice],
+    typer.Option(
+        "--split",
+        help="Which split (default: the command's). A data file gives it when it holds splits (x_train/x_test "
+        "arrays, train/ test/ folders); a file without splits is used whole, and --split on it is an error.",
+    ),
+]
+
+
+def split_choice(split: SplitChoice | None, default: str) -> tuple[str, str | None]:
+    """``(split to load, who asked for it)``: ``None`` as the second item when ``--split`` was not
+    given, so that a data file without splits is used whole rather than refused."""
+    if split is None:
+        return default, None
+    return split.value, f"--split {split.value} was given"
 Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N examples.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Examples per batch.")]
 DataRoot = Annotated[

@@ -78,7 +78,7 @@ def prune(
     ] = False,
     fractions: Annotated[str, typer.Option("--fractions", help="Fractions for --evaluate.")] = DEFAULT_FRACTIONS,
     data: o.DataSpec = None,
-    split: Annotated[o.SplitChoice, typer.Option("--split", help="Split for --evaluate.")] = o.SplitChoice.test,
+    split: Annotated[Optional[o.SplitChoice], typer.Option("--split", help="Split for --evaluate (default test; a data file without splits is used whole).")] = None,
     limit: o.Limit = None,
     batch_size: o.BatchSize = 1000,
     data_root: o.DataRoot = None,
@@ -122,13 +122,16 @@ def prune(
     evaluation_doc = None
     if evaluate:
         meta = opened.model.meta
-        dataset = load_model_data(meta, data, split=split.value, limit=limit, root=data_root, download=download)
+        split_name, split_asked = o.split_choice(split, "test")
+        dataset = load_model_data(
+            meta, data, split=split_name, limit=limit, root=data_root, download=download, split_required_by=split_asked
+        )
         passes = 1 + len(CRITERIA) * len(fraction_list)
         show = not (quiet or json_output)
         with progress_bar(passes * len(dataset), "prune --evaluate", quiet=not show) as advance:
             evaluation = evaluate_pruning(
                 posterior, lambda: iter_batches(dataset, batch_size), fraction_list,
-                dataset=dataset.name, split=split.value, examples=len(dataset),
+                dataset=dataset.name, split=dataset.split, examples=len(dataset),
                 on_pass=lambda: advance(len(dataset)),
             )
         png_path = write_prune_png(evaluation, directory / "prune_evaluation.png") if directory is not None else None

@@ -32,7 +32,7 @@ def track(
     data: o.DataSpec = None,
     method: Annotated[MethodChoice, typer.Option("--method", help="Curvature structure for every fit.")] = MethodChoice.kfac,
     prior_precision: Annotated[float, typer.Option("--prior-precision", callback=o.positive, help="Prior precision τ for every fit.")] = 1.0,
-    split: o.Split = o.SplitChoice.train,
+    split: o.Split = None,
     limit: o.Limit = None,
     batch_size: o.BatchSize = 256,
     data_root: o.DataRoot = None,
@@ -69,7 +69,10 @@ def track(
     for path in ordered[1:]:
         check_same_architecture(first, load(path), ordered[0], path)
     # One dataset for the whole run, shaped for its first checkpoint.
-    dataset = load_model_data(first.meta, data, split=split.value, limit=limit, root=data_root, download=download)
+    split_name, split_asked = o.split_choice(split, "train")
+    dataset = load_model_data(
+        first.meta, data, split=split_name, limit=limit, root=data_root, download=download, split_required_by=split_asked
+    )
     for path in ordered:
         loaded = first if path == ordered[0] else load(path)
         with progress_bar(len(dataset), f"fit {path.name}", quiet=not show) as advance:

@@ -102,7 +102,8 @@ def _held_out(stored, objective: ObjectiveChoice, data, split, limit, val_from, 
     meta = stored.model_meta
     spec = data or stored.fit.get("dataset") or meta.dataset
     if split is not None:
-        val = load_model_data(meta, spec, split=split.value, limit=limit, root=data_root)
+        val = load_model_data(meta, spec, split=split.value, limit=limit, root=data_root,
+                              split_required_by=f"--split {split.value} was given")
         return val, ValidationChoice(split.value, f"{split.value}[0:{len(val)}]", len(val))
     explicit = data is not None or val_from is not None
     if objective is ObjectiveChoice.marglik and not (explicit or has_val_split(spec)):

@@ -48,11 +48,11 @@ def _check_task_and_labels(ds: ArrayDataset, num_outputs: int | None, task: str 
         if task == "classification":
             raise UserError(
                 f"dataset '{ds.name}' has float targets (regression) but the model is a classifier; "
-                "store integer class labels, or use a regression model"
+                "if the model predicts these targets, fit with --task regression; otherwise store integer class labels"
             )
         raise UserError(
             f"dataset '{ds.name}' has integer class labels but the model does regression; "
-            "store the targets as floats, or use a classifier"
+            "if the model outputs class scores, fit with --task classification; otherwise store the targets as floats"
         )
     if num_outputs is None:
         return
@@ -165,4 +165,4 @@ def adapt_to_model(
     if normalize is not None:
         inputs = _normalize(inputs, owns_inputs, normalize, ds)
     inputs = inputs.reshape(len(ds), *target_shape)
-    return ArrayDataset(ds.name, inputs, ds.targets, ds.task, ds.num_classes, ds.class_names)
+    return ArrayDataset(ds.name, inputs, ds.targets, ds.task, ds.num_classes, ds.class_names, ds.split)

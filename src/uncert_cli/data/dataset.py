@@ -52,6 +52,7 @@ class ArrayDataset(torch.utils.data.Dataset):
         task: ``"classification"`` or ``"regression"``.
         num_classes: number of classes for classification, else ``None``.
         class_names: one name per class for classification (may be ``None``), else ``None``.
+        split: the split these examples are (``None``: a whole file that has no splits).
     """
 
     name: str
@@ -60,6 +61,8 @@ class ArrayDataset(torch.utils.data.Dataset):
     task: str
     num_classes: int | None = None
     class_names: list[str] | None = None
+    # Which examples of ``name`` these are: "train", "val", "test", or None for a file without splits.
+    split: str | None = None
 
     def __post_init__(self) -> None:
         # These are programming errors of a loader, not user errors: fail loudly with ValueError.

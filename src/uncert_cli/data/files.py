@@ -5,11 +5,13 @@ dataset paths such as ``group/images``, or keys of a ``.pt`` dict). Without name
 present of ``x,y`` / ``images,labels`` / ``inputs,targets`` is used. A ``.pt`` file holds a dict
 ``{"x": tensor, "y": tensor}`` or a tuple ``(x, y)`` and is read with ``torch.load(weights_only=True)``
 only. A folder is an image folder with one subfolder per class (see :mod:`.image_folder`).
-Splits do not apply to files: the file is the whole dataset whatever ``split`` says.
+A file may hold splits side by side (``x_train``/``x_test`` arrays, ``train/``/``test/`` folders; see
+:mod:`.file_splits`); otherwise it is one set of examples and asking for a split is an error.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -150,11 +152,27 @@ def load_torch_file(spec: FileSpec, name: str, limit: int | None) -> ArrayDatase
     return dataset_from_arrays(name, inputs, labels).take(limit)
 
 
-def load_file_dataset(spec_text: str, *, limit: int | None = None) -> ArrayDataset:
-    """Load a user file or folder spec (see the module docstring); the dataset is named by the spec text."""
+def load_file_dataset(
+    spec_text: str, *, limit: int | None = None, split: str = "train", split_required_by: str | None = None
+) -> ArrayDataset:
+    """Load a user file or folder spec (see the module docstring); the dataset is named by the spec text.
+
+    ``split`` picks the examples of a file that holds splits (:mod:`.file_splits`); a file without
+    splits is used whole unless ``split_required_by`` names who asked for the split (an error then).
+    The dataset's ``split`` says which it was (``None``: the whole file).
+    """
+    from uncert_cli.data.file_splits import resolve_file_split  # imports this module's names
+
     spec = parse_file_spec(spec_text)
     if not spec.path.exists():
         raise UserError(f"no such file or folder: {spec.path}; check the path (or give a built-in dataset name)")
+    if spec.keys is None or not spec.path.is_dir():
+        spec, used = resolve_file_split(spec, split, split_required_by)
+        return dataclasses.replace(_load_file(spec, spec_text, limit), split=used)
+    return _load_file(spec, spec_text, limit)
+
+
+def _load_file(spec: FileSpec, spec_text: str, limit: int | None) -> ArrayDataset:
     if spec.path.is_dir():
         if spec.keys is not None:
             raise UserError(f"'{spec_text}': array names after ':' only apply to .npz/.h5/.pt files, not folders")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 
@@ -54,6 +55,7 @@ def load_dataset(
     limit: int | None = None,
     download: bool = False,
     seed: int = 0,
+    split_required_by: str | None = None,
 ) -> ArrayDataset:
     """Load a dataset by built-in name or file spec.
 
@@ -63,11 +65,14 @@ def load_dataset(
             an image folder; see :mod:`uncert_cli.data.files`).
         split: ``"train"`` or ``"test"``; ``"val"`` exists for the embedded sets (digits, iris:
             stratified 70/10/20 train/val/test; toy-regression: a fresh draw). notMNIST returns all of
-            its images for any split; file specs ignore the split.
+            its images for any split. A file spec that holds splits (``x_train``/``x_test`` arrays,
+            ``train/``/``test/`` folders) gives that split; one without splits is used whole.
         root: data folder for built-ins (see :func:`data_root`).
         limit: keep only the first ``limit`` examples (deterministic).
         download: allow fetching a missing built-in with torchvision (MD5-checked). Never otherwise.
         seed: seeds the embedded sets' split / draw (non-negative).
+        split_required_by: who asked for ``split`` (e.g. ``"--split test"``): a file without splits is
+            then an error; ``None`` (the split is a command's default): such a file is used whole.
 
     Returns:
         An :class:`ArrayDataset`; images are uint8 ``(N, C, H, W)`` (= pixel/255), see :mod:`.dataset`.
@@ -83,7 +88,7 @@ def load_dataset(
     loader = REGISTRY.get(spec.lower())
     if loader is not None:
         request = LoadRequest(spec.lower(), split, data_root(root), limit, download, seed)
-        return loader(request).take(limit)
+        return dataclasses.replace(loader(request).take(limit), split=split)
     if looks_like_file_spec(spec):
-        return load_file_dataset(spec, limit=limit)
+        return load_file_dataset(spec, limit=limit, split=split, split_required_by=split_required_by)
     raise unknown_dataset_error(spec)

@@ -41,6 +41,7 @@ def fit_summary(result: FitResult, output: Path) -> dict[str, Any]:
         "layers": layers,
         **{k: result.info[k] for k in ("seconds", "peak_memory_bytes", "dataset", "log_likelihood") if k in result.info},
         "estimated_peak_memory_bytes": result.memory.peak if result.memory is not None else None,
+        "split": result.info.get("split"),  # null: the whole data file (it has no splits)
         "include_frozen": result.info.get("include_frozen", False),
         "frozen_parameters": result.info.get("frozen_parameters", []),
         "map_accuracy": result.info.get("map_accuracy"),

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
 from uncert_cli.checkpoint import LayerInfo, LoadedModel
+from uncert_cli.checkpoint.shapes import input_hint, output_hint
 from uncert_cli.render.console import stdout
 
 
@@ -27,13 +29,16 @@ def model_summary(loaded: LoadedModel, layers: list[LayerInfo]) -> dict[str, Any
             if meta.normalize_mean is not None and meta.normalize_std is not None
             else None
         ),
+        # Read off the first and last layers when the metadata has no input shape / output count.
+        "input_hint": None if meta.input_shape else input_hint(loaded.module),
+        "num_outputs_from_layers": None if meta.num_outputs else output_hint(loaded.module),
         "parameters": sum(layer.params for layer in layers),
         "layers": [asdict(layer) for layer in layers],
     }
 
 
 def print_model_summary(summary: dict[str, Any]) -> None:
-    table = Table(title=f"{summary['source']}")
+    table = Table(title=Path(summary["source"]).name)  # the full path is in the JSON; a title must not wrap
     table.add_column("layer")
     table.add_column("type")
     table.add_column("params", justify="right")
@@ -46,9 +51,13 @@ def print_model_summary(summary: dict[str, Any]) -> None:
             structure = "none: frozen" if layer["frozen_params"] == layer["params"] else structure + ", part frozen"
         table.add_row(layer["name"] or "<root>", layer["type"], f"{layer['params']:,}", structure)
     stdout.print(table)
-    shape = "×".join(map(str, summary["input_shape"])) if summary["input_shape"] else "unknown"
+    shape = "×".join(map(str, summary["input_shape"])) if summary["input_shape"] else summary.get("input_hint") or "unknown"
+    outputs = summary["num_outputs"] or summary.get("num_outputs_from_layers")
+    kind = "classes" if summary["task"] == "classification" else "outputs"
+    if outputs and not summary["num_outputs"]:
+        outputs = f"{outputs} (last layer)"
     stdout.print(
         f"arch {summary['arch'] or '(pickled module)'}  input {shape}  task {summary['task']}  "
-        f"outputs {summary['num_outputs'] or '?'}  trained on {summary['dataset'] or '?'}\n"
+        f"{kind} {outputs or '?'}  trained on {summary['dataset'] or '?'}\n"
         f"{summary['parameters']:,} parameters  fingerprint {summary['fingerprint'][:16]}…"
     )

@@ -96,7 +96,8 @@ def print_ood(doc: dict[str, Any]) -> None:
     kinds = doc["predictives"]
     val = (f"; {doc['n_validation']:,} held-out examples ({doc.get('validation_examples')}) tuned N, τ"
            if doc["n_validation"] else "")
-    t = Table(title=f"In distribution: {doc['in_distribution_data']} ({doc['n_eval']:,} examples{val})")
+    which = doc.get("in_distribution_split") or "whole file"
+    t = Table(title=f"In distribution: {doc['in_distribution_data']} {which} ({doc['n_eval']:,} examples{val})")
     for col in ("predictive", "acc", "NLL", "Brier", "ECE", "entropy", "s"):
         t.add_column(col, justify="left" if col == "predictive" else "right")
     for k in kinds:

@@ -74,10 +74,11 @@ def _g(x: float | None, spec: str = ".3g") -> str:
 def print_selection(sel: dict[str, Any]) -> None:
     shown = len(sel["candidates"])
     table = Table(title=f"Pruning candidates: {sel['criterion']} ({sel['score']}), first {shown} of {sel['pruned']:,}")
-    for name in ("#", "layer", "param", "index", "μ", "σ", "SNR", "score"):
-        table.add_column(name, justify="left" if name in ("layer", "param", "index") else "right", no_wrap=True)
+    # No layer column: the parameter's name starts with it, and 8 columns must fit 80 characters.
+    for name in ("#", "param", "index", "μ", "σ", "SNR", "score"):
+        table.add_column(name, justify="left" if name in ("param", "index") else "right", no_wrap=True)
     for k, c in enumerate(sel["candidates"], start=1):
-        table.add_row(str(k), c["layer"], c["param"], str(tuple(c["index"])), _g(c["mean"], ".3e"), _g(c["std"]),
+        table.add_row(str(k), c["param"], str(tuple(c["index"])), _g(c["mean"]), _g(c["std"]),
                       _g(c["snr"]), _g(c["score"]))
     stdout.print(table)
     counts = Table(title=f"Pruned per layer at fraction {sel['fraction']:g}")
@@ -100,7 +101,7 @@ def print_evaluation(ev: dict[str, Any]) -> None:
     metrics = ([("accuracy", "accuracy", ".2%")] if has_acc else []) + [("nll", "mean NLL", ".4f")]
     for key, label, spec in metrics:
         # One narrow table per metric, so that all criteria fit side by side in 80 columns.
-        table = Table(title=f"Test {label} of the pruned MAP network ({ev['dataset']} {ev['split']}, "
+        table = Table(title=f"Test {label} of the pruned MAP network ({ev['dataset']} {ev['split'] or 'whole file'}, "
                             f"{ev['examples']:,} examples)")
         table.add_column("pruned", justify="right", no_wrap=True)
         for c in criteria:

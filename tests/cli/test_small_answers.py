@@ -1,0 +1,51 @@
+"""Smaller points of issue 20: --version, what info knows without metadata, 80-column tables,
+the task mismatch that names --task."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from uncert_cli import __version__
+from uncert_cli.models import MLP
+
+
+def test_version(run_cli) -> None:
+    r = run_cli("--version")
+    assert (r.code, r.out.strip()) == (0, f"uncert {__version__}")
+
+
+def test_info_reads_input_and_classes_off_the_layers(run_cli, tmp_path) -> None:
+    torch.save(MLP(64, [16], 10).state_dict(), tmp_path / "w.pt")
+    r = run_cli("info", tmp_path / "w.pt", "--arch", "MLP", "--arch-kwargs", "in_features=64,hidden=[16],out_features=10",
+                "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["input_shape"] is None and doc["input_hint"].startswith("64 features")
+    assert doc["num_outputs_from_layers"] == 10
+    r = run_cli("info", tmp_path / "w.pt", "--arch", "MLP", "--arch-kwargs", "in_features=64,hidden=[16],out_features=10")
+    assert "input 64 features" in r.out and "classes 10 (last layer)" in " ".join(r.out.split())
+
+
+def test_tables_fit_80_columns_when_piped(run_cli, digits_checkpoint, tmp_path) -> None:
+    factors = tmp_path / "f.h5"
+    assert run_cli("fit", digits_checkpoint, "--data", "digits", "--limit", "64", "-o", factors, "-q").code == 0
+    for args in (("info", digits_checkpoint), ("report", factors), ("prune", factors, "--fraction", "0.5")):
+        r = run_cli(*args)  # captured output is not a terminal: rich lays it out for 80 columns
+        assert r.code == 0, r.err
+        assert max(len(line) for line in r.out.splitlines()) <= 80, args
+        # nothing cut off (the fingerprint is shortened on purpose)
+        assert not [line for line in r.out.splitlines() if "…" in line and "fingerprint" not in line], args
+
+
+def test_float_targets_for_a_classifier_suggest_task_regression(run_cli, digits_checkpoint, tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "reg.npz", x=rng.normal(size=(20, 1, 8, 8)).astype(np.float32),
+             y=rng.normal(size=(20, 10)).astype(np.float32))
+    r = run_cli("fit", digits_checkpoint, "--data", tmp_path / "reg.npz", "-o", tmp_path / "r.h5")
+    assert r.code == 2 and "--task regression" in r.err
+    r = run_cli("fit", digits_checkpoint, "--data", tmp_path / "reg.npz", "--task", "regression", "-o",
+                tmp_path / "r.h5", "-q")
+    assert r.code == 0, r.err
