@@ -166,6 +166,9 @@ def load_file_dataset(
     spec = parse_file_spec(spec_text)
     if not spec.path.exists():
         raise UserError(f"no such file or folder: {spec.path}; check the path (or give a built-in dataset name)")
+    if not spec.path.is_dir():
+        # The gate first: looking for split arrays opens the file (a FIFO would block right there).
+        check_input_file(spec.path, "data file", whole=spec.path.suffix.lower() not in HDF5_SUFFIXES)
     if spec.keys is None or not spec.path.is_dir():
         spec, used = resolve_file_split(spec, split, split_required_by)
         return dataclasses.replace(_load_file(spec, spec_text, limit), split=used)
