@@ -317,7 +317,7 @@ def read_factor_file(path: str | os.PathLike) -> FactorFile:
             )
             tuning = None
             if "tuning" in f:
-                tuning = {k: _maybe_json(v) for k, v in _attrs(f["tuning"]).items()}
+                tuning = {k: json_attribute(v) for k, v in _attrs(f["tuning"]).items()}
             state_dict = {name: _tensor(ds) for name, ds in model["state_dict"].items()}
             check_values(curvature, state_dict, path)
             return FactorFile(
@@ -359,7 +359,8 @@ def _format_version(f: h5py.File, path: Path) -> int:
     return int(value)
 
 
-def _maybe_json(value: Any) -> Any:
+def json_attribute(value: Any) -> Any:
+    """An attribute value, with JSON text (how lists and dicts are stored in HDF5) decoded."""
     if isinstance(value, str):
         try:
             return json.loads(value)
@@ -404,7 +405,7 @@ def read_provenance(path: str | os.PathLike) -> dict[str, Any]:
     try:
         with h5py.File(path, "r") as f:
             fit, prior, model = _attrs(f["fit"]), _attrs(f["prior"]), f["model"]
-            n_data = _maybe_json(prior.get("n_data"))
+            n_data = json_attribute(prior.get("n_data"))
             return {
                 "factors": str(path),
                 "checkpoint": str(model.attrs.get("checkpoint_path", "")),
@@ -413,7 +414,7 @@ def read_provenance(path: str | os.PathLike) -> dict[str, Any]:
                 "fisher_type": fit.get("fisher_type"),
                 "dataset": fit.get("dataset"),
                 "n_data": n_data if n_data is not None else fit.get("n_data"),
-                "prior_precision": _maybe_json(prior.get("prior_precision")),
+                "prior_precision": json_attribute(prior.get("prior_precision")),
                 "prior_mode": prior.get("prior_mode"),
                 "written_by": f"uncert {_attrs(f).get('uncert_version', '?')}",
                 "created": _attrs(f).get("created"),

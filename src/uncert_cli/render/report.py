@@ -5,7 +5,6 @@ The JSON schemas are documented in ``docs/json.md``; keys are stable.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -16,7 +15,7 @@ from rich.table import Table
 from uncert_cli.analysis.layer_stats import BARELY_IDENTIFIED_RATIO, UncertaintyReport
 from uncert_cli.analysis.tracking import TrackResult
 from uncert_cli.render.console import stdout
-from uncert_cli.store import FactorFile
+from uncert_cli.store import FactorFile, json_attribute
 
 
 def model_section(factors: FactorFile, total_params: int, covered_params: int) -> dict[str, Any]:
@@ -33,16 +32,6 @@ def model_section(factors: FactorFile, total_params: int, covered_params: int) -
     }
 
 
-def _json_value(value: Any) -> Any:
-    """Lists are stored as JSON text in HDF5 attributes."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
-
-
 def fit_section(factors: FactorFile) -> dict[str, Any]:
     fit = factors.fit
     return {
@@ -55,7 +44,7 @@ def fit_section(factors: FactorFile) -> dict[str, Any]:
         "map_accuracy": fit.get("map_accuracy"),
         "seconds": fit.get("seconds"),
         # requires_grad=False parameters the fit left out (files from before this field: unknown, None)
-        "frozen_parameters": _json_value(fit.get("frozen_parameters")),
+        "frozen_parameters": json_attribute(fit.get("frozen_parameters")),
     }
 
 
