@@ -45,6 +45,18 @@ class SequenceNet(nn.Module):
         return self.head(torch.tanh(self.proj(x)).mean(1))
 
 
+class SequenceFirstNet(nn.Module):
+    """Takes (B, T, I) and runs its Linear layer on (T, B, I), as ``batch_first=False`` models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(3, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(torch.tanh(self.proj(x.transpose(0, 1))).mean(0))
+
+
 class SharedNet(nn.Module):
     """The same Linear called twice per forward, with a residual connection in between."""
 

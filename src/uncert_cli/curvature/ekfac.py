@@ -13,8 +13,10 @@ input) the square factorises: ``S = 1/N Σ_n (Σ_k (Ugᵀ g_nk)²) ⊗ (Uaᵀ a_
 product per batch. With positions the rotated per-example gradients are formed explicitly, a few
 examples at a time (``CHUNK_ELEMENTS``).
 
-This pass has its own small forward hooks (inputs and outputs of the Kronecker units only); the batch
-dimension of every input/output is taken to be 0.
+This pass has its own small forward hooks (inputs and outputs of the Kronecker units only); each
+call's example dimension is found by the same helper as in the KFAC pass and the exact diagonal
+(``kronecker.per_example_rows``: the first leading dimension of a Linear's input with the batch size),
+so sequence-first ``(T, B, I)`` layers get per-example gradients summed over their time steps.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from uncert_cli.curvature.blocks import FisherType, KroneckerEigen, Task
-from uncert_cli.curvature.kronecker import conv_patches
+from uncert_cli.curvature.kronecker import per_example_rows
 from uncert_cli.curvature.loss_vectors import loss_backward_vectors
 from uncert_cli.curvature.subset import Unit
 from uncert_cli.errors import UserError
@@ -33,22 +35,19 @@ from uncert_cli.errors import UserError
 CHUNK_ELEMENTS = 1 << 24  # numbers in one chunk of rotated per-example gradients (K·b·O·I')
 
 
-def _rows_in(unit: Unit, x: Tensor, has_bias: bool) -> Tensor:
-    """Inputs of one call as ``(B, T, I')`` (bias column of ones appended)."""
-    if isinstance(unit.module, nn.Linear):
-        a = x.reshape(x.shape[0], -1, x.shape[-1])
-    else:
-        a = conv_patches(unit.module, x).transpose(1, 2)  # (B, T, I)
-    if has_bias:
+def _call_rows(unit: Unit, x: Tensor, g: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
+    """Inputs ``(B, T, I')`` (bias column of ones appended) and backward vectors ``(K, B, T, O)`` of one call.
+
+    The example dimension is found as the KFAC pass and the exact diagonal find it
+    (:func:`~uncert_cli.curvature.kronecker.per_example_rows`), so a Linear applied to a
+    sequence-first ``(T, B, I)`` tensor groups its positions by example, not by time step.
+    """
+    rows = per_example_rows(unit.module, x, g, batch_size, default_batch_dim=0)
+    assert rows is not None  # a default batch dimension is given
+    a, gg = rows
+    if len(unit.params) == 2:
         a = torch.cat([a, a.new_ones(*a.shape[:2], 1)], dim=2)
-    return a
-
-
-def _rows_out(unit: Unit, g: Tensor) -> Tensor:
-    """Backward vectors at one call's output as ``(K, B, T, O)``; ``g`` is ``(K, *output.shape)``."""
-    if isinstance(unit.module, nn.Linear):
-        return g.reshape(g.shape[0], g.shape[1], -1, g.shape[-1])
-    return g.reshape(g.shape[0], g.shape[1], g.shape[2], -1).transpose(2, 3)
+    return a, gg
 
 
 class _Recorder:
@@ -94,7 +93,8 @@ def ekfac_eigenvalues(
         for x, y in batches:
             rec.clear()
             out = model(x)
-            out = out.reshape(out.shape[0], -1)
+            batch = int(out.shape[0])
+            out = out.reshape(batch, -1)
             V = loss_backward_vectors(out, y, fisher_type, task, mc_samples, generator)  # (K, B, C)
             flat = [o for outs in rec.outputs for o in outs]
             grads = _backprop(out, flat, V)
@@ -103,9 +103,9 @@ def ekfac_eigenvalues(
                 calls = len(rec.outputs[i])
                 if not calls:
                     continue
-                has_bias = len(unit.params) == 2
-                a = torch.cat([_rows_in(unit, xi, has_bias) for xi in rec.inputs[i]], dim=1)  # (B, T, I')
-                g = torch.cat([_rows_out(unit, gi) for gi in grads[pos : pos + calls]], dim=2)  # (K, B, T, O)
+                rows = [_call_rows(unit, xi, gi, batch) for xi, gi in zip(rec.inputs[i], grads[pos : pos + calls])]
+                a = torch.cat([r[0] for r in rows], dim=1)  # (B, T, I')
+                g = torch.cat([r[1] for r in rows], dim=2)  # (K, B, T, O)
                 pos += calls
                 _accumulate(sums[i], g @ eig.output_eigenvectors, a @ eig.input_eigenvectors)
             n += int(out.shape[0])
