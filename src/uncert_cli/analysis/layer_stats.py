@@ -29,7 +29,6 @@ import torch
 from torch import Tensor, nn
 
 from uncert_cli.posterior import LaplacePosterior
-from uncert_cli.posterior.precision import KronSpec
 
 #: A parameter whose posterior variance is above this fraction of its prior variance is "barely
 #: identified by the data" (the data removed less than 10% of the prior's variance).
@@ -147,9 +146,6 @@ def analyse_posterior(posterior: LaplacePosterior, input_shape: tuple[int, ...] 
     layers: list[LayerStats] = []
     details: list[LayerDetail] = []
     barely_total = 0
-    # The structure each block was fitted with, as `uncert fit` names it (ekfac, kron-diag, lowrank,
-    # dense); Kronecker and diagonal blocks carry no name of their own.
-    fitted = {block.module: getattr(block, "structure", None) for block in posterior.curvature.blocks}
     for spec in posterior.specs:
         names = spec.param_names
         var = torch.cat([variances[n].double().reshape(-1) for n in names])  # (P,)
@@ -162,7 +158,7 @@ def analyse_posterior(posterior: LaplacePosterior, input_shape: tuple[int, ...] 
         if kind == "unknown" and "+" in spec.module:
             # a joint block over several modules: tied weights (diag/kfac) or a full/lowrank fit
             kind = "joint"
-        structure = fitted.get(spec.module) or ("kronecker" if isinstance(spec, KronSpec) else "diagonal")
+        structure = spec.tag  # as `uncert fit` and the factor file name it
         layers.append(
             LayerStats(
                 name=spec.module,
@@ -182,6 +178,7 @@ def analyse_posterior(posterior: LaplacePosterior, input_shape: tuple[int, ...] 
             )
         )
         weight_std = variances[names[0]].double().sqrt()
+        eigen = spec.kronecker_eigen  # the factor spectra, where the structure has Kronecker factors
         details.append(
             LayerDetail(
                 name=spec.module,
@@ -191,8 +188,8 @@ def analyse_posterior(posterior: LaplacePosterior, input_shape: tuple[int, ...] 
                 std=std,
                 snr=mean.abs() / std,
                 sigma_map=_sigma_map(kind, weight_std),
-                input_eigenvalues=spec.eigen.input_eigenvalues.double() if isinstance(spec, KronSpec) else None,
-                output_eigenvalues=spec.eigen.output_eigenvalues.double() if isinstance(spec, KronSpec) else None,
+                input_eigenvalues=eigen.input_eigenvalues.double() if eigen is not None else None,
+                output_eigenvalues=eigen.output_eigenvalues.double() if eigen is not None else None,
             )
         )
     covered = sum(layer.params for layer in layers)

@@ -29,11 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from uncert_cli.curvature.blocks import DiagonalBlock, KroneckerBlock
 from uncert_cli.errors import UserError
 from uncert_cli.posterior import LaplacePosterior
-from uncert_cli.posterior.precision import KronSpec, unpack
-from uncert_cli.posterior.precision import curvature_diagonal as spec_curvature_diagonal
 
 CRITERIA: tuple[str, ...] = ("snr", "variance-ratio", "obd", "magnitude")
 BASELINE = "magnitude"
@@ -118,18 +115,12 @@ def candidate_names(posterior: LaplacePosterior) -> list[tuple[str, str]]:
 
 def curvature_diagonal(posterior: LaplacePosterior) -> dict[str, Tensor]:
     """``H_ii = n_eff · diag(curvature)`` of every covered parameter, shaped like the parameter."""
-    blocks = {b.module: b for b in posterior.curvature.blocks}
     out: dict[str, Tensor] = {}
     for spec in posterior.specs:
-        block = blocks[spec.module]
-        if isinstance(block, KroneckerBlock) and isinstance(spec, KronSpec):
-            flat = torch.outer(block.output_factor.double().diagonal(), block.input_factor.double().diagonal())
-        elif isinstance(block, DiagonalBlock):
-            flat = torch.cat([d.double().reshape(-1) for d in block.diagonal])
-        else:  # full / lowrank / ekfac / kfac-diag: the diagonal of the structured curvature
-            flat = spec_curvature_diagonal(spec).double()
-        for name, value in unpack(spec, flat * posterior.n_eff).items():
-            out[name] = value
+        # KFAC: diag(G) diag(A)ᵀ from the stored factors; diagonal blocks: the stored diagonal; the
+        # other structures: the diagonal of their structured curvature
+        flat = spec.curvature_diagonal().double()
+        out.update(spec.unpack(flat * posterior.n_eff))
     return out
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import ClassVar, Literal, Union
 
 import torch
 
@@ -51,6 +51,8 @@ class KroneckerBlock:
     input_factor: torch.Tensor  # A: (I', I'), mean input (activation) second moment, bias column last
     output_factor: torch.Tensor  # G: (O, O), mean pre-activation curvature
     _eigen: KroneckerEigen | None = field(default=None, repr=False, compare=False)
+
+    structure: ClassVar[str] = "kronecker"
 
     @property
     def has_bias(self) -> bool:
@@ -86,6 +88,8 @@ class DiagonalBlock:
     param_names: tuple[str, ...]
     param_shapes: tuple[tuple[int, ...], ...]
     diagonal: tuple[torch.Tensor, ...]  # one per parameter, same shape as the parameter
+
+    structure: ClassVar[str] = "diagonal"
 
     @property
     def num_params(self) -> int:
@@ -134,7 +138,7 @@ class DenseBlock:
     _eigen: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
     eigen_repairs: tuple[str, ...] = field(default=(), compare=False)  # as KroneckerEigen.repairs
 
-    structure = "dense"
+    structure: ClassVar[str] = "dense"
 
     @property
     def num_params(self) -> int:
@@ -168,7 +172,7 @@ class LowRankBlock:
     eigenvectors: torch.Tensor  # (P, K)
     diagonal: torch.Tensor  # (P,)
 
-    structure = "lowrank"
+    structure: ClassVar[str] = "lowrank"
 
     @property
     def num_params(self) -> int:
@@ -194,7 +198,7 @@ class EKFACBlock:
     eigen: KroneckerEigen
     eigenvalues: torch.Tensor  # (O, I'), the corrected eigenvalues S
 
-    structure = "ekfac"
+    structure: ClassVar[str] = "ekfac"
 
     @property
     def has_bias(self) -> bool:
@@ -221,7 +225,7 @@ class KronDiagBlock:
     rank_indices: torch.Tensor  # (L, 2) int64: (output index, input index)
     diagonal: torch.Tensor  # (O, I')
 
-    structure = "kron-diag"
+    structure: ClassVar[str] = "kron-diag"
 
     @property
     def has_bias(self) -> bool:

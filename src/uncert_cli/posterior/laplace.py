@@ -33,14 +33,7 @@ from uncert_cli.posterior import marginals as _marginals
 from uncert_cli.posterior import marglik as _marglik
 from uncert_cli.posterior import output_covariance as _outcov
 from uncert_cli.posterior import predictive as _predictive
-from uncert_cli.posterior.precision import (
-    PRIOR_MODES,
-    KronSpec,
-    PriorMode,
-    Spec,
-    make_spec,
-    precision_eigenvalues,
-)
+from uncert_cli.posterior.structures import PRIOR_MODES, PriorMode, Structure, structure_for
 from uncert_cli.posterior.predictive import Predictive
 from uncert_cli.posterior.sampling import SampleCache, draw_deviations
 
@@ -80,7 +73,7 @@ class LaplacePosterior:
         self.curvature = curvature
         self.model = model
         params = dict(model.named_parameters())
-        self._specs: tuple[Spec, ...] = tuple(make_spec(b, params) for b in curvature.blocks)
+        self._specs: tuple[Structure, ...] = tuple(structure_for(b, params) for b in curvature.blocks)
         seen: set[str] = set()
         for spec in self._specs:
             for name in spec.param_names:
@@ -115,9 +108,7 @@ class LaplacePosterior:
         self.n_data = n_data
         self.noise_std = noise_std
         self._taus = self._resolve_prior(prior_precision)
-        self._prec = tuple(
-            precision_eigenvalues(s, t, self.n_eff, prior_mode) for s, t in zip(self._specs, self._taus)
-        )
+        self._prec = tuple(s.precision(t, self.n_eff, prior_mode) for s, t in zip(self._specs, self._taus))
         self._cache = SampleCache()
 
     def _resolve_prior(self, prior_precision: PriorPrecision) -> tuple[float, ...]:
@@ -168,7 +159,8 @@ class LaplacePosterior:
         return tuple(s.module for s in self._specs)
 
     @property
-    def specs(self) -> tuple[Spec, ...]:
+    def specs(self) -> tuple[Structure, ...]:
+        """The posterior blocks (:class:`~uncert_cli.posterior.structures.Structure`), in network order."""
         return self._specs
 
     @property
@@ -182,7 +174,7 @@ class LaplacePosterior:
 
     def kronecker_eigens(self) -> dict[str, object]:
         """The eigendecompositions in use per Kronecker block (shared by ``with_hyperparameters``)."""
-        return {s.module: s.eigen for s in self._specs if isinstance(s, KronSpec)}
+        return {s.module: s.kronecker_eigen for s in self._specs if s.kronecker_eigen is not None}
 
     # ------------------------------------------------------------------ marginals
     def marginal_variance(self) -> dict[str, Tensor]:

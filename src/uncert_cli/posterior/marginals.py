@@ -15,15 +15,15 @@ from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 
 from uncert_cli.errors import UserError
-from uncert_cli.posterior.precision import Spec, marginal_variance, quadratic_form
+from uncert_cli.posterior.structures import Structure
 
 DEFAULT_MAX_ELEMENTS = 1 << 24  # numbers per Jacobian chunk (128 MiB in float64)
 
 
-def parameter_variances(specs: Sequence[Spec], prec_eigs: Sequence[Tensor]) -> dict[str, Tensor]:
+def parameter_variances(specs: Sequence[Structure], prec_eigs: Sequence[Tensor]) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     for spec, eigs in zip(specs, prec_eigs):
-        out.update(marginal_variance(spec, eigs))
+        out.update(spec.marginal_variance(eigs))
     return out
 
 
@@ -35,7 +35,7 @@ def output_dim(model: nn.Module, x: Tensor) -> int:
 def functional_variance(
     model: nn.Module,
     map_params: dict[str, Tensor],
-    specs: Sequence[Spec],
+    specs: Sequence[Structure],
     prec_eigs: Sequence[Tensor],
     x: Tensor,
     *,
@@ -70,7 +70,7 @@ def _reduce_chunks(batched, specs, prec_eigs, x: Tensor, chunk_size: int) -> Ten
         jac = batched(x[start : start + chunk_size])  # name -> (b, C, *shape)
         var = None
         for spec, eigs in zip(specs, prec_eigs):
-            q = quadratic_form(spec, eigs, {n: jac[n] for n in spec.param_names}, batch_dims=2)
+            q = spec.quadratic_form(eigs, {n: jac[n] for n in spec.param_names}, batch_dims=2)
             var = q if var is None else var + q
         result.append(var)
     return torch.cat(result)

@@ -23,14 +23,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from uncert_cli.posterior.precision import PriorMode, Scalar, Spec, log_det, precision_eigenvalues
-from uncert_cli.posterior.precision import effective_params as _effective_params
+from uncert_cli.posterior.structures import PriorMode, Scalar, Structure
 
 LOG_2PI = math.log(2 * math.pi)
 
 
-def block_log_dets(specs: Sequence[Spec], taus: Sequence[Scalar], n_eff: Scalar, mode: PriorMode) -> list[Tensor]:
-    return [log_det(s, t, n_eff, mode) for s, t in zip(specs, taus)]
+def block_log_dets(specs: Sequence[Structure], taus: Sequence[Scalar], n_eff: Scalar, mode: PriorMode) -> list[Tensor]:
+    return [s.log_det(t, n_eff, mode) for s, t in zip(specs, taus)]
 
 
 def block_entropy(num_params: int, logdet: float) -> float:
@@ -38,18 +37,18 @@ def block_entropy(num_params: int, logdet: float) -> float:
     return 0.5 * (num_params * (1.0 + LOG_2PI) - logdet)
 
 
-def block_effective_params(spec: Spec, tau: float, n_eff: float, mode: PriorMode) -> float:
+def block_effective_params(spec: Structure, tau: float, n_eff: float, mode: PriorMode) -> float:
     """``γ = Σ λ / (λ + τ)`` over the eigenvalues ``λ = precision eigenvalue − τ`` of the data term.
 
     For ``prior_mode="eigen"`` (and diagonal blocks) ``λ`` are the eigenvalues of ``n_eff · curvature``;
     for ``"factor"`` they also contain the cross terms ``sqrt(n_eff τ)(λ_G + λ_A)`` that eq. 9 adds.
     """
-    return _effective_params(spec, precision_eigenvalues(spec, tau, n_eff, mode), tau)
+    return spec.effective_params(spec.precision(tau, n_eff, mode), tau)
 
 
 def log_marginal_likelihood(
     log_likelihood: Scalar,
-    specs: Sequence[Spec],
+    specs: Sequence[Structure],
     map_sq_norms: Sequence[Scalar],
     taus: Sequence[Scalar],
     n_eff: Scalar,

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from uncert_cli.curvature.hooks import Capture, backprop_vectors
 from uncert_cli.curvature.kronecker import per_example_rows
 from uncert_cli.curvature.subset import Unit, select_units
-from uncert_cli.posterior.precision import DiagSpec, KronSpec, Spec
+from uncert_cli.posterior.structures import Structure
 
 # Bound on B·C·O·I' numbers of the rotated per-example Jacobian formed for multi-position units.
 CHUNK_ELEMENTS = 1 << 24
@@ -37,25 +37,14 @@ CHUNK_ELEMENTS = 1 << 24
 OUTPUT_ROWS = 1 << 16
 
 
-def _basis_and_scale(spec: Spec, prec: Tensor, O: int, I_aug: int) -> tuple[Tensor | None, Tensor | None, Tensor]:
-    """``(U_G, U_A, S)`` of one block; ``None`` bases mean identity (diagonal blocks)."""
-    if isinstance(spec, KronSpec):
-        return spec.eigen.output_eigenvectors, spec.eigen.input_eigenvectors, 1.0 / prec
-    # DiagSpec packs [weight.flatten(), bias] -> the same (O, I') layout as W_aug.
-    w = prec[: O * (I_aug - (1 if len(spec.param_names) == 2 else 0))].reshape(O, -1)
-    if len(spec.param_names) == 2:
-        w = torch.cat([w, prec[-O:].reshape(O, 1)], dim=1)
-    return None, None, 1.0 / w
-
-
-def _unit_covariance(unit: Unit, spec: Spec, prec: Tensor, a: Tensor, g: Tensor) -> Tensor:
+def _unit_covariance(unit: Unit, spec: Structure, prec: Tensor, a: Tensor, g: Tensor) -> Tensor:
     """Contribution ``(B, C, C)`` of one unit from inputs ``a`` ``(B, P, I)`` and derivatives
     ``g`` ``(C, B, P, O)`` (all calls' positions concatenated)."""
     B, P, _ = a.shape
     C, O = g.shape[0], g.shape[-1]
     if len(unit.params) == 2:
         a = torch.cat([a, a.new_ones(B, P, 1)], dim=-1)
-    UG, UA, S = _basis_and_scale(spec, prec, O, a.shape[-1])
+    UG, UA, S = spec.output_basis(prec)  # None bases mean identity (diagonal blocks)
     a_hat = a if UA is None else a @ UA
     g_hat = g if UG is None else g @ UG
     if P == 1:
@@ -70,9 +59,10 @@ def _unit_covariance(unit: Unit, spec: Spec, prec: Tensor, a: Tensor, g: Tensor)
     return torch.cat(out)
 
 
-def supported(model: nn.Module, specs: Sequence[Spec]) -> list[Unit] | None:
-    """The units of ``specs`` if every one is a Linear/Conv Kronecker or diagonal block, else None."""
-    if not specs or not all(isinstance(s, (KronSpec, DiagSpec)) for s in specs):
+def supported(model: nn.Module, specs: Sequence[Structure]) -> list[Unit] | None:
+    """The units of ``specs`` if every one is a Linear/Conv block whose structure has a factored
+    output covariance (Kronecker, EKFAC, diagonal), else None."""
+    if not specs or not all(s.factored_outputs for s in specs):
         return None
     # The file names what it covers, frozen parameters included when the fit included them.
     units = {u.name: u for u in select_units(model, ",".join(s.module for s in specs), include_frozen=True)}
@@ -88,7 +78,7 @@ def supported(model: nn.Module, specs: Sequence[Spec]) -> list[Unit] | None:
 def output_covariance(
     model: nn.Module,
     units: Sequence[Unit],
-    specs: Sequence[Spec],
+    specs: Sequence[Structure],
     precs: Sequence[Tensor],
     x: Tensor,
     n_out: int | None = None,
@@ -112,7 +102,7 @@ def output_covariance(
 
 
 def batch_output_covariance(
-    model: nn.Module, units: Sequence[Unit], specs: Sequence[Spec], precs: Sequence[Tensor], x: Tensor
+    model: nn.Module, units: Sequence[Unit], specs: Sequence[Structure], precs: Sequence[Tensor], x: Tensor
 ) -> tuple[Tensor, Tensor] | None:
     """MAP outputs ``f`` ``(B, C)`` and ``J Σ Jᵀ`` ``(B, C, C)`` for a batch ``x``.
 

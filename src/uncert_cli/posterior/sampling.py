@@ -12,13 +12,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from uncert_cli.posterior.precision import Spec, noise_shape, sample_deviation
+from uncert_cli.posterior.structures import Structure
 
 DEFAULT_SEED = 0
 
 
 def draw_deviations(
-    specs: Sequence[Spec], prec_eigs: Sequence[Tensor], n_samples: int, generator: torch.Generator | None = None
+    specs: Sequence[Structure], prec_eigs: Sequence[Tensor], n_samples: int, generator: torch.Generator | None = None
 ) -> dict[str, Tensor]:
     """Posterior deviations ``θ − θ*`` for every covered parameter, each of shape ``(S, *param_shape)``.
 
@@ -28,8 +28,8 @@ def draw_deviations(
     out: dict[str, Tensor] = {}
     for spec, eigs in zip(specs, prec_eigs):
         dev = generator.device if generator is not None else torch.device("cpu")
-        z = torch.randn((n_samples, *noise_shape(spec)), generator=generator, dtype=eigs.dtype, device=dev)
-        out.update(sample_deviation(spec, eigs, z.to(eigs.device)))
+        z = torch.randn((n_samples, *spec.noise_shape()), generator=generator, dtype=eigs.dtype, device=dev)
+        out.update(spec.sample_deviation(eigs, z.to(eigs.device)))
     return out
 
 
@@ -45,7 +45,7 @@ class SampleCache:
 
     def get(
         self,
-        specs: Sequence[Spec],
+        specs: Sequence[Structure],
         prec_eigs: Sequence[Tensor],
         n_samples: int,
         generator: torch.Generator | None,

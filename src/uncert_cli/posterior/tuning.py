@@ -23,7 +23,7 @@ from torch import Tensor
 from uncert_cli.errors import UserError
 from uncert_cli.posterior import marglik as _marglik
 from uncert_cli.posterior.laplace import LaplacePosterior
-from uncert_cli.posterior.precision import Spec, to_float64
+from uncert_cli.posterior.structures import Structure
 from uncert_cli.posterior.predictive import PREDICTIVES
 
 Structure = Literal["scalar", "layer"]
@@ -140,8 +140,8 @@ def _record(step, value, log_taus, log_sigma, posterior, modules, structure) -> 
     return {"step": step, "log_marglik": value, "prior_precision": prior, "noise_std": noise}
 
 
-def _to_float64(spec: Spec) -> Spec:
-    return to_float64(spec)
+def _to_float64(spec: Structure) -> Structure:
+    return spec.to_float64()
 
 
 def validation_nll(
