@@ -11,17 +11,13 @@ Layout (documented for plain-h5py readers in ``docs/factors-format.md``)::
                                  n_data (the N used in the posterior), noise_std
     /tuning               attrs (optional, written by `uncert tune`): objective, result (JSON), history (JSON)
     /blocks/<k>           one group per block, k = 0, 1, ... in network order
-                          attrs: module, structure ("kronecker" | "diagonal"), param_names (JSON),
-                                 param_shapes (JSON)
-        kronecker:  input_factor (I',I'), output_factor (O,O), input_eigenvalues (I',),
-                    input_eigenvectors (I',I'), output_eigenvalues (O,), output_eigenvectors (O,O)
-        diagonal:   diagonal/<j> one dataset per parameter, shaped like the parameter
-        dense:      matrix (P,P), eigenvalues (P,), eigenvectors (P,P)          (--method full)
-        lowrank:    eigenvalues (K,), eigenvectors (P,K), diagonal (P,)           (--method lowrank)
-        ekfac:      eigenvalues (O,I'), input/output_eigenvalues, input/output_eigenvectors
-        kron-diag:  rank_indices (L,2), diagonal (O,I'), input/output_eigenvalues/eigenvectors
+                          attrs: module, structure (the block's storage tag), param_names (JSON),
+                                 param_shapes (JSON); datasets: those of the tag's codec
+                                 (``store_codecs``: kronecker, diagonal, dense, lowrank, ekfac, kron-diag)
 
-All factors are means over the data (see ``uncert_cli.curvature.blocks``).
+All factors are means over the data (see ``uncert_cli.curvature.blocks``). A block is written, read
+and checked by the codec of its tag (:data:`~uncert_cli.store_codecs.CODECS`); this module does the
+rest of the file.
 """
 
 from __future__ import annotations
@@ -42,24 +38,15 @@ import torch
 from uncert_cli import __version__
 from uncert_cli.atomic import FileIdentity, check_unchanged, in_memory_output, locked_update, write_bytes
 from uncert_cli.checkpoint import ModelMeta
-from uncert_cli.curvature.blocks import (
-    Block,
-    Curvature,
-    DenseBlock,
-    DiagonalBlock,
-    EKFACBlock,
-    KronDiagBlock,
-    KroneckerBlock,
-    KroneckerEigen,
-    LowRankBlock,
-)
+from uncert_cli.curvature.blocks import Curvature, CurvatureBlock
 from uncert_cli.errors import UserError
 from uncert_cli.input_files import check_input_file
 from uncert_cli.store_checks import check_layout, check_prior_to_write, check_values
+from uncert_cli.store_codecs import CODECS, Header
+from uncert_cli.store_format import read_tensor, write_array
 
 FORMAT_NAME = "uncert-factors"
 FORMAT_VERSION = 1
-_COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 
 
 @dataclass
@@ -89,75 +76,12 @@ class FactorFile:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _write_array(group: h5py.Group, name: str, tensor: torch.Tensor) -> None:
-    array = tensor.detach().cpu().numpy()
-    # Fletcher-32 checksums let the reader tell a flipped byte from a value (they need chunking, which
-    # scalars and empty arrays cannot have); compression only pays from a few dozen values on.
-    if array.size >= 64:
-        group.create_dataset(name, data=array, fletcher32=True, **_COMPRESSION)
-    elif array.ndim and array.size:
-        group.create_dataset(name, data=array, fletcher32=True)
-    else:
-        group.create_dataset(name, data=array)
-
-
-def _write_block(group: h5py.Group, block: Block) -> None:
+def _write_block(group: h5py.Group, block: CurvatureBlock) -> None:
     group.attrs["module"] = block.module
     group.attrs["param_names"] = json.dumps(list(block.param_names))
     group.attrs["param_shapes"] = json.dumps([list(s) for s in block.param_shapes])
-    if isinstance(block, KroneckerBlock):
-        group.attrs["structure"] = "kronecker"
-        _write_array(group, "input_factor", block.input_factor)
-        _write_array(group, "output_factor", block.output_factor)
-        eigen = block.eigen()
-        _write_array(group, "input_eigenvalues", eigen.input_eigenvalues)
-        _write_array(group, "input_eigenvectors", eigen.input_eigenvectors)
-        _write_array(group, "output_eigenvalues", eigen.output_eigenvalues)
-        _write_array(group, "output_eigenvectors", eigen.output_eigenvectors)
-    elif isinstance(block, DiagonalBlock):
-        group.attrs["structure"] = "diagonal"
-        diagonal = group.create_group("diagonal")
-        for j, values in enumerate(block.diagonal):
-            _write_array(diagonal, str(j), values)
-    else:
-        _write_structured_block(group, block)
-
-
-def _write_eigen(group: h5py.Group, eigen: KroneckerEigen) -> None:
-    _write_array(group, "input_eigenvalues", eigen.input_eigenvalues)
-    _write_array(group, "input_eigenvectors", eigen.input_eigenvectors)
-    _write_array(group, "output_eigenvalues", eigen.output_eigenvalues)
-    _write_array(group, "output_eigenvectors", eigen.output_eigenvectors)
-
-
-def _read_eigen(group: h5py.Group) -> KroneckerEigen:
-    return KroneckerEigen(
-        _tensor(group["input_eigenvalues"]), _tensor(group["input_eigenvectors"]),
-        _tensor(group["output_eigenvalues"]), _tensor(group["output_eigenvectors"]),
-    )
-
-
-def _write_structured_block(group: h5py.Group, block: Block) -> None:
-    """Blocks of --method full / lowrank / ekfac / kfac-diag (``structure`` = the block's own name)."""
-    group.attrs["structure"] = block.structure  # type: ignore[union-attr]
-    if isinstance(block, DenseBlock):
-        lam, vec = block.eigen()
-        _write_array(group, "matrix", block.matrix)
-        _write_array(group, "eigenvalues", lam)
-        _write_array(group, "eigenvectors", vec)
-    elif isinstance(block, LowRankBlock):
-        _write_array(group, "eigenvalues", block.eigenvalues)
-        _write_array(group, "eigenvectors", block.eigenvectors)
-        _write_array(group, "diagonal", block.diagonal)
-    elif isinstance(block, EKFACBlock):
-        _write_array(group, "eigenvalues", block.eigenvalues)
-        _write_eigen(group, block.eigen)
-    elif isinstance(block, KronDiagBlock):
-        _write_array(group, "rank_indices", block.rank_indices)
-        _write_array(group, "diagonal", block.diagonal)
-        _write_eigen(group, block.eigen)
-    else:  # pragma: no cover - every block type is handled above
-        raise TypeError(f"cannot store block type {type(block).__name__}")
+    group.attrs["structure"] = block.structure
+    CODECS[block.structure].write(group, block)
 
 
 def _json_attrs(group: h5py.Group, values: Mapping[str, Any]) -> None:
@@ -199,7 +123,7 @@ def write_factor_file(
             model.attrs["meta"] = model_meta.to_header()["uncert"]
             weights = model.create_group("state_dict")
             for name, tensor in state_dict.items():
-                _write_array(weights, name, tensor)
+                write_array(weights, name, tensor)
             fit_group = f.create_group("fit")
             _json_attrs(fit_group, dict(fit))
             fit_group.attrs["n_data"] = curvature.n_data
@@ -222,48 +146,14 @@ def _write_prior(f: h5py.File, prior: PriorSettings) -> None:
     group.attrs["noise_std"] = json.dumps(prior.noise_std)
 
 
-def _tensor(dataset: h5py.Dataset) -> torch.Tensor:
-    # native byte order: torch refuses big-endian arrays (files written by other tools may hold them)
-    return torch.from_numpy(np.ascontiguousarray(dataset[()], dtype=dataset.dtype.newbyteorder("=")))
-
-
-def _read_block(group: h5py.Group) -> Block:
-    module = str(group.attrs["module"])
-    names = tuple(json.loads(group.attrs["param_names"]))
-    shapes = tuple(tuple(s) for s in json.loads(group.attrs["param_shapes"]))
-    if group.attrs["structure"] == "kronecker":
-        block = KroneckerBlock(
-            module, names, shapes, _tensor(group["input_factor"]), _tensor(group["output_factor"])
-        )
-        block.set_eigen(
-            KroneckerEigen(
-                _tensor(group["input_eigenvalues"]),
-                _tensor(group["input_eigenvectors"]),
-                _tensor(group["output_eigenvalues"]),
-                _tensor(group["output_eigenvectors"]),
-            )
-        )
-        return block
+def _read_block(group: h5py.Group) -> CurvatureBlock:
+    header = Header(str(group.attrs["module"]), tuple(json.loads(group.attrs["param_names"])),
+                    tuple(tuple(s) for s in json.loads(group.attrs["param_shapes"])))
     structure = str(group.attrs["structure"])
-    if structure == "dense":
-        block = DenseBlock(module, names, shapes, _tensor(group["matrix"]))
-        block.set_eigen(_tensor(group["eigenvalues"]), _tensor(group["eigenvectors"]))
-        return block
-    if structure == "lowrank":
-        return LowRankBlock(
-            module, names, shapes, _tensor(group["eigenvalues"]), _tensor(group["eigenvectors"]),
-            _tensor(group["diagonal"]),
-        )
-    if structure == "ekfac":
-        return EKFACBlock(module, names, shapes, _read_eigen(group), _tensor(group["eigenvalues"]))
-    if structure == "kron-diag":
-        return KronDiagBlock(
-            module, names, shapes, _read_eigen(group), _tensor(group["rank_indices"]).long(), _tensor(group["diagonal"])
-        )
-    if structure != "diagonal":
-        raise UserError(f"block '{module}' has unknown structure '{structure}'; upgrade uncert or refit")
-    diagonal = group["diagonal"]
-    return DiagonalBlock(module, names, shapes, tuple(_tensor(diagonal[str(j)]) for j in range(len(names))))
+    codec = CODECS.get(structure)
+    if codec is None:
+        raise UserError(f"block '{header.module}' has unknown structure '{structure}'; upgrade uncert or refit")
+    return codec.read(group, header)
 
 
 def _attrs(group: h5py.Group) -> dict[str, Any]:
@@ -318,7 +208,7 @@ def read_factor_file(path: str | os.PathLike) -> FactorFile:
             tuning = None
             if "tuning" in f:
                 tuning = {k: json_attribute(v) for k, v in _attrs(f["tuning"]).items()}
-            state_dict = {name: _tensor(ds) for name, ds in model["state_dict"].items()}
+            state_dict = {name: read_tensor(ds) for name, ds in model["state_dict"].items()}
             check_values(curvature, state_dict, path)
             return FactorFile(
                 path=path,

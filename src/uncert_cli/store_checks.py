@@ -28,20 +28,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from uncert_cli.curvature.blocks import (
-    ALL_METHODS,
-    Curvature,
-    DenseBlock,
-    DiagonalBlock,
-    EKFACBlock,
-    KronDiagBlock,
-    KroneckerBlock,
-    KroneckerEigen,
-    LowRankBlock,
-)
+from uncert_cli.curvature.blocks import ALL_METHODS, Curvature
 from uncert_cli.errors import UserError
+from uncert_cli.store_codecs import CODECS
+from uncert_cli.store_format import FLOAT_DTYPES, INDEX_DTYPES, WEIGHT_DTYPES, damaged
 
-STRUCTURES = ("kronecker", "diagonal", "dense", "lowrank", "ekfac", "kron-diag")
+STRUCTURES = tuple(CODECS)
 TASKS = ("classification", "regression")
 FISHER_TYPES = ("exact", "mc", "empirical")
 PRIOR_MODES = ("eigen", "factor")
@@ -49,16 +41,9 @@ PRIOR_MODES = ("eigen", "factor")
 # times the bytes it occupies (plus slack for tiny ones) cannot have been written in full.
 MAX_COMPRESSION = 1100
 SLACK_BYTES = 1 << 20
-FLOAT_DTYPES = tuple(np.dtype(t) for t in ("float16", "float32", "float64"))
-INDEX_DTYPES = tuple(np.dtype(t) for t in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32"))
-WEIGHT_DTYPES = FLOAT_DTYPES + INDEX_DTYPES + tuple(np.dtype(t) for t in ("bool", "complex64", "complex128"))
 NEGATIVE_TOLERANCE = 1e-6  # relative to the largest magnitude: eigenvalues are stored clamped at 0
 SYMMETRY_TOLERANCE = 1e-4  # relative; the engine writes exactly symmetric factors
 NORM_TOLERANCE = 1e-2  # |‖u‖ − 1| of stored eigenvectors (float32 round-off is ~1e-6)
-
-
-def damaged(path: Path, where: str, problem: str) -> UserError:
-    return UserError(f"'{path}' is damaged: {where} {problem}; refit it with 'uncert fit'")
 
 
 # --------------------------------------------------------------------------------------- layout
@@ -178,7 +163,7 @@ def _check_block(group: Any, where: str, weights: Mapping[str, tuple[int, ...]],
         if name in seen:
             raise damaged(path, where, f"covers '{name}', which an earlier block covers too")
         seen.add(name)
-    for name, (shape, dtypes) in _expected_datasets(group, structure, shapes, where, path).items():
+    for name, (shape, dtypes) in CODECS[structure].expected(group, shapes, where, path).items():
         ds = _check_dataset(group.get(name), f"{where}/{name}", path, dtypes)
         if tuple(ds.shape) != shape:
             raise damaged(path, f"{where}/{name}", f"has shape {tuple(ds.shape)}, expected {shape} from the parameter "
@@ -189,95 +174,20 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _expected_datasets(
-    group: h5py.Group, structure: str, shapes: list[list[int]], where: str, path: Path
-) -> dict[str, tuple[tuple[int, ...], tuple[np.dtype, ...]]]:
-    """``{dataset: (shape, allowed dtypes)}`` that a block of ``structure`` over ``shapes`` must hold."""
-    total = sum(math.prod(s) for s in shapes)
-    if structure == "diagonal":
-        return {f"diagonal/{j}": (tuple(s), FLOAT_DTYPES) for j, s in enumerate(shapes)}
-    if structure in ("dense", "lowrank"):
-        if structure == "dense":
-            return {"matrix": ((total, total), FLOAT_DTYPES), "eigenvalues": ((total,), FLOAT_DTYPES),
-                    "eigenvectors": ((total, total), FLOAT_DTYPES)}
-        # K from the eigenvectors when they look right, else from the eigenvalues, so that the
-        # message names the dataset that is actually wrong.
-        lam, vec = group.get("eigenvalues"), group.get("eigenvectors")
-        if isinstance(vec, h5py.Dataset) and vec.ndim == 2 and vec.shape[0] == total:
-            rank = vec.shape[1]
-        else:
-            rank = lam.shape[0] if isinstance(lam, h5py.Dataset) and lam.ndim == 1 else -1
-        if not 1 <= rank <= total:
-            raise damaged(path, f"{where}/eigenvalues", f"is not a vector of 1 to {total} eigenvalues")
-        return {"eigenvalues": ((rank,), FLOAT_DTYPES), "eigenvectors": ((total, rank), FLOAT_DTYPES),
-                "diagonal": ((total,), FLOAT_DTYPES)}
-    # kronecker, ekfac, kron-diag: W_aug of shape (O, I') = [W.reshape(O, -1) | b]
-    weight = shapes[0]
-    if len(weight) < 2 or len(shapes) > 2 or (len(shapes) == 2 and list(shapes[1]) != [weight[0]]):
-        raise damaged(path, where, f"has parameter shapes {shapes}, which are not a weight (O, I, ...) and bias (O,)")
-    o, i = weight[0], math.prod(weight[1:]) + (len(shapes) == 2)
-    out = {"input_eigenvalues": ((i,), FLOAT_DTYPES), "input_eigenvectors": ((i, i), FLOAT_DTYPES),
-           "output_eigenvalues": ((o,), FLOAT_DTYPES), "output_eigenvectors": ((o, o), FLOAT_DTYPES)}
-    if structure == "kronecker":
-        out.update({"input_factor": ((i, i), FLOAT_DTYPES), "output_factor": ((o, o), FLOAT_DTYPES)})
-    elif structure == "ekfac":
-        out["eigenvalues"] = ((o, i), FLOAT_DTYPES)
-    else:
-        idx = group.get("rank_indices")
-        rank = idx.shape[0] if isinstance(idx, h5py.Dataset) and idx.ndim == 2 else -1
-        if not 1 <= rank <= o * i:
-            raise damaged(path, f"{where}/rank_indices", f"is not a (L, 2) table with 1 ≤ L ≤ {o * i}")
-        out.update({"rank_indices": ((rank, 2), INDEX_DTYPES), "diagonal": ((o, i), FLOAT_DTYPES)})
-    return out
-
-
 # --------------------------------------------------------------------------------------- values
 def check_values(curvature: Curvature, state_dict: Mapping[str, Tensor], path: Path) -> None:
     """Refuse non-finite numbers, negative eigenvalues/diagonals, asymmetric factors, eigenvectors that
     are not unit vectors and rank indices out of range (the layout is already known to be right)."""
     for k, block in enumerate(curvature.blocks):
         where = f"/blocks/{k}"
-        for name, tensor, rule in _block_arrays(block):
+        codec = CODECS[block.structure]
+        for name, tensor, rule in codec.arrays(block):
             _check_array(tensor, rule, f"{where}/{name}", path)
-        if isinstance(block, KronDiagBlock):
-            o, i = block.diagonal.shape
-            idx = block.rank_indices
-            if bool((idx < 0).any()) or bool((idx[:, 0] >= o).any()) or bool((idx[:, 1] >= i).any()):
-                raise damaged(path, f"{where}/rank_indices", f"holds indices outside ({o}, {i})")
-            if len(torch.unique(idx[:, 0] * i + idx[:, 1])) != len(idx):
-                raise damaged(path, f"{where}/rank_indices", "lists an eigenpair twice")
+        codec.check(block, where, path)
         for name in block.param_names:
             weight = state_dict[name]
             if weight.is_floating_point() and not bool(torch.isfinite(weight).all()):
                 raise damaged(path, f"/model/state_dict/{name}", "contains NaN or inf")
-
-
-def _eigen_arrays(e: KroneckerEigen) -> list[tuple[str, Tensor, str]]:
-    return [("input_eigenvalues", e.input_eigenvalues, "nonnegative"),
-            ("input_eigenvectors", e.input_eigenvectors, "eigenvectors"),
-            ("output_eigenvalues", e.output_eigenvalues, "nonnegative"),
-            ("output_eigenvectors", e.output_eigenvectors, "eigenvectors")]
-
-
-def _block_arrays(block: Any) -> list[tuple[str, Tensor, str]]:
-    """``(dataset name, tensor, rule)`` for every floating array of a block as read from the file."""
-    if isinstance(block, KroneckerBlock):
-        return [("input_factor", block.input_factor, "factor"), ("output_factor", block.output_factor, "factor"),
-                *_eigen_arrays(block.eigen())]
-    if isinstance(block, DiagonalBlock):
-        return [(f"diagonal/{j}", d, "nonnegative") for j, d in enumerate(block.diagonal)]
-    if isinstance(block, DenseBlock):
-        lam, vec = block.eigen()
-        return [("matrix", block.matrix, "factor"), ("eigenvalues", lam, "nonnegative"),
-                ("eigenvectors", vec, "eigenvectors")]
-    if isinstance(block, LowRankBlock):
-        return [("eigenvalues", block.eigenvalues, "nonnegative"), ("eigenvectors", block.eigenvectors, "eigenvectors"),
-                ("diagonal", block.diagonal, "nonnegative")]
-    if isinstance(block, EKFACBlock):
-        return [("eigenvalues", block.eigenvalues, "nonnegative"), *_eigen_arrays(block.eigen)]
-    if isinstance(block, KronDiagBlock):
-        return [("diagonal", block.diagonal, "nonnegative"), *_eigen_arrays(block.eigen)]
-    raise TypeError(f"no value checks for block type {type(block).__name__}")  # pragma: no cover
 
 
 def _check_array(tensor: Tensor, rule: str, where: str, path: Path) -> None:

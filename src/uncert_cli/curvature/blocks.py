@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, Union
+from typing import ClassVar, Literal
 
 import torch
 
@@ -41,8 +41,47 @@ class KroneckerEigen:
     repairs: tuple[str, ...] = ()
 
 
+class CurvatureBlock:
+    """What every curvature block has besides its arrays: its storage tag and a few per-structure
+    answers. Each block type below overrides what differs; nothing outside the block asks its type.
+
+    ``structure`` names the block in the factor file (the ``structure`` attribute of its group), in
+    the codec table of ``store_codecs`` and in the posterior's table of structures.
+    """
+
+    structure: ClassVar[str]
+    module: str
+    param_names: tuple[str, ...]
+    param_shapes: tuple[tuple[int, ...], ...]
+
+    @property
+    def num_params(self) -> int:
+        raise NotImplementedError
+
+    def decompose(self) -> tuple[str, ...]:
+        """Eigendecompose now, if the block stores a decomposition it has not computed yet; returns
+        what the eigensolver needed beyond plain eigh (recorded as ``eigen_repairs``)."""
+        return ()
+
+    def factor_shapes(self) -> list[list[int]] | None:
+        """Shapes of the Kronecker factors ``[G, A]`` where the block stores them (the fit's table)."""
+        return None
+
+    def value_tensors(self) -> list[torch.Tensor]:
+        """Arrays that no eigendecomposition checks for NaN/inf (diagonals, corrected eigenvalues)."""
+        return []
+
+    def to(self, device: torch.device) -> CurvatureBlock:
+        """A copy with every tensor (cached eigendecompositions included) on ``device``."""
+        moved = _moved(self, device)
+        eigen = getattr(self, "_eigen", None)
+        if eigen is not None:  # cached eigendecompositions are not constructor arguments of every block
+            moved._eigen = _moved(eigen, device)
+        return moved
+
+
 @dataclass
-class KroneckerBlock:
+class KroneckerBlock(CurvatureBlock):
     """Curvature of one Linear/Conv module, approximated as ``output_factor ⊗ input_factor``."""
 
     module: str  # module path in the model, e.g. "fc1" or "layer1.0.conv1"
@@ -79,9 +118,15 @@ class KroneckerBlock:
     def set_eigen(self, eigen: KroneckerEigen) -> None:
         self._eigen = eigen
 
+    def decompose(self) -> tuple[str, ...]:
+        return self.eigen().repairs
+
+    def factor_shapes(self) -> list[list[int]] | None:
+        return [list(self.output_factor.shape), list(self.input_factor.shape)]
+
 
 @dataclass
-class DiagonalBlock:
+class DiagonalBlock(CurvatureBlock):
     """Diagonal curvature of one module's parameters (any module type)."""
 
     module: str
@@ -95,15 +140,18 @@ class DiagonalBlock:
     def num_params(self) -> int:
         return sum(d.numel() for d in self.diagonal)
 
+    def value_tensors(self) -> list[torch.Tensor]:
+        return list(self.diagonal)
 
-Block = Union[KroneckerBlock, DiagonalBlock]
+
+Block = CurvatureBlock
 
 
 @dataclass
 class Curvature:
     """Everything the engine computed: per-module blocks and how they were computed."""
 
-    blocks: list[Block]
+    blocks: list[CurvatureBlock]
     n_data: int  # number of data points the means were taken over
     task: Task
     method: Method
@@ -124,7 +172,7 @@ ALL_METHODS: tuple[str, ...] = ("diag", "kfac", "full", "lowrank", "ekfac", "kfa
 
 
 @dataclass
-class DenseBlock:
+class DenseBlock(CurvatureBlock):
     """The exact (dense) curvature over several modules' parameters jointly (``--method full``).
 
     Parameters are packed as the flat concatenation of ``param_names`` (each flattened row-major);
@@ -155,9 +203,13 @@ class DenseBlock:
     def set_eigen(self, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor) -> None:
         self._eigen = (eigenvalues, eigenvectors)
 
+    def decompose(self) -> tuple[str, ...]:
+        self.eigen()
+        return self.eigen_repairs
+
 
 @dataclass
-class LowRankBlock:
+class LowRankBlock(CurvatureBlock):
     """``V diag(λ) Vᵀ + diag(d)`` over several modules jointly (``--method lowrank``).
 
     ``V`` holds the top-K eigenvectors of the curvature (orthonormal columns) and ``d`` is the exact
@@ -182,9 +234,12 @@ class LowRankBlock:
     def rank(self) -> int:
         return self.eigenvalues.numel()
 
+    def value_tensors(self) -> list[torch.Tensor]:
+        return [self.eigenvalues, self.diagonal]
+
 
 @dataclass
-class EKFACBlock:
+class EKFACBlock(CurvatureBlock):
     """Eigenvalue-corrected KFAC of one Linear/Conv module (George et al. 2018).
 
     Curvature ``(Ug ⊗ Ua) diag(vec S) (Ug ⊗ Ua)ᵀ``: the Kronecker eigenbases of the KFAC factors
@@ -208,9 +263,15 @@ class EKFACBlock:
     def num_params(self) -> int:
         return self.eigenvalues.numel()
 
+    def decompose(self) -> tuple[str, ...]:
+        return self.eigen.repairs
+
+    def value_tensors(self) -> list[torch.Tensor]:
+        return [self.eigenvalues]
+
 
 @dataclass
-class KronDiagBlock:
+class KronDiagBlock(CurvatureBlock):
     """KFAC's top-L Kronecker eigenpairs plus a diagonal (``--method kfac-diag``; Lee et al. 2020).
 
     Curvature ``Σ_l λg[i_l] λa[j_l] (ug_{i_l} ⊗ ua_{j_l})(ug_{i_l} ⊗ ua_{j_l})ᵀ + diag(vec D)`` with
@@ -235,6 +296,12 @@ class KronDiagBlock:
     def num_params(self) -> int:
         return self.diagonal.numel()
 
+    def decompose(self) -> tuple[str, ...]:
+        return self.eigen.repairs
+
+    def value_tensors(self) -> list[torch.Tensor]:
+        return [self.diagonal]
+
     def lowrank_part(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(λ (L,), V (O·I', L))``: the kept eigenpairs as explicit orthonormal vectors."""
         e = self.eigen
@@ -245,18 +312,14 @@ class KronDiagBlock:
         return lam, vec.reshape(len(i), -1).T
 
 
-def eigen_repairs(block) -> tuple[str, ...]:
+def eigen_repairs(block: CurvatureBlock) -> tuple[str, ...]:
     """What the eigendecompositions of ``block`` needed beyond plain eigh (empty for most blocks)."""
-    if isinstance(block, DenseBlock):
-        return block.eigen_repairs
-    eigen = block.eigen() if isinstance(block, KroneckerBlock) else getattr(block, "eigen", None)
-    return eigen.repairs if isinstance(eigen, KroneckerEigen) else ()
+    return block.decompose()
 
 
-def _check_finite(block) -> None:
+def _check_finite(block: CurvatureBlock) -> None:
     """Diagonals and corrected eigenvalues get no eigendecomposition that would notice NaN/inf."""
-    tensors = [getattr(block, name) for name in ("diagonal", "eigenvalues") if hasattr(block, name)]
-    flat = [t for v in tensors for t in (v if isinstance(v, tuple) else (v,)) if isinstance(t, torch.Tensor)]
+    flat = block.value_tensors()
     if any(not bool(torch.isfinite(t).all()) for t in flat):
         hint = ("refit with --dtype float64" if flat[0].dtype != torch.float64
                 else "check the model's weights and the data for huge or non-finite values")
@@ -269,15 +332,13 @@ def ensure_eigen(curvature: Curvature) -> dict[str, tuple[str, ...]]:
     out: dict[str, tuple[str, ...]] = {}
     for block in curvature.blocks:
         _check_finite(block)
-        if isinstance(block, (KroneckerBlock, DenseBlock)):
-            block.eigen()
-        repairs = eigen_repairs(block)
+        repairs = block.decompose()
         if repairs:
             out[block.module] = repairs
     return out
 
 
-AnyBlock = Union[KroneckerBlock, DiagonalBlock, DenseBlock, LowRankBlock, EKFACBlock, KronDiagBlock]
+AnyBlock = CurvatureBlock
 
 
 def _moved(value, device: torch.device):
@@ -294,11 +355,4 @@ def _moved(value, device: torch.device):
 def curvature_to(curvature: Curvature, device: torch.device | str) -> Curvature:
     """A copy of ``curvature`` with every block's tensors (factors, eigenbases, diagonals) on ``device``."""
     device = torch.device(device)
-    blocks = []
-    for block in curvature.blocks:
-        moved = _moved(block, device)
-        eigen = getattr(block, "_eigen", None)
-        if eigen is not None:  # cached eigendecompositions are not constructor arguments of every block
-            moved._eigen = _moved(eigen, device)
-        blocks.append(moved)
-    return dataclasses.replace(curvature, blocks=blocks)
+    return dataclasses.replace(curvature, blocks=[block.to(device) for block in curvature.blocks])

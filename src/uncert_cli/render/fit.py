@@ -8,7 +8,6 @@ from typing import Any
 from rich.table import Table
 from torch import nn
 
-from uncert_cli.curvature import KroneckerBlock
 from uncert_cli.curvature.subset import frozen_parameters, select_units
 from uncert_cli.fitting import FitOptions, FitResult
 from uncert_cli.memory import format_size
@@ -20,14 +19,10 @@ def fit_summary(result: FitResult, output: Path) -> dict[str, Any]:
     layers = [
         {
             "module": block.module,
-            "structure": "kronecker" if isinstance(block, KroneckerBlock) else getattr(block, "structure", "diagonal"),
+            "structure": block.structure,
             "params": block.num_params,
             "param_names": list(block.param_names),
-            "factor_shapes": (
-                [list(block.output_factor.shape), list(block.input_factor.shape)]
-                if isinstance(block, KroneckerBlock)
-                else None
-            ),
+            "factor_shapes": block.factor_shapes(),
         }
         for block in curvature.blocks
     ]
