@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch import nn
+
 from uncert_cli.analysis.attack import ATTACK_KINDS, AttackedPredictive, AttackReport, targeted_attack, untargeted_attack
 from uncert_cli.analysis.ood import (
     LAPLACE_KINDS,
@@ -26,12 +28,13 @@ from uncert_cli.analysis.ood import (
     tune_on_validation,
 )
 from uncert_cli.checkpoint import ModelMeta
-from uncert_cli.data import ArrayDataset, adapt_to_model, convert_images, load_dataset, parse_normalize
+from uncert_cli.data import ArrayDataset, ImageConversion, adapt_to_model, load_dataset, parse_normalize
 from uncert_cli.curvature.plain_kernels import needs_plain_kernels
 from uncert_cli.data.dataset import is_token_ids
 from uncert_cli.errors import UserError
 from uncert_cli.factors import OpenedFactors, open_posterior
-from uncert_cli.inputs import load_model_data
+from uncert_cli.forward_check import check_model_runs
+from uncert_cli.inputs import load_model_data, recorded_conversion
 from uncert_cli.posterior import LaplacePosterior
 from uncert_cli.posterior.predictive import PREDICTIVES
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
@@ -96,11 +99,18 @@ class AnalysisSettings:
     download: bool = False
     normalize: str | None = None
     device: str = "cpu"
-    resize: tuple[int, int] | None = None  # (H, W) the OOD sets are resized to (not the in-distribution data)
-    grayscale: bool = False  # OOD sets: RGB → one luma channel (not the in-distribution data)
+    # Image conversion of every set read (in-distribution, held-out, OOD); a field left None is the fit's.
+    resize: tuple[int, int] | None = None  # (H, W)
+    grayscale: bool = False  # RGB → one luma channel (channels=1)
+    channels: int | None = None  # 1 or 3
     objective: str = "widest"  # tuning objective of each Laplace predictive: widest or val-nll
     nll_tolerance: float = DEFAULT_NLL_TOLERANCE  # widest: relative held-out NLL a wider posterior may cost
     val_from: str | None = None  # held-out examples: val, test or train (None: val where the set has one, else test)
+
+    @property
+    def conversion(self) -> ImageConversion:
+        """The conversion given here; :func:`~uncert_cli.inputs.recorded_conversion` fills the rest from the fit."""
+        return ImageConversion(channels=1 if self.grayscale else self.channels, size=self.resize)
 
 
 @dataclass
@@ -165,7 +175,7 @@ def prepare_analysis(
     required_by = None if s.data else f"evaluating the fit's data '{spec}' (no --data given) needs its test split"
     data = load_model_data(
         meta, spec, split="test", limit=total, root=s.root, download=s.download, normalize=s.normalize,
-        split_required_by=required_by,
+        conversion=s.conversion, model=opened.model.module, split_required_by=required_by,
     )
     if continuous_inputs and is_token_ids(data.inputs):
         raise UserError(
@@ -178,7 +188,7 @@ def prepare_analysis(
         held_out = ValidationChoice("test", f"test[0:{len(validation)}]", len(validation))
     else:
         evaluation = data
-        validation, held_out = (load_held_out(meta, spec, source, s) if source is not None else (None, None))
+        validation, held_out = (load_held_out(meta, spec, source, s, model=opened.model.module) if source is not None else (None, None))
     posteriors: dict[str, tuple[LaplacePosterior, Hyperparameters | None]] = {}
     for kind in kinds:
         if kind not in LAPLACE_KINDS:
@@ -215,21 +225,25 @@ def _split(data: ArrayDataset, val_size: int, limit: int | None) -> tuple[ArrayD
     return subset_rows(data, 0, val_size), subset_rows(data, val_size, val_size + limit)
 
 
-def load_ood_set(meta: ModelMeta, spec: str, settings: AnalysisSettings) -> ArrayDataset:
+def load_ood_set(meta: ModelMeta, spec: str, settings: AnalysisSettings, model: nn.Module | None = None) -> ArrayDataset:
     """An OOD set shaped and normalised like the model's inputs; its labels are ignored.
 
-    ``settings.grayscale`` / ``settings.resize`` convert its images first (:func:`convert_images`).
+    Its images are converted first, as the in-distribution data is (the fit's conversion with the fields
+    ``settings`` gives replaced). With ``model`` the model's forward is tried on its first examples.
     """
     try:
         raw = load_dataset(spec, split="test", root=settings.root, limit=settings.limit, download=settings.download)
-        raw = convert_images(raw, channels=1 if settings.grayscale else None, size=settings.resize)
+        raw = recorded_conversion(meta, settings.conversion).apply(raw)
         if settings.normalize:
             norm = parse_normalize(settings.normalize)
         elif meta.normalize_mean is not None and meta.normalize_std is not None:
             norm = (list(meta.normalize_mean), list(meta.normalize_std))
         else:
             norm = None
-        return adapt_to_model(raw, meta.input_shape, normalize=norm, convertible=True)
+        data = adapt_to_model(raw, meta.input_shape, normalize=norm, convertible=True)
+        if model is not None:
+            check_model_runs(model, data)
+        return data
     except UserError as exc:
         raise UserError(f"--against {spec}: {exc}") from None
 
@@ -250,7 +264,8 @@ def run_ood(
         raise UserError("the same --against set is given twice; pass each OOD set once")
     prepared = prepare_analysis(factors, kinds, settings, announce=announce, warn=warn)
     kinds = prepared.kinds
-    ood_sets = {spec: load_ood_set(prepared.meta, spec, settings) for spec in against}
+    model = prepared.opened.model.module
+    ood_sets = {spec: load_ood_set(prepared.meta, spec, settings, model) for spec in against}
     total = len(prepared.evaluation) + sum(len(d) for d in ood_sets.values())
     results = {}
     for kind in kinds:
@@ -270,7 +285,10 @@ def run_ood(
                   "in_distribution_split": prepared.evaluation.split,
                   "ood_splits": {name: data.split for name, data in ood_sets.items()},
                   "ood_resize": list(settings.resize) if settings.resize is not None else None,
-                  "ood_grayscale": settings.grayscale, **_held_out_settings(prepared)},
+                  "ood_grayscale": settings.grayscale,
+                  # the conversion every set went through: the fit's, with the fields given to ood replaced
+                  "input_conversion": recorded_conversion(prepared.meta, settings.conversion).to_dict(),
+                  **_held_out_settings(prepared)},
     )
 
 
@@ -321,6 +339,7 @@ def run_attack(
             "factors": str(factors), "data": evaluation.name, "n": len(evaluation), "samples": attack.samples,
             "seed": settings.seed, "target_class": attack.target, "targeted_step_size": attack.step_size,
             "n_validation": len(prepared.validation) if prepared.validation is not None else 0,
+            "input_conversion": recorded_conversion(prepared.meta, settings.conversion).to_dict(),
             **_held_out_settings(prepared),
         },
         hyperparameters={k: hp for k, (_, hp) in prepared.posteriors.items()},

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from uncert_cli.checkpoint import LoadedModel, ModelMeta, load_model, parse_arch_kwargs
-from uncert_cli.data import ArrayDataset, adapt_to_model, load_dataset, parse_normalize
+from uncert_cli.data import ArrayDataset, ImageConversion, adapt_to_model, load_dataset, parse_normalize
 from uncert_cli.errors import UserError
+from uncert_cli.forward_check import check_model_runs
 
 
 def load_checkpoint_model(
@@ -40,14 +41,20 @@ def load_model_data(
     root: str | Path | None = None,
     download: bool = False,
     normalize: str | None = None,
+    conversion: ImageConversion | None = None,
     role: str = "--data",
     model: nn.Module | None = None,
     split_required_by: str | None = None,
+    offers: tuple[str, ...] = ("channels", "resize"),
 ) -> ArrayDataset:
     """Load ``spec`` (default: the dataset the checkpoint says it was trained on), shaped for the model.
 
+    The images are converted (:func:`recorded_conversion`: the one ``meta`` records, each field
+    replaced by ``conversion``'s where set), then normalised and reshaped (:func:`adapt_to_model`).
     When the checkpoint records no input shape and ``model`` is given, the shape is the first of the
     dataset's readings that the model runs on (:func:`infer_input_shape`); ``fit`` records it.
+    With ``model`` the model's forward is then tried on the first examples
+    (:func:`~uncert_cli.forward_check.check_model_runs`, suggesting the fixes named in ``offers``).
     A file without splits is used whole unless ``split_required_by`` says who asked for the split
     (``"--split test was given"``); it is then an error.
     """
@@ -55,11 +62,27 @@ def load_model_data(
     if not spec:
         raise UserError(f"no dataset given and the checkpoint does not name one; pass {role} SPEC (e.g. {role} mnist)")
     raw = load_dataset(spec, split=split, root=root, limit=limit, download=download, split_required_by=split_required_by)
+    raw = recorded_conversion(meta, conversion).apply(raw)
     norm = parse_normalize(normalize) if normalize else _checkpoint_normalization(meta)
     shape = meta.input_shape
     if shape is None and model is not None:
         shape = infer_input_shape(model, raw)
-    return adapt_to_model(raw, shape, normalize=norm, num_outputs=meta.num_outputs, task=meta.task)
+    data = adapt_to_model(raw, shape, normalize=norm, num_outputs=meta.num_outputs, task=meta.task, convertible=True)
+    if model is not None:
+        check_model_runs(model, data, offers=offers)
+    return data
+
+
+def recorded_conversion(meta: ModelMeta, given: ImageConversion | None = None) -> ImageConversion:
+    """The image conversion ``meta`` records (``fit --channels/--resize``), overridden field by field by ``given``."""
+    stored = ImageConversion(channels=meta.convert_channels, size=meta.convert_size)  # type: ignore[arg-type]
+    return stored if given is None else stored.overridden_by(given)
+
+
+def with_conversion(meta: ModelMeta, conversion: ImageConversion) -> ModelMeta:
+    """``meta`` recording ``conversion`` (what ``fit`` applied), so later commands convert their data alike."""
+    size = tuple(conversion.size) if conversion.size is not None else None
+    return dataclasses.replace(meta, convert_channels=conversion.channels, convert_size=size)
 
 
 def parse_input_shape(text: str) -> tuple[int, ...]:

@@ -13,6 +13,7 @@ import torch
 from uncert_cli.data import ArrayDataset, iter_batches
 from uncert_cli.errors import UserError
 from uncert_cli.factors import open_posterior
+from uncert_cli.forward_check import check_model_runs
 from uncert_cli.posterior import TuneResult, grid_edges, tune_prior_marglik, tune_val_nll
 from uncert_cli.atomic import FileIdentity
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE, tune_widest, validation_scores
@@ -98,6 +99,8 @@ def tune_factor_file(
     before = factors.prior
     if load_held_out is not None:
         val_data, val_choice = load_held_out(factors)
+    if val_data is not None:  # the model's own failure on these examples is the user's to fix
+        check_model_runs(opened.model.module, val_data)
     if predictive is None:
         classifier_fast = posterior.task == "classification" and posterior.has_factored_outputs
         predictive = "probit" if classifier_fast else "glm"

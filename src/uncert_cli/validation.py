@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from torch import nn
+
 from uncert_cli.checkpoint import ModelMeta
 from uncert_cli.data import ArrayDataset
 from uncert_cli.data.registry import EMBEDDED_DATASETS
@@ -56,14 +58,18 @@ def resolve_val_from(spec: str | None, val_from: str | None) -> str:
     return choice
 
 
-def load_held_out(meta: ModelMeta, spec: str, source: str, settings) -> tuple[ArrayDataset, ValidationChoice]:
-    """The held-out examples of ``source`` for ``spec``, shaped for the model.
+def load_held_out(
+    meta: ModelMeta, spec: str, source: str, settings, model: nn.Module | None = None
+) -> tuple[ArrayDataset, ValidationChoice]:
+    """The held-out examples of ``source`` for ``spec``, shaped for the model (tried on them when given).
 
-    ``settings`` supplies ``val_size``, ``root``, ``download`` and ``normalize`` (an ``AnalysisSettings``).
+    ``settings`` supplies ``val_size``, ``root``, ``download``, ``normalize`` and ``conversion`` (an
+    ``AnalysisSettings``).
     """
     from uncert_cli.analysis.ood import subset_rows  # analysis imports posterior; keep this module light
 
-    load = dict(root=settings.root, download=settings.download, normalize=settings.normalize)
+    load = dict(root=settings.root, download=settings.download, normalize=settings.normalize,
+                conversion=settings.conversion, model=model)
     if source == "val":
         data = load_model_data(meta, spec, split="val", limit=settings.val_size, **load)
         return data, ValidationChoice("val", f"val[0:{len(data)}]", len(data))

@@ -68,7 +68,7 @@ def test_images_that_do_not_fit_the_model(run_cli, digits_checkpoint, tmp_path, 
     out = tmp_path / "f.h5"
     r = run_cli("fit", digits_checkpoint, "--data", "mnist", "--data-root", shared_data, "--limit", "10", "-o", out)
     assert_clean_failure(r, out, contains="trained on")
-    assert "--resize" not in r.err  # fit has no --resize: only `ood --against` converts images
+    assert "--resize 8,8" in r.err  # fit converts images too (issue 11): the 8×8 digits model's size
 
 
 def test_labels_out_of_range(run_cli, digits_checkpoint, tmp_path):

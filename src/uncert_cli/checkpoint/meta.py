@@ -16,6 +16,8 @@ HEADER_KEY = "uncert"
 #: Bumped when the JSON layout changes incompatibly; readers of older files can then convert.
 _FORMAT_VERSION = 1
 TASKS = ("classification", "regression")
+#: Fields added after format version 1: absent from a header means None (older files open unchanged).
+_OPTIONAL_KEYS = ("convert_channels", "convert_size")
 
 
 def _float_tuple(value: Any, what: str) -> tuple[float, ...] | None:
@@ -68,6 +70,10 @@ class ModelMeta:
     num_outputs: int | None = None
     dataset: str | None = None
     noise_std: float | None = None
+    # The image conversion fed to the model (``fit --channels`` / ``--grayscale``, ``--resize``): channels
+    # (1 or 3) and (H, W) the stored data is converted to before normalisation; None: as stored.
+    convert_channels: int | None = None
+    convert_size: tuple[int, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -75,10 +81,19 @@ class ModelMeta:
         self.input_shape = _int_tuple(self.input_shape, "input_shape")
         self.normalize_mean = _float_tuple(self.normalize_mean, "normalize_mean")
         self.normalize_std = _float_tuple(self.normalize_std, "normalize_std")
+        self.convert_size = _int_tuple(self.convert_size, "model metadata: convert_size")
+        if self.convert_size is not None and len(self.convert_size) != 2:
+            raise UserError(f"model metadata: convert_size must be two positive integers H,W, got {list(self.convert_size)}")
+        if self.convert_channels is not None and (type(self.convert_channels) is not int or self.convert_channels not in (1, 3)):
+            raise UserError(f"model metadata: convert_channels must be 1 or 3, got {self.convert_channels!r}")
 
     def to_header(self) -> dict[str, str]:
         """The safetensors metadata dict (str -> str): one key, :data:`HEADER_KEY`, holding JSON."""
         payload = asdict(self)
+        # Written only when set: a file without a conversion keeps the layout older versions wrote.
+        for key in _OPTIONAL_KEYS:
+            if payload[key] is None:
+                del payload[key]
         payload["format_version"] = _FORMAT_VERSION
         try:
             text = json.dumps(payload, sort_keys=True)

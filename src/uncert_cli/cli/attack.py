@@ -76,6 +76,9 @@ def attack(
     data_root: o.DataRoot = None,
     download: o.Download = False,
     normalize: o.Normalize = None,
+    grayscale: o.Grayscale = False,
+    channels: o.Channels = None,
+    resize: o.Resize = None,
     device: o.Device = o.DeviceChoice.auto,
     json_output: o.Json = False,
     quiet: o.Quiet = False,
@@ -85,11 +88,13 @@ def attack(
     quiet_all = quiet or json_output
     if html is not None:
         check_html_path(html)  # before any work
+    conversion = o.image_conversion(grayscale, channels, resize)
     settings = AnalysisSettings(
         data=data, limit=limit, prior_precision=prior_precision, n_data=n_data, prior_mode=prior_mode, tune=tune,
         val_size=val_size, tune_samples=tune_samples, batch_size=batch_size, seed=seed, root=data_root,
         download=download, normalize=normalize, device=resolve_device(device.value).type,
         objective=objective.value, nll_tolerance=nll_tolerance, val_from=val_from,
+        grayscale=grayscale, channels=conversion.channels, resize=conversion.size,
     )
     plan = AttackSettings(
         mode=mode, step_sizes=_step_sizes(step_sizes), target=target, step_size=step_size, steps=steps, samples=samples

@@ -16,7 +16,9 @@ from uncert_cli.device import resolve_device, resolve_dtype
 from uncert_cli.errors import UserError
 from uncert_cli.distributed import init_from_environment, shutdown
 from uncert_cli.fitting import FitOptions, check_memory, expected_file_bytes, fit_to_file
-from uncert_cli.inputs import load_checkpoint_model, load_model_data, parse_input_shape, with_normalization
+from uncert_cli.inputs import (
+    load_checkpoint_model, load_model_data, parse_input_shape, recorded_conversion, with_conversion, with_normalization,
+)
 from uncert_cli.memory import parse_size
 from uncert_cli.checkpoint.pickled import record_pickled_arch
 from uncert_cli.curvature.plain_kernels import needs_plain_kernels
@@ -81,6 +83,9 @@ def fit(
     data_root: o.DataRoot = None,
     download: o.Download = False,
     normalize: o.Normalize = None,
+    grayscale: o.Grayscale = False,
+    channels: o.Channels = None,
+    resize: o.Resize = None,
     arch: o.Arch = None,
     arch_kwargs: o.ArchKwargs = None,
     trust_pickle: o.TrustPickle = False,
@@ -101,6 +106,7 @@ def fit(
     if output.suffix.lower() not in (".h5", ".hdf5"):
         raise UserError(f"the factor file is HDF5; name it *.h5 (got '{output.name}')")
     check_output_path(output)
+    conversion = o.image_conversion(grayscale, channels, resize)
     if layers is not None:
         if subset != "all" and subset != layers:
             raise UserError(f"--layers {layers} and --subset {subset} disagree; pass only one of them")
@@ -120,11 +126,14 @@ def fit(
             loaded.meta = replace(loaded.meta, input_shape=parse_input_shape(input_shape))
         dataset = load_model_data(
             loaded.meta, data, split=split_name, limit=limit, root=data_root, download=download, normalize=normalize,
-            model=loaded.module, split_required_by=split_asked,
+            conversion=conversion, model=loaded.module, split_required_by=split_asked,
+            offers=("channels", "resize", "input_shape"),
         )
         if loaded.meta.input_shape is None:  # inferred from the data: later commands shape their data alike
             loaded.meta = replace(loaded.meta, input_shape=dataset.sample_shape)
-        loaded.meta = with_normalization(loaded.meta, normalize)  # later commands read it from the file
+        # Later commands read both from the file and prepare their data as the fit did.
+        loaded.meta = with_normalization(loaded.meta, normalize)
+        loaded.meta = with_conversion(loaded.meta, recorded_conversion(loaded.meta, conversion))
         opts = FitOptions(
             method=method.value, fisher_type=fisher.value, mc_samples=mc_samples, subset=subset,
             batch_size=batch_size, dtype=resolve_dtype(dtype.value), device=dev, seed=seed,
@@ -151,7 +160,7 @@ def fit(
                 loaded, dataset, opts, output, prior=prior, split=dataset.split, ctx=ctx, on_batch=advance, memory=memory
             )
         if ctx.is_main:
-            summary = fit_summary(result, output)
+            summary = fit_summary(result, output, recorded_conversion(loaded.meta))
             if json_output:
                 print_json(summary)
             else:  # --quiet silences progress and logs, not the result (as in every command)

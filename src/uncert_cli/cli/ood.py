@@ -12,7 +12,6 @@ from uncert_cli.cli.html_output import Html, figure_folder, finish_html
 from uncert_cli.render.html import check_html_path, ood_page
 from uncert_cli.store import read_provenance
 from uncert_cli.cli.options import TuneObjective
-from uncert_cli.data import parse_size
 from uncert_cli.device import resolve_device
 from uncert_cli.evaluation import AnalysisSettings, parse_predictives, run_ood
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
@@ -36,6 +35,7 @@ def ood(
     data: o.DataSpec = None,
     resize: o.Resize = None,
     grayscale: o.Grayscale = False,
+    channels: o.Channels = None,
     predictive: Predictives = None,
     prior_precision: o.PriorPrecision = None,
     n_data: o.NData = None,
@@ -68,12 +68,13 @@ def ood(
     quiet_all = quiet or json_output
     if html is not None:
         check_html_path(html)  # before any work
+    conversion = o.image_conversion(grayscale, channels, resize)
     settings = AnalysisSettings(
         data=data, limit=limit, prior_precision=prior_precision, n_data=n_data, prior_mode=prior_mode, tune=tune,
         val_size=val_size, tune_samples=tune_samples, batch_size=batch_size, seed=seed, root=data_root,
         download=download, normalize=normalize, device=resolve_device(device.value).type,
         objective=objective.value, nll_tolerance=nll_tolerance, val_from=val_from,
-        resize=parse_size(resize), grayscale=grayscale,
+        resize=conversion.size, grayscale=grayscale, channels=conversion.channels,
     )
     report = run_ood(
         factors, list(against or []), parse_predictives(predictive), settings, samples=samples,

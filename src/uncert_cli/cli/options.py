@@ -8,6 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from uncert_cli.data import ImageConversion, parse_size
+from uncert_cli.errors import UserError
+
 
 class DeviceChoice(str, Enum):
     auto = "auto"
@@ -84,16 +87,34 @@ Resize = Annotated[
     Optional[str],
     typer.Option(
         "--resize", metavar="H,W",
-        help="Resize the --against images to H,W (bilinear, antialiased), e.g. 28,28; the in-distribution data is left alone.",
+        help="Resize the images to H,W (bilinear, antialiased), e.g. 32,32. Given to fit, it is recorded and later "
+        "commands resize their data alike (ood: the --against sets too).",
     ),
 ]
 Grayscale = Annotated[
     bool,
     typer.Option(
         "--grayscale",
-        help="Turn RGB --against images into one gray channel (luma 0.299 R + 0.587 G + 0.114 B); the in-distribution data is left alone.",
+        help="Turn RGB images into one gray channel (luma 0.299 R + 0.587 G + 0.114 B); same as --channels 1. "
+        "Given to fit, it is recorded and later commands convert their data alike (ood: the --against sets too).",
     ),
 ]
+Channels = Annotated[
+    Optional[int],
+    typer.Option(
+        "--channels", metavar="1|3",
+        help="Convert the images to 1 channel (luma of RGB) or 3 (the gray channel repeated), e.g. --channels 3 for "
+        "an RGB model on MNIST. Given to fit, it is recorded and later commands convert their data alike.",
+    ),
+]
+
+
+def image_conversion(grayscale: bool, channels: int | None, resize: str | None) -> ImageConversion:
+    """The conversion asked for on the command line (fields not given stay None: the fit's record decides)."""
+    if grayscale and channels not in (None, 1):
+        raise UserError(f"--grayscale means one channel but --channels {channels} was given; pass only one of them")
+    return ImageConversion(channels=1 if grayscale else channels, size=parse_size(resize))
+
 
 # Options shared by the commands that evaluate predictives (ood, attack).
 Tune = Annotated[

@@ -83,6 +83,9 @@ def prune(
     batch_size: o.BatchSize = 1000,
     data_root: o.DataRoot = None,
     download: o.Download = False,
+    grayscale: o.Grayscale = False,
+    channels: o.Channels = None,
+    resize: o.Resize = None,
     png: Annotated[Optional[Path], typer.Option("--png", help="Write the --evaluate curve (PNG) into this directory.")] = None,
     html: Html = None,
     prior_precision: o.PriorPrecision = None,
@@ -103,6 +106,7 @@ def prune(
             raise UserError(f"pruned models are saved as safetensors; name the output *.safetensors, not {output.name}")
         check_output_path(output)
     fraction_list = parse_fractions(fractions) if evaluate else []
+    conversion = o.image_conversion(grayscale, channels, resize)
     directory = png_directory(png) if png is not None and evaluate else None
     page_only = None  # with --html but no --png, the --evaluate figure is drawn for the page alone
     if html is not None:
@@ -124,7 +128,8 @@ def prune(
         meta = opened.model.meta
         split_name, split_asked = o.split_choice(split, "test")
         dataset = load_model_data(
-            meta, data, split=split_name, limit=limit, root=data_root, download=download, split_required_by=split_asked
+            meta, data, split=split_name, limit=limit, root=data_root, download=download, split_required_by=split_asked,
+            conversion=conversion, model=opened.model.module,
         )
         passes = 1 + len(CRITERIA) * len(fraction_list)
         show = not (quiet or json_output)

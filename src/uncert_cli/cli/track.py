@@ -37,6 +37,9 @@ def track(
     batch_size: o.BatchSize = 256,
     data_root: o.DataRoot = None,
     download: o.Download = False,
+    grayscale: o.Grayscale = False,
+    channels: o.Channels = None,
+    resize: o.Resize = None,
     arch: o.Arch = None,
     arch_kwargs: o.ArchKwargs = None,
     trust_pickle: o.TrustPickle = False,
@@ -53,6 +56,7 @@ def track(
     missing = [str(p) for p in checkpoints if not p.exists()]
     if missing:
         raise UserError(f"no such checkpoint: {', '.join(missing)}; pass the files of one training run")
+    conversion = o.image_conversion(grayscale, channels, resize)
     directory = png_directory(png) if png is not None else None
     if html is not None:
         check_html_path(html)  # before any work
@@ -71,7 +75,8 @@ def track(
     # One dataset for the whole run, shaped for its first checkpoint.
     split_name, split_asked = o.split_choice(split, "train")
     dataset = load_model_data(
-        first.meta, data, split=split_name, limit=limit, root=data_root, download=download, split_required_by=split_asked
+        first.meta, data, split=split_name, limit=limit, root=data_root, download=download, split_required_by=split_asked,
+        conversion=conversion, model=first.module,
     )
     for path in ordered:
         loaded = first if path == ordered[0] else load(path)

@@ -48,6 +48,9 @@ def tune(
     val_size: o.ValSize = 1000,
     nll_tolerance: o.NllTolerance = DEFAULT_NLL_TOLERANCE,
     data_root: o.DataRoot = None,
+    grayscale: o.Grayscale = False,
+    channels: o.Channels = None,
+    resize: o.Resize = None,
     predictive: Annotated[Optional[TunePredictive], typer.Option("--predictive", help="Predictive scored on the held-out examples (default: probit, glm where probit does not apply).")] = None,
     samples: Annotated[int, typer.Option("--samples", min=1, help="Samples for mc/glm predictives.")] = 100,
     batch_size: o.BatchSize = 256,
@@ -60,9 +63,11 @@ def tune(
     """Tune τ (and N for val-nll, σ for regression) and write them into the factor file."""
     if objective is None:  # a per-layer prior exists only for the evidence
         objective = ObjectiveChoice.marglik if prior_structure is StructureChoice.layer else ObjectiveChoice.widest
+    conversion = o.image_conversion(grayscale, channels, resize)
     outcome = tune_factor_file(
         factors, objective=objective.value, structure=prior_structure.value,
-        load_held_out=lambda stored: _held_out(stored, objective, data, split, limit, val_from, val_size, data_root),
+        load_held_out=lambda stored: _held_out(stored, objective, data, split, limit, val_from, val_size, data_root,
+                                               conversion),
         predictive=predictive.value if predictive else None, samples=samples, batch_size=batch_size,
         nll_tolerance=nll_tolerance, write=not dry_run, device=resolve_device(device.value).type,
     )
@@ -93,7 +98,7 @@ def tune(
     stdout.print("written into the file" if not dry_run else "dry run: the file is unchanged")
 
 
-def _held_out(stored, objective: ObjectiveChoice, data, split, limit, val_from, val_size, data_root):
+def _held_out(stored, objective: ObjectiveChoice, data, split, limit, val_from, val_size, data_root, conversion):
     """Held-out examples and where they came from; ``(None, None)`` for marglik without a val split.
 
     ``--split`` keeps the old way (that whole split of ``--data``, ``--limit`` first examples); otherwise
@@ -102,7 +107,7 @@ def _held_out(stored, objective: ObjectiveChoice, data, split, limit, val_from, 
     meta = stored.model_meta
     spec = data or stored.fit.get("dataset") or meta.dataset
     if split is not None:
-        val = load_model_data(meta, spec, split=split.value, limit=limit, root=data_root,
+        val = load_model_data(meta, spec, split=split.value, limit=limit, root=data_root, conversion=conversion,
                               split_required_by=f"--split {split.value} was given")
         return val, ValidationChoice(split.value, f"{split.value}[0:{len(val)}]", len(val))
     explicit = data is not None or val_from is not None
@@ -110,7 +115,7 @@ def _held_out(stored, objective: ObjectiveChoice, data, split, limit, val_from, 
         return None, None  # marglik needs no held-out data; check it only where the set has some
     if not spec:
         raise UserError(f"--objective {objective.value} needs held-out data and the file names no dataset; pass --data SPEC")
-    settings = SimpleNamespace(val_size=val_size, root=data_root, download=False, normalize=None)
+    settings = SimpleNamespace(val_size=val_size, root=data_root, download=False, normalize=None, conversion=conversion)
     return load_held_out(meta, spec, resolve_val_from(spec, val_from), settings)
 
 

@@ -12,7 +12,8 @@ Typical use::
 
 Loaded images are stored as uint8 ``(N, C, H, W)`` meaning pixel/255 (see :mod:`.dataset`); every way
 out (``ds[i]``, :func:`iter_batches`, :func:`adapt_to_model`, ``ds.float_inputs()``) gives float32.
-:func:`convert_images` changes an image set's channel count and size (``--grayscale``, ``--resize``).
+:func:`convert_images` changes an image set's channel count and size (``--grayscale``, ``--channels``,
+``--resize``); :class:`ImageConversion` is such a request, as ``fit`` records it.
 """
 
 from uncert_cli.data.adapt import adapt_to_model
@@ -21,13 +22,14 @@ from uncert_cli.data.dataset import ArrayDataset
 from uncert_cli.data.normalize import NORMALIZE_PRESETS, parse_normalize
 from uncert_cli.data.registry import KNOWN_DATASETS, REGISTRY, load_dataset
 from uncert_cli.data.root import data_root
-from uncert_cli.data.transform import convert_images, parse_size
+from uncert_cli.data.transform import ImageConversion, convert_images, parse_size
 
 __all__ = [
     "KNOWN_DATASETS",
     "NORMALIZE_PRESETS",
     "REGISTRY",
     "ArrayDataset",
+    "ImageConversion",
     "adapt_to_model",
     "convert_images",
     "data_root",

@@ -29,16 +29,17 @@ def _as_image_shape(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
 
 def _conversion_hint(data_shape: tuple[int, ...], model_shape: tuple[int, ...], convertible: bool) -> str:
     """What to do when the per-example element counts differ, e.g. ``use --grayscale --resize 28,28``
-    (only where the command has those options: ``convertible``)."""
+    (only where the command has those options: ``convertible``; every command that loads data through
+    :func:`uncert_cli.inputs.load_model_data` has them)."""
     data_image, model_image = _as_image_shape(data_shape), _as_image_shape(model_shape)
     if data_image is None or model_image is None or not convertible:
         return "pick the dataset (or the file) this model was trained on"
     steps = []
     if data_image[0] != model_image[0]:
-        steps.append("--grayscale" if model_image[0] == 1 else "repeat the gray channel to 3 channels")
+        steps.append("--grayscale" if model_image[0] == 1 else "--channels 3")
     if data_image[1:] != model_image[1:]:
         steps.append(f"--resize {model_image[1]},{model_image[2]}")
-    return "convert the images with " + " ".join(steps)
+    return "convert the images with " + " ".join(steps) + ", or use the dataset the model was trained on"
 
 
 def _check_task_and_labels(ds: ArrayDataset, num_outputs: int | None, task: str | None) -> None:
@@ -118,8 +119,8 @@ def adapt_to_model(
             regression targets must have ``num_outputs`` columns. Pass None where labels do not matter
             (out-of-distribution sets).
         task: the model's task; must equal ``ds.task`` when given.
-        convertible: the caller offers ``--grayscale``/``--resize`` (``uncert ood --against``), so a
-            shape mismatch suggests them; elsewhere it suggests the model's own dataset.
+        convertible: the caller offers ``--grayscale``/``--channels``/``--resize``, so a shape mismatch
+            suggests them; elsewhere it suggests the model's own dataset.
 
     Raises:
         UserError: empty dataset, task mismatch, labels out of range, element-count mismatch, NaN/inf.

@@ -1,4 +1,4 @@
-"""Bringing images to another channel count and size: what ``--grayscale`` and ``--resize H,W`` do.
+"""Bringing images to another channel count and size: what ``--grayscale``, ``--channels`` and ``--resize H,W`` do.
 
 Images are ``(N, C, H, W)`` and stored as uint8 (pixel/255) or float32 (see :mod:`.dataset`). The
 conversion computes in float32 on the *stored* values, a chunk of examples at a time, and gives back
@@ -13,7 +13,7 @@ and the normalisation after it see the same value range as for any other uint8 s
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,56 @@ CHUNK_ELEMENTS = 1 << 22  # float32 values per chunk and stage (16 MiB): memory 
 _TARGET_CHANNELS = (1, 3)
 # Larger than any image a classifier takes; 100000×100000 (issue 19) would need 40 GB per image.
 MAX_SIDE = 4096
+
+
+@dataclass(frozen=True)
+class ImageConversion:
+    """What :func:`convert_images` is asked to do: ``channels`` (1 or 3) and ``size`` ``(H, W)``; None keeps it.
+
+    ``fit`` records the conversion it applied next to the model's metadata; later commands replay it on
+    their in-distribution data, each field replaced by the one given on their command line
+    (:meth:`overridden_by`). Converting images that already have the asked channels and size changes
+    nothing, so replaying a conversion on data that needs none is harmless.
+    """
+
+    channels: int | None = None
+    size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.channels is not None and self.channels not in _TARGET_CHANNELS:
+            raise UserError(
+                f"images can be converted to 1 or 3 channels, not {self.channels}; ask for {{param}} 1 (gray) or 3 (RGB)",
+                param="channels",
+            )
+        if self.size is not None:
+            object.__setattr__(self, "size", _check_size(tuple(self.size)))
+
+    @property
+    def is_identity(self) -> bool:
+        return self.channels is None and self.size is None
+
+    def overridden_by(self, other: ImageConversion) -> ImageConversion:
+        """This conversion with each field that ``other`` sets taken from ``other``."""
+        return ImageConversion(
+            channels=other.channels if other.channels is not None else self.channels,
+            size=other.size if other.size is not None else self.size,
+        )
+
+    def apply(self, ds: ArrayDataset) -> ArrayDataset:
+        """:func:`convert_images` with these settings (``ds`` itself when there is nothing to do)."""
+        return convert_images(ds, channels=self.channels, size=self.size)
+
+    def describe(self) -> str:
+        """``"3 channels, 32×32"``, for messages and ``uncert info``; ``"none"`` for the identity."""
+        parts = ([f"{self.channels} channel{'s' if self.channels != 1 else ''}"] if self.channels else []) + (
+            [f"{self.size[0]}×{self.size[1]}"] if self.size else [])
+        return ", ".join(parts) or "none"
+
+    def to_dict(self) -> dict[str, object] | None:
+        """``{"channels": 3, "size": [32, 32]}`` for JSON documents; None for the identity."""
+        if self.is_identity:
+            return None
+        return {"channels": self.channels, "size": list(self.size) if self.size else None}
 
 
 def parse_size(text: str | None, option: str = "--resize") -> tuple[int, int] | None:
@@ -58,7 +108,7 @@ def _check_images(ds: ArrayDataset, channels: int | None) -> tuple[int, int, int
     if ds.inputs.ndim != 4:
         raise UserError(
             f"dataset '{ds.name}' has examples of shape {tuple(ds.sample_shape)}, not images (C, H, W); "
-            "--resize and --grayscale only apply to image data, so drop them for this set"
+            "--resize, --grayscale and --channels only apply to image data, so drop them for this set"
         )
     n, c, h, w = (int(d) for d in ds.inputs.shape)
     if channels is not None:
@@ -66,7 +116,7 @@ def _check_images(ds: ArrayDataset, channels: int | None) -> tuple[int, int, int
             raise UserError(f"images can be converted to 1 or 3 channels, not {channels}; ask for 1 (gray) or 3 (RGB)")
         if c not in _TARGET_CHANNELS:
             raise UserError(
-                f"dataset '{ds.name}' has images with {c} channels; --grayscale converts only RGB (3) "
+                f"dataset '{ds.name}' has images with {c} channels; --grayscale and --channels convert only RGB (3) "
                 "or gray (1) images, so store them with 1 or 3 channels"
             )
     return n, c, h, w

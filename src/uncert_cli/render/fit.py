@@ -8,13 +8,15 @@ from typing import Any
 from rich.table import Table
 from torch import nn
 
+from uncert_cli.data import ImageConversion
 from uncert_cli.curvature.subset import frozen_parameters, select_units
 from uncert_cli.fitting import FitOptions, FitResult
 from uncert_cli.memory import format_size
 from uncert_cli.render.console import log, stdout
 
 
-def fit_summary(result: FitResult, output: Path) -> dict[str, Any]:
+def fit_summary(result: FitResult, output: Path, conversion: ImageConversion | None = None) -> dict[str, Any]:
+    """The fit's JSON document; ``conversion`` is the image conversion recorded in the file (None: none)."""
     curvature = result.curvature
     layers = [
         {
@@ -41,6 +43,8 @@ def fit_summary(result: FitResult, output: Path) -> dict[str, Any]:
         "frozen_parameters": result.info.get("frozen_parameters", []),
         "map_accuracy": result.info.get("map_accuracy"),
         "eigen_repairs": result.info.get("eigen_repairs") or {},
+        # {"channels": 3, "size": [32, 32]} as recorded for later commands; null: the images as stored
+        "input_conversion": conversion.to_dict() if conversion is not None else None,
     }
 
 
@@ -62,6 +66,10 @@ def print_fit_summary(summary: dict[str, Any]) -> None:
         f"{summary['seconds']:.1f} s, peak memory {format_size(summary['peak_memory_bytes'])}\n"
         f"wrote [bold]{summary['output']}[/bold]"
     )
+    conversion = summary.get("input_conversion")
+    if conversion:
+        shown = ImageConversion(conversion["channels"], tuple(conversion["size"]) if conversion["size"] else None)
+        stdout.print(f"images converted to {shown.describe()} (recorded: later commands convert their data alike)")
     repairs = summary.get("eigen_repairs") or {}
     if repairs:  # the decomposition is still exact up to the jitter; say which layers needed help
         stdout.print(f"plain eigh did not converge for {len(repairs)} layer(s), decomposed with a fallback: "

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from uncert_cli.checkpoint import LayerInfo, LoadedModel
 from uncert_cli.checkpoint.shapes import input_hint, output_hint
+from uncert_cli.data import ImageConversion
 from uncert_cli.render.console import stdout
 
 
@@ -29,6 +30,8 @@ def model_summary(loaded: LoadedModel, layers: list[LayerInfo]) -> dict[str, Any
             if meta.normalize_mean is not None and meta.normalize_std is not None
             else None
         ),
+        # The images' conversion recorded by `fit --channels/--grayscale/--resize`; null: used as stored.
+        "input_conversion": ImageConversion(channels=meta.convert_channels, size=meta.convert_size).to_dict(),
         # Read off the first and last layers when the metadata has no input shape / output count.
         "input_hint": None if meta.input_shape else input_hint(loaded.module),
         "num_outputs_from_layers": None if meta.num_outputs else output_hint(loaded.module),
@@ -61,3 +64,7 @@ def print_model_summary(summary: dict[str, Any]) -> None:
         f"{kind} {outputs or '?'}  trained on {summary['dataset'] or '?'}\n"
         f"{summary['parameters']:,} parameters  fingerprint {summary['fingerprint'][:16]}…"
     )
+    conversion = summary.get("input_conversion")
+    if conversion:
+        shown = ImageConversion(conversion["channels"], tuple(conversion["size"]) if conversion["size"] else None)
+        stdout.print(f"images converted to {shown.describe()} before the model (recorded by fit)")

@@ -1,0 +1,121 @@
+"""Does the model run on this data? One plain forward on the first examples, before the real work.
+
+A model that cannot take the user's data (3-channel convolutions given grey MNIST, a 64-input MLP
+given 3×32×32 images) fails deep inside the fit or an evaluation with the model's own message, which
+would read as uncert's bug. Every command that runs the model on data calls :func:`check_model_runs`
+once on the data it loaded, so that failure is a user error that quotes the model, states the data's
+example shape and says what to try. Only the model's own forward is inside the check: whatever fails
+later, in uncert's code, stays an internal error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+
+import torch
+from torch import nn
+
+from uncert_cli.data import ArrayDataset
+from uncert_cli.data.dataset import inputs_to, is_token_ids
+from uncert_cli.errors import UserError
+
+# Two examples, not one: some models (batch statistics, squeezes of the batch axis) fail on a single
+# example only, which would blame the data for something every real batch avoids.
+CHECK_EXAMPLES = 2
+MESSAGE_CHARS = 180  # the model's message is quoted up to this many characters
+
+
+def check_model_runs(model: nn.Module, data: ArrayDataset, *, offers: Collection[str] = ("channels", "resize")) -> None:
+    """Run ``model`` (eval mode, no gradients) on the first examples of ``data``; refuse what it cannot run.
+
+    Args:
+        model: the network, on the device and in the dtype the command uses.
+        data: inputs as the model will get them, ``(N, *input_shape)`` float32 or int64 token ids.
+        offers: the library parameters the caller has for fixing the data (``channels``, ``resize``,
+            ``input_shape``); the message suggests only these.
+
+    Raises:
+        UserError: the model's forward raised; the message quotes it (shortened), gives the example shape
+            (and dtype for token ids) and what to try.
+    """
+    if len(data) == 0:
+        return  # adapt_to_model refuses empty sets with its own message
+    x = data.inputs[:CHECK_EXAMPLES]
+    parameter = next((p for p in model.parameters() if p.is_floating_point()), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    dtype = parameter.dtype if parameter is not None else torch.float32
+    x = inputs_to(x, device, dtype)
+    saved = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    except (MemoryError, torch.OutOfMemoryError):
+        raise  # the sizes the user chose, said as such by the CLI
+    except Exception as exc:  # noqa: BLE001 - whatever the model's own code raises on this data
+        raise _refusal(model, data, exc, offers) from None
+    finally:
+        for module, training in saved:
+            module.training = training
+
+
+def _refusal(model: nn.Module, data: ArrayDataset, exc: Exception, offers: Collection[str]) -> UserError:
+    shape = str(tuple(int(d) for d in data.sample_shape))
+    kind = " (int64 token ids)" if is_token_ids(data.inputs) else ""
+    said = " ".join(str(exc).split()) or "(no message)"
+    if len(said) > MESSAGE_CHARS:
+        said = said[: MESSAGE_CHARS - 1] + "…"
+    advice, mentions = _advice(model, data, offers)
+    return UserError(
+        f"the model cannot run on the examples of '{data.name}', shape {shape}{kind}: its forward raised "
+        f"{type(exc).__name__}: {said}; {advice}",
+        mentions=mentions,
+    )
+
+
+def _first_layer(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The first module (registration order) that holds parameters of its own, usually the input layer."""
+    for name, module in model.named_modules():
+        if next(module.parameters(recurse=False), None) is not None:
+            return name, module
+    return None
+
+
+def _advice(model: nn.Module, data: ArrayDataset, offers: Collection[str]) -> tuple[str, tuple[str, ...]]:
+    """What to try, as text with ``{channels}``-style placeholders, and the parameters it mentions.
+
+    Where the first layer says what it takes (a conv's channels, a Linear's features that make a
+    square image), the exact conversion; otherwise the general ways out.
+    """
+    sample = tuple(int(d) for d in data.sample_shape)
+    image = sample if len(sample) == 3 and sample[0] in (1, 3) and not is_token_ids(data.inputs) else None
+    first = _first_layer(model)
+    exact: list[str] = []
+    if first is not None and image is not None and {"channels", "resize"} <= set(offers):
+        name, layer = first
+        if isinstance(layer, nn.Conv2d) and layer.in_channels != image[0] and layer.in_channels in (1, 3):
+            exact = [f"its first layer {name} takes {layer.in_channels} channels: convert the images with "
+                     f"{{channels}} {layer.in_channels}"]
+        elif isinstance(layer, nn.Linear) and layer.in_features != math.prod(image):
+            for channels in dict.fromkeys((image[0], 1, 3)):
+                side = math.isqrt(layer.in_features // channels)
+                if side > 1 and channels * side * side == layer.in_features:
+                    steps = ([f"{{channels}} {channels}"] if channels != image[0] else []) + [f"{{resize}} {side},{side}"]
+                    exact = [f"its first layer {name} takes {layer.in_features} features: convert the images with "
+                             + " ".join(steps)]
+                    break
+    if first is not None and isinstance(first[1], nn.Embedding) and is_token_ids(data.inputs):
+        highest = int(data.inputs.max())
+        if highest >= first[1].num_embeddings:
+            exact = [f"its first layer {first[0]} knows {first[1].num_embeddings} token ids (0..{first[1].num_embeddings - 1}) "
+                     f"but the data holds ids up to {highest}: encode the tokens with the model's vocabulary"]
+    general = []
+    if not exact and image is not None and {"channels", "resize"} & set(offers):
+        general.append("convert the images to the model's channels and size ("
+                       + " / ".join(f"{{{p}}}" for p in ("channels", "resize") if p in offers) + ")")
+    if "input_shape" in offers:
+        general.append("give the model's input shape with {input_shape}")
+    general.append("use the dataset the model was trained on")
+    mentions = tuple(p for p in ("channels", "resize", "input_shape") if p in offers)
+    return "; ".join(exact) + ("; or " if exact else "") + ", or ".join(general), mentions
