@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from uncert_cli.curvature.methods import METHODS
+from uncert_cli.curvature.methods.base import SLACK_BYTES, eigh_working_bytes, kronecker_sizes
 from uncert_cli.curvature.subset import Unit, select_units
 from uncert_cli.data.dataset import inputs_to
 from uncert_cli.memory import current_memory_bytes, format_size, peak_memory_bytes
@@ -39,9 +41,8 @@ _DIAG_CHUNK_ELEMENTS = 2**26
 # Gradients flowing back through a batch's graph: at their largest about as many bytes again as the
 # saved activations (measured ~0.6-1.0x on the benchmark networks; the upper end is used).
 _BACKWARD_FACTOR = 1.0
-# What the fit adds beyond its tensors: allocator arenas, worker-thread stacks, small temporaries
-# (measured 7-12 MiB on the small networks of tests/cli/test_fit_memory.py).
-_SLACK = 12 * 2**20
+# What the fit adds beyond its tensors (curvature.methods.base.SLACK_BYTES).
+_SLACK = SLACK_BYTES
 
 
 @dataclass(frozen=True)
@@ -133,19 +134,6 @@ def probe_forward(model: nn.Module, units: list[Unit], example: Tensor) -> Forwa
     return ForwardProbe(saved, outputs, width, tuple(max(1, n) for n in positions))
 
 
-def _kronecker_sizes(unit: Unit) -> tuple[int, int]:
-    """``(O, I')`` of a Linear/Conv unit: output rows, inputs per row (+1 with a bias)."""
-    weight = unit.params[0]
-    return weight.shape[0], weight[0].numel() + (1 if len(unit.params) == 2 else 0)
-
-
-def eigh_working_bytes(n: int, stored_element: int) -> int:
-    """LAPACK ``syevd`` on an n×n factor in float64: the float64 copy (unless stored in float64),
-    the eigenvector output and the ``1 + 6n + 2n²`` workspace."""
-    copy = 8 * n * n if stored_element != 8 else 0
-    return copy + 8 * n * n + 8 * (1 + 6 * n + 2 * n * n)
-
-
 def estimate_fit_memory(
     model: nn.Module,
     *,
@@ -177,6 +165,7 @@ def estimate_fit_memory(
         A :class:`MemoryEstimate` whose ``peak`` is the prediction.
     """
     device = device or torch.device("cpu")
+    builder = METHODS[method]
     units = select_units(
         model, subset, example_input=example if subset.strip() == "last-layer" else None, include_frozen=include_frozen
     )
@@ -203,9 +192,9 @@ def estimate_fit_memory(
     patches = 0
     kron_units = [(i, u) for i, u in enumerate(units) if u.structure == "kronecker"]
     for i, u in kron_units:
-        O, I = _kronecker_sizes(u)
+        O, I = kronecker_sizes(u)
         rows = B * probe.positions[i] * I * element
-        if method == "diag":
+        if builder.keeps_all_patches:
             patches += 2 * rows  # each layer's patches (and their per-example rows) stay until the batch ends
             if probe.positions[i] > 1:
                 patches += min(_DIAG_CHUNK_ELEMENTS, chunk * B * O * I) * element
@@ -213,15 +202,7 @@ def estimate_fit_memory(
             patches = max(patches, 2 * rows)  # one layer's patches at a time, and their copy
     batch = activations + backward + propagated + loss_vectors + patches + _SLACK
 
-    finish = 0
-    if method in ("kfac", "ekfac", "kfac-diag"):
-        sizes = [n for _, u in kron_units for n in _kronecker_sizes(u)]
-        eigenvectors = sum(n * n for n in sizes) * element + sum(sizes) * element
-        largest = max(sizes, default=0)
-        finish = eigenvectors + eigh_working_bytes(largest, element) + _SLACK
-    elif method == "full":
-        P = sum(u.num_params for u in units)
-        finish = eigh_working_bytes(P, 8) - 8 * P * P  # factor_bytes already holds matrix + vectors
+    finish = builder.finish_bytes(units, element)  # the method's last phase (eigendecompositions)
     return MemoryEstimate(
         before=current_memory_bytes(device), weights=weights, factors=int(factor_bytes),
         batch=int(batch), finish=int(finish), earlier=peak_memory_bytes(device),

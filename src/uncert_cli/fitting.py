@@ -18,17 +18,12 @@ import torch.nn.functional as F
 
 from uncert_cli.atomic import check_free_space, check_output_path
 from uncert_cli.checkpoint import LoadedModel
-from uncert_cli.curvature import Curvature, compute_curvature, estimate_memory
+from uncert_cli.curvature import Curvature
 from uncert_cli.curvature.blocks import ensure_eigen
+from uncert_cli.curvature.methods import METHODS as CURVATURE_METHODS
+from uncert_cli.curvature.methods import RANKED_METHODS, BuildRequest
 from uncert_cli.curvature.subset import frozen_parameters, select_units
-from uncert_cli.curvature.structured import (
-    DEFAULT_RANK,
-    STRUCTURED_METHODS,
-    check_full_size,
-    compute_structured_curvature,
-    estimate_structured_memory,
-    full_bytes,
-)
+from uncert_cli.curvature.structured import DEFAULT_RANK
 from uncert_cli.data import ArrayDataset, iter_batches
 from uncert_cli.data.dataset import inputs_to
 from uncert_cli.data.checks import whole_number
@@ -38,7 +33,7 @@ from uncert_cli.fit_memory import MemoryEstimate, describe, estimate_fit_memory
 from uncert_cli.memory import available_memory_bytes, format_size, peak_memory_bytes
 from uncert_cli.store import PriorSettings, write_factor_file
 
-METHODS = ("diag", "kfac", "full", "lowrank", "ekfac", "kfac-diag")
+METHODS = tuple(CURVATURE_METHODS)
 FISHER_TYPES = ("exact", "mc", "empirical")
 
 
@@ -76,9 +71,9 @@ def validate_options(options: FitOptions) -> None:
     whole_number(options.batch_size, "batch_size", minimum=1)
     if options.rank is not None:
         whole_number(options.rank, "rank", minimum=1)
-        if options.method not in ("lowrank", "kfac-diag"):
+        if options.method not in RANKED_METHODS:
             raise UserError(
-                f"{{param}} applies to {{method}} lowrank and kfac-diag, not {options.method}; drop {{param}}",
+                f"{{param}} applies to {{method}} {' and '.join(RANKED_METHODS)}, not {options.method}; drop {{param}}",
                 param="rank", mentions=("method",),
             )
     if options.max_memory is not None and options.max_memory <= 0:
@@ -92,14 +87,10 @@ def effective_rank(model: torch.nn.Module, options: FitOptions) -> int | None:
     eigenpairs per layer, at most the largest Linear/Conv layer's parameter count (smaller layers
     keep all of theirs). The default (20) shrinks to what the model has.
     """
-    if options.method not in ("lowrank", "kfac-diag"):
+    builder = CURVATURE_METHODS[options.method]
+    if not builder.takes_rank:
         return None
-    units = select_units(model, options.subset, include_frozen=options.include_frozen)
-    if options.method == "lowrank":
-        most, what = sum(u.num_params for u in units), "covered parameters"
-    else:
-        most = max((u.num_params for u in units if u.structure == "kronecker"), default=0)
-        what = "parameters of the largest Linear/Conv layer"
+    most, what = builder.rank_limit(select_units(model, options.subset, include_frozen=options.include_frozen))
     if options.rank is None:
         return min(DEFAULT_RANK, most) if most else DEFAULT_RANK
     if options.rank > most:
@@ -112,17 +103,8 @@ def effective_rank(model: torch.nn.Module, options: FitOptions) -> int | None:
 
 def factor_bytes(model: torch.nn.Module, options: FitOptions) -> int:
     """Bytes of the curvature the fit stores, in the fit's dtype (the method's own estimate)."""
-    if options.method == "full":
-        units = select_units(model, options.subset, include_frozen=options.include_frozen)
-        return full_bytes(sum(u.num_params for u in units))
-    if options.method in STRUCTURED_METHODS:
-        stored = int(estimate_structured_memory(
-            model, options.method, options.subset, options.rank, include_frozen=options.include_frozen
-        ))
-    else:
-        stored = int(estimate_memory(model, options.method, options.subset, include_frozen=options.include_frozen))
-    model_element = next((p.element_size() for p in model.parameters() if p.is_floating_point()), 4)
-    return stored * torch.empty((), dtype=options.dtype).element_size() // model_element
+    units = select_units(model, options.subset, include_frozen=options.include_frozen)
+    return int(CURVATURE_METHODS[options.method].stored_bytes(model, units, options.rank, options.dtype))
 
 
 def estimate_memory_use(model: torch.nn.Module, options: FitOptions, data: ArrayDataset) -> MemoryEstimate:
@@ -146,9 +128,9 @@ def check_memory(model: torch.nn.Module, options: FitOptions, data: ArrayDataset
     the memory available on this machine when no cap is given (the same rule for every method)."""
     validate_options(options)
     effective_rank(model, options)
-    if options.method == "full":
-        P = sum(u.num_params for u in select_units(model, options.subset, include_frozen=options.include_frozen))
-        check_full_size(P, memory_cap(options))
+    CURVATURE_METHODS[options.method].check_size(
+        select_units(model, options.subset, include_frozen=options.include_frozen), memory_cap(options)
+    )
     estimate = estimate_memory_use(model, options, data)
     cap = memory_cap(options)
     if cap is not None and estimate.peak > cap:
@@ -196,7 +178,7 @@ class MapLikelihood:
 def map_log_likelihood(
     model: torch.nn.Module, data: ArrayDataset, options: FitOptions, task: str, ctx: DistributedContext
 ) -> tuple[float, float | None]:
-    """:class:`MapLikelihood` by a separate pass (the structured methods, whose passes differ)."""
+    """:class:`MapLikelihood` by a separate pass (the methods that pass over the data several times)."""
     acc = MapLikelihood(task)
     with torch.no_grad():
         for x, y in iter_batches(data, options.batch_size, shard=ctx.shard):
@@ -234,35 +216,22 @@ def fit_laplace(
             yield inputs_to(x, options.device, options.dtype), y.to(options.device)
 
     start = time.perf_counter()
-    if options.method in STRUCTURED_METHODS:
-        if ctx.world_size > 1:
-            raise UserError(f"{{param}} {options.method} runs in one process; launch it without torchrun", param="method")
-        curvature = compute_structured_curvature(
-            model, batches, method=options.method, fisher_type=options.fisher_type,  # type: ignore[arg-type]
-            task=task, mc_samples=options.mc_samples, subset=options.subset,  # type: ignore[arg-type]
-            rank=rank, generator=generator, on_batch=on_batch, max_bytes=memory_cap(options),
-            include_frozen=options.include_frozen,
-        )
-    else:
-        likelihood = MapLikelihood(task)
-        curvature = compute_curvature(
-            model,
-            batches(),
-            method=options.method,  # type: ignore[arg-type]
-            fisher_type=options.fisher_type,  # type: ignore[arg-type]
-            task=task,  # type: ignore[arg-type]
-            mc_samples=options.mc_samples,
-            subset=options.subset,
-            generator=generator,
-            on_batch=on_batch,
-            reduce=ctx.all_reduce_sum if ctx.world_size > 1 else None,
-            on_outputs=likelihood.add,
-            include_frozen=options.include_frozen,
-        )
+    builder = CURVATURE_METHODS[options.method]
+    if not builder.streaming and ctx.world_size > 1:
+        raise UserError(f"{{param}} {options.method} runs in one process; launch it without torchrun", param="method")
+    likelihood = MapLikelihood(task)
+    request = BuildRequest(
+        fisher_type=options.fisher_type, task=task, mc_samples=options.mc_samples,  # type: ignore[arg-type]
+        subset=options.subset, rank=rank, generator=generator, on_batch=on_batch,
+        # streaming methods: sums reduced over processes, the MAP likelihood taken on the way
+        reduce=ctx.all_reduce_sum if ctx.world_size > 1 else None, on_outputs=likelihood.add,
+        max_bytes=memory_cap(options), include_frozen=options.include_frozen,
+    )
+    curvature = builder.build(model, batches, request)
     # Decompose now: a factor with NaN/inf is refused (naming its layer) before any file exists.
     repairs = ensure_eigen(curvature)
     seconds = time.perf_counter() - start
-    if options.method in STRUCTURED_METHODS:
+    if not builder.streaming:
         log_likelihood, accuracy = map_log_likelihood(model, data, options, task, ctx)
     else:
         log_likelihood, accuracy = likelihood.result(ctx)

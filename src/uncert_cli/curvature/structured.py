@@ -123,7 +123,7 @@ def compute_structured_curvature(
         if method == "ekfac":
             return _ekfac(model, source, units, kfac, common)
         diag = compute_curvature(model, source(), method="diag", **common)  # type: ignore[arg-type]
-        return _kfac_diag(kfac, diag, rank)
+        return _kfac_diag(units, kfac, diag, rank)
     finally:
         for m, t in training.items():
             m.train(t)
@@ -167,8 +167,9 @@ def _lowrank(model, source, units, task, fisher_type, rank, generator, on_batch,
 
 
 def _ekfac(model, source, units, kfac: Curvature, common) -> Curvature:
-    kron = [(i, b) for i, b in enumerate(kfac.blocks) if isinstance(b, KroneckerBlock)]
     by_name = {u.name: u for u in units}
+    # the units KFAC gave Kronecker factors (Linear/Conv); the others keep their diagonal block
+    kron = [(i, b) for i, b in enumerate(kfac.blocks) if by_name[b.module].structure == "kronecker"]
     eigens = [b.eigen() for _, b in kron]
     S = ekfac_eigenvalues(
         model, [by_name[b.module] for _, b in kron], eigens, source(),
@@ -197,10 +198,11 @@ def kron_diag_block(block: KroneckerBlock, exact: DiagonalBlock, rank: int) -> K
     return KronDiagBlock(block.module, block.param_names, block.param_shapes, e, idx, (d.to(low.dtype) - low).clamp_min(0))
 
 
-def _kfac_diag(kfac: Curvature, diag: Curvature, rank: int) -> Curvature:
+def _kfac_diag(units: list[Unit], kfac: Curvature, diag: Curvature, rank: int) -> Curvature:
     exact = {b.module: b for b in diag.blocks}
+    kronecker = {u.name for u in units if u.structure == "kronecker"}
     blocks: list[Block] = [
-        kron_diag_block(b, exact[b.module], rank) if isinstance(b, KroneckerBlock) else b  # type: ignore[arg-type]
+        kron_diag_block(b, exact[b.module], rank) if b.module in kronecker else b  # type: ignore[arg-type]
         for b in kfac.blocks
     ]
     return _curvature(blocks, kfac.n_data, kfac.task, "kfac-diag", kfac.fisher_type, kfac.mc_samples)
@@ -209,25 +211,8 @@ def _kfac_diag(kfac: Curvature, diag: Curvature, rank: int) -> Curvature:
 def estimate_structured_memory(
     model: nn.Module, method: str, subset: str, rank: int | None, include_frozen: bool = False
 ) -> int:
-    """Bytes of the stored curvature (model dtype), before any data is touched."""
-    units = select_units(model, subset, include_frozen=include_frozen)
-    p0 = next(model.parameters())
-    elem = p0.element_size()
-    P = sum(u.num_params for u in units)
-    k = DEFAULT_RANK if rank is None else rank
-    if method == "full":
-        return full_bytes(P)
-    if method == "lowrank":
-        return P * (min(k, P) + 1) * elem
-    total = 0
-    for u in units:
-        if u.structure != "kronecker":
-            total += u.num_params
-            continue
-        O = u.params[0].shape[0]
-        I = u.params[0][0].numel() + (1 if len(u.params) == 2 else 0)
-        total += O * O + I * I + O * I  # eigenbases + (O, I') eigenvalues / diagonal
-        if method == "kfac-diag":
-            total += O * I * min(k, O * I)  # the posterior's explicit low-rank vectors
-    return total * elem
+    """Bytes of the stored curvature (model dtype), before any data is touched (the method's own estimate)."""
+    from uncert_cli.curvature.methods import METHODS  # the table imports this module
 
+    units = select_units(model, subset, include_frozen=include_frozen)
+    return METHODS[method].stored_bytes(model, units, rank, next(model.parameters()).dtype)
