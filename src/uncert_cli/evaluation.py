@@ -34,7 +34,7 @@ from uncert_cli.data.dataset import is_token_ids
 from uncert_cli.errors import UserError
 from uncert_cli.factors import OpenedFactors, open_posterior
 from uncert_cli.forward_check import check_model_runs
-from uncert_cli.inputs import load_model_data, recorded_conversion
+from uncert_cli.inputs import convert_as_recorded, load_model_data, recorded_conversion
 from uncert_cli.posterior import LaplacePosterior
 from uncert_cli.posterior.predictive import PREDICTIVES
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
@@ -233,7 +233,7 @@ def load_ood_set(meta: ModelMeta, spec: str, settings: AnalysisSettings, model: 
     """
     try:
         raw = load_dataset(spec, split="test", root=settings.root, limit=settings.limit, download=settings.download)
-        raw = recorded_conversion(meta, settings.conversion).apply(raw)
+        raw = convert_as_recorded(meta, settings.conversion, raw)
         if settings.normalize:
             norm = parse_normalize(settings.normalize)
         elif meta.normalize_mean is not None and meta.normalize_std is not None:

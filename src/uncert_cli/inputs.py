@@ -62,7 +62,7 @@ def load_model_data(
     if not spec:
         raise UserError(f"no dataset given and the checkpoint does not name one; pass {role} SPEC (e.g. {role} mnist)")
     raw = load_dataset(spec, split=split, root=root, limit=limit, download=download, split_required_by=split_required_by)
-    raw = recorded_conversion(meta, conversion).apply(raw)
+    raw = convert_as_recorded(meta, conversion, raw)
     norm = parse_normalize(normalize) if normalize else _checkpoint_normalization(meta)
     shape = meta.input_shape
     if shape is None and model is not None:
@@ -77,6 +77,26 @@ def recorded_conversion(meta: ModelMeta, given: ImageConversion | None = None) -
     """The image conversion ``meta`` records (``fit --channels/--resize``), overridden field by field by ``given``."""
     stored = ImageConversion(channels=meta.convert_channels, size=meta.convert_size)  # type: ignore[arg-type]
     return stored if given is None else stored.overridden_by(given)
+
+
+def convert_as_recorded(meta: ModelMeta, given: ImageConversion | None, raw: ArrayDataset) -> ArrayDataset:
+    """``raw`` converted by :func:`recorded_conversion`; a refusal caused by the record says so (no flag to drop).
+
+    Data that is not images but already holds the model's input size per example is left alone: the
+    record says how the fit's *images* reached the model.
+    """
+    conversion = recorded_conversion(meta, given)
+    recorded = recorded_conversion(meta)
+    from_record = not recorded.is_identity and (given is None or recorded.overridden_by(given) != given)
+    if from_record and raw.inputs.ndim != 4:
+        if meta.input_shape is not None and math.prod(raw.sample_shape) == math.prod(meta.input_shape):
+            return raw  # already the model's input, flat: the record is about images
+        raise UserError(
+            f"dataset '{raw.name}' has examples of shape {tuple(raw.sample_shape)}, not images (C, H, W), but the fit "
+            f"converted its images to {recorded.describe()} and recorded it, so every command converts its data "
+            "alike; use image data of the kind the model was fitted on"
+        )
+    return conversion.apply(raw)
 
 
 def with_conversion(meta: ModelMeta, conversion: ImageConversion) -> ModelMeta:

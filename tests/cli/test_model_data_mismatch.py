@@ -202,3 +202,16 @@ def test_only_the_models_own_failures_become_user_errors() -> None:
     model = nn.Linear(4, 2).train()
     check_model_runs(model, data)  # runs: nothing raised, and its mode is restored
     assert model.training
+
+
+def test_recorded_conversion_on_data_that_is_not_images_names_the_record(run_cli, rgb_mlp_checkpoint, tmp_path) -> None:
+    out = tmp_path / "f.h5"
+    fitted = run_cli("fit", rgb_mlp_checkpoint, "--method", "diag", "--channels", "3", "--resize", "6,6", "-o", out, "--quiet")
+    assert fitted.code == 0, fitted.err
+    flat = tmp_path / "flat.npz"
+    np.savez(flat, x=np.zeros((10, 100), np.float32), y=np.zeros(10, np.int64))
+    line = one_line_refusal(run_cli("ood", out, "--against", flat, "--predictive", "map"))
+    assert "not images" in line and "3 channels, 6×6" in line and "recorded" in line
+    # Flat examples already of the model's input size need no conversion.
+    np.savez(flat, x=np.zeros((10, 108), np.float32), y=np.zeros(10, np.int64))
+    assert run_cli("ood", out, "--against", flat, "--predictive", "map", "--limit", "20").code == 0
