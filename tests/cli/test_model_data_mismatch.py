@@ -215,3 +215,28 @@ def test_recorded_conversion_on_data_that_is_not_images_names_the_record(run_cli
     # Flat examples already of the model's input size need no conversion.
     np.savez(flat, x=np.zeros((10, 108), np.float32), y=np.zeros(10, np.int64))
     assert run_cli("ood", out, "--against", flat, "--predictive", "map", "--limit", "20").code == 0
+
+
+def test_later_commands_refuse_data_their_model_cannot_run(run_cli, tmp_path, monkeypatch) -> None:
+    """Token ids beyond the vocabulary reach ood, tune, prune --evaluate and attack as one line each."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("UNCERT_TRUST_ARCH", "1")  # the factor file names bagnet.py:Bag
+    (tmp_path / "bagnet.py").write_text(BAG_OF_WORDS)
+    torch.manual_seed(0)
+    embed, head = nn.Embedding(10, 4), nn.Linear(4, 3)
+    checkpoint = tmp_path / "bag.pt"
+    torch.save({"embed.weight": embed.weight.detach(), "head.weight": head.weight.detach(),
+                "head.bias": head.bias.detach()}, checkpoint)
+    rng = np.random.default_rng(0)
+    good, bad = tmp_path / "good.npz", tmp_path / "bad.npz"
+    np.savez(good, x=rng.integers(0, 10, (60, 7)), y=rng.integers(0, 3, 60))
+    np.savez(bad, x=rng.integers(0, 40, (60, 7)), y=rng.integers(0, 3, 60))
+    out = tmp_path / "f.h5"
+    fitted = run_cli("fit", checkpoint, "--arch", "bagnet.py:Bag", "--data", good, "--method", "diag", "-o", out, "--quiet")
+    assert fitted.code == 0, fitted.err
+    for args in (("ood", out, "--data", bad, "--against", good, "--predictive", "map"),
+                 ("ood", out, "--data", good, "--against", bad, "--predictive", "map"),
+                 ("tune", out, "--objective", "val-nll", "--data", bad, "--dry-run"),
+                 ("prune", out, "--evaluate", "--data", bad, "--fractions", "0.5")):
+        line = one_line_refusal(run_cli(*args))
+        assert "(7,) (int64 token ids)" in line and "IndexError" in line and "ids up to 3" in line, args
