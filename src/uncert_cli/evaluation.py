@@ -106,6 +106,8 @@ class AnalysisSettings:
     objective: str = "widest"  # tuning objective of each Laplace predictive: widest or val-nll
     nll_tolerance: float = DEFAULT_NLL_TOLERANCE  # widest: relative held-out NLL a wider posterior may cost
     val_from: str | None = None  # held-out examples: val, test or train (None: val where the set has one, else test)
+    arch: str | None = None  # --arch: the network's class when the file was fitted on the user's own
+    arch_kwargs: list[str] | None = None  # --arch-kwargs as typed
 
     @property
     def conversion(self) -> ImageConversion:
@@ -151,7 +153,7 @@ def prepare_analysis(
         raise UserError(f"unknown --prior-mode '{s.prior_mode}'; use eigen or factor")
     opened = open_posterior(
         factors, prior_precision=s.prior_precision, n_data=s.n_data, prior_mode=s.prior_mode, device=s.device,
-        flags=("prior_precision", "n_data", "prior_mode"),
+        flags=("prior_precision", "n_data", "prior_mode"), arch=s.arch, arch_kwargs=s.arch_kwargs,
     )
     check_model(opened.model.meta)
     plain = needs_plain_kernels(opened.model.module)

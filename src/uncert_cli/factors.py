@@ -1,60 +1,143 @@
-"""Open a factor file for analysis: the model at its MAP weights, rebuilt from the file alone."""
+"""Open a factor file for analysis: the model at its MAP weights, rebuilt from the file alone.
+
+Which module a command gets (:func:`model_from_factor_file`):
+
+* ``--arch`` given (``arch``): that class, imported because the user named it, with ``--arch-kwargs``
+  (default: the keyword arguments recorded at fit); it must reproduce the stored weight fingerprint.
+* ``UNCERT_TRUST_ARCH=1``: the class the file names, whatever it is (for scripts).
+* the file names one of uncert's models or a torchvision builder: that one (a file may name only these).
+* otherwise, for commands that never run the network (``runs_model=False``: report, tune by the
+  evidence, prune -o): a module tree of the stored weights alone (:mod:`uncert_cli.checkpoint.stored`),
+  without importing anything; commands that run it are refused with a line naming ``--arch``.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from uncert_cli.checkpoint import LoadedModel, build_module, weights_fingerprint
-from uncert_cli.checkpoint.arch import build_file_module, is_builtin_arch
+from uncert_cli.checkpoint import LoadedModel, build_module, parse_arch_kwargs, weights_fingerprint
+from uncert_cli.checkpoint.arch import build_file_module, canonical_arch, check_file_arch_kwargs, is_builtin_arch
+from uncert_cli.checkpoint.stored import StoredModule, guess_kinds, guess_parameter_names, module_from_weights
 from uncert_cli.curvature.blocks import curvature_to
 from uncert_cli.errors import UserError
 from uncert_cli.posterior import LaplacePosterior
-from uncert_cli.store import FactorFile, read_factor_file
+from uncert_cli.store import FactorFile, json_attribute, read_factor_file
 from uncert_cli.store_checks import check_stored_prior
 
 TRUST_ARCH_ENV = "UNCERT_TRUST_ARCH"
 # The flags with which commands override a hyperparameter stored in the file.
 OVERRIDE_FLAGS = {"prior_precision": "--prior-precision", "n_data": "--n-data", "prior_mode": "--prior-mode"}
+_SHOWN = 120  # characters of a file-chosen architecture name quoted in a message
+# Structures that only Linear and Conv layers get (Kronecker factors or their eigenbasis).
+KRONECKER_STRUCTURES = ("kronecker", "ekfac", "kron-diag")
 
 
-def model_from_factor_file(factors: FactorFile) -> LoadedModel:
-    """Rebuild the network from the architecture spec and the MAP weights stored in the file."""
+def model_from_factor_file(
+    factors: FactorFile,
+    *,
+    arch: str | None = None,
+    arch_kwargs: Sequence[str] | None = None,
+    runs_model: bool = True,
+) -> LoadedModel:
+    """The network at the file's MAP weights (see the module docstring for which module).
+
+    ``arch``/``arch_kwargs``: ``--arch`` and ``--arch-kwargs`` as typed. ``runs_model=False``: the
+    caller never calls the network, so a file naming a user's class is answered from its weights alone.
+    """
     meta = factors.model_meta
-    if not meta.arch:
-        raise UserError(
-            f"'{factors.path}' does not record an importable architecture; refit it from a checkpoint that "
-            "records one, or name the class when fitting (`uncert fit CHECKPOINT --arch package.module:Class`)"
-        )
-    if os.environ.get(TRUST_ARCH_ENV) == "1":
+    if arch is None and arch_kwargs:
+        raise UserError("--arch-kwargs needs --arch: name the class they are for (--arch path/to/file.py:Class)")
+    if arch is not None:
+        return _with_weights(factors, _given_module(factors, arch, arch_kwargs), given=arch)
+    if meta.arch and os.environ.get(TRUST_ARCH_ENV) == "1":
         module = build_module(meta.arch, dict(meta.arch_kwargs))
-    elif is_builtin_arch(meta.arch):
+    elif meta.arch and is_builtin_arch(meta.arch):
         # The file names the class; only uncert's models and torchvision builders are followed.
         module = build_file_module(meta.arch, dict(meta.arch_kwargs), f"'{factors.path}'")
+    elif not runs_model:
+        return _weights_only(factors)
+    elif not meta.arch:
+        raise UserError(
+            f"'{factors.path}' does not record an importable architecture, and this command runs the network; "
+            "name its class with --arch path/to/file.py:Class (or package.module:Class, torchvision:NAME) and --arch-kwargs"
+        )
     else:
         raise UserError(
-            f"'{factors.path}' names its architecture '{meta.arch}', which would import and run code from "
-            f"outside uncert and torchvision; if you trust it, rerun with {TRUST_ARCH_ENV}=1"
+            f"'{factors.path}' was fitted on {meta.arch[:_SHOWN]!r}, a class outside uncert and torchvision, and "
+            "this command runs the network; a file never makes uncert import code: if you trust that class, name "
+            f"it with --arch (and --arch-kwargs as at fit), or set {TRUST_ARCH_ENV}=1 in scripts"
         )
-    missing, unexpected = module.load_state_dict(factors.state_dict, strict=False)
-    if missing or unexpected:
-        raise UserError(
-            f"the architecture '{meta.arch}' does not match the weights in '{factors.path}' "
-            f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}); refit the factors"
-        )
+    return _with_weights(factors, module, given=None)
+
+
+def _given_module(factors: FactorFile, arch: str, arch_kwargs: Sequence[str] | None) -> nn.Module:
+    """The class named by ``--arch`` (the user's consent to import it), with ``--arch-kwargs``; without
+    them, the keyword arguments recorded at fit when ``--arch`` names the recorded class (plain values
+    only: they come from the file), else none."""
+    meta = factors.model_meta
+    if arch_kwargs:
+        kwargs = parse_arch_kwargs(list(arch_kwargs))
+    elif meta.arch and canonical_arch(arch) == canonical_arch(meta.arch):
+        kwargs = check_file_arch_kwargs(dict(meta.arch_kwargs), f"'{factors.path}'")
+    else:
+        kwargs = {}
+    return build_module(arch, kwargs)
+
+
+def _with_weights(factors: FactorFile, module: nn.Module, given: str | None) -> LoadedModel:
+    """Load the stored weights into ``module`` and check them against the recorded fingerprint."""
+    meta = factors.model_meta
+    try:
+        missing, unexpected = module.load_state_dict(factors.state_dict, strict=False)
+        problem = f"missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}" if missing or unexpected else ""
+    except RuntimeError as exc:  # shapes differ: torch lists one mismatch per line after a heading
+        lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()] or [str(exc).strip()]
+        more = f" and {len(lines) - 1} more" if len(lines) > 1 else ""
+        problem = " ".join(lines[0].split())[:200].rstrip(".") + more
+    if not problem:
+        module.eval()
+        fingerprint = weights_fingerprint(module)
+        if fingerprint == factors.fingerprint:
+            return LoadedModel(module=module, meta=meta, source=Path(factors.checkpoint_path), fingerprint=fingerprint)
+        if given is None:
+            raise UserError(f"the weights in '{factors.path}' do not match its recorded fingerprint; the file is damaged, refit it")
+        problem = "the weights it holds once loaded differ from the stored ones (dtype or buffers)"
+    if given is not None:
+        recorded = f"; the file was fitted on {meta.arch[:_SHOWN]!r}" if meta.arch else ""
+        raise UserError(f"--arch {given} does not match the weights in '{factors.path}' ({problem}){recorded}: "
+                        "name the class it was fitted with and the same --arch-kwargs")
+    raise UserError(f"the architecture {str(meta.arch)[:_SHOWN]!r} does not match the weights in '{factors.path}' "
+                    f"({problem}); refit the factors")
+
+
+def _weights_only(factors: FactorFile) -> LoadedModel:
+    """The stored weights as a module tree without code (:func:`module_from_weights`)."""
+    frozen = json_attribute(factors.fit.get("frozen_parameters")) or []
+    frozen = [n for n in frozen if isinstance(n, str)] if isinstance(frozen, list) else []
+    blocks = factors.curvature.blocks
+    names = factors.parameter_names
+    if names is None:  # written before the names were recorded
+        covered = [n for b in blocks for n in b.param_names] + frozen
+        names = guess_parameter_names(factors.state_dict, covered, complete=factors.fit.get("subset") in (None, "all"))
+    kinds = factors.module_kinds
+    if kinds is None:
+        kinds = guess_kinds({b.module: (tuple(b.param_shapes[0]), b.structure in KRONECKER_STRUCTURES) for b in blocks})
+    module = module_from_weights(factors.state_dict, names, kinds, frozen=frozen, where=f"'{factors.path}'")
     module.eval()
     fingerprint = weights_fingerprint(module)
     if fingerprint != factors.fingerprint:
         raise UserError(f"the weights in '{factors.path}' do not match its recorded fingerprint; the file is damaged, refit it")
-    return LoadedModel(module=module, meta=meta, source=Path(factors.checkpoint_path), fingerprint=fingerprint)
+    return LoadedModel(module=module, meta=factors.model_meta, source=Path(factors.checkpoint_path), fingerprint=fingerprint)
 
 
-def open_factor_model(path: str | Path) -> LoadedModel:
-    return model_from_factor_file(read_factor_file(path))
+def open_factor_model(path: str | Path, *, arch: str | None = None, arch_kwargs: Sequence[str] | None = None) -> LoadedModel:
+    return model_from_factor_file(read_factor_file(path), arch=arch, arch_kwargs=arch_kwargs)
 
 
 @dataclass
@@ -64,6 +147,11 @@ class OpenedFactors:
     factors: FactorFile
     model: LoadedModel
     posterior: LaplacePosterior
+
+    @property
+    def weights_only(self) -> bool:
+        """The network's class was not imported: its weights are there, running it is an error."""
+        return isinstance(self.model.module, StoredModule)
 
 
 def open_posterior(
@@ -75,14 +163,18 @@ def open_posterior(
     noise_std: float | None = None,
     device: torch.device | str = "cpu",
     flags: Collection[str] = (),
+    arch: str | None = None,
+    arch_kwargs: Sequence[str] | None = None,
+    runs_model: bool = True,
 ) -> OpenedFactors:
     """Read a factor file and build its posterior; ``None`` means the file's own (possibly tuned) value.
 
     ``flags``: which hyperparameters the calling command can override with a flag (keys of
     :data:`OVERRIDE_FLAGS`); an unusable stored value is refused naming the file and those flags.
+    ``arch``, ``arch_kwargs``, ``runs_model``: see :func:`model_from_factor_file`.
     """
     factors = read_factor_file(path)
-    loaded = model_from_factor_file(factors)
+    loaded = model_from_factor_file(factors, arch=arch, arch_kwargs=arch_kwargs, runs_model=runs_model)
     prior = factors.prior
     from_file = {
         name: stored

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from uncert_cli.atomic import check_free_space, check_output_path
 from uncert_cli.checkpoint import LoadedModel
+from uncert_cli.checkpoint.stored import module_kinds
 from uncert_cli.curvature import Curvature
 from uncert_cli.curvature.blocks import ensure_eigen
 from uncert_cli.curvature.methods import METHODS as CURVATURE_METHODS
@@ -296,5 +297,8 @@ def fit_to_file(
             output, result.curvature, state_dict=state_dict, model_meta=loaded.meta,
             fingerprint=loaded.fingerprint, checkpoint_path=str(Path(loaded.source).resolve()),
             fit={**result.info, "split": split}, prior=prior or PriorSettings(),
+            # so that later commands can answer from the weights alone, without the model's class
+            parameter_names=[name for name, _ in loaded.module.named_parameters()],
+            module_kinds=module_kinds(loaded.module),
         )
     return result

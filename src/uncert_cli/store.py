@@ -3,7 +3,10 @@
 Layout (documented for plain-h5py readers in ``docs/factors-format.md``)::
 
     /                     attrs: format="uncert-factors", format_version, uncert_version, created
-    /model                attrs: fingerprint, checkpoint_path, meta (JSON of ModelMeta)
+    /model                attrs: fingerprint, checkpoint_path, meta (JSON of ModelMeta),
+                                 parameter_names (JSON: which state-dict entries are parameters, in
+                                 the model's order), module_kinds (JSON: {module: "linear" | "conv" |
+                                 class name}); both optional, so that a file is answered without its class
     /model/state_dict/<name>      every parameter and buffer of the model at the MAP (the weights)
     /fit                  attrs: dataset, split, n_data, task, method, fisher_type, mc_samples, subset,
                                  dtype, batch_size, seconds, peak_memory_bytes, log_likelihood
@@ -26,7 +29,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +44,7 @@ from uncert_cli.checkpoint import ModelMeta
 from uncert_cli.curvature.blocks import Curvature, CurvatureBlock
 from uncert_cli.errors import UserError
 from uncert_cli.input_files import check_input_file
-from uncert_cli.store_checks import check_layout, check_prior_to_write, check_values
+from uncert_cli.store_checks import check_attribute_types, check_layout, check_prior_to_write, check_values
 from uncert_cli.store_codecs import CODECS, Header
 from uncert_cli.store_format import read_tensor, write_array
 
@@ -74,6 +77,8 @@ class FactorFile:
     tuning: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    parameter_names: list[str] | None = None  # None: a file written before they were recorded
+    module_kinds: dict[str, str] | None = None
 
 
 def _write_block(group: h5py.Group, block: CurvatureBlock) -> None:
@@ -104,6 +109,8 @@ def write_factor_file(
     checkpoint_path: str,
     fit: Mapping[str, Any],
     prior: PriorSettings,
+    parameter_names: Sequence[str] | None = None,
+    module_kinds: Mapping[str, str] | None = None,
 ) -> Path:
     """Write a complete factor file atomically (temporary file, then rename).
 
@@ -121,6 +128,10 @@ def write_factor_file(
             model.attrs["fingerprint"] = fingerprint
             model.attrs["checkpoint_path"] = checkpoint_path
             model.attrs["meta"] = model_meta.to_header()["uncert"]
+            if parameter_names is not None:
+                model.attrs["parameter_names"] = json.dumps(list(parameter_names))
+            if module_kinds is not None:
+                model.attrs["module_kinds"] = json.dumps(dict(module_kinds))
             weights = model.create_group("state_dict")
             for name, tensor in state_dict.items():
                 write_array(weights, name, tensor)
@@ -184,6 +195,7 @@ def read_factor_file(path: str | os.PathLike) -> FactorFile:
     path = check_factor_path(path)
     try:
         with h5py.File(path, "r") as f:
+            check_attribute_types(f, path)  # before any attribute is read: see there
             if f.attrs.get("format") != FORMAT_NAME:
                 raise UserError(f"'{path}' is an HDF5 file but not an uncert factor file; pass one written by 'uncert fit'")
             version = _format_version(f, path)
@@ -221,6 +233,8 @@ def read_factor_file(path: str | os.PathLike) -> FactorFile:
                 prior=prior,
                 tuning=tuning,
                 format_version=version,
+                parameter_names=_optional_json(model, "parameter_names"),
+                module_kinds=_optional_json(model, "module_kinds"),
             )
     except UserError:
         raise
@@ -228,6 +242,11 @@ def read_factor_file(path: str | os.PathLike) -> FactorFile:
     except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
         raise UserError(f"'{path}' is damaged or incomplete ({' '.join(str(exc).split())[:200]}); refit with "
                         "'uncert fit'") from exc
+
+
+def _optional_json(group: h5py.Group, key: str) -> Any:
+    """A JSON attribute that files written by older versions lack (None then); check_layout checked it."""
+    return json.loads(group.attrs[key]) if key in group.attrs else None
 
 
 KNOWN_VERSIONS = (1,)

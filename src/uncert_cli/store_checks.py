@@ -46,12 +46,28 @@ SYMMETRY_TOLERANCE = 1e-4  # relative; the engine writes exactly symmetric facto
 NORM_TOLERANCE = 1e-2  # |‖u‖ − 1| of stored eigenvectors (float32 round-off is ~1e-6)
 
 
+def check_attribute_types(group: h5py.Group, path: Path) -> None:
+    """Refuse attributes that are not numbers or text, before any value is read.
+
+    uncert writes only those. A damaged datatype message can turn a string attribute into, say, a
+    variable-length sequence whose heap pointers point anywhere, and h5py's conversion of such a value
+    crashes the process (found by the random byte-flip tests); its type alone is safe to look at.
+    """
+    for key in group.attrs:
+        dtype = group.attrs.get_id(key).dtype
+        if dtype.kind not in "biufSU" and h5py.check_string_dtype(dtype) is None:
+            raise damaged(path, f"{group.name} attribute '{str(key)[:40]}'", f"has type {str(dtype)[:40]}, not numbers or text")
+
+
 # --------------------------------------------------------------------------------------- layout
 def check_layout(f: h5py.File, path: Path) -> None:
     """Refuse a file whose structure, attributes, shapes or dtypes are wrong; reads no array data."""
     for name in ("model", "model/state_dict", "fit", "prior", "blocks"):
         if not isinstance(f.get(name), h5py.Group):
             raise damaged(path, f"/{name}", "is missing")
+    for name in ("model", "fit", "prior", "tuning"):
+        if isinstance(f.get(name), h5py.Group):
+            check_attribute_types(f[name], path)
     weights: dict[str, tuple[int, ...]] = {}
     for name, ds in f["model/state_dict"].items():
         weights[name] = _check_dataset(ds, f"/model/state_dict/{name}", path, WEIGHT_DTYPES).shape
@@ -114,6 +130,15 @@ def _check_model_attrs(model: h5py.Group, path: Path) -> None:
             raise damaged(path, f"/model attribute '{key}'", "is not a string")
     if not isinstance(_json_attr(model, "meta", path), dict):
         raise damaged(path, "/model attribute 'meta'", "is not a JSON object")
+    # Optional (files before they were recorded lack them): the weights-only model is built from them.
+    if "parameter_names" in model.attrs:
+        names = _json_attr(model, "parameter_names", path)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise damaged(path, "/model attribute 'parameter_names'", "is not a JSON list of names")
+    if "module_kinds" in model.attrs:
+        kinds = _json_attr(model, "module_kinds", path)
+        if not isinstance(kinds, dict) or not all(isinstance(v, str) for v in kinds.values()):
+            raise damaged(path, "/model attribute 'module_kinds'", "is not a JSON object of names")
 
 
 def _check_fit_attrs(fit: h5py.Group, path: Path) -> None:
@@ -142,6 +167,7 @@ def _check_prior_attrs(prior: h5py.Group, path: Path) -> None:
 def _check_block(group: Any, where: str, weights: Mapping[str, tuple[int, ...]], seen: set[str], path: Path) -> None:
     if not isinstance(group, h5py.Group):
         raise damaged(path, where, "is not a group")
+    check_attribute_types(group, path)
     module = _attr(group, "module", path)
     structure = _attr(group, "structure", path)
     if not isinstance(module, str) or not isinstance(structure, str):

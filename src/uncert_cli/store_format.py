@@ -31,9 +31,12 @@ def write_array(group: h5py.Group, name: str, tensor: torch.Tensor) -> None:
 
 
 def read_tensor(dataset: h5py.Dataset) -> torch.Tensor:
-    """A dataset as a tensor in native byte order."""
-    # torch refuses big-endian arrays (files written by other tools may hold them)
-    return torch.from_numpy(np.ascontiguousarray(dataset[()], dtype=dataset.dtype.newbyteorder("=")))
+    """A dataset as a tensor in native byte order, of the dataset's shape (0-d stays 0-d)."""
+    # torch refuses big-endian arrays (files written by other tools may hold them). np.require, not
+    # np.ascontiguousarray: the latter turns a 0-d value (BatchNorm's num_batches_tracked) into shape
+    # (1,), and the weights would no longer match their fingerprint.
+    array = np.asarray(dataset[()], dtype=dataset.dtype.newbyteorder("="))
+    return torch.from_numpy(np.require(array, requirements="C"))
 
 
 def damaged(path: Path, where: str, problem: str) -> UserError:

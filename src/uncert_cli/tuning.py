@@ -35,6 +35,7 @@ class TuneOutcome:
     after: PriorSettings
     held_out: dict[str, Any] | None = None  # held-out NLL at the chosen values against the MAP's (see to_dict)
     nll_tolerance: float | None = None  # widest only
+    unchecked: str | None = None  # why the held-out check was skipped (marglik on a file whose class was not imported)
 
     @property
     def at_grid_edge(self) -> list[str]:
@@ -79,6 +80,9 @@ def tune_factor_file(
     write: bool = True,
     seed: int = 0,
     device: str = "cpu",
+    arch: str | None = None,
+    arch_kwargs: list[str] | None = None,
+    runs_model: bool = True,
 ) -> TuneOutcome:
     """Tune the hyperparameters of the factor file at ``path``; with ``write`` record them in it.
 
@@ -89,14 +93,23 @@ def tune_factor_file(
     marglik it is optional and only checked: the outcome's ``held_out`` holds the held-out NLL of
     ``predictive`` (default: probit for classifiers with the factored output covariance, else glm) at the
     chosen values against the MAP's, for every objective, whenever ``val_data`` is given.
+    ``arch``/``arch_kwargs``/``runs_model``: as for :func:`~uncert_cli.factors.open_posterior`; with
+    ``runs_model=False`` (marglik needs no forward) a file fitted on a user's class is tuned from its
+    weights alone, and the held-out check, which would run the network, is skipped (``unchecked`` says so).
     """
     if objective not in OBJECTIVES:
         raise UserError(f"unknown objective '{objective}'; use one of {', '.join(OBJECTIVES)}")
     # What the file is now: the update refuses to write if another command replaces it while we tune.
     identity = FileIdentity.of(check_factor_path(path)) if write else None
-    opened = open_posterior(path, device=device)
+    opened = open_posterior(path, device=device, arch=arch, arch_kwargs=arch_kwargs,
+                            runs_model=runs_model or objective != "marglik")
     factors, posterior = opened.factors, opened.posterior
     before = factors.prior
+    unchecked = None
+    if opened.weights_only:
+        val_data, val_choice, load_held_out = None, None, None
+        unchecked = ("the held-out NLL was not checked: that runs the network, whose class uncert imports only "
+                     "when you name it with --arch")
     if load_held_out is not None:
         val_data, val_choice = load_held_out(factors)
     if val_data is not None:  # the model's own failure on these examples is the user's to fix
@@ -142,7 +155,7 @@ def tune_factor_file(
     if batches is not None:
         held_out = _held_out_nll(result.apply(posterior), posterior, batches, predictive, samples, seed, val_choice)
     outcome = TuneOutcome(objective=objective, result=result, before=before, after=after, held_out=held_out,
-                          nll_tolerance=nll_tolerance if objective == "widest" else None)
+                          nll_tolerance=nll_tolerance if objective == "widest" else None, unchecked=unchecked)
     if write:
         update_hyperparameters(path, after, {"objective": objective, "result": outcome.to_dict(),
                                              "history": result.history}, expected=identity)

@@ -4,6 +4,7 @@ import, so only uncert's and torchvision's architectures are followed without th
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -57,9 +58,15 @@ def test_factor_file_metadata_is_not_followed(run_cli, forged, tmp_path, monkeyp
                 "classification", "--limit", "20", "-o", out, "--quiet")
     assert r.code == 0, r.err
     marker.unlink()
-    # ... but opening the file later must not import it without being told to.
-    r = run_cli("report", out)
-    assert r.code == 2 and "UNCERT_TRUST_ARCH" in r.err
+    for name in [n for n in sys.modules if n.startswith("uncert_user_arch_")]:
+        del sys.modules[name]  # so that importing the file again would touch the marker again
+    # ... but opening the file later must not import it without being told to: a report needs only
+    # the stored weights, and a command that runs the network asks for --arch.
+    r = run_cli("report", out, "--json")
+    assert r.code == 0, r.err
+    assert not marker.exists()
+    r = run_cli("ood", out, "--data", "iris", "--limit", "8", "--no-tune")
+    assert r.code == 2 and "--arch" in r.err and "UNCERT_TRUST_ARCH" in r.err
     assert not marker.exists()
     with h5py.File(out) as f:
         assert "payload.py" in f["model"].attrs["meta"]

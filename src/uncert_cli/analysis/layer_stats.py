@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from uncert_cli.checkpoint.stored import module_kind
 from uncert_cli.posterior import LaplacePosterior
 
 #: A parameter whose posterior variance is above this fraction of its prior variance is "barely
@@ -112,14 +113,6 @@ class UncertaintyReport:
     effective_params: float
     entropy: float  # nats, all blocks
     total_variance: float  # Σ σ² over all covered parameters
-
-
-def module_kind(module: nn.Module | None) -> str:
-    if isinstance(module, nn.Linear):
-        return "linear"
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return "conv"
-    return type(module).__name__.lower() if module is not None else "unknown"
 
 
 def _get_module(model: nn.Module, name: str) -> nn.Module | None:

@@ -79,6 +79,8 @@ def attack(
     grayscale: o.Grayscale = False,
     channels: o.Channels = None,
     resize: o.Resize = None,
+    arch: o.FactorArch = None,
+    arch_kwargs: o.FactorArchKwargs = None,
     device: o.Device = o.DeviceChoice.auto,
     json_output: o.Json = False,
     quiet: o.Quiet = False,
@@ -93,7 +95,7 @@ def attack(
         data=data, limit=limit, prior_precision=prior_precision, n_data=n_data, prior_mode=prior_mode, tune=tune,
         val_size=val_size, tune_samples=tune_samples, batch_size=batch_size, seed=seed, root=data_root,
         download=download, normalize=normalize, device=resolve_device(device.value).type,
-        objective=objective.value, nll_tolerance=nll_tolerance, val_from=val_from,
+        objective=objective.value, nll_tolerance=nll_tolerance, val_from=val_from, arch=arch, arch_kwargs=arch_kwargs,
         grayscale=grayscale, channels=conversion.channels, resize=conversion.size,
     )
     plan = AttackSettings(

@@ -28,7 +28,7 @@ def info(
     if checkpoint.exists() and h5py.is_hdf5(checkpoint):
         from uncert_cli.factors import open_factor_model
 
-        loaded = open_factor_model(checkpoint)
+        loaded = open_factor_model(checkpoint, arch=arch, arch_kwargs=arch_kwargs)
     else:
         loaded = load_checkpoint_model(checkpoint, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle)
     summary = model_summary(loaded, describe_layers(loaded.module))

@@ -59,6 +59,8 @@ def ood(
     data_root: o.DataRoot = None,
     download: o.Download = False,
     normalize: o.Normalize = None,
+    arch: o.FactorArch = None,
+    arch_kwargs: o.FactorArchKwargs = None,
     device: o.Device = o.DeviceChoice.auto,
     json_output: o.Json = False,
     quiet: o.Quiet = False,
@@ -73,7 +75,7 @@ def ood(
         data=data, limit=limit, prior_precision=prior_precision, n_data=n_data, prior_mode=prior_mode, tune=tune,
         val_size=val_size, tune_samples=tune_samples, batch_size=batch_size, seed=seed, root=data_root,
         download=download, normalize=normalize, device=resolve_device(device.value).type,
-        objective=objective.value, nll_tolerance=nll_tolerance, val_from=val_from,
+        objective=objective.value, nll_tolerance=nll_tolerance, val_from=val_from, arch=arch, arch_kwargs=arch_kwargs,
         resize=conversion.size, grayscale=grayscale, channels=conversion.channels,
     )
     report = run_ood(

@@ -75,6 +75,20 @@ Arch = Annotated[
 ArchKwargs = Annotated[
     Optional[list[str]], typer.Option("--arch-kwargs", help="Constructor arguments key=value (repeatable).")
 ]
+# The same flags on the commands that open a factor file and run its network: naming the class is the
+# consent to import it (a file alone never makes uncert import code); it must match the stored weights.
+FactorArch = Annotated[
+    Optional[str],
+    typer.Option(
+        "--arch",
+        help="The network's class when the factor file was fitted on your own (file.py:Class or package.module:Class): "
+        "naming it lets uncert import it; it must reproduce the stored weights.",
+    ),
+]
+FactorArchKwargs = Annotated[
+    Optional[list[str]],
+    typer.Option("--arch-kwargs", help="Constructor arguments key=value for --arch (repeatable; default: those recorded at fit when --arch names the recorded class)."),
+]
 TrustPickle = Annotated[
     bool,
     typer.Option("--trust-pickle", help="Allow loading a fully pickled model. Pickles run code: only for files you trust."),

@@ -90,6 +90,8 @@ def prune(
     html: Html = None,
     prior_precision: o.PriorPrecision = None,
     n_data: o.NData = None,
+    arch: o.FactorArch = None,
+    arch_kwargs: o.FactorArchKwargs = None,
     device: o.Device = o.DeviceChoice.auto,
     json_output: o.Json = False,
     quiet: o.Quiet = False,
@@ -115,8 +117,9 @@ def prune(
             page_only = tempfile.TemporaryDirectory(prefix="uncert-html-")  # removed when collected, even on errors
             directory = Path(page_only.name)
 
+    # Only --evaluate runs the network; a pruned checkpoint is weights, written without the class.
     opened = open_posterior(factors, prior_precision=prior_precision, n_data=n_data, device=resolve_device(device.value),
-                           flags=("prior_precision", "n_data"))
+                           flags=("prior_precision", "n_data"), arch=arch, arch_kwargs=arch_kwargs, runs_model=evaluate)
     if output is not None:  # never overwrite the checkpoint the file was fitted from
         file_session.note_input(opened.factors.checkpoint_path)
         check_output_path(output)
@@ -127,8 +130,8 @@ def prune(
     if evaluate:
         meta = opened.model.meta
         split_name, split_asked = o.split_choice(split, "test")
-        dataset = load_model_data(
-            meta, data, split=split_name, limit=limit, root=data_root, download=download, split_required_by=split_asked,
+        dataset = load_model_data(  # default: the data the factors were fitted on, as ood does
+            meta, data or opened.factors.fit.get("dataset"), split=split_name, limit=limit, root=data_root, download=download, split_required_by=split_asked,
             conversion=conversion, model=opened.model.module,
         )
         passes = 1 + len(CRITERIA) * len(fraction_list)

@@ -36,8 +36,9 @@ def report(
     directory = png_directory(png) if png is not None else None  # fail before any work
     if html is not None:
         check_html_path(html)
+    # A report is arithmetic on the stored factors and weights: a user's class is never imported for it.
     opened = open_posterior(factors, prior_precision=prior_precision, n_data=n_data, device=resolve_device(device.value),
-                           flags=("prior_precision", "n_data"))
+                           flags=("prior_precision", "n_data"), runs_model=False)
     posterior = opened.posterior
     result = analyse_posterior(posterior, opened.model.meta.input_shape)
     title = f"{Path(factors).name} ({posterior.curvature.method}, τ={_tau_text(posterior.prior_precision)})"

@@ -54,6 +54,8 @@ def tune(
     predictive: Annotated[Optional[TunePredictive], typer.Option("--predictive", help="Predictive scored on the held-out examples (default: probit, glm where probit does not apply).")] = None,
     samples: Annotated[int, typer.Option("--samples", min=1, help="Samples for mc/glm predictives.")] = 100,
     batch_size: o.BatchSize = 256,
+    arch: o.FactorArch = None,
+    arch_kwargs: o.FactorArchKwargs = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the result without writing it into the file.")] = False,
     device: o.Device = o.DeviceChoice.auto,
     json_output: o.Json = False,
@@ -70,12 +72,17 @@ def tune(
                                                conversion),
         predictive=predictive.value if predictive else None, samples=samples, batch_size=batch_size,
         nll_tolerance=nll_tolerance, write=not dry_run, device=resolve_device(device.value).type,
+        arch=arch, arch_kwargs=arch_kwargs,
+        # the evidence needs no forward; held-out data asked for by a flag does
+        runs_model=objective is not ObjectiveChoice.marglik or any(v is not None for v in (data, split, val_from)),
     )
     document = {"factors": str(factors), "written": not dry_run, **outcome.to_dict()}
     edges = outcome.at_grid_edge
     if edges:  # stderr, so --json stays pure
         log(f"warning: the best {' and '.join(edges)} lie on the edge of the searched grid; the optimum may be "
             "beyond it (set them by hand with --prior-precision / --n-data in later commands)", quiet=quiet)
+    if outcome.unchecked:
+        log(f"note: {outcome.unchecked}", quiet=quiet)
     held = outcome.held_out
     if held and outcome.worse_than_map:
         log(f"warning: at the chosen values the {held['predictive']} predictive's NLL on {held['n']:,} held-out examples "
