@@ -57,6 +57,21 @@ class SequenceFirstNet(nn.Module):
         return self.head(torch.tanh(self.proj(x.transpose(0, 1))).mean(0))
 
 
+class AttentionSequenceFirstNet(nn.Module):
+    """A Linear and an ``nn.MultiheadAttention(batch_first=False)`` on (T, B, E), then a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(3, 4)
+        self.attn = nn.MultiheadAttention(4, 2, batch_first=False)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.tanh(self.proj(x.transpose(0, 1)))
+        a, _ = self.attn(h, h, h, need_weights=False)
+        return self.head((a + h).mean(0))
+
+
 class SharedNet(nn.Module):
     """The same Linear called twice per forward, with a residual connection in between."""
 

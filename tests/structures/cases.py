@@ -8,7 +8,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor, nn
 
-from tests.curvature.models import Conv1dNet, SequenceFirstNet, SequenceNet, SharedNet, mlp
+from tests.curvature.models import AttentionSequenceFirstNet, Conv1dNet, SequenceFirstNet, SequenceNet, SharedNet, mlp
 from tests.structures.reference import explicit_ggn
 
 
@@ -54,6 +54,10 @@ def _make(name: str) -> Case:
         torch.manual_seed(7)
         return Case(name, SequenceFirstNet().double(), torch.randn(7, 3, 3, generator=g, dtype=torch.float64),
                     torch.randint(0, 2, (7,), generator=g), "classification")
+    if name == "attention-first":  # nn.MultiheadAttention(batch_first=False) between two Linear layers
+        torch.manual_seed(8)
+        return Case(name, AttentionSequenceFirstNet().double(), torch.randn(7, 3, 3, generator=g, dtype=torch.float64),
+                    torch.randint(0, 2, (7,), generator=g), "classification")
     if name == "shared":
         torch.manual_seed(6)
         return Case(name, SharedNet().double(), torch.randn(7, 4, generator=g, dtype=torch.float64),
@@ -72,4 +76,4 @@ def _ggn(name: str, names: tuple[str, ...]) -> Tensor:
     return explicit_ggn(c.model, list(names), c.x, c.y, c.task)
 
 
-CASES = ("mlp-cls", "mlp-reg", "conv1d", "sequence", "sequence-first", "shared")
+CASES = ("mlp-cls", "mlp-reg", "conv1d", "sequence", "sequence-first", "attention-first", "shared")

@@ -37,6 +37,7 @@ from uncert_cli.curvature.ekfac import ekfac_eigenvalues
 from uncert_cli.curvature.engine import compute_curvature
 from uncert_cli.curvature.ggn_products import BatchSource, GGNProducts
 from uncert_cli.curvature.lowrank import top_eigenpairs
+from uncert_cli.curvature.plain_kernels import plain_kernels
 from uncert_cli.curvature.subset import Unit, select_units
 from uncert_cli.errors import UserError
 
@@ -115,15 +116,18 @@ def compute_structured_curvature(
     common = dict(fisher_type=fisher_type, task=task, mc_samples=mc_samples, subset=subset, generator=generator,
                   include_frozen=include_frozen)
     try:
-        if method == "full":
-            return _full(model, source, units, task, fisher_type, max_bytes)
-        if method == "lowrank":
-            return _lowrank(model, source, units, task, fisher_type, rank, generator, on_batch, power_iters, common)
-        kfac = compute_curvature(model, source(), method="kfac", on_batch=on_batch, **common)  # type: ignore[arg-type]
-        if method == "ekfac":
-            return _ekfac(model, source, units, kfac, common)
-        diag = compute_curvature(model, source(), method="diag", **common)  # type: ignore[arg-type]
-        return _kfac_diag(units, kfac, diag, rank)
+        # curvlinops' GGN products use forward-mode AD, which the fused attention and recurrent
+        # kernels lack (the engine's passes enter the same context themselves)
+        with plain_kernels(model):
+            if method == "full":
+                return _full(model, source, units, task, fisher_type, max_bytes)
+            if method == "lowrank":
+                return _lowrank(model, source, units, task, fisher_type, rank, generator, on_batch, power_iters, common)
+            kfac = compute_curvature(model, source(), method="kfac", on_batch=on_batch, **common)  # type: ignore[arg-type]
+            if method == "ekfac":
+                return _ekfac(model, source, units, kfac, common)
+            diag = compute_curvature(model, source(), method="diag", **common)  # type: ignore[arg-type]
+            return _kfac_diag(units, kfac, diag, rank)
     finally:
         for m, t in training.items():
             m.train(t)
