@@ -126,13 +126,29 @@ def test_fit_then_ood_with_default_predictives(run_cli, workspace, monkeypatch, 
 
 @pytest.mark.parametrize("name", ["lstm", "attention"])
 def test_attack_through_sampled_and_linearised_predictives(run_cli, workspace, monkeypatch, name):
-    monkeypatch.setenv("UNCERT_TRUST_ARCH", "1")
+    monkeypatch.delenv("UNCERT_TRUST_ARCH", raising=False)
     factors, _ = _fit(run_cli, workspace, name, "kfac")
-    r = run_cli("attack", factors, "--data", workspace / CASES[name][2], "--predictive", "map,glm,mc", "--limit", "20",
+    arch = f"{workspace / 'seqnets.py'}:{CASES[name][0]}"  # the flag is the consent (kwargs as recorded at fit)
+    r = run_cli("attack", factors, "--arch", arch, "--data", workspace / CASES[name][2], "--predictive", "map,glm,mc", "--limit", "20",
                 "--val-size", "30", "--tune-samples", "3", "--samples", "4", "--mode", "untargeted", "--json")
     assert r.code == 0, r.err
     doc = json.loads(r.out)
     assert set(doc["untargeted"]) == {"map", "glm", "mc"}
+
+
+@pytest.mark.parametrize("name", ["lstm", "attention"])
+def test_report_without_the_class_equals_report_with_it(run_cli, workspace, monkeypatch, name):
+    """Recurrent and attention weights (weight_ih_l0, in_proj_weight, ...) laid out without their class
+    give the report the class gives, layer kinds included."""
+    monkeypatch.delenv("UNCERT_TRUST_ARCH", raising=False)
+    factors, _ = _fit(run_cli, workspace, name, "diag")
+    alone = run_cli("report", factors, "--json")
+    monkeypatch.setenv("UNCERT_TRUST_ARCH", "1")
+    with_class = run_cli("report", factors, "--json")
+    assert alone.code == with_class.code == 0, alone.err
+    assert alone.out == with_class.out
+    kinds = {layer["kind"] for layer in json.loads(alone.out)["layers"]}
+    assert kinds & {"lstm", "multiheadattention", "transformerencoderlayer"} and "unknown" not in kinds, kinds
 
 
 def test_attack_refuses_token_ids(run_cli, workspace, monkeypatch):

@@ -35,7 +35,7 @@ class StoredModule(nn.Module):
 
     def __init__(self, kind: str = "unknown") -> None:
         super().__init__()
-        self.kind = kind
+        self._uncert_kind = kind
 
     def forward(self, *args: object, **kwargs: object) -> Tensor:
         raise UserError(NEEDS_ARCH)
@@ -44,7 +44,7 @@ class StoredModule(nn.Module):
 def module_kind(module: nn.Module | None) -> str:
     """What a report calls a layer: ``linear``, ``conv``, else its class name in lower case."""
     if isinstance(module, StoredModule):
-        return module.kind
+        return module._uncert_kind
     if isinstance(module, nn.Linear):
         return "linear"
     if isinstance(module, nn.modules.conv._ConvNd):
