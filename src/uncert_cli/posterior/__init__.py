@@ -1,7 +1,9 @@
-"""Laplace posteriors over trained networks from curvature blocks (diagonal GGN / KFAC).
+"""Laplace posteriors over trained networks from curvature blocks of any structure.
 
-One module per concept: ``precision`` (block eigen math), ``sampling``, ``marginals``,
-``predictive``, ``marglik`` (evidence, log-det, entropy), ``tuning``; ``laplace`` ties them together.
+One module per concept: ``structures`` (one class per block structure: diagonal, Kronecker, EKFAC,
+dense, low-rank, KFAC + diagonal, behind one protocol), ``sampling``, ``marginals``,
+``output_covariance``, ``predictive``, ``marglik`` (evidence, log-det, entropy), ``tuning``,
+``widest``; ``laplace`` ties them together. ``precision`` and ``structured`` are older import paths.
 """
 
 from uncert_cli.posterior.laplace import LaplacePosterior

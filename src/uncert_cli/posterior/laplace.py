@@ -1,4 +1,4 @@
-"""The Laplace posterior: one object for diagonal and Kronecker curvature blocks.
+"""The Laplace posterior: one object over curvature blocks of every structure.
 
 Posterior over the parameters covered by the curvature blocks (all other parameters stay at their MAP
 value): a block-diagonal Gaussian ``N(θ*, precision⁻¹)`` with, per block ``b``,
@@ -6,9 +6,10 @@ value): a block-diagonal Gaussian ``N(θ*, precision⁻¹)`` with, per block ``b
     precision_b = n_eff · curvature_b + τ_b · I,     n_eff = n_data / noise_std²  (regression)
                                                       n_eff = n_data               (classification)
 
-(curvature is stored at unit noise). For Kronecker blocks ``prior_mode`` chooses how ``τ`` enters:
+(curvature is stored at unit noise). Each block is a :class:`~uncert_cli.posterior.structures.Structure`
+that does its own math (``posterior.structures``). For KFAC blocks ``prior_mode`` chooses how ``τ`` enters:
 ``"eigen"`` is the exact ``n_eff · G ⊗ A + τ I``; ``"factor"`` is Ritter et al. (2018) eq. 9,
-``(sqrt(n_eff) G + sqrt(τ) I) ⊗ (sqrt(n_eff) A + sqrt(τ) I)``. Diagonal blocks ignore ``prior_mode``.
+``(sqrt(n_eff) G + sqrt(τ) I) ⊗ (sqrt(n_eff) A + sqrt(τ) I)``. The other structures ignore ``prior_mode``.
 
 Example::
 
@@ -47,12 +48,12 @@ class LaplacePosterior:
     """Post-hoc Laplace posterior built from curvature blocks and the MAP model.
 
     Args:
-        curvature: per-module blocks (``DiagonalBlock`` / ``KroneckerBlock``), means over the data.
+        curvature: the blocks of any method (``curvature.blocks``), means over the data.
         model: the network holding the MAP weights (used in place; its train/eval flags are restored
             after each prediction).
         prior_precision: ``τ``; a float for all blocks or a mapping ``{module: τ}`` (``"*"`` = default).
         n_data: ``N`` multiplying the mean curvature; defaults to ``curvature.n_data``.
-        prior_mode: ``"eigen"`` or ``"factor"`` (Kronecker blocks only).
+        prior_mode: ``"eigen"`` or ``"factor"`` (KFAC blocks only).
         noise_std: observation noise ``σ`` (regression only; must stay 1.0 for classification).
     """
 
