@@ -77,17 +77,14 @@ def model_from_factor_file(
 
 
 def _given_module(factors: FactorFile, arch: str, arch_kwargs: Sequence[str] | None) -> nn.Module:
-    """The class named by ``--arch`` (the user's consent to import it), with ``--arch-kwargs``; without
-    them, the keyword arguments recorded at fit when ``--arch`` names the recorded class (plain values
-    only: they come from the file), else none."""
+    """The class named by ``--arch`` (the user's consent to import it). Its keyword arguments: those
+    recorded at fit when ``--arch`` names the recorded class (plain values only: they come from the
+    file), updated by ``--arch-kwargs`` -- as ``uncert fit`` treats a checkpoint's recorded ones."""
     meta = factors.model_meta
-    if arch_kwargs:
-        kwargs = parse_arch_kwargs(list(arch_kwargs))
-    elif meta.arch and canonical_arch(arch) == canonical_arch(meta.arch):
-        kwargs = check_file_arch_kwargs(dict(meta.arch_kwargs), f"'{factors.path}'")
-    else:
-        kwargs = {}
-    return build_module(arch, kwargs)
+    given = parse_arch_kwargs(list(arch_kwargs or []))
+    same = bool(meta.arch) and canonical_arch(arch) == canonical_arch(str(meta.arch))
+    kept = {k: v for k, v in meta.arch_kwargs.items() if k not in given} if same else {}
+    return build_module(arch, {**check_file_arch_kwargs(kept, f"'{factors.path}'"), **given})
 
 
 def _with_weights(factors: FactorFile, module: nn.Module, given: str | None) -> LoadedModel:

@@ -176,6 +176,13 @@ def test_an_architecture_that_does_not_match_the_weights_is_refused(run_cli, pro
     assert f"--arch {arch[1]} does not match the weights in 'f.h5'" in r.err and "Traceback" not in r.err
 
 
+def test_arch_kwargs_update_the_recorded_ones_for_the_recorded_class(run_cli, project):
+    _fit(run_cli, project)  # recorded: width=4
+    r = run_cli("ood", "f.h5", "--arch", "mynet.py:Net", "--arch-kwargs", "classes=10", "--limit", "8", "--no-tune",
+                "--json")
+    assert r.code == 0, r.err  # width=4 from the file, classes=10 from the flag
+
+
 def test_arch_kwargs_without_arch_is_refused(run_cli, project):
     _fit(run_cli, project)
     r = run_cli("ood", "f.h5", "--arch-kwargs", "width=4", "--limit", "8")

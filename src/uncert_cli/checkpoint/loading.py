@@ -222,7 +222,7 @@ def load_model(
         # The file's own word: only uncert's models and torchvision builders, plain keywords.
         if not is_builtin_arch(meta.arch):
             raise UserError(
-                f"{source} names its architecture '{meta.arch}', which would import and run code from "
+                f"{source} names its architecture {meta.arch[:120]!r}, which would import and run code from "
                 f"outside uncert and torchvision; if you trust it, pass --arch {meta.arch} yourself"
             )
         chosen = canonical_arch(meta.arch)

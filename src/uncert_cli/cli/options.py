@@ -87,7 +87,7 @@ FactorArch = Annotated[
 ]
 FactorArchKwargs = Annotated[
     Optional[list[str]],
-    typer.Option("--arch-kwargs", help="Constructor arguments key=value for --arch (repeatable; default: those recorded at fit when --arch names the recorded class)."),
+    typer.Option("--arch-kwargs", help="Constructor arguments key=value for --arch (repeatable); when --arch names the class the file records, they update the keyword arguments recorded at fit."),
 ]
 TrustPickle = Annotated[
     bool,
