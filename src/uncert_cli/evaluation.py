@@ -8,8 +8,7 @@ prints (progress and log lines go through the callbacks the caller passes).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from uncert_cli.inputs import convert_as_recorded, load_model_data, recorded_con
 from uncert_cli.posterior import LaplacePosterior
 from uncert_cli.posterior.predictive import PREDICTIVES
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
+from uncert_cli.progress import Progress, no_progress
 from uncert_cli.validation import (
     HONESTY_RATIO,
     ValidationChoice,
@@ -58,14 +58,6 @@ def default_predictives(posterior: LaplacePosterior, allowed: Sequence[str] = PR
     """``map`` and the default Laplace predictive for this posterior (see ``DEFAULT_LAPLACE``)."""
     best = DEFAULT_LAPLACE if DEFAULT_LAPLACE in allowed and posterior.has_factored_outputs else FALLBACK_LAPLACE
     return ["map", best]
-
-Progress = Callable[[int, str], contextlib.AbstractContextManager[Callable[[int], None]]]
-
-
-@contextlib.contextmanager
-def no_progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
-    yield lambda n: None
-
 
 def parse_predictives(text: str | None, allowed: tuple[str, ...] = PREDICTIVES) -> list[str] | None:
     """``"map,glm"`` → ``["map", "glm"]``; None stays None: the default is chosen once the posterior
@@ -139,6 +131,7 @@ def prepare_analysis(
     check_model: Callable[[ModelMeta], None] = lambda meta: None,
     continuous_inputs: bool = False,
     warn: Callable[[str], None] = lambda s: None,
+    progress: Progress = no_progress,
 ) -> PreparedAnalysis:
     """Open ``factors``, load the in-distribution data and give each predictive its posterior
     (``kinds=None``: :func:`default_predictives` among ``allowed``). ``check_model`` sees the model's
@@ -201,6 +194,7 @@ def prepare_analysis(
             posteriors[kind] = tune_on_validation(
                 opened.posterior, validation, kind, samples=s.tune_samples, batch_size=s.batch_size, seed=s.seed,
                 prior_mode=s.prior_mode or "factor", objective=s.objective, nll_tolerance=s.nll_tolerance,
+                progress=progress,
             )
         else:
             hp = current_hyperparameters(opened.posterior, "override" if fixed else "file")
@@ -264,7 +258,7 @@ def run_ood(
     """Calibration, OOD detection and own-error detection of each predictive (Ritter §5.2, §5.4)."""
     if len(set(against)) != len(against):
         raise UserError("the same --against set is given twice; pass each OOD set once")
-    prepared = prepare_analysis(factors, kinds, settings, announce=announce, warn=warn)
+    prepared = prepare_analysis(factors, kinds, settings, announce=announce, warn=warn, progress=progress)
     kinds = prepared.kinds
     model = prepared.opened.model.module
     ood_sets = {spec: load_ood_set(prepared.meta, spec, settings, model) for spec in against}
@@ -332,7 +326,7 @@ def run_attack(
 
     prepared = prepare_analysis(
         factors, kinds, settings, allowed=ATTACK_KINDS, announce=announce, check_model=check_target, continuous_inputs=True,
-        warn=warn,
+        warn=warn, progress=progress,
     )
     kinds = prepared.kinds
     evaluation = prepared.evaluation

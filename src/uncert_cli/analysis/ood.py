@@ -26,6 +26,7 @@ from uncert_cli.data import ArrayDataset, iter_batches
 from uncert_cli.errors import UserError
 from uncert_cli.posterior import LaplacePosterior, tune_val_nll
 from uncert_cli.posterior.tuning import VAL_N_FACTORS, VAL_TAU_GRID
+from uncert_cli.progress import Progress, no_progress
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE, WIDEST_TAU_GRID, tune_widest, validation_scores
 
 OnBatch = Callable[[int], None]
@@ -105,6 +106,7 @@ def tune_on_validation(
     n_factors: Sequence[float] = VAL_N_FACTORS,
     objective: str = "widest",
     nll_tolerance: float = DEFAULT_NLL_TOLERANCE,
+    progress: Progress = no_progress,
 ) -> tuple[LaplacePosterior, Hyperparameters]:
     """``(N, τ)`` for ``kind`` chosen on ``val_data`` by grid search (common samples).
 
@@ -125,13 +127,16 @@ def tune_on_validation(
     if tau_grid is None:
         tau_grid = WIDEST_TAU_GRID if objective == "widest" else VAL_TAU_GRID
     grids = {"n_grid": [posterior.n_data * f for f in n_factors], "tau_grid": list(tau_grid)}
-    if objective == "widest":
-        result = tune_widest(base, batches, kind=kind, tolerance=nll_tolerance, samples=samples,
-                             generator=_generator(seed), **grids)
-        map_nll = result.map_nll
-    else:
-        result = tune_val_nll(base, batches, kind=kind, samples=samples, generator=_generator(seed), **grids)
-        map_nll = validation_scores(base, batches, kind="map", samples=1).nll
+    points = len(grids["n_grid"]) * len(grids["tau_grid"])
+    with progress(len(val_data) * points, f"tuning {kind} ({points} grid points)") as advance:
+        if objective == "widest":
+            result = tune_widest(base, batches, kind=kind, tolerance=nll_tolerance, samples=samples,
+                                 generator=_generator(seed), on_examples=advance, **grids)
+            map_nll = result.map_nll
+        else:
+            result = tune_val_nll(base, batches, kind=kind, samples=samples, generator=_generator(seed),
+                                  on_examples=advance, **grids)
+            map_nll = validation_scores(base, batches, kind="map", samples=1).nll
     tuned = result.apply(base)
     hp = current_hyperparameters(tuned, "tuned")
     hp.validation_nll = result.objective

@@ -15,7 +15,7 @@ from uncert_cli.device import resolve_device
 from uncert_cli.errors import UserError
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
 from uncert_cli.inputs import load_model_data
-from uncert_cli.render.console import log, print_json, stdout
+from uncert_cli.render.console import log, print_json, progress_bar, stdout
 from uncert_cli.tuning import tune_factor_file
 from uncert_cli.validation import ValidationChoice, has_val_split, load_held_out, resolve_val_from
 
@@ -75,6 +75,7 @@ def tune(
         arch=arch, arch_kwargs=arch_kwargs,
         # the evidence needs no forward; held-out data asked for by a flag does
         runs_model=objective is not ObjectiveChoice.marglik or any(v is not None for v in (data, split, val_from)),
+        progress=lambda total, what: progress_bar(total, what, quiet=quiet or json_output),
     )
     document = {"factors": str(factors), "written": not dry_run, **outcome.to_dict()}
     edges = outcome.at_grid_edge

@@ -22,7 +22,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Union
 
 import torch
@@ -203,14 +203,25 @@ class LaplacePosterior:
     def output_covariance(self, x: Tensor) -> tuple[Tensor, Tensor] | None:
         """MAP outputs ``(B, C)`` and ``J(x) Σ J(x)ᵀ`` ``(B, C, C)`` by the factored Linear/Conv path
         (:mod:`~uncert_cli.posterior.output_covariance`), or None where a block needs the generic path."""
+        result = self.output_covariances(x, [self])
+        return None if result is None else (result[0], result[1][0])
+
+    def output_covariances(
+        self, x: Tensor, variants: Sequence[LaplacePosterior]
+    ) -> tuple[Tensor, list[Tensor]] | None:
+        """:meth:`output_covariance` of each of ``variants`` (this posterior under other hyperparameters,
+        from :meth:`with_hyperparameters`) in one pass over ``x``: ``(f (B, C), [J Σ_v Jᵀ (B, C, C)])``."""
         if not self.has_factored_outputs:
             return None
+        if any(v._specs is not self._specs for v in variants):
+            raise ValueError("output_covariances: every variant must come from with_hyperparameters of this posterior")
         units = self._fast_units["units"]
+        grid = [v._prec for v in variants]
         with _predictive.eval_mode(self.model):
             if "n_out" not in self._fast_units:
                 self._fast_units["n_out"] = _marginals.output_dim(self.model, x)
-            result = _outcov.output_covariance(
-                self.model, units, self._specs, self._prec, x, self._fast_units["n_out"]  # type: ignore[arg-type]
+            result = _outcov.output_covariances(
+                self.model, units, self._specs, grid, x, self._fast_units["n_out"]  # type: ignore[arg-type]
             )
             if result is None:  # a layer input without a batch dimension: not for this model
                 self._fast_units["units"] = None
@@ -219,13 +230,14 @@ class LaplacePosterior:
                 # The factored path takes the first input dimension of batch size as the example index. A layer that
                 # sees (sequence, batch, ...) with sequence length == batch size would pass its shape
                 # check; one example alone cannot, so the first batch is checked against its first row.
-                single = _outcov.output_covariance(self.model, units, self._specs, self._prec, x[:1])  # type: ignore[arg-type]
+                single = _outcov.output_covariance(self.model, units, self._specs, grid[0], x[:1])  # type: ignore[arg-type]
                 self._fast_units["checked"] = True
                 # Loose enough for GPU kernels that differ with the batch size (TF32 convolutions),
                 # tight enough for a layout error (~10% on the tests' sequence-first model).
                 rtol = 1e-4 if x.device.type == "cpu" else 2e-2
-                scale = float(result[1][0].abs().max())
-                if single is None or not torch.allclose(single[1][0], result[1][0], rtol=rtol, atol=rtol * scale + 1e-12):
+                first = result[1][0]
+                scale = float(first[0].abs().max())
+                if single is None or not torch.allclose(single[1][0], first[0], rtol=rtol, atol=rtol * scale + 1e-12):
                     self._fast_units["units"] = None
                     return None
             return result

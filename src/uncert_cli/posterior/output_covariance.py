@@ -37,26 +37,33 @@ CHUNK_ELEMENTS = 1 << 24
 OUTPUT_ROWS = 1 << 16
 
 
-def _unit_covariance(unit: Unit, spec: Structure, prec: Tensor, a: Tensor, g: Tensor) -> Tensor:
-    """Contribution ``(B, C, C)`` of one unit from inputs ``a`` ``(B, P, I)`` and derivatives
-    ``g`` ``(C, B, P, O)`` (all calls' positions concatenated)."""
+def _rotated_rows(unit: Unit, spec: Structure, prec: Tensor, a: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+    """Inputs ``a`` ``(B, P, I)`` and derivatives ``g`` ``(C, B, P, O)`` in the block's eigenbasis:
+    ``(â (B, P, I'), ĝ (C, B, P, O))``, the hyperparameter-free part of :func:`_unit_covariances`."""
     B, P, _ = a.shape
-    C, O = g.shape[0], g.shape[-1]
     if len(unit.params) == 2:
         a = torch.cat([a, a.new_ones(B, P, 1)], dim=-1)
-    UG, UA, S = spec.output_basis(prec)  # None bases mean identity (diagonal blocks)
-    a_hat = a if UA is None else a @ UA
-    g_hat = g if UG is None else g @ UG
+    UG, UA, _ = spec.output_basis(prec)  # the bases do not depend on N or τ; None means identity
+    return (a if UA is None else a @ UA), (g if UG is None else g @ UG)
+
+
+def _unit_covariances(spec: Structure, precs: Sequence[Tensor], a_hat: Tensor, g_hat: Tensor) -> list[Tensor]:
+    """Contribution ``(B, C, C)`` of one unit for each precision in ``precs`` (one per hyperparameter
+    setting), from its rotated rows (:func:`_rotated_rows`)."""
+    B, P, I_aug = a_hat.shape
+    C, O = g_hat.shape[0], g_hat.shape[-1]
+    scales = [spec.output_basis(prec)[2] for prec in precs]  # (O, I') each
     if P == 1:
-        w = a_hat[:, 0].square() @ S.t()  # (B, O)
         gh = g_hat[:, :, 0]  # (C, B, O)
-        return torch.einsum("cbo,bo,dbo->bcd", gh, w, gh)
-    out = []
-    step = max(1, CHUNK_ELEMENTS // max(1, C * O * a.shape[-1]))
+        squared = a_hat[:, 0].square()  # (B, I')
+        return [torch.einsum("cbo,bo,dbo->bcd", gh, squared @ S.t(), gh) for S in scales]
+    out: list[list[Tensor]] = [[] for _ in scales]
+    step = max(1, CHUNK_ELEMENTS // max(1, C * O * I_aug))
     for s in range(0, B, step):
-        J = torch.einsum("cbpo,bpi->bcoi", g_hat[:, s : s + step], a_hat[s : s + step])
-        out.append(torch.einsum("bcoi,bdoi,oi->bcd", J, J, S))
-    return torch.cat(out)
+        J = torch.einsum("cbpo,bpi->bcoi", g_hat[:, s : s + step], a_hat[s : s + step])  # formed once per chunk
+        for parts, S in zip(out, scales):
+            parts.append(torch.einsum("bcoi,bdoi,oi->bcd", J, J, S))
+    return [torch.cat(parts) for parts in out]
 
 
 def supported(model: nn.Module, specs: Sequence[Structure]) -> list[Unit] | None:
@@ -83,31 +90,55 @@ def output_covariance(
     x: Tensor,
     n_out: int | None = None,
 ) -> tuple[Tensor, Tensor] | None:
-    """:func:`batch_output_covariance` over chunks of at most ``OUTPUT_ROWS // C`` examples
-    (``n_out`` = C; found by a one-example forward when not given)."""
+    """:func:`output_covariances` for one precision: MAP outputs ``(B, C)`` and ``J Σ Jᵀ`` ``(B, C, C)``."""
+    result = output_covariances(model, units, specs, [precs], x, n_out)
+    return None if result is None else (result[0], result[1][0])
+
+
+def output_covariances(
+    model: nn.Module,
+    units: Sequence[Unit],
+    specs: Sequence[Structure],
+    precs_grid: Sequence[Sequence[Tensor]],
+    x: Tensor,
+    n_out: int | None = None,
+) -> tuple[Tensor, list[Tensor]] | None:
+    """MAP outputs ``f`` ``(B, C)`` and, for each entry of ``precs_grid`` (the blocks' precisions under one
+    hyperparameter setting), ``J Σ Jᵀ`` ``(B, C, C)``, over chunks of at most ``OUTPUT_ROWS // C`` examples
+    (``n_out`` = C; found by a one-example forward when not given).
+
+    The forward, the backward and the rotation into each block's eigenbasis do not depend on ``N`` or ``τ``,
+    so a tuning grid pays for them once per batch instead of once per grid point."""
     if n_out is None:
         with torch.no_grad():
             n_out = model(x[:1]).reshape(1, -1).shape[1]
     step = max(1, OUTPUT_ROWS // max(1, n_out))
-    if x.shape[0] <= step:
-        return batch_output_covariance(model, units, specs, precs, x)
-    fs, covs = [], []
+    fs: list[Tensor] = []
+    covs: list[list[Tensor]] = [[] for _ in precs_grid]
     for start in range(0, x.shape[0], step):
-        part = batch_output_covariance(model, units, specs, precs, x[start : start + step])
+        part = batch_output_covariances(model, units, specs, precs_grid, x[start : start + step])
         if part is None:
             return None
         fs.append(part[0])
-        covs.append(part[1])
-    return torch.cat(fs), torch.cat(covs)
+        for out, cov in zip(covs, part[1]):
+            out.append(cov)
+    if len(fs) == 1:
+        return fs[0], [c[0] for c in covs]
+    return torch.cat(fs), [torch.cat(c) for c in covs]
 
 
-def batch_output_covariance(
-    model: nn.Module, units: Sequence[Unit], specs: Sequence[Structure], precs: Sequence[Tensor], x: Tensor
-) -> tuple[Tensor, Tensor] | None:
-    """MAP outputs ``f`` ``(B, C)`` and ``J Σ Jᵀ`` ``(B, C, C)`` for a batch ``x``.
+def batch_output_covariances(
+    model: nn.Module,
+    units: Sequence[Unit],
+    specs: Sequence[Structure],
+    precs_grid: Sequence[Sequence[Tensor]],
+    x: Tensor,
+) -> tuple[Tensor, list[Tensor]] | None:
+    """MAP outputs ``f`` ``(B, C)`` and ``J Σ Jᵀ`` ``(B, C, C)`` per entry of ``precs_grid`` for a batch ``x``.
 
-    ``units``/``specs``/``precs`` are aligned (from :func:`supported` and the posterior); the model
-    must hold the MAP weights. Returns None if a Linear's input has no dimension of the batch size.
+    ``units``/``specs`` and each entry of ``precs_grid`` are aligned (from :func:`supported` and the
+    posterior); the model must hold the MAP weights. Returns None if a Linear's input has no dimension of
+    the batch size.
     """
     capture = Capture(units, [True] * len(units), [None] * len(units))
     requires = {p: p.requires_grad for p in model.parameters()}
@@ -129,18 +160,22 @@ def batch_output_covariance(
                 grads = backprop_vectors(f, tracked, V, batched=True, retain_graph=True)
             except RuntimeError:  # no vmap rule for an op in the graph: one vector at a time
                 grads = backprop_vectors(f, tracked, V, batched=False, retain_graph=False)
-        cov = f.new_zeros(B, C, C)
+        covs = [f.new_zeros(B, C, C) for _ in precs_grid]
         with torch.no_grad():
-            for unit, spec, prec, calls, per_call in zip(units, specs, precs, capture.calls, capture.split(grads)):
+            for index, (unit, spec, calls, per_call) in enumerate(zip(units, specs, capture.calls, capture.split(grads))):
+                dtype = precs_grid[0][index].dtype
                 parts = [
                     per_example_rows(unit.module, call.args[0], g[0], B) for call, g in zip(calls, per_call) if g
                 ]
                 if not parts or any(p is None for p in parts):
                     return None
-                a = torch.cat([p[0] for p in parts], dim=1).to(prec.dtype)
-                g = torch.cat([p[1] for p in parts], dim=2).to(prec.dtype)
-                cov += _unit_covariance(unit, spec, prec, a, g).to(cov.dtype)
-        return f.detach(), cov
+                a = torch.cat([p[0] for p in parts], dim=1).to(dtype)
+                g = torch.cat([p[1] for p in parts], dim=2).to(dtype)
+                a_hat, g_hat = _rotated_rows(unit, spec, precs_grid[0][index], a, g)
+                grid = [precs[index] for precs in precs_grid]
+                for cov, part in zip(covs, _unit_covariances(spec, grid, a_hat, g_hat)):
+                    cov += part.to(cov.dtype)
+        return f.detach(), covs
     finally:
         capture.clear()
         for p, r in requires.items():

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -146,19 +146,11 @@ def predict(post: LaplacePosterior, x: Tensor, kind: str, samples: int, generato
                 raise UserError("the probit predictive is for classification; use 'glm' for regression")
             fast = post.output_covariance(x)
             if fast is not None:
-                f, cov = fast
-                var = torch.diagonal(cov, dim1=-2, dim2=-1)
-            elif kind == "probit" or regression:
+                return _from_covariance(post, kind, *fast, samples, generator)
+            if kind == "probit" or regression:
                 with torch.no_grad():
                     f = _flat(model(x))
-                var = post.functional_variance(x)
-            if kind == "probit":
-                return torch.softmax(f / torch.sqrt(1.0 + math.pi / 8.0 * var), -1)
-            if regression:
-                return f, var + noise_var
-            if fast is not None:
-                _check_samples(samples)
-                return torch.softmax(_sampled_logits(f, cov, samples, generator), -1).mean(0)
+                return _from_variance(post, kind, f, post.functional_variance(x))
         if kind == "dropout":
             outs = _dropout_outputs(model, x, samples, generator)
         else:
@@ -171,6 +163,57 @@ def predict(post: LaplacePosterior, x: Tensor, kind: str, samples: int, generato
     if regression:
         return outs.mean(0), outs.var(0, unbiased=False) + noise_var
     return torch.softmax(outs, -1).mean(0)
+
+
+def _from_variance(post: LaplacePosterior, kind: str, f: Tensor, var: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+    """The probit (classification) or Gaussian (regression) predictive from outputs ``f`` and their
+    linearised variances ``var``, both ``(B, C)``."""
+    if kind == "probit":
+        return torch.softmax(f / torch.sqrt(1.0 + math.pi / 8.0 * var), -1)
+    return f, var + post.noise_std**2
+
+
+def _from_covariance(
+    post: LaplacePosterior, kind: str, f: Tensor, cov: Tensor, samples: int, generator
+) -> Tensor | tuple[Tensor, Tensor]:
+    """``probit`` or ``glm`` from MAP outputs ``f`` ``(B, C)`` and ``J Σ Jᵀ`` ``(B, C, C)``."""
+    if kind == "probit" or post.task == "regression":
+        return _from_variance(post, kind, f, torch.diagonal(cov, dim1=-2, dim2=-1))
+    _check_samples(samples)
+    return torch.softmax(_sampled_logits(f, cov, samples, generator), -1).mean(0)
+
+
+def predict_many(
+    posts: Sequence[LaplacePosterior],
+    x: Tensor,
+    kind: str,
+    samples: int,
+    generator,
+    on_each: Callable[[], None] = lambda: None,
+) -> list[Tensor | tuple[Tensor, Tensor]]:
+    """:func:`predict` of each of ``posts`` (one posterior under several hyperparameter settings, from
+    ``with_hyperparameters``) on the same ``x``; ``on_each()`` after each.
+
+    ``probit`` and ``glm`` share one forward, one backward and one rotation into the blocks' eigenbases for
+    all of them where the factored output covariance applies (a tuning grid's cost is then mostly the
+    prediction, not the Jacobian); everything else predicts one posterior at a time.
+    """
+    if kind in ("probit", "glm") and posts and posts[0].has_factored_outputs:
+        first = posts[0]
+        with eval_mode(first.model), plain_kernels(first.model):
+            fast = first.output_covariances(x, posts)
+        if fast is not None:
+            f, covs = fast
+            out = []
+            for post, cov in zip(posts, covs):
+                out.append(_from_covariance(post, kind, f, cov, samples, generator))
+                on_each()
+            return out
+    out = []
+    for post in posts:
+        out.append(predict(post, x, kind, samples, generator))
+        on_each()
+    return out
 
 
 def covariance_root(cov: Tensor) -> Tensor:

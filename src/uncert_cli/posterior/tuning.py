@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
@@ -22,8 +22,9 @@ from torch import Tensor
 
 from uncert_cli.errors import UserError
 from uncert_cli.posterior import marglik as _marglik
+from uncert_cli.posterior.held_out import grid_scores
 from uncert_cli.posterior.laplace import LaplacePosterior
-from uncert_cli.posterior.structures import Structure
+from uncert_cli.posterior.structures import Structure as BlockStructure
 from uncert_cli.posterior.predictive import PREDICTIVES
 
 Structure = Literal["scalar", "layer"]
@@ -140,7 +141,7 @@ def _record(step, value, log_taus, log_sigma, posterior, modules, structure) -> 
     return {"step": step, "log_marglik": value, "prior_precision": prior, "noise_std": noise}
 
 
-def _to_float64(spec: Structure) -> Structure:
+def _to_float64(spec: BlockStructure) -> BlockStructure:
     return spec.to_float64()
 
 
@@ -152,25 +153,7 @@ def validation_nll(
     Classification: ``−log p(y)`` with ``y`` integer labels. Regression: Gaussian NLL of ``y`` (shaped like
     the mean) under the predictive mean and variance, summed over outputs.
     """
-    total, count = 0.0, 0
-    for batch in val_batches:
-        try:
-            x, y = batch
-        except (TypeError, ValueError):
-            raise UserError("validation batches must be (inputs, targets) pairs") from None
-        out = posterior.predict(x, kind, samples=samples, generator=generator)
-        if posterior.task == "classification":
-            p = out.gather(1, y.long().reshape(-1, 1)).squeeze(1)
-            nll = -torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
-        else:
-            mean, var = out
-            yv = y.reshape(mean.shape).to(mean.dtype)
-            nll = 0.5 * (torch.log(2 * math.pi * var) + (yv - mean).square() / var).sum(1)
-        total += float(nll.sum())
-        count += nll.shape[0]
-    if count == 0:
-        raise UserError("no validation data; pass at least one (inputs, targets) batch")
-    return total / count
+    return grid_scores([posterior], val_batches, kind=kind, samples=samples, generator=generator)[0].nll
 
 
 # The (N, τ) grid of the held-out-NLL search, shared by `uncert tune --objective val-nll` and the
@@ -202,12 +185,14 @@ def tune_val_nll(
     tau_grid: Sequence[float] | None = None,
     samples: int = 100,
     generator=None,
+    on_examples: Callable[[int], None] | None = None,
 ) -> TuneResult:
     """Grid search over ``(N, τ)`` (scalar τ) minimising the validation NLL (Ritter et al. 2018, §3.4).
 
     ``val_batches`` must be re-iterable (a list or a DataLoader); ``n_grid`` defaults to
     :data:`VAL_N_FACTORS` × the current ``n_data``, ``tau_grid`` to :data:`VAL_TAU_GRID`. Sampled
-    predictives reuse the same normal draws for every grid point (common random numbers).
+    predictives reuse the same normal draws for every grid point (common random numbers); ``on_examples(k)``
+    reports progress (``k`` examples predicted under one grid point).
     """
     if kind not in PREDICTIVES:
         raise UserError(f"unknown predictive '{kind}'; use one of {', '.join(PREDICTIVES)}")
@@ -215,16 +200,16 @@ def tune_val_nll(
     tau_grid = list(VAL_TAU_GRID) if tau_grid is None else list(tau_grid)
     if not n_grid or not tau_grid:
         raise UserError("n_grid and tau_grid must not be empty")
+    points = [(float(n), float(tau)) for n in n_grid for tau in tau_grid]
+    variants = [posterior.with_hyperparameters(n_data=n, prior_precision=tau) for n, tau in points]
+    scores = grid_scores(variants, val_batches, kind=kind, samples=samples, generator=generator, on_examples=on_examples)
     history: list[dict] = []
     best: dict | None = None
-    for n in n_grid:
-        for tau in tau_grid:
-            post = posterior.with_hyperparameters(n_data=n, prior_precision=float(tau))
-            nll = validation_nll(post, val_batches, kind=kind, samples=samples, generator=generator)
-            rec = {"n_data": float(n), "prior_precision": float(tau), "nll": nll}
-            history.append(rec)
-            if math.isfinite(nll) and (best is None or nll < best["nll"]):
-                best = rec
+    for (n, tau), score in zip(points, scores):
+        rec = {"n_data": n, "prior_precision": tau, "nll": score.nll}
+        history.append(rec)
+        if math.isfinite(score.nll) and (best is None or score.nll < best["nll"]):
+            best = rec
     if best is None:
         raise UserError("validation NLL is not finite anywhere on the grid; widen tau_grid")
     return TuneResult(best["prior_precision"], posterior.noise_std, history, best["n_data"], best["nll"])

@@ -20,12 +20,9 @@ Regression NLLs can be negative, so the limit is ``reference + ε·|reference|``
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-
-import torch
-
+from collections.abc import Sequence
 from uncert_cli.errors import UserError
+from uncert_cli.posterior.held_out import OnExamples, grid_scores, validation_scores
 from uncert_cli.posterior.laplace import LaplacePosterior
 from uncert_cli.posterior.predictive import PREDICTIVES
 from uncert_cli.posterior.tuning import VAL_N_FACTORS, TuneResult
@@ -37,47 +34,6 @@ DEFAULT_NLL_TOLERANCE = 0.01
 # τ in half-decades over the range of VAL_TAU_GRID (10^-2 … 10^4): the rule picks an edge of the admissible
 # set, so its resolution is the grid's; on the MNIST MLP the widest admissible τ fell between two decades.
 WIDEST_TAU_GRID: tuple[float, ...] = tuple(10.0 ** (k / 2) for k in range(-4, 9))
-
-
-@dataclass(frozen=True)
-class ValidationScores:
-    """Means over the held-out examples: NLL of the targets and entropy of the predictive (nats)."""
-
-    nll: float
-    entropy: float
-
-
-def validation_scores(
-    posterior: LaplacePosterior, val_batches: Iterable, *, kind: str, samples: int, generator=None
-) -> ValidationScores:
-    """Mean NLL and mean predictive entropy of ``kind`` over ``(x, y)`` batches.
-
-    Classification: ``−log p(y)`` and ``−Σ_c p_c log p_c`` per example (``p`` is ``(B, C)``). Regression:
-    the Gaussian NLL and differential entropy ``½ Σ_d log(2πe σ_d²)``, summed over the ``D`` outputs.
-    """
-    nll_sum, ent_sum, count = 0.0, 0.0, 0
-    for batch in val_batches:
-        try:
-            x, y = batch
-        except (TypeError, ValueError):
-            raise UserError("validation batches must be (inputs, targets) pairs") from None
-        out = posterior.predict(x, kind, samples=samples, generator=generator)
-        if posterior.task == "classification":
-            p = out.double()
-            logp = torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
-            nll = -logp.gather(1, y.long().reshape(-1, 1)).squeeze(1)
-            ent = -(p * logp).sum(1)
-        else:
-            mean, var = (t.double() for t in out)
-            yv = y.reshape(mean.shape).to(mean.dtype)
-            nll = 0.5 * (torch.log(2 * math.pi * var) + (yv - mean).square() / var).sum(1)
-            ent = 0.5 * torch.log(2 * math.pi * math.e * var).sum(1)
-        nll_sum += float(nll.sum())
-        ent_sum += float(ent.sum())
-        count += nll.shape[0]
-    if count == 0:
-        raise UserError("no validation data; pass at least one (inputs, targets) batch")
-    return ValidationScores(nll_sum / count, ent_sum / count)
 
 
 def nll_limit(reference: float, tolerance: float) -> float:
@@ -114,10 +70,12 @@ def tune_widest(
     tau_grid: Sequence[float] | None = None,
     samples: int = 100,
     generator=None,
+    on_examples: OnExamples | None = None,
 ) -> TuneResult:
     """Grid search over ``(N, τ)`` (scalar τ) for the widest admissible posterior (module docstring).
 
-    ``val_batches`` must be re-iterable. ``n_grid`` defaults to that of :func:`tune_val_nll`, ``tau_grid`` to
+    ``val_batches`` must be re-iterable; ``on_examples(k)`` reports progress (``k`` examples predicted under
+    one grid point). ``n_grid`` defaults to that of :func:`tune_val_nll`, ``tau_grid`` to
     :data:`WIDEST_TAU_GRID`. The result's
     ``history`` holds ``{n_data, prior_precision, nll, entropy}`` per grid point; ``objective`` is the
     chosen point's NLL, ``map_nll`` the MAP's on the same examples, ``nll_limit`` the admissible bound.
@@ -130,12 +88,11 @@ def tune_widest(
     if not n_grid or not tau_grid:
         raise UserError("n_grid and tau_grid must not be empty")
     map_scores = validation_scores(posterior, val_batches, kind="map", samples=1)
-    history: list[dict] = []
-    for n in n_grid:
-        for tau in tau_grid:
-            post = posterior.with_hyperparameters(n_data=n, prior_precision=float(tau))
-            s = validation_scores(post, val_batches, kind=kind, samples=samples, generator=generator)
-            history.append({"n_data": float(n), "prior_precision": float(tau), "nll": s.nll, "entropy": s.entropy})
+    points = [(float(n), float(tau)) for n in n_grid for tau in tau_grid]
+    variants = [posterior.with_hyperparameters(n_data=n, prior_precision=tau) for n, tau in points]
+    scores = grid_scores(variants, val_batches, kind=kind, samples=samples, generator=generator, on_examples=on_examples)
+    history = [{"n_data": n, "prior_precision": tau, "nll": s.nll, "entropy": s.entropy}
+               for (n, tau), s in zip(points, scores)]
     finite = [r["nll"] for r in history if math.isfinite(r["nll"])]
     reference = min([map_scores.nll, *finite])
     chosen = select_widest(history, reference, tolerance)
