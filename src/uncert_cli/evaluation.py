@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torch import nn
 
-from uncert_cli.analysis.attack import ATTACK_KINDS, AttackedPredictive, AttackReport, targeted_attack, untargeted_attack
+from uncert_cli.analysis.attack import ATTACK_SAMPLES, ATTACK_KINDS, AttackedPredictive, AttackReport, targeted_attack, untargeted_attack
 from uncert_cli.analysis.ood import (
     LAPLACE_KINDS,
     Hyperparameters,
@@ -302,7 +302,7 @@ class AttackSettings:
     target: int = 0
     step_size: float = 0.01  # targeted η
     steps: int = 50
-    samples: int = 30
+    samples: int = ATTACK_SAMPLES
 
 
 def run_attack(

@@ -186,3 +186,60 @@ def test_sequence_first_layers_take_the_factored_path_when_t_differs_from_b():
     x = torch.randn(4, 6, 3, dtype=DT)  # B = 4, T = 6: the Linear sees (6, 4, 3)
     curv = random_kfac_curvature(model, ["inner", "head"], "classification", n_data=25)
     _check(model, x, curv, {"inner": 0.9, "head": 1.6}, "factor")
+
+
+# ---------------------------------------------------------------- one Jacobian pass for a hyperparameter grid
+
+
+def _grid_variants(post):
+    return [post.with_hyperparameters(n_data=n, prior_precision=tau, prior_mode=mode)
+            for n in (5.0, 20.0, 200.0) for tau in (0.1, 3.0) for mode in ("eigen", "factor")]
+
+
+@pytest.mark.parametrize("build", [kfac_curvature, diag_curvature])
+def test_output_covariances_of_a_grid_match_one_at_a_time(build, model, data):
+    """Every grid point's J Σ Jᵀ from the shared pass equals its own output_covariance and the explicit one."""
+    curv = build(model, data, "classification")
+    post = LaplacePosterior(curv, model, prior_precision=1.0, n_data=20.0)
+    variants = _grid_variants(post)
+    f, covs = post.output_covariances(data[:9], variants)
+    assert len(covs) == len(variants)
+    for variant, cov in zip(variants, covs):
+        alone = variant.output_covariance(data[:9])
+        torch.testing.assert_close(f, alone[0])
+        torch.testing.assert_close(cov, alone[1], rtol=1e-12, atol=1e-14)
+        explicit = _explicit_cov(model, data[:9], curv, variant.n_data, variant.prior_precision, variant.prior_mode)
+        torch.testing.assert_close(cov, explicit, rtol=1e-10, atol=1e-12)
+
+
+def test_conv_grid_matches_one_at_a_time():
+    """Multi-position units form each chunk's rotated Jacobian once and weight it per grid point."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 5 * 5, 4)).to(DT)
+    x = torch.randn(6, 2, 5, 5, dtype=DT)
+    curv = random_kfac_curvature(model, ["0", "3"], "classification", n_data=30)
+    post = LaplacePosterior(curv, model, prior_precision=1.0, n_data=30.0)
+    variants = _grid_variants(post)
+    _, covs = post.output_covariances(x, variants)
+    for variant, cov in zip(variants, covs):
+        torch.testing.assert_close(cov, variant.output_covariance(x)[1], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["probit", "glm"])
+def test_grid_scores_equal_scores_one_point_at_a_time(kind, model, data):
+    """The tuning grid's scores (shared pass) equal the per-point scores (common random numbers for glm)."""
+    from uncert_cli.posterior.held_out import grid_scores, validation_scores
+
+    curv = kfac_curvature(model, data, "classification")
+    post = LaplacePosterior(curv, model, prior_precision=1.0, n_data=20.0)
+    labels = torch.arange(data.shape[0]) % 3
+    batches = [(data[:16], labels[:16]), (data[16:], labels[16:])]
+    variants = _grid_variants(post)
+    ticks = []
+    together = grid_scores(variants, batches, kind=kind, samples=7, generator=torch.Generator().manual_seed(4),
+                           on_examples=ticks.append)
+    assert sum(ticks) == len(variants) * data.shape[0]
+    for variant, score in zip(variants, together):
+        alone = validation_scores(variant, batches, kind=kind, samples=7, generator=torch.Generator().manual_seed(4))
+        assert score.nll == pytest.approx(alone.nll, rel=1e-12) and score.entropy == pytest.approx(alone.entropy, rel=1e-12)
+    assert len({round(s.nll, 9) for s in together}) > 1  # the grid points really differ

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from uncert_cli.analysis.attack import ATTACK_KINDS, UNTARGETED_STEP_SIZES
+from uncert_cli.analysis.attack import ATTACK_KINDS, ATTACK_SAMPLES, UNTARGETED_STEP_SIZES
 from uncert_cli.cli import options as o
 from uncert_cli.cli.html_output import Html, figure_folder, finish_html
 from uncert_cli.render.html import check_html_path, attack_page
@@ -54,7 +54,7 @@ def attack(
     target: Annotated[int, typer.Option("--target", min=0, help="Class the targeted attack pushes towards.")] = 0,
     step_size: Annotated[float, typer.Option("--step-size", callback=_positive_finite, help="Targeted step size η (× data range).")] = 0.01,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Targeted attack steps.")] = 50,
-    samples: Annotated[int, typer.Option("--samples", min=1, help="Weight samples (mc, glm) or dropout masks.")] = 30,
+    samples: Annotated[int, typer.Option("--samples", min=1, help="Weight samples (mc, glm) or dropout masks, fixed for the whole attack; the cost grows linearly with it.")] = ATTACK_SAMPLES,
     prior_precision: o.PriorPrecision = None,
     n_data: o.NData = None,
     prior_mode: o.AnalysisPriorMode = None,
