@@ -3,6 +3,7 @@
 Spec forms:
 
 * ``torchvision:NAME``          a torchvision model, always randomly initialised (``weights=None``);
+* ``timm:NAME``                 a timm model (optional dependency), always with ``pretrained=False``;
 * ``path/to/file.py:Class``     a class (or factory function) in the user's own file;
 * ``package.module:Class``      anything importable;
 * ``MLP`` / ``LeNet``           shorthand for the models in :mod:`uncert_cli.models`.
@@ -25,12 +26,13 @@ from typing import Any, Callable
 
 from torch import nn
 
+from uncert_cli.checkpoint.timm_arch import timm_builder, timm_lists
 from uncert_cli.errors import UserError
 
 __all__ = ["build_module", "build_file_module", "parse_arch_kwargs", "canonical_arch", "is_builtin_arch"]
 
 _SPEC_HELP = (
-    "use package.module:Class, path/to/file.py:Class or torchvision:NAME (e.g. torchvision:resnet18)"
+    "use package.module:Class, path/to/file.py:Class, torchvision:NAME (e.g. torchvision:resnet18) or timm:NAME"
 )
 _BUILTIN = {"mlp": "uncert_cli.models:MLP", "lenet": "uncert_cli.models:LeNet"}
 # Lower-case spellings people type on a shell; literal_eval only knows the Python ones.
@@ -223,7 +225,7 @@ def _call(factory: Callable[..., Any], kwargs: dict[str, Any], arch: str, signat
 
 
 # What a file's metadata may name: exactly one colon, an identifier after it, nothing else.
-_FILE_ARCH = re.compile(r"(uncert_cli\.models|torchvision):([A-Za-z_][A-Za-z0-9_]*)")
+_FILE_ARCH = re.compile(r"(uncert_cli\.models|torchvision|timm):([A-Za-z_][A-Za-z0-9_]*)")
 # Keyword values a file may pass: JSON scalars, or flat lists of them (MLP's hidden widths).
 _MAX_LIST = 64
 _MAX_STR = 64
@@ -250,10 +252,11 @@ def _uncert_model_class(name: str) -> type[nn.Module] | None:
 
 
 def file_arch_target(arch: str) -> tuple[str, str] | None:
-    """Split an architecture named by a file into ``("uncert_cli.models" | "torchvision", name)``.
+    """Split an architecture named by a file into ``("uncert_cli.models" | "torchvision" | "timm", name)``.
 
     Returns None for anything else: another module, an attribute path (``models:torch.os.system``),
-    whitespace around the colon, a class uncert does not define, or a name torchvision does not list.
+    whitespace around the colon, a class uncert does not define, or a name torchvision (timm) does not
+    list. A ``timm:`` name when timm is not installed is a :class:`UserError` saying how to install it.
     """
     if not isinstance(arch, str):
         return None
@@ -263,6 +266,8 @@ def file_arch_target(arch: str) -> tuple[str, str] | None:
     target, name = match.groups()
     if target == "uncert_cli.models":
         return (target, name) if _uncert_model_class(name) is not None else None
+    if target == "timm":
+        return (target, name) if timm_lists(name) else None
     import torchvision.models as tvm
 
     return (target, name) if name in tvm.list_models() else None
@@ -314,7 +319,7 @@ def build_file_module(
     """Build an architecture that a *file* names, never importing anything a file chose.
 
     Only classes defined in :mod:`uncert_cli.models` (``uncert_cli.models:MLP``, ``MLP``) and
-    builders listed by ``torchvision.models.list_models()`` are built; keyword arguments from the
+    builders listed by ``torchvision.models.list_models()`` or ``timm.list_models()`` are built; keyword arguments from the
     file must pass :func:`check_file_arch_kwargs` (``user_kwargs``, typed by the user, override them
     unchecked).  Raises :class:`UserError` otherwise.
     """
@@ -328,6 +333,8 @@ def build_file_module(
     target, name = resolved
     if target == "torchvision":
         module = _torchvision_builder(name, kwargs)
+    elif target == "timm":
+        module = timm_builder(name, kwargs, _call)
     else:
         cls = _uncert_model_class(name)
         assert cls is not None  # file_arch_target checked it
@@ -354,6 +361,8 @@ def build_module(arch: str, arch_kwargs: dict[str, Any] | None = None) -> nn.Mod
         raise UserError(f"--arch {arch!r} is incomplete; {_SPEC_HELP}")
     if target == "torchvision":
         module = _torchvision_builder(attr, kwargs)
+    elif target == "timm":
+        module = timm_builder(attr, kwargs, _call)
     else:
         if target.endswith(".py") or "/" in target or "\\" in target:
             where = _import_file(Path(target).expanduser())

@@ -70,7 +70,7 @@ def fit(
     rank: Annotated[Optional[int], typer.Option("--rank", min=1, help="lowrank: K eigenpairs of the whole GGN; kfac-diag: L Kronecker eigenpairs per layer (default 20).")] = None,
     fisher: Annotated[FisherChoice, typer.Option("--fisher", help="exact GGN, Monte-Carlo or empirical Fisher.")] = FisherChoice.exact,
     mc_samples: Annotated[int, typer.Option("--mc-samples", min=1, help="Sampled labels per example for --fisher mc.")] = 1,
-    subset: Annotated[str, typer.Option("--subset", help="all, last-layer, or comma-separated module names.")] = "all",
+    subset: Annotated[str, typer.Option("--subset", help="all, last-layer, or comma-separated module names and glob patterns ('classifier.*', 'layers.1*').")] = "all",
     layers: Annotated[Optional[str], typer.Option("--layers", help="Alias of --subset with comma-separated module names, e.g. fc1,fc2.")] = None,
     include_frozen: Annotated[bool, typer.Option("--include-frozen", help="Also cover parameters with requires_grad=False (default: only trainable ones).")] = False,
     task: Annotated[Optional[TaskChoice], typer.Option("--task", help="Override the checkpoint's task.")] = None,

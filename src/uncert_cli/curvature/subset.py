@@ -17,6 +17,7 @@ over weights that training never moved would say nothing about what the data det
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from typing import Literal
 
@@ -238,7 +239,11 @@ def forward_call_order(model: nn.Module, units: list[Unit], example_input: Tenso
 def select_units(
     model: nn.Module, subset: str, example_input: Tensor | None = None, include_frozen: bool = False
 ) -> list[Unit]:
-    """Resolve ``subset`` (``"all"``, ``"last-layer"`` or comma-separated module names).
+    """Resolve ``subset`` (``"all"``, ``"last-layer"`` or comma-separated module names and glob patterns).
+
+    A pattern (``classifier.*``, ``layers.1*``; :func:`fnmatch.fnmatchcase`, so ``*`` also crosses dots)
+    selects every unit whose name, module names or parameter names it matches; one matching nothing is
+    an error listing module names.
 
     ``"last-layer"`` is the last unit in forward call order; that needs ``example_input`` (one
     probe forward under ``no_grad``). Without it, registration order is used as a proxy. A tied
@@ -263,13 +268,52 @@ def select_units(
     wanted = [s.strip() for s in spec.split(",") if s.strip()]
     by_name = {u.name: u for u in units}
     by_name.update({m.name: u for u in units for m in u.members})
-    unknown = [w for w in wanted if w not in by_name]
+    chosen: set[str] = set()
+    unknown: list[str] = []
+    for item in wanted:
+        if is_pattern(item):
+            matched = [u.name for u in units if _unit_matches(u, item)]
+            if not matched:
+                raise UserError(
+                    f"the {{param}} pattern {item!r} matches no module with parameters; "
+                    f"the model's are: {_some_names(units)}",
+                    param="subset",
+                )
+            chosen.update(matched)
+        elif item in by_name:
+            chosen.add(by_name[item].name)
+        else:
+            unknown.append(item)
     if unknown or not wanted:
-        available = ", ".join(u.name or "<root>" for u in units)
         raise UserError(
             f"unknown module(s) in {{param}}: {', '.join(unknown) or subset!r}; "
-            f"use 'all', 'last-layer' or a comma-separated list of: {available}",
+            f"use 'all', 'last-layer', a comma-separated list of module names or glob patterns "
+            f"('fc*', 'classifier.*'): {_some_names(units)}",
             param="subset",
         )
-    chosen = {by_name[w].name for w in wanted}
     return [u for u in units if u.name in chosen]
+
+
+# How many module names an error about --subset lists before it says how many more there are.
+_SHOWN_NAMES = 12
+_GLOB_CHARACTERS = frozenset("*?[")
+
+
+def is_pattern(item: str) -> bool:
+    """True when a ``--subset`` item is a glob pattern (holds ``*``, ``?`` or ``[``)."""
+    return not _GLOB_CHARACTERS.isdisjoint(item)
+
+
+def _unit_matches(unit: Unit, pattern: str) -> bool:
+    """A glob matches a unit when it matches the unit's name, one of its modules' names, or one of its
+    parameters' names, so that ``classifier.*`` takes a Linear called ``classifier`` (through
+    ``classifier.weight``) as well as the modules inside a ``classifier`` container."""
+    names = (unit.name, *(m.name for m in unit.members), *unit.param_names)
+    return any(fnmatch.fnmatchcase(name, pattern) for name in names)
+
+
+def _some_names(units: list[Unit]) -> str:
+    """The first :data:`_SHOWN_NAMES` unit names, and how many more there are."""
+    names = [u.name or "<root>" for u in units]
+    more = f" (+{len(names) - _SHOWN_NAMES} more)" if len(names) > _SHOWN_NAMES else ""
+    return ", ".join(names[:_SHOWN_NAMES]) + more
