@@ -45,6 +45,7 @@ from uncert_cli.validation import (
     load_held_out,
     resolve_val_from,
 )
+from uncert_cli.vocabulary import PriorMode
 
 # The default Laplace predictive: probit where the posterior has the factored output covariance
 # (every block a Linear/Conv one: closed form, deterministic, best NLL/ECE/AUROC on the MNIST MLP in
@@ -142,8 +143,8 @@ def prepare_analysis(
     predictive; where the hyperparameters come from the file or the command line instead, the same
     examples check them: the held-out NLL against the MAP's, and ``warn`` when it is more than 5% worse."""
     s = settings
-    if s.prior_mode is not None and s.prior_mode not in ("eigen", "factor"):
-        raise UserError(f"unknown --prior-mode '{s.prior_mode}'; use eigen or factor")
+    if s.prior_mode is not None:
+        PriorMode.parse(s.prior_mode, "prior_mode")
     opened = open_posterior(
         factors, prior_precision=s.prior_precision, n_data=s.n_data, prior_mode=s.prior_mode, device=s.device,
         flags=("prior_precision", "n_data", "prior_mode"), arch=s.arch, arch_kwargs=s.arch_kwargs,

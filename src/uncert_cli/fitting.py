@@ -33,15 +33,17 @@ from uncert_cli.errors import UserError
 from uncert_cli.fit_memory import MemoryEstimate, describe, estimate_fit_memory
 from uncert_cli.memory import available_memory_bytes, format_size, peak_memory_bytes
 from uncert_cli.store import PriorSettings, write_factor_file
+from uncert_cli.vocabulary import FisherType, Method
 
-METHODS = tuple(CURVATURE_METHODS)
-FISHER_TYPES = ("exact", "mc", "empirical")
+METHODS = Method.choices()
 
 
 @dataclass
 class FitOptions:
-    method: str = "kfac"
-    fisher_type: str = "exact"
+    """How to fit; ``method`` and ``fisher_type`` take a vocabulary member or its string (checked when used)."""
+
+    method: Method | str = Method.kfac
+    fisher_type: FisherType | str = FisherType.exact
     mc_samples: int = 1
     subset: str = "all"
     batch_size: int = 256
@@ -62,12 +64,8 @@ class FitResult:
 
 def validate_options(options: FitOptions) -> None:
     """Refuse option values that no model makes valid (those that depend on the model: :func:`effective_rank`)."""
-    if options.method not in METHODS:
-        raise UserError(f"unknown method '{options.method}'; use one of {', '.join(METHODS)}", param="method")
-    if options.fisher_type not in FISHER_TYPES:
-        raise UserError(
-            f"unknown fisher type '{options.fisher_type}'; use one of {', '.join(FISHER_TYPES)}", param="fisher_type"
-        )
+    Method.parse(options.method, "method")
+    FisherType.parse(options.fisher_type, "fisher_type")
     whole_number(options.mc_samples, "mc_samples", minimum=1)
     whole_number(options.batch_size, "batch_size", minimum=1)
     if options.rank is not None:

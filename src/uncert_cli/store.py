@@ -95,6 +95,8 @@ def _json_attrs(group: h5py.Group, values: Mapping[str, Any]) -> None:
             continue
         if isinstance(value, (dict, list, tuple)):
             group.attrs[key] = json.dumps(value)
+        elif isinstance(value, str):  # a vocabulary member is a str subclass, which h5py does not store as text
+            group.attrs[key] = str(value)
         else:
             group.attrs[key] = value
 
@@ -138,9 +140,10 @@ def write_factor_file(
             fit_group = f.create_group("fit")
             _json_attrs(fit_group, dict(fit))
             fit_group.attrs["n_data"] = curvature.n_data
-            fit_group.attrs["task"] = curvature.task
-            fit_group.attrs["method"] = curvature.method
-            fit_group.attrs["fisher_type"] = curvature.fisher_type
+            # str(): a vocabulary member is a str subclass, which h5py does not store as text
+            fit_group.attrs["task"] = str(curvature.task)
+            fit_group.attrs["method"] = str(curvature.method)
+            fit_group.attrs["fisher_type"] = str(curvature.fisher_type)
             fit_group.attrs["mc_samples"] = curvature.mc_samples
             _write_prior(f, prior)
             blocks = f.create_group("blocks")
@@ -152,7 +155,7 @@ def write_factor_file(
 def _write_prior(f: h5py.File, prior: PriorSettings) -> None:
     group = f.require_group("prior")
     group.attrs["prior_precision"] = json.dumps(prior.prior_precision)
-    group.attrs["prior_mode"] = prior.prior_mode
+    group.attrs["prior_mode"] = str(prior.prior_mode)
     group.attrs["n_data"] = json.dumps(prior.n_data)
     group.attrs["noise_std"] = json.dumps(prior.noise_std)
 

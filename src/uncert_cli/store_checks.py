@@ -28,15 +28,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from uncert_cli.curvature.blocks import ALL_METHODS, Curvature
+from uncert_cli.curvature.blocks import Curvature
 from uncert_cli.errors import UserError
 from uncert_cli.store_codecs import CODECS
 from uncert_cli.store_format import FLOAT_DTYPES, INDEX_DTYPES, WEIGHT_DTYPES, damaged
+from uncert_cli.vocabulary import FisherType, Method, PriorMode, Task
 
 STRUCTURES = tuple(CODECS)
-TASKS = ("classification", "regression")
-FISHER_TYPES = ("exact", "mc", "empirical")
-PRIOR_MODES = ("eigen", "factor")
+TASKS = Task.choices()
+FISHER_TYPES = FisherType.choices()
+PRIOR_MODES = PriorMode.choices()
 # deflate cannot compress by more than ~1032:1, so a dataset that declares more than this many
 # times the bytes it occupies (plus slack for tiny ones) cannot have been written in full.
 MAX_COMPRESSION = 1100
@@ -148,7 +149,7 @@ def _check_fit_attrs(fit: h5py.Group, path: Path) -> None:
     ):
         raise damaged(path, "/fit attribute 'n_data'", f"is {str(n_data)[:40]!r}, not a positive whole number")
     _choice(fit, "task", TASKS, path)
-    _choice(fit, "method", ALL_METHODS, path)
+    _choice(fit, "method", Method.choices(), path)
     _choice(fit, "fisher_type", FISHER_TYPES, path)
     if "mc_samples" in fit.attrs:
         mc = _attr(fit, "mc_samples", path)

@@ -21,11 +21,12 @@ from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE, WIDEST_TAU_GRID, 
 from uncert_cli.progress import Progress, no_progress
 from uncert_cli.store import FactorFile, PriorSettings, check_factor_path, update_hyperparameters
 from uncert_cli.validation import HONESTY_RATIO, ValidationChoice
+from uncert_cli.vocabulary import HeldOutObjective, Objective, PriorStructure
 
 # widest (the default, issue 13): the widest posterior whose held-out NLL is within a tolerance of the best;
 # val-nll: the lowest held-out NLL; marglik: the Laplace evidence (no held-out data needed).
-OBJECTIVES = ("widest", "val-nll", "marglik")
-HELD_OUT_OBJECTIVES = ("widest", "val-nll")
+OBJECTIVES = Objective.choices()
+HELD_OUT_OBJECTIVES = HeldOutObjective.choices()
 WIDEST_PRIOR_MODE = "factor"
 
 
@@ -69,8 +70,8 @@ class TuneOutcome:
 def tune_factor_file(
     path: str | Path,
     *,
-    objective: str = "marglik",
-    structure: str = "scalar",
+    objective: Objective | str = Objective.marglik,
+    structure: PriorStructure | str = PriorStructure.scalar,
     val_data: ArrayDataset | None = None,
     val_choice: ValidationChoice | None = None,
     load_held_out: Callable[[FactorFile], tuple[ArrayDataset | None, ValidationChoice | None]] | None = None,
@@ -100,8 +101,8 @@ def tune_factor_file(
     ``runs_model=False`` (marglik needs no forward) a file fitted on a user's class is tuned from its
     weights alone, and the held-out check, which would run the network, is skipped (``unchecked`` says so).
     """
-    if objective not in OBJECTIVES:
-        raise UserError(f"unknown objective '{objective}'; use one of {', '.join(OBJECTIVES)}")
+    objective = Objective.parse(objective, "objective")
+    structure = PriorStructure.parse(structure, "structure", label="prior structure")
     # What the file is now: the update refuses to write if another command replaces it while we tune.
     identity = FileIdentity.of(check_factor_path(path)) if write else None
     opened = open_posterior(path, device=device, arch=arch, arch_kwargs=arch_kwargs,
@@ -131,7 +132,7 @@ def tune_factor_file(
         log_likelihood *= posterior.n_data / factors.curvature.n_data
         result = tune_prior_marglik(
             posterior, log_likelihood,
-            structure=structure,  # type: ignore[arg-type]
+            structure=structure,
             tune_noise=regression if tune_noise is None else tune_noise,
             n_targets=factors.curvature.n_data * out_dim,
         )

@@ -28,11 +28,12 @@ from uncert_cli.posterior import LaplacePosterior, tune_val_nll
 from uncert_cli.posterior.tuning import VAL_N_FACTORS, VAL_TAU_GRID
 from uncert_cli.progress import Progress, no_progress
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE, WIDEST_TAU_GRID, tune_widest, validation_scores
+from uncert_cli.vocabulary import HeldOutObjective
 
 OnBatch = Callable[[int], None]
 LAPLACE_KINDS = ("mc", "glm", "probit")
 SAMPLED_KINDS = ("mc", "glm", "dropout")
-TUNE_OBJECTIVES = ("widest", "val-nll")
+TUNE_OBJECTIVES = HeldOutObjective.choices()
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -104,7 +105,7 @@ def tune_on_validation(
     prior_mode: str = "factor",
     tau_grid: Sequence[float] | None = None,
     n_factors: Sequence[float] = VAL_N_FACTORS,
-    objective: str = "widest",
+    objective: HeldOutObjective | str = HeldOutObjective.widest,
     nll_tolerance: float = DEFAULT_NLL_TOLERANCE,
     progress: Progress = no_progress,
 ) -> tuple[LaplacePosterior, Hyperparameters]:
@@ -116,8 +117,7 @@ def tune_on_validation(
     ``WIDEST_TAU_GRID`` in half-decades or ``VAL_TAU_GRID`` in decades); ``prior_mode`` is the
     precision form used while tuning (Ritter et al.'s eq. 9 is ``"factor"``).
     """
-    if objective not in TUNE_OBJECTIVES:
-        raise UserError(f"unknown tuning objective '{objective}'; use one of {', '.join(TUNE_OBJECTIVES)}")
+    objective = HeldOutObjective.parse(objective, "objective", label="tuning objective")
     if kind not in LAPLACE_KINDS:
         raise UserError(f"only Laplace predictives ({', '.join(LAPLACE_KINDS)}) have a prior to tune, not '{kind}'")
     if len(val_data) == 0:

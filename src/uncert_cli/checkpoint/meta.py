@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from uncert_cli.errors import UserError
+from uncert_cli.vocabulary import Task
 
 __all__ = ["ModelMeta", "HEADER_KEY", "TASKS"]
 
@@ -15,7 +16,7 @@ __all__ = ["ModelMeta", "HEADER_KEY", "TASKS"]
 HEADER_KEY = "uncert"
 #: Bumped when the JSON layout changes incompatibly; readers of older files can then convert.
 _FORMAT_VERSION = 1
-TASKS = ("classification", "regression")
+TASKS = Task.choices()
 #: Fields added after format version 1: absent from a header means None (older files open unchanged).
 _OPTIONAL_KEYS = ("convert_channels", "convert_size")
 
@@ -47,9 +48,7 @@ def _int_tuple(value: Any, what: str) -> tuple[int, ...] | None:
 
 def check_task(task: str) -> str:
     """Return ``task`` if it is one uncert knows, else raise :class:`UserError`."""
-    if task not in TASKS:
-        raise UserError(f"unknown task {task!r}; use one of: {', '.join(TASKS)}")
-    return task
+    return Task.parse(task, "task").value
 
 
 @dataclass

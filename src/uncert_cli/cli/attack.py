@@ -13,13 +13,13 @@ from uncert_cli.cli import options as o
 from uncert_cli.cli.html_output import Html, figure_folder, finish_html
 from uncert_cli.render.html import check_html_path, attack_page
 from uncert_cli.store import read_provenance
-from uncert_cli.cli.options import TuneObjective
 from uncert_cli.device import resolve_device
 from uncert_cli.evaluation import AnalysisSettings, AttackSettings, parse_predictives, run_attack
 from uncert_cli.errors import UserError
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
 from uncert_cli.render.console import log, print_json, progress_bar
 from uncert_cli.render.ood import attack_document, print_attack
+from uncert_cli.vocabulary import HeldOutObjective
 
 
 def _step_sizes(text: str | None) -> tuple[float, ...]:
@@ -60,10 +60,10 @@ def attack(
     prior_mode: o.AnalysisPriorMode = None,
     tune: o.Tune = None,
     objective: Annotated[
-        TuneObjective,
+        HeldOutObjective,
         typer.Option("--objective", help="How --tune chooses N and τ: widest (the widest posterior whose held-out NLL is "
                      "within --nll-tolerance of the best) or val-nll (the lowest held-out NLL)."),
-    ] = TuneObjective.widest,
+    ] = HeldOutObjective.widest,
     nll_tolerance: o.NllTolerance = DEFAULT_NLL_TOLERANCE,
     val_from: o.ValFrom = None,
     val_size: o.ValSize = 1000,

@@ -26,35 +26,11 @@ from uncert_cli.fit_memory import describe
 from uncert_cli.render.console import log, print_json, progress_bar
 from uncert_cli.render.fit import fit_summary, log_coverage_notes, print_fit_summary
 from uncert_cli.store import PriorSettings
+from uncert_cli.vocabulary import FisherType, Method, PriorMode, Task
 
 
 # Fits predicted to peak above this announce the prediction even when stderr is not a terminal.
 ANNOUNCE_PEAK = 1 << 30
-
-
-class MethodChoice(str, Enum):
-    diag = "diag"
-    kfac = "kfac"
-    full = "full"
-    lowrank = "lowrank"
-    ekfac = "ekfac"
-    kfac_diag = "kfac-diag"
-
-
-class FisherChoice(str, Enum):
-    exact = "exact"
-    mc = "mc"
-    empirical = "empirical"
-
-
-class TaskChoice(str, Enum):
-    classification = "classification"
-    regression = "regression"
-
-
-class PriorModeChoice(str, Enum):
-    eigen = "eigen"
-    factor = "factor"
 
 
 class DtypeChoice(str, Enum):
@@ -66,16 +42,16 @@ def fit(
     checkpoint: Annotated[Path, typer.Argument(help="Model checkpoint (.safetensors, .pt, .pth).")],
     data: o.DataSpec = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Factor file to write (HDF5).")] = Path("factors.h5"),
-    method: Annotated[MethodChoice, typer.Option("--method", help="Curvature structure: diag, kfac, full (dense GGN, small models), lowrank (top-K GGN eigenpairs + diagonal), ekfac (eigenvalue-corrected KFAC), kfac-diag (top-L Kronecker eigenpairs + diagonal).")] = MethodChoice.kfac,
+    method: Annotated[Method, typer.Option("--method", help="Curvature structure: diag, kfac, full (dense GGN, small models), lowrank (top-K GGN eigenpairs + diagonal), ekfac (eigenvalue-corrected KFAC), kfac-diag (top-L Kronecker eigenpairs + diagonal).")] = Method.kfac,
     rank: Annotated[Optional[int], typer.Option("--rank", min=1, help="lowrank: K eigenpairs of the whole GGN; kfac-diag: L Kronecker eigenpairs per layer (default 20).")] = None,
-    fisher: Annotated[FisherChoice, typer.Option("--fisher", help="exact GGN, Monte-Carlo or empirical Fisher.")] = FisherChoice.exact,
+    fisher: Annotated[FisherType, typer.Option("--fisher", help="exact GGN, Monte-Carlo or empirical Fisher.")] = FisherType.exact,
     mc_samples: Annotated[int, typer.Option("--mc-samples", min=1, help="Sampled labels per example for --fisher mc.")] = 1,
     subset: Annotated[str, typer.Option("--subset", help="all, last-layer, or comma-separated module names and glob patterns ('classifier.*', 'layers.1*').")] = "all",
     layers: Annotated[Optional[str], typer.Option("--layers", help="Alias of --subset with comma-separated module names, e.g. fc1,fc2.")] = None,
     include_frozen: Annotated[bool, typer.Option("--include-frozen", help="Also cover parameters with requires_grad=False (default: only trainable ones).")] = False,
-    task: Annotated[Optional[TaskChoice], typer.Option("--task", help="Override the checkpoint's task.")] = None,
+    task: Annotated[Optional[Task], typer.Option("--task", help="Override the checkpoint's task.")] = None,
     prior_precision: Annotated[float, typer.Option("--prior-precision", callback=o.positive, help="Prior precision τ stored as default.")] = 1.0,
-    prior_mode: Annotated[PriorModeChoice, typer.Option("--prior-mode", help="eigen: exact N·λ+τ; factor: Ritter eq. 9.")] = PriorModeChoice.eigen,
+    prior_mode: Annotated[PriorMode, typer.Option("--prior-mode", help="eigen: exact N·λ+τ; factor: Ritter eq. 9.")] = PriorMode.eigen,
     n_data: o.NData = None,
     split: o.Split = None,
     limit: o.Limit = None,

@@ -167,10 +167,3 @@ ValFrom = Annotated[
         "examples, which the checkpoint has probably seen).",
     ),
 ]
-
-
-class TuneObjective(str, Enum):
-    """How ood/attack tune N and τ on held-out examples."""
-
-    widest = "widest"
-    val_nll = "val-nll"

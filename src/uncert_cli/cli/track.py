@@ -17,7 +17,7 @@ from uncert_cli.analysis.tracking import (
 from uncert_cli.cli import options as o
 from uncert_cli.cli.html_output import Html, figure_folder, finish_html
 from uncert_cli.render.html import check_html_path, track_page
-from uncert_cli.cli.fit import MethodChoice
+from uncert_cli.vocabulary import Method
 from uncert_cli.device import resolve_device
 from uncert_cli.errors import UserError
 from uncert_cli.fitting import FitOptions
@@ -30,7 +30,7 @@ from uncert_cli.render.report import print_track, track_document
 def track(
     checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoints of one training run (e.g. run/epoch*.safetensors).")],
     data: o.DataSpec = None,
-    method: Annotated[MethodChoice, typer.Option("--method", help="Curvature structure for every fit.")] = MethodChoice.kfac,
+    method: Annotated[Method, typer.Option("--method", help="Curvature structure for every fit.")] = Method.kfac,
     prior_precision: Annotated[float, typer.Option("--prior-precision", callback=o.positive, help="Prior precision τ for every fit.")] = 1.0,
     split: o.Split = None,
     limit: o.Limit = None,

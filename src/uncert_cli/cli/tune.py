@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Annotated, Optional
@@ -18,29 +17,13 @@ from uncert_cli.inputs import load_model_data
 from uncert_cli.render.console import log, print_json, progress_bar, stdout
 from uncert_cli.tuning import tune_factor_file
 from uncert_cli.validation import ValidationChoice, has_val_split, load_held_out, resolve_val_from
-
-
-class ObjectiveChoice(str, Enum):
-    widest = "widest"
-    val_nll = "val-nll"
-    marglik = "marglik"
-
-
-class StructureChoice(str, Enum):
-    scalar = "scalar"
-    layer = "layer"
-
-
-class TunePredictive(str, Enum):
-    glm = "glm"
-    probit = "probit"
-    mc = "mc"
+from uncert_cli.vocabulary import Objective, PriorStructure, TunePredictive
 
 
 def tune(
     factors: Annotated[Path, typer.Argument(help="Factor file written by 'uncert fit'.")],
-    objective: Annotated[Optional[ObjectiveChoice], typer.Option("--objective", help="widest: the widest posterior whose held-out NLL is within --nll-tolerance of the best (default; marglik with --prior-structure layer); val-nll: the lowest held-out NLL; marglik: Laplace evidence.")] = None,
-    prior_structure: Annotated[StructureChoice, typer.Option("--prior-structure", help="One τ, or one per layer (marglik).")] = StructureChoice.scalar,
+    objective: Annotated[Optional[Objective], typer.Option("--objective", help="widest: the widest posterior whose held-out NLL is within --nll-tolerance of the best (default; marglik with --prior-structure layer); val-nll: the lowest held-out NLL; marglik: Laplace evidence.")] = None,
+    prior_structure: Annotated[PriorStructure, typer.Option("--prior-structure", help="One τ, or one per layer (marglik).")] = PriorStructure.scalar,
     data: o.DataSpec = None,
     split: Annotated[Optional[o.SplitChoice], typer.Option("--split", help="Held-out examples from this whole split of --data (with --limit) instead of --val-from.")] = None,
     limit: o.Limit = None,
@@ -64,7 +47,7 @@ def tune(
 ) -> None:
     """Tune τ (and N for val-nll, σ for regression) and write them into the factor file."""
     if objective is None:  # a per-layer prior exists only for the evidence
-        objective = ObjectiveChoice.marglik if prior_structure is StructureChoice.layer else ObjectiveChoice.widest
+        objective = Objective.marglik if prior_structure is PriorStructure.layer else Objective.widest
     conversion = o.image_conversion(grayscale, channels, resize)
     outcome = tune_factor_file(
         factors, objective=objective.value, structure=prior_structure.value,
@@ -74,7 +57,7 @@ def tune(
         nll_tolerance=nll_tolerance, write=not dry_run, device=resolve_device(device.value).type,
         arch=arch, arch_kwargs=arch_kwargs,
         # the evidence needs no forward; held-out data asked for by a flag does
-        runs_model=objective is not ObjectiveChoice.marglik or any(v is not None for v in (data, split, val_from)),
+        runs_model=objective is not Objective.marglik or any(v is not None for v in (data, split, val_from)),
         progress=lambda total, what: progress_bar(total, what, quiet=quiet or json_output),
     )
     document = {"factors": str(factors), "written": not dry_run, **outcome.to_dict()}
@@ -106,7 +89,7 @@ def tune(
     stdout.print("written into the file" if not dry_run else "dry run: the file is unchanged")
 
 
-def _held_out(stored, objective: ObjectiveChoice, data, split, limit, val_from, val_size, data_root, conversion):
+def _held_out(stored, objective: Objective, data, split, limit, val_from, val_size, data_root, conversion):
     """Held-out examples and where they came from; ``(None, None)`` for marglik without a val split.
 
     ``--split`` keeps the old way (that whole split of ``--data``, ``--limit`` first examples); otherwise
@@ -119,7 +102,7 @@ def _held_out(stored, objective: ObjectiveChoice, data, split, limit, val_from, 
                               split_required_by=f"--split {split.value} was given")
         return val, ValidationChoice(split.value, f"{split.value}[0:{len(val)}]", len(val))
     explicit = data is not None or val_from is not None
-    if objective is ObjectiveChoice.marglik and not (explicit or has_val_split(spec)):
+    if objective is Objective.marglik and not (explicit or has_val_split(spec)):
         return None, None  # marglik needs no held-out data; check it only where the set has some
     if not spec:
         raise UserError(f"--objective {objective.value} needs held-out data and the file names no dataset; pass --data SPEC")

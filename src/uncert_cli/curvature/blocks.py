@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 
 from uncert_cli.curvature.eigen import NonFiniteFactorError, robust_eigh
+from uncert_cli.vocabulary import FisherType, Method, Task
 
-Method = Literal["diag", "kfac"]
-FisherType = Literal["exact", "mc", "empirical"]
-Task = Literal["classification", "regression"]
 
 
 @dataclass
@@ -166,9 +164,6 @@ class Curvature:
 # ---------------------------------------------------------------------------------------------
 # Structures beyond diag/KFAC (``--method full | lowrank | ekfac | kfac-diag``). New types only;
 # the two above are unchanged. ``structure`` is the name the factor file records.
-
-StructuredMethod = Literal["full", "lowrank", "ekfac", "kfac-diag"]
-ALL_METHODS: tuple[str, ...] = ("diag", "kfac", "full", "lowrank", "ekfac", "kfac-diag")
 
 
 @dataclass

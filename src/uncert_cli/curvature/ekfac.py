@@ -26,7 +26,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from uncert_cli.curvature.blocks import FisherType, KroneckerEigen, Task
+from uncert_cli.curvature.blocks import KroneckerEigen
+from uncert_cli.vocabulary import FisherType, Task
 from uncert_cli.curvature.kronecker import per_example_rows
 from uncert_cli.curvature.loss_vectors import loss_backward_vectors
 from uncert_cli.curvature.subset import Unit

@@ -18,7 +18,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from uncert_cli.curvature.blocks import Block, Curvature, FisherType, Method, Task
+from uncert_cli.curvature.blocks import Block, Curvature
+from uncert_cli.vocabulary import FisherType, Method, Task
 from uncert_cli.curvature.diagonal import GenericDiagAccumulator, LinearConvDiagAccumulator
 from uncert_cli.curvature.plain_kernels import plain_kernels
 from uncert_cli.curvature.hooks import Capture, backprop_vectors
@@ -119,9 +120,9 @@ def compute_curvature(
     model: nn.Module,
     batches: Iterable[tuple[Tensor, Tensor]],
     *,
-    method: Method,
-    fisher_type: FisherType = "exact",
-    task: Task = "classification",
+    method: Method | str,
+    fisher_type: FisherType | str = FisherType.exact,
+    task: Task | str = Task.classification,
     mc_samples: int = 1,
     subset: str = "all",
     generator: torch.Generator | None = None,
@@ -154,12 +155,11 @@ def compute_curvature(
         :class:`Curvature` with blocks in module registration order; every block is the mean over
         all examples of the per-example curvature.
     """
-    if method not in ("diag", "kfac"):
-        raise UserError(f"unknown method {method!r}; use 'diag' or 'kfac'")
-    if fisher_type not in ("exact", "mc", "empirical"):
-        raise UserError(f"unknown fisher type {fisher_type!r}; use 'exact', 'mc' or 'empirical'")
-    if task not in ("classification", "regression"):
-        raise UserError(f"unknown task {task!r}; use 'classification' or 'regression'")
+    method = Method.parse(method, "method")
+    if method not in (Method.diag, Method.kfac):
+        raise UserError(f"{{param}} {method} is not built by this engine; use 'diag' or 'kfac'", param="method")
+    fisher_type = FisherType.parse(fisher_type, "fisher_type")
+    task = Task.parse(task, "task")
     if fisher_type == "mc" and mc_samples < 1:
         raise UserError(f"{{param}} must be at least 1, got {mc_samples}", param="mc_samples")
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from uncert_cli.curvature.blocks import FisherType, Task
+from uncert_cli.vocabulary import FisherType, Task
 from uncert_cli.errors import UserError
 
 BatchSource = Callable[[], Iterable[tuple[Tensor, Tensor]]]

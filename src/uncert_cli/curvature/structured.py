@@ -27,21 +27,20 @@ from uncert_cli.curvature.blocks import (
     DenseBlock,
     DiagonalBlock,
     EKFACBlock,
-    FisherType,
     KronDiagBlock,
     KroneckerBlock,
     LowRankBlock,
-    Task,
 )
 from uncert_cli.curvature.ekfac import ekfac_eigenvalues
 from uncert_cli.curvature.engine import compute_curvature
 from uncert_cli.curvature.ggn_products import BatchSource, GGNProducts
 from uncert_cli.curvature.lowrank import top_eigenpairs
 from uncert_cli.curvature.plain_kernels import plain_kernels
+from uncert_cli.vocabulary import FisherType, Method, Task
 from uncert_cli.curvature.subset import Unit, select_units
 from uncert_cli.errors import UserError
 
-STRUCTURED_METHODS = ("full", "lowrank", "ekfac", "kfac-diag")
+STRUCTURED_METHODS = (Method.full, Method.lowrank, Method.ekfac, Method.kfac_diag)
 FULL_MAX_BYTES = 2 << 30  # default cap on the dense GGN (float64 P x P) without --max-memory
 DEFAULT_RANK = 20
 
@@ -84,9 +83,9 @@ def compute_structured_curvature(
     model: nn.Module,
     source: BatchSource,
     *,
-    method: str,
-    fisher_type: FisherType = "exact",
-    task: Task = "classification",
+    method: Method | str,
+    fisher_type: FisherType | str = FisherType.exact,
+    task: Task | str = Task.classification,
     mc_samples: int = 1,
     subset: str = "all",
     rank: int | None = None,
@@ -102,8 +101,10 @@ def compute_structured_curvature(
     (the methods pass over the data more than once). ``rank`` is K (``lowrank``: of the whole GGN;
     ``kfac-diag``: per module), default :data:`DEFAULT_RANK`.
     """
+    method = Method.parse(method, "method")
     if method not in STRUCTURED_METHODS:
-        raise UserError(f"unknown method {method!r}; use one of {', '.join(STRUCTURED_METHODS)}")
+        raise UserError(f"{{param}} {method} is not built here; use one of {', '.join(STRUCTURED_METHODS)}", param="method")
+    fisher_type, task = FisherType.parse(fisher_type, "fisher_type"), Task.parse(task, "task")
     rank = DEFAULT_RANK if rank is None else int(rank)
     if rank < 1:
         raise UserError(f"{{param}} must be at least 1, got {rank}", param="rank")
@@ -123,10 +124,10 @@ def compute_structured_curvature(
                 return _full(model, source, units, task, fisher_type, max_bytes)
             if method == "lowrank":
                 return _lowrank(model, source, units, task, fisher_type, rank, generator, on_batch, power_iters, common)
-            kfac = compute_curvature(model, source(), method="kfac", on_batch=on_batch, **common)  # type: ignore[arg-type]
+            kfac = compute_curvature(model, source(), method=Method.kfac, on_batch=on_batch, **common)
             if method == "ekfac":
                 return _ekfac(model, source, units, kfac, common)
-            diag = compute_curvature(model, source(), method="diag", **common)  # type: ignore[arg-type]
+            diag = compute_curvature(model, source(), method=Method.diag, **common)
             return _kfac_diag(units, kfac, diag, rank)
     finally:
         for m, t in training.items():
@@ -135,8 +136,8 @@ def compute_structured_curvature(
             p.requires_grad_(r)
 
 
-def _curvature(blocks: list[Block], n: int, task: Task, method: str, fisher_type: FisherType, mc: int) -> Curvature:
-    return Curvature(blocks=blocks, n_data=n, task=task, method=method, fisher_type=fisher_type,  # type: ignore[arg-type]
+def _curvature(blocks: list[Block], n: int, task: Task, method: Method, fisher_type: FisherType, mc: int) -> Curvature:
+    return Curvature(blocks=blocks, n_data=n, task=task, method=method, fisher_type=fisher_type,
                      mc_samples=mc if fisher_type == "mc" else 1)
 
 

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 
 import torch
 
-from uncert_cli.data.dataset import TASKS, ArrayDataset, is_token_ids, to_float
+from uncert_cli.data.dataset import ArrayDataset, is_token_ids, to_float
 from uncert_cli.errors import UserError
+from uncert_cli.vocabulary import Task
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -43,8 +44,8 @@ def _conversion_hint(data_shape: tuple[int, ...], model_shape: tuple[int, ...], 
 
 
 def _check_task_and_labels(ds: ArrayDataset, num_outputs: int | None, task: str | None) -> None:
-    if task is not None and task not in TASKS:
-        raise UserError(f"unknown task '{task}'; use classification or regression")
+    if task is not None:
+        task = Task.parse(task, "task").value
     if task is not None and task != ds.task:
         if task == "classification":
             raise UserError(

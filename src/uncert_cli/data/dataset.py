@@ -16,12 +16,12 @@ Storage convention (why: MNIST-train is 47 MB as uint8 but 188 MB as float32, CI
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import torch
 
-Task = Literal["classification", "regression"]
-TASKS: tuple[str, ...] = ("classification", "regression")
+from uncert_cli.vocabulary import Task
+
+TASKS: tuple[str, ...] = Task.choices()
 
 
 def is_token_ids(inputs: torch.Tensor) -> bool:

@@ -34,9 +34,10 @@ from uncert_cli.posterior import marginals as _marginals
 from uncert_cli.posterior import marglik as _marglik
 from uncert_cli.posterior import output_covariance as _outcov
 from uncert_cli.posterior import predictive as _predictive
-from uncert_cli.posterior.structures import PRIOR_MODES, PriorMode, Structure, structure_for
+from uncert_cli.posterior.structures import Structure, structure_for
 from uncert_cli.posterior.predictive import Predictive
 from uncert_cli.posterior.sampling import SampleCache, draw_deviations
+from uncert_cli.vocabulary import PriorMode
 
 PriorPrecision = Union[float, Mapping[str, float]]
 DEFAULT_KEY = "*"  # in a prior_precision mapping: the value for modules not named explicitly
@@ -64,7 +65,7 @@ class LaplacePosterior:
         *,
         prior_precision: PriorPrecision = 1.0,
         n_data: float | None = None,
-        prior_mode: PriorMode = "eigen",
+        prior_mode: PriorMode | str = PriorMode.eigen,
         noise_std: float = 1.0,
     ) -> None:
         if not curvature.blocks:
@@ -99,8 +100,7 @@ class LaplacePosterior:
 
     # ------------------------------------------------------------------ hyperparameters
     def _set_hyperparameters(self, prior_precision, n_data, noise_std, prior_mode) -> None:
-        if prior_mode not in PRIOR_MODES:
-            raise UserError(f"unknown prior mode '{prior_mode}'; use one of {', '.join(PRIOR_MODES)}")
+        prior_mode = PriorMode.parse(prior_mode, "prior_mode")
         n_data = _positive("n_data", n_data)
         noise_std = _positive("noise_std", noise_std)
         if self.task == "classification" and noise_std != 1.0:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Union
 
 import torch
 from torch import Tensor
@@ -26,8 +26,8 @@ from uncert_cli.posterior.held_out import grid_scores
 from uncert_cli.posterior.laplace import LaplacePosterior
 from uncert_cli.posterior.structures import Structure as BlockStructure
 from uncert_cli.posterior.predictive import PREDICTIVES
+from uncert_cli.vocabulary import PriorStructure
 
-Structure = Literal["scalar", "layer"]
 _INIT_GRID = torch.logspace(-6, 6, 49, dtype=torch.float64)
 
 
@@ -55,7 +55,7 @@ def tune_prior_marglik(
     posterior: LaplacePosterior,
     log_likelihood: float,
     *,
-    structure: Structure = "scalar",
+    structure: PriorStructure | str = PriorStructure.scalar,
     tune_noise: bool = False,
     n_targets: int | None = None,
     max_iter: int = 200,
@@ -70,8 +70,7 @@ def tune_prior_marglik(
             the Gaussian form ``−(n_targets/2) log(2πσ²) − RSS/(2σ²)``, so ``n_targets`` (number of scalar
             targets, examples × outputs) is required.
     """
-    if structure not in ("scalar", "layer"):
-        raise UserError(f"unknown prior structure '{structure}'; use 'scalar' or 'layer'")
+    structure = PriorStructure.parse(structure, "structure", label="prior structure")
     if not math.isfinite(log_likelihood):
         raise UserError(f"log_likelihood must be a finite number, got {log_likelihood!r}")
     rss = None

@@ -14,8 +14,9 @@ from uncert_cli.curvature.methods.engine_methods import DiagMethod, KFACMethod
 from uncert_cli.curvature.methods.full import FullMethod
 from uncert_cli.curvature.methods.kfac_diag import KFACDiagMethod
 from uncert_cli.curvature.methods.lowrank import LowRankMethod
+from uncert_cli.vocabulary import Method
 
-METHODS: dict[str, CurvatureMethod] = {
+METHODS: dict[Method, CurvatureMethod] = {
     method.name: method
     for method in (DiagMethod(), KFACMethod(), FullMethod(), LowRankMethod(), EKFACMethod(), KFACDiagMethod())
 }

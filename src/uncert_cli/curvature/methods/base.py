@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from uncert_cli.curvature.blocks import Curvature, FisherType, Task
+from uncert_cli.curvature.blocks import Curvature
+from uncert_cli.vocabulary import FisherType, Method, Task
 from uncert_cli.curvature.subset import Unit, select_units
 
 # What a fit adds beyond its tensors: allocator arenas, worker-thread stacks, small temporaries
@@ -68,7 +69,7 @@ class CurvatureMethod:
     """One ``--method``. Subclasses set the class attributes and implement :meth:`build` and
     :meth:`stored_elements`."""
 
-    name: str
+    name: Method
     # One pass over a batch iterator: sums can be reduced over processes and the MAP log-likelihood
     # is taken on the way; otherwise the method passes over the data several times, in one process.
     streaming: bool = False

@@ -7,6 +7,7 @@ from torch import nn
 from uncert_cli.curvature.methods.base import kronecker_finish_bytes, kronecker_sizes
 from uncert_cli.curvature.methods.structured_base import StructuredMethod
 from uncert_cli.curvature.subset import Unit
+from uncert_cli.vocabulary import Method
 
 
 def kronecker_basis_elements(units: list[Unit]) -> int:
@@ -22,7 +23,7 @@ def kronecker_basis_elements(units: list[Unit]) -> int:
 
 
 class EKFACMethod(StructuredMethod):
-    name = "ekfac"
+    name = Method.ekfac
 
     def stored_elements(self, model: nn.Module, units: list[Unit], rank: int | None) -> int:
         return kronecker_basis_elements(units)

@@ -14,6 +14,7 @@ from uncert_cli.curvature.methods.base import (
     kronecker_sizes,
 )
 from uncert_cli.curvature.subset import Unit
+from uncert_cli.vocabulary import Method
 
 
 class _EngineMethod(CurvatureMethod):
@@ -21,7 +22,7 @@ class _EngineMethod(CurvatureMethod):
 
     def build(self, model: nn.Module, source: BatchSource, request: BuildRequest) -> Curvature:
         return compute_curvature(
-            model, source(), method=self.name,  # type: ignore[arg-type]
+            model, source(), method=self.name,
             fisher_type=request.fisher_type, task=request.task, mc_samples=request.mc_samples,
             subset=request.subset, generator=request.generator, on_batch=request.on_batch, reduce=request.reduce,
             on_outputs=request.on_outputs, include_frozen=request.include_frozen,
@@ -31,7 +32,7 @@ class _EngineMethod(CurvatureMethod):
 class DiagMethod(_EngineMethod):
     """The exact GGN/Fisher diagonal of every covered parameter: one number per parameter."""
 
-    name = "diag"
+    name = Method.diag
     keeps_all_patches = True
 
     def stored_elements(self, model: nn.Module, units: list[Unit], rank: int | None) -> int:
@@ -41,7 +42,7 @@ class DiagMethod(_EngineMethod):
 class KFACMethod(_EngineMethod):
     """Kronecker factors ``G ⊗ A`` of Linear/Conv modules (``O² + I'²`` numbers), diagonals elsewhere."""
 
-    name = "kfac"
+    name = Method.kfac
 
     def stored_elements(self, model: nn.Module, units: list[Unit], rank: int | None) -> int:
         total = 0

@@ -9,10 +9,11 @@ from uncert_cli.curvature.methods.base import eigh_working_bytes
 from uncert_cli.curvature.methods.structured_base import StructuredMethod
 from uncert_cli.curvature.structured import check_full_size, full_bytes
 from uncert_cli.curvature.subset import Unit
+from uncert_cli.vocabulary import Method
 
 
 class FullMethod(StructuredMethod):
-    name = "full"
+    name = Method.full
 
     def stored_elements(self, model: nn.Module, units: list[Unit], rank: int | None) -> int:
         P = sum(u.num_params for u in units)

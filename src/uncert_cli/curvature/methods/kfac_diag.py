@@ -8,10 +8,11 @@ from uncert_cli.curvature.methods.base import kronecker_finish_bytes, kronecker_
 from uncert_cli.curvature.methods.ekfac import kronecker_basis_elements
 from uncert_cli.curvature.methods.structured_base import StructuredMethod, rank_or_default
 from uncert_cli.curvature.subset import Unit
+from uncert_cli.vocabulary import Method
 
 
 class KFACDiagMethod(StructuredMethod):
-    name = "kfac-diag"
+    name = Method.kfac_diag
     takes_rank = True
 
     def stored_elements(self, model: nn.Module, units: list[Unit], rank: int | None) -> int:

@@ -6,10 +6,11 @@ from torch import nn
 
 from uncert_cli.curvature.methods.structured_base import StructuredMethod, rank_or_default
 from uncert_cli.curvature.subset import Unit
+from uncert_cli.vocabulary import Method
 
 
 class LowRankMethod(StructuredMethod):
-    name = "lowrank"
+    name = Method.lowrank
     takes_rank = True
 
     def stored_elements(self, model: nn.Module, units: list[Unit], rank: int | None) -> int:

@@ -20,16 +20,16 @@ import dataclasses
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, ClassVar, Union
 
 import torch
 from torch import Tensor
 
 from uncert_cli.curvature.blocks import KroneckerEigen
 from uncert_cli.errors import UserError
+from uncert_cli.vocabulary import PriorMode
 
-PriorMode = Literal["eigen", "factor"]
-PRIOR_MODES: tuple[str, ...] = ("eigen", "factor")
+PRIOR_MODES: tuple[str, ...] = PriorMode.choices()
 Scalar = Union[float, Tensor]
 
 
