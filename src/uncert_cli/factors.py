@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from uncert_cli.checkpoint import LoadedModel, build_module, parse_arch_kwargs, weights_fingerprint
+from uncert_cli.checkpoint.outputs import select_output
 from uncert_cli.checkpoint.arch import build_file_module, canonical_arch, check_file_arch_kwargs, is_builtin_arch
 from uncert_cli.checkpoint.stored import StoredModule, guess_kinds, guess_parameter_names, module_from_weights
 from uncert_cli.curvature.blocks import curvature_to
@@ -101,6 +102,7 @@ def _with_weights(factors: FactorFile, module: nn.Module, given: str | None) -> 
         module.eval()
         fingerprint = weights_fingerprint(module)
         if fingerprint == factors.fingerprint:
+            select_output(module, meta.output)  # the part of a structured result that fit analysed
             return LoadedModel(module=module, meta=meta, source=Path(factors.checkpoint_path), fingerprint=fingerprint)
         if given is None:
             raise UserError(f"the weights in '{factors.path}' do not match its recorded fingerprint; the file is damaged, refit it")

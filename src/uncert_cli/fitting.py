@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from uncert_cli.atomic import check_free_space, check_output_path
 from uncert_cli.checkpoint import LoadedModel
+from uncert_cli.checkpoint.outputs import recorded_output
 from uncert_cli.checkpoint.stored import module_kinds
 from uncert_cli.curvature import Curvature
 from uncert_cli.curvature.blocks import ensure_eigen
@@ -292,7 +293,7 @@ def fit_to_file(
     result.info["split"] = split  # None: a whole file without splits (the attribute is then absent)
     if ctx.is_main:
         write_factor_file(
-            output, result.curvature, state_dict=state_dict, model_meta=loaded.meta,
+            output, result.curvature, state_dict=state_dict, model_meta=recorded_output(loaded.module, loaded.meta),
             fingerprint=loaded.fingerprint, checkpoint_path=str(Path(loaded.source).resolve()),
             fit={**result.info, "split": split}, prior=prior or PriorSettings(),
             # so that later commands can answer from the weights alone, without the model's class

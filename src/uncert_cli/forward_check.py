@@ -53,6 +53,8 @@ def check_model_runs(model: nn.Module, data: ArrayDataset, *, offers: Collection
             model(x)
     except (MemoryError, torch.OutOfMemoryError):
         raise  # the sizes the user chose, said as such by the CLI
+    except UserError:
+        raise  # uncert's own word on the model's result (e.g. no tensor to analyse in it), already one line
     except Exception as exc:  # noqa: BLE001 - whatever the model's own code raises on this data
         raise _refusal(model, data, exc, offers) from None
     finally:

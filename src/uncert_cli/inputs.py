@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from uncert_cli.checkpoint import LoadedModel, ModelMeta, load_model, parse_arch_kwargs
+from uncert_cli.checkpoint.outputs import parse_output_choice
 from uncert_cli.data import ArrayDataset, ImageConversion, adapt_to_model, load_dataset, parse_normalize
 from uncert_cli.errors import UserError
 from uncert_cli.forward_check import check_model_runs
@@ -27,9 +28,15 @@ def load_checkpoint_model(
     arch_kwargs: list[str] | None = None,
     trust_pickle: bool = False,
     task: str | None = None,
+    state_key: str | None = None,
+    strip_prefix: str | None = None,
+    model_output: str | None = None,
 ) -> LoadedModel:
+    """:func:`load_model` with the options as the command line gives them (``--arch-kwargs`` items,
+    ``--model-output`` text)."""
     kwargs: dict[str, Any] | None = parse_arch_kwargs(arch_kwargs) if arch_kwargs else None
-    return load_model(checkpoint, arch=arch, arch_kwargs=kwargs, trust_pickle=trust_pickle, task=task)
+    return load_model(checkpoint, arch=arch, arch_kwargs=kwargs, trust_pickle=trust_pickle, task=task,
+                      state_key=state_key, strip_prefix=strip_prefix, output=parse_output_choice(model_output))
 
 
 def load_model_data(

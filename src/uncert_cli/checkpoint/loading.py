@@ -7,7 +7,7 @@ import pickle
 import re
 import sys
 import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,12 @@ from uncert_cli.checkpoint.arch import (
     is_builtin_arch,
 )
 from uncert_cli.checkpoint.meta import HEADER_KEY, ModelMeta, check_task
+from uncert_cli.checkpoint.outputs import OutputChoice, select_output
+from uncert_cli.checkpoint.prefixes import network_entries
 from uncert_cli.checkpoint.state import (
-    align_keys,
     check_compatible,
     is_state_dict,
+    state_under_key,
     unwrap_checkpoint,
     weights_fingerprint,
 )
@@ -44,12 +46,16 @@ _ARCH_HELP = (
 
 @dataclass
 class LoadedModel:
-    """A model ready for analysis: eval mode, on CPU, with its metadata and weight fingerprint."""
+    """A model ready for analysis: eval mode, on CPU, with its metadata and weight fingerprint.
+
+    ``notes``: what loading decided that the user should hear (e.g. which key prefix was taken).
+    """
 
     module: nn.Module
     meta: ModelMeta
     source: Path
     fingerprint: str
+    notes: list[str] = field(default_factory=list)
 
 
 class _NotThisFormat(Exception):
@@ -155,8 +161,13 @@ def _meta_from_torch_object(obj: Any) -> ModelMeta:
     return ModelMeta()
 
 
-def _read(path: Path, trust_pickle: bool) -> tuple[dict[str, torch.Tensor] | nn.Module, ModelMeta]:
+def _read(
+    path: Path, trust_pickle: bool, state_key: str | None = None
+) -> tuple[dict[str, torch.Tensor] | nn.Module, ModelMeta]:
     """Read any supported file into (state dict or module, metadata).
+
+    ``state_key``: the key of a torch.save'd dict that holds the state dict (``--state-key``); without
+    it the first of the usual wrapper keys that holds one (:func:`unwrap_checkpoint`).
 
     The suffix picks the format to try first; the other one is tried as a fallback because
     files get renamed (a safetensors file saved as ``model.bin`` is common).  Safetensors goes
@@ -169,9 +180,13 @@ def _read(path: Path, trust_pickle: bool) -> tuple[dict[str, torch.Tensor] | nn.
         try:
             if kind == "safetensors":
                 tensors, header = _read_safetensors(path)
+                if state_key is not None:
+                    raise UserError(f"{path} is a safetensors file, one flat state dict: drop {{param}}",
+                                    param="state_key")
                 return tensors, ModelMeta.from_header(header)
             obj = _read_torch(path, trust_pickle)
-            return unwrap_checkpoint(obj, str(path)), _meta_from_torch_object(obj)
+            content = state_under_key(obj, state_key, str(path)) if state_key else unwrap_checkpoint(obj, str(path))
+            return content, _meta_from_torch_object(obj)
         except _NotThisFormat as exc:
             reasons[kind] = str(exc)
         if suffix == ".safetensors":
@@ -198,14 +213,20 @@ def load_model(
     trust_pickle: bool = False,
     input_shape: tuple[int, ...] | list[int] | None = None,
     task: str | None = None,
+    state_key: str | None = None,
+    strip_prefix: str | None = None,
+    output: OutputChoice = None,
 ) -> LoadedModel:
     """Load a model file for analysis.
 
     The architecture comes from ``arch`` if given, else from the file's metadata, else (for a
     trusted pickled module) from the pickle itself.  ``arch_kwargs`` are merged over the
     metadata's keywords when the architecture is the same one, and used alone otherwise.
-    ``input_shape`` and ``task`` override the metadata.  Every problem with the file or the
-    options raises :class:`UserError`.
+    ``input_shape`` and ``task`` override the metadata.  ``state_key`` names the dict entry holding
+    the state dict, ``strip_prefix`` the key prefix of the network's entries (else found as
+    :func:`~uncert_cli.checkpoint.prefixes.network_entries` says). ``output`` chooses the part of a
+    structured forward result to analyse (:mod:`uncert_cli.checkpoint.outputs`; default: the metadata's,
+    else automatic). Every problem with the file or the options raises :class:`UserError`.
     """
     source = Path(path).expanduser()
     if not source.exists():
@@ -214,7 +235,8 @@ def load_model(
         raise UserError(f"{source} is a directory; pass the model file inside it (e.g. model.safetensors)")
     check_input_file(source, "checkpoint")  # a FIFO or a device would block or never end
 
-    content, meta = _read(source, trust_pickle)
+    content, meta = _read(source, trust_pickle, state_key)
+    notes: list[str] = []
 
     chosen = canonical_arch(arch) if arch else None
     module: nn.Module
@@ -235,7 +257,8 @@ def load_model(
         module = build_module(chosen, kwargs)
     if chosen is not None:
         state = content.state_dict() if isinstance(content, nn.Module) else content
-        state = align_keys(dict(state), set(module.state_dict()))
+        state, note = network_entries(dict(state), module.state_dict(), strip_prefix)
+        notes.extend([note] if note else [])
         check_compatible(state, module, chosen)
         try:
             module.load_state_dict(state, strict=True)
@@ -244,6 +267,8 @@ def load_model(
         # Keep the spelling the user or file gave (e.g. "MLP"); it builds the same module.
         meta = replace(meta, arch=arch or meta.arch, arch_kwargs=kwargs)
     elif isinstance(content, nn.Module):
+        if strip_prefix is not None:
+            raise UserError(f"{source} is a pickled module, not a state dict: drop {{param}}", param="strip_prefix")
         module = content
     else:
         raise UserError(f"{source} holds only weights, no architecture; {_ARCH_HELP}")
@@ -252,8 +277,11 @@ def load_model(
         meta = replace(meta, input_shape=tuple(input_shape))
     if task is not None:
         meta = replace(meta, task=check_task(task))
+    if output is not None:
+        meta = replace(meta, output=output)
     module = module.to("cpu").eval()
-    return LoadedModel(module=module, meta=meta, source=source, fingerprint=weights_fingerprint(module))
+    select_output(module, meta.output)
+    return LoadedModel(module=module, meta=meta, source=source, fingerprint=weights_fingerprint(module), notes=notes)
 
 
 def _tensors_for_saving(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from uncert_cli.checkpoint.outputs import check_output_choice
 from uncert_cli.errors import UserError
 from uncert_cli.vocabulary import Task
 
@@ -18,7 +19,7 @@ HEADER_KEY = "uncert"
 _FORMAT_VERSION = 1
 TASKS = Task.choices()
 #: Fields added after format version 1: absent from a header means None (older files open unchanged).
-_OPTIONAL_KEYS = ("convert_channels", "convert_size")
+_OPTIONAL_KEYS = ("convert_channels", "convert_size", "output")
 
 
 def _float_tuple(value: Any, what: str) -> tuple[float, ...] | None:
@@ -73,6 +74,9 @@ class ModelMeta:
     # (1 or 3) and (H, W) the stored data is converted to before normalisation; None: as stored.
     convert_channels: int | None = None
     convert_size: tuple[int, ...] | None = None
+    # Which part of a forward result that is not a tensor is the prediction (``fit --model-output``): a
+    # name (dict key, dataclass or namedtuple field) or an index; None: a tensor, or the automatic rule.
+    output: str | int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -83,6 +87,7 @@ class ModelMeta:
         self.convert_size = _int_tuple(self.convert_size, "model metadata: convert_size")
         if self.convert_size is not None and len(self.convert_size) != 2:
             raise UserError(f"model metadata: convert_size must be two positive integers H,W, got {list(self.convert_size)}")
+        self.output = check_output_choice(self.output)
         if self.convert_channels is not None and (type(self.convert_channels) is not int or self.convert_channels not in (1, 3)):
             raise UserError(f"model metadata: convert_channels must be 1 or 3, got {self.convert_channels!r}")
 

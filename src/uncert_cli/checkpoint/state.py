@@ -19,6 +19,7 @@ __all__ = [
     "align_keys",
     "check_compatible",
     "WRAPPER_KEYS",
+    "state_under_key",
 ]
 
 #: Keys under which training scripts commonly nest the model's state dict, tried in this order.
@@ -90,6 +91,25 @@ def unwrap_checkpoint(obj: Any, source: str, _depth: int = 0) -> dict[str, torch
         f"{source} holds a {type(obj).__name__}, not a state dict or model; "
         "save model.state_dict() with torch.save, or use safetensors"
     )
+
+
+def state_under_key(obj: Any, key: str, source: str) -> dict[str, torch.Tensor] | nn.Module:
+    """The state dict a checkpoint holds under ``key`` (``--state-key``; ``a.b`` for a nested dict when
+    no key is literally ``a.b``), e.g. ``ema_state_dict`` beside a Lightning ``state_dict``."""
+    node: Any = obj
+    if isinstance(node, Mapping) and key in node:
+        node = node[key]
+    else:
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                keys = ", ".join(repr(k) for k in list(obj)[:8]) if isinstance(obj, Mapping) else ""
+                holds = f"its keys: {keys}" if keys else f"it holds a {type(obj).__name__}, not a dict"
+                raise UserError(f"{source} has no {{param}} {key!r}; {holds}", param="state_key")
+            node = node[part]
+    if isinstance(node, nn.Module) or is_state_dict(node):
+        return node if isinstance(node, nn.Module) else dict(node)
+    raise UserError(f"{source}: {{param}} {key!r} holds a {type(node).__name__}, not a state dict of tensors",
+                    param="state_key")
 
 
 def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor] | None:

@@ -65,6 +65,9 @@ def fit(
     arch: o.Arch = None,
     arch_kwargs: o.ArchKwargs = None,
     trust_pickle: o.TrustPickle = False,
+    state_key: o.StateKey = None,
+    strip_prefix: o.StripPrefix = None,
+    model_output: o.ModelOutput = None,
     input_shape: Annotated[
         Optional[str],
         typer.Option("--input-shape", metavar="D1,D2,...", help="One example's shape as the model takes it (e.g. 64,16 for "
@@ -92,8 +95,10 @@ def fit(
     try:
         loaded = load_checkpoint_model(
             checkpoint, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
-            task=task.value if task else None,
+            task=task.value if task else None, state_key=state_key, strip_prefix=strip_prefix, model_output=model_output,
         )
+        for note in loaded.notes if ctx.is_main else []:
+            log(f"note: {note}", quiet=quiet)
         split_name, split_asked = o.split_choice(split, "train")
         loaded, pickle_note = record_pickled_arch(loaded)  # refuses before any data is read
         if pickle_note and ctx.is_main:

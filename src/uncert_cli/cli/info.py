@@ -20,6 +20,8 @@ def info(
     arch: o.Arch = None,
     arch_kwargs: o.ArchKwargs = None,
     trust_pickle: o.TrustPickle = False,
+    state_key: o.StateKey = None,
+    strip_prefix: o.StripPrefix = None,
     json_output: o.Json = False,
     quiet: o.Quiet = False,
     debug: o.Debug = False,
@@ -30,7 +32,8 @@ def info(
 
         loaded = open_factor_model(checkpoint, arch=arch, arch_kwargs=arch_kwargs)
     else:
-        loaded = load_checkpoint_model(checkpoint, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle)
+        loaded = load_checkpoint_model(checkpoint, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
+                                       state_key=state_key, strip_prefix=strip_prefix)
     summary = model_summary(loaded, describe_layers(loaded.module))
     if json_output:
         print_json(summary)

@@ -89,6 +89,26 @@ FactorArchKwargs = Annotated[
     Optional[list[str]],
     typer.Option("--arch-kwargs", help="Constructor arguments key=value for --arch (repeatable); when --arch names the class the file records, they update the keyword arguments recorded at fit."),
 ]
+# Checkpoints written by training frameworks (issue 15): where the state dict sits, which part of the result counts.
+StateKey = Annotated[
+    Optional[str],
+    typer.Option("--state-key", metavar="KEY", help="The key of a torch.save'd dict that holds the network's state dict "
+                 "(e.g. state_dict, ema_state_dict; a.b for a nested one). Default: the first of state_dict, "
+                 "model_state_dict, model, net, ... that holds one."),
+]
+StripPrefix = Annotated[
+    Optional[str],
+    typer.Option("--strip-prefix", metavar="PREFIX", help="Take the state-dict entries whose keys start with PREFIX (e.g. "
+                 "model. for a Lightning .ckpt), with PREFIX removed, and leave the others out. Default: found "
+                 "when exactly one prefix makes the entries fit the architecture."),
+]
+# Not --output: fit and prune already spell their output file -o/--output.
+ModelOutput = Annotated[
+    Optional[str],
+    typer.Option("--model-output", metavar="NAME|INDEX", help="For a network whose forward returns a dict, tuple, "
+                 "namedtuple or dataclass (Hugging Face ModelOutput): the entry to analyse, by name (logits) or index "
+                 "(0). Default: logits when present, else the first tensor. Recorded in the factor file."),
+]
 TrustPickle = Annotated[
     bool,
     typer.Option("--trust-pickle", help="Allow loading a fully pickled model. Pickles run code: only for files you trust."),

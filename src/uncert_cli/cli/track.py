@@ -43,6 +43,9 @@ def track(
     arch: o.Arch = None,
     arch_kwargs: o.ArchKwargs = None,
     trust_pickle: o.TrustPickle = False,
+    state_key: o.StateKey = None,
+    strip_prefix: o.StripPrefix = None,
+    model_output: o.ModelOutput = None,
     device: o.Device = o.DeviceChoice.auto,
     png: Annotated[Optional[Path], typer.Option("--png", help="Write the over-training figure (PNG) into this directory.")] = None,
     html: Html = None,
@@ -66,7 +69,8 @@ def track(
     points = []
 
     def load(path: Path):
-        return load_checkpoint_model(path, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle)
+        return load_checkpoint_model(path, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
+                                     state_key=state_key, strip_prefix=strip_prefix, model_output=model_output)
 
     # Every checkpoint is checked against the first before anything is fitted (loading is cheap).
     first = load(ordered[0])
