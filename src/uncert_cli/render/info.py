@@ -32,6 +32,8 @@ def model_summary(loaded: LoadedModel, layers: list[LayerInfo]) -> dict[str, Any
         ),
         # The images' conversion recorded by `fit --channels/--grayscale/--resize`; null: used as stored.
         "input_conversion": ImageConversion(channels=meta.convert_channels, size=meta.convert_size).to_dict(),
+        # The part of a structured forward result (dict, tuple, ModelOutput) analysed; null: the tensor it returns.
+        "model_output": meta.output,
         # Read off the first and last layers when the metadata has no input shape / output count.
         "input_hint": None if meta.input_shape else input_hint(loaded.module),
         "num_outputs_from_layers": None if meta.num_outputs else output_hint(loaded.module),
@@ -68,3 +70,5 @@ def print_model_summary(summary: dict[str, Any]) -> None:
     if conversion:
         shown = ImageConversion(conversion["channels"], tuple(conversion["size"]) if conversion["size"] else None)
         stdout.print(f"images converted to {shown.describe()} before the model (recorded by fit)")
+    if summary.get("model_output") is not None:
+        stdout.print(f"analyses the model's output {summary['model_output']!r} (recorded by fit)")
