@@ -58,7 +58,7 @@ def model_from_factor_file(
         return _with_weights(factors, _given_module(factors, arch, arch_kwargs), given=arch)
     if meta.arch and os.environ.get(TRUST_ARCH_ENV) == "1":
         module = build_module(meta.arch, dict(meta.arch_kwargs))
-    elif meta.arch and is_builtin_arch(meta.arch):
+    elif meta.arch and _names_builtin(meta.arch, runs_model):
         # The file names the class; only uncert's models and torchvision builders are followed.
         module = build_file_module(meta.arch, dict(meta.arch_kwargs), f"'{factors.path}'")
     elif not runs_model:
@@ -75,6 +75,17 @@ def model_from_factor_file(
             f"it with --arch (and --arch-kwargs as at fit), or set {TRUST_ARCH_ENV}=1 in scripts"
         )
     return _with_weights(factors, module, given=None)
+
+
+def _names_builtin(arch: str, runs_model: bool) -> bool:
+    """:func:`is_builtin_arch`, except that a command running no network answers a file naming a timm model
+    from its weights alone where timm is not installed (rather than asking to install it)."""
+    try:
+        return is_builtin_arch(arch)
+    except UserError:
+        if runs_model:
+            raise
+        return False
 
 
 def _given_module(factors: FactorFile, arch: str, arch_kwargs: Sequence[str] | None) -> nn.Module:

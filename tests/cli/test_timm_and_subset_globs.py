@@ -110,3 +110,17 @@ def test_without_timm_the_error_says_how_to_install_it(run_cli, timm_checkpoint,
     monkeypatch.setitem(__import__("sys").modules, "timm", None)  # what `import timm` meets where it is absent
     r = run_cli("fit", timm_checkpoint, *TIMM_ARCH, "--data", "digits", "-o", tmp_path / "f.h5")
     assert r.code == 2 and "timm is not installed" in r.err and "uncert-cli[timm]" in r.err
+
+
+def test_report_on_a_timm_factor_file_needs_no_timm(run_cli, timm_checkpoint, tmp_path, monkeypatch):
+    factors = tmp_path / "f.h5"
+    r = run_cli("fit", timm_checkpoint, *TIMM_ARCH, "--data", "digits", "--limit", "32", "--method", "diag",
+                "--subset", "fc", "-o", factors, "--json")
+    assert r.code == 0, r.err
+    with_timm = run_cli("report", factors, "--json")
+    monkeypatch.setitem(__import__("sys").modules, "timm", None)
+    without = run_cli("report", factors, "--json")
+    assert without.code == 0, without.err
+    assert json.loads(without.out)["layers"] == json.loads(with_timm.out)["layers"]
+    r = run_cli("ood", factors, "--against", "digits", "--limit", "32", "--no-tune")
+    assert r.code == 2 and "timm is not installed" in r.err
