@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from uncert_cli.checkpoint import LoadedModel, build_module, parse_arch_kwargs, weights_fingerprint
+from uncert_cli.checkpoint.hf_folder import hf_module_from_meta, is_hf_arch
 from uncert_cli.checkpoint.outputs import select_output
 from uncert_cli.checkpoint.arch import build_file_module, canonical_arch, check_file_arch_kwargs, is_builtin_arch
 from uncert_cli.checkpoint.stored import StoredModule, guess_kinds, guess_parameter_names, module_from_weights
@@ -58,6 +59,8 @@ def model_from_factor_file(
         return _with_weights(factors, _given_module(factors, arch, arch_kwargs), given=arch)
     if meta.arch and os.environ.get(TRUST_ARCH_ENV) == "1":
         module = build_module(meta.arch, dict(meta.arch_kwargs))
+    elif is_hf_arch(meta.arch) and (runs_model or _hf_available()):
+        module = hf_module_from_meta(meta, f"'{factors.path}'")
     elif meta.arch and _names_builtin(meta.arch, runs_model):
         # The file names the class; only uncert's models and torchvision builders are followed.
         module = build_file_module(meta.arch, dict(meta.arch_kwargs), f"'{factors.path}'")
@@ -75,6 +78,13 @@ def model_from_factor_file(
             f"it with --arch (and --arch-kwargs as at fit), or set {TRUST_ARCH_ENV}=1 in scripts"
         )
     return _with_weights(factors, module, given=None)
+
+
+def _hf_available() -> bool:
+    """Whether transformers can be imported (a report on a Hugging Face fit works from the weights without it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("transformers") is not None
 
 
 def _names_builtin(arch: str, runs_model: bool) -> bool:

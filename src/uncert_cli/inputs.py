@@ -31,12 +31,14 @@ def load_checkpoint_model(
     state_key: str | None = None,
     strip_prefix: str | None = None,
     model_output: str | None = None,
+    trust_remote_code: bool = False,
 ) -> LoadedModel:
     """:func:`load_model` with the options as the command line gives them (``--arch-kwargs`` items,
     ``--model-output`` text)."""
     kwargs: dict[str, Any] | None = parse_arch_kwargs(arch_kwargs) if arch_kwargs else None
     return load_model(checkpoint, arch=arch, arch_kwargs=kwargs, trust_pickle=trust_pickle, task=task,
-                      state_key=state_key, strip_prefix=strip_prefix, output=parse_output_choice(model_output))
+                      state_key=state_key, strip_prefix=strip_prefix, output=parse_output_choice(model_output),
+                      trust_remote_code=trust_remote_code)
 
 
 def load_model_data(

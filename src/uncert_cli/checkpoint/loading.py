@@ -21,6 +21,7 @@ from uncert_cli.checkpoint.arch import (
     check_file_arch_kwargs,
     is_builtin_arch,
 )
+from uncert_cli.checkpoint.hf_folder import is_hf_folder, read_hf_folder
 from uncert_cli.checkpoint.meta import HEADER_KEY, ModelMeta, check_task
 from uncert_cli.checkpoint.outputs import OutputChoice, select_output
 from uncert_cli.checkpoint.prefixes import network_entries
@@ -216,6 +217,7 @@ def load_model(
     state_key: str | None = None,
     strip_prefix: str | None = None,
     output: OutputChoice = None,
+    trust_remote_code: bool = False,
 ) -> LoadedModel:
     """Load a model file for analysis.
 
@@ -231,12 +233,21 @@ def load_model(
     source = Path(path).expanduser()
     if not source.exists():
         raise UserError(f"no such file: {source}")
+    notes: list[str] = []
     if source.is_dir():
-        raise UserError(f"{source} is a directory; pass the model file inside it (e.g. model.safetensors)")
+        if not is_hf_folder(source):
+            raise UserError(f"{source} is a directory without a config.json; pass the model file inside it "
+                            "(e.g. model.safetensors), or a Hugging Face model folder")
+        if arch is not None or state_key is not None:
+            raise UserError(f"{source} is a Hugging Face model folder, whose config.json says the network and whose "
+                            "weights file holds it: drop {param}", param="arch" if arch is not None else "state_key")
+        if strip_prefix is not None:
+            raise UserError(f"{source} is a Hugging Face model folder: drop {{param}}", param="strip_prefix")
+        module, meta = read_hf_folder(source, trust_remote_code)
+        return _finish(module, meta, source, notes, input_shape, task, output)
     check_input_file(source, "checkpoint")  # a FIFO or a device would block or never end
 
     content, meta = _read(source, trust_pickle, state_key)
-    notes: list[str] = []
 
     chosen = canonical_arch(arch) if arch else None
     module: nn.Module
@@ -257,13 +268,7 @@ def load_model(
         module = build_module(chosen, kwargs)
     if chosen is not None:
         state = content.state_dict() if isinstance(content, nn.Module) else content
-        state, note = network_entries(dict(state), module.state_dict(), strip_prefix)
-        notes.extend([note] if note else [])
-        check_compatible(state, module, chosen)
-        try:
-            module.load_state_dict(state, strict=True)
-        except RuntimeError as exc:  # custom _load_from_state_dict hooks can still object
-            raise UserError(f"loading the weights into {chosen} failed: {exc}") from exc
+        _load_into(module, state, chosen, strip_prefix, notes)
         # Keep the spelling the user or file gave (e.g. "MLP"); it builds the same module.
         meta = replace(meta, arch=arch or meta.arch, arch_kwargs=kwargs)
     elif isinstance(content, nn.Module):
@@ -273,6 +278,24 @@ def load_model(
     else:
         raise UserError(f"{source} holds only weights, no architecture; {_ARCH_HELP}")
 
+    return _finish(module, meta, source, notes, input_shape, task, output)
+
+
+def _load_into(module: nn.Module, state: dict[str, torch.Tensor], chosen: str, strip_prefix: str | None,
+               notes: list[str]) -> None:
+    """Load the network's entries of ``state`` into ``module``, checked first (one line naming what differs)."""
+    state, note = network_entries(dict(state), module.state_dict(), strip_prefix)
+    notes.extend([note] if note else [])
+    check_compatible(state, module, chosen)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # custom _load_from_state_dict hooks can still object
+        raise UserError(f"loading the weights into {chosen} failed: {exc}") from exc
+
+
+def _finish(module: nn.Module, meta: ModelMeta, source: Path, notes: list[str],
+            input_shape: tuple[int, ...] | list[int] | None, task: str | None, output: OutputChoice) -> LoadedModel:
+    """The options that override the metadata, eval mode on the CPU, and the output selection."""
     if input_shape is not None:
         meta = replace(meta, input_shape=tuple(input_shape))
     if task is not None:

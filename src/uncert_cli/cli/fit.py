@@ -39,7 +39,7 @@ class DtypeChoice(str, Enum):
 
 
 def fit(
-    checkpoint: Annotated[Path, typer.Argument(help="Model checkpoint (.safetensors, .pt, .pth).")],
+    checkpoint: Annotated[Path, typer.Argument(help="Model checkpoint (.safetensors, .pt, .pth, .ckpt) or a Hugging Face model folder (config.json + weights).")],
     data: o.DataSpec = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Factor file to write (HDF5).")] = Path("factors.h5"),
     method: Annotated[Method, typer.Option("--method", help="Curvature structure: diag, kfac, full (dense GGN, small models), lowrank (top-K GGN eigenpairs + diagonal), ekfac (eigenvalue-corrected KFAC), kfac-diag (top-L Kronecker eigenpairs + diagonal).")] = Method.kfac,
@@ -68,6 +68,7 @@ def fit(
     state_key: o.StateKey = None,
     strip_prefix: o.StripPrefix = None,
     model_output: o.ModelOutput = None,
+    trust_remote_code: o.TrustRemoteCode = False,
     input_shape: Annotated[
         Optional[str],
         typer.Option("--input-shape", metavar="D1,D2,...", help="One example's shape as the model takes it (e.g. 64,16 for "
@@ -96,6 +97,7 @@ def fit(
         loaded = load_checkpoint_model(
             checkpoint, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
             task=task.value if task else None, state_key=state_key, strip_prefix=strip_prefix, model_output=model_output,
+            trust_remote_code=trust_remote_code,
         )
         for note in loaded.notes if ctx.is_main else []:
             log(f"note: {note}", quiet=quiet)

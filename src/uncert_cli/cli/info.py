@@ -22,6 +22,7 @@ def info(
     trust_pickle: o.TrustPickle = False,
     state_key: o.StateKey = None,
     strip_prefix: o.StripPrefix = None,
+    trust_remote_code: o.TrustRemoteCode = False,
     json_output: o.Json = False,
     quiet: o.Quiet = False,
     debug: o.Debug = False,
@@ -33,7 +34,8 @@ def info(
         loaded = open_factor_model(checkpoint, arch=arch, arch_kwargs=arch_kwargs)
     else:
         loaded = load_checkpoint_model(checkpoint, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
-                                       state_key=state_key, strip_prefix=strip_prefix)
+                                       state_key=state_key, strip_prefix=strip_prefix,
+                                       trust_remote_code=trust_remote_code)
     summary = model_summary(loaded, describe_layers(loaded.module))
     if json_output:
         print_json(summary)

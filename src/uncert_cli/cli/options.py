@@ -109,6 +109,11 @@ ModelOutput = Annotated[
                  "namedtuple or dataclass (Hugging Face ModelOutput): the entry to analyse, by name (logits) or index "
                  "(0). Default: logits when present, else the first tensor. Recorded in the factor file."),
 ]
+TrustRemoteCode = Annotated[
+    bool,
+    typer.Option("--trust-remote-code", help="Let a Hugging Face model folder whose config names its own code (auto_map) "
+                 "run that code. Only for folders you trust."),
+]
 TrustPickle = Annotated[
     bool,
     typer.Option("--trust-pickle", help="Allow loading a fully pickled model. Pickles run code: only for files you trust."),

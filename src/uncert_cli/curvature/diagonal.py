@@ -28,6 +28,7 @@ from uncert_cli.curvature.blocks import DiagonalBlock
 from uncert_cli.curvature.hooks import Call, Capture, find_batch_dim
 from uncert_cli.curvature.kronecker import per_example_rows
 from uncert_cli.curvature.subset import Unit
+from uncert_cli.errors import UserError
 
 # Bound on the elements of one per-example-gradient chunk (512 MiB in float64).
 CHUNK_ELEMENTS = 2**26
@@ -193,7 +194,15 @@ class GenericDiagAccumulator:
         for j, (idx, gj) in enumerate(zip(call.output_index, g)):
             bd = find_batch_dim(gj.shape[1:], B, _output_hint(module, idx))
             if bd is None:
-                raise RuntimeError(f"cannot find the batch dimension of an output of module {self.unit.name!r}")
+                # An output every example shares (position embeddings looked up with position ids of batch
+                # size 1, then broadcast): its gradient is already summed over the batch, so no per-example
+                # curvature exists for it. The user can leave the module out.
+                raise UserError(
+                    f"module {self.unit.name!r} returns an output without a batch axis, shared by every example "
+                    "(e.g. position embeddings broadcast over the batch), so its per-example curvature cannot be "
+                    "captured; leave it out with {param} (e.g. a glob of the other modules such as 'classifier.*')",
+                    param="subset",
+                )
             out_dims.append(bd)
             g_vals.append(gj.narrow(bd + 1, sl.start, sl.stop - sl.start))
         out_index = list(call.output_index)
