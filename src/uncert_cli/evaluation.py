@@ -16,7 +16,6 @@ from torch import nn
 
 from uncert_cli.analysis.attack import ATTACK_SAMPLES, ATTACK_KINDS, AttackedPredictive, AttackReport, targeted_attack, untargeted_attack
 from uncert_cli.analysis.ood import (
-    LAPLACE_KINDS,
     Hyperparameters,
     OODReport,
     current_hyperparameters,
@@ -35,7 +34,8 @@ from uncert_cli.factors import OpenedFactors, open_posterior
 from uncert_cli.forward_check import check_model_runs
 from uncert_cli.inputs import convert_as_recorded, load_model_data, recorded_conversion
 from uncert_cli.posterior import LaplacePosterior
-from uncert_cli.posterior.predictive import PREDICTIVES
+from uncert_cli.posterior import predictives
+from uncert_cli.posterior.predictives import DEFAULT_LAPLACE, FALLBACK_LAPLACE  # noqa: F401 - older import path
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
 from uncert_cli.progress import Progress, no_progress
 from uncert_cli.validation import (
@@ -47,18 +47,13 @@ from uncert_cli.validation import (
 )
 from uncert_cli.vocabulary import PriorMode
 
-# The default Laplace predictive: probit where the posterior has the factored output covariance
-# (every block a Linear/Conv one: closed form, deterministic, best NLL/ECE/AUROC on the MNIST MLP in
-# docs/benchmarks.md), else glm (weight-space samples through forward-mode AD, any architecture).
-# Both linearise, so neither can collapse the MAP's accuracy the way sampled weights (mc) can.
-DEFAULT_LAPLACE = "probit"
-FALLBACK_LAPLACE = "glm"
+PREDICTIVES = predictives.kinds()
 
 
 def default_predictives(posterior: LaplacePosterior, allowed: Sequence[str] = PREDICTIVES) -> list[str]:
-    """``map`` and the default Laplace predictive for this posterior (see ``DEFAULT_LAPLACE``)."""
-    best = DEFAULT_LAPLACE if DEFAULT_LAPLACE in allowed and posterior.has_factored_outputs else FALLBACK_LAPLACE
-    return ["map", best]
+    """``map`` and the default Laplace predictive for this posterior (``predictives.default_laplace``)."""
+    return ["map", str(predictives.default_laplace(posterior, allowed))]
+
 
 def parse_predictives(text: str | None, allowed: tuple[str, ...] = PREDICTIVES) -> list[str] | None:
     """``"map,glm"`` → ``["map", "glm"]``; None stays None: the default is chosen once the posterior
@@ -159,10 +154,10 @@ def prepare_analysis(
     kinds = list(kinds) if kinds is not None else default_predictives(opened.posterior, allowed)
     fixed = s.prior_precision is not None or s.n_data is not None
     tune = s.tune if s.tune is not None else not fixed and opened.factors.tuning is None
-    tune = tune and any(k in LAPLACE_KINDS for k in kinds)
+    tune = tune and any(predictives.get(k).uses_laplace for k in kinds)
     meta = opened.model.meta
     spec = s.data or opened.factors.fit.get("dataset") or meta.dataset
-    laplace = any(k in LAPLACE_KINDS for k in kinds)
+    laplace = any(predictives.get(k).uses_laplace for k in kinds)
     source = resolve_val_from(spec, s.val_from) if laplace else None
     split_test = tune and source == "test"  # held out of the test split: evaluation starts after them
     total = None if s.limit is None else s.limit + (s.val_size if split_test else 0)
@@ -187,7 +182,7 @@ def prepare_analysis(
         validation, held_out = (load_held_out(meta, spec, source, s, model=opened.model.module) if source is not None else (None, None))
     posteriors: dict[str, tuple[LaplacePosterior, Hyperparameters | None]] = {}
     for kind in kinds:
-        if kind not in LAPLACE_KINDS:
+        if not predictives.get(kind).uses_laplace:
             posteriors[kind] = (opened.posterior, None)
         elif tune and validation is not None:
             announce(f"tuning N and τ of the {kind} predictive on {len(validation):,} held-out examples "

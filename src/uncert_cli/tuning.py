@@ -14,7 +14,7 @@ from uncert_cli.data import ArrayDataset, iter_batches
 from uncert_cli.errors import UserError
 from uncert_cli.factors import open_posterior
 from uncert_cli.forward_check import check_model_runs
-from uncert_cli.posterior import TuneResult, grid_edges, tune_prior_marglik, tune_val_nll
+from uncert_cli.posterior import TuneResult, grid_edges, predictives, tune_prior_marglik, tune_val_nll
 from uncert_cli.atomic import FileIdentity
 from uncert_cli.posterior.tuning import VAL_N_FACTORS, VAL_TAU_GRID
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE, WIDEST_TAU_GRID, tune_widest, validation_scores
@@ -118,9 +118,8 @@ def tune_factor_file(
         val_data, val_choice = load_held_out(factors)
     if val_data is not None:  # the model's own failure on these examples is the user's to fix
         check_model_runs(opened.model.module, val_data)
-    if predictive is None:
-        classifier_fast = posterior.task == "classification" and posterior.has_factored_outputs
-        predictive = "probit" if classifier_fast else "glm"
+    chosen = predictives.default_laplace(posterior) if predictive is None else predictives.get(predictive, "predictive").kind
+    predictive = str(chosen)
     batches = list(iter_batches(val_data, batch_size)) if val_data is not None else None
     if objective == "marglik":
         regression = factors.curvature.task == "regression"

@@ -106,7 +106,7 @@ def test_weight_space_linearisation_matches_explicit_jacobian(model, data):
     post = LaplacePosterior(curv, model, prior_precision=0.3)
     x = data[:5]
     f0, jd = linearised_outputs(post, x, 12, None)
-    dev = post._deviations(12, None)
+    dev = post.deviations(12, None)
     from posterior_refs import to_waug
 
     d = torch.cat([to_waug(dev, b.module) for b in curv.blocks], 1)  # (S, P)

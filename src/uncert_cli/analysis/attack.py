@@ -21,25 +21,20 @@ can move a pixel across its whole range. No clipping is applied.
 
 from __future__ import annotations
 
-import contextlib
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor, nn
-from torch.func import functional_call, jvp, vmap
-
-from uncert_cli.curvature.plain_kernels import plain_kernels
+from torch import Tensor
 
 from uncert_cli.analysis.ood import Hyperparameters
 from uncert_cli.data import ArrayDataset, iter_batches
 from uncert_cli.errors import UserError
-from uncert_cli.posterior import LaplacePosterior
+from uncert_cli.model_state import has_dropout
+from uncert_cli.posterior import LaplacePosterior, predictives
 
-ATTACK_KINDS = ("map", "mc", "glm", "dropout")
+ATTACK_KINDS = predictives.kinds(lambda p: p.attackable)
 UNTARGETED_STEP_SIZES: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
-SAMPLE_CHUNK = 16
 # Weight samples (mc, glm) or dropout masks per attacked predictive. Every attack step differentiates through
 # all of them (glm: a forward-mode tangent per sample, then reverse mode), so the cost is linear in this
 # number: 10 keeps the README's `uncert attack` (500 examples, 50 targeted steps) at about two minutes on
@@ -51,12 +46,16 @@ OnBatch = Callable[[float], None]
 class AttackedPredictive:
     """``log p(y | x)`` of one predictive, ``(B, C)``, differentiable w.r.t. ``x`` (weights fixed).
 
-    ``glm`` is sampled in weight space here (``f + J δθ`` by forward-mode AD, differentiable in ``x``),
-    a Monte-Carlo estimate of the same linearised predictive that ``ood`` samples in logit space.
+    The predictive's own :meth:`~uncert_cli.posterior.predictives.Predictive.log_probs`, the code ``ood``
+    predicts with, for samples drawn once here (:class:`~uncert_cli.posterior.predictives.Draws`) and kept
+    for every batch and step. ``glm`` is sampled in weight space (``f + J δθ`` by forward-mode AD,
+    differentiable in ``x``), a Monte-Carlo estimate of the same linearised predictive that ``ood``
+    samples in logit space where the factored output covariance applies.
     """
 
     def __init__(self, posterior: LaplacePosterior, kind: str, *, samples: int, seed: int = 0) -> None:
-        if kind not in ATTACK_KINDS:
+        predictive = predictives.get(kind)
+        if not predictive.attackable:
             raise UserError(
                 f"cannot attack the '{kind}' predictive; use one of {', '.join(ATTACK_KINDS)} "
                 "(probit has no sampled form to differentiate)"
@@ -65,69 +64,23 @@ class AttackedPredictive:
             raise UserError("uncert attack works on classifiers; this factor file is for regression")
         if samples < 1:
             raise UserError(f"{{param}} must be a positive whole number, got {samples}", param="samples")
-        self.kind, self.samples, self.seed = kind, samples, seed
-        self.model: nn.Module = posterior.model
-        self.theta = posterior.map_parameters
-        self._tangents: dict[str, Tensor] = {}
-        if kind in ("mc", "glm"):
-            # Drawn once here, reused for every batch and attack step.
-            drawn = posterior.sample(samples, torch.Generator().manual_seed(seed))
-            self._tangents = drawn if kind == "mc" else {n: v - self.theta[n] for n, v in drawn.items()}
-        if kind == "dropout" and not any(isinstance(m, nn.modules.dropout._DropoutNd) for m in self.model.modules()):
-            raise UserError("the model has no Dropout modules, so the dropout predictive cannot be attacked; drop it from --predictive")
+        if predictive.kind == "dropout" and not has_dropout(posterior.model):
+            raise UserError(
+                "the model has no Dropout modules, so the dropout predictive cannot be attacked; drop it from {predictive}",
+                mentions=("predictive",),
+            )
+        self.kind, self.samples, self.seed = predictive.kind, samples, seed
+        self.posterior = posterior
+        self.draws = predictives.attack_draws(posterior, predictive.kind, samples, seed)
 
     def log_probs(self, x: Tensor) -> Tensor:
         """``log p(y | x)`` ``(B, C)``; keeps the graph to ``x`` when ``x.requires_grad``.
 
         Computed where the weights live and answered on ``x``'s device (``.to`` is differentiable)."""
-        device = next(iter(self.theta.values())).device
+        device = self.posterior.device
         if x.device != device:
-            return self._log_probs(x.to(device)).to(x.device)
-        return self._log_probs(x)
-
-    def _log_probs(self, x: Tensor) -> Tensor:
-        saved = [(m, m.training) for m in self.model.modules()]
-        kernels = contextlib.ExitStack()
-        try:
-            self.model.eval()
-            if self.kind != "map":  # vmap/jvp through recurrent or attention layers need plain kernels
-                kernels.enter_context(plain_kernels(self.model))
-            if self.kind == "map":
-                return torch.log_softmax(self.model(x).reshape(x.shape[0], -1), -1)
-            if self.kind == "dropout":
-                per_sample = self._dropout_logits(x)
-            else:
-                per_sample = torch.cat([self._chunk_logits(x, start) for start in range(0, self.samples, SAMPLE_CHUNK)])
-            # log of the average probability, computed stably: logsumexp over samples − log S.
-            return torch.logsumexp(torch.log_softmax(per_sample, -1), 0) - math.log(self.samples)
-        finally:
-            kernels.close()
-            for m, flag in saved:
-                m.training = flag
-
-    def _chunk_logits(self, x: Tensor, start: int) -> Tensor:
-        part = {n: v[start : start + SAMPLE_CHUNK] for n, v in self._tangents.items()}
-        model, theta = self.model, self.theta
-
-        def network(p: dict[str, Tensor]) -> Tensor:
-            return functional_call(model, p, (x,)).reshape(x.shape[0], -1)
-
-        if self.kind == "mc":
-            return vmap(network)(part)  # (s, B, C)
-        f0 = network(theta)
-
-        def linear_part(t: dict[str, Tensor]) -> Tensor:
-            return jvp(network, (theta,), (t,))[1]
-
-        return f0.unsqueeze(0) + vmap(linear_part)(part)
-
-    def _dropout_logits(self, x: Tensor) -> Tensor:
-        for m in self.model.modules():
-            if isinstance(m, nn.modules.dropout._DropoutNd):
-                m.train()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)  # the same masks at every step: the attack sees one fixed ensemble
-            return torch.stack([self.model(x).reshape(x.shape[0], -1) for _ in range(self.samples)])
+            return predictives.log_probs(self.posterior, x.to(device), self.kind, self.draws).to(x.device)
+        return predictives.log_probs(self.posterior, x, self.kind, self.draws)
 
 
 def _entropy(log_p: Tensor) -> Tensor:

@@ -24,15 +24,15 @@ import torch
 from uncert_cli.analysis import metrics as M
 from uncert_cli.data import ArrayDataset, iter_batches
 from uncert_cli.errors import UserError
-from uncert_cli.posterior import LaplacePosterior, tune_val_nll
+from uncert_cli.posterior import LaplacePosterior, predictives, tune_val_nll
 from uncert_cli.posterior.tuning import VAL_N_FACTORS, VAL_TAU_GRID
 from uncert_cli.progress import Progress, no_progress
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE, WIDEST_TAU_GRID, tune_widest, validation_scores
 from uncert_cli.vocabulary import HeldOutObjective
 
 OnBatch = Callable[[int], None]
-LAPLACE_KINDS = ("mc", "glm", "probit")
-SAMPLED_KINDS = ("mc", "glm", "dropout")
+LAPLACE_KINDS = predictives.kinds(lambda p: p.uses_laplace)
+SAMPLED_KINDS = predictives.kinds(lambda p: p.sampled)
 TUNE_OBJECTIVES = HeldOutObjective.choices()
 
 
@@ -118,7 +118,7 @@ def tune_on_validation(
     precision form used while tuning (Ritter et al.'s eq. 9 is ``"factor"``).
     """
     objective = HeldOutObjective.parse(objective, "objective", label="tuning objective")
-    if kind not in LAPLACE_KINDS:
+    if not predictives.get(kind).uses_laplace:
         raise UserError(f"only Laplace predictives ({', '.join(LAPLACE_KINDS)}) have a prior to tune, not '{kind}'")
     if len(val_data) == 0:
         raise UserError("the validation split is empty; lower {param} or pass {no_tune}", param="val_size", mentions=("no_tune",))
@@ -273,7 +273,7 @@ def evaluate_predictive(
     seconds = time.perf_counter() - start
     return PredictiveResult(
         kind=kind,
-        samples=samples if kind in SAMPLED_KINDS else None,
+        samples=samples if predictives.get(kind).sampled else None,
         hyperparameters=hyperparameters,
         seconds=seconds,
         in_distribution=in_distribution_metrics(probs_in, labels),

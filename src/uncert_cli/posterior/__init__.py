@@ -2,7 +2,8 @@
 
 One module per concept: ``structures`` (one class per block structure: diagonal, Kronecker, EKFAC,
 dense, low-rank, KFAC + diagonal, behind one protocol), ``sampling``, ``marginals``,
-``output_covariance``, ``predictive``, ``marglik`` (evidence, log-det, entropy), ``tuning``,
+``output_covariance``, ``predictives`` (one object per predictive in one registry; ``predictive`` is
+its older import path), ``marglik`` (evidence, log-det, entropy), ``tuning``,
 ``widest``; ``laplace`` ties them together. ``precision`` and ``structured`` are older import paths.
 """
 

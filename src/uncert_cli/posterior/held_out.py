@@ -2,7 +2,7 @@
 
 :func:`grid_scores` scores one posterior under many hyperparameter settings batch by batch, so the
 linearised predictives compute each batch's Jacobian part once for the whole grid
-(:func:`~uncert_cli.posterior.predictive.predict_many`).
+(:func:`~uncert_cli.posterior.predictives.predict_many`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch import Tensor
 
 from uncert_cli.errors import UserError
 from uncert_cli.posterior.laplace import LaplacePosterior
-from uncert_cli.posterior.predictive import predict_many
+from uncert_cli.posterior.predictives import predict_many
 
 OnExamples = Callable[[int], None]
 

@@ -33,16 +33,18 @@ from uncert_cli.errors import UserError
 from uncert_cli.posterior import marginals as _marginals
 from uncert_cli.posterior import marglik as _marglik
 from uncert_cli.posterior import output_covariance as _outcov
-from uncert_cli.posterior import predictive as _predictive
+from uncert_cli.posterior import predictives as _predictives
 from uncert_cli.posterior.structures import Structure, structure_for
-from uncert_cli.posterior.predictive import Predictive
+from uncert_cli.model_state import eval_mode
+from uncert_cli.posterior.predictives.base import Prediction, over_sample_chunks
 from uncert_cli.posterior.sampling import SampleCache, draw_deviations
-from uncert_cli.vocabulary import PriorMode
+from uncert_cli.vocabulary import PredictiveKind, PriorMode
 
 PriorPrecision = Union[float, Mapping[str, float]]
 DEFAULT_KEY = "*"  # in a prior_precision mapping: the value for modules not named explicitly
 TOTAL = "total"
 _KEEP = object()
+DEFAULT_SAMPLE_CHUNK = 16
 
 
 class LaplacePosterior:
@@ -88,10 +90,11 @@ class LaplacePosterior:
         self.map_parameters: dict[str, Tensor] = {
             n: params[n].detach() for s in self._specs for n in s.param_names
         }
-        self._map_sq_norms = tuple(
+        # ‖θ*_b‖² per block (the evidence's prior term), in float64
+        self.map_sq_norms: tuple[float, ...] = tuple(
             float(sum(self.map_parameters[n].double().square().sum() for n in s.param_names)) for s in self._specs
         )
-        self.sample_chunk = _predictive.DEFAULT_SAMPLE_CHUNK
+        self.sample_chunk = DEFAULT_SAMPLE_CHUNK  # samples per vmapped network evaluation
         self._vmap_state: dict[str, bool] = {}
         self._fast_units: dict[str, object] = {}  # shared with with_hyperparameters copies
         self._set_hyperparameters(
@@ -188,7 +191,7 @@ class LaplacePosterior:
 
     def functional_variance(self, x: Tensor, *, chunk_size: int | None = None) -> Tensor:
         """``diag(J(x) Σ J(x)ᵀ)`` of the network outputs, ``(B, C)``, without the noise term."""
-        with _predictive.eval_mode(self.model):
+        with eval_mode(self.model):
             return _marginals.functional_variance(
                 self.model, self.map_parameters, self._specs, self._prec, x, chunk_size=chunk_size
             )
@@ -217,7 +220,7 @@ class LaplacePosterior:
             raise ValueError("output_covariances: every variant must come from with_hyperparameters of this posterior")
         units = self._fast_units["units"]
         grid = [v._prec for v in variants]
-        with _predictive.eval_mode(self.model):
+        with eval_mode(self.model):
             if "n_out" not in self._fast_units:
                 self._fast_units["n_out"] = _marginals.output_dim(self.model, x)
             result = _outcov.output_covariances(
@@ -259,8 +262,17 @@ class LaplacePosterior:
         for i in range(n_samples):
             yield {n: v[i] for n, v in batch.items()}
 
-    def _deviations(self, n_samples: int, generator) -> dict[str, Tensor]:
+    def deviations(self, n_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """The deviations ``θ − θ*`` the sampled predictives use, each ``(S, *param_shape)``: drawn once per
+        ``(n_samples, generator.initial_seed())`` (seed 0 without a generator) and kept, so every batch and
+        call sees the same samples; the same numbers as :meth:`sample` with a fresh generator of that seed."""
         return self._cache.get(self._specs, self._prec, n_samples, generator)
+
+    def map_over_samples(self, fn, per_sample: dict[str, Tensor]) -> Tensor:
+        """``fn(slice)`` for each sample's slice of ``per_sample`` (each ``(S, *shape)``), stacked ``(S, ...)``:
+        vmapped over :attr:`sample_chunk` samples at a time, one by one for a model vmap cannot run
+        (remembered for this posterior and its :meth:`with_hyperparameters` copies)."""
+        return over_sample_chunks(fn, per_sample, self.sample_chunk, self._vmap_state)
 
     # ------------------------------------------------------------------ evidence & friends
     def log_det_precision(self) -> dict[str, float]:
@@ -296,26 +308,27 @@ class LaplacePosterior:
             raise UserError(f"log_likelihood must be a finite number, got {log_likelihood!r}")
         return float(
             _marglik.log_marginal_likelihood(
-                float(log_likelihood), self._specs, self._map_sq_norms, self._taus, self.n_eff, self.prior_mode
+                float(log_likelihood), self._specs, self.map_sq_norms, self._taus, self.n_eff, self.prior_mode
             )
         )
 
     # ------------------------------------------------------------------ prediction
     def predict(
-        self, x: Tensor, kind: Predictive = "glm", *, samples: int = 100, generator: torch.Generator | None = None
-    ) -> Tensor | tuple[Tensor, Tensor]:
+        self, x: Tensor, kind: PredictiveKind | str = PredictiveKind.glm, *, samples: int = 100,
+        generator: torch.Generator | None = None,
+    ) -> Prediction:
         """Predictive for a batch ``x``.
 
         Classification: class probabilities ``(B, C)``. Regression: ``(mean, variance)``, both ``(B, D)``,
-        the variance including the observation noise ``noise_std²``. See ``posterior.predictive`` for
+        the variance including the observation noise ``noise_std²``. See ``posterior.predictives`` for
         the kinds; sampled kinds reuse one set of ``samples`` draws per ``generator.initial_seed()``
         (seed 0 without a generator) across calls and batches.
         """
         device = self.device
         if x.device == device:
-            return _predictive.predict(self, x, kind, samples, generator)
+            return _predictives.predict(self, x, kind, samples, generator)
         # Callers iterate data on the CPU; compute where the posterior lives, answer where they are.
-        out = _predictive.predict(self, x.to(device), kind, samples, generator)
+        out = _predictives.predict(self, x.to(device), kind, samples, generator)
         return tuple(o.to(x.device) for o in out) if isinstance(out, tuple) else out.to(x.device)
 
     @property

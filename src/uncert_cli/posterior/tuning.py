@@ -25,7 +25,7 @@ from uncert_cli.posterior import marglik as _marglik
 from uncert_cli.posterior.held_out import grid_scores
 from uncert_cli.posterior.laplace import LaplacePosterior
 from uncert_cli.posterior.structures import Structure as BlockStructure
-from uncert_cli.posterior.predictive import PREDICTIVES
+from uncert_cli.posterior import predictives
 from uncert_cli.vocabulary import PriorStructure
 
 _INIT_GRID = torch.logspace(-6, 6, 49, dtype=torch.float64)
@@ -84,7 +84,7 @@ def tune_prior_marglik(
             raise UserError("log_likelihood is too high for a Gaussian with this n_targets; check both values")
 
     specs, modules = posterior.specs, posterior.modules
-    sq = [torch.tensor(v, dtype=torch.float64) for v in posterior._map_sq_norms]
+    sq = [torch.tensor(v, dtype=torch.float64) for v in posterior.map_sq_norms]
     specs64 = [_to_float64(s) for s in specs]
     history: list[dict] = []
     n_tau = 1 if structure == "scalar" else len(specs)
@@ -193,8 +193,7 @@ def tune_val_nll(
     predictives reuse the same normal draws for every grid point (common random numbers); ``on_examples(k)``
     reports progress (``k`` examples predicted under one grid point).
     """
-    if kind not in PREDICTIVES:
-        raise UserError(f"unknown predictive '{kind}'; use one of {', '.join(PREDICTIVES)}")
+    predictives.get(kind)
     n_grid = [posterior.n_data * f for f in VAL_N_FACTORS] if n_grid is None else list(n_grid)
     tau_grid = list(VAL_TAU_GRID) if tau_grid is None else list(tau_grid)
     if not n_grid or not tau_grid:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from uncert_cli.errors import UserError
 from uncert_cli.posterior.held_out import OnExamples, grid_scores, validation_scores
 from uncert_cli.posterior.laplace import LaplacePosterior
-from uncert_cli.posterior.predictive import PREDICTIVES
+from uncert_cli.posterior import predictives
 from uncert_cli.posterior.tuning import VAL_N_FACTORS, TuneResult
 
 # ε: relative held-out NLL a wider posterior may cost. 1% of ~0.045 nats on MNIST is ~4.5e-4 nats per
@@ -80,8 +80,9 @@ def tune_widest(
     ``history`` holds ``{n_data, prior_precision, nll, entropy}`` per grid point; ``objective`` is the
     chosen point's NLL, ``map_nll`` the MAP's on the same examples, ``nll_limit`` the admissible bound.
     """
-    if kind not in PREDICTIVES or kind in ("map", "dropout"):
-        raise UserError(f"the widest objective tunes a Laplace predictive (probit, glm, mc), not '{kind}'")
+    if not predictives.get(kind).uses_laplace:
+        laplace = ", ".join(predictives.kinds(lambda p: p.uses_laplace))
+        raise UserError(f"the widest objective tunes a Laplace predictive ({laplace}), not '{kind}'")
     tolerance = check_tolerance(tolerance)
     n_grid = [posterior.n_data * f for f in VAL_N_FACTORS] if n_grid is None else list(n_grid)
     tau_grid = list(WIDEST_TAU_GRID) if tau_grid is None else list(tau_grid)

@@ -3,6 +3,8 @@ deficiencies and in greyscale print (Okabe & Ito 2008, "Color Universal Design")
 
 from __future__ import annotations
 
+from uncert_cli.posterior.predictives import PREDICTIVES
+
 BLACK = "#000000"
 ORANGE = "#E69F00"
 SKY_BLUE = "#56B4E9"
@@ -13,8 +15,13 @@ VERMILLION = "#D55E00"
 PURPLE = "#CC79A7"
 GREY = "#555555"
 
-#: One colour per predictive, used by every plot and the HTML report alike.
-PREDICTIVE_COLORS = {"map": GREY, "mc": BLUE, "glm": VERMILLION, "probit": PURPLE, "dropout": GREEN}
+#: The colours by the names a predictive declares (``Predictive.colour``).
+NAMED = {"black": BLACK, "orange": ORANGE, "sky blue": SKY_BLUE, "green": GREEN, "yellow": YELLOW, "blue": BLUE,
+         "vermillion": VERMILLION, "purple": PURPLE, "grey": GREY}
+#: One colour per predictive, used by every plot and the HTML report alike; each predictive names its own.
+PREDICTIVE_COLORS = {str(kind): NAMED[p.colour] for kind, p in PREDICTIVES.items()}
+#: The line style of each predictive's curves.
+PREDICTIVE_STYLES = {str(kind): p.line_style for kind, p in PREDICTIVES.items()}
 #: Colours for a sequence of series (data sets, criteria) after the first.
 SERIES = (BLUE, ORANGE, GREEN, VERMILLION, PURPLE, SKY_BLUE, YELLOW, BLACK)
 
