@@ -145,7 +145,7 @@ def infer_input_shape(model: nn.Module, ds: ArrayDataset) -> tuple[int, ...]:
     the model's error in full).
     """
     from uncert_cli.data import iter_batches
-    from uncert_cli.posterior.predictive import eval_mode
+    from uncert_cli.model_state import eval_mode
 
     x, _ = next(iter_batches(ds.take(2), 2))
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
