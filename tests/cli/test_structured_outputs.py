@@ -71,6 +71,19 @@ class DataclassNet(Base):
         return Output(logits=logits, hidden=features)
 
 
+class LikeModelOutput(collections.OrderedDict):
+    """What Hugging Face's ModelOutput is: an ordered dict holding only the entries that are set."""
+
+    def __init__(self, **entries):
+        super().__init__((k, v) for k, v in entries.items() if v is not None)
+
+
+class ModelOutputNet(Base):
+    def forward(self, x):
+        features, logits = self.parts(x)
+        return LikeModelOutput(loss=None, hidden_states=features, logits=logits)
+
+
 class PlainNet(Base):
     def forward(self, x):
         return self.parts(x)[1]
@@ -122,7 +135,8 @@ def _pipeline(run_cli, cls: str, *fit_extra: str) -> dict:
     return results
 
 
-@pytest.mark.parametrize("cls, recorded", [("DictNet", "logits"), ("TupleNet", 0)])
+@pytest.mark.parametrize("cls, recorded", [("DictNet", "logits"), ("TupleNet", 0), ("DataclassNet", "logits"),
+                                           ("ModelOutputNet", "logits")])
 def test_fit_report_ood_attack_on_structured_outputs_equal_the_plain_network(run_cli, project, cls, recorded):
     plain = _pipeline(run_cli, "PlainNet")
     assert _recorded_output(project / "f.h5") == "absent"  # a tensor model's file keeps the old layout
