@@ -25,7 +25,7 @@ from uncert_cli.analysis.ood import (
     subset_rows,
     tune_on_validation,
 )
-from uncert_cli.checkpoint import ModelMeta
+from uncert_cli.checkpoint import LoadedModel, ModelMeta
 from uncert_cli.data import ArrayDataset, ImageConversion, adapt_to_model, load_dataset, parse_normalize
 from uncert_cli.curvature.plain_kernels import needs_plain_kernels
 from uncert_cli.data.dataset import is_token_ids
@@ -128,11 +128,14 @@ def prepare_analysis(
     continuous_inputs: bool = False,
     warn: Callable[[str], None] = lambda s: None,
     progress: Progress = no_progress,
+    before_tuning: Callable[[LoadedModel], None] = lambda loaded: None,
 ) -> PreparedAnalysis:
     """Open ``factors``, load the in-distribution data and give each predictive its posterior
     (``kinds=None``: :func:`default_predictives` among ``allowed``). ``check_model`` sees the model's
     metadata as soon as the file is open, so option errors come before any data loading or tuning.
-    ``continuous_inputs`` refuses token-id data (before any tuning).
+    ``continuous_inputs`` refuses token-id data (before any tuning). ``before_tuning`` sees the rebuilt model
+    once the in-distribution data has loaded and before any tuning, so other inputs (OOD sets) can be loaded
+    and refused before minutes of work.
 
     Held-out examples (``settings.val_from``, :mod:`uncert_cli.validation`) tune each Laplace
     predictive; where the hyperparameters come from the file or the command line instead, the same
@@ -180,6 +183,7 @@ def prepare_analysis(
     else:
         evaluation = data
         validation, held_out = (load_held_out(meta, spec, source, s, model=opened.model.module) if source is not None else (None, None))
+    before_tuning(opened.model)
     posteriors: dict[str, tuple[LaplacePosterior, Hyperparameters | None]] = {}
     for kind in kinds:
         if not predictives.get(kind).uses_laplace:
@@ -224,7 +228,8 @@ def load_ood_set(meta: ModelMeta, spec: str, settings: AnalysisSettings, model: 
     ``settings`` gives replaced). With ``model`` the model's forward is tried on its first examples.
     """
     try:
-        raw = load_dataset(spec, split="test", root=settings.root, limit=settings.limit, download=settings.download)
+        raw = load_dataset(spec, split="test", root=settings.root, limit=settings.limit, download=settings.download,
+                           labels_optional=True)
         raw = convert_as_recorded(meta, settings.conversion, raw)
         if settings.normalize:
             norm = parse_normalize(settings.normalize)
@@ -254,10 +259,14 @@ def run_ood(
     """Calibration, OOD detection and own-error detection of each predictive (Ritter §5.2, §5.4)."""
     if len(set(against)) != len(against):
         raise UserError("the same --against set is given twice; pass each OOD set once")
-    prepared = prepare_analysis(factors, kinds, settings, announce=announce, warn=warn, progress=progress)
+    ood_sets: dict[str, ArrayDataset] = {}
+
+    def load_ood_sets(loaded: LoadedModel) -> None:  # before tuning: a bad --against fails in seconds
+        ood_sets.update({spec: load_ood_set(loaded.meta, spec, settings, loaded.module) for spec in against})
+
+    prepared = prepare_analysis(factors, kinds, settings, announce=announce, warn=warn, progress=progress,
+                                before_tuning=load_ood_sets)
     kinds = prepared.kinds
-    model = prepared.opened.model.module
-    ood_sets = {spec: load_ood_set(prepared.meta, spec, settings, model) for spec in against}
     total = len(prepared.evaluation) + sum(len(d) for d in ood_sets.values())
     results = {}
     for kind in kinds:

@@ -144,6 +144,37 @@ def test_ood_bad_sets_are_clear_errors(run_cli, digits_factors, ood_files, name,
     assert "Traceback" not in result.err and result.out == ""
 
 
+@pytest.mark.parametrize("layout", ["x", "images", "single", "h5", "pt"])
+def test_ood_sets_need_no_labels(run_cli, digits_factors, ood_files, tmp_path, layout) -> None:
+    """An OOD set is inputs alone; it scores exactly as the same inputs saved with labels."""
+    x = np.load(ood_files["noise"])["x"]
+    if layout == "h5":
+        import h5py
+
+        path = tmp_path / "unlabelled.h5"
+        with h5py.File(path, "w") as h5:
+            h5["images"] = x
+    elif layout == "pt":
+        path = tmp_path / "unlabelled.pt"
+        torch.save({"inputs": torch.from_numpy(x)}, path)
+    else:
+        path = tmp_path / "unlabelled.npz"
+        np.savez(path, **{"noise_images" if layout == "single" else layout: x})
+    args = ("--predictive", "map", "--limit", "40", "--json")
+    alone = _json(run_cli("ood", digits_factors, "--against", path, *args))
+    labelled = _json(run_cli("ood", digits_factors, "--against", ood_files["noise"], *args))
+    assert alone["ood"][str(path)] == labelled["ood"][str(ood_files["noise"])]
+
+
+def test_a_bad_ood_set_is_refused_before_tuning(run_cli, digits_factors, tmp_path) -> None:
+    """A file with several arrays and no input array is named before the (slow) tuning starts."""
+    path = tmp_path / "ambiguous.npz"
+    np.savez(path, a=np.zeros((4, 1, 8, 8), np.float32), b=np.zeros((4, 1, 8, 8), np.float32))
+    result = run_cli("ood", digits_factors, "--against", path, "--predictive", "glm", "--limit", "40")
+    assert result.code == 2 and "INPUTS,LABELS" in result.err
+    assert "tuning" not in result.err, result.err
+
+
 def test_ood_bad_options(run_cli, digits_factors, ood_files) -> None:
     result = run_cli("ood", digits_factors, "--against", ood_files["noise"], "--predictive", "map,lasso")
     assert result.code == 2 and "unknown predictive 'lasso'" in result.err

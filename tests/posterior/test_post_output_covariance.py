@@ -243,3 +243,80 @@ def test_grid_scores_equal_scores_one_point_at_a_time(kind, model, data):
         alone = validation_scores(variant, batches, kind=kind, samples=7, generator=torch.Generator().manual_seed(4))
         assert score.nll == pytest.approx(alone.nll, rel=1e-12) and score.entropy == pytest.approx(alone.entropy, rel=1e-12)
     assert len({round(s.nll, 9) for s in together}) > 1  # the grid points really differ
+
+
+# ---------------------------------------------------------------- eval-mode BatchNorm on the factored path
+
+
+def _conv_bn_net(bn: nn.Module) -> nn.Sequential:
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), bn, nn.Tanh(), nn.Flatten(), nn.Linear(3 * 4 * 4, 4)).to(DT)
+    with torch.no_grad():  # trained-looking statistics and affine parameters, not the initial 0/1
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.3, 0.3)
+    return model.eval()
+
+
+def _check_against_marginals(model, x, y, method, covered):
+    """J Σ Jᵀ of the factored path equals Σ_p J_p σ²_p J_pᵀ from torch.func Jacobians over every covered
+    parameter (float64; exact for diagonal posteriors)."""
+    from torch.func import functional_call, jacrev
+
+    from uncert_cli.curvature.engine import compute_curvature
+
+    curv = compute_curvature(model, [(x, y)], method=method)
+    post = LaplacePosterior(curv, model, prior_precision=0.8, n_data=40.0)
+    assert post.has_factored_outputs, "this model must not force the generic path"
+    variances = post.marginal_variance()
+    params = {n: p.detach() for n, p in model.named_parameters() if n in variances}
+    assert set(covered) <= set(params)
+    B, C = x.shape[0], post.output_covariance(x[:1])[0].shape[1]
+    jac = jacrev(lambda p: functional_call(model, p, (x,)))(params)  # {name: (B, C, *shape)}
+    explicit = sum(
+        torch.einsum("bcp,p,bdp->bcd", jac[n].reshape(B, C, -1), variances[n].reshape(-1), jac[n].reshape(B, C, -1))
+        for n in params
+    )
+    f, cov = post.output_covariance(x)
+    torch.testing.assert_close(cov, explicit, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("bn", [nn.BatchNorm2d(3), nn.BatchNorm2d(3, eps=0.1)])
+def test_batch_norm_takes_the_factored_path_exactly(bn):
+    """A diagonal fit of a Conv-BN-Linear net: the BatchNorm's rows from its running statistics are exact."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(6, 2, 4, 4, generator=g, dtype=DT)
+    _check_against_marginals(_conv_bn_net(bn), x, torch.randint(0, 4, (6,), generator=g), "diag", ["1.weight", "1.bias"])
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("conv", [
+    lambda bias: nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=bias),  # depthwise
+    lambda bias: nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, bias=bias),  # grouped, strided
+])
+def test_grouped_conv_takes_the_factored_path_exactly(conv, bias):
+    """ShuffleNet/MobileNet-style depthwise and grouped convs, with a BatchNorm after them, in a diagonal fit:
+    the grouped conv's rows from its per-group patches are exact."""
+    torch.manual_seed(7)
+    layer = conv(bias)
+    model = nn.Sequential(nn.Conv2d(2, 4, 1), layer, nn.BatchNorm2d(layer.out_channels), nn.Tanh(), nn.Flatten(),
+                          nn.LazyLinear(3)).to(DT)
+    x = torch.randn(5, 2, 4, 4, dtype=DT)
+    model(x)  # materialise the lazy Linear
+    model.eval()
+    covered = ["1.weight"] + (["1.bias"] if bias else [])
+    _check_against_marginals(model, x, torch.tensor([0, 1, 2, 0, 1]), "diag", covered)
+
+
+def test_batch_norm_without_running_statistics_keeps_the_generic_path():
+    """Batch statistics couple the examples of a batch: no per-example rows, so the generic path answers."""
+    from uncert_cli.curvature.engine import compute_curvature
+
+    model = _conv_bn_net(nn.BatchNorm2d(3))
+    x = torch.randn(5, 2, 4, 4, dtype=DT)
+    curv = compute_curvature(model, [(x, torch.zeros(5, dtype=torch.long))], method="diag")
+    model[1].track_running_stats = False
+    model[1].running_mean = model[1].running_var = None
+    post = LaplacePosterior(curv, model, prior_precision=1.0, n_data=10.0)
+    assert not post.has_factored_outputs

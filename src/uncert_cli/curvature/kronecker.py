@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from uncert_cli.curvature.blocks import KroneckerBlock
 from uncert_cli.curvature.gram import gram_lower_, mirror_lower_
 from uncert_cli.curvature.hooks import find_batch_dim
-from uncert_cli.curvature.subset import Unit, _conv_padding
+from uncert_cli.curvature.subset import Unit, conv_padding
 
 
 # Up to this many patch entries per position, patches come from a convolution with an identity
@@ -41,7 +41,7 @@ _IDENTITY_KERNEL_MAX = 512
 def conv_patches(module: nn.Conv1d | nn.Conv2d, x: Tensor) -> Tensor:
     """Unfolded input patches of a conv: ``(B, I, P)`` with ``I = C_in·∏kernel``, ``P`` output
     positions. The row order of ``I`` matches ``weight.reshape(O, -1)``."""
-    padding = _conv_padding(module)
+    padding = conv_padding(module)
     assert padding is not None  # supported_structure() guarantees it
     unbatched = x.dim() == (2 if isinstance(module, nn.Conv1d) else 3)
     if unbatched:

@@ -29,7 +29,7 @@ from uncert_cli.errors import UserError
 Structure = Literal["kronecker", "diagonal"]
 
 
-def _conv_padding(module: nn.Conv1d | nn.Conv2d) -> tuple[int, ...] | None:
+def conv_padding(module: nn.Conv1d | nn.Conv2d) -> tuple[int, ...] | None:
     """Symmetric integer padding of a conv (``None`` if string padding would be asymmetric)."""
     if isinstance(module.padding, str):
         if module.padding == "valid":
@@ -60,7 +60,7 @@ def supported_structure(module: nn.Module) -> Structure | None:
     if isinstance(module, nn.Linear):
         return "kronecker"
     if type(module) in (nn.Conv1d, nn.Conv2d):
-        if module.groups == 1 and module.padding_mode == "zeros" and _conv_padding(module) is not None:
+        if module.groups == 1 and module.padding_mode == "zeros" and conv_padding(module) is not None:
             return "kronecker"
     return "diagonal"
 

@@ -42,6 +42,9 @@ class FileSpec:
 
     path: Path
     keys: tuple[str, str] | None = None
+    # OOD sets need no labels: a file with only an input array (x, images, inputs, or a single array) is read
+    # with every label 0, which no caller of this mode uses.
+    labels_optional: bool = False
 
 
 def parse_file_spec(spec: str) -> FileSpec:
@@ -62,7 +65,13 @@ def looks_like_file_spec(spec: str) -> bool:
     return Path(spec).expanduser().exists() or "/" in spec or "\\" in spec or Path(spec).suffix != ""
 
 
-def _pick_keys(available: Sequence[str], wanted: tuple[str, str] | None, source: str) -> tuple[str, str]:
+INPUT_ONLY_KEYS: tuple[str, ...] = ("x", "images", "inputs")
+
+
+def _pick_keys(available: Sequence[str], spec: FileSpec) -> tuple[str, str | None]:
+    """``(input array, label array)``; the label is ``None`` only for ``spec.labels_optional`` files
+    holding inputs alone."""
+    source, wanted = str(spec.path), spec.keys
     if wanted is not None:
         missing = [key for key in wanted if key not in available]
         if missing:
@@ -71,20 +80,31 @@ def _pick_keys(available: Sequence[str], wanted: tuple[str, str] | None, source:
     for pair in DEFAULT_KEY_PAIRS:
         if all(key in available for key in pair):
             return pair
+    if spec.labels_optional:
+        inputs = [key for key in INPUT_ONLY_KEYS if key in available]
+        if inputs or len(available) == 1:
+            return (inputs or list(available))[0], None
     expected = " or ".join(",".join(pair) for pair in DEFAULT_KEY_PAIRS)
     raise UserError(
         f"{source} has arrays {', '.join(available) or '(none)'} but not {expected}; name them as {source}:INPUTS,LABELS"
     )
 
 
+def _no_labels(inputs: Any) -> np.ndarray:
+    """Placeholder labels (all 0) for an unlabelled set, one per example."""
+    return np.zeros(len(inputs), dtype=np.int64)
+
+
 def load_npz(spec: FileSpec, name: str, limit: int | None) -> ArrayDataset:
     """``.npz`` with an input and a label array (no pickled objects)."""
     try:
         with np.load(spec.path, allow_pickle=False) as archive:
-            input_key, label_key = _pick_keys(list(archive.files), spec.keys, str(spec.path))
+            input_key, label_key = _pick_keys(list(archive.files), spec)
             for key in (input_key, label_key):
-                check_npz_member(archive, key, limit, str(spec.path))
-            inputs, labels = archive[input_key][:limit], archive[label_key][:limit]
+                if key is not None:
+                    check_npz_member(archive, key, limit, str(spec.path))
+            inputs = archive[input_key][:limit]
+            labels = archive[label_key][:limit] if label_key is not None else _no_labels(inputs)
     except UserError:
         raise
     except (OSError, ValueError, EOFError) as err:  # ValueError: object arrays need pickle, which we refuse
@@ -103,12 +123,16 @@ def load_hdf5(spec: FileSpec, name: str, limit: int | None) -> ArrayDataset:
             wanted = spec.keys
             if wanted is None and all(key in available for key in ("images", "labels")):
                 wanted = ("images", "labels")
-            input_key, label_key = _pick_keys(available, wanted, str(spec.path))
+            input_key, label_key = _pick_keys(available, dataclasses.replace(spec, keys=wanted))
             for key in (input_key, label_key):
-                check_declared_size(h5[key].shape, h5[key].dtype.itemsize, limit, f"{spec.path}:{key}")
+                if key is not None:
+                    check_declared_size(h5[key].shape, h5[key].dtype.itemsize, limit, f"{spec.path}:{key}")
             # Slicing the h5py dataset reads only the first `limit` rows from disk.
             inputs = h5[input_key][:limit] if limit is not None else h5[input_key][()]
-            labels = h5[label_key][:limit] if limit is not None else h5[label_key][()]
+            if label_key is None:
+                labels = _no_labels(inputs)
+            else:
+                labels = h5[label_key][:limit] if limit is not None else h5[label_key][()]
     except UserError:
         raise
     except (OSError, ValueError, TypeError) as err:
@@ -134,8 +158,9 @@ def load_torch_file(spec: FileSpec, name: str, limit: int | None) -> ArrayDatase
             "save plain tensors: torch.save({'x': x, 'y': y}, path)"
         ) from err
     if isinstance(content, dict):
-        input_key, label_key = _pick_keys([str(k) for k in content], spec.keys, str(spec.path))
-        inputs, labels = content[input_key], content[label_key]
+        input_key, label_key = _pick_keys([str(k) for k in content], spec)
+        inputs = content[input_key]
+        labels = content[label_key] if label_key is not None else torch.zeros(len(inputs), dtype=torch.int64)
     elif isinstance(content, (tuple, list)) and len(content) == 2 and spec.keys is None:
         inputs, labels = content
     else:
@@ -153,17 +178,23 @@ def load_torch_file(spec: FileSpec, name: str, limit: int | None) -> ArrayDatase
 
 
 def load_file_dataset(
-    spec_text: str, *, limit: int | None = None, split: str = "train", split_required_by: str | None = None
+    spec_text: str,
+    *,
+    limit: int | None = None,
+    split: str = "train",
+    split_required_by: str | None = None,
+    labels_optional: bool = False,
 ) -> ArrayDataset:
     """Load a user file or folder spec (see the module docstring); the dataset is named by the spec text.
 
     ``split`` picks the examples of a file that holds splits (:mod:`.file_splits`); a file without
     splits is used whole unless ``split_required_by`` names who asked for the split (an error then).
-    The dataset's ``split`` says which it was (``None``: the whole file).
+    The dataset's ``split`` says which it was (``None``: the whole file). ``labels_optional`` reads a file
+    that holds inputs alone (an OOD set) with placeholder labels.
     """
     from uncert_cli.data.file_splits import resolve_file_split  # imports this module's names
 
-    spec = parse_file_spec(spec_text)
+    spec = dataclasses.replace(parse_file_spec(spec_text), labels_optional=labels_optional)
     if not spec.path.exists():
         raise UserError(f"no such file or folder: {spec.path}; check the path (or give a built-in dataset name)")
     if not spec.path.is_dir():

@@ -56,6 +56,7 @@ def load_dataset(
     download: bool = False,
     seed: int = 0,
     split_required_by: str | None = None,
+    labels_optional: bool = False,
 ) -> ArrayDataset:
     """Load a dataset by built-in name or file spec.
 
@@ -73,6 +74,8 @@ def load_dataset(
         seed: seeds the embedded sets' split / draw (non-negative).
         split_required_by: who asked for ``split`` (e.g. ``"--split test"``): a file without splits is
             then an error; ``None`` (the split is a command's default): such a file is used whole.
+        labels_optional: a file spec may hold inputs alone (``x``/``images``/``inputs`` or a single array);
+            its labels are then all 0. For sets whose labels nobody reads (OOD sets).
 
     Returns:
         An :class:`ArrayDataset`; images are uint8 ``(N, C, H, W)`` (= pixel/255), see :mod:`.dataset`.
@@ -90,5 +93,6 @@ def load_dataset(
         request = LoadRequest(spec.lower(), split, data_root(root), limit, download, seed)
         return dataclasses.replace(loader(request).take(limit), split=split)
     if looks_like_file_spec(spec):
-        return load_file_dataset(spec, limit=limit, split=split, split_required_by=split_required_by)
+        return load_file_dataset(spec, limit=limit, split=split, split_required_by=split_required_by,
+                                 labels_optional=labels_optional)
     raise unknown_dataset_error(spec)

@@ -26,8 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from uncert_cli.curvature.hooks import Capture, backprop_vectors
-from uncert_cli.curvature.kronecker import per_example_rows
-from uncert_cli.curvature.subset import Unit, select_units
+from uncert_cli.curvature.kronecker import conv_patches, per_example_rows
+from uncert_cli.curvature.subset import Unit, conv_padding, select_units
 from uncert_cli.posterior.structures import Structure
 
 # Bound on B·C·O·I' numbers of the rotated per-example Jacobian formed for multi-position units.
@@ -47,6 +47,11 @@ def _rotated_rows(unit: Unit, spec: Structure, prec: Tensor, a: Tensor, g: Tenso
     return (a if UA is None else a @ UA), (g if UG is None else g @ UG)
 
 
+def _weighted_gram(rows: Tensor, weights: Tensor) -> Tensor:
+    """``Σ_j rows[b, c, j] rows[b, d, j] weights[j]`` ``(B, C, C)`` for rows ``(B, C, J)``: one batched matmul."""
+    return torch.bmm(rows * weights, rows.transpose(1, 2))
+
+
 def _unit_covariances(spec: Structure, precs: Sequence[Tensor], a_hat: Tensor, g_hat: Tensor) -> list[Tensor]:
     """Contribution ``(B, C, C)`` of one unit for each precision in ``precs`` (one per hyperparameter
     setting), from its rotated rows (:func:`_rotated_rows`)."""
@@ -62,13 +67,45 @@ def _unit_covariances(spec: Structure, precs: Sequence[Tensor], a_hat: Tensor, g
     for s in range(0, B, step):
         J = torch.einsum("cbpo,bpi->bcoi", g_hat[:, s : s + step], a_hat[s : s + step])  # formed once per chunk
         for parts, S in zip(out, scales):
-            parts.append(torch.einsum("bcoi,bdoi,oi->bcd", J, J, S))
+            parts.append(_weighted_gram(J.flatten(2), S.reshape(-1)))
     return [torch.cat(parts) for parts in out]
 
 
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _frozen_batch_norm(module: nn.Module) -> bool:
+    """A BatchNorm that, in eval mode, is a per-channel affine map of its input (running statistics, γ and β):
+    its per-example Jacobian rows are then exact and cheap (:func:`_batch_norm_covariances`)."""
+    return (
+        isinstance(module, _BATCH_NORMS) and module.affine and module.track_running_stats
+        and module.running_mean is not None and module.running_var is not None
+    )
+
+
+def _grouped_conv(module: nn.Module) -> bool:
+    """A grouped (e.g. depthwise) Conv1d/2d with zero padding: a diagonal unit whose rows are its patches."""
+    return (
+        isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups > 1 and module.padding_mode == "zeros"
+        and conv_padding(module) is not None
+    )
+
+
+def _has_rows(unit: Unit) -> bool:
+    """Whether the factored path has per-example Jacobian rows for this unit."""
+    if unit.members:  # tied parameters: no single module's rows
+        return False
+    if unit.structure == "kronecker":
+        return True
+    local = [n.rsplit(".", 1)[-1] for n in unit.param_names]
+    if _frozen_batch_norm(unit.module):
+        return local == ["weight", "bias"]
+    return _grouped_conv(unit.module) and local in (["weight"], ["weight", "bias"])
+
+
 def supported(model: nn.Module, specs: Sequence[Structure]) -> list[Unit] | None:
-    """The units of ``specs`` if every one is a Linear/Conv block whose structure has a factored
-    output covariance (Kronecker, EKFAC, diagonal), else None."""
+    """The units of ``specs`` if every one is a Linear/Conv block whose structure has a factored output
+    covariance (Kronecker, EKFAC, diagonal) or an eval-mode BatchNorm's diagonal block, else None."""
     if not specs or not all(s.factored_outputs for s in specs):
         return None
     # The file names what it covers, frozen parameters included when the fit included them.
@@ -76,10 +113,70 @@ def supported(model: nn.Module, specs: Sequence[Structure]) -> list[Unit] | None
     chosen = []
     for s in specs:
         u = units.get(s.module)
-        if u is None or u.structure != "kronecker" or tuple(u.param_names) != tuple(s.param_names):
+        if u is None or not _has_rows(u) or tuple(u.param_names) != tuple(s.param_names):
             return None
         chosen.append(u)
     return chosen
+
+
+def _batch_norm_covariances(
+    module: nn.Module, spec: Structure, precs: Sequence[Tensor], calls: Sequence[tuple[Tensor, Tensor]]
+) -> list[Tensor]:
+    """Contribution ``(B, C, C)`` of an eval-mode BatchNorm's (γ, β) diagonal block for each precision.
+
+    In eval mode the layer is ``y = γ x̂ + β`` per channel with ``x̂ = (x − μ)/√(σ² + ε)`` from the running
+    statistics, so the Jacobian rows of output ``c`` are ``∂f_c/∂γ_k = Σ_p g_{c,k,p} x̂_{k,p}`` and
+    ``∂f_c/∂β_k = Σ_p g_{c,k,p}`` (``p``: positions; summed over the calls of a reused layer). ``calls``
+    holds ``(x (B, K, ...), g (C, B, K, ...))`` per call.
+    """
+    weight_rows, bias_rows = None, None
+    for x, g in calls:
+        K = x.shape[1]
+        shape = (1, K) + (1,) * (x.dim() - 2)
+        mean = module.running_mean.reshape(shape).to(g.dtype)
+        std = (module.running_var.reshape(shape) + module.eps).sqrt().to(g.dtype)
+        x_hat = (x.to(g.dtype) - mean) / std  # (B, K, ...)
+        flat_g = g.reshape(g.shape[0], g.shape[1], K, -1)  # (C, B, K, P)
+        w = torch.einsum("cbkp,bkp->cbk", flat_g, x_hat.reshape(x.shape[0], K, -1))
+        b = flat_g.sum(-1)
+        weight_rows = w if weight_rows is None else weight_rows + w
+        bias_rows = b if bias_rows is None else bias_rows + b
+    out = []
+    for prec in precs:
+        S = spec.output_basis(prec)[2]  # (K, 2): [γ_k, β_k] variances
+        rows = torch.cat([weight_rows, bias_rows], dim=-1).transpose(0, 1)  # (B, C, 2K)
+        out.append(_weighted_gram(rows, torch.cat([S[:, 0], S[:, 1]])))
+    return out
+
+
+def _grouped_conv_covariances(
+    module: nn.Module, spec: Structure, precs: Sequence[Tensor], calls: Sequence[tuple[Tensor, Tensor]]
+) -> list[Tensor] | None:
+    """Contribution ``(B, C, C)`` of a grouped conv's diagonal block for each precision.
+
+    Output channel ``o`` of group ``γ`` sees only that group's input patches, so the Jacobian rows are
+    ``J_{c,o,i} = Σ_p g_{c,o,p} â_{γ(o),i,p}`` (``â``: the group's patches with a 1 appended for the bias),
+    ``(B, C, groups, O/groups, I')``; a depthwise conv keeps this small. ``calls`` holds ``(x, g)`` per call.
+    None when the rows would exceed :data:`CHUNK_ELEMENTS` (the generic path answers).
+    """
+    groups, has_bias = module.groups, module.bias is not None
+    rows = None
+    for x, g in calls:
+        B, C = x.shape[0], g.shape[0]
+        patches = conv_patches(module, x).to(g.dtype)  # (B, C_in·∏kernel, P)
+        patches = patches.reshape(B, groups, -1, patches.shape[-1])
+        if has_bias:
+            patches = torch.cat([patches, patches.new_ones(B, groups, 1, patches.shape[-1])], dim=2)
+        if B * C * module.out_channels * patches.shape[2] > CHUNK_ELEMENTS:
+            return None
+        per_group = g.reshape(C, B, groups, module.out_channels // groups, -1)
+        part = torch.einsum("cbgop,bgip->bcgoi", per_group, patches)
+        rows = part if rows is None else rows + part
+    out = []
+    for prec in precs:
+        S = spec.output_basis(prec)[2]  # (O, I'), output channels in group order
+        out.append(_weighted_gram(rows.flatten(2), S.reshape(-1)))
+    return out
 
 
 def output_covariance(
@@ -164,6 +261,18 @@ def batch_output_covariances(
         with torch.no_grad():
             for index, (unit, spec, calls, per_call) in enumerate(zip(units, specs, capture.calls, capture.split(grads))):
                 dtype = precs_grid[0][index].dtype
+                grid = [precs[index] for precs in precs_grid]
+                if unit.structure != "kronecker":  # an eval-mode BatchNorm or a grouped conv (see supported)
+                    pairs = [(call.args[0], g[0].to(dtype)) for call, g in zip(calls, per_call) if g]
+                    if not pairs or any(x.dim() < 2 or x.shape[0] != B for x, _ in pairs):
+                        return None
+                    rows = _batch_norm_covariances if _frozen_batch_norm(unit.module) else _grouped_conv_covariances
+                    parts = rows(unit.module, spec, grid, pairs)
+                    if parts is None:
+                        return None
+                    for cov, part in zip(covs, parts):
+                        cov += part.to(cov.dtype)
+                    continue
                 parts = [
                     per_example_rows(unit.module, call.args[0], g[0], B) for call, g in zip(calls, per_call) if g
                 ]
@@ -172,7 +281,6 @@ def batch_output_covariances(
                 a = torch.cat([p[0] for p in parts], dim=1).to(dtype)
                 g = torch.cat([p[1] for p in parts], dim=2).to(dtype)
                 a_hat, g_hat = _rotated_rows(unit, spec, precs_grid[0][index], a, g)
-                grid = [precs[index] for precs in precs_grid]
                 for cov, part in zip(covs, _unit_covariances(spec, grid, a_hat, g_hat)):
                     cov += part.to(cov.dtype)
         return f.detach(), covs
