@@ -32,6 +32,7 @@ from uncert_cli.curvature.methods import METHODS
 from uncert_cli.curvature.methods.base import SLACK_BYTES, eigh_working_bytes, kronecker_sizes
 from uncert_cli.curvature.subset import Unit, select_units
 from uncert_cli.data.dataset import inputs_to
+from uncert_cli.model_state import model_state
 from uncert_cli.memory import current_memory_bytes, format_size, peak_memory_bytes
 
 # The engine propagates at most this many backward-vector elements at once (engine.GRAD_ELEMENTS).
@@ -112,25 +113,17 @@ def probe_forward(model: nn.Module, units: list[Unit], example: Tensor) -> Forwa
             rows = units[index[id(module)]].params[0].shape[0] if out.dim() > 0 else 1
             positions[index[id(module)]] += max(1, out.numel() // max(1, rows))
 
-    training = {m: m.training for m in model.modules()}
-    requires = {p: p.requires_grad for p in model.parameters()}
     handles = [u.module.register_forward_hook(count_output) for u in units]
     chosen = {id(p) for u in units for p in u.params}
     try:
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(id(p) in chosen)
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with model_state(model, requires_grad=lambda p: id(p) in chosen), \
+                torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = model(example)
         width = int(out[0].numel()) if isinstance(out, Tensor) and out.dim() > 0 else 1
         del out
     finally:
         for h in handles:
             h.remove()
-        for m, t in training.items():
-            m.train(t)
-        for p, r in requires.items():
-            p.requires_grad_(r)
     return ForwardProbe(saved, outputs, width, tuple(max(1, n) for n in positions))
 
 

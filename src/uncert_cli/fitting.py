@@ -6,7 +6,6 @@ the memory guard and the distributed reduce together.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from uncert_cli.atomic import check_free_space, check_output_path
 from uncert_cli.checkpoint import LoadedModel
@@ -32,6 +30,7 @@ from uncert_cli.data.checks import whole_number
 from uncert_cli.distributed import DistributedContext
 from uncert_cli.errors import UserError
 from uncert_cli.fit_memory import MemoryEstimate, describe, estimate_fit_memory
+from uncert_cli.likelihood import categorical_nll_sum, gaussian_nll_sum, regression_residual
 from uncert_cli.memory import available_memory_bytes, format_size, peak_memory_bytes
 from uncert_cli.store import PriorSettings, write_factor_file
 from uncert_cli.vocabulary import FisherType, Method
@@ -160,12 +159,10 @@ class MapLikelihood:
         """One batch: outputs ``(B, C)`` (or ``(B,)`` for regression) and targets."""
         with torch.no_grad():
             if self.task == "classification":
-                self.total[0] -= F.cross_entropy(out, y, reduction="sum").double().cpu()
+                self.total[0] -= categorical_nll_sum(out, y).double().cpu()
                 self.total[1] += (out.argmax(-1) == y).sum().cpu()
             else:
-                residual = (out - y.reshape(out.shape).to(out.dtype)).double()
-                d = residual[0].numel()
-                self.total[0] -= 0.5 * (residual**2).sum().cpu() + 0.5 * len(residual) * d * math.log(2 * math.pi)
+                self.total[0] -= gaussian_nll_sum(regression_residual(out, y)).cpu()
             self.total[2] += len(out)
 
     def result(self, ctx: DistributedContext) -> tuple[float, float | None]:

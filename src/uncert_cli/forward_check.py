@@ -19,6 +19,7 @@ from torch import nn
 from uncert_cli.data import ArrayDataset
 from uncert_cli.data.dataset import inputs_to, is_token_ids
 from uncert_cli.errors import UserError
+from uncert_cli.model_state import model_state
 
 # Two examples, not one: some models (batch statistics, squeezes of the batch axis) fail on a single
 # example only, which would blame the data for something every real batch avoids.
@@ -46,10 +47,8 @@ def check_model_runs(model: nn.Module, data: ArrayDataset, *, offers: Collection
     device = parameter.device if parameter is not None else torch.device("cpu")
     dtype = parameter.dtype if parameter is not None else torch.float32
     x = inputs_to(x, device, dtype)
-    saved = [(m, m.training) for m in model.modules()]
     try:
-        model.eval()
-        with torch.no_grad():
+        with model_state(model), torch.no_grad():
             model(x)
     except (MemoryError, torch.OutOfMemoryError):
         raise  # the sizes the user chose, said as such by the CLI
@@ -57,9 +56,6 @@ def check_model_runs(model: nn.Module, data: ArrayDataset, *, offers: Collection
         raise  # uncert's own word on the model's result (e.g. no tensor to analyse in it), already one line
     except Exception as exc:  # noqa: BLE001 - whatever the model's own code raises on this data
         raise _refusal(model, data, exc, offers) from None
-    finally:
-        for module, training in saved:
-            module.training = training
 
 
 def _refusal(model: nn.Module, data: ArrayDataset, exc: Exception, offers: Collection[str]) -> UserError:

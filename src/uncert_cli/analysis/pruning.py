@@ -25,11 +25,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from uncert_cli.errors import UserError
+from uncert_cli.likelihood import categorical_nll_sum, gaussian_nll_sum, regression_residual
+from uncert_cli.model_state import model_state
 from uncert_cli.posterior import LaplacePosterior
 
 CRITERIA: tuple[str, ...] = ("snr", "variance-ratio", "obd", "magnitude")
@@ -257,25 +258,17 @@ def evaluate_model(
 ) -> Metrics:
     """Accuracy and mean NLL of ``model`` with ``params`` substituted (one pass over ``batches()``)."""
     total, correct, nll = 0, 0, 0.0
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            device = next(iter(params.values())).device
-            for x, y in batches():
-                x, y = x.to(device), y.to(device)
-                out = functional_call(model, params, (x,))
-                if task == "classification":
-                    nll += float(F.cross_entropy(out.double(), y, reduction="sum"))
-                    correct += int((out.argmax(-1) == y).sum())
-                else:
-                    residual = (out - y.to(out.dtype)).double().reshape(len(x), -1)
-                    nll += float(0.5 * (residual / noise_std).square().sum()) + residual.numel() * (
-                        0.5 * math.log(2 * math.pi) + math.log(noise_std)
-                    )
-                total += len(x)
-    finally:
-        model.train(was_training)
+    with model_state(model), torch.no_grad():
+        device = next(iter(params.values())).device
+        for x, y in batches():
+            x, y = x.to(device), y.to(device)
+            out = functional_call(model, params, (x,))
+            if task == "classification":
+                nll += float(categorical_nll_sum(out.double(), y))
+                correct += int((out.argmax(-1) == y).sum())
+            else:
+                nll += float(gaussian_nll_sum(regression_residual(out, y), noise_std))
+            total += len(x)
     if total == 0:
         raise UserError("the evaluation data is empty; pass a --data SPEC with examples")
     return Metrics(correct / total if task == "classification" else None, nll / total)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from uncert_cli.curvature.blocks import Block, Curvature
+from uncert_cli.model_state import model_state
 from uncert_cli.vocabulary import FisherType, Method, Task
 from uncert_cli.curvature.diagonal import GenericDiagAccumulator, LinearConvDiagAccumulator
 from uncert_cli.curvature.plain_kernels import plain_kernels
@@ -173,21 +174,17 @@ def compute_curvature(
     )
 
     # Eval mode (dropout off, BatchNorm on running statistics); restore every flag afterwards.
-    training = {m: m.training for m in model.modules()}
-    requires = {p: p.requires_grad for p in model.parameters()}
-    model.eval()
     # Hooked outputs must carry gradient; parameters outside the subset need none.
     chosen = {id(p) for u in units for p in u.params}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in chosen)
+    kernels = contextlib.ExitStack()  # eval mode and grad flags, restored per module and parameter afterwards
+    kernels.enter_context(model_state(model, requires_grad=lambda p: id(p) in chosen))
     capture = Capture(units, [False] * len(units), [None] * len(units))
     accs = _make_accumulators(units, method, dtype, device, capture)
     capture.keep_inputs = [a.keep_inputs for a in accs]
     capture.on_forward = [getattr(a, "on_forward", None) for a in accs]
     batched = BATCHED_BACKWARD  # switched off for good if the graph has no vmap support
     n = 0
-    kernels = contextlib.ExitStack()  # recurrent and attention layers on vmap-able kernels
-    kernels.enter_context(plain_kernels(model))
+    kernels.enter_context(plain_kernels(model))  # recurrent and attention layers on vmap-able kernels
     try:
         for i, (x, y) in enumerate(itertools.chain([first], it)):
             capture.clear()
@@ -233,10 +230,6 @@ def compute_curvature(
     finally:
         kernels.close()
         capture.clear()
-        for m, t in training.items():
-            m.train(t)
-        for p, r in requires.items():
-            p.requires_grad_(r)
 
     sums = [s for acc in accs for s in acc.sums()]
     count = torch.tensor([float(n)], dtype=torch.float64 if dtype == torch.float64 else torch.float32, device=device)

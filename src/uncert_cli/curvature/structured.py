@@ -36,6 +36,7 @@ from uncert_cli.curvature.engine import compute_curvature
 from uncert_cli.curvature.ggn_products import BatchSource, GGNProducts
 from uncert_cli.curvature.lowrank import top_eigenpairs
 from uncert_cli.curvature.plain_kernels import plain_kernels
+from uncert_cli.model_state import model_state
 from uncert_cli.vocabulary import FisherType, Method, Task
 from uncert_cli.curvature.subset import Unit, select_units
 from uncert_cli.errors import UserError
@@ -109,16 +110,12 @@ def compute_structured_curvature(
     if rank < 1:
         raise UserError(f"{{param}} must be at least 1, got {rank}", param="rank")
     units = _units(model, source, subset, include_frozen)
-    training = {m: m.training for m in model.modules()}
-    requires = {p: p.requires_grad for p in model.parameters()}
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(any(p is q for u in units for q in u.params))
+    chosen = {id(q) for u in units for q in u.params}
     common = dict(fisher_type=fisher_type, task=task, mc_samples=mc_samples, subset=subset, generator=generator,
                   include_frozen=include_frozen)
-    try:
-        # curvlinops' GGN products use forward-mode AD, which the fused attention and recurrent
-        # kernels lack (the engine's passes enter the same context themselves)
+    # Eval mode, gradients for the covered parameters only; curvlinops' GGN products use forward-mode AD,
+    # which the fused attention and recurrent kernels lack (the engine's passes enter the same context themselves).
+    with model_state(model, requires_grad=lambda p: id(p) in chosen):
         with plain_kernels(model):
             if method == "full":
                 return _full(model, source, units, task, fisher_type, max_bytes)
@@ -129,11 +126,6 @@ def compute_structured_curvature(
                 return _ekfac(model, source, units, kfac, common)
             diag = compute_curvature(model, source(), method=Method.diag, **common)
             return _kfac_diag(units, kfac, diag, rank)
-    finally:
-        for m, t in training.items():
-            m.train(t)
-        for p, r in requires.items():
-            p.requires_grad_(r)
 
 
 def _curvature(blocks: list[Block], n: int, task: Task, method: Method, fisher_type: FisherType, mc: int) -> Curvature:

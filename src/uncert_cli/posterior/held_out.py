@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from uncert_cli.errors import UserError
+from uncert_cli.likelihood import gaussian_nll
 from uncert_cli.posterior.laplace import LaplacePosterior
 from uncert_cli.posterior.predictives import predict_many
 
@@ -78,8 +79,6 @@ def _nll_and_entropy(task: str, out: Tensor | tuple[Tensor, Tensor], y: Tensor) 
         logp = torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
         return -logp.gather(1, y.long().reshape(-1, 1)).squeeze(1), -(p * logp).sum(1)
     mean, var = (t.double() for t in out)
-    yv = y.reshape(mean.shape).to(mean.dtype)
-    nll = 0.5 * (torch.log(2 * math.pi * var) + (yv - mean).square() / var).sum(1)
-    return nll, 0.5 * torch.log(2 * math.pi * math.e * var).sum(1)
+    return gaussian_nll(mean, var, y), 0.5 * torch.log(2 * math.pi * math.e * var).sum(1)
 
 

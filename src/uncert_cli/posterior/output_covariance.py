@@ -20,6 +20,7 @@ block (norm layers, dense, low-rank): callers then use the generic per-example V
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 from uncert_cli.curvature.hooks import Capture, backprop_vectors
 from uncert_cli.curvature.kronecker import conv_patches, per_example_rows
 from uncert_cli.curvature.subset import Unit, conv_padding, select_units
+from uncert_cli.model_state import model_state
 from uncert_cli.posterior.structures import Structure
 
 # Bound on B·C·O·I' numbers of the rotated per-example Jacobian formed for multi-position units.
@@ -238,11 +240,10 @@ def batch_output_covariances(
     the batch size.
     """
     capture = Capture(units, [True] * len(units), [None] * len(units))
-    requires = {p: p.requires_grad for p in model.parameters()}
     chosen = {id(p) for u in units for p in u.params}
-    try:
-        for p in model.parameters():
-            p.requires_grad_(id(p) in chosen)
+    # Eval mode (the linearisation is of the predicting network); gradients for the covered parameters only.
+    with model_state(model, requires_grad=lambda p: id(p) in chosen), contextlib.ExitStack() as cleanup:
+        cleanup.callback(capture.clear)
         # Callers often predict under no_grad or inference_mode; this needs a graph to the unit outputs.
         with torch.inference_mode(False), torch.enable_grad():
             if x.is_inference():
@@ -284,7 +285,3 @@ def batch_output_covariances(
                 for cov, part in zip(covs, _unit_covariances(spec, grid, a_hat, g_hat)):
                     cov += part.to(cov.dtype)
         return f.detach(), covs
-    finally:
-        capture.clear()
-        for p, r in requires.items():
-            p.requires_grad_(r)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from uncert_cli.posterior.predictives.base import (
-    Draws, Prediction, Predictive, check_samples, reduce_samples, sampled_logits, seed_of,
+    Draws, Prediction, Predictive, check_samples, reduce_samples, sampled_logits,
 )
 from uncert_cli.vocabulary import PredictiveKind
 
