@@ -123,19 +123,48 @@ def uncert_rows(factors: Path, evaluation, val, oods, samples: int, batch_size: 
     return rows
 
 
-def pareto_rows(factors: Path, evaluation, oods, batch_size: int, tag: str) -> list[dict]:
-    """NLL, ECE and entropy AUROC of the probit predictive at every point of the tuning grid, on the
-    evaluation examples: what any choice of (N, τ) on this grid could reach."""
+def _grid_probs(posts: list, data: ArrayDataset, batch_size: int) -> list[np.ndarray]:
+    """Probit probabilities ``(n, C)`` of every posterior in ``posts`` (one posterior under several (N, τ)),
+    one Jacobian pass per batch for all of them (``predict_many``)."""
+    from uncert_cli.posterior.predictive import predict_many
+
+    parts: list[list[np.ndarray]] = [[] for _ in posts]
+    with torch.no_grad():
+        for x, _ in iter_batches(data, batch_size):
+            for out, p in zip(parts, predict_many(posts, x, "probit", 0, None)):
+                out.append(p.double().numpy())
+    return [np.concatenate(p) for p in parts]
+
+
+def pareto_rows(factors: Path, evaluation, val, oods, batch_size: int, tag: str) -> list[dict]:
+    """NLL, ECE and entropy AUROC of the probit predictive at every point of the tuning grid on the
+    evaluation examples, beside the held-out NLL and entropy that the tuning objectives see: what any
+    choice of (N, τ) on this grid could reach, and which of those choices the held-out examples allow."""
     from uncert_cli.posterior.tuning import VAL_N_FACTORS
     from uncert_cli.posterior.widest import WIDEST_TAU_GRID
 
     post = open_posterior(factors).posterior.with_hyperparameters(prior_mode="factor")
+    grid = [(post.n_data * f, tau) for f in VAL_N_FACTORS for tau in WIDEST_TAU_GRID]
+    posts = [post.with_hyperparameters(n_data=n, prior_precision=tau) for n, tau in grid]
+    start = time.perf_counter()
+    p_val = _grid_probs(posts, val, batch_size)
+    p_in = _grid_probs(posts, evaluation, batch_size)
+    p_out = {k: _grid_probs(posts, d, batch_size) for k, d in oods.items()}
+    print(f"# pareto grid of {len(grid)} points: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    y, y_val = evaluation.targets.numpy(), val.targets.numpy()
     rows = []
-    for f in VAL_N_FACTORS:
-        for tau in WIDEST_TAU_GRID:
-            p = post.with_hyperparameters(n_data=post.n_data * f, prior_precision=tau)
-            rows.append(_row(f"{tag}: grid N={post.n_data * f:g} τ={tau:g}", lambda x, p=p: p.predict(x, "probit"),
-                             evaluation, oods, batch_size))
+    for i, (n, tau) in enumerate(grid):
+        row = {
+            "method": f"{tag}: grid N={n:g} τ={tau:.3g}",
+            "val_nll": M.nll(p_val[i], y_val),
+            "val_entropy": float(M.entropy(p_val[i]).mean()),
+            "accuracy": M.accuracy(p_in[i], y),
+            "nll": M.nll(p_in[i], y),
+            "ece": M.ece(p_in[i], y),
+            **{f"auroc_{k}": ood.ood_metrics(p_in[i], p[i]).entropy.auroc for k, p in p_out.items()},
+        }
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        rows.append(row)
     return rows
 
 
@@ -154,7 +183,7 @@ def _meta():
 
 
 def laplace_torch_rows(model: torch.nn.Module, evaluation, oods, samples: int, batch_size: int, glm_all: bool,
-                       lt_all_samples: int, lt_all: bool, tag: str) -> list[dict]:
+                       lt_all_samples: int, lt_all: bool, tag: str, predictives: set[str]) -> list[dict]:
     from laplace import Laplace
 
     rows = []
@@ -168,16 +197,22 @@ def laplace_torch_rows(model: torch.nn.Module, evaluation, oods, samples: int, b
                                     prior_structure="scalar")
         fit_s = time.perf_counter() - start
         tau = float(la.prior_precision.reshape(-1)[0])
-        tag = f"{tag}: laplace-torch kron {subset.replace('_', '-')} (marglik τ={tau:.3g})"
+        label = f"{tag}: laplace-torch kron {subset.replace('_', '-')} (marglik τ={tau:.3g})"
         # All-weights weight sampling redraws 1.9M-parameter samples per batch: fewer samples keep it affordable.
         s_nn = min(samples, lt_all_samples) if subset == "all" else samples
-        rows.append(_row(f"{tag}, nn/mc (S={s_nn})", lambda x: la(x, pred_type="nn", link_approx="mc", n_samples=s_nn),
-                         evaluation, oods, batch_size, {"fit_seconds": fit_s}))
+        if "nn/mc" in predictives:
+            rows.append(_row(f"{label}, nn/mc (S={s_nn})",
+                             lambda x: la(x, pred_type="nn", link_approx="mc", n_samples=s_nn),
+                             evaluation, oods, batch_size, {"fit_seconds": fit_s}))
         if subset == "last_layer" or glm_all:
-            rows.append(_row(f"{tag}, glm/probit", lambda x: la(x, pred_type="glm", link_approx="probit"),
-                             evaluation, oods, batch_size if subset == "last_layer" else 16))
-            rows.append(_row(f"{tag}, glm/mc", lambda x: la(x, pred_type="glm", link_approx="mc", n_samples=samples),
-                             evaluation, oods, batch_size if subset == "last_layer" else 16))
+            glm_batch = batch_size if subset == "last_layer" else 16
+            if "glm/probit" in predictives:
+                rows.append(_row(f"{label}, glm/probit", lambda x: la(x, pred_type="glm", link_approx="probit"),
+                                 evaluation, oods, glm_batch, {"fit_seconds": fit_s}))
+            if "glm/mc" in predictives:
+                rows.append(_row(f"{label}, glm/mc",
+                                 lambda x: la(x, pred_type="glm", link_approx="mc", n_samples=samples),
+                                 evaluation, oods, glm_batch, {"fit_seconds": fit_s}))
     return rows
 
 
@@ -236,6 +271,8 @@ def main() -> None:
     parser.add_argument("--speed-n", type=int, default=0, help="0 skips the speed comparison")
     parser.add_argument("--lt-all-samples", type=int, default=20, help="samples of laplace-torch's all-weights nn/mc")
     parser.add_argument("--skip-laplace-torch", action="store_true")
+    parser.add_argument("--lt-predictives", default="nn/mc,glm/probit,glm/mc",
+                        help="laplace-torch predictives to evaluate (comma-separated subset of the default)")
     parser.add_argument("--lt-all", action="store_true", help="also laplace-torch on all weights (slow; collapses)")
     parser.add_argument("--lt-glm-all", action="store_true", help="also laplace-torch glm on all weights (slow)")
     parser.add_argument("--mc", action="store_true", help="also uncert's tuned weight-sampling mc row (slow)")
@@ -265,9 +302,9 @@ def main() -> None:
         rows += uncert_rows(factors, evaluation, val, oods, args.samples, args.batch_size, tag, args.mc)
         if not args.skip_laplace_torch:
             rows += laplace_torch_rows(model, evaluation, oods, args.samples, args.batch_size, args.lt_glm_all,
-                                       args.lt_all_samples, args.lt_all, tag)
+                                       args.lt_all_samples, args.lt_all, tag, set(args.lt_predictives.split(",")))
         if args.pareto:
-            pareto += pareto_rows(factors, evaluation, oods, args.batch_size, tag)
+            pareto += pareto_rows(factors, evaluation, val, oods, args.batch_size, tag)
         if args.speed_n:
             speed += speed_rows(factors, model, args.speed_n, args.samples, args.batch_size, not args.skip_laplace_torch)
     print(f"MNIST test images 1000..{1000 + len(evaluation) - 1} evaluated (first 1,000 tune uncert's N, τ); "
@@ -277,7 +314,7 @@ def main() -> None:
     print(_table(rows, columns))
     if pareto:
         print()
-        print(_table(pareto, columns[:-1]))
+        print(_table(pareto, ["method", "val_nll", "val_entropy", *columns[1:-1]]))
     if speed:
         print()
         print(_table(speed, ["method", "n", "samples", "seconds"]))
