@@ -126,7 +126,7 @@ def uncert_rows(factors: Path, evaluation, val, oods, samples: int, batch_size: 
 def _grid_probs(posts: list, data: ArrayDataset, batch_size: int) -> list[np.ndarray]:
     """Probit probabilities ``(n, C)`` of every posterior in ``posts`` (one posterior under several (N, τ)),
     one Jacobian pass per batch for all of them (``predict_many``)."""
-    from uncert_cli.posterior.predictive import predict_many
+    from uncert_cli.posterior.predictives import predict_many
 
     parts: list[list[np.ndarray]] = [[] for _ in posts]
     with torch.no_grad():
