@@ -57,6 +57,7 @@ def test_text_classifier_folder_fits_and_every_later_command_rebuilds_it(run_cli
     assert stored.fingerprint == weights_fingerprint(model.eval())
     assert stored.model_meta.arch == "transformers:BertForSequenceClassification"
     assert stored.model_meta.output == "logits" and stored.model_meta.extra["hf_config"]["hidden_size"] == 16
+    assert stored.model_meta.num_outputs == 3 and json.loads(r.out)  # --json: transformers printed nothing there
     report = run_cli("report", factors, "--json")
     assert report.code == 0, report.err
     names = {row["name"] for row in json.loads(report.out)["layers"]}

@@ -147,7 +147,7 @@ def read_hf_folder(folder: Path, trust_remote_code: bool = False) -> tuple[nn.Mo
     if image and isinstance(size, int) and isinstance(config.get("num_channels"), int):
         input_shape = (config["num_channels"], size, size)
     regression = config.get("problem_type") == "regression"
-    meta = ModelMeta(arch=HF_PREFIX + name, input_shape=input_shape, num_outputs=config.get("num_labels"),
+    meta = ModelMeta(arch=HF_PREFIX + name, input_shape=input_shape, num_outputs=getattr(module.config, "num_labels", None),
                      task="regression" if regression else "classification", output="logits",
                      extra={CONFIG_KEY: json.loads(json.dumps(config, default=str))})
     return module, meta
