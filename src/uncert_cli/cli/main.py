@@ -34,6 +34,7 @@ from uncert_cli import file_session
 from uncert_cli.cli.flags import is_out_of_memory, out_of_memory_message, render_for_command, running_command
 from uncert_cli.cli.validate import check_number_options
 from uncert_cli.errors import UserError
+from uncert_cli.slow_path import SlowPathWarning
 
 app = typer.Typer(
     name="uncert",
@@ -87,6 +88,17 @@ def _error(message: str) -> None:
     print(f"uncert: error: {' '.join(str(message).split())}", file=sys.stderr)
 
 
+_plain_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """uncert's own slow-path notices as one line on stderr; every other warning as Python shows it."""
+    if issubclass(category, SlowPathWarning):
+        print(f"uncert: note: {' '.join(str(message).split())}", file=sys.stderr)
+        return
+    _plain_showwarning(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (also the console script ``uncert``)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -94,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if not debug:
         # torch's own deprecation notices (e.g. from forward-mode AD internals) are not the user's business.
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\..*")
+    warnings.showwarning = _show_warning
     command = typer.main.get_command(app)
     check_number_options(command)  # inf, nan and out-of-range numbers stop at the option
     try:

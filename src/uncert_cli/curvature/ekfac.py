@@ -32,6 +32,7 @@ from uncert_cli.curvature.kronecker import per_example_rows
 from uncert_cli.curvature.loss_vectors import loss_backward_vectors
 from uncert_cli.curvature.subset import Unit
 from uncert_cli.errors import UserError
+from uncert_cli.slow_path import announce_slow_path, vmap_unsupported
 
 CHUNK_ELEMENTS = 1 << 24  # numbers in one chunk of rotated per-example gradients (K·b·O·I')
 
@@ -123,7 +124,10 @@ def _backprop(out: Tensor, inputs: list[Tensor], V: Tensor) -> list[Tensor]:
     """``(K, *input.shape)`` backward vectors at each of ``inputs``; one vmapped backward if possible."""
     try:
         g = torch.autograd.grad(out, inputs, grad_outputs=V, is_grads_batched=True, allow_unused=True)
-    except RuntimeError:  # no vmap rule somewhere in the graph: loop over the K vectors
+    except (RuntimeError, NotImplementedError) as exc:  # no vmap rule somewhere in the graph: loop over the K vectors
+        if not vmap_unsupported(exc):
+            raise
+        announce_slow_path("EKFAC's backward vectors are propagated", exc)
         per_k = [
             torch.autograd.grad(out, inputs, grad_outputs=V[k], retain_graph=k < V.shape[0] - 1, allow_unused=True)
             for k in range(V.shape[0])

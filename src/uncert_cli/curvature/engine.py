@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from uncert_cli.curvature.blocks import Block, Curvature
 from uncert_cli.model_state import model_state
+from uncert_cli.slow_path import announce_slow_path, out_of_memory, vmap_unsupported
 from uncert_cli.vocabulary import FisherType, Method, Task
 from uncert_cli.curvature.diagonal import GenericDiagAccumulator, LinearConvDiagAccumulator
 from uncert_cli.curvature.plain_kernels import plain_kernels
@@ -36,6 +37,8 @@ from uncert_cli.errors import UserError
 # 2.82 s / 46 MiB. Chosen so that neither method needs more memory than its peers
 # (docs/benchmarks.md).
 GRAD_ELEMENTS = 3 * 2**19
+MODIFIED_IN_PLACE = "modified by an inplace operation"  # in autograd's message
+
 # One vmapped backward for all K vectors (``is_grads_batched``) rather than a loop over K. On the
 # 784-1024-1024-10 MLP (exact KFAC, K = 10, batch 256, 2 threads) the vmapped backward was faster
 # than the loop (see the engine's report); kept switchable for debugging graphs vmap mishandles.
@@ -211,10 +214,18 @@ def compute_curvature(
                     last = k0 + k_chunk >= K
                     try:
                         grads = backprop_vectors(out, tracked, Vc, batched=batched, retain_graph=not last)
-                    except RuntimeError:
-                        if not batched or Vc.shape[0] == 1:
+                    except (RuntimeError, NotImplementedError) as exc:
+                        if MODIFIED_IN_PLACE in str(exc):  # autograd's word for the same user-fixable change
+                            raise UserError(
+                                "a tensor the backward pass needs was modified in place in the {param}'s forward; "
+                                "make that operation out of place (e.g. x = x + 1 instead of x += 1)",
+                                param="model",
+                            ) from None
+                        if not batched or Vc.shape[0] == 1 or not (vmap_unsupported(exc) or out_of_memory(exc)):
                             raise
-                        # No vmap rule for some op in the graph: loop over the vectors instead.
+                        # No vmap rule for some op in the graph (or no memory for all vectors at once):
+                        # loop over the vectors instead.
+                        announce_slow_path("the backward vectors of each batch are propagated", exc)
                         batched = False
                         grads = backprop_vectors(out, tracked, Vc, batched=False, retain_graph=not last)
                     split = capture.split(grads)

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from uncert_cli.curvature.subset import Unit
+from uncert_cli.errors import UserError
 
 
 @dataclass
@@ -57,9 +58,11 @@ class Call:
         tensors = [a for a in self.args if isinstance(a, Tensor)]
         for t, v in zip(tensors, self.input_versions):
             if t._version != v:
-                raise RuntimeError(
-                    f"the input of module {unit_name!r} was modified in place after the module ran; "
-                    "the curvature engine needs it unchanged (remove the in-place op)"
+                raise UserError(
+                    f"the input of module {unit_name!r} of the {{param}} was modified in place after the module "
+                    "ran; the curvature needs it unchanged: make that operation out of place in the model's "
+                    "forward (e.g. x = x + 1 instead of x += 1)",
+                    param="model",
                 )
 
 

@@ -30,6 +30,7 @@ from uncert_cli.curvature.blocks import KroneckerBlock
 from uncert_cli.curvature.gram import gram_lower_, mirror_lower_
 from uncert_cli.curvature.hooks import find_batch_dim
 from uncert_cli.curvature.subset import Unit, conv_padding
+from uncert_cli.errors import UserError
 
 
 # Up to this many patch entries per position, patches come from a convolution with an identity
@@ -159,9 +160,11 @@ class KroneckerAccumulator:
         if R_prev:
             for x_prev, version in self._calls:
                 if x_prev._version != version:
-                    raise RuntimeError(
-                        f"the input of shared module {self.unit.name!r} was modified in place between "
-                        "two of its calls; the curvature engine needs it unchanged"
+                    raise UserError(
+                        f"the input of shared module {self.unit.name!r} of the {{param}} was modified in place "
+                        "between two of its calls; the curvature needs it unchanged: make that operation out "
+                        "of place in the model's forward (e.g. x = x + 1 instead of x += 1)",
+                        param="model",
                     )
                 self._add_rows(input_rows(self.unit.module, x_prev), B / R_new - B / R_prev)
         self._add_rows(rows, B / R_new)

@@ -30,6 +30,7 @@ from uncert_cli.curvature.hooks import Capture, backprop_vectors
 from uncert_cli.curvature.kronecker import conv_patches, per_example_rows
 from uncert_cli.curvature.subset import Unit, conv_padding, select_units
 from uncert_cli.model_state import model_state
+from uncert_cli.slow_path import announce_slow_path, vmap_unsupported
 from uncert_cli.posterior.structures import Structure
 
 # Bound on B·C·O·I' numbers of the rotated per-example Jacobian formed for multi-position units.
@@ -256,7 +257,10 @@ def batch_output_covariances(
             V = torch.eye(C, dtype=f.dtype, device=f.device).unsqueeze(1).expand(C, B, C)
             try:
                 grads = backprop_vectors(f, tracked, V, batched=True, retain_graph=True)
-            except RuntimeError:  # no vmap rule for an op in the graph: one vector at a time
+            except (RuntimeError, NotImplementedError) as exc:  # no vmap rule for an op in the graph
+                if not vmap_unsupported(exc):
+                    raise
+                announce_slow_path("the output covariance's backward vectors are propagated", exc)
                 grads = backprop_vectors(f, tracked, V, batched=False, retain_graph=False)
         covs = [f.new_zeros(B, C, C) for _ in precs_grid]
         with torch.no_grad():

@@ -27,6 +27,7 @@ from torch.func import functional_call, jvp, vmap
 from uncert_cli.errors import UserError
 from uncert_cli.model_state import eval_mode, has_dropout
 from uncert_cli.posterior.sampling import DEFAULT_SEED
+from uncert_cli.slow_path import announce_slow_path, vmap_unsupported
 from uncert_cli.vocabulary import PredictiveKind
 
 if TYPE_CHECKING:
@@ -133,7 +134,10 @@ def over_sample_chunks(
             try:
                 outs.append(vmap(fn)(part))
                 continue
-            except (RuntimeError, NotImplementedError, ValueError):
+            except (RuntimeError, NotImplementedError, ValueError) as exc:
+                if not vmap_unsupported(exc):
+                    raise
+                announce_slow_path("the network is evaluated at the posterior samples", exc)
                 state["vmap"] = False
         n = next(iter(part.values())).shape[0]
         outs.append(torch.stack([fn({k: v[i] for k, v in part.items()}) for i in range(n)]))
