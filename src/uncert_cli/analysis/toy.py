@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from uncert_cli.posterior import predictives
 from uncert_cli.checkpoint import LoadedModel
 from uncert_cli.data import ArrayDataset, adapt_to_model, load_dataset
 from uncert_cli.errors import UserError
@@ -99,8 +100,9 @@ def run_toy(
     if meta.task != "regression" or meta.input_shape != (1,) or meta.num_outputs != 1:
         raise UserError("uncert toy needs a 1-D regression checkpoint (1 input, 1 output), "
                         "e.g. sample_models/toy_regression_mlp.safetensors")
-    if predictive not in ("mc", "glm"):
-        raise UserError(f"--predictive must be mc or glm for the toy, got {predictive!r}")
+    toy_kinds = predictives.kinds(lambda p: p.uses_laplace and p.regression)  # mc and glm
+    if predictive not in toy_kinds:
+        raise UserError(f"{{param}} must be {' or '.join(toy_kinds)} for the toy, got {predictive!r}", param="predictive")
     norm = (meta.normalize_mean, meta.normalize_std)
     train = adapt_to_model(load_dataset("toy-regression", split="train"), meta.input_shape, normalize=norm)
     val = adapt_to_model(load_dataset("toy-regression", split="val"), meta.input_shape, normalize=norm)
