@@ -88,7 +88,7 @@ def test_eigen_mode_is_exact_structured_precision(model, data):
     from uncert_cli.posterior.precision import quadratic_form, unpack
 
     start, total = 0, torch.zeros(5, dtype=DT)
-    for spec, eigs in zip(post.specs, post._prec):
+    for spec, eigs in zip(post.specs, post.block_precisions):
         gs = g[:, start : start + spec.num_params].reshape(5, spec.out_dim, spec.in_dim)
         total += quadratic_form(spec, eigs, unpack(spec, gs, batch_dims=1), batch_dims=1)
         start += spec.num_params

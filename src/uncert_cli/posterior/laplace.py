@@ -168,6 +168,12 @@ class LaplacePosterior:
         return self._specs
 
     @property
+    def block_precisions(self) -> tuple[object, ...]:
+        """Each block's precision at the current hyperparameters, in the form its structure keeps it
+        (``Structure.precision``: eigenvalues, a diagonal, a dense matrix, ...), aligned with :attr:`specs`."""
+        return self._prec
+
+    @property
     def prior_precision(self) -> dict[str, float]:
         """``τ`` per block (module name)."""
         return dict(zip(self.modules, self._taus))
