@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from uncert_cli.likelihood import categorical_nll_sum
 from uncert_cli.vocabulary import FisherType, Task
 from uncert_cli.errors import UserError
 
@@ -48,7 +48,8 @@ class _NegLogLik(nn.Module):
 
     def forward(self, f: Tensor, y: Tensor) -> Tensor:
         if self.task == "classification":
-            return F.cross_entropy(f, y.long(), reduction="sum")
+            return categorical_nll_sum(f, y.long())
+        # the Gaussian NLL at σ = 1 without its constant, in f's dtype: only its Hessian in f is used
         return 0.5 * (f - y.reshape(f.shape).to(f.dtype)).square().sum()
 
 
