@@ -49,3 +49,12 @@ def test_float_targets_for_a_classifier_suggest_task_regression(run_cli, digits_
     r = run_cli("fit", digits_checkpoint, "--data", tmp_path / "reg.npz", "--task", "regression", "-o",
                 tmp_path / "r.h5", "-q")
     assert r.code == 0, r.err
+
+
+def test_the_cli_module_runs_as_a_script():
+    """`python -m uncert_cli.cli.main` is the CLI too (it did nothing and exited 0 before)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "uncert_cli.cli.main", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("uncert "), (done.stdout, done.stderr)

@@ -146,3 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         _error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
         return 1
     return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":  # `python -m uncert_cli.cli.main ...` runs the CLI like `python -m uncert_cli`
+    sys.exit(main())
