@@ -70,3 +70,16 @@ def test_factor_file_metadata_is_not_followed(run_cli, forged, tmp_path, monkeyp
     assert not marker.exists()
     with h5py.File(out) as f:
         assert "payload.py" in f["model"].attrs["meta"]
+
+
+def test_the_refusal_never_suggests_the_files_own_text_as_a_command(tmp_path, run_cli):
+    """A file's architecture text (here with a newline and a shell command) is quoted once, never offered
+    as an `--arch` value to paste, and the error stays one line."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "lure.safetensors"
+    lure = "evil.py:Net\n--arch $(touch pwned)"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"uncert": json.dumps({"arch": lure, "arch_kwargs": {}})})
+    result = run_cli("info", path)
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result.err
+    assert "--arch MODULE:CLASS" in result.err and "--arch evil.py" not in result.err

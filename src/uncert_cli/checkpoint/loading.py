@@ -256,7 +256,8 @@ def load_model(
         if not is_builtin_arch(meta.arch):
             raise UserError(
                 f"{source} names its architecture {meta.arch[:120]!r}, which would import and run code from "
-                f"outside uncert and torchvision; if you trust it, pass --arch {meta.arch} yourself"
+                "outside uncert and torchvision; if you have that class's code and trust it, name it yourself with "
+                "--arch MODULE:CLASS (or path/to/file.py:CLASS)"  # never echo the file's text as a command to run
             )
         chosen = canonical_arch(meta.arch)
         module = build_file_module(chosen, meta.arch_kwargs, str(source), user_kwargs=arch_kwargs)
