@@ -16,8 +16,7 @@ from uncert_cli.factors import open_posterior
 from uncert_cli.forward_check import check_model_runs
 from uncert_cli.posterior import TuneResult, grid_edges, predictives, tune_prior_marglik, tune_val_nll
 from uncert_cli.atomic import FileIdentity
-from uncert_cli.posterior.tuning import VAL_N_FACTORS, VAL_TAU_GRID
-from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE, WIDEST_TAU_GRID, tune_widest, validation_scores
+from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE, tune_widest, validation_scores
 from uncert_cli.progress import Progress, no_progress
 from uncert_cli.store import FactorFile, PriorSettings, check_factor_path, update_hyperparameters
 from uncert_cli.validation import HONESTY_RATIO, ValidationChoice
@@ -141,19 +140,14 @@ def tune_factor_file(
         if structure != "scalar":
             raise UserError(f"--objective {objective} searches a scalar prior; use --prior-structure scalar")
         generator = torch.Generator().manual_seed(seed)
-        examples = sum(int(x.shape[0]) for x, _ in batches)
         if objective == "widest":
             # Ritter et al.'s eq. 9 form, as `uncert ood` tunes: the same examples give the same choice.
             posterior = posterior.with_hyperparameters(prior_mode=WIDEST_PRIOR_MODE)
-            points = len(VAL_N_FACTORS) * len(WIDEST_TAU_GRID)
-            with progress(examples * points, f"tuning {predictive} ({points} grid points)") as advance:
-                result = tune_widest(posterior, batches, kind=predictive, tolerance=nll_tolerance, samples=samples,
-                                     generator=generator, on_examples=advance)
+            result = tune_widest(posterior, batches, kind=predictive, tolerance=nll_tolerance, samples=samples,
+                                 generator=generator, progress=progress)
         else:
-            points = len(VAL_N_FACTORS) * len(VAL_TAU_GRID)
-            with progress(examples * points, f"tuning {predictive} ({points} grid points)") as advance:
-                result = tune_val_nll(posterior, batches, kind=predictive, samples=samples, generator=generator,
-                                      on_examples=advance)
+            result = tune_val_nll(posterior, batches, kind=predictive, samples=samples, generator=generator,
+                                  progress=progress)
     after = PriorSettings(
         prior_precision=result.prior_precision,
         prior_mode=WIDEST_PRIOR_MODE if objective == "widest" else before.prior_mode,

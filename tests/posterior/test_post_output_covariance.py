@@ -320,3 +320,25 @@ def test_batch_norm_without_running_statistics_keeps_the_generic_path():
     model[1].running_mean = model[1].running_var = None
     post = LaplacePosterior(curv, model, prior_precision=1.0, n_data=10.0)
     assert not post.has_factored_outputs
+
+
+def test_score_grid_progress_counts_every_example_once_per_point(model, data):
+    """The grid search's bar is declared with the total it then reaches, whatever the grid."""
+    import contextlib
+
+    from uncert_cli.posterior.held_out import score_grid
+
+    post = LaplacePosterior(kfac_curvature(model, data, "classification"), model, prior_precision=1.0, n_data=20.0)
+    labels = torch.arange(data.shape[0]) % 3
+    batches = [(data[:16], labels[:16]), (data[16:], labels[16:])]
+    bars = []
+
+    @contextlib.contextmanager
+    def progress(total, description):
+        bars.append([total, 0])
+        yield lambda k: bars[-1].__setitem__(1, bars[-1][1] + k)
+
+    scored = score_grid(post, batches, kind="probit", n_grid=[10.0, 20.0], tau_grid=[0.1, 1.0, 10.0], samples=1,
+                        progress=progress)
+    assert [(n, tau) for n, tau, _ in scored] == [(10.0, 0.1), (10.0, 1.0), (10.0, 10.0), (20.0, 0.1), (20.0, 1.0), (20.0, 10.0)]
+    assert bars == [[6 * data.shape[0], 6 * data.shape[0]]]

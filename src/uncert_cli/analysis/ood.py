@@ -127,16 +127,14 @@ def tune_on_validation(
     if tau_grid is None:
         tau_grid = WIDEST_TAU_GRID if objective == "widest" else VAL_TAU_GRID
     grids = {"n_grid": [posterior.n_data * f for f in n_factors], "tau_grid": list(tau_grid)}
-    points = len(grids["n_grid"]) * len(grids["tau_grid"])
-    with progress(len(val_data) * points, f"tuning {kind} ({points} grid points)") as advance:
-        if objective == "widest":
-            result = tune_widest(base, batches, kind=kind, tolerance=nll_tolerance, samples=samples,
-                                 generator=_generator(seed), on_examples=advance, **grids)
-            map_nll = result.map_nll
-        else:
-            result = tune_val_nll(base, batches, kind=kind, samples=samples, generator=_generator(seed),
-                                  on_examples=advance, **grids)
-            map_nll = validation_scores(base, batches, kind="map", samples=1).nll
+    if objective == "widest":
+        result = tune_widest(base, batches, kind=kind, tolerance=nll_tolerance, samples=samples,
+                             generator=_generator(seed), progress=progress, **grids)
+        map_nll = result.map_nll
+    else:
+        result = tune_val_nll(base, batches, kind=kind, samples=samples, generator=_generator(seed),
+                              progress=progress, **grids)
+        map_nll = validation_scores(base, batches, kind="map", samples=1).nll
     tuned = result.apply(base)
     hp = current_hyperparameters(tuned, "tuned")
     hp.validation_nll = result.objective

@@ -17,6 +17,7 @@ from torch import Tensor
 from uncert_cli.errors import UserError
 from uncert_cli.likelihood import gaussian_nll
 from uncert_cli.posterior.laplace import LaplacePosterior
+from uncert_cli.progress import Progress, no_progress
 from uncert_cli.posterior.predictives import predict_many
 
 OnExamples = Callable[[int], None]
@@ -82,3 +83,26 @@ def _nll_and_entropy(task: str, out: Tensor | tuple[Tensor, Tensor], y: Tensor) 
     return gaussian_nll(mean, var, y), 0.5 * torch.log(2 * math.pi * math.e * var).sum(1)
 
 
+
+
+def score_grid(
+    posterior: LaplacePosterior,
+    val_batches: Sequence,
+    *,
+    kind: str,
+    n_grid: Sequence[float],
+    tau_grid: Sequence[float],
+    samples: int,
+    generator=None,
+    progress: Progress = no_progress,
+) -> list[tuple[float, float, ValidationScores]]:
+    """``(N, τ, scores)`` for every point of ``n_grid × tau_grid`` (N outer), one :func:`grid_scores` pass,
+    with a progress bar counting each example once per grid point. ``val_batches``: a list of ``(x, y)``."""
+    if not n_grid or not tau_grid:
+        raise UserError("n_grid and tau_grid must not be empty")
+    points = [(float(n), float(tau)) for n in n_grid for tau in tau_grid]
+    variants = [posterior.with_hyperparameters(n_data=n, prior_precision=tau) for n, tau in points]
+    examples = sum(int(x.shape[0]) for x, _ in val_batches)
+    with progress(examples * len(points), f"tuning {kind} ({len(points)} grid points)") as advance:
+        scores = grid_scores(variants, val_batches, kind=kind, samples=samples, generator=generator, on_examples=advance)
+    return [(n, tau, score) for (n, tau), score in zip(points, scores)]

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -22,7 +22,8 @@ from torch import Tensor
 
 from uncert_cli.errors import UserError
 from uncert_cli.posterior import marglik as _marglik
-from uncert_cli.posterior.held_out import grid_scores
+from uncert_cli.posterior.held_out import grid_scores, score_grid
+from uncert_cli.progress import Progress, no_progress
 from uncert_cli.posterior.laplace import LaplacePosterior
 from uncert_cli.posterior.structures import Structure as BlockStructure
 from uncert_cli.posterior import predictives
@@ -184,26 +185,23 @@ def tune_val_nll(
     tau_grid: Sequence[float] | None = None,
     samples: int = 100,
     generator=None,
-    on_examples: Callable[[int], None] | None = None,
+    progress: Progress = no_progress,
 ) -> TuneResult:
     """Grid search over ``(N, τ)`` (scalar τ) minimising the validation NLL (Ritter et al. 2018, §3.4).
 
-    ``val_batches`` must be re-iterable (a list or a DataLoader); ``n_grid`` defaults to
+    ``val_batches`` is a list of ``(x, y)``; ``n_grid`` defaults to
     :data:`VAL_N_FACTORS` × the current ``n_data``, ``tau_grid`` to :data:`VAL_TAU_GRID`. Sampled
-    predictives reuse the same normal draws for every grid point (common random numbers); ``on_examples(k)``
-    reports progress (``k`` examples predicted under one grid point).
+    predictives reuse the same normal draws for every grid point (common random numbers); ``progress`` draws
+    the search's bar.
     """
     predictives.get(kind)
     n_grid = [posterior.n_data * f for f in VAL_N_FACTORS] if n_grid is None else list(n_grid)
     tau_grid = list(VAL_TAU_GRID) if tau_grid is None else list(tau_grid)
-    if not n_grid or not tau_grid:
-        raise UserError("n_grid and tau_grid must not be empty")
-    points = [(float(n), float(tau)) for n in n_grid for tau in tau_grid]
-    variants = [posterior.with_hyperparameters(n_data=n, prior_precision=tau) for n, tau in points]
-    scores = grid_scores(variants, val_batches, kind=kind, samples=samples, generator=generator, on_examples=on_examples)
+    scored = score_grid(posterior, val_batches, kind=kind, n_grid=n_grid, tau_grid=tau_grid, samples=samples,
+                        generator=generator, progress=progress)
     history: list[dict] = []
     best: dict | None = None
-    for (n, tau), score in zip(points, scores):
+    for n, tau, score in scored:
         rec = {"n_data": n, "prior_precision": tau, "nll": score.nll}
         history.append(rec)
         if math.isfinite(score.nll) and (best is None or score.nll < best["nll"]):

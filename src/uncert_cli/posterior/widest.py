@@ -22,7 +22,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from uncert_cli.errors import UserError
-from uncert_cli.posterior.held_out import OnExamples, grid_scores, validation_scores
+from uncert_cli.posterior.held_out import score_grid, validation_scores
+from uncert_cli.progress import Progress, no_progress
 from uncert_cli.posterior.laplace import LaplacePosterior
 from uncert_cli.posterior import predictives
 from uncert_cli.posterior.tuning import VAL_N_FACTORS, TuneResult
@@ -70,12 +71,11 @@ def tune_widest(
     tau_grid: Sequence[float] | None = None,
     samples: int = 100,
     generator=None,
-    on_examples: OnExamples | None = None,
+    progress: Progress = no_progress,
 ) -> TuneResult:
     """Grid search over ``(N, τ)`` (scalar τ) for the widest admissible posterior (module docstring).
 
-    ``val_batches`` must be re-iterable; ``on_examples(k)`` reports progress (``k`` examples predicted under
-    one grid point). ``n_grid`` defaults to that of :func:`tune_val_nll`, ``tau_grid`` to
+    ``val_batches`` is a list of ``(x, y)``; ``progress`` draws the grid search's bar. ``n_grid`` defaults to that of :func:`tune_val_nll`, ``tau_grid`` to
     :data:`WIDEST_TAU_GRID`. The result's
     ``history`` holds ``{n_data, prior_precision, nll, entropy}`` per grid point; ``objective`` is the
     chosen point's NLL, ``map_nll`` the MAP's on the same examples, ``nll_limit`` the admissible bound.
@@ -86,14 +86,10 @@ def tune_widest(
     tolerance = check_tolerance(tolerance)
     n_grid = [posterior.n_data * f for f in VAL_N_FACTORS] if n_grid is None else list(n_grid)
     tau_grid = list(WIDEST_TAU_GRID) if tau_grid is None else list(tau_grid)
-    if not n_grid or not tau_grid:
-        raise UserError("n_grid and tau_grid must not be empty")
+    scored = score_grid(posterior, val_batches, kind=kind, n_grid=n_grid, tau_grid=tau_grid, samples=samples,
+                        generator=generator, progress=progress)
     map_scores = validation_scores(posterior, val_batches, kind="map", samples=1)
-    points = [(float(n), float(tau)) for n in n_grid for tau in tau_grid]
-    variants = [posterior.with_hyperparameters(n_data=n, prior_precision=tau) for n, tau in points]
-    scores = grid_scores(variants, val_batches, kind=kind, samples=samples, generator=generator, on_examples=on_examples)
-    history = [{"n_data": n, "prior_precision": tau, "nll": s.nll, "entropy": s.entropy}
-               for (n, tau), s in zip(points, scores)]
+    history = [{"n_data": n, "prior_precision": tau, "nll": s.nll, "entropy": s.entropy} for n, tau, s in scored]
     finite = [r["nll"] for r in history if math.isfinite(r["nll"])]
     reference = min([map_scores.nll, *finite])
     chosen = select_widest(history, reference, tolerance)
