@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from uncert_cli.model_state import eval_mode
+from uncert_cli.posterior.laplace import DEFAULT_SAMPLE_CHUNK  # re-exported for the old import path
 from uncert_cli.posterior.predictives import kinds, predict, predict_many
 from uncert_cli.posterior.predictives.base import linearised_logits, sampled_logits
 from uncert_cli.posterior.predictives.glm import covariance_root
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 #: The type of a predictive's name (a :class:`~uncert_cli.vocabulary.PredictiveKind` or its string).
 Predictive = PredictiveKind
 PREDICTIVES: tuple[str, ...] = kinds()
-DEFAULT_SAMPLE_CHUNK = 16
 
 
 def sampled_outputs(post: LaplacePosterior, x: Tensor, samples: int, generator) -> Tensor:
