@@ -67,9 +67,9 @@ def _root(
 
 def _register() -> None:
     # Imported here so that `uncert --help` stays the only place that lists every subcommand.
-    from uncert_cli.cli import attack, demo, fit, info, ood, prune, report, toy, track, tune
+    from uncert_cli.cli import attack, compare, demo, fit, info, ood, prune, report, toy, track, tune
 
-    for module in (info, fit, report, ood, attack, prune, track, tune, demo, toy):
+    for module in (info, fit, report, compare, ood, attack, prune, track, tune, demo, toy):
         module.register(app)
 
 

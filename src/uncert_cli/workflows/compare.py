@@ -1,0 +1,50 @@
+"""``uncert compare``'s library half: open two or more factor files of one checkpoint and compare them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from uncert_cli.analysis.compare import DEFAULT_FRACTION, PosteriorComparison, check_options, compare_posteriors
+from uncert_cli.errors import UserError
+from uncert_cli.factors import OpenedFactors, open_posterior
+from uncert_cli.store import read_provenance
+
+
+@dataclass
+class ComparedFiles:
+    opened: list[OpenedFactors]  # in the order given; the first is the reference
+    comparison: PosteriorComparison
+
+
+def check_same_checkpoint(paths: Sequence[Path]) -> None:
+    """Refuse files fitted on different weights, from their attributes alone (no arrays read).
+
+    Raises:
+        UserError: two files record different weight fingerprints.
+    """
+    first = read_provenance(paths[0])
+    for path in paths[1:]:
+        other = read_provenance(path)
+        if other["fingerprint"] != first["fingerprint"]:
+            raise UserError(
+                f"'{path}' was fitted on other weights than '{paths[0]}' (fingerprint {other['fingerprint'][:12]} "
+                f"vs {first['fingerprint'][:12]}, checkpoints '{other['checkpoint']}' and '{first['checkpoint']}'); "
+                "compare posteriors of one checkpoint"
+            )
+
+
+def compare_factor_files(paths: Sequence[Path], *, criterion: str = "snr", fraction: float = DEFAULT_FRACTION,
+                         device: torch.device | str = "cpu") -> ComparedFiles:
+    """Open each file with its own (possibly tuned) hyperparameters and compare the posteriors.
+
+    Arithmetic on the stored factors and weights only: a user's class is never imported.
+    """
+    check_options(len(paths), criterion, fraction)
+    check_same_checkpoint(paths)
+    opened = [open_posterior(p, device=device, runs_model=False) for p in paths]
+    comparison = compare_posteriors([o.posterior for o in opened], criterion=criterion, fraction=fraction)
+    return ComparedFiles(opened=opened, comparison=comparison)
