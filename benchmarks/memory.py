@@ -73,7 +73,7 @@ def run_case(case: str) -> dict:
 
     from uncert_cli.checkpoint import LoadedModel, ModelMeta
     from uncert_cli.data.arrays import dataset_from_arrays
-    from uncert_cli.fitting import FitOptions, check_memory, fit_to_file
+    from uncert_cli.workflows.fit import FitOptions, check_memory, fit_to_file
 
     torch.set_num_threads(2)
     model_name, method = CASES[case]

@@ -40,10 +40,10 @@ from _common import REPO, data_root  # noqa: E402
 
 from uncert_cli.analysis import metrics as M  # noqa: E402
 from uncert_cli.analysis import ood  # noqa: E402
-from uncert_cli.evaluation import AnalysisSettings, load_ood_set  # noqa: E402
+from uncert_cli.workflows.evaluate import AnalysisSettings, load_ood_set  # noqa: E402
 from uncert_cli.data import ArrayDataset, iter_batches  # noqa: E402
-from uncert_cli.factors import open_posterior  # noqa: E402
-from uncert_cli.inputs import load_model_data  # noqa: E402
+from uncert_cli.storage.opening import open_posterior  # noqa: E402
+from uncert_cli.workflows.inputs import load_model_data  # noqa: E402
 
 OOD_SETS = ("notmnist", "fashionmnist", "kmnist")
 Predict = Callable[[torch.Tensor], torch.Tensor]  # (B, ...) -> (B, C) probabilities
@@ -88,7 +88,7 @@ def _row(name: str, predict: Predict, evaluation: ArrayDataset, oods: dict[str, 
 def uncert_rows(factors: Path, evaluation, val, oods, samples: int, batch_size: int, tag: str,
                 with_mc: bool) -> list[dict]:
     """Every documented path of issue 13 on one checkpoint, all evaluated on the same examples."""
-    from uncert_cli.tuning import tune_factor_file
+    from uncert_cli.workflows.tune import tune_factor_file
 
     opened = open_posterior(factors)
     post = opened.posterior

@@ -25,8 +25,8 @@ from _common import data_root  # noqa: E402
 
 def main() -> None:
     from uncert_cli.data import iter_batches
-    from uncert_cli.factors import open_posterior
-    from uncert_cli.inputs import load_model_data
+    from uncert_cli.storage.opening import open_posterior
+    from uncert_cli.workflows.inputs import load_model_data
     from uncert_cli.posterior.held_out import grid_scores
     from uncert_cli.posterior.tuning import VAL_N_FACTORS
     from uncert_cli.posterior.widest import WIDEST_TAU_GRID

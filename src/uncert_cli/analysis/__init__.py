@@ -2,7 +2,11 @@
 
 * :mod:`.layer_stats` -- where the posterior variance lives, per layer (``uncert report``).
 * :mod:`.pruning` -- per-weight pruning scores, selection and evaluation (``uncert prune``).
-* :mod:`.tracking` -- layer statistics across the checkpoints of a training run (``uncert track``).
+* :mod:`.ood` -- detection and calibration of predictives on in- and out-of-distribution sets.
+* :mod:`.attack` -- fast-gradient-sign attacks through a predictive.
+* :mod:`.metrics` -- calibration and detection metrics on arrays.
+
+Nothing here fits a posterior or opens a file; :mod:`uncert_cli.workflows` does both and calls these.
 """
 
 from uncert_cli.analysis.layer_stats import (

@@ -29,8 +29,8 @@ from torch import Tensor
 
 from uncert_cli.analysis.ood import Hyperparameters
 from uncert_cli.data import ArrayDataset, iter_batches
-from uncert_cli.errors import UserError
-from uncert_cli.model_state import has_dropout
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.model_state import has_dropout
 from uncert_cli.posterior import LaplacePosterior, predictives
 
 ATTACK_KINDS = predictives.kinds(lambda p: p.attackable)

@@ -35,7 +35,7 @@ from scipy.stats import spearmanr
 from torch import Tensor
 
 from uncert_cli.analysis.pruning import CRITERIA, score_weights
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 from uncert_cli.posterior import LaplacePosterior
 
 DEFAULT_FRACTION = 0.1  # share of a layer's weights in the compared pruning candidates

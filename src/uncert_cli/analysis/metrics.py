@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 ECE_BINS = 15
 _TINY = np.finfo(np.float64).tiny

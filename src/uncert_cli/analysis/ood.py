@@ -23,12 +23,12 @@ import torch
 
 from uncert_cli.analysis import metrics as M
 from uncert_cli.data import ArrayDataset, iter_batches
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 from uncert_cli.posterior import LaplacePosterior, predictives, tune_val_nll
 from uncert_cli.posterior.tuning import VAL_N_FACTORS, VAL_TAU_GRID
-from uncert_cli.progress import Progress, no_progress
+from uncert_cli.core.progress import Progress, no_progress
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE, WIDEST_TAU_GRID, tune_widest, validation_scores
-from uncert_cli.vocabulary import HeldOutObjective
+from uncert_cli.core.vocabulary import HeldOutObjective
 
 OnBatch = Callable[[int], None]
 LAPLACE_KINDS = predictives.kinds(lambda p: p.uses_laplace)

@@ -28,9 +28,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from uncert_cli.errors import UserError
-from uncert_cli.likelihood import categorical_nll_sum, gaussian_nll_sum, regression_residual
-from uncert_cli.model_state import model_state
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.likelihood import categorical_nll_sum, gaussian_nll_sum, regression_residual
+from uncert_cli.core.model_state import model_state
 from uncert_cli.posterior import LaplacePosterior
 
 CRITERIA: tuple[str, ...] = ("snr", "variance-ratio", "obd", "magnitude")

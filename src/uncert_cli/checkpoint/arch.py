@@ -27,7 +27,7 @@ from typing import Any, Callable
 from torch import nn
 
 from uncert_cli.checkpoint.timm_arch import timm_builder, timm_lists
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 __all__ = ["build_module", "build_file_module", "parse_arch_kwargs", "canonical_arch", "is_builtin_arch"]
 

@@ -23,7 +23,7 @@ from typing import Any
 from torch import nn
 
 from uncert_cli.checkpoint.meta import ModelMeta
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 __all__ = ["is_hf_folder", "read_hf_folder", "hf_module_from_meta", "is_hf_arch", "HF_PREFIX", "HF_MISSING"]
 

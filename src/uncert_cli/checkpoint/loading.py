@@ -32,9 +32,9 @@ from uncert_cli.checkpoint.state import (
     unwrap_checkpoint,
     weights_fingerprint,
 )
-from uncert_cli.atomic import write_bytes
-from uncert_cli.errors import UserError
-from uncert_cli.input_files import check_input_file
+from uncert_cli.core.atomic import write_bytes
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.input_files import check_input_file
 
 __all__ = ["LoadedModel", "load_model", "save_model"]
 
@@ -329,7 +329,7 @@ def save_model(module: nn.Module, meta: ModelMeta, path: str | os.PathLike[str])
     The file is written next to the target and renamed over it, so a crash never leaves a
     half-written model where a good one was.
     """
-    from safetensors.torch import save  # bytes in memory: only Python I/O meets the disk (uncert_cli.atomic)
+    from safetensors.torch import save  # bytes in memory: only Python I/O meets the disk (uncert_cli.core.atomic)
 
     target = Path(path).expanduser()
     if target.suffix.lower() != ".safetensors":

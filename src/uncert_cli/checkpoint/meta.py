@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from uncert_cli.checkpoint.outputs import check_output_choice
-from uncert_cli.errors import UserError
-from uncert_cli.vocabulary import Task
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.vocabulary import Task
 
 __all__ = ["ModelMeta", "HEADER_KEY", "TASKS"]
 

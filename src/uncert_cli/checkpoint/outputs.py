@@ -26,7 +26,7 @@ from typing import Any, Union
 
 from torch import Tensor, nn
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 __all__ = ["OutputChoice", "OutputSelector", "parse_output_choice", "check_output_choice", "pick_output",
            "select_output", "output_selector", "recorded_output", "PREFERRED_NAME"]

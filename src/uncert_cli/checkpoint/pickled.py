@@ -14,7 +14,7 @@ from dataclasses import replace
 from uncert_cli.checkpoint.arch import build_module, is_builtin_arch
 from uncert_cli.checkpoint.loading import LoadedModel
 from uncert_cli.checkpoint.state import weights_fingerprint
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 __all__ = ["record_pickled_arch"]
 

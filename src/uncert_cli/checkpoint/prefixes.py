@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from torch import Tensor
 
 from uncert_cli.checkpoint.state import align_keys
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 __all__ = ["network_entries", "strip_given_prefix"]
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 __all__ = [
     "weights_fingerprint",

@@ -17,7 +17,7 @@ from collections.abc import Collection, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 __all__ = ["StoredModule", "module_from_weights", "module_kind", "module_kinds", "NEEDS_ARCH"]
 

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 __all__ = ["timm_builder", "timm_lists", "TIMM_MISSING"]
 

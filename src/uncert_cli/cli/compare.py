@@ -10,11 +10,11 @@ import typer
 from uncert_cli.analysis.compare import DEFAULT_FRACTION
 from uncert_cli.cli import options as o
 from uncert_cli.cli.prune import CriterionChoice
-from uncert_cli.device import resolve_device
+from uncert_cli.core.device import resolve_device
 from uncert_cli.render.compare import compare_document, file_section, print_compare, write_compare_pngs
 from uncert_cli.render.console import print_json
 from uncert_cli.render.plots_report import png_directory
-from uncert_cli.store import read_provenance
+from uncert_cli.storage.factor_file import read_provenance
 from uncert_cli.workflows.compare import compare_factor_files
 
 

@@ -10,23 +10,23 @@ from typing import Annotated, Optional
 
 import typer
 
-from uncert_cli.atomic import check_free_space, check_output_path
+from uncert_cli.core.atomic import check_free_space, check_output_path
 from uncert_cli.cli import options as o
-from uncert_cli.device import resolve_device, resolve_dtype
-from uncert_cli.errors import UserError
-from uncert_cli.distributed import init_from_environment, shutdown
-from uncert_cli.fitting import FitOptions, check_memory, expected_file_bytes, fit_to_file
-from uncert_cli.inputs import (
+from uncert_cli.core.device import resolve_device, resolve_dtype
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.distributed import init_from_environment, shutdown
+from uncert_cli.workflows.fit import FitOptions, check_memory, expected_file_bytes, fit_to_file
+from uncert_cli.workflows.inputs import (
     load_checkpoint_model, load_model_data, parse_input_shape, recorded_conversion, with_conversion, with_normalization,
 )
-from uncert_cli.memory import parse_size
+from uncert_cli.core.memory import parse_size
 from uncert_cli.checkpoint.pickled import record_pickled_arch
 from uncert_cli.curvature.plain_kernels import needs_plain_kernels
-from uncert_cli.fit_memory import describe
+from uncert_cli.workflows.fit_memory import describe
 from uncert_cli.render.console import log, print_json, progress_bar
 from uncert_cli.render.fit import fit_summary, log_coverage_notes, print_fit_summary
-from uncert_cli.store import PriorSettings
-from uncert_cli.vocabulary import FisherType, Method, PriorMode, Task
+from uncert_cli.storage.factor_file import PriorSettings
+from uncert_cli.core.vocabulary import FisherType, Method, PriorMode, Task
 
 
 # Fits predicted to peak above this announce the prediction even when stderr is not a terminal.

@@ -1,6 +1,6 @@
 """Library parameter names as the running command's flags (``mc_samples`` → ``--mc-samples``).
 
-A :class:`~uncert_cli.errors.UserError` names the library parameter it is about; only the CLI
+A :class:`~uncert_cli.core.errors.UserError` names the library parameter it is about; only the CLI
 knows which command runs and what that command calls the parameter, so the translation lives here.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 # Library keyword arguments whose command-line option has another name.
 ALIASES = {

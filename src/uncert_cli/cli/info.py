@@ -10,7 +10,7 @@ import typer
 
 from uncert_cli.checkpoint import describe_layers
 from uncert_cli.cli import options as o
-from uncert_cli.inputs import load_checkpoint_model
+from uncert_cli.workflows.inputs import load_checkpoint_model
 from uncert_cli.render.console import print_json
 from uncert_cli.render.info import model_summary, print_model_summary
 
@@ -29,7 +29,7 @@ def info(
 ) -> None:
     """Show the layers, parameter counts, input shape and curvature structure of a model."""
     if checkpoint.exists() and h5py.is_hdf5(checkpoint):
-        from uncert_cli.factors import open_factor_model
+        from uncert_cli.storage.opening import open_factor_model
 
         loaded = open_factor_model(checkpoint, arch=arch, arch_kwargs=arch_kwargs)
     else:

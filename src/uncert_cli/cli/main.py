@@ -30,11 +30,11 @@ try:  # the slow imports (typer here, torch in _register): Ctrl-C meanwhile is o
 except KeyboardInterrupt:
     exit_interrupted_during_startup()
 
-from uncert_cli import file_session
+from uncert_cli.core import file_session
 from uncert_cli.cli.flags import is_out_of_memory, out_of_memory_message, render_for_command, running_command
 from uncert_cli.cli.validate import check_number_options
-from uncert_cli.errors import UserError
-from uncert_cli.slow_path import SlowPathWarning
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.slow_path import SlowPathWarning
 
 app = typer.Typer(
     name="uncert",

@@ -10,13 +10,13 @@ import typer
 from uncert_cli.cli import options as o
 from uncert_cli.cli.html_output import Html, figure_folder, finish_html
 from uncert_cli.render.html import check_html_path, ood_page
-from uncert_cli.store import read_provenance
-from uncert_cli.device import resolve_device
-from uncert_cli.evaluation import AnalysisSettings, parse_predictives, run_ood
+from uncert_cli.storage.factor_file import read_provenance
+from uncert_cli.core.device import resolve_device
+from uncert_cli.workflows.evaluate import AnalysisSettings, parse_predictives, run_ood
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
 from uncert_cli.render.console import log, print_json, progress_bar
 from uncert_cli.render.ood import ood_document, print_ood
-from uncert_cli.vocabulary import HeldOutObjective
+from uncert_cli.core.vocabulary import HeldOutObjective
 
 Predictives = Annotated[
     Optional[str],

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from uncert_cli.data import ImageConversion, parse_size
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 
 class DeviceChoice(str, Enum):

@@ -17,17 +17,17 @@ from uncert_cli.analysis.pruning import (
     score_weights,
     select,
 )
-from uncert_cli import file_session
-from uncert_cli.atomic import check_output_path
+from uncert_cli.core import file_session
+from uncert_cli.core.atomic import check_output_path
 from uncert_cli.checkpoint import save_model
 from uncert_cli.cli import options as o
 from uncert_cli.cli.html_output import Html
 from uncert_cli.render.html import check_html_path, prune_page, write_html
-from uncert_cli.device import resolve_device
+from uncert_cli.core.device import resolve_device
 from uncert_cli.data import iter_batches
-from uncert_cli.errors import UserError
-from uncert_cli.factors import open_posterior
-from uncert_cli.inputs import load_model_data
+from uncert_cli.core.errors import UserError
+from uncert_cli.storage.opening import open_posterior
+from uncert_cli.workflows.inputs import load_model_data
 from uncert_cli.render.console import log, print_json, progress_bar
 from uncert_cli.render.plots_report import png_directory, write_prune_png
 from uncert_cli.render.prune import (
@@ -38,7 +38,7 @@ from uncert_cli.render.prune import (
     selection_section,
 )
 from uncert_cli.render.report import prior_section
-from uncert_cli.store import check_factor_path, read_provenance
+from uncert_cli.storage.factor_file import check_factor_path, read_provenance
 
 DEFAULT_FRACTIONS = "0.1,0.3,0.5,0.7,0.9"
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from uncert_cli.analysis.tracking import (
+from uncert_cli.workflows.track import (
     TrackResult,
     check_same_architecture,
     check_same_layers,
@@ -17,11 +17,11 @@ from uncert_cli.analysis.tracking import (
 from uncert_cli.cli import options as o
 from uncert_cli.cli.html_output import Html, figure_folder, finish_html
 from uncert_cli.render.html import check_html_path, track_page
-from uncert_cli.vocabulary import Method
-from uncert_cli.device import resolve_device
-from uncert_cli.errors import UserError
-from uncert_cli.fitting import FitOptions
-from uncert_cli.inputs import load_checkpoint_model, load_model_data
+from uncert_cli.core.vocabulary import Method
+from uncert_cli.core.device import resolve_device
+from uncert_cli.core.errors import UserError
+from uncert_cli.workflows.fit import FitOptions
+from uncert_cli.workflows.inputs import load_checkpoint_model, load_model_data
 from uncert_cli.render.console import log, print_json, progress_bar
 from uncert_cli.render.plots_report import png_directory, write_track_png
 from uncert_cli.render.report import print_track, track_document

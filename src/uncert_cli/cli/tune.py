@@ -10,14 +10,14 @@ import typer
 from rich.table import Table
 
 from uncert_cli.cli import options as o
-from uncert_cli.device import resolve_device
-from uncert_cli.errors import UserError
+from uncert_cli.core.device import resolve_device
+from uncert_cli.core.errors import UserError
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
-from uncert_cli.inputs import load_model_data
+from uncert_cli.workflows.inputs import load_model_data
 from uncert_cli.render.console import log, print_json, progress_bar, stdout
-from uncert_cli.tuning import tune_factor_file
-from uncert_cli.validation import ValidationChoice, has_val_split, load_held_out, resolve_val_from
-from uncert_cli.vocabulary import Objective, PriorStructure, TunePredictive
+from uncert_cli.workflows.tune import tune_factor_file
+from uncert_cli.workflows.validation import ValidationChoice, has_val_split, load_held_out, resolve_val_from
+from uncert_cli.core.vocabulary import Objective, PriorStructure, TunePredictive
 
 
 def tune(

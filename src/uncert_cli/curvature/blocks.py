@@ -22,7 +22,7 @@ from typing import ClassVar
 import torch
 
 from uncert_cli.curvature.eigen import NonFiniteFactorError, robust_eigh
-from uncert_cli.vocabulary import FisherType, Method, Task
+from uncert_cli.core.vocabulary import FisherType, Method, Task
 
 
 

@@ -28,7 +28,7 @@ from uncert_cli.curvature.blocks import DiagonalBlock
 from uncert_cli.curvature.hooks import Call, Capture, find_batch_dim
 from uncert_cli.curvature.kronecker import per_example_rows
 from uncert_cli.curvature.subset import Unit
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 # Bound on the elements of one per-example-gradient chunk (512 MiB in float64).
 CHUNK_ELEMENTS = 2**26

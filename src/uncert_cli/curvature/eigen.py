@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 JITTERS = (1e-12, 1e-9, 1e-6)  # relative to trace/n of the rescaled matrix
 

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from uncert_cli.curvature.subset import Unit
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 
 @dataclass

@@ -30,7 +30,7 @@ from uncert_cli.curvature.blocks import KroneckerBlock
 from uncert_cli.curvature.gram import gram_lower_, mirror_lower_
 from uncert_cli.curvature.hooks import find_batch_dim
 from uncert_cli.curvature.subset import Unit, conv_padding
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 
 # Up to this many patch entries per position, patches come from a convolution with an identity

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from uncert_cli.vocabulary import FisherType, Task
+from uncert_cli.core.vocabulary import FisherType, Task
 
 
 def num_backward_vectors(fisher_type: FisherType, task: Task, num_outputs: int, mc_samples: int) -> int:

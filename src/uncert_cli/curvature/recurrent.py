@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 __all__ = ["recurrent_forward"]
 

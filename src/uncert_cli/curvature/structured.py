@@ -36,10 +36,10 @@ from uncert_cli.curvature.engine import compute_curvature
 from uncert_cli.curvature.ggn_products import BatchSource, GGNProducts
 from uncert_cli.curvature.lowrank import top_eigenpairs
 from uncert_cli.curvature.plain_kernels import plain_kernels
-from uncert_cli.model_state import model_state
-from uncert_cli.vocabulary import FisherType, Method, Task
+from uncert_cli.core.model_state import model_state
+from uncert_cli.core.vocabulary import FisherType, Method, Task
 from uncert_cli.curvature.subset import Unit, select_units
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 STRUCTURED_METHODS = (Method.full, Method.lowrank, Method.ekfac, Method.kfac_diag)
 FULL_MAX_BYTES = 2 << 30  # default cap on the dense GGN (float64 P x P) without --max-memory
@@ -69,7 +69,7 @@ def check_full_size(num_params: int, max_bytes: int | None) -> None:
     limit = FULL_MAX_BYTES if max_bytes is None else max_bytes
     need = full_bytes(num_params)
     if need > limit:
-        from uncert_cli.memory import format_size
+        from uncert_cli.core.memory import format_size
 
         raise UserError(
             f"{{method}} full needs the dense {num_params:,} x {num_params:,} GGN and its eigenvectors "

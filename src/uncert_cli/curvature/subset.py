@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 Structure = Literal["kronecker", "diagonal"]
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 
 from uncert_cli.data.dataset import ArrayDataset, is_token_ids, to_float
-from uncert_cli.errors import UserError
-from uncert_cli.vocabulary import Task
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.vocabulary import Task
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -31,7 +31,7 @@ def _as_image_shape(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
 def _conversion_hint(data_shape: tuple[int, ...], model_shape: tuple[int, ...], convertible: bool) -> str:
     """What to do when the per-example element counts differ, e.g. ``use --grayscale --resize 28,28``
     (only where the command has those options: ``convertible``; every command that loads data through
-    :func:`uncert_cli.inputs.load_model_data` has them)."""
+    :func:`uncert_cli.workflows.inputs.load_model_data` has them)."""
     data_image, model_image = _as_image_shape(data_shape), _as_image_shape(model_shape)
     if data_image is None or model_image is None or not convertible:
         return "pick the dataset (or the file) this model was trained on"

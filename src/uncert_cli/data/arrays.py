@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from uncert_cli.data.dataset import ArrayDataset
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 _CHANNEL_COUNTS = (1, 3, 4)
 

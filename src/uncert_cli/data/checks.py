@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 # Counts beyond 32-bit range mean nothing here and overflow index arithmetic downstream
 # (the same bound as the CLI's option check, uncert_cli.cli.validate.INT_LIMIT).

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from uncert_cli.vocabulary import Task
+from uncert_cli.core.vocabulary import Task
 
 TASKS: tuple[str, ...] = Task.choices()
 

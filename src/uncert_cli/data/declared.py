@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from uncert_cli.errors import UserError
-from uncert_cli.memory import available_memory_bytes, format_size
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.memory import available_memory_bytes, format_size
 
 
 def check_declared_size(shape: tuple[int, ...], itemsize: int, limit: int | None, source: str) -> None:

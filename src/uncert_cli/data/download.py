@@ -6,7 +6,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 
 def download_with_torchvision(dataset: str, target_dir: Path, fetch: Callable[[], object]) -> None:

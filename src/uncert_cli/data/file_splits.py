@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from uncert_cli.data.files import DEFAULT_KEY_PAIRS, HDF5_SUFFIXES, NPZ_SUFFIXES, FileSpec
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 

@@ -25,8 +25,8 @@ from uncert_cli.data.arrays import dataset_from_arrays
 from uncert_cli.data.declared import check_declared_size, check_npz_member
 from uncert_cli.data.dataset import ArrayDataset
 from uncert_cli.data.image_folder import load_image_folder
-from uncert_cli.errors import UserError
-from uncert_cli.input_files import check_input_file
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.input_files import check_input_file
 
 NPZ_SUFFIXES = (".npz",)
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")

@@ -13,8 +13,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from uncert_cli.errors import UserError
-from uncert_cli.input_files import check_input_file
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.input_files import check_input_file
 
 # Type codes of the idx format -> numpy dtype (multi-byte types are big-endian).
 _IDX_DTYPES: dict[int, np.dtype] = {

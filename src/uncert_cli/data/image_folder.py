@@ -9,7 +9,7 @@ import numpy as np
 
 from uncert_cli.data.arrays import dataset_from_arrays
 from uncert_cli.data.dataset import ArrayDataset
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
 # PIL modes that carry no colour; everything else is converted to RGB.

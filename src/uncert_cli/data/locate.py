@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 # A "file set" maps a role ("images", "labels") to the names that file may have, in order of preference.
 FileSet = Mapping[str, Sequence[str]]

@@ -19,8 +19,8 @@ from uncert_cli.data.download import download_with_torchvision
 from uncert_cli.data.idx import read_idx
 from uncert_cli.data.locate import FileSet, find_file_set, missing_files_error
 from uncert_cli.data.request import LoadRequest
-from uncert_cli.errors import UserError
-from uncert_cli.input_files import check_input_file
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.input_files import check_input_file
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 # Commonly used training-set statistics, on inputs scaled to [0, 1].
 NORMALIZE_PRESETS: dict[str, tuple[list[float], list[float]]] = {

@@ -15,7 +15,7 @@ from uncert_cli.data.notmnist import load_notmnist
 from uncert_cli.data.request import LoadRequest, Loader
 from uncert_cli.data.root import data_root
 from uncert_cli.data.torchvision_sets import load_cifar10, load_cifar100, load_svhn
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 # name -> loader. Built-ins read files under the data root; the last three need no files.
 REGISTRY: dict[str, Loader] = {

@@ -20,7 +20,7 @@ from uncert_cli.data.dataset import ArrayDataset
 from uncert_cli.data.download import download_with_torchvision
 from uncert_cli.data.locate import FileSet, find_folder, missing_files_error
 from uncert_cli.data.request import LoadRequest
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 
 def _require_train_or_test(request: LoadRequest) -> None:

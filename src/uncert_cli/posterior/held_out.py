@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from uncert_cli.errors import UserError
-from uncert_cli.likelihood import gaussian_nll
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.likelihood import gaussian_nll
 from uncert_cli.posterior.laplace import LaplacePosterior
-from uncert_cli.progress import Progress, no_progress
+from uncert_cli.core.progress import Progress, no_progress
 from uncert_cli.posterior.predictives import predict_many
 
 OnExamples = Callable[[int], None]

@@ -29,16 +29,16 @@ import torch
 from torch import Tensor, nn
 
 from uncert_cli.curvature.blocks import Curvature
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 from uncert_cli.posterior import marginals as _marginals
 from uncert_cli.posterior import marglik as _marglik
 from uncert_cli.posterior import output_covariance as _outcov
 from uncert_cli.posterior import predictives as _predictives
 from uncert_cli.posterior.structures import Structure, structure_for
-from uncert_cli.model_state import eval_mode
+from uncert_cli.core.model_state import eval_mode
 from uncert_cli.posterior.predictives.base import Prediction, over_sample_chunks
 from uncert_cli.posterior.sampling import SampleCache, draw_deviations
-from uncert_cli.vocabulary import PredictiveKind, PriorMode
+from uncert_cli.core.vocabulary import PredictiveKind, PriorMode
 
 PriorPrecision = Union[float, Mapping[str, float]]
 DEFAULT_KEY = "*"  # in a prior_precision mapping: the value for modules not named explicitly

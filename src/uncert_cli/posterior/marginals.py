@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 from uncert_cli.posterior.structures import Structure
 
 DEFAULT_MAX_ELEMENTS = 1 << 24  # numbers per Jacobian chunk (128 MiB in float64)

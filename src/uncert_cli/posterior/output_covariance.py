@@ -29,8 +29,8 @@ from torch import Tensor, nn
 from uncert_cli.curvature.hooks import Capture, backprop_vectors
 from uncert_cli.curvature.kronecker import conv_patches, per_example_rows
 from uncert_cli.curvature.subset import Unit, conv_padding, select_units
-from uncert_cli.model_state import model_state
-from uncert_cli.slow_path import announce_slow_path, vmap_unsupported
+from uncert_cli.core.model_state import model_state
+from uncert_cli.core.slow_path import announce_slow_path, vmap_unsupported
 from uncert_cli.posterior.structures import Structure
 
 # Bound on B·C·O·I' numbers of the rotated per-example Jacobian formed for multi-position units.

@@ -20,14 +20,14 @@ from typing import Union
 import torch
 from torch import Tensor
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 from uncert_cli.posterior import marglik as _marglik
 from uncert_cli.posterior.held_out import grid_scores, score_grid
-from uncert_cli.progress import Progress, no_progress
+from uncert_cli.core.progress import Progress, no_progress
 from uncert_cli.posterior.laplace import LaplacePosterior
 from uncert_cli.posterior.structures import Structure as BlockStructure
 from uncert_cli.posterior import predictives
-from uncert_cli.vocabulary import PriorStructure
+from uncert_cli.core.vocabulary import PriorStructure
 
 _INIT_GRID = torch.logspace(-6, 6, 49, dtype=torch.float64)
 

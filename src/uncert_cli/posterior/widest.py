@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 from uncert_cli.posterior.held_out import score_grid, validation_scores
-from uncert_cli.progress import Progress, no_progress
+from uncert_cli.core.progress import Progress, no_progress
 from uncert_cli.posterior.laplace import LaplacePosterior
 from uncert_cli.posterior import predictives
 from uncert_cli.posterior.tuning import VAL_N_FACTORS, TuneResult

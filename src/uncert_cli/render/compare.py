@@ -14,7 +14,7 @@ from matplotlib.ticker import NullFormatter
 from rich.table import Table
 
 from uncert_cli.analysis.compare import PosteriorComparison
-from uncert_cli.atomic import in_memory_output
+from uncert_cli.core.atomic import in_memory_output
 from uncert_cli.render import palette
 from uncert_cli.render.console import stdout
 from uncert_cli.render.layer_groups import top_layers

@@ -10,8 +10,8 @@ from torch import nn
 
 from uncert_cli.data import ImageConversion
 from uncert_cli.curvature.subset import frozen_parameters, select_units
-from uncert_cli.fitting import FitOptions, FitResult
-from uncert_cli.memory import format_size
+from uncert_cli.workflows.fit import FitOptions, FitResult
+from uncert_cli.core.memory import format_size
 from uncert_cli.render.console import log, stdout
 
 

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 from uncert_cli.analysis.attack import AttackReport  # noqa: E402
 from uncert_cli.analysis.ood import OODReport  # noqa: E402
-from uncert_cli.atomic import in_memory_output, make_output_directory  # noqa: E402
+from uncert_cli.core.atomic import in_memory_output, make_output_directory  # noqa: E402
 from uncert_cli.render.palette import BLUE, PREDICTIVE_COLORS, PREDICTIVE_STYLES, SERIES, VERMILLION  # noqa: E402
 
 COLORS = PREDICTIVE_COLORS

@@ -19,8 +19,8 @@ from mpl_toolkits.axes_grid1 import make_axes_locatable
 
 from uncert_cli.analysis.layer_stats import LayerDetail, UncertaintyReport
 from uncert_cli.analysis.pruning import BASELINE, PruneEvaluation
-from uncert_cli.analysis.tracking import TrackResult
-from uncert_cli.atomic import in_memory_output, make_output_directory
+from uncert_cli.workflows.track import TrackResult
+from uncert_cli.core.atomic import in_memory_output, make_output_directory
 from uncert_cli.render import palette
 from uncert_cli.render.layer_groups import group_layers, top_layers
 

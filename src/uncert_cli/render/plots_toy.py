@@ -13,8 +13,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from uncert_cli.analysis.toy import ToyCurve, ToyResult
-from uncert_cli.atomic import in_memory_output
+from uncert_cli.workflows.toy import ToyCurve, ToyResult
+from uncert_cli.core.atomic import in_memory_output
 from uncert_cli.render.palette import VERMILLION
 
 _DPI = 110

@@ -14,7 +14,7 @@ from uncert_cli.curvature.methods.engine_methods import DiagMethod, KFACMethod
 from uncert_cli.curvature.methods.full import FullMethod
 from uncert_cli.curvature.methods.kfac_diag import KFACDiagMethod
 from uncert_cli.curvature.methods.lowrank import LowRankMethod
-from uncert_cli.vocabulary import Method
+from uncert_cli.core.vocabulary import Method
 
 METHODS: dict[Method, CurvatureMethod] = {
     method.name: method

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from uncert_cli.curvature.blocks import Curvature
-from uncert_cli.vocabulary import FisherType, Method, Task
+from uncert_cli.core.vocabulary import FisherType, Method, Task
 from uncert_cli.curvature.subset import Unit, select_units
 
 # What a fit adds beyond its tensors: allocator arenas, worker-thread stacks, small temporaries

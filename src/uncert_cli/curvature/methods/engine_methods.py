@@ -14,7 +14,7 @@ from uncert_cli.curvature.methods.base import (
     kronecker_sizes,
 )
 from uncert_cli.curvature.subset import Unit
-from uncert_cli.vocabulary import Method
+from uncert_cli.core.vocabulary import Method
 
 
 class _EngineMethod(CurvatureMethod):

@@ -9,7 +9,7 @@ from uncert_cli.curvature.methods.base import eigh_working_bytes
 from uncert_cli.curvature.methods.structured_base import StructuredMethod
 from uncert_cli.curvature.structured import check_full_size, full_bytes
 from uncert_cli.curvature.subset import Unit
-from uncert_cli.vocabulary import Method
+from uncert_cli.core.vocabulary import Method
 
 
 class FullMethod(StructuredMethod):

@@ -6,7 +6,7 @@ from torch import nn
 
 from uncert_cli.curvature.methods.structured_base import StructuredMethod, rank_or_default
 from uncert_cli.curvature.subset import Unit
-from uncert_cli.vocabulary import Method
+from uncert_cli.core.vocabulary import Method
 
 
 class LowRankMethod(StructuredMethod):

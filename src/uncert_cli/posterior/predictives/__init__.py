@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING
 from torch import Tensor
 
 from uncert_cli.curvature.plain_kernels import plain_kernels
-from uncert_cli.errors import UserError
-from uncert_cli.model_state import eval_mode
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.model_state import eval_mode
 from uncert_cli.posterior.predictives.base import Draws, Prediction, Predictive
 from uncert_cli.posterior.predictives.dropout import DropoutPredictive
 from uncert_cli.posterior.predictives.glm import GlmPredictive
 from uncert_cli.posterior.predictives.map import MapPredictive
 from uncert_cli.posterior.predictives.mc import MonteCarloPredictive
 from uncert_cli.posterior.predictives.probit import ProbitPredictive
-from uncert_cli.vocabulary import PredictiveKind
+from uncert_cli.core.vocabulary import PredictiveKind
 
 if TYPE_CHECKING:
     from uncert_cli.posterior.laplace import LaplacePosterior

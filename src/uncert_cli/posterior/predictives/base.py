@@ -24,11 +24,11 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, jvp, vmap
 
-from uncert_cli.errors import UserError
-from uncert_cli.model_state import eval_mode, has_dropout
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.model_state import eval_mode, has_dropout
 from uncert_cli.posterior.sampling import DEFAULT_SEED
-from uncert_cli.slow_path import announce_slow_path, vmap_unsupported
-from uncert_cli.vocabulary import PredictiveKind
+from uncert_cli.core.slow_path import announce_slow_path, vmap_unsupported
+from uncert_cli.core.vocabulary import PredictiveKind
 
 if TYPE_CHECKING:
     from uncert_cli.posterior.laplace import LaplacePosterior

@@ -8,7 +8,7 @@ from torch import Tensor
 from uncert_cli.posterior.predictives.base import (
     Draws, Prediction, Predictive, dropout_logits, reduce_samples, seed_of,
 )
-from uncert_cli.vocabulary import PredictiveKind
+from uncert_cli.core.vocabulary import PredictiveKind
 
 
 class DropoutPredictive(Predictive):

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from uncert_cli.posterior.predictives.base import Draws, Prediction, check_samples, linearised_logits, seed_of
 from uncert_cli.posterior.predictives.linearised import LinearisedPredictive
-from uncert_cli.vocabulary import PredictiveKind
+from uncert_cli.core.vocabulary import PredictiveKind
 
 
 class GlmPredictive(LinearisedPredictive):

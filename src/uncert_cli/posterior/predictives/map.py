@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from uncert_cli.posterior.predictives.base import Draws, Prediction, Predictive, flat
-from uncert_cli.vocabulary import PredictiveKind
+from uncert_cli.core.vocabulary import PredictiveKind
 
 
 class MapPredictive(Predictive):

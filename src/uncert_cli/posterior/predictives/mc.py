@@ -8,7 +8,7 @@ from torch import Tensor
 from uncert_cli.posterior.predictives.base import (
     Draws, Prediction, Predictive, check_samples, reduce_samples, sampled_logits,
 )
-from uncert_cli.vocabulary import PredictiveKind
+from uncert_cli.core.vocabulary import PredictiveKind
 
 
 class MonteCarloPredictive(Predictive):

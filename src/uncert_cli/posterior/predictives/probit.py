@@ -10,7 +10,7 @@ from torch import Tensor
 
 from uncert_cli.posterior.predictives.base import Prediction
 from uncert_cli.posterior.predictives.linearised import LinearisedPredictive
-from uncert_cli.vocabulary import PredictiveKind
+from uncert_cli.core.vocabulary import PredictiveKind
 
 
 class ProbitPredictive(LinearisedPredictive):

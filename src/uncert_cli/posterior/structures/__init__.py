@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 from uncert_cli.posterior.structures.base import PRIOR_MODES, PriorMode, Scalar, Structure
 from uncert_cli.posterior.structures.dense import DenseStructure
 from uncert_cli.posterior.structures.diagonal import DiagonalStructure

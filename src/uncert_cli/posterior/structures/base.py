@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 from uncert_cli.curvature.blocks import KroneckerEigen
-from uncert_cli.errors import UserError
-from uncert_cli.vocabulary import PriorMode
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.vocabulary import PriorMode
 
 PRIOR_MODES: tuple[str, ...] = PriorMode.choices()
 Scalar = Union[float, Tensor]

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 from uncert_cli.posterior.structures.base import FlatPacked, PriorMode, Scalar, Structure, float64
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from uncert_cli.curvature.blocks import KroneckerEigen
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 from uncert_cli.posterior.structures.base import (
     PriorMode,
     Scalar,

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 from uncert_cli.posterior.structures.base import (
     FlatPacked,
     PriorMode,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from uncert_cli.atomic import check_output_path, write_bytes
-from uncert_cli.errors import UserError
+from uncert_cli.core.atomic import check_output_path, write_bytes
+from uncert_cli.core.errors import UserError
 from uncert_cli.render.html.page import Page, render_page
 from uncert_cli.render.html.pages import attack_page, ood_page, provenance, prune_page, report_page, track_page
 

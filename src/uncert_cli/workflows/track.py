@@ -14,8 +14,8 @@ from pathlib import Path
 from uncert_cli.analysis.layer_stats import LayerStats, analyse_posterior
 from uncert_cli.checkpoint import LoadedModel
 from uncert_cli.data import ArrayDataset
-from uncert_cli.errors import UserError
-from uncert_cli.fitting import FitOptions, fit_laplace
+from uncert_cli.core.errors import UserError
+from uncert_cli.workflows.fit import FitOptions, fit_laplace
 from uncert_cli.posterior import LaplacePosterior
 
 _STEP = re.compile(r"(\d+)(?!.*\d)")  # the last run of digits in a file name

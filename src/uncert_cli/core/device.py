@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

@@ -29,10 +29,10 @@ import torch
 from torch import Tensor
 
 from uncert_cli.curvature.blocks import Curvature
-from uncert_cli.errors import UserError
-from uncert_cli.store_codecs import CODECS
-from uncert_cli.store_format import FLOAT_DTYPES, INDEX_DTYPES, WEIGHT_DTYPES, damaged
-from uncert_cli.vocabulary import FisherType, Method, PriorMode, Task
+from uncert_cli.core.errors import UserError
+from uncert_cli.storage.codecs import CODECS
+from uncert_cli.storage.arrays import FLOAT_DTYPES, INDEX_DTYPES, WEIGHT_DTYPES, damaged
+from uncert_cli.core.vocabulary import FisherType, Method, PriorMode, Task
 
 STRUCTURES = tuple(CODECS)
 TASKS = Task.choices()

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from uncert_cli.atomic import check_free_space, check_output_path
+from uncert_cli.core.atomic import check_free_space, check_output_path
 from uncert_cli.checkpoint import LoadedModel
 from uncert_cli.checkpoint.outputs import recorded_output
 from uncert_cli.checkpoint.stored import module_kinds
@@ -27,13 +27,13 @@ from uncert_cli.curvature.structured import DEFAULT_RANK
 from uncert_cli.data import ArrayDataset, iter_batches
 from uncert_cli.data.dataset import inputs_to
 from uncert_cli.data.checks import whole_number
-from uncert_cli.distributed import DistributedContext
-from uncert_cli.errors import UserError
-from uncert_cli.fit_memory import MemoryEstimate, describe, estimate_fit_memory
-from uncert_cli.likelihood import categorical_nll_sum, gaussian_nll_sum, regression_residual
-from uncert_cli.memory import available_memory_bytes, format_size, peak_memory_bytes
-from uncert_cli.store import PriorSettings, write_factor_file
-from uncert_cli.vocabulary import FisherType, Method
+from uncert_cli.core.distributed import DistributedContext
+from uncert_cli.core.errors import UserError
+from uncert_cli.workflows.fit_memory import MemoryEstimate, describe, estimate_fit_memory
+from uncert_cli.core.likelihood import categorical_nll_sum, gaussian_nll_sum, regression_residual
+from uncert_cli.core.memory import available_memory_bytes, format_size, peak_memory_bytes
+from uncert_cli.storage.factor_file import PriorSettings, write_factor_file
+from uncert_cli.core.vocabulary import FisherType, Method
 
 METHODS = Method.choices()
 
@@ -107,7 +107,7 @@ def factor_bytes(model: torch.nn.Module, options: FitOptions) -> int:
 
 
 def estimate_memory_use(model: torch.nn.Module, options: FitOptions, data: ArrayDataset) -> MemoryEstimate:
-    """The fit's predicted peak memory (:mod:`uncert_cli.fit_memory`), before any data pass."""
+    """The fit's predicted peak memory (:mod:`uncert_cli.workflows.fit_memory`), before any data pass."""
     example, _ = next(iter_batches(data, 1))
     return estimate_fit_memory(
         model, method=options.method, factor_bytes=factor_bytes(model, options), example=example,

@@ -11,8 +11,8 @@ import os
 import stat
 from pathlib import Path
 
-from uncert_cli import file_session
-from uncert_cli.errors import UserError
+from uncert_cli.core import file_session
+from uncert_cli.core.errors import UserError
 
 
 def available_memory() -> int | None:
@@ -47,7 +47,7 @@ def check_input_file(path: str | os.PathLike, what: str = "input file", *, whole
 
     ``whole``: the file is read into memory entirely, so it must also fit into the available memory
     (HDF5 data files read only the rows they need and pass ``whole=False``). The file is recorded as
-    an input of the running command (see :mod:`uncert_cli.file_session`). Symbolic links are followed.
+    an input of the running command (see :mod:`uncert_cli.core.file_session`). Symbolic links are followed.
     """
     path = Path(path).expanduser()
     try:

@@ -3,7 +3,7 @@
 A member *is* its string (``Method.kfac_diag == "kfac-diag"``, ``str()`` and f-strings give the value), so
 the CLI uses these classes directly as Typer option types (the choices are the values), JSON documents
 hold the plain strings, and library functions accept either form: each public entry point calls
-:meth:`Vocabulary.parse` once, which refuses anything else with a :class:`~uncert_cli.errors.UserError`
+:meth:`Vocabulary.parse` once, which refuses anything else with a :class:`~uncert_cli.core.errors.UserError`
 listing the choices. Values written into HDF5 attributes go through ``str()`` (h5py stores only exact
 ``str`` objects as text).
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import TypeVar
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 V = TypeVar("V", bound="Vocabulary")
 

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import torch
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 FLOAT_DTYPES = tuple(np.dtype(t) for t in ("float16", "float32", "float64"))

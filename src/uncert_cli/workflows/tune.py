@@ -11,16 +11,16 @@ from typing import Any
 import torch
 
 from uncert_cli.data import ArrayDataset, iter_batches
-from uncert_cli.errors import UserError
-from uncert_cli.factors import open_posterior
-from uncert_cli.forward_check import check_model_runs
+from uncert_cli.core.errors import UserError
+from uncert_cli.storage.opening import open_posterior
+from uncert_cli.workflows.forward_check import check_model_runs
 from uncert_cli.posterior import TuneResult, grid_edges, predictives, tune_prior_marglik, tune_val_nll
-from uncert_cli.atomic import FileIdentity
+from uncert_cli.core.atomic import FileIdentity
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE, tune_widest, validation_scores
-from uncert_cli.progress import Progress, no_progress
-from uncert_cli.store import FactorFile, PriorSettings, check_factor_path, update_hyperparameters
-from uncert_cli.validation import HONESTY_RATIO, ValidationChoice
-from uncert_cli.vocabulary import HeldOutObjective, Objective, PriorStructure
+from uncert_cli.core.progress import Progress, no_progress
+from uncert_cli.storage.factor_file import FactorFile, PriorSettings, check_factor_path, update_hyperparameters
+from uncert_cli.workflows.validation import HONESTY_RATIO, ValidationChoice
+from uncert_cli.core.vocabulary import HeldOutObjective, Objective, PriorStructure
 
 # widest (the default, issue 13): the widest posterior whose held-out NLL is within a tolerance of the best;
 # val-nll: the lowest held-out NLL; marglik: the Laplace evidence (no held-out data needed).
@@ -96,7 +96,7 @@ def tune_factor_file(
     marglik it is optional and only checked: the outcome's ``held_out`` holds the held-out NLL of
     ``predictive`` (default: probit for classifiers with the factored output covariance, else glm) at the
     chosen values against the MAP's, for every objective, whenever ``val_data`` is given.
-    ``arch``/``arch_kwargs``/``runs_model``: as for :func:`~uncert_cli.factors.open_posterior`; with
+    ``arch``/``arch_kwargs``/``runs_model``: as for :func:`~uncert_cli.storage.opening.open_posterior`; with
     ``runs_model=False`` (marglik needs no forward) a file fitted on a user's class is tuned from its
     weights alone, and the held-out check, which would run the network, is skipped (``unchecked`` says so).
     """

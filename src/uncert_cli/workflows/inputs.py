@@ -17,8 +17,8 @@ from torch import nn
 from uncert_cli.checkpoint import LoadedModel, ModelMeta, load_model, parse_arch_kwargs
 from uncert_cli.checkpoint.outputs import parse_output_choice
 from uncert_cli.data import ArrayDataset, ImageConversion, adapt_to_model, load_dataset, parse_normalize
-from uncert_cli.errors import UserError
-from uncert_cli.forward_check import check_model_runs
+from uncert_cli.core.errors import UserError
+from uncert_cli.workflows.forward_check import check_model_runs
 
 
 def load_checkpoint_model(
@@ -63,7 +63,7 @@ def load_model_data(
     When the checkpoint records no input shape and ``model`` is given, the shape is the first of the
     dataset's readings that the model runs on (:func:`infer_input_shape`); ``fit`` records it.
     With ``model`` the model's forward is then tried on the first examples
-    (:func:`~uncert_cli.forward_check.check_model_runs`, suggesting the fixes named in ``offers``).
+    (:func:`~uncert_cli.workflows.forward_check.check_model_runs`, suggesting the fixes named in ``offers``).
     A file without splits is used whole unless ``split_required_by`` says who asked for the split
     (``"--split test was given"``); it is then an error.
     """
@@ -145,7 +145,7 @@ def infer_input_shape(model: nn.Module, ds: ArrayDataset) -> tuple[int, ...]:
     the model's error in full).
     """
     from uncert_cli.data import iter_batches
-    from uncert_cli.model_state import eval_mode
+    from uncert_cli.core.model_state import eval_mode
 
     x, _ = next(iter_batches(ds.take(2), 2))
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)

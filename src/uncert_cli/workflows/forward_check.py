@@ -18,8 +18,8 @@ from torch import nn
 
 from uncert_cli.data import ArrayDataset
 from uncert_cli.data.dataset import inputs_to, is_token_ids
-from uncert_cli.errors import UserError
-from uncert_cli.model_state import model_state
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.model_state import model_state
 
 # Two examples, not one: some models (batch statistics, squeezes of the batch axis) fail on a single
 # example only, which would blame the data for something every real batch avoids.

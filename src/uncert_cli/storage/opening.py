@@ -27,10 +27,10 @@ from uncert_cli.checkpoint.outputs import select_output
 from uncert_cli.checkpoint.arch import build_file_module, canonical_arch, check_file_arch_kwargs, is_builtin_arch
 from uncert_cli.checkpoint.stored import StoredModule, guess_kinds, guess_parameter_names, module_from_weights
 from uncert_cli.curvature.blocks import curvature_to
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 from uncert_cli.posterior import LaplacePosterior
-from uncert_cli.store import FactorFile, json_attribute, read_factor_file
-from uncert_cli.store_checks import check_stored_prior
+from uncert_cli.storage.factor_file import FactorFile, json_attribute, read_factor_file
+from uncert_cli.storage.checks import check_stored_prior
 
 TRUST_ARCH_ENV = "UNCERT_TRUST_ARCH"
 # The flags with which commands override a hyperparameter stored in the file.

@@ -20,8 +20,8 @@ import torch
 from uncert_cli.posterior import predictives
 from uncert_cli.checkpoint import LoadedModel
 from uncert_cli.data import ArrayDataset, adapt_to_model, load_dataset
-from uncert_cli.errors import UserError
-from uncert_cli.fitting import FitOptions, fit_laplace
+from uncert_cli.core.errors import UserError
+from uncert_cli.workflows.fit import FitOptions, fit_laplace
 from uncert_cli.posterior import LaplacePosterior, tune_val_nll
 
 DEFAULT_METHODS = ("kfac", "diag", "full")

@@ -40,7 +40,7 @@ from uncert_cli.curvature.blocks import (
     KroneckerEigen,
     LowRankBlock,
 )
-from uncert_cli.store_format import FLOAT_DTYPES, INDEX_DTYPES, damaged, read_tensor, write_array
+from uncert_cli.storage.arrays import FLOAT_DTYPES, INDEX_DTYPES, damaged, read_tensor, write_array
 
 # What a value check asks of an array: "factor" (symmetric, PSD diagonal), "nonnegative", "eigenvectors".
 Rule = str

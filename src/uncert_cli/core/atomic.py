@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from uncert_cli import file_session
-from uncert_cli.errors import UserError
+from uncert_cli.core import file_session
+from uncert_cli.core.errors import UserError
 
 # errno values that mean "this place cannot take the file", as opposed to a bug.
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}

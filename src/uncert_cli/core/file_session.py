@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from uncert_cli.errors import UserError
+from uncert_cli.core.errors import UserError
 
 
 @dataclass

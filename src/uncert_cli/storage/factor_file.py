@@ -19,7 +19,7 @@ Layout (documented for plain-h5py readers in ``docs/factors-format.md``)::
                                  (``store_codecs``: kronecker, diagonal, dense, lowrank, ekfac, kron-diag)
 
 All factors are means over the data (see ``uncert_cli.curvature.blocks``). A block is written, read
-and checked by the codec of its tag (:data:`~uncert_cli.store_codecs.CODECS`); this module does the
+and checked by the codec of its tag (:data:`~uncert_cli.storage.codecs.CODECS`); this module does the
 rest of the file.
 """
 
@@ -39,14 +39,14 @@ import numpy as np
 import torch
 
 from uncert_cli import __version__
-from uncert_cli.atomic import FileIdentity, check_unchanged, in_memory_output, locked_update, write_bytes
+from uncert_cli.core.atomic import FileIdentity, check_unchanged, in_memory_output, locked_update, write_bytes
 from uncert_cli.checkpoint import ModelMeta
 from uncert_cli.curvature.blocks import Curvature, CurvatureBlock
-from uncert_cli.errors import UserError
-from uncert_cli.input_files import check_input_file
-from uncert_cli.store_checks import check_attribute_types, check_layout, check_prior_to_write, check_values
-from uncert_cli.store_codecs import CODECS, Header
-from uncert_cli.store_format import read_tensor, write_array
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.input_files import check_input_file
+from uncert_cli.storage.checks import check_attribute_types, check_layout, check_prior_to_write, check_values
+from uncert_cli.storage.codecs import CODECS, Header
+from uncert_cli.storage.arrays import read_tensor, write_array
 
 FORMAT_NAME = "uncert-factors"
 FORMAT_VERSION = 1
@@ -116,7 +116,7 @@ def write_factor_file(
 ) -> Path:
     """Write a complete factor file atomically (temporary file, then rename).
 
-    The file is built in memory and then written with Python I/O (:mod:`uncert_cli.atomic`): libhdf5
+    The file is built in memory and then written with Python I/O (:mod:`uncert_cli.core.atomic`): libhdf5
     never sees the disk, so a full disk is a clean error instead of a crash. Memory: one copy of the
     file (measured: +39 MiB for the 39.7 MB MNIST-MLP KFAC file, in the same time as writing to disk).
     """

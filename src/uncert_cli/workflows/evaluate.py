@@ -29,23 +29,23 @@ from uncert_cli.checkpoint import LoadedModel, ModelMeta
 from uncert_cli.data import ArrayDataset, ImageConversion, adapt_to_model, load_dataset, parse_normalize
 from uncert_cli.curvature.plain_kernels import needs_plain_kernels
 from uncert_cli.data.dataset import is_token_ids
-from uncert_cli.errors import UserError
-from uncert_cli.factors import OpenedFactors, open_posterior
-from uncert_cli.forward_check import check_model_runs
-from uncert_cli.inputs import convert_as_recorded, load_model_data, recorded_conversion
+from uncert_cli.core.errors import UserError
+from uncert_cli.storage.opening import OpenedFactors, open_posterior
+from uncert_cli.workflows.forward_check import check_model_runs
+from uncert_cli.workflows.inputs import convert_as_recorded, load_model_data, recorded_conversion
 from uncert_cli.posterior import LaplacePosterior
 from uncert_cli.posterior import predictives
 from uncert_cli.posterior.predictives import DEFAULT_LAPLACE, FALLBACK_LAPLACE  # noqa: F401 - older import path
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
-from uncert_cli.progress import Progress, no_progress
-from uncert_cli.validation import (
+from uncert_cli.core.progress import Progress, no_progress
+from uncert_cli.workflows.validation import (
     HONESTY_RATIO,
     ValidationChoice,
     honesty_warning,
     load_held_out,
     resolve_val_from,
 )
-from uncert_cli.vocabulary import PriorMode
+from uncert_cli.core.vocabulary import PriorMode
 
 PREDICTIVES = predictives.kinds()
 
@@ -99,7 +99,7 @@ class AnalysisSettings:
 
     @property
     def conversion(self) -> ImageConversion:
-        """The conversion given here; :func:`~uncert_cli.inputs.recorded_conversion` fills the rest from the fit."""
+        """The conversion given here; :func:`~uncert_cli.workflows.inputs.recorded_conversion` fills the rest from the fit."""
         return ImageConversion(channels=1 if self.grayscale else self.channels, size=self.resize)
 
 
@@ -137,7 +137,7 @@ def prepare_analysis(
     once the in-distribution data has loaded and before any tuning, so other inputs (OOD sets) can be loaded
     and refused before minutes of work.
 
-    Held-out examples (``settings.val_from``, :mod:`uncert_cli.validation`) tune each Laplace
+    Held-out examples (``settings.val_from``, :mod:`uncert_cli.workflows.validation`) tune each Laplace
     predictive; where the hyperparameters come from the file or the command line instead, the same
     examples check them: the held-out NLL against the MAP's, and ``warn`` when it is more than 5% worse."""
     s = settings
