@@ -44,7 +44,7 @@ class CurvatureBlock:
     answers. Each block type below overrides what differs; nothing outside the block asks its type.
 
     ``structure`` names the block in the factor file (the ``structure`` attribute of its group), in
-    the codec table of ``store_codecs`` and in the posterior's table of structures.
+    the codec table of ``storage.codecs`` and in the posterior's table of structures.
     """
 
     structure: ClassVar[str]

@@ -1,4 +1,4 @@
-"""Validation of a factor file as it is opened (called by ``store.read_factor_file``).
+"""Validation of a factor file as it is opened (called by ``factor_file.read_factor_file``).
 
 Two phases, so that a damaged or forged file never costs more than its own size:
 

@@ -1,8 +1,8 @@
 """One codec per block structure: how a curvature block is written to, read from and checked in its
 ``/blocks/<k>`` group of the factor file. :data:`CODECS` maps the storage tag (the group's
-``structure`` attribute, ``block.structure``) to its codec; ``store`` and ``store_checks`` only look
+``structure`` attribute, ``block.structure``) to its codec; ``factor_file`` and ``checks`` only look
 the tag up. The group's attributes ``module``, ``param_names``, ``param_shapes`` and ``structure`` are
-written and read by ``store`` for every block; a codec handles the datasets.
+written and read by ``factor_file`` for every block; a codec handles the datasets.
 
 Datasets per tag (shapes from the parameter shapes; ``W_aug`` is ``(O, I')``, see ``curvature.blocks``)::
 

@@ -16,7 +16,7 @@ Layout (documented for plain-h5py readers in ``docs/factors-format.md``)::
     /blocks/<k>           one group per block, k = 0, 1, ... in network order
                           attrs: module, structure (the block's storage tag), param_names (JSON),
                                  param_shapes (JSON); datasets: those of the tag's codec
-                                 (``store_codecs``: kronecker, diagonal, dense, lowrank, ekfac, kron-diag)
+                                 (``storage.codecs``: kronecker, diagonal, dense, lowrank, ekfac, kron-diag)
 
 All factors are means over the data (see ``uncert_cli.curvature.blocks``). A block is written, read
 and checked by the codec of its tag (:data:`~uncert_cli.storage.codecs.CODECS`); this module does the

@@ -1,9 +1,9 @@
 """The curvature methods, one builder per ``--method`` in one table.
 
 :data:`METHODS` maps a method's name to its :class:`~.base.CurvatureMethod`: how it builds the
-curvature and what memory it needs (stored curvature, last phase), read by ``fitting`` and
+curvature and what memory it needs (stored curvature, last phase), read by ``workflows.fit`` and
 ``fit_memory``. A method's blocks are of the structures named in ``curvature.blocks`` (tags) and
-read back by ``posterior.structures`` and ``store_codecs``.
+read back by ``posterior.structures`` and ``storage.codecs``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 attribute of its group in the factor file) to the class that turns it into a posterior block;
 :func:`structure_for` checks a block against the model's parameters and builds it. Adding a
 structure: a block class in ``curvature/`` with its tag, a class here, an entry in this table and a
-codec in ``store_codecs`` (see docs/design.md, "How to add a structure").
+codec in ``storage.codecs`` (see docs/design.md, "How to add a structure").
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ Scalar = Union[float, Tensor]
 @dataclass(frozen=True)
 class Structure(ABC):
     """One posterior block. Subclasses set :attr:`tag` (the storage tag of the curvature block they
-    are built from, see ``store_codecs``) and implement the abstract members."""
+    are built from, see ``storage.codecs``) and implement the abstract members."""
 
     tag: ClassVar[str]
     # Whether the Jacobian-free output covariance (``output_covariance``) can use this block: its

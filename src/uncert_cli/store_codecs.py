@@ -1,0 +1,7 @@
+"""Moved to :mod:`uncert_cli.storage.codecs`; this import path is kept for one release."""
+
+import sys
+
+from uncert_cli.storage import codecs as _moved
+
+sys.modules[__name__] = _moved  # the old name is the same module object
