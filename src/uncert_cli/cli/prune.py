@@ -9,26 +9,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from uncert_cli.analysis.pruning import (
-    CRITERIA,
-    apply_masks,
-    compare_to_baseline,
-    evaluate_pruning,
-    score_weights,
-    select,
-)
-from uncert_cli.core import file_session
-from uncert_cli.core.atomic import check_output_path
-from uncert_cli.checkpoint import save_model
+from uncert_cli.analysis.pruning import compare_to_baseline
 from uncert_cli.cli import options as o
 from uncert_cli.cli.html_output import Html
-from uncert_cli.render.html import check_html_path, prune_page, write_html
+from uncert_cli.core import file_session
+from uncert_cli.core.atomic import check_output_path
 from uncert_cli.core.device import resolve_device
-from uncert_cli.data import iter_batches
 from uncert_cli.core.errors import UserError
-from uncert_cli.storage.opening import open_posterior
-from uncert_cli.workflows.inputs import load_model_data
 from uncert_cli.render.console import log, print_json, progress_bar
+from uncert_cli.render.html import check_html_path, prune_page, write_html
 from uncert_cli.render.plots_report import png_directory, write_prune_png
 from uncert_cli.render.prune import (
     evaluation_section,
@@ -39,6 +28,9 @@ from uncert_cli.render.prune import (
 )
 from uncert_cli.render.report import prior_section
 from uncert_cli.storage.factor_file import check_factor_path, read_provenance
+from uncert_cli.storage.opening import open_posterior
+from uncert_cli.workflows.inputs import load_model_data
+from uncert_cli.workflows.prune import evaluate_criteria, select_weights
 
 DEFAULT_FRACTIONS = "0.1,0.3,0.5,0.7,0.9"
 
@@ -134,28 +126,15 @@ def prune(
             meta, data or opened.factors.fit.get("dataset"), split=split_name, limit=limit, root=data_root, download=download, split_required_by=split_asked,
             conversion=conversion, model=opened.model.module,
         )
-        passes = 1 + len(CRITERIA) * len(fraction_list)
         show = not (quiet or json_output)
-        with progress_bar(passes * len(dataset), "prune --evaluate", quiet=not show) as advance:
-            evaluation = evaluate_pruning(
-                posterior, lambda: iter_batches(dataset, batch_size), fraction_list,
-                dataset=dataset.name, split=dataset.split, examples=len(dataset),
-                on_pass=lambda: advance(len(dataset)),
-            )
+        evaluation = evaluate_criteria(opened, dataset, fraction_list, batch_size=batch_size,
+                                       progress=lambda total, what: progress_bar(total, what, quiet=not show))
         png_path = write_prune_png(evaluation, directory / "prune_evaluation.png") if directory is not None else None
         evaluation_doc = evaluation_section(evaluation, compare_to_baseline(evaluation), png_path)
 
     selection_doc = None
     if fraction is not None:
-        selection = select(score_weights(posterior, criterion.value), fraction, top=top)
-        if output is not None:
-            module = opened.model.module
-            module.load_state_dict(apply_masks(module.state_dict(), selection.masks))
-            meta = opened.model.meta
-            # Same metadata as the fitted checkpoint, plus a note of what was pruned.
-            meta.extra = {**meta.extra, "pruned": {"criterion": criterion.value, "fraction": fraction,
-                                                   "weights": selection.pruned, "factors": str(factors)}}
-            save_model(module, meta, output)
+        selection = select_weights(opened, criterion.value, fraction, top=top, output=output, factors_path=factors)
         selection_doc = selection_section(selection, output)
 
     doc = prune_document(factors, prior, selection_doc, evaluation_doc)
