@@ -296,7 +296,7 @@ def subset_rows(data: ArrayDataset, start: int, stop: int) -> ArrayDataset:
     """Examples ``start:stop`` of ``data`` (views of its tensors)."""
     return ArrayDataset(
         data.name, data.inputs[start:stop], data.targets[start:stop], data.task, data.num_classes, data.class_names,
-        data.split,
+        data.split, data.input_names,
     )
 
 

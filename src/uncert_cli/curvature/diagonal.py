@@ -178,7 +178,7 @@ class GenericDiagAccumulator:
         n_args = len(call.args)
         batched_idx, batched_vals, batched_dims = [], [], []
         for li, (key, leaf) in enumerate(zip(keys, values)):
-            if not isinstance(leaf, Tensor) or leaf.dim() == 0:
+            if not isinstance(leaf, Tensor) or leaf.dim() == 0 or call.shared_inputs:
                 continue
             hint = _arg_hint(module, key, leaf)
             if hint == "none":
@@ -194,13 +194,13 @@ class GenericDiagAccumulator:
         for j, (idx, gj) in enumerate(zip(call.output_index, g)):
             bd = find_batch_dim(gj.shape[1:], B, _output_hint(module, idx))
             if bd is None:
-                # An output every example shares (position embeddings looked up with position ids of batch
-                # size 1, then broadcast): its gradient is already summed over the batch, so no per-example
-                # curvature exists for it. The user can leave the module out.
+                # An output without a batch axis that Capture could not expand (leading size not 1, or
+                # computed from inputs with a batch-sized axis): its gradient is summed over the batch, so no
+                # per-example curvature exists for it. The user can leave the module out.
                 raise UserError(
-                    f"module {self.unit.name!r} returns an output without a batch axis, shared by every example "
-                    "(e.g. position embeddings broadcast over the batch), so its per-example curvature cannot be "
-                    "captured; leave it out with {param} (e.g. a glob of the other modules such as 'classifier.*')",
+                    f"module {self.unit.name!r} returns an output without a batch axis, shared by every example, "
+                    "so its per-example curvature cannot be captured; leave it out with {param} (e.g. a glob of "
+                    "the other modules such as 'classifier.*')",
                     param="subset",
                 )
             out_dims.append(bd)

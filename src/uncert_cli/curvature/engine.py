@@ -185,12 +185,14 @@ def compute_curvature(
     accs = _make_accumulators(units, method, dtype, device, capture)
     capture.keep_inputs = [a.keep_inputs for a in accs]
     capture.on_forward = [getattr(a, "on_forward", None) for a in accs]
+    capture.expand_shared = [isinstance(a, GenericDiagAccumulator) for a in accs]
     batched = BATCHED_BACKWARD  # switched off for good if the graph has no vmap support
     n = 0
     kernels.enter_context(plain_kernels(model))  # recurrent and attention layers on vmap-able kernels
     try:
         for i, (x, y) in enumerate(itertools.chain([first], it)):
             capture.clear()
+            capture.batch_size = int(y.shape[0])
             for acc in accs:
                 if hasattr(acc, "start_batch"):
                     acc.start_batch(int(y.shape[0]))

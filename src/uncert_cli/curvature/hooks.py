@@ -51,6 +51,7 @@ class Call:
     kwargs: dict[str, Any] = field(default_factory=dict)
     input_versions: list[int] = field(default_factory=list)
     member: int = 0  # which module of a tied unit made the call (0 for ordinary units)
+    shared_inputs: bool = False  # its outputs were expanded to the batch: every input is shared by the examples
 
     def check_inputs_unmodified(self, unit_name: str) -> None:
         """Inputs are read after the backward pass; an in-place change since the call would
@@ -91,6 +92,10 @@ class Capture:
         self.on_forward = list(on_forward)
         self.calls: list[list[Call]] = [[] for _ in self.units]
         self.active = False
+        # Per unit: expand an output every example shares to the batch (see _per_example_output); set by
+        # the engine for units whose curvature comes from per-example gradients, with the batch size.
+        self.expand_shared: list[bool] = [False] * len(self.units)
+        self.batch_size: int | None = None
 
     def _hook(
         self, i: int, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any, member: int = 0
@@ -101,12 +106,16 @@ class Capture:
         flat = [output] if single else list(output) if isinstance(output, (tuple, list)) else []
         tracked: list[Tensor] = []
         index: list[int] = []
+        expanded = False
         for j, o in enumerate(flat):
             if isinstance(o, Tensor) and o.requires_grad and o.is_floating_point():
+                if self.expand_shared[i]:
+                    per_example = self._per_example_output(module, args, o)
+                    expanded, o = expanded or per_example is not o, per_example
                 tracked.append(o)
                 index.append(j)
                 flat[j] = o.clone()
-        call = Call(outputs=tracked, output_index=index, member=member)
+        call = Call(outputs=tracked, output_index=index, member=member, shared_inputs=expanded)
         if self.keep_inputs[i]:
             call.args = tuple(_detach(a) for a in args)
             call.kwargs = {k: _detach(v) for k, v in kwargs.items()}
@@ -121,6 +130,23 @@ class Capture:
         if single:
             return flat[0]
         return list(flat) if isinstance(output, list) else tuple(flat)
+
+    def _per_example_output(self, module: nn.Module, args: tuple[Any, ...], output: Tensor) -> Tensor:
+        """``output`` expanded to ``(B, ...)`` when every example shares it, else unchanged.
+
+        BERT looks its position embeddings up with position ids of shape ``(1, T)`` and lets the addition
+        broadcast them over the batch. The gradient with respect to that ``(1, T, H)`` output is already
+        summed over the examples, so no per-example curvature could be formed from it. Expanded here (a
+        view; the network computes the same numbers, since it broadcast the output anyway), the output
+        has a gradient row per example, and the module's per-example gradients follow from its own
+        forward on the shared input. Shared: an embedding looked up with indices of leading size 1, or
+        any output of leading size 1 from inputs none of whose sizes is the batch size."""
+        B = self.batch_size
+        if B is None or B == 1 or output.dim() == 0 or output.shape[0] != 1:
+            return output
+        inputs = [a for a in args if isinstance(a, Tensor)]
+        shared = isinstance(module, nn.Embedding) or not any(B in a.shape for a in inputs)
+        return output.expand(B, *output.shape[1:]) if shared else output
 
     @contextmanager
     def hooked(self) -> Iterator[Capture]:

@@ -133,7 +133,10 @@ def adapt_to_model(
         raise UserError(f"dataset '{ds.name}' is empty; check the file, the split, or --limit")
     _check_task_and_labels(ds, num_outputs, task)
 
-    target_shape = ds.sample_shape if input_shape is None else tuple(int(d) for d in input_shape)
+    # Packed token data reaches the model as stored: its sequence length is the data's own, and the
+    # keywords it is fed as say what each row is (a recorded shape would only forbid other lengths).
+    packed = ds.input_names is not None
+    target_shape = ds.sample_shape if input_shape is None or packed else tuple(int(d) for d in input_shape)
     if any(d < 1 for d in target_shape):
         raise UserError(f"model input shape {_shape_text(target_shape)} has non-positive sizes; check the input_shape in the model's metadata")
     if math.prod(target_shape) != math.prod(ds.sample_shape):
@@ -167,4 +170,4 @@ def adapt_to_model(
     if normalize is not None:
         inputs = _normalize(inputs, owns_inputs, normalize, ds)
     inputs = inputs.reshape(len(ds), *target_shape)
-    return ArrayDataset(ds.name, inputs, ds.targets, ds.task, ds.num_classes, ds.class_names, ds.split)
+    return ArrayDataset(ds.name, inputs, ds.targets, ds.task, ds.num_classes, ds.class_names, ds.split, ds.input_names)

@@ -10,6 +10,10 @@ Storage convention (why: MNIST-train is 47 MB as uint8 but 188 MB as float32, CI
   float32. Images are channel-first: ``(N, C, H, W)``.
 * ``inputs`` may also be **int64**: token ids for models that start with an embedding. They are
   never converted (an id is not a number to scale) and reach the model as int64.
+* Token data with several arrays per example (``input_ids``, ``attention_mask``, ``token_type_ids``)
+  is **packed**: ``inputs`` is ``(N, k, T)`` int64 and ``input_names`` names the k rows, in order; the
+  model receives them as keyword arguments (:mod:`uncert_cli.checkpoint.keyword_inputs`). Slicing
+  examples (batches, ``take``) keeps the packing, so every consumer still sees one tensor.
 * ``targets`` is ``(N,)`` int64 class indices for classification, ``(N, D)`` float32 for regression.
 """
 
@@ -53,6 +57,8 @@ class ArrayDataset(torch.utils.data.Dataset):
         num_classes: number of classes for classification, else ``None``.
         class_names: one name per class for classification (may be ``None``), else ``None``.
         split: the split these examples are (``None``: a whole file that has no splits).
+        input_names: for packed token data, the keyword each row of an example's ``(k, T)`` inputs is
+            fed to the model as (e.g. ``("input_ids", "attention_mask")``); ``None`` for one input.
     """
 
     name: str
@@ -63,6 +69,7 @@ class ArrayDataset(torch.utils.data.Dataset):
     class_names: list[str] | None = None
     # Which examples of ``name`` these are: "train", "val", "test", or None for a file without splits.
     split: str | None = None
+    input_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # These are programming errors of a loader, not user errors: fail loudly with ValueError.
@@ -72,6 +79,11 @@ class ArrayDataset(torch.utils.data.Dataset):
             raise ValueError(f"inputs must be uint8, float32 or int64 (token ids), got {self.inputs.dtype}")
         if self.inputs.ndim < 2:
             raise ValueError(f"inputs must be (N, *sample_shape) with a sample shape, got {tuple(self.inputs.shape)}")
+        if self.input_names is not None and not (
+            self.inputs.dtype == torch.int64 and self.inputs.ndim == 3 and self.inputs.shape[1] == len(self.input_names)
+        ):
+            raise ValueError(f"packed token inputs must be (N, {len(self.input_names)}, T) int64, got "
+                             f"{self.inputs.dtype} {tuple(self.inputs.shape)}")
         if self.inputs.shape[0] != self.targets.shape[0]:
             raise ValueError(f"{self.inputs.shape[0]} inputs but {self.targets.shape[0]} targets")
         if self.task == "classification":

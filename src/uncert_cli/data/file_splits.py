@@ -25,7 +25,7 @@ from uncert_cli.core.errors import UserError
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 
 
-def _array_names(spec: FileSpec) -> list[str] | None:
+def array_names(spec: FileSpec) -> list[str] | None:
     """Array names in an npz/HDF5 file (``None`` for other kinds or unreadable files: the loader
     then reports the problem in its own words)."""
     suffix = spec.path.suffix.lower()
@@ -73,7 +73,7 @@ def file_splits(spec: FileSpec) -> dict[str, FileSpec]:
     """``{split: spec of its examples}`` for the splits the file holds; empty when it has none."""
     if spec.path.is_dir():
         return _folder_splits(spec)
-    names = _array_names(spec)
+    names = array_names(spec)
     return _array_splits(spec, names) if names is not None else {}
 
 

@@ -27,6 +27,7 @@ from uncert_cli.data.dataset import ArrayDataset
 from uncert_cli.data.image_folder import load_image_folder
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.input_files import check_input_file
+from uncert_cli.data.token_files import load_token_arrays, token_splits
 
 NPZ_SUFFIXES = (".npz",)
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
@@ -200,10 +201,51 @@ def load_file_dataset(
     if not spec.path.is_dir():
         # The gate first: looking for split arrays opens the file (a FIFO would block right there).
         check_input_file(spec.path, "data file", whole=spec.path.suffix.lower() not in HDF5_SUFFIXES)
+    if spec.keys is None and not spec.path.is_dir():
+        tokens = _load_token_file(spec, spec_text, limit, split, split_required_by)
+        if tokens is not None:
+            return tokens
     if spec.keys is None or not spec.path.is_dir():
         spec, used = resolve_file_split(spec, split, split_required_by)
         return dataclasses.replace(_load_file(spec, spec_text, limit), split=used)
     return _load_file(spec, spec_text, limit)
+
+
+def _load_token_file(
+    spec: FileSpec, spec_text: str, limit: int | None, split: str, required_by: str | None
+) -> ArrayDataset | None:
+    """Token data (``input_ids`` + ``attention_mask``/``token_type_ids``, :mod:`.token_files`) of an npz or
+    HDF5 file; ``None`` when the file holds none (it is then read as ``x``/``y`` arrays)."""
+    from uncert_cli.data.file_splits import array_names
+
+    suffix = spec.path.suffix.lower()
+    if suffix not in NPZ_SUFFIXES + HDF5_SUFFIXES:
+        return None
+    available = array_names(spec)
+    if available is None or token_splits(available) is None:
+        return None
+    where = str(spec.path)
+    common = dict(split=split, required_by=required_by, limit=limit, labels_optional=spec.labels_optional)
+    try:
+        if suffix in NPZ_SUFFIXES:
+            with np.load(spec.path, allow_pickle=False) as archive:
+                def read_npz(key: str, rows: int | None) -> np.ndarray:
+                    check_npz_member(archive, key, rows, where)
+                    return archive[key][:rows]
+
+                return load_token_arrays(spec_text, spec.path, available, read_npz, **common)
+        import h5py
+
+        with h5py.File(spec.path, "r") as h5:
+            def read_h5(key: str, rows: int | None) -> np.ndarray:
+                check_declared_size(h5[key].shape, h5[key].dtype.itemsize, rows, f"{where}:{key}")
+                return h5[key][:rows] if rows is not None else h5[key][()]
+
+            return load_token_arrays(spec_text, spec.path, available, read_h5, **common)
+    except UserError:
+        raise
+    except (OSError, ValueError, TypeError, EOFError) as err:
+        raise UserError(f"cannot read the token arrays of {spec.path} ({err}); check the file") from err
 
 
 def _load_file(spec: FileSpec, spec_text: str, limit: int | None) -> ArrayDataset:

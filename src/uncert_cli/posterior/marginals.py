@@ -16,6 +16,7 @@ from torch.func import functional_call, vjp, vmap
 
 from uncert_cli.core.errors import UserError
 from uncert_cli.posterior.structures import Structure
+from uncert_cli.core.slow_path import announce_slow_path, vmap_unsupported
 
 DEFAULT_MAX_ELEMENTS = 1 << 24  # numbers per Jacobian chunk (128 MiB in float64)
 
@@ -59,15 +60,31 @@ def functional_variance(
         out, vjp_fn = vjp(f, params)
         return vmap(vjp_fn)(eye.to(out.dtype))[0]  # name -> (C, *shape)
 
-    batched = vmap(per_example)
     with torch.no_grad():  # torch.func.vjp ignores an outer no_grad; this only keeps the reductions graph-free
-        return _reduce_chunks(batched, specs, prec_eigs, x, chunk_size)
+        return _reduce_chunks(per_example, specs, prec_eigs, x, chunk_size)
 
 
-def _reduce_chunks(batched, specs, prec_eigs, x: Tensor, chunk_size: int) -> Tensor:
+def _chunk_jacobians(per_example, chunk: Tensor, state: dict[str, bool]) -> dict[str, Tensor]:
+    """``name -> (b, C, *shape)`` for the examples of ``chunk``: vmapped over them, or one by one once vmap
+    has failed on this model (data-dependent control flow on an input, such as transformers checking
+    whether an attention mask masks anything)."""
+    if state.get("vmap", True):
+        try:
+            return vmap(per_example)(chunk)
+        except (RuntimeError, NotImplementedError, ValueError) as exc:
+            if not vmap_unsupported(exc):
+                raise
+            announce_slow_path("the per-example output variances are computed", exc)
+            state["vmap"] = False
+    rows = [per_example(xi) for xi in chunk]
+    return {name: torch.stack([row[name] for row in rows]) for name in rows[0]}
+
+
+def _reduce_chunks(per_example, specs, prec_eigs, x: Tensor, chunk_size: int) -> Tensor:
     result = []
+    state: dict[str, bool] = {}
     for start in range(0, x.shape[0], chunk_size):
-        jac = batched(x[start : start + chunk_size])  # name -> (b, C, *shape)
+        jac = _chunk_jacobians(per_example, x[start : start + chunk_size], state)  # name -> (b, C, *shape)
         var = None
         for spec, eigs in zip(specs, prec_eigs):
             q = spec.quadratic_form(eigs, {n: jac[n] for n in spec.param_names}, batch_dims=2)

@@ -16,6 +16,7 @@ from collections.abc import Collection
 import torch
 from torch import nn
 
+from uncert_cli.checkpoint.keyword_inputs import feed_keyword_inputs
 from uncert_cli.data import ArrayDataset
 from uncert_cli.data.dataset import inputs_to, is_token_ids
 from uncert_cli.core.errors import UserError
@@ -42,6 +43,7 @@ def check_model_runs(model: nn.Module, data: ArrayDataset, *, offers: Collection
     """
     if len(data) == 0:
         return  # adapt_to_model refuses empty sets with its own message
+    feed_keyword_inputs(model, data.input_names, data.name)  # packed token arrays reach it as keywords
     x = data.inputs[:CHECK_EXAMPLES]
     parameter = next((p for p in model.parameters() if p.is_floating_point()), None)
     device = parameter.device if parameter is not None else torch.device("cpu")

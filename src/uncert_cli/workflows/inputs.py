@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from uncert_cli.checkpoint import LoadedModel, ModelMeta, load_model, parse_arch_kwargs
+from uncert_cli.checkpoint.keyword_inputs import feed_keyword_inputs
 from uncert_cli.checkpoint.outputs import parse_output_choice
 from uncert_cli.data import ArrayDataset, ImageConversion, adapt_to_model, load_dataset, parse_normalize
 from uncert_cli.core.errors import UserError
@@ -62,6 +63,8 @@ def load_model_data(
     replaced by ``conversion``'s where set), then normalised and reshaped (:func:`adapt_to_model`).
     When the checkpoint records no input shape and ``model`` is given, the shape is the first of the
     dataset's readings that the model runs on (:func:`infer_input_shape`); ``fit`` records it.
+    Packed token data (several arrays per example) is fed to ``model`` as keyword arguments from here on
+    (:func:`~uncert_cli.checkpoint.keyword_inputs.feed_keyword_inputs`).
     With ``model`` the model's forward is then tried on the first examples
     (:func:`~uncert_cli.workflows.forward_check.check_model_runs`, suggesting the fixes named in ``offers``).
     A file without splits is used whole unless ``split_required_by`` says who asked for the split
@@ -74,6 +77,8 @@ def load_model_data(
     raw = convert_as_recorded(meta, conversion, raw)
     norm = parse_normalize(normalize) if normalize else _checkpoint_normalization(meta)
     shape = meta.input_shape
+    if model is not None:
+        feed_keyword_inputs(model, raw.input_names, raw.name)
     if shape is None and model is not None:
         shape = infer_input_shape(model, raw)
     data = adapt_to_model(raw, shape, normalize=norm, num_outputs=meta.num_outputs, task=meta.task, convertible=True)
