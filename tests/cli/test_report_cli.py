@@ -145,3 +145,22 @@ def test_track_refuses_other_architectures_before_fitting(tmp_path, run_cli, oth
     assert r.code == 2 and len(lines) == 1 and "Traceback" not in r.err, r.err
     assert "one architecture" in lines[0] and ("inputs of shape" in lines[0] if other == "input" else "fc1.weight" in lines[0])
     assert "fit run_epoch1" not in r.err  # refused before the first fit's progress bar
+
+
+def test_report_rows_are_grouped_per_block_with_paths_inside_it() -> None:
+    from uncert_cli.render.layer_groups import block_rows
+
+    names = ["bert.embeddings.word_embeddings", "bert.embeddings.LayerNorm",
+             "bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.0.output.dense",
+             "bert.encoder.layer.1.attention.self.query", "bert.encoder.layer.1.output.dense", "bert.pooler.dense",
+             "classifier"]
+    assert block_rows(names) == [
+        ("bert.embeddings", "  word_embeddings"), (None, "  LayerNorm"),
+        ("bert.encoder.layer.0", "  attention.self.query"), (None, "  output.dense"),
+        ("bert.encoder.layer.1", "  attention.self.query"), (None, "  output.dense"),
+        (None, "bert.pooler.dense"), (None, "classifier"),
+    ]
+    flat = ["fc1", "fc2", "features.0", "features.3"]  # nothing to group: names as they are
+    assert block_rows(flat) == [(None, n) for n in flat]
+    resnet = block_rows(["layer1.0.conv1", "layer1.0.bn1", "layer1.1.conv1", "layer1.1.bn1", "layer2.0.conv1"])
+    assert resnet[2] == ("layer1.1", "  conv1") and resnet[4] == (None, "layer2.0.conv1")  # alone: whole

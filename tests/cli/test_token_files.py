@@ -74,6 +74,8 @@ def test_every_command_feeds_the_token_arrays_as_keywords(run_cli, bert, tmp_pat
     assert doc["in_distribution"]["map"]["nll"] != pytest.approx(float(torch.nn.functional.cross_entropy(unmasked, y)),
                                                                  rel=1e-4)
     assert set(doc["ood"]) == {str(tmp_path / "other.npz")}
+    table = run_cli("report", factors)  # the terminal table: one heading per block, paths inside it
+    assert table.code == 0 and "bert.encoder.layer.0 " in table.out and "│   attention.self.query " in table.out
     for args in (["tune", factors, "--objective", "val-nll", "--json"],
                  ["report", factors, "--json"],
                  ["prune", factors, "--evaluate", "--fractions", "0.5", "--json"],

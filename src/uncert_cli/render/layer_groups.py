@@ -7,6 +7,9 @@ Presentation only (choosing and pooling what to draw; the numbers come from the 
   a network with few layers keeps one group per layer.
 * :func:`top_layers` picks the layers holding the largest shares of the posterior variance
   (where the uncertainty lives), returned in network order.
+* :func:`block_rows` lays a table's layer names out per repeated block (a transformer's
+  ``bert.encoder.layer.3``, a resnet's ``layer1.0``): one heading row per block, its layers by their path
+  inside it (``attention.self.query``), so that long module paths stay readable in 80 columns.
 """
 
 from __future__ import annotations
@@ -61,3 +64,36 @@ def top_layers(shares: Sequence[float], k: int, eligible: Sequence[bool] | None 
     candidates = [i for i in range(len(shares)) if eligible is None or eligible[i]]
     ranked = sorted(candidates, key=lambda i: -(shares[i] if shares[i] == shares[i] else -1.0))  # NaN last
     return sorted(ranked[:k])
+
+
+def _block_of(name: str) -> tuple[str, str] | None:
+    """``("bert.encoder.layer.3", "attention.self.query")``: the path up to its first numbered component
+    and the rest, else the parent module and the last component (``("bert.embeddings", "LayerNorm")``);
+    ``None`` for a top-level name (``fc1``, ``classifier``)."""
+    parts = name.split("+")[0].split(".")
+    for k, part in enumerate(parts[:-1]):
+        if part.isdigit() and k > 0:
+            return ".".join(parts[: k + 1]), name[len(".".join(parts[: k + 1])) + 1 :]
+    if len(parts) == 1 or parts[-1].isdigit():  # a Sequential's "features.3" reads best whole
+        return None
+    return ".".join(parts[:-1]), name[len(".".join(parts[:-1])) + 1 :]
+
+
+def block_rows(names: Sequence[str]) -> list[tuple[str | None, str]]:
+    """Per layer, ``(heading to print before it or None, the label to print for it)``.
+
+    Consecutive layers of one block (a numbered block such as ``bert.encoder.layer.3``, else one parent
+    module such as ``bert.embeddings``) get the block's path as a heading, once, and their path inside it,
+    indented; a layer alone in its block keeps its full name.
+    """
+    blocks = [_block_of(n) for n in names]
+    keys = [b[0] if b is not None else None for b in blocks]
+    rows: list[tuple[str | None, str]] = []
+    for i, (name, b) in enumerate(zip(names, blocks)):
+        grouped = b is not None and ((i > 0 and keys[i - 1] == b[0]) or (i + 1 < len(names) and keys[i + 1] == b[0]))
+        if not grouped:
+            rows.append((None, name))
+            continue
+        assert b is not None
+        rows.append((b[0] if i == 0 or keys[i - 1] != b[0] else None, "  " + b[1]))
+    return rows

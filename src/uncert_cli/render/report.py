@@ -10,11 +10,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from uncert_cli.analysis.layer_stats import BARELY_IDENTIFIED_RATIO, UncertaintyReport
 from uncert_cli.workflows.track import TrackResult
 from uncert_cli.render.console import stdout
+from uncert_cli.render.layer_groups import block_rows
 from uncert_cli.storage.factor_file import FactorFile, json_attribute
 
 
@@ -125,13 +127,17 @@ def print_report(doc: dict[str, Any]) -> None:
         "How much the data identified each layer",
         ["layer", "var share", "var ratio", "γ eff.", "γ/P", "H/param", "barely id."],
     )
-    for layer in doc["layers"]:
+    labels = block_rows([layer["name"] for layer in doc["layers"]])
+    for layer, (heading, label) in zip(doc["layers"], labels):
+        if heading is not None:  # one row naming the block; its layers follow by their path inside it
+            spread.add_row(f"[bold]{escape(heading)}[/bold]")
+            identified.add_row(f"[bold]{escape(heading)}[/bold]")
         spread.add_row(
-            layer["name"], layer["kind"], f"{layer['params']:,}", _num(layer["posterior_std_mean"]),
+            label, layer["kind"], f"{layer['params']:,}", _num(layer["posterior_std_mean"]),
             _num(layer["posterior_std_median"]), _num(layer["posterior_std_max"]), _num(layer["relative_std_median"]),
         )
         identified.add_row(
-            layer["name"], _num(layer["variance_share"], ".1%"), _num(layer["variance_ratio"], ".3f"),
+            label, _num(layer["variance_share"], ".1%"), _num(layer["variance_ratio"], ".3f"),
             _num(layer["effective_params"], ",.1f"), _num(layer["effective_params"] / layer["params"], ".1%"),
             _num(layer["entropy_per_param"], ".3f"), _num(layer["barely_identified_fraction"], ".1%"),
         )
