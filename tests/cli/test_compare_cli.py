@@ -11,7 +11,7 @@ import torch
 
 from uncert_cli.checkpoint import ModelMeta, save_model
 from uncert_cli.cli.main import main
-from uncert_cli.factors import open_posterior
+from uncert_cli.storage.opening import open_posterior
 from uncert_cli.models import MLP
 
 LAYER_FILE_KEYS = {"variance_share", "posterior_std_mean", "variance_ratio"}

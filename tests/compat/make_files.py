@@ -2,7 +2,7 @@
 
     PYTHONPATH=$PWD/src python -m tests.compat.make_files
 
-Writes ``tests/compat/files/<method>.h5`` (one per structure: diag, kfac, ekfac, kfac-diag, lowrank,
+Writes ``tests/compat/files/<method>.h5`` (one per structure: diag, kfac, ekfac, kfac-diag, lowrank, vi,
 full) by running the real ``uncert fit`` on 60 iris examples with a seeded 4-5-4-3 MLP (64
 parameters, float32), and ``tests/compat/files/<method>.json``: what :func:`tests.compat.numbers.posterior_numbers`
 and ``uncert report --json`` answer for that file. The files are a compatibility contract: rerun this

@@ -14,7 +14,7 @@ from uncert_cli.cli.main import main
 from uncert_cli.factors import open_posterior
 
 FILES = Path(__file__).resolve().parent / "files"
-METHODS = ("diag", "kfac", "ekfac", "kfac-diag", "lowrank", "full")
+METHODS = ("diag", "kfac", "ekfac", "kfac-diag", "lowrank", "full", "vi")
 # Keys of `report --json` that name this machine or this moment rather than the posterior.
 VOLATILE_KEYS = frozenset({"file", "factors", "path", "created", "checkpoint", "written_by", "seconds"})
 

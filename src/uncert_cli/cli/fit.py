@@ -15,7 +15,8 @@ from uncert_cli.cli import options as o
 from uncert_cli.core.device import resolve_device, resolve_dtype
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.distributed import init_from_environment, shutdown
-from uncert_cli.workflows.fit import FitOptions, check_memory, expected_file_bytes, fit_to_file
+from uncert_cli.curvature.methods import METHODS as CURVATURE_METHODS
+from uncert_cli.workflows.fit import DEFAULT_EPOCHS, FitOptions, check_memory, expected_file_bytes, fit_to_file
 from uncert_cli.workflows.inputs import (
     load_checkpoint_model, load_model_data, parse_input_shape, recorded_conversion, with_conversion, with_normalization,
 )
@@ -42,10 +43,12 @@ def fit(
     checkpoint: Annotated[Path, typer.Argument(help="Model checkpoint (.safetensors, .pt, .pth, .ckpt) or a Hugging Face model folder (config.json + weights).")],
     data: o.DataSpec = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Factor file to write (HDF5).")] = Path("factors.h5"),
-    method: Annotated[Method, typer.Option("--method", help="Curvature structure: diag, kfac, full (dense GGN, small models), lowrank (top-K GGN eigenpairs + diagonal), ekfac (eigenvalue-corrected KFAC), kfac-diag (top-L Kronecker eigenpairs + diagonal).")] = Method.kfac,
+    method: Annotated[Method, typer.Option("--method", help="Curvature structure: diag, kfac, full (dense GGN, small models), lowrank (top-K GGN eigenpairs + diagonal), ekfac (eigenvalue-corrected KFAC), kfac-diag (top-L Kronecker eigenpairs + diagonal), vi (mean-field Gaussian trained by the ELBO, starting from diag).")] = Method.kfac,
     rank: Annotated[Optional[int], typer.Option("--rank", min=1, help="lowrank: K eigenpairs of the whole GGN; kfac-diag: L Kronecker eigenpairs per layer (default 20).")] = None,
     fisher: Annotated[FisherType, typer.Option("--fisher", help="exact GGN, Monte-Carlo or empirical Fisher.")] = FisherType.exact,
-    mc_samples: Annotated[int, typer.Option("--mc-samples", min=1, help="Sampled labels per example for --fisher mc.")] = 1,
+    mc_samples: Annotated[int, typer.Option("--mc-samples", min=1, help="Sampled labels per example for --fisher mc; for --method vi, weight samples per ELBO gradient.")] = 1,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="--method vi: passes over the data (default 5).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="--method vi: Adam's learning rate, decayed to 0 by a cosine (default 1e-3).")] = None,
     subset: Annotated[str, typer.Option("--subset", help="all, last-layer, or comma-separated module names and glob patterns ('classifier.*', 'layers.1*').")] = "all",
     layers: Annotated[Optional[str], typer.Option("--layers", help="Alias of --subset with comma-separated module names, e.g. fc1,fc2.")] = None,
     include_frozen: Annotated[bool, typer.Option("--include-frozen", help="Also cover parameters with requires_grad=False (default: only trainable ones).")] = False,
@@ -121,7 +124,7 @@ def fit(
             method=method.value, fisher_type=fisher.value, mc_samples=mc_samples, subset=subset,
             batch_size=batch_size, dtype=resolve_dtype(dtype.value), device=dev, seed=seed,
             max_memory=parse_size(max_memory) if max_memory is not None else None, rank=rank,
-            include_frozen=include_frozen,
+            include_frozen=include_frozen, epochs=epochs, lr=lr,
         )
         memory = check_memory(loaded.module, opts, dataset)  # refuse before any work is shown or done
         if ctx.is_main:  # and before the minutes of fitting: will the file fit on the disk?
@@ -131,6 +134,7 @@ def fit(
         if memory.fit_peak >= ANNOUNCE_PEAK or sys.stderr.isatty():
             log(f"{method.value} fit: {describe(memory)}", quiet=not show)
         total = len(dataset) if ctx.world_size == 1 else len(dataset) // ctx.world_size
+        total *= CURVATURE_METHODS[method].data_passes(opts.epochs or DEFAULT_EPOCHS)
         prior = PriorSettings(prior_precision=prior_precision, prior_mode=prior_mode.value, n_data=n_data)
         if ctx.is_main:
             log_coverage_notes(loaded.module, opts, quiet=quiet)
@@ -140,7 +144,8 @@ def fit(
                     "gradients exist: same outputs, slower", quiet=quiet or json_output)
         with progress_bar(total, f"fit {method.value}", quiet=not show) as advance:
             result = fit_to_file(
-                loaded, dataset, opts, output, prior=prior, split=dataset.split, ctx=ctx, on_batch=advance, memory=memory
+                loaded, dataset, opts, output, prior=prior, split=dataset.split, ctx=ctx, on_batch=advance, memory=memory,
+                on_status=advance.describe,
             )
         if ctx.is_main:
             summary = fit_summary(result, output, recorded_conversion(loaded.meta))

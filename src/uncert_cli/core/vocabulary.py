@@ -61,6 +61,7 @@ class Method(Vocabulary):
     lowrank = "lowrank"
     ekfac = "ekfac"
     kfac_diag = "kfac-diag"
+    vi = "vi"
 
 
 class FisherType(Vocabulary):

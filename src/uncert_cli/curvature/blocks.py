@@ -48,6 +48,9 @@ class CurvatureBlock:
     """
 
     structure: ClassVar[str]
+    # Whether the curvature was taken at the checkpoint's weights (a Laplace approximation), so that the
+    # Laplace evidence (tune --objective marglik) applies; a variational fit has its own mean instead.
+    at_mode: ClassVar[bool] = True
     module: str
     param_names: tuple[str, ...]
     param_shapes: tuple[tuple[int, ...], ...]
@@ -55,6 +58,10 @@ class CurvatureBlock:
     @property
     def num_params(self) -> int:
         raise NotImplementedError
+
+    def posterior_mean(self) -> tuple[torch.Tensor, ...] | None:
+        """The Gaussian's mean per parameter (shaped like it) where it is not the checkpoint's weights."""
+        return None
 
     def decompose(self) -> tuple[str, ...]:
         """Eigendecompose now, if the block stores a decomposition it has not computed yet; returns
@@ -142,6 +149,33 @@ class DiagonalBlock(CurvatureBlock):
         return list(self.diagonal)
 
 
+@dataclass
+class MeanFieldBlock(CurvatureBlock):
+    """A mean-field Gaussian fitted by variational inference (``--method vi``): its own mean and, per
+    parameter, a data term ``d ≥ 0`` in the units of a curvature diagonal, so that the variance is
+    ``1 / (n_eff · d + τ)`` exactly as for a diagonal Laplace block (at the fit's ``N`` and ``τ`` it is
+    the variational variance; other ``N``, ``τ`` rescale it as they would a Laplace's)."""
+
+    module: str
+    param_names: tuple[str, ...]
+    param_shapes: tuple[tuple[int, ...], ...]
+    diagonal: tuple[torch.Tensor, ...]  # d, one per parameter, shaped like it
+    mean: tuple[torch.Tensor, ...]  # the variational mean, one per parameter, shaped like it
+
+    structure: ClassVar[str] = "meanfield"
+    at_mode: ClassVar[bool] = False
+
+    @property
+    def num_params(self) -> int:
+        return sum(d.numel() for d in self.diagonal)
+
+    def value_tensors(self) -> list[torch.Tensor]:
+        return [*self.diagonal, *self.mean]
+
+    def posterior_mean(self) -> tuple[torch.Tensor, ...] | None:
+        return self.mean
+
+
 Block = CurvatureBlock
 
 
@@ -155,6 +189,9 @@ class Curvature:
     method: Method
     fisher_type: FisherType
     mc_samples: int = 1
+    # What the method reports beyond its blocks (e.g. the ELBO per epoch of a variational fit); the fit
+    # records it in the factor file's /fit group. Not read back.
+    notes: dict[str, object] = field(default_factory=dict, compare=False)
 
     @property
     def num_params(self) -> int:

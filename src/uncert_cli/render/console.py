@@ -58,11 +58,27 @@ class _SamplesPerSecond(TextColumn):
         return super().render(task) if speed is None else f"{speed:,.0f} samples/s"
 
 
+class Advance:
+    """What :func:`progress_bar` yields: ``advance(n_examples)``, and ``advance.describe(text)`` to show a
+    short status after the bar's name (e.g. the ELBO of a variational fit)."""
+
+    def __init__(self, progress: Progress | None = None, task=None, description: str = "") -> None:
+        self._progress, self._task, self._description = progress, task, description
+
+    def __call__(self, n: int) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+
+    def describe(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, description=f"{self._description} · {text}")
+
+
 @contextmanager
-def progress_bar(total: int, description: str, *, quiet: bool) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr with ETA and samples/s; yields ``advance(n_examples)``."""
+def progress_bar(total: int, description: str, *, quiet: bool) -> Iterator[Advance]:
+    """A rich progress bar on stderr with ETA and samples/s; yields ``advance(n_examples)`` (:class:`Advance`)."""
     if quiet:
-        yield lambda n: None
+        yield Advance()
         return
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -77,7 +93,7 @@ def progress_bar(total: int, description: str, *, quiet: bool) -> Iterator[Calla
     with Progress(*columns, console=stderr, transient=False) as progress:
         task = progress.add_task(description, total=total)
         try:
-            yield lambda n: progress.advance(task, n)
+            yield Advance(progress, task, description)
         except BaseException:
             # A failed run leaves no half-drawn bar above its one-line error.
             progress.remove_task(task)

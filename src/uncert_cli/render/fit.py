@@ -45,11 +45,15 @@ def fit_summary(result: FitResult, output: Path, conversion: ImageConversion | N
         "eigen_repairs": result.info.get("eigen_repairs") or {},
         # {"channels": 3, "size": [32, 32]} as recorded for later commands; null: the images as stored
         "input_conversion": conversion.to_dict() if conversion is not None else None,
+        # --method vi: its settings and the ELBO with its two terms per epoch; null for a Laplace fit
+        "vi": result.info.get("vi"),
     }
 
 
 def print_fit_summary(summary: dict[str, Any]) -> None:
-    table = Table(title=f"{summary['method']} Laplace ({summary['fisher_type']} fisher) on {summary['dataset']}")
+    vi = summary.get("vi")
+    kind = "mean-field Gaussian by the ELBO" if vi else f"Laplace ({summary['fisher_type']} fisher)"
+    table = Table(title=f"{summary['method']} {kind} on {summary['dataset']}")
     table.add_column("module")
     table.add_column("structure")
     table.add_column("params", justify="right")
@@ -66,6 +70,11 @@ def print_fit_summary(summary: dict[str, Any]) -> None:
         f"{summary['seconds']:.1f} s, peak memory {format_size(summary['peak_memory_bytes'])}\n"
         f"wrote [bold]{summary['output']}[/bold]"
     )
+    if vi:
+        stdout.print(f"ELBO {vi['elbo'][0]:,.6g} after the first epoch, {vi['elbo'][-1]:,.6g} after {vi['epochs']} "
+                     f"(E log p {vi['expected_log_likelihood'][-1]:,.6g}, KL {vi['kl'][-1]:,.6g}); N = "
+                     f"{vi['n_data']:,.6g}, τ = {vi['prior_precision']:g}, lr {vi['lr']:g}, {vi['mc_samples']} sample(s) "
+                     "per step; MAP accuracy is the checkpoint's")
     conversion = summary.get("input_conversion")
     if conversion:
         shown = ImageConversion(conversion["channels"], tuple(conversion["size"]) if conversion["size"] else None)

@@ -13,6 +13,7 @@ Datasets per tag (shapes from the parameter shapes; ``W_aug`` is ``(O, I')``, se
     lowrank:    eigenvalues (K,), eigenvectors (P,K), diagonal (P,)              (--method lowrank)
     ekfac:      eigenvalues (O,I'), input/output_eigenvalues, input/output_eigenvectors
     kron-diag:  rank_indices (L,2), diagonal (O,I'), input/output_eigenvalues/eigenvectors
+    meanfield:  diagonal/<j>, then mean/<j>, one dataset each per parameter, shaped like it (--method vi)
 
 The order in which a codec writes its datasets is part of the file format (the files' bytes, which
 the damaged-file tests corrupt at known places, depend on it).
@@ -39,6 +40,7 @@ from uncert_cli.curvature.blocks import (
     KroneckerBlock,
     KroneckerEigen,
     LowRankBlock,
+    MeanFieldBlock,
 )
 from uncert_cli.storage.arrays import FLOAT_DTYPES, INDEX_DTYPES, damaged, read_tensor, write_array
 
@@ -104,6 +106,31 @@ class DiagonalCodec(Codec):
 
     def arrays(self, block: DiagonalBlock) -> list[tuple[str, Tensor, Rule]]:
         return [(f"diagonal/{j}", d, "nonnegative") for j, d in enumerate(block.diagonal)]
+
+
+class MeanFieldCodec(DiagonalCodec):
+    """The diagonal codec's datasets, then the variational mean (any sign) in ``mean/<j>``."""
+
+    tag = "meanfield"
+
+    def write(self, group: h5py.Group, block: MeanFieldBlock) -> None:
+        super().write(group, block)
+        mean = group.create_group("mean")
+        for j, values in enumerate(block.mean):
+            write_array(mean, str(j), values)
+
+    def read(self, group: h5py.Group, header: Header) -> CurvatureBlock:
+        count = range(len(header.param_names))
+        return MeanFieldBlock(header.module, header.param_names, header.param_shapes,
+                              tuple(read_tensor(group["diagonal"][str(j)]) for j in count),
+                              tuple(read_tensor(group["mean"][str(j)]) for j in count))
+
+    def expected(self, group: h5py.Group, shapes: list[list[int]], where: str, path: Path) -> Expected:
+        return {**super().expected(group, shapes, where, path),
+                **{f"mean/{j}": (tuple(s), FLOAT_DTYPES) for j, s in enumerate(shapes)}}
+
+    def arrays(self, block: MeanFieldBlock) -> list[tuple[str, Tensor, Rule]]:
+        return [*super().arrays(block), *((f"mean/{j}", m, "finite") for j, m in enumerate(block.mean))]
 
 
 class DenseCodec(Codec):
@@ -275,5 +302,6 @@ class KronDiagCodec(_KroneckerFamily):
 
 CODECS: dict[str, Codec] = {
     codec.tag: codec
-    for codec in (KroneckerCodec(), DiagonalCodec(), DenseCodec(), LowRankCodec(), EKFACCodec(), KronDiagCodec())
+    for codec in (KroneckerCodec(), DiagonalCodec(), DenseCodec(), LowRankCodec(), EKFACCodec(), KronDiagCodec(),
+                  MeanFieldCodec())
 }

@@ -51,7 +51,21 @@ def model_from_factor_file(
 
     ``arch``/``arch_kwargs``: ``--arch`` and ``--arch-kwargs`` as typed. ``runs_model=False``: the
     caller never calls the network, so a file naming a user's class is answered from its weights alone.
+    A posterior with its own mean (``--method vi``) has it in place of the covered weights, after the
+    stored weights were checked against the fingerprint: that mean is the posterior's "MAP".
     """
+    loaded = _checkpoint_model(factors, arch=arch, arch_kwargs=arch_kwargs, runs_model=runs_model)
+    params = dict(loaded.module.named_parameters())
+    with torch.no_grad():
+        for block in factors.curvature.blocks:
+            for name, mean in zip(block.param_names, block.posterior_mean() or ()):
+                params[name].copy_(mean)
+    return loaded
+
+
+def _checkpoint_model(factors: FactorFile, *, arch: str | None, arch_kwargs: Sequence[str] | None,
+                      runs_model: bool) -> LoadedModel:
+    """The network at the stored weights, checked against the fingerprint."""
     meta = factors.model_meta
     if arch is None and arch_kwargs:
         raise UserError("--arch-kwargs needs --arch: name the class they are for (--arch path/to/file.py:Class)")

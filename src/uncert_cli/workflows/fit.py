@@ -6,6 +6,7 @@ the memory guard and the distributed reduce together.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from uncert_cli.storage.factor_file import PriorSettings, write_factor_file
 from uncert_cli.core.vocabulary import FisherType, Method
 
 METHODS = Method.choices()
+DEFAULT_EPOCHS = 5  # vi
+DEFAULT_LR = 1e-3  # vi
 
 
 @dataclass
@@ -53,6 +56,13 @@ class FitOptions:
     max_memory: int | None = None  # bytes; refuse before allocating factors above this
     rank: int | None = None  # lowrank: K eigenpairs of the GGN; kfac-diag: L per module (default 20)
     include_frozen: bool = False  # cover parameters with requires_grad=False too
+    epochs: int | None = None  # vi: passes of the ELBO's optimiser over the data (default 5)
+    lr: float | None = None  # vi: Adam's initial learning rate (default 1e-3)
+
+    @property
+    def trains(self) -> bool:
+        """Whether the method fits by optimisation (epochs, learning rate) rather than one curvature pass."""
+        return self.method == Method.vi
 
 
 @dataclass
@@ -75,6 +85,17 @@ def validate_options(options: FitOptions) -> None:
                 f"{{param}} applies to {{method}} {' and '.join(RANKED_METHODS)}, not {options.method}; drop {{param}}",
                 param="rank", mentions=("method",),
             )
+    for name, value in (("epochs", options.epochs), ("lr", options.lr)):
+        if value is not None and not options.trains:
+            raise UserError(f"{{param}} applies to {{method}} vi, not {options.method}; drop {{param}}",
+                            param=name, mentions=("method",))
+    if options.epochs is not None:
+        whole_number(options.epochs, "epochs", minimum=1)
+    if options.lr is not None and not (math.isfinite(options.lr) and options.lr > 0):
+        raise UserError(f"{{param}} must be a positive number, got {options.lr}", param="lr")
+    if options.trains and options.fisher_type != FisherType.exact:
+        raise UserError(f"{{method}} vi fits the likelihood itself (its starting variances use the exact GGN); drop "
+                        f"{{param}} {options.fisher_type}", param="fisher_type", mentions=("method",))
     if options.max_memory is not None and options.max_memory <= 0:
         raise UserError(f"{{param}} must be a positive size, got {options.max_memory} bytes", param="max_memory")
 
@@ -191,11 +212,15 @@ def fit_laplace(
     ctx: DistributedContext | None = None,
     on_batch: Callable[[int], None] | None = None,
     memory: MemoryEstimate | None = None,
+    prior: PriorSettings | None = None,
+    on_status: Callable[[str], None] | None = None,
 ) -> FitResult:
     """Compute the curvature of ``loaded.module`` on ``data`` (already adapted to the model).
 
     ``memory``: the :func:`check_memory` result if the caller checked already (the CLI does, to
-    refuse and announce before the fit starts); otherwise it is checked here.
+    refuse and announce before the fit starts); otherwise it is checked here. ``prior``: the ``N``,
+    ``τ`` and noise the factor file will hold, which a method that trains (vi) fits with.
+    ``on_status``: a short progress line (vi: the ELBO and its terms).
     """
     validate_options(options)
     ctx = ctx or DistributedContext()
@@ -223,6 +248,7 @@ def fit_laplace(
         # streaming methods: sums reduced over processes, the MAP likelihood taken on the way
         reduce=ctx.all_reduce_sum if ctx.world_size > 1 else None, on_outputs=likelihood.add,
         max_bytes=memory_cap(options), include_frozen=options.include_frozen,
+        **_training_settings(options, prior or PriorSettings(), loaded.meta.noise_std), on_status=on_status,
     )
     curvature = builder.build(model, batches, request)
     # Decompose now: a factor with NaN/inf is refused (naming its layer) before any file exists.
@@ -253,7 +279,21 @@ def fit_laplace(
     }
     if accuracy is not None:
         info["map_accuracy"] = accuracy
+    info.update(curvature.notes)  # e.g. vi: the ELBO per epoch
     return FitResult(curvature=curvature, info=info, memory=memory)
+
+
+def _training_settings(options: FitOptions, prior: PriorSettings, meta_noise: float | None) -> dict[str, Any]:
+    """The :class:`BuildRequest` fields of a method that trains: the file's N, τ and noise, epochs, lr."""
+    if not options.trains:
+        return {}
+    if not isinstance(prior.prior_precision, (int, float)):
+        raise UserError("{method} vi takes one prior precision for every layer; give a number", mentions=("method",))
+    return {
+        "prior_precision": float(prior.prior_precision), "n_data": prior.n_data,
+        "noise_std": float(prior.noise_std or meta_noise or 1.0),
+        "epochs": options.epochs or DEFAULT_EPOCHS, "lr": options.lr or DEFAULT_LR,
+    }
 
 
 def expected_file_bytes(model: torch.nn.Module, options: FitOptions) -> int:
@@ -278,6 +318,7 @@ def fit_to_file(
     ctx: DistributedContext | None = None,
     on_batch: Callable[[int], None] | None = None,
     memory: MemoryEstimate | None = None,
+    on_status: Callable[[str], None] | None = None,
 ) -> FitResult:
     """:func:`fit_laplace`, then write the factor file (rank 0 only; atomically)."""
     ctx = ctx or DistributedContext()
@@ -286,7 +327,8 @@ def fit_to_file(
     state_dict = {k: v.detach().cpu().clone() for k, v in loaded.module.state_dict().items()}
     if ctx.is_main:
         check_free_space(output, expected_file_bytes(loaded.module, options), lower_bound=True)
-    result = fit_laplace(loaded, data, options, ctx=ctx, on_batch=on_batch, memory=memory)
+    result = fit_laplace(loaded, data, options, ctx=ctx, on_batch=on_batch, memory=memory, prior=prior,
+                         on_status=on_status)
     result.info["split"] = split  # None: a whole file without splits (the attribute is then absent)
     if ctx.is_main:
         write_factor_file(

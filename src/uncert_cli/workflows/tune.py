@@ -121,6 +121,12 @@ def tune_factor_file(
     predictive = str(chosen)
     batches = list(iter_batches(val_data, batch_size)) if val_data is not None else None
     if objective == "marglik":
+        if not all(block.at_mode for block in factors.curvature.blocks):
+            raise UserError(
+                f"'{path}' holds a variational posterior (method {factors.curvature.method}) with its own mean, and "
+                "the Laplace evidence is defined for curvature taken at the checkpoint's weights; choose N and τ "
+                "with {param} widest or val-nll, or refit it with another prior precision", param="objective",
+            )
         regression = factors.curvature.task == "regression"
         out_dim = _output_dim(factors)
         _check_stored_log_likelihood(factors)

@@ -14,11 +14,12 @@ from uncert_cli.curvature.methods.engine_methods import DiagMethod, KFACMethod
 from uncert_cli.curvature.methods.full import FullMethod
 from uncert_cli.curvature.methods.kfac_diag import KFACDiagMethod
 from uncert_cli.curvature.methods.lowrank import LowRankMethod
+from uncert_cli.curvature.methods.vi import VIMethod
 from uncert_cli.core.vocabulary import Method
 
 METHODS: dict[Method, CurvatureMethod] = {
     method.name: method
-    for method in (DiagMethod(), KFACMethod(), FullMethod(), LowRankMethod(), EKFACMethod(), KFACDiagMethod())
+    for method in (DiagMethod(), KFACMethod(), FullMethod(), LowRankMethod(), EKFACMethod(), KFACDiagMethod(), VIMethod())
 }
 RANKED_METHODS: tuple[str, ...] = tuple(name for name, method in METHODS.items() if method.takes_rank)
 

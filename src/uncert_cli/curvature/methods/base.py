@@ -46,6 +46,13 @@ class BuildRequest:
     on_outputs: Callable[[Tensor, Tensor], None] | None = None
     max_bytes: int | None = None
     include_frozen: bool = False
+    # The posterior's hyperparameters and the optimiser's settings, for the methods that train (vi).
+    prior_precision: float = 1.0
+    n_data: float | None = None  # None: the number of examples
+    noise_std: float = 1.0
+    epochs: int = 5
+    lr: float = 1e-3
+    on_status: Callable[[str], None] | None = None  # a short line on the progress (the ELBO), as it changes
 
 
 def kronecker_sizes(unit: Unit) -> tuple[int, int]:
@@ -81,6 +88,10 @@ class CurvatureMethod:
     def build(self, model: nn.Module, source: BatchSource, request: BuildRequest) -> Curvature:
         """The curvature of ``model`` over the batches of ``source``."""
         raise NotImplementedError
+
+    def data_passes(self, epochs: int) -> int:
+        """How many times :meth:`build` reports every example to ``on_batch`` (the progress bar's total)."""
+        return 1
 
     def stored_elements(self, model: nn.Module, units: list[Unit], rank: int | None) -> int:
         """Numbers the stored curvature holds (before any data is touched)."""

@@ -20,11 +20,12 @@ from uncert_cli.posterior.structures.dense import DenseStructure
 from uncert_cli.posterior.structures.diagonal import DiagonalStructure
 from uncert_cli.posterior.structures.kronecker import EKFACStructure, KroneckerStructure
 from uncert_cli.posterior.structures.lowrank import KronDiagStructure, LowRankPrecision, LowRankStructure
+from uncert_cli.posterior.structures.meanfield import MeanFieldStructure
 
 STRUCTURES: dict[str, type[Structure]] = {
     cls.tag: cls
     for cls in (DiagonalStructure, KroneckerStructure, EKFACStructure, DenseStructure, LowRankStructure,
-                KronDiagStructure)
+                KronDiagStructure, MeanFieldStructure)
 }
 
 
@@ -63,6 +64,7 @@ __all__ = [
     "KroneckerStructure",
     "LowRankPrecision",
     "LowRankStructure",
+    "MeanFieldStructure",
     "PriorMode",
     "Scalar",
     "Structure",
