@@ -34,7 +34,8 @@ from uncert_cli.core.errors import UserError
 CHUNK_ELEMENTS = 2**26
 
 
-def _block(unit: Unit, diags: list[Tensor], n_data: int) -> DiagonalBlock:
+def diagonal_block(unit: Unit, diags: list[Tensor], n_data: int) -> DiagonalBlock:
+    """The mean diagonal block of ``unit`` from its per-parameter sums over ``n_data`` examples."""
     return DiagonalBlock(
         module=unit.name,
         param_names=unit.param_names,
@@ -110,7 +111,7 @@ class LinearConvDiagAccumulator:
         diags = [self.w_sum.reshape(shape)]
         if self.has_bias:
             diags.append(self.b_sum)
-        return _block(self.unit, diags, n_data)
+        return diagonal_block(self.unit, diags, n_data)
 
 
 def _arg_hint(module: nn.Module, position: int | str, t: Tensor) -> int | None | str:
@@ -256,4 +257,4 @@ class GenericDiagAccumulator:
         return list(self.sums_)
 
     def finalize(self, n_data: int) -> DiagonalBlock:
-        return _block(self.unit, list(self.sums_), n_data)
+        return diagonal_block(self.unit, list(self.sums_), n_data)

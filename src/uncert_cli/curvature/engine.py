@@ -27,6 +27,7 @@ from uncert_cli.curvature.plain_kernels import plain_kernels
 from uncert_cli.curvature.hooks import Capture, backprop_vectors
 from uncert_cli.curvature.kronecker import KroneckerAccumulator
 from uncert_cli.curvature.loss_vectors import loss_backward_vectors
+from uncert_cli.curvature.recurrent_diag import RecurrentDiagAccumulator
 from uncert_cli.curvature.subset import Unit, select_units
 from uncert_cli.core.errors import UserError
 
@@ -114,6 +115,8 @@ def _make_accumulators(
             acc: Any = (
                 KroneckerAccumulator(u, dtype, device) if method == "kfac" else LinearConvDiagAccumulator(u, dtype, device)
             )
+        elif RecurrentDiagAccumulator.covers(u):  # under kfac too: recurrent weights keep a diagonal
+            acc = RecurrentDiagAccumulator(u, dtype, device, capture)
         else:
             acc = GenericDiagAccumulator(u, dtype, device, capture)
         accs.append(acc)
@@ -186,9 +189,12 @@ def compute_curvature(
     capture.keep_inputs = [a.keep_inputs for a in accs]
     capture.on_forward = [getattr(a, "on_forward", None) for a in accs]
     capture.expand_shared = [isinstance(a, GenericDiagAccumulator) for a in accs]
+    capture.internal_outputs = [getattr(a, "internal_outputs", None) for a in accs]
+    recorders = {a.unit.module: a.record for a in accs if isinstance(a, RecurrentDiagAccumulator)}
     batched = BATCHED_BACKWARD  # switched off for good if the graph has no vmap support
     n = 0
-    kernels.enter_context(plain_kernels(model))  # recurrent and attention layers on vmap-able kernels
+    # recurrent and attention layers on vmap-able kernels, recurrent ones reporting their gates
+    kernels.enter_context(plain_kernels(model, recorders))
     try:
         for i, (x, y) in enumerate(itertools.chain([first], it)):
             capture.clear()

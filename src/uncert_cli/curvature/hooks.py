@@ -57,14 +57,19 @@ class Call:
         """Inputs are read after the backward pass; an in-place change since the call would
         silently corrupt the curvature, so refuse it."""
         tensors = [a for a in self.args if isinstance(a, Tensor)]
-        for t, v in zip(tensors, self.input_versions):
-            if t._version != v:
-                raise UserError(
-                    f"the input of module {unit_name!r} of the {{param}} was modified in place after the module "
-                    "ran; the curvature needs it unchanged: make that operation out of place in the model's "
-                    "forward (e.g. x = x + 1 instead of x += 1)",
-                    param="model",
-                )
+        check_unmodified(unit_name, tensors, self.input_versions)
+
+
+def check_unmodified(unit_name: str, tensors: Sequence[Tensor], versions: Sequence[int]) -> None:
+    """Refuse tensors of a unit's call whose in-place version moved on since ``versions`` were read."""
+    for t, v in zip(tensors, versions):
+        if t._version != v:
+            raise UserError(
+                f"the input of module {unit_name!r} of the {{param}} was modified in place after the module "
+                "ran; the curvature needs it unchanged: make that operation out of place in the model's "
+                "forward (e.g. x = x + 1 instead of x += 1)",
+                param="model",
+            )
 
 
 def _detach(x: Any) -> Any:
@@ -79,6 +84,10 @@ class Capture:
         keep_inputs: per unit, whether to keep the call's inputs for after the backward pass.
         on_forward: per unit, an optional callback ``(args, kwargs) -> None`` run inside the hook
             (Kronecker accumulators update their input factor there, so inputs need not be kept).
+        internal_outputs: per unit, an optional callback ``() -> tensors`` run inside the hook: the
+            tensors *inside* the call to propagate the backward vectors to, in place of its outputs
+            (a recurrent layer's gate pre-activations, whose gradients give every weight's in one
+            product over time). The call's outputs are then left as they are.
     """
 
     def __init__(
@@ -86,10 +95,12 @@ class Capture:
         units: Sequence[Unit],
         keep_inputs: Sequence[bool],
         on_forward: Sequence[Callable[[tuple[Any, ...], dict[str, Any]], None] | None],
+        internal_outputs: Sequence[Callable[[], list[Tensor]] | None] | None = None,
     ) -> None:
         self.units = list(units)
         self.keep_inputs = list(keep_inputs)
         self.on_forward = list(on_forward)
+        self.internal_outputs = list(internal_outputs) if internal_outputs is not None else [None] * len(self.units)
         self.calls: list[list[Call]] = [[] for _ in self.units]
         self.active = False
         # Per unit: expand an output every example shares to the batch (see _per_example_output); set by
@@ -101,6 +112,11 @@ class Capture:
         self, i: int, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any, member: int = 0
     ) -> Any:
         if not self.active:
+            return None
+        internal = self.internal_outputs[i]
+        if internal is not None:
+            tensors = internal()
+            self.calls[i].append(Call(outputs=tensors, output_index=list(range(len(tensors))), member=member))
             return None
         single = isinstance(output, Tensor)
         flat = [output] if single else list(output) if isinstance(output, (tuple, list)) else []
