@@ -161,3 +161,83 @@ def test_plain_kernels_allow_forward_mode_and_restore_the_model():
     shifted = {k: v + eps * tangents[k] for k, v in params.items()}
     fd = (f(shifted) - f(params)) / eps
     torch.testing.assert_close(jvp_out, fd, rtol=0.05, atol=2e-2)
+
+
+class SharedRecurrentClassifier(nn.Module):
+    """One GRU reads two halves of the sequence (two calls: the per-example gradient sums both)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(3, 4, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first, _ = self.rnn(x[:, :2])
+        second, _ = self.rnn(x[:, 2:])
+        return self.head(torch.cat([first[:, -1], second[:, -1]], dim=1))
+
+
+class ProjectedLSTMClassifier(RecurrentClassifier):
+    def __init__(self) -> None:
+        super().__init__(nn.LSTM, 1, False, True)
+        self.rnn = nn.LSTM(3, 4, batch_first=True, proj_size=2)
+        self.head = nn.Linear(2, 3)
+
+
+def _unit_accumulator(model: nn.Module) -> type:
+    from uncert_cli.curvature.engine import _make_accumulators
+    from uncert_cli.curvature.hooks import Capture
+    from uncert_cli.curvature.subset import select_units
+
+    units = [u for u in select_units(model, "all") if u.name == "rnn"]
+    (acc,) = _make_accumulators(units, "diag", torch.float64, torch.device("cpu"), Capture(units, [False], [None]))
+    return type(acc)
+
+
+def test_recurrent_modules_take_the_gate_gradient_path():
+    from uncert_cli.curvature.recurrent_diag import RecurrentDiagAccumulator
+
+    assert _unit_accumulator(RecurrentClassifier(nn.LSTM, 2, True, True)) is RecurrentDiagAccumulator
+    assert _unit_accumulator(SharedRecurrentClassifier()) is RecurrentDiagAccumulator
+    # the projection's weight is not a gate weight: the generic per-example path covers it
+    assert _unit_accumulator(ProjectedLSTMClassifier()) is not RecurrentDiagAccumulator
+
+
+def test_a_recurrent_module_called_twice_sums_both_uses():
+    torch.manual_seed(0)
+    _check_every_block(SharedRecurrentClassifier().double(), torch.randn(5, 5, 3, dtype=torch.float64), "diag")
+
+
+def test_a_projected_lstm_keeps_the_generic_path_exact():
+    torch.manual_seed(0)
+    _check_every_block(ProjectedLSTMClassifier().double(), torch.randn(5, 4, 3, dtype=torch.float64), "kfac")
+
+
+def test_gates_are_recorded_inside_an_outer_plain_kernels_block():
+    """Structured methods run the engine inside their own plain_kernels block; the engine's recorder
+    must still receive the gates (else the recurrent block would silently be zero)."""
+    torch.manual_seed(0)
+    model = RecurrentClassifier(nn.GRU, 2, True, False).double()
+    with plain_kernels(model):
+        _check_every_block(model, torch.randn(5, 4, 3, dtype=torch.float64), "diag")
+        assert vars(model.rnn)["forward"].plain_recurrent  # the outer block's forward is back
+    assert "forward" not in vars(model.rnn)
+
+
+class PerExampleLoop(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(3, 4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.stack([self.rnn(seq)[0][-1] for seq in x]))  # unbatched (T, F) calls
+
+
+def test_a_recurrent_layer_called_per_example_is_refused_with_the_fix():
+    from uncert_cli.core.errors import UserError
+
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 5, 3), torch.randint(0, 3, (4,))
+    with pytest.raises(UserError, match="call it on the whole batch"):
+        compute_curvature(PerExampleLoop(), [(x, y)], method="diag")
