@@ -25,12 +25,14 @@ from torch import nn
 from uncert_cli.checkpoint.meta import ModelMeta
 from uncert_cli.core.errors import UserError
 
-__all__ = ["is_hf_folder", "read_hf_folder", "hf_module_from_meta", "is_hf_arch", "HF_PREFIX", "HF_MISSING"]
+__all__ = ["is_hf_folder", "read_hf_folder", "hf_module_from_meta", "is_hf_arch", "tokenizer_folder", "HF_PREFIX", "HF_MISSING"]
 
 HF_PREFIX = "transformers:"
 HF_MISSING = ("transformers is not installed; install it with pip install 'uncert-cli[hf]' (or pip install "
               "transformers) to read Hugging Face model folders")
 CONFIG_KEY = "hf_config"  # ModelMeta.extra key holding the config
+TOKENIZER_KEY = "tokenizer_folder"  # ModelMeta.extra key: the folder holding the model's tokenizer, if it has one
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
 _HEADS = ("ForSequenceClassification", "ForImageClassification")
 # Config keys never passed on: the type is given separately, custom code is refused above, and a quantization
 # recipe would make transformers load other packages' kernels.
@@ -147,9 +149,12 @@ def read_hf_folder(folder: Path, trust_remote_code: bool = False) -> tuple[nn.Mo
     if image and isinstance(size, int) and isinstance(config.get("num_channels"), int):
         input_shape = (config["num_channels"], size, size)
     regression = config.get("problem_type") == "regression"
+    extra: dict[str, Any] = {CONFIG_KEY: json.loads(json.dumps(config, default=str))}
+    if any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        # Where later commands find the tokenizer for a saved dataset's text (data.hf_datasets).
+        extra[TOKENIZER_KEY] = str(folder.resolve())
     meta = ModelMeta(arch=HF_PREFIX + name, input_shape=input_shape, num_outputs=getattr(module.config, "num_labels", None),
-                     task="regression" if regression else "classification", output="logits",
-                     extra={CONFIG_KEY: json.loads(json.dumps(config, default=str))})
+                     task="regression" if regression else "classification", output="logits", extra=extra)
     return module, meta
 
 
@@ -163,3 +168,9 @@ def hf_module_from_meta(meta: ModelMeta, where: str) -> nn.Module:
     except Exception as exc:
         raise UserError(f"{where}: building {cls.__name__} from the recorded config failed: {type(exc).__name__}: "
                         f"{str(exc)[:200]}") from None
+
+
+def tokenizer_folder(meta: ModelMeta) -> str | None:
+    """The Hugging Face model folder whose tokenizer reads text for this model (recorded by ``fit``), if any."""
+    folder = meta.extra.get(TOKENIZER_KEY)
+    return folder if isinstance(folder, str) else None

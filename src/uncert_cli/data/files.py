@@ -27,6 +27,7 @@ from uncert_cli.data.dataset import ArrayDataset
 from uncert_cli.data.image_folder import load_image_folder
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.input_files import check_input_file
+from uncert_cli.data.hf_datasets import is_hf_dataset, load_hf_dataset
 from uncert_cli.data.token_files import load_token_arrays, token_splits
 
 NPZ_SUFFIXES = (".npz",)
@@ -53,7 +54,7 @@ def parse_file_spec(spec: str) -> FileSpec:
     if Path(spec).expanduser().exists() or ":" not in spec:
         return FileSpec(Path(spec).expanduser())
     head, _, tail = spec.rpartition(":")
-    if Path(head).suffix.lower() not in FILE_SUFFIXES:
+    if Path(head).suffix.lower() not in FILE_SUFFIXES and not is_hf_dataset(Path(head).expanduser()):
         return FileSpec(Path(spec).expanduser())  # e.g. a Windows drive letter, not array names
     names = [name.strip() for name in tail.split(",")]
     if len(names) != 2 or not all(names):
@@ -63,7 +64,8 @@ def parse_file_spec(spec: str) -> FileSpec:
 
 def looks_like_file_spec(spec: str) -> bool:
     """True when ``spec`` is meant as a path (it exists, has a separator or a suffix) rather than a name."""
-    return Path(spec).expanduser().exists() or "/" in spec or "\\" in spec or Path(spec).suffix != ""
+    named_folder = ":" in spec and is_hf_dataset(Path(spec.rpartition(":")[0]).expanduser())  # FOLDER:TEXT,LABEL
+    return Path(spec).expanduser().exists() or "/" in spec or "\\" in spec or Path(spec).suffix != "" or named_folder
 
 
 INPUT_ONLY_KEYS: tuple[str, ...] = ("x", "images", "inputs")
@@ -185,8 +187,12 @@ def load_file_dataset(
     split: str = "train",
     split_required_by: str | None = None,
     labels_optional: bool = False,
+    tokenizer: str | None = None,
 ) -> ArrayDataset:
     """Load a user file or folder spec (see the module docstring); the dataset is named by the spec text.
+
+    ``tokenizer`` is the Hugging Face model folder whose tokenizer turns a saved dataset's text into tokens
+    (:mod:`.hf_datasets`); ``None`` where the model came from elsewhere.
 
     ``split`` picks the examples of a file that holds splits (:mod:`.file_splits`); a file without
     splits is used whole unless ``split_required_by`` names who asked for the split (an error then).
@@ -201,6 +207,9 @@ def load_file_dataset(
     if not spec.path.is_dir():
         # The gate first: looking for split arrays opens the file (a FIFO would block right there).
         check_input_file(spec.path, "data file", whole=spec.path.suffix.lower() not in HDF5_SUFFIXES)
+    if is_hf_dataset(spec.path):
+        return load_hf_dataset(spec_text, spec.path, spec.keys, split=split, required_by=split_required_by, limit=limit,
+                               labels_optional=labels_optional, tokenizer_folder=tokenizer)
     if spec.keys is None and not spec.path.is_dir():
         tokens = _load_token_file(spec, spec_text, limit, split, split_required_by)
         if tokens is not None:

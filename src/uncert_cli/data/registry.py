@@ -57,6 +57,7 @@ def load_dataset(
     seed: int = 0,
     split_required_by: str | None = None,
     labels_optional: bool = False,
+    tokenizer: str | None = None,
 ) -> ArrayDataset:
     """Load a dataset by built-in name or file spec.
 
@@ -74,6 +75,7 @@ def load_dataset(
         seed: seeds the embedded sets' split / draw (non-negative).
         split_required_by: who asked for ``split`` (e.g. ``"--split test"``): a file without splits is
             then an error; ``None`` (the split is a command's default): such a file is used whole.
+        tokenizer: the Hugging Face model folder whose tokenizer reads a saved dataset's text column.
         labels_optional: a file spec may hold inputs alone (``x``/``images``/``inputs`` or a single array);
             its labels are then all 0. For sets whose labels nobody reads (OOD sets).
 
@@ -94,5 +96,5 @@ def load_dataset(
         return dataclasses.replace(loader(request).take(limit), split=split)
     if looks_like_file_spec(spec):
         return load_file_dataset(spec, limit=limit, split=split, split_required_by=split_required_by,
-                                 labels_optional=labels_optional)
+                                 labels_optional=labels_optional, tokenizer=tokenizer)
     raise unknown_dataset_error(spec)

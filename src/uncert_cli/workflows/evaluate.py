@@ -26,6 +26,7 @@ from uncert_cli.analysis.ood import (
     tune_on_validation,
 )
 from uncert_cli.checkpoint import LoadedModel, ModelMeta
+from uncert_cli.checkpoint.hf_folder import tokenizer_folder
 from uncert_cli.data import ArrayDataset, ImageConversion, adapt_to_model, load_dataset, parse_normalize
 from uncert_cli.curvature.plain_kernels import needs_plain_kernels
 from uncert_cli.data.dataset import is_token_ids
@@ -229,7 +230,7 @@ def load_ood_set(meta: ModelMeta, spec: str, settings: AnalysisSettings, model: 
     """
     try:
         raw = load_dataset(spec, split="test", root=settings.root, limit=settings.limit, download=settings.download,
-                           labels_optional=True)
+                           labels_optional=True, tokenizer=tokenizer_folder(meta))
         raw = convert_as_recorded(meta, settings.conversion, raw)
         if settings.normalize:
             norm = parse_normalize(settings.normalize)

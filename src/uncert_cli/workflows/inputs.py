@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from uncert_cli.checkpoint import LoadedModel, ModelMeta, load_model, parse_arch_kwargs
+from uncert_cli.checkpoint.hf_folder import tokenizer_folder
 from uncert_cli.checkpoint.keyword_inputs import feed_keyword_inputs
 from uncert_cli.checkpoint.outputs import parse_output_choice
 from uncert_cli.data import ArrayDataset, ImageConversion, adapt_to_model, load_dataset, parse_normalize
@@ -73,7 +74,8 @@ def load_model_data(
     spec = spec or meta.dataset
     if not spec:
         raise UserError(f"no dataset given and the checkpoint does not name one; pass {role} SPEC (e.g. {role} mnist)")
-    raw = load_dataset(spec, split=split, root=root, limit=limit, download=download, split_required_by=split_required_by)
+    raw = load_dataset(spec, split=split, root=root, limit=limit, download=download, split_required_by=split_required_by,
+                       tokenizer=tokenizer_folder(meta))
     raw = convert_as_recorded(meta, conversion, raw)
     norm = parse_normalize(normalize) if normalize else _checkpoint_normalization(meta)
     shape = meta.input_shape
