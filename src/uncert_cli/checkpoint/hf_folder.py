@@ -16,7 +16,6 @@ commands rebuild the same network from the file alone, under the same rules.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from torch import nn
 
 from uncert_cli.checkpoint.meta import ModelMeta
 from uncert_cli.core.errors import UserError
+from uncert_cli.core.hf_offline import import_offline
 
 __all__ = ["is_hf_folder", "read_hf_folder", "hf_module_from_meta", "is_hf_arch", "tokenizer_folder", "HF_PREFIX", "HF_MISSING"]
 
@@ -49,17 +49,7 @@ def is_hf_arch(arch: str | None) -> bool:
 
 
 def _transformers() -> Any:
-    # Never the network: set before the first import, since huggingface_hub reads it then.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    try:
-        import transformers
-    except ImportError:
-        raise UserError(HF_MISSING) from None
-    # Its progress bars and advice would break uncert's stderr (one line per error, --quiet, --json).
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    return transformers
+    return import_offline("transformers", HF_MISSING)
 
 
 def _head_classes(transformers: Any) -> dict[str, str]:

@@ -16,13 +16,13 @@ folder is a one-line error saying so.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from uncert_cli.core.errors import UserError
+from uncert_cli.core.hf_offline import import_offline
 from uncert_cli.data.dataset import ArrayDataset
 from uncert_cli.data.token_files import LABEL_FIELDS, TOKEN_FIELDS, load_token_arrays
 
@@ -40,14 +40,7 @@ def is_hf_dataset(path: Path) -> bool:
 
 
 def _load_from_disk(path: Path) -> Any:
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # before the import, which reads it
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        import datasets
-    except ImportError:
-        raise UserError(MISSING) from None
-    datasets.utils.logging.disable_progress_bar()
-    datasets.utils.logging.set_verbosity_error()
+    datasets = import_offline("datasets", MISSING)
     try:
         return datasets.load_from_disk(str(path))
     except Exception as exc:  # noqa: BLE001 - a damaged folder: whatever the arrow reader raises
@@ -77,12 +70,8 @@ def _tokenizer(folder: str | None, spec: str, column: str) -> Any:
     if not Path(folder).is_dir():
         raise UserError(f"'{spec}' holds text, to be tokenised with the tokenizer of the model folder {folder}, "
                         "which no longer exists; restore the folder or store input_ids and attention_mask instead")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        import transformers
-    except ImportError:
-        raise UserError("transformers is not installed; install it with pip install 'uncert-cli[hf]' to tokenise "
-                        f"the text of '{spec}'") from None
+    transformers = import_offline("transformers", "transformers is not installed; install it with pip install "
+                                  f"'uncert-cli[hf]' to tokenise the text of '{spec}'")
     try:  # trust_remote_code=False: a tokenizer naming its own code is refused by transformers
         return transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001 - no tokenizer files, custom code, a damaged vocabulary
