@@ -28,9 +28,9 @@ import torch
 from torch import Tensor
 
 from uncert_cli.analysis.ood import Hyperparameters
-from uncert_cli.data import ArrayDataset, iter_batches
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.model_state import has_dropout
+from uncert_cli.data import ArrayDataset, iter_batches
 from uncert_cli.posterior import LaplacePosterior, predictives
 
 ATTACK_KINDS = predictives.kinds(lambda p: p.attackable)
@@ -76,7 +76,8 @@ class AttackedPredictive:
     def log_probs(self, x: Tensor) -> Tensor:
         """``log p(y | x)`` ``(B, C)``; keeps the graph to ``x`` when ``x.requires_grad``.
 
-        Computed where the weights live and answered on ``x``'s device (``.to`` is differentiable)."""
+        Computed where the weights live and answered on ``x``'s device (``.to`` is differentiable).
+        """
         device = self.posterior.device
         if x.device != device:
             return predictives.log_probs(self.posterior, x.to(device), self.kind, self.draws).to(x.device)

@@ -64,7 +64,8 @@ class PairLayer:
 @dataclass
 class LayerComparison:
     """One layer: ``files[i]`` is ``None`` where file ``i`` does not cover it; ``versus_first[j]``
-    compares file 0 with file ``j + 1`` (``None`` where either does not cover the layer)."""
+    compares file 0 with file ``j + 1`` (``None`` where either does not cover the layer).
+    """
 
     name: str
     params: int

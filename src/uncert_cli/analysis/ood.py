@@ -22,13 +22,13 @@ import numpy as np
 import torch
 
 from uncert_cli.analysis import metrics as M
-from uncert_cli.data import ArrayDataset, iter_batches
 from uncert_cli.core.errors import UserError
+from uncert_cli.core.progress import Progress, no_progress
+from uncert_cli.core.vocabulary import HeldOutObjective
+from uncert_cli.data import ArrayDataset, iter_batches
 from uncert_cli.posterior import LaplacePosterior, predictives, tune_val_nll
 from uncert_cli.posterior.tuning import VAL_N_FACTORS, VAL_TAU_GRID
-from uncert_cli.core.progress import Progress, no_progress
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE, WIDEST_TAU_GRID, tune_widest, validation_scores
-from uncert_cli.core.vocabulary import HeldOutObjective
 
 OnBatch = Callable[[int], None]
 LAPLACE_KINDS = predictives.kinds(lambda p: p.uses_laplace)
@@ -150,7 +150,8 @@ def held_out_check(
     batch_size: int, seed: int = 0,
 ) -> Hyperparameters:
     """``hp`` with the held-out NLL of ``kind`` at the posterior's own (file or hand-given) hyperparameters
-    and the MAP's on the same examples filled in: the honesty check of ``ood``/``attack`` (issue 13)."""
+    and the MAP's on the same examples filled in: the honesty check of ``ood``/``attack`` (issue 13).
+    """
     batches = list(iter_batches(val_data, batch_size))
     hp.validation_nll = validation_scores(posterior, batches, kind=kind, samples=samples,
                                           generator=_generator(seed)).nll

@@ -218,7 +218,9 @@ def _unravel(index: int, shape: Sequence[int]) -> tuple[int, ...]:
 
 def apply_masks(state: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
     """A copy of ``state`` (name -> tensor) with the masked entries set to zero."""
-    return {name: (value.masked_fill(masks[name].to(value.device), 0) if name in masks else value) for name, value in state.items()}
+    return {
+        name: (value.masked_fill(masks[name].to(value.device), 0) if name in masks else value) for name, value in state.items()
+    }
 
 
 # ---------------------------------------------------------------------------------------- evaluation

@@ -67,7 +67,8 @@ def _head_classes(transformers: Any) -> dict[str, str]:
 def _checked_config(config_dict: Any, class_name: str | None, where: str) -> tuple[Any, Any]:
     """``(model class, config)`` for a config (a folder's config.json or a factor file's record), or a
     UserError: the class must be a transformers classification head for the config's model type, and the
-    config must not name code of its own (``auto_map``)."""
+    config must not name code of its own (``auto_map``).
+    """
     transformers = _transformers()
     if not isinstance(config_dict, dict):
         raise UserError(f"{where}: the Hugging Face config is not a JSON object")
@@ -95,7 +96,8 @@ def _checked_config(config_dict: Any, class_name: str | None, where: str) -> tup
 def _from_folder(folder: Path, trust_remote_code: bool) -> nn.Module:
     """The folder's network with its weights, loaded by transformers (which renames the keys of older
     layouts) from the local files only: safetensors, or ``.bin`` through ``torch.load(weights_only=True)``.
-    Weights the folder lacks are an error, never a random initialisation."""
+    Weights the folder lacks are an error, never a random initialisation.
+    """
     transformers = _transformers()
     try:
         config_dict = json.loads((folder / "config.json").read_text())
@@ -151,7 +153,8 @@ def read_hf_folder(folder: Path, trust_remote_code: bool = False) -> tuple[nn.Mo
 def hf_module_from_meta(meta: ModelMeta, where: str) -> nn.Module:
     """The network a factor file's metadata describes (``transformers:Class`` + ``extra.hf_config``), randomly
     initialised (the caller loads the stored weights), under the rules of :func:`_checked_config`: a file
-    cannot consent to remote code."""
+    cannot consent to remote code.
+    """
     cls, config = _checked_config(meta.extra.get(CONFIG_KEY), str(meta.arch)[len(HF_PREFIX):], where)
     try:
         return cls(config)

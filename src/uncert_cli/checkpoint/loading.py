@@ -135,7 +135,8 @@ def _read_torch(path: Path, trust_pickle: bool) -> Any:
 
 def _unpickle_with_cwd_fallback(path: Path) -> Any:
     """``torch.load`` of a trusted pickle; a class from a module in the working directory is found
-    as ``python -m`` would find it (a console script does not put the folder on ``sys.path``)."""
+    as ``python -m`` would find it (a console script does not put the folder on ``sys.path``).
+    """
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except ModuleNotFoundError as exc:
@@ -310,7 +311,8 @@ def _finish(module: nn.Module, meta: ModelMeta, source: Path, notes: list[str],
 
 def _tensors_for_saving(module: nn.Module) -> dict[str, torch.Tensor]:
     """Detached, contiguous CPU tensors with no shared storage (safetensors rejects sharing,
-    which tied weights would otherwise cause; loading restores the tie through the module)."""
+    which tied weights would otherwise cause; loading restores the tie through the module).
+    """
     tensors: dict[str, torch.Tensor] = {}
     seen: set[tuple[int, int]] = set()
     for name, tensor in module.state_dict().items():

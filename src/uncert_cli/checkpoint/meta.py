@@ -107,7 +107,7 @@ class ModelMeta:
         return {HEADER_KEY: text}
 
     @classmethod
-    def from_header(cls, header: dict[str, str] | None) -> "ModelMeta":
+    def from_header(cls, header: dict[str, str] | None) -> ModelMeta:
         """Parse what :meth:`to_header` wrote; a header without uncert's key gives defaults.
 
         Keys this version does not know (written by a newer uncert) are kept in ``extra``
@@ -127,7 +127,7 @@ class ModelMeta:
         return cls.from_dict(payload)
 
     @classmethod
-    def from_dict(cls, payload: dict[str, Any]) -> "ModelMeta":
+    def from_dict(cls, payload: dict[str, Any]) -> ModelMeta:
         """Build from a plain dict (JSON object), tolerating unknown keys (see :meth:`from_header`)."""
         payload = dict(payload)
         payload.pop("format_version", None)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -31,7 +31,7 @@ from uncert_cli.core.errors import UserError
 __all__ = ["OutputChoice", "OutputSelector", "parse_output_choice", "check_output_choice", "pick_output",
            "select_output", "output_selector", "recorded_output", "PREFERRED_NAME"]
 
-OutputChoice = Union[str, int, None]
+OutputChoice = str | int | None
 PREFERRED_NAME = "logits"
 _MAX_NAME = 64
 _ATTRIBUTE = "_uncert_output_selector"  # where the module keeps its selector, so that a second one replaces it
@@ -173,7 +173,8 @@ def output_selector(module: nn.Module) -> OutputSelector | None:
 def recorded_output(module: nn.Module, meta: Any) -> Any:
     """``meta`` (a :class:`~uncert_cli.checkpoint.meta.ModelMeta`) with ``output`` set to what ``module``'s
     selector answered its structured results with, so that a factor file records the automatic choice too
-    and every later command takes the same part; ``meta`` itself when only tensors came back."""
+    and every later command takes the same part; ``meta`` itself when only tensors came back.
+    """
     selector = output_selector(module)
     if selector is None or selector.resolved is None or selector.resolved == meta.output:
         return meta

@@ -30,7 +30,8 @@ def _refusal(loaded: LoadedModel, spec: str, why: str) -> UserError:
 def record_pickled_arch(loaded: LoadedModel) -> tuple[LoadedModel, str | None]:
     """``(loaded with meta.arch set, note)`` for a pickled module without an architecture; the
     note (or ``None``) says what later commands need. Raises :class:`UserError` when the class
-    cannot be rebuilt with no constructor arguments."""
+    cannot be rebuilt with no constructor arguments.
+    """
     if loaded.meta.arch:
         return loaded, None
     cls = type(loaded.module)

@@ -18,7 +18,8 @@ def _parametrised(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def input_hint(model: nn.Module) -> str | None:
     """``"64 features"``, ``"3 channels × H × W"`` or ``"token ids < 1000"`` from the first
-    parametrised module in registration order (``None`` when it says nothing about the input)."""
+    parametrised module in registration order (``None`` when it says nothing about the input).
+    """
     layers = _parametrised(model)
     if not layers:
         return None

@@ -1,5 +1,4 @@
-"""State-dict plumbing: unwrapping training checkpoints, aligning key prefixes, checking shapes,
-and fingerprinting weights."""
+"""State-dict plumbing: unwrapping training checkpoints, aligning key prefixes, checking shapes, and fingerprinting weights."""
 
 from __future__ import annotations
 
@@ -95,7 +94,8 @@ def unwrap_checkpoint(obj: Any, source: str, _depth: int = 0) -> dict[str, torch
 
 def state_under_key(obj: Any, key: str, source: str) -> dict[str, torch.Tensor] | nn.Module:
     """The state dict a checkpoint holds under ``key`` (``--state-key``; ``a.b`` for a nested dict when
-    no key is literally ``a.b``), e.g. ``ema_state_dict`` beside a Lightning ``state_dict``."""
+    no key is literally ``a.b``), e.g. ``ema_state_dict`` beside a Lightning ``state_dict``.
+    """
     node: Any = obj
     if isinstance(node, Mapping) and key in node:
         node = node[key]

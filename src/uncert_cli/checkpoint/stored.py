@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 
-import torch
 from torch import Tensor, nn
 
 from uncert_cli.core.errors import UserError

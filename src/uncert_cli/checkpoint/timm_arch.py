@@ -9,7 +9,8 @@ them: the trained weights always come from the checkpoint uncert was handed.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 

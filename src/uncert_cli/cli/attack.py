@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from uncert_cli.analysis.attack import ATTACK_KINDS, ATTACK_SAMPLES, UNTARGETED_STEP_SIZES
 from uncert_cli.cli import options as o
 from uncert_cli.cli.html_output import Html, figure_folder, finish_html
-from uncert_cli.render.html import check_html_path, attack_page
-from uncert_cli.storage.factor_file import read_provenance
 from uncert_cli.core.device import resolve_device
-from uncert_cli.workflows.evaluate import AnalysisSettings, AttackSettings, parse_predictives, run_attack
 from uncert_cli.core.errors import UserError
+from uncert_cli.core.vocabulary import HeldOutObjective
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
 from uncert_cli.render.console import log, print_json, progress_bar
+from uncert_cli.render.html import attack_page, check_html_path
 from uncert_cli.render.ood import attack_document, print_attack
-from uncert_cli.core.vocabulary import HeldOutObjective
+from uncert_cli.storage.factor_file import read_provenance
+from uncert_cli.workflows.evaluate import AnalysisSettings, AttackSettings, parse_predictives, run_attack
 
 
 def _step_sizes(text: str | None) -> tuple[float, ...]:
@@ -45,16 +45,20 @@ def attack(
     factors: Annotated[Path, typer.Argument(help="Factor file written by `uncert fit`.")],
     data: o.DataSpec = None,
     predictive: Annotated[
-        Optional[str], typer.Option("--predictive", help="Comma-separated: map, mc, glm, dropout (default: map,glm).")
+        str | None, typer.Option("--predictive", help="Comma-separated: map, mc, glm, dropout (default: map,glm).")
     ] = None,
     mode: Annotated[str, typer.Option("--mode", help="untargeted, targeted or both.")] = "both",
     step_sizes: Annotated[
-        Optional[str], typer.Option("--step-sizes", help="Untargeted step sizes η (× per-dimension data range), comma-separated.")
+        str | None, typer.Option("--step-sizes", help="Untargeted step sizes η (× per-dimension data range), comma-separated.")
     ] = None,
     target: Annotated[int, typer.Option("--target", min=0, help="Class the targeted attack pushes towards.")] = 0,
-    step_size: Annotated[float, typer.Option("--step-size", callback=_positive_finite, help="Targeted step size η (× data range).")] = 0.01,
+    step_size: Annotated[float, typer.Option("--step-size", callback=_positive_finite, help=(
+        "Targeted step size η (× data range)."
+    ))] = 0.01,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Targeted attack steps.")] = 50,
-    samples: Annotated[int, typer.Option("--samples", min=1, help="Weight samples (mc, glm) or dropout masks, fixed for the whole attack; the cost grows linearly with it.")] = ATTACK_SAMPLES,
+    samples: Annotated[int, typer.Option("--samples", min=1, help=(
+        "Weight samples (mc, glm) or dropout masks, fixed for the whole attack; the cost grows linearly with it."
+    ))] = ATTACK_SAMPLES,
     prior_precision: o.PriorPrecision = None,
     n_data: o.NData = None,
     prior_mode: o.AnalysisPriorMode = None,

@@ -19,12 +19,18 @@ from uncert_cli.workflows.compare import compare_factor_files
 
 
 def compare(
-    factors: Annotated[list[Path], typer.Argument(help="Two or more factor files of the same checkpoint; the first is the reference.")],
+    factors: Annotated[list[Path], typer.Argument(help=(
+        "Two or more factor files of the same checkpoint; the first is the reference."
+    ))],
     criterion: Annotated[
-        CriterionChoice, typer.Option("--criterion", help="Pruning score whose top candidates are compared (as in 'uncert prune').")
+        CriterionChoice, typer.Option("--criterion", help=(
+            "Pruning score whose top candidates are compared (as in 'uncert prune')."
+        ))
     ] = CriterionChoice.snr,
     fraction: Annotated[
-        float, typer.Option("--fraction", min=0.0, max=1.0, help="Share of each layer's weights in the compared pruning candidates.")
+        float, typer.Option("--fraction", min=0.0, max=1.0, help=(
+            "Share of each layer's weights in the compared pruning candidates."
+        ))
     ] = DEFAULT_FRACTION,
     png: o.Png = None,
     device: o.Device = o.DeviceChoice.auto,
@@ -33,7 +39,8 @@ def compare(
     debug: o.Debug = False,
 ) -> None:
     """Per layer: variance share, mean σ, σ²/σ²_prior per file; rank correlation of σ, shared pruning
-    candidates and KL divergence of the first file against each other one."""
+    candidates and KL divergence of the first file against each other one.
+    """
     directory = png_directory(png) if png is not None else None  # fail before any work
     compared = compare_factor_files(factors, criterion=criterion.value, fraction=fraction,
                                     device=resolve_device(device.value))

@@ -21,7 +21,6 @@ from uncert_cli.core.errors import UserError
 from uncert_cli.render.console import log, print_json
 from uncert_cli.samples import sample_path
 
-
 #: The self-contained pages the demo writes (``--html``), in the order they are written.
 HTML_PAGES = ("report.html", "ood.html")
 
@@ -73,7 +72,10 @@ def demo(
     debug: o.Debug = False,
 ) -> None:
     """Fit, report and test OOD detection on a shipped model, offline, in seconds."""
-    announce = (lambda text: log(f"\n[bold cyan]{text}[/bold cyan]", quiet=False)) if not (quiet or json_output) else (lambda t: None)
+    def announce(text: str) -> None:
+        if not (quiet or json_output):
+            log(f"\n[bold cyan]{text}[/bold cyan]", quiet=False)
+
     documents = run_demo(out, json_output=json_output, announce=announce)
     if json_output:
         print_json(documents)

@@ -32,7 +32,8 @@ def running_command(group: Any, argv: Sequence[str]) -> Any | None:
 
 def option_flags(command: Any) -> dict[str, str]:
     """``{parameter name: its longest flag}`` for every option of ``command`` (and ``no_NAME`` for
-    the off switch of an on/off flag)."""
+    the off switch of an on/off flag).
+    """
     flags: dict[str, str] = {}
     for param in getattr(command, "params", []):
         opts = [o for o in getattr(param, "opts", []) if o.startswith("-")]

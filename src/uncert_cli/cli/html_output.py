@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 
 from uncert_cli.render.console import log
 
 Html = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--html", help="Also write one self-contained HTML page (tables and figures, opens offline)."),
 ]
 

@@ -10,9 +10,9 @@ import typer
 
 from uncert_cli.checkpoint import describe_layers
 from uncert_cli.cli import options as o
-from uncert_cli.workflows.inputs import load_checkpoint_model
 from uncert_cli.render.console import print_json
 from uncert_cli.render.info import model_summary, print_model_summary
+from uncert_cli.workflows.inputs import load_checkpoint_model
 
 
 def info(

@@ -12,7 +12,7 @@ import traceback
 import warnings
 from typing import Annotated
 
-from uncert_cli.cli.interrupt import (
+from uncert_cli.cli.interrupt import (  # noqa: E402 - after the guarded slow imports above
     EXIT_INTERRUPTED,
     Interrupted,
     exit_at_once_on_interrupt,
@@ -30,11 +30,11 @@ try:  # the slow imports (typer here, torch in _register): Ctrl-C meanwhile is o
 except KeyboardInterrupt:
     exit_interrupted_during_startup()
 
-from uncert_cli.core import file_session
-from uncert_cli.cli.flags import is_out_of_memory, out_of_memory_message, render_for_command, running_command
-from uncert_cli.cli.validate import check_number_options
-from uncert_cli.core.errors import UserError
-from uncert_cli.core.slow_path import SlowPathWarning
+from uncert_cli.cli.flags import is_out_of_memory, out_of_memory_message, render_for_command, running_command  # noqa: E402 - after the guarded slow imports above
+from uncert_cli.cli.validate import check_number_options  # noqa: E402 - after the guarded slow imports above
+from uncert_cli.core import file_session  # noqa: E402 - after the guarded slow imports above
+from uncert_cli.core.errors import UserError  # noqa: E402 - after the guarded slow imports above
+from uncert_cli.core.slow_path import SlowPathWarning  # noqa: E402 - after the guarded slow imports above
 
 app = typer.Typer(
     name="uncert",
@@ -92,7 +92,7 @@ _plain_showwarning = warnings.showwarning
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """uncert's own slow-path notices as one line on stderr; every other warning as Python shows it."""
+    """Uncert's own slow-path notices as one line on stderr; every other warning as Python shows it."""
     if issubclass(category, SlowPathWarning):
         print(f"uncert: note: {' '.join(str(message).split())}", file=sys.stderr)
         return

@@ -3,33 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from uncert_cli.cli import options as o
 from uncert_cli.cli.html_output import Html, figure_folder, finish_html
-from uncert_cli.render.html import check_html_path, ood_page
-from uncert_cli.storage.factor_file import read_provenance
 from uncert_cli.core.device import resolve_device
-from uncert_cli.workflows.evaluate import AnalysisSettings, parse_predictives, run_ood
+from uncert_cli.core.vocabulary import HeldOutObjective
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
 from uncert_cli.render.console import log, print_json, progress_bar
+from uncert_cli.render.html import check_html_path, ood_page
 from uncert_cli.render.ood import ood_document, print_ood
-from uncert_cli.core.vocabulary import HeldOutObjective
+from uncert_cli.storage.factor_file import read_provenance
+from uncert_cli.workflows.evaluate import AnalysisSettings, parse_predictives, run_ood
 
 Predictives = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--predictive",
-        help="Comma-separated predictives: map, mc, glm, probit, dropout (default: map and probit, the linearised Laplace in closed form; glm where a block is not Linear/Conv).",
+        help=(
+            "Comma-separated predictives: map, mc, glm, probit, dropout (default: map and probit, the linearised Laplace in "
+            "closed form; glm where a block is not Linear/Conv)."
+        ),
     ),
 ]
 Samples = Annotated[int, typer.Option("--samples", min=1, help="Weight samples (mc, glm) or dropout masks per prediction.")]
 def ood(
     factors: Annotated[Path, typer.Argument(help="Factor file written by `uncert fit`.")],
     against: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option("--against", help="OOD dataset spec (repeatable): notmnist, fashionmnist, kmnist, a file ..."),
     ] = None,
     data: o.DataSpec = None,

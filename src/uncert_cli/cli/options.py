@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from uncert_cli.data import ImageConversion, parse_size
 from uncert_cli.core.errors import UserError
+from uncert_cli.data import ImageConversion, parse_size
 
 
 class DeviceChoice(str, Enum):
@@ -36,7 +36,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or 
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
 Device = Annotated[DeviceChoice, typer.Option("--device", help="Where to compute.")]
 DataSpec = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--data",
         help="Dataset spec: a name (mnist, fashionmnist, kmnist, notmnist, emnist-letters, cifar10, cifar100, "
@@ -44,7 +44,7 @@ DataSpec = Annotated[
     ),
 ]
 Split = Annotated[
-    Optional[SplitChoice],
+    SplitChoice | None,
     typer.Option(
         "--split",
         help="Which split (default: the command's). A data file gives it when it holds splits (x_train/x_test "
@@ -55,30 +55,33 @@ Split = Annotated[
 
 def split_choice(split: SplitChoice | None, default: str) -> tuple[str, str | None]:
     """``(split to load, who asked for it)``: ``None`` as the second item when ``--split`` was not
-    given, so that a data file without splits is used whole rather than refused."""
+    given, so that a data file without splits is used whole rather than refused.
+    """
     if split is None:
         return default, None
     return split.value, f"--split {split.value} was given"
-Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N examples.")]
+Limit = Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N examples.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Examples per batch.")]
 DataRoot = Annotated[
-    Optional[Path], typer.Option("--data-root", help="Where named datasets live (default: $UNCERT_DATA, then ~/.cache/uncert/data).")
+    Path | None, typer.Option("--data-root", help="Where named datasets live (default: $UNCERT_DATA, then ~/.cache/uncert/data).")
 ]
 Download = Annotated[bool, typer.Option("--download", help="Download missing named datasets (checksummed).")]
 Normalize = Annotated[
-    Optional[str], typer.Option("--normalize", help="Input normalisation MEAN,STD (overrides the checkpoint's).")
+    str | None, typer.Option("--normalize", help="Input normalisation MEAN,STD (overrides the checkpoint's).")
 ]
 Arch = Annotated[
-    Optional[str],
-    typer.Option("--arch", help="Architecture for weight-only checkpoints: package.module:Class, file.py:Class or torchvision:NAME."),
+    str | None,
+    typer.Option("--arch", help=(
+        "Architecture for weight-only checkpoints: package.module:Class, file.py:Class or torchvision:NAME."
+    )),
 ]
 ArchKwargs = Annotated[
-    Optional[list[str]], typer.Option("--arch-kwargs", help="Constructor arguments key=value (repeatable).")
+    list[str] | None, typer.Option("--arch-kwargs", help="Constructor arguments key=value (repeatable).")
 ]
 # The same flags on the commands that open a factor file and run its network: naming the class is the
 # consent to import it (a file alone never makes uncert import code); it must match the stored weights.
 FactorArch = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--arch",
         help="The network's class when the factor file was fitted on your own (file.py:Class or package.module:Class): "
@@ -86,25 +89,28 @@ FactorArch = Annotated[
     ),
 ]
 FactorArchKwargs = Annotated[
-    Optional[list[str]],
-    typer.Option("--arch-kwargs", help="Constructor arguments key=value for --arch (repeatable); when --arch names the class the file records, they update the keyword arguments recorded at fit."),
+    list[str] | None,
+    typer.Option("--arch-kwargs", help=(
+        "Constructor arguments key=value for --arch (repeatable); when --arch names the class the file records, they update "
+        "the keyword arguments recorded at fit."
+    )),
 ]
 # Checkpoints written by training frameworks (issue 15): where the state dict sits, which part of the result counts.
 StateKey = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--state-key", metavar="KEY", help="The key of a torch.save'd dict that holds the network's state dict "
                  "(e.g. state_dict, ema_state_dict; a.b for a nested one). Default: the first of state_dict, "
                  "model_state_dict, model, net, ... that holds one."),
 ]
 StripPrefix = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--strip-prefix", metavar="PREFIX", help="Take the state-dict entries whose keys start with PREFIX (e.g. "
                  "model. for a Lightning .ckpt), with PREFIX removed, and leave the others out. Default: found "
                  "when exactly one prefix makes the entries fit the architecture."),
 ]
 # Not --output: fit and prune already spell their output file -o/--output.
 ModelOutput = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--model-output", metavar="NAME|INDEX", help="For a network whose forward returns a dict, tuple, "
                  "namedtuple or dataclass (Hugging Face ModelOutput): the entry to analyse, by name (logits) or index "
                  "(0). Default: logits when present, else the first tensor. Recorded in the factor file."),
@@ -119,11 +125,13 @@ TrustPickle = Annotated[
     typer.Option("--trust-pickle", help="Allow loading a fully pickled model. Pickles run code: only for files you trust."),
 ]
 PriorPrecision = Annotated[
-    Optional[float], typer.Option("--prior-precision", callback=positive, help="Prior precision τ (default: the file's, possibly tuned).")
+    float | None, typer.Option("--prior-precision", callback=positive, help=(
+        "Prior precision τ (default: the file's, possibly tuned)."
+    ))
 ]
-NData = Annotated[Optional[float], typer.Option("--n-data", callback=positive, help="Dataset size N scaling the curvature.")]
+NData = Annotated[float | None, typer.Option("--n-data", callback=positive, help="Dataset size N scaling the curvature.")]
 Resize = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--resize", metavar="H,W",
         help="Resize the images to H,W (bilinear, antialiased), e.g. 32,32. Given to fit, it is recorded and later "
@@ -139,7 +147,7 @@ Grayscale = Annotated[
     ),
 ]
 Channels = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
         "--channels", metavar="1|3",
         help="Convert the images to 1 channel (luma of RGB) or 3 (the gray channel repeated), e.g. --channels 3 for "
@@ -157,7 +165,7 @@ def image_conversion(grayscale: bool, channels: int | None, resize: str | None) 
 
 # Options shared by the commands that evaluate predictives (ood, attack).
 Tune = Annotated[
-    Optional[bool],
+    bool | None,
     typer.Option(
         "--tune/--no-tune",
         help="Tune N and τ per Laplace predictive by validation NLL on the first --val-size in-distribution test "
@@ -168,11 +176,13 @@ Tune = Annotated[
 ValSize = Annotated[int, typer.Option("--val-size", min=1, help="Held-out examples for tuning (at most half the test set).")]
 TuneSamples = Annotated[int, typer.Option("--tune-samples", min=1, help="Weight samples per prediction while tuning.")]
 AnalysisPriorMode = Annotated[
-    Optional[str],
-    typer.Option("--prior-mode", help="eigen (exact N·λ+τ) or factor (Ritter eq. 9). Default: factor when tuning, else the file's."),
+    str | None,
+    typer.Option("--prior-mode", help=(
+        "eigen (exact N·λ+τ) or factor (Ritter eq. 9). Default: factor when tuning, else the file's."
+    )),
 ]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the weight samples and dropout masks.")]
-Png = Annotated[Optional[Path], typer.Option("--png", help="Write plots (PNG) into this folder.")]
+Png = Annotated[Path | None, typer.Option("--png", help="Write plots (PNG) into this folder.")]
 
 # Held-out tuning (issue 13), shared by tune, ood and attack.
 NllTolerance = Annotated[
@@ -184,7 +194,7 @@ NllTolerance = Annotated[
     ),
 ]
 ValFrom = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--val-from",
         help="Held-out examples that tune or check N and τ: val (the set's val split; default where it exists), "

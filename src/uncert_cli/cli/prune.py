@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -56,13 +56,13 @@ def parse_fractions(text: str) -> list[float]:
 def prune(
     factors: Annotated[Path, typer.Argument(help="Factor file written by 'uncert fit' (.h5).")],
     fraction: Annotated[
-        Optional[float], typer.Option("--fraction", min=0.0, max=1.0, help="Share of the candidate weights to prune.")
+        float | None, typer.Option("--fraction", min=0.0, max=1.0, help="Share of the candidate weights to prune.")
     ] = None,
     criterion: Annotated[
         CriterionChoice, typer.Option("--criterion", help="snr |μ|/σ, variance-ratio σ²/σ²_prior, obd μ²H_ii/2, magnitude |μ|.")
     ] = CriterionChoice.snr,
     output: Annotated[
-        Optional[Path], typer.Option("-o", "--output", help="Write the pruned model here (.safetensors).")
+        Path | None, typer.Option("-o", "--output", help="Write the pruned model here (.safetensors).")
     ] = None,
     top: Annotated[int, typer.Option("--top", min=0, help="How many candidates to list (table and JSON).")] = 20,
     evaluate: Annotated[
@@ -70,7 +70,9 @@ def prune(
     ] = False,
     fractions: Annotated[str, typer.Option("--fractions", help="Fractions for --evaluate.")] = DEFAULT_FRACTIONS,
     data: o.DataSpec = None,
-    split: Annotated[Optional[o.SplitChoice], typer.Option("--split", help="Split for --evaluate (default test; a data file without splits is used whole).")] = None,
+    split: Annotated[o.SplitChoice | None, typer.Option("--split", help=(
+        "Split for --evaluate (default test; a data file without splits is used whole)."
+    ))] = None,
     limit: o.Limit = None,
     batch_size: o.BatchSize = 1000,
     data_root: o.DataRoot = None,
@@ -78,7 +80,7 @@ def prune(
     grayscale: o.Grayscale = False,
     channels: o.Channels = None,
     resize: o.Resize = None,
-    png: Annotated[Optional[Path], typer.Option("--png", help="Write the --evaluate curve (PNG) into this directory.")] = None,
+    png: Annotated[Path | None, typer.Option("--png", help="Write the --evaluate curve (PNG) into this directory.")] = None,
     html: Html = None,
     prior_precision: o.PriorPrecision = None,
     n_data: o.NData = None,
@@ -123,8 +125,8 @@ def prune(
         meta = opened.model.meta
         split_name, split_asked = o.split_choice(split, "test")
         dataset = load_model_data(  # default: the data the factors were fitted on, as ood does
-            meta, data or opened.factors.fit.get("dataset"), split=split_name, limit=limit, root=data_root, download=download, split_required_by=split_asked,
-            conversion=conversion, model=opened.model.module,
+            meta, data or opened.factors.fit.get("dataset"), split=split_name, limit=limit, root=data_root, download=download,
+            split_required_by=split_asked, conversion=conversion, model=opened.model.module,
         )
         show = not (quiet or json_output)
         evaluation = evaluate_criteria(opened, dataset, fraction_list, batch_size=batch_size,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -11,14 +11,14 @@ from uncert_cli.analysis import analyse_posterior
 from uncert_cli.cli import options as o
 from uncert_cli.cli.html_output import Html, figure_folder, finish_html
 from uncert_cli.core.device import resolve_device
-from uncert_cli.storage.opening import open_posterior
 from uncert_cli.render.console import print_json
 from uncert_cli.render.html import check_html_path, report_page
 from uncert_cli.render.plots_report import png_directory, write_report_pngs
-from uncert_cli.storage.factor_file import read_provenance
 from uncert_cli.render.report import fit_section, model_section, print_report, prior_section, report_document
+from uncert_cli.storage.factor_file import read_provenance
+from uncert_cli.storage.opening import open_posterior
 
-PngDir = Annotated[Optional[Path], typer.Option("--png", help="Write the report's figures (PNG) into this directory.")]
+PngDir = Annotated[Path | None, typer.Option("--png", help="Write the report's figures (PNG) into this directory.")]
 
 
 def report(

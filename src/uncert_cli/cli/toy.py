@@ -7,15 +7,15 @@ from typing import Annotated
 
 import typer
 
-from uncert_cli.workflows.toy import DEFAULT_METHODS, run_toy
-from uncert_cli.core.atomic import check_output_path, write_bytes
 from uncert_cli.cli import options as o
+from uncert_cli.core.atomic import check_output_path, write_bytes
 from uncert_cli.core.errors import UserError
-from uncert_cli.workflows.fit import METHODS
-from uncert_cli.workflows.inputs import load_checkpoint_model
 from uncert_cli.render.console import log, print_json
 from uncert_cli.render.plots_toy import toy_figure
 from uncert_cli.samples import sample_path
+from uncert_cli.workflows.fit import METHODS
+from uncert_cli.workflows.inputs import load_checkpoint_model
+from uncert_cli.workflows.toy import DEFAULT_METHODS, run_toy
 
 # The toy network ships inside the package (1 KiB), so `uncert toy` works from any folder; it is the
 # same file as sample_models/toy_regression_mlp.safetensors (sample_models/train.py writes both).

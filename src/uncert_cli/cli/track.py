@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
+from uncert_cli.cli import options as o
+from uncert_cli.cli.html_output import Html, figure_folder, finish_html
+from uncert_cli.core.device import resolve_device
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.vocabulary import Method
+from uncert_cli.render.console import log, print_json, progress_bar
+from uncert_cli.render.html import check_html_path, track_page
+from uncert_cli.render.plots_report import png_directory, write_track_png
+from uncert_cli.render.report import print_track, track_document
+from uncert_cli.workflows.fit import FitOptions
+from uncert_cli.workflows.inputs import load_checkpoint_model, load_model_data
 from uncert_cli.workflows.track import (
     TrackResult,
     check_same_architecture,
@@ -14,24 +25,15 @@ from uncert_cli.workflows.track import (
     order_checkpoints,
     track_point,
 )
-from uncert_cli.cli import options as o
-from uncert_cli.cli.html_output import Html, figure_folder, finish_html
-from uncert_cli.render.html import check_html_path, track_page
-from uncert_cli.core.vocabulary import Method
-from uncert_cli.core.device import resolve_device
-from uncert_cli.core.errors import UserError
-from uncert_cli.workflows.fit import FitOptions
-from uncert_cli.workflows.inputs import load_checkpoint_model, load_model_data
-from uncert_cli.render.console import log, print_json, progress_bar
-from uncert_cli.render.plots_report import png_directory, write_track_png
-from uncert_cli.render.report import print_track, track_document
 
 
 def track(
     checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoints of one training run (e.g. run/epoch*.safetensors).")],
     data: o.DataSpec = None,
     method: Annotated[Method, typer.Option("--method", help="Curvature structure for every fit.")] = Method.kfac,
-    prior_precision: Annotated[float, typer.Option("--prior-precision", callback=o.positive, help="Prior precision τ for every fit.")] = 1.0,
+    prior_precision: Annotated[float, typer.Option("--prior-precision", callback=o.positive, help=(
+        "Prior precision τ for every fit."
+    ))] = 1.0,
     split: o.Split = None,
     limit: o.Limit = None,
     batch_size: o.BatchSize = 256,
@@ -47,7 +49,7 @@ def track(
     strip_prefix: o.StripPrefix = None,
     model_output: o.ModelOutput = None,
     device: o.Device = o.DeviceChoice.auto,
-    png: Annotated[Optional[Path], typer.Option("--png", help="Write the over-training figure (PNG) into this directory.")] = None,
+    png: Annotated[Path | None, typer.Option("--png", help="Write the over-training figure (PNG) into this directory.")] = None,
     html: Html = None,
     json_output: o.Json = False,
     quiet: o.Quiet = False,

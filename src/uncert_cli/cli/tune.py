@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -12,20 +12,27 @@ from rich.table import Table
 from uncert_cli.cli import options as o
 from uncert_cli.core.device import resolve_device
 from uncert_cli.core.errors import UserError
+from uncert_cli.core.vocabulary import Objective, PriorStructure, TunePredictive
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
-from uncert_cli.workflows.inputs import load_model_data
 from uncert_cli.render.console import log, print_json, progress_bar, stdout
+from uncert_cli.workflows.inputs import load_model_data
 from uncert_cli.workflows.tune import tune_factor_file
 from uncert_cli.workflows.validation import ValidationChoice, has_val_split, load_held_out, resolve_val_from
-from uncert_cli.core.vocabulary import Objective, PriorStructure, TunePredictive
 
 
 def tune(
     factors: Annotated[Path, typer.Argument(help="Factor file written by 'uncert fit'.")],
-    objective: Annotated[Optional[Objective], typer.Option("--objective", help="widest: the widest posterior whose held-out NLL is within --nll-tolerance of the best (default; marglik with --prior-structure layer); val-nll: the lowest held-out NLL; marglik: Laplace evidence.")] = None,
-    prior_structure: Annotated[PriorStructure, typer.Option("--prior-structure", help="One τ, or one per layer (marglik).")] = PriorStructure.scalar,
+    objective: Annotated[Objective | None, typer.Option("--objective", help=(
+        "widest: the widest posterior whose held-out NLL is within --nll-tolerance of the best (default; marglik with "
+        "--prior-structure layer); val-nll: the lowest held-out NLL; marglik: Laplace evidence."
+    ))] = None,
+    prior_structure: Annotated[PriorStructure, typer.Option("--prior-structure", help=(
+        "One τ, or one per layer (marglik)."
+    ))] = PriorStructure.scalar,
     data: o.DataSpec = None,
-    split: Annotated[Optional[o.SplitChoice], typer.Option("--split", help="Held-out examples from this whole split of --data (with --limit) instead of --val-from.")] = None,
+    split: Annotated[o.SplitChoice | None, typer.Option("--split", help=(
+        "Held-out examples from this whole split of --data (with --limit) instead of --val-from."
+    ))] = None,
     limit: o.Limit = None,
     val_from: o.ValFrom = None,
     val_size: o.ValSize = 1000,
@@ -34,7 +41,9 @@ def tune(
     grayscale: o.Grayscale = False,
     channels: o.Channels = None,
     resize: o.Resize = None,
-    predictive: Annotated[Optional[TunePredictive], typer.Option("--predictive", help="Predictive scored on the held-out examples (default: probit, glm where probit does not apply).")] = None,
+    predictive: Annotated[TunePredictive | None, typer.Option("--predictive", help=(
+        "Predictive scored on the held-out examples (default: probit, glm where probit does not apply)."
+    ))] = None,
     samples: Annotated[int, typer.Option("--samples", min=1, help="Samples for mc/glm predictives.")] = 100,
     batch_size: o.BatchSize = 256,
     arch: o.FactorArch = None,

@@ -41,7 +41,8 @@ class UserError(Exception):
 
     def render(self, names: Mapping[str, str]) -> str:
         """The message with each parameter shown as ``names[parameter]`` (e.g. ``--mc-samples``),
-        or as its own name where ``names`` has none."""
+        or as its own name where ``names`` has none.
+        """
         text = self.template
         if self.param:
             text = text.replace(PLACEHOLDER, names.get(self.param, self.param))

@@ -16,8 +16,10 @@ _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6,
 
 
 def parse_size(text: str, param: str = "max_memory") -> int:
-    """``"8GiB"`` → 8589934592; ``"500MB"`` → 500000000; a bare number is bytes. Empty or zero is
-    refused: "no limit" is spelled by leaving the option out, not by an empty value."""
+    """``"8GiB"`` → 8589934592; ``"500MB"`` → 500000000; a bare number is bytes.
+
+    Empty or zero is refused: "no limit" is spelled by leaving the option out, not by an empty value.
+    """
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
     if not match or match.group(2).lower() not in _UNITS:
         shown = f"'{text}'" if text.strip() else "an empty value"
@@ -61,7 +63,8 @@ def current_memory_bytes(device: torch.device) -> int:
 
 def available_memory_bytes(device: torch.device) -> int | None:
     """What this process can still grow to: free device memory plus its own on CUDA; on CPU the
-    system's available memory (``MemAvailable``) plus this process's resident set. None if unknown."""
+    system's available memory (``MemAvailable``) plus this process's resident set. None if unknown.
+    """
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free) + int(torch.cuda.memory_allocated(device))

@@ -21,9 +21,8 @@ from typing import ClassVar
 
 import torch
 
-from uncert_cli.curvature.eigen import NonFiniteFactorError, robust_eigh
 from uncert_cli.core.vocabulary import FisherType, Method, Task
-
+from uncert_cli.curvature.eigen import NonFiniteFactorError, robust_eigh
 
 
 @dataclass
@@ -40,8 +39,9 @@ class KroneckerEigen:
 
 
 class CurvatureBlock:
-    """What every curvature block has besides its arrays: its storage tag and a few per-structure
-    answers. Each block type below overrides what differs; nothing outside the block asks its type.
+    """What every curvature block has besides its arrays: its storage tag and a few per-structure answers.
+
+    Each block type below overrides what differs; nothing outside the block asks its type.
 
     ``structure`` names the block in the factor file (the ``structure`` attribute of its group), in
     the codec table of ``storage.codecs`` and in the posterior's table of structures.
@@ -65,7 +65,8 @@ class CurvatureBlock:
 
     def decompose(self) -> tuple[str, ...]:
         """Eigendecompose now, if the block stores a decomposition it has not computed yet; returns
-        what the eigensolver needed beyond plain eigh (recorded as ``eigen_repairs``)."""
+        what the eigensolver needed beyond plain eigh (recorded as ``eigen_repairs``).
+        """
         return ()
 
     def factor_shapes(self) -> list[list[int]] | None:
@@ -360,7 +361,8 @@ def _check_finite(block: CurvatureBlock) -> None:
 
 def ensure_eigen(curvature: Curvature) -> dict[str, tuple[str, ...]]:
     """Eigendecompose every block that stores one, now (so that a factor with NaN/inf is reported
-    before any file is written); returns ``{module: repairs}`` for the blocks that needed a repair."""
+    before any file is written); returns ``{module: repairs}`` for the blocks that needed a repair.
+    """
     out: dict[str, tuple[str, ...]] = {}
     for block in curvature.blocks:
         _check_finite(block)

@@ -24,11 +24,11 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 
+from uncert_cli.core.errors import UserError
 from uncert_cli.curvature.blocks import DiagonalBlock
 from uncert_cli.curvature.hooks import Call, Capture, find_batch_dim
 from uncert_cli.curvature.kronecker import per_example_rows
 from uncert_cli.curvature.subset import Unit
-from uncert_cli.core.errors import UserError
 
 # Bound on the elements of one per-example-gradient chunk (512 MiB in float64).
 CHUNK_ELEMENTS = 2**26
@@ -151,7 +151,8 @@ class GenericDiagAccumulator:
         """Per-example gradients of one call for every parameter of the unit: ``(K, b, *param.shape)``.
 
         A call of one module of a tied unit reaches only that module's parameters; the others get
-        zeros, so that summing over calls sums the uses of each shared tensor."""
+        zeros, so that summing over calls sums the uses of each shared tensor.
+        """
         if not self.unit.members:
             return self._call_grads(call, g, B, sl, self.unit.module, self.unit.local_names, self.unit.params)
         member = self.unit.members[call.member]
@@ -169,7 +170,8 @@ class GenericDiagAccumulator:
     ) -> list[Tensor]:
         """Per-example gradients of ``Σ output·g`` for the examples ``sl`` of one call of
         ``module``: one ``(K, b, *param.shape)`` tensor per parameter in ``unit_params``
-        (named ``names`` relative to ``module``)."""
+        (named ``names`` relative to ``module``).
+        """
         params = tuple(p.detach() for p in unit_params)
 
         # Split the recorded inputs into per-example tensors (vmapped) and shared constants.
@@ -192,7 +194,7 @@ class GenericDiagAccumulator:
             batched_dims.append(bd)
         out_dims = []
         g_vals = []
-        for j, (idx, gj) in enumerate(zip(call.output_index, g)):
+        for idx, gj in zip(call.output_index, g):
             bd = find_batch_dim(gj.shape[1:], B, _output_hint(module, idx))
             if bd is None:
                 # An output without a batch axis that Capture could not expand (leading size not 1, or

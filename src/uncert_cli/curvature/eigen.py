@@ -43,7 +43,8 @@ class Eigh:
 
 def robust_eigh(matrix: Tensor, *, what: str) -> Eigh:
     """Eigendecomposition of the symmetric PSD ``matrix`` (n, n); ``what`` names it in errors
-    (e.g. "the input factor of layer 'fc1'"). Raises :class:`NonFiniteFactorError` on NaN/inf."""
+    (e.g. "the input factor of layer 'fc1'"). Raises :class:`NonFiniteFactorError` on NaN/inf.
+    """
     if not bool(torch.isfinite(matrix).all()):
         hint = ("refit with --dtype float64" if matrix.dtype != torch.float64
                 else "check the model's weights and the data for huge or non-finite values")

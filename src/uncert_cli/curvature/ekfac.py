@@ -26,13 +26,13 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from uncert_cli.curvature.blocks import KroneckerEigen
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.slow_path import announce_slow_path, vmap_unsupported
 from uncert_cli.core.vocabulary import FisherType, Task
+from uncert_cli.curvature.blocks import KroneckerEigen
 from uncert_cli.curvature.kronecker import per_example_rows
 from uncert_cli.curvature.loss_vectors import loss_backward_vectors
 from uncert_cli.curvature.subset import Unit
-from uncert_cli.core.errors import UserError
-from uncert_cli.core.slow_path import announce_slow_path, vmap_unsupported
 
 CHUNK_ELEMENTS = 1 << 24  # numbers in one chunk of rotated per-example gradients (K·b·O·I')
 

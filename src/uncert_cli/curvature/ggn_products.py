@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
+from uncert_cli.core.errors import UserError
 from uncert_cli.core.likelihood import categorical_nll_sum
 from uncert_cli.core.vocabulary import FisherType, Task
-from uncert_cli.core.errors import UserError
 
 BatchSource = Callable[[], Iterable[tuple[Tensor, Tensor]]]
 

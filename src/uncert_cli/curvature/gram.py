@@ -98,7 +98,8 @@ def _syrk_for(dtype: torch.dtype) -> ctypes._CFuncPtr | None:
 
 def _syrk_agrees(routines: dict[torch.dtype, ctypes._CFuncPtr]) -> bool:
     """One small product per dtype through syrk and through the blocked path, strided views
-    included (the accumulator is a sub-block of a larger matrix, as for a layer with bias)."""
+    included (the accumulator is a sub-block of a larger matrix, as for a layer with bias).
+    """
     gen = torch.Generator().manual_seed(0)
     for dtype, fn in routines.items():
         X = torch.randn(7, 13, dtype=dtype, generator=gen)
@@ -125,7 +126,8 @@ def _blocked_lower_(acc: Tensor, X: Tensor, alpha: float) -> None:
 def gram_lower_(acc: Tensor, X: Tensor, alpha: float = 1.0) -> None:
     """``acc += alpha·XᵀX`` on and below the diagonal, for ``X`` of shape ``(R, n)`` and ``acc``
     of shape ``(n, n)`` (may be a strided sub-block). Entries above the diagonal are unspecified:
-    read the result through :func:`mirror_lower_`."""
+    read the result through :func:`mirror_lower_`.
+    """
     if X.shape[0] == 0:
         return
     fn = _syrk_for(X.dtype) if X.device.type == "cpu" else None

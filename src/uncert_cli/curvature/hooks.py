@@ -32,8 +32,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from uncert_cli.curvature.subset import Unit
 from uncert_cli.core.errors import UserError
+from uncert_cli.curvature.subset import Unit
 
 
 @dataclass
@@ -55,7 +55,8 @@ class Call:
 
     def check_inputs_unmodified(self, unit_name: str) -> None:
         """Inputs are read after the backward pass; an in-place change since the call would
-        silently corrupt the curvature, so refuse it."""
+        silently corrupt the curvature, so refuse it.
+        """
         tensors = [a for a in self.args if isinstance(a, Tensor)]
         check_unmodified(unit_name, tensors, self.input_versions)
 
@@ -254,7 +255,8 @@ def find_batch_dim(shape: Sequence[int], batch_size: int, hint: int | None = Non
     """Dimension of a tensor that indexes the examples: ``hint`` if it fits, else 0 if it has
     size ``batch_size``, else the first dimension of that size, else ``None`` (shared by all
     examples). Ambiguous when another dimension has the batch size too (a sequence of length B
-    in a ``batch_first=False`` model); the hint resolves the cases we know about."""
+    in a ``batch_first=False`` model); the hint resolves the cases we know about.
+    """
     if hint is not None and hint < len(shape) and shape[hint] == batch_size:
         return hint
     for d, s in enumerate(shape):

@@ -1,5 +1,4 @@
-"""Kronecker factors of Linear/Conv modules (KFAC, "expand" flavour) and the patch math they share
-with the exact diagonal.
+"""Kronecker factors of Linear/Conv modules (KFAC, "expand" flavour) and the patch math they share with the exact diagonal.
 
 Convention (matches curvlinops' ``KFACLinearOperator(kfac_approx="expand")`` with a mean-reduced
 loss and ``separate_weight_and_bias=False``, so the tests compare to it directly). With ``a_{n,p}``
@@ -26,12 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from uncert_cli.core.errors import UserError
 from uncert_cli.curvature.blocks import KroneckerBlock
 from uncert_cli.curvature.gram import gram_lower_, mirror_lower_
 from uncert_cli.curvature.hooks import find_batch_dim
 from uncert_cli.curvature.subset import Unit, conv_padding
-from uncert_cli.core.errors import UserError
-
 
 # Up to this many patch entries per position, patches come from a convolution with an identity
 # kernel: on CPU, ``F.unfold`` of few-channel inputs is pathologically slow here (3.8 s vs 0.05 s for
@@ -40,8 +38,10 @@ _IDENTITY_KERNEL_MAX = 512
 
 
 def conv_patches(module: nn.Conv1d | nn.Conv2d, x: Tensor) -> Tensor:
-    """Unfolded input patches of a conv: ``(B, I, P)`` with ``I = C_in·∏kernel``, ``P`` output
-    positions. The row order of ``I`` matches ``weight.reshape(O, -1)``."""
+    """Unfolded input patches of a conv: ``(B, I, P)`` with ``I = C_in·∏kernel``, ``P`` output positions.
+
+    The row order of ``I`` matches ``weight.reshape(O, -1)``.
+    """
     padding = conv_padding(module)
     assert padding is not None  # supported_structure() guarantees it
     unbatched = x.dim() == (2 if isinstance(module, nn.Conv1d) else 3)
@@ -70,7 +70,8 @@ def input_rows(module: nn.Module, x: Tensor) -> Tensor:
     """All input vectors of one call as rows, ``(R, I)`` (``R`` = examples × positions).
 
     For a conv the rows are copied into position-major order (``(B·P, I)``); for a Linear it is a
-    free view of the contiguous input."""
+    free view of the contiguous input.
+    """
     if isinstance(module, nn.Linear):
         return x.reshape(-1, x.shape[-1])
     u = conv_patches(module, x)  # (B, I, P)

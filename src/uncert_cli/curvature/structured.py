@@ -21,6 +21,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.model_state import model_state
+from uncert_cli.core.vocabulary import FisherType, Method, Task
 from uncert_cli.curvature.blocks import (
     Block,
     Curvature,
@@ -36,10 +39,7 @@ from uncert_cli.curvature.engine import compute_curvature
 from uncert_cli.curvature.ggn_products import BatchSource, GGNProducts
 from uncert_cli.curvature.lowrank import top_eigenpairs
 from uncert_cli.curvature.plain_kernels import plain_kernels
-from uncert_cli.core.model_state import model_state
-from uncert_cli.core.vocabulary import FisherType, Method, Task
 from uncert_cli.curvature.subset import Unit, select_units
-from uncert_cli.core.errors import UserError
 
 STRUCTURED_METHODS = (Method.full, Method.lowrank, Method.ekfac, Method.kfac_diag)
 FULL_MAX_BYTES = 2 << 30  # default cap on the dense GGN (float64 P x P) without --max-memory

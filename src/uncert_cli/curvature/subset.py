@@ -68,7 +68,8 @@ def supported_structure(module: nn.Module) -> Structure | None:
 @dataclass
 class Member:
     """One module of a tied unit: its path, its parameters' names relative to it, and the
-    positions of those parameters in the unit's ``params``."""
+    positions of those parameters in the unit's ``params``.
+    """
 
     name: str
     module: nn.Module
@@ -81,7 +82,8 @@ class Unit:
     """One module that gets one block; ``params`` are named relative to the model.
 
     A tied unit (modules sharing a parameter) lists its modules in ``members``; ``module`` is then
-    the first of them and ``local_names`` are not used."""
+    the first of them and ``local_names`` are not used.
+    """
 
     name: str
     module: nn.Module
@@ -107,7 +109,8 @@ def _join(prefix: str, name: str) -> str:
 
 def discover_units(model: nn.Module, include_frozen: bool = False) -> list[Unit]:
     """All units of ``model`` in module registration order (tied modules merged into one unit,
-    frozen parameters left out unless ``include_frozen``)."""
+    frozen parameters left out unless ``include_frozen``).
+    """
     units: list[Unit] = []
     absorbed: set[str] = set()
     for name, module in model.named_modules():
@@ -140,8 +143,7 @@ def discover_units(model: nn.Module, include_frozen: bool = False) -> list[Unit]
 
 
 def _merge_tied(units: list[Unit]) -> list[Unit]:
-    """Merge units that share a parameter tensor (transitively) into one diagonal unit, placed
-    where its first module was."""
+    """Merge units that share a parameter tensor (transitively) into one diagonal unit, placed where its first module was."""
     group_of = list(range(len(units)))  # union-find over units
 
     def root(i: int) -> int:
@@ -190,7 +192,8 @@ def _tied_unit(parts: list[Unit]) -> Unit:
 
 def _without_frozen(units: list[Unit]) -> list[Unit]:
     """Units restricted to their trainable parameters; a unit with some frozen parameters keeps
-    the others in a diagonal block (a Kronecker block needs the whole ``[W | b]``)."""
+    the others in a diagonal block (a Kronecker block needs the whole ``[W | b]``).
+    """
     kept: list[Unit] = []
     for u in units:
         live = [i for i, p in enumerate(u.params) if p.requires_grad]
@@ -307,7 +310,8 @@ def is_pattern(item: str) -> bool:
 def _unit_matches(unit: Unit, pattern: str) -> bool:
     """A glob matches a unit when it matches the unit's name, one of its modules' names, or one of its
     parameters' names, so that ``classifier.*`` takes a Linear called ``classifier`` (through
-    ``classifier.weight``) as well as the modules inside a ``classifier`` container."""
+    ``classifier.weight``) as well as the modules inside a ``classifier`` container.
+    """
     names = (unit.name, *(m.name for m in unit.members), *unit.param_names)
     return any(fnmatch.fnmatchcase(name, pattern) for name in names)
 

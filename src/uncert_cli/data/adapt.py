@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import torch
 
-from uncert_cli.data.dataset import ArrayDataset, is_token_ids, to_float
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.vocabulary import Task
+from uncert_cli.data.dataset import ArrayDataset, is_token_ids, to_float
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -31,7 +31,8 @@ def _as_image_shape(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
 def _conversion_hint(data_shape: tuple[int, ...], model_shape: tuple[int, ...], convertible: bool) -> str:
     """What to do when the per-example element counts differ, e.g. ``use --grayscale --resize 28,28``
     (only where the command has those options: ``convertible``; every command that loads data through
-    :func:`uncert_cli.workflows.inputs.load_model_data` has them)."""
+    :func:`uncert_cli.workflows.inputs.load_model_data` has them).
+    """
     data_image, model_image = _as_image_shape(data_shape), _as_image_shape(model_shape)
     if data_image is None or model_image is None or not convertible:
         return "pick the dataset (or the file) this model was trained on"
@@ -80,7 +81,9 @@ def _first_non_finite(values: torch.Tensor) -> tuple[int, int] | None:
     return (int(bad_rows.nonzero()[0, 0]), count) if count else None
 
 
-def _normalize(inputs: torch.Tensor, owns_inputs: bool, normalize: tuple[Sequence[float], Sequence[float]], ds: ArrayDataset) -> torch.Tensor:
+def _normalize(
+    inputs: torch.Tensor, owns_inputs: bool, normalize: tuple[Sequence[float], Sequence[float]], ds: ArrayDataset
+) -> torch.Tensor:
     """``(x - mean) / std`` per channel (dim 1 of ``(N, C, ...)``); one mean/std applies to all channels."""
     means, stds = (torch.as_tensor(list(v), dtype=torch.float32) for v in normalize)
     channels = ds.sample_shape[0]
@@ -138,7 +141,9 @@ def adapt_to_model(
     packed = ds.input_names is not None
     target_shape = ds.sample_shape if input_shape is None or packed else tuple(int(d) for d in input_shape)
     if any(d < 1 for d in target_shape):
-        raise UserError(f"model input shape {_shape_text(target_shape)} has non-positive sizes; check the input_shape in the model's metadata")
+        raise UserError(
+            f"model input shape {_shape_text(target_shape)} has non-positive sizes; check the input_shape in the model's metadata"
+        )
     if math.prod(target_shape) != math.prod(ds.sample_shape):
         raise UserError(
             f"dataset '{ds.name}' has examples of shape {_shape_text(ds.sample_shape)} ({math.prod(ds.sample_shape)} values) "

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from uncert_cli.data.dataset import ArrayDataset
 from uncert_cli.core.errors import UserError
+from uncert_cli.data.dataset import ArrayDataset
 
 _CHANNEL_COUNTS = (1, 3, 4)
 

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import torch
 
+from uncert_cli.core.errors import UserError
 from uncert_cli.data.checks import whole_number
 from uncert_cli.data.dataset import ArrayDataset, to_float
-from uncert_cli.core.errors import UserError
 
 
 def shard_range(num_examples: int, shard: tuple[int, int] | None) -> range:

@@ -35,7 +35,8 @@ def is_token_ids(inputs: torch.Tensor) -> bool:
 
 def to_float(inputs: torch.Tensor) -> torch.Tensor:
     """The model's view of stored inputs: uint8 pixels become float32 ``pixel / 255``; float32 is
-    returned as is (no copy); int64 token ids pass through unchanged."""
+    returned as is (no copy); int64 token ids pass through unchanged.
+    """
     if is_token_ids(inputs):
         return inputs
     if inputs.dtype == torch.uint8:
@@ -88,12 +89,14 @@ class ArrayDataset(torch.utils.data.Dataset):
             raise ValueError(f"{self.inputs.shape[0]} inputs but {self.targets.shape[0]} targets")
         if self.task == "classification":
             if self.targets.dtype != torch.int64 or self.targets.ndim != 1:
-                raise ValueError(f"classification targets must be (N,) int64, got {self.targets.dtype} {tuple(self.targets.shape)}")
+                got = f"{self.targets.dtype} {tuple(self.targets.shape)}"
+                raise ValueError(f"classification targets must be (N,) int64, got {got}")
             if self.class_names is not None and self.num_classes is not None and len(self.class_names) != self.num_classes:
                 raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
         else:
             if self.targets.dtype != torch.float32 or self.targets.ndim != 2:
-                raise ValueError(f"regression targets must be (N, D) float32, got {self.targets.dtype} {tuple(self.targets.shape)}")
+                got = f"{self.targets.dtype} {tuple(self.targets.shape)}"
+                raise ValueError(f"regression targets must be (N, D) float32, got {got}")
             if self.num_classes is not None or self.class_names is not None:
                 raise ValueError("regression datasets have no classes")
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from uncert_cli.core.errors import UserError
 from uncert_cli.data.arrays import dataset_from_arrays
 from uncert_cli.data.dataset import ArrayDataset
 from uncert_cli.data.request import LoadRequest
 from uncert_cli.data.splits import SPLITS, stratified_split_indices
-from uncert_cli.core.errors import UserError
 
 TOY_POINTS = 20
 TOY_INPUT_RANGE = (-4.0, 4.0)

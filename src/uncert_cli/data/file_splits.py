@@ -19,15 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from uncert_cli.data.files import DEFAULT_KEY_PAIRS, HDF5_SUFFIXES, NPZ_SUFFIXES, FileSpec
 from uncert_cli.core.errors import UserError
+from uncert_cli.data.files import DEFAULT_KEY_PAIRS, HDF5_SUFFIXES, NPZ_SUFFIXES, FileSpec
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 
 
 def array_names(spec: FileSpec) -> list[str] | None:
     """Array names in an npz/HDF5 file (``None`` for other kinds or unreadable files: the loader
-    then reports the problem in its own words)."""
+    then reports the problem in its own words).
+    """
     suffix = spec.path.suffix.lower()
     try:
         if suffix in NPZ_SUFFIXES:

@@ -55,5 +55,8 @@ def read_idx(path: Path, limit: int | None = None) -> np.ndarray:
     except (OSError, EOFError, struct.error) as err:
         raise UserError(f"cannot read idx file {path}: {err}; re-download it with {{param}}", param="download") from err
     if len(payload) != count * dtype.itemsize:
-        raise UserError(f"idx file {path} is truncated ({len(payload)} of {count * dtype.itemsize} bytes); re-download it with {{param}}", param="download")
+        raise UserError(
+            f"idx file {path} is truncated ({len(payload)} of {count * dtype.itemsize} bytes); re-download it with {{param}}",
+            param="download",
+        )
     return np.frombuffer(payload, dtype=dtype).astype(dtype.newbyteorder("="), copy=False).reshape(shape)

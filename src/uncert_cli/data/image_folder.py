@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from uncert_cli.core.errors import UserError
 from uncert_cli.data.arrays import dataset_from_arrays
 from uncert_cli.data.dataset import ArrayDataset
-from uncert_cli.core.errors import UserError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
 # PIL modes that carry no colour; everything else is converted to RGB.
@@ -64,7 +64,9 @@ def load_image_folder(folder: Path, name: str, *, limit: int | None = None, skip
         warnings.warn(f"{name}: skipped {len(skipped)} unreadable image(s): {', '.join(skipped[:5])}", stacklevel=2)
     if not images:
         suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
-        raise UserError(f"image folder {folder} holds no images ({suffixes}) in its class subfolders; add images or check the path")
+        raise UserError(
+            f"image folder {folder} holds no images ({suffixes}) in its class subfolders; add images or check the path"
+        )
 
     first_size = images[0].shape[:2]
     for image, path in zip(images, sources):

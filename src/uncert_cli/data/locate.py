@@ -39,7 +39,8 @@ def find_file_set(search_dirs: Sequence[Path], file_set: FileSet) -> dict[str, P
 
 def describe_file_set(file_set: FileSet) -> str:
     """Short text for a file set: ``t10k-images-idx3-ubyte[.gz] + t10k-labels-idx1-ubyte[.gz]``,
-    or ``cifar-10-batches-py/{data_batch_1, test_batch}`` when every file sits in one subfolder."""
+    or ``cifar-10-batches-py/{data_batch_1, test_batch}`` when every file sits in one subfolder.
+    """
     parts = []
     for names in file_set.values():
         first = names[0]

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.input_files import check_input_file
 from uncert_cli.data.arrays import dataset_from_arrays
 from uncert_cli.data.dataset import ArrayDataset
 from uncert_cli.data.download import download_with_torchvision
 from uncert_cli.data.idx import read_idx
 from uncert_cli.data.locate import FileSet, find_file_set, missing_files_error
 from uncert_cli.data.request import LoadRequest
-from uncert_cli.core.errors import UserError
-from uncert_cli.core.input_files import check_input_file
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,10 @@ def _fetch(info: IdxDatasetInfo, request: LoadRequest) -> None:
 def load_idx_dataset(info: IdxDatasetInfo, request: LoadRequest) -> ArrayDataset:
     """Load one split of an MNIST-like dataset as uint8 ``(N, 1, 28, 28)`` images and int64 labels."""
     if request.split not in ("train", "test"):
-        raise UserError(f"dataset '{request.name}' has splits train and test, not '{request.split}'; pass --split train or --split test")
+        raise UserError(
+            f"dataset '{request.name}' has splits train and test, not '{request.split}'; pass {{param}} train or {{param}} test",
+            param="split",
+        )
     search_dirs = info.search_dirs(request.root)
     file_sets = info.file_sets(request.split)
     located = next((found for fs in file_sets if (found := find_file_set(search_dirs, fs)) is not None), None)
@@ -120,7 +123,10 @@ def load_idx_dataset(info: IdxDatasetInfo, request: LoadRequest) -> ArrayDataset
         images = read_idx(located["images"], request.limit)
         labels = read_idx(located["labels"], request.limit)
     if images.ndim != 3:
-        raise UserError(f"{located['images']} holds shape {images.shape}, not (N, H, W) images; re-download it with {{param}}", param="download")
+        raise UserError(
+            f"{located['images']} holds shape {images.shape}, not (N, H, W) images; re-download it with {{param}}",
+            param="download",
+        )
     if info.transposed:
         images = images.transpose(0, 2, 1)
     labels = labels.astype(np.int64) - info.label_offset

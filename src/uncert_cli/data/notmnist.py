@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.input_files import check_input_file
 from uncert_cli.data.arrays import dataset_from_arrays
 from uncert_cli.data.dataset import ArrayDataset
 from uncert_cli.data.image_folder import load_image_folder
 from uncert_cli.data.request import LoadRequest
-from uncert_cli.core.errors import UserError
-from uncert_cli.core.input_files import check_input_file
 
 NOTMNIST_CLASSES = tuple(string.ascii_uppercase[:10])  # A..J
 NPZ_NAME = "notMNIST_small.npz"

@@ -6,16 +6,16 @@ import dataclasses
 import difflib
 import os
 
+from uncert_cli.core.errors import UserError
 from uncert_cli.data.checks import whole_number
 from uncert_cli.data.dataset import ArrayDataset
 from uncert_cli.data.embedded import load_digits_dataset, load_iris_dataset, load_photo_patches, load_toy_regression
 from uncert_cli.data.files import load_file_dataset, looks_like_file_spec
 from uncert_cli.data.mnist_family import load_emnist_letters, load_fashion_mnist, load_kmnist, load_mnist
 from uncert_cli.data.notmnist import load_notmnist
-from uncert_cli.data.request import LoadRequest, Loader
+from uncert_cli.data.request import Loader, LoadRequest
 from uncert_cli.data.root import data_root
 from uncert_cli.data.torchvision_sets import load_cifar10, load_cifar100, load_svhn
-from uncert_cli.core.errors import UserError
 
 # name -> loader. Built-ins read files under the data root; the last three need no files.
 REGISTRY: dict[str, Loader] = {

@@ -15,17 +15,20 @@ from typing import Any
 
 import numpy as np
 
+from uncert_cli.core.errors import UserError
 from uncert_cli.data.arrays import dataset_from_arrays
 from uncert_cli.data.dataset import ArrayDataset
 from uncert_cli.data.download import download_with_torchvision
 from uncert_cli.data.locate import FileSet, find_folder, missing_files_error
 from uncert_cli.data.request import LoadRequest
-from uncert_cli.core.errors import UserError
 
 
 def _require_train_or_test(request: LoadRequest) -> None:
     if request.split not in ("train", "test"):
-        raise UserError(f"dataset '{request.name}' has splits train and test, not '{request.split}'; pass --split train or --split test")
+        raise UserError(
+            f"dataset '{request.name}' has splits train and test, not '{request.split}'; pass {{param}} train or {{param}} test",
+            param="split",
+        )
 
 
 def _construct(dataset: str, make: Callable[[], Any]) -> Any:
@@ -33,7 +36,10 @@ def _construct(dataset: str, make: Callable[[], Any]) -> Any:
     try:
         return make()
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
-        raise UserError(f"the '{dataset}' files failed torchvision's checksum ({err}); delete them and rerun with {{param}}", param="download") from err
+        raise UserError(
+            f"the '{dataset}' files failed torchvision's checksum ({err}); delete them and rerun with {{param}}",
+            param="download",
+        ) from err
 
 
 def _locate_or_download(
@@ -49,7 +55,9 @@ def _locate_or_download(
     return folder
 
 
-def _load_cifar(request: LoadRequest, class_name: str, base_folder: str, train_files: list[str], test_files: list[str], meta: str) -> ArrayDataset:
+def _load_cifar(
+    request: LoadRequest, class_name: str, base_folder: str, train_files: list[str], test_files: list[str], meta: str
+) -> ArrayDataset:
     _require_train_or_test(request)
     train = request.split == "train"
     # torchvision checks every batch file (both splits) before it loads either, so all are required.

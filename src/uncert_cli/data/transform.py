@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from uncert_cli.data.dataset import ArrayDataset
 from uncert_cli.core.errors import UserError
+from uncert_cli.data.dataset import ArrayDataset
 
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, for R, G, B
 CHUNK_ELEMENTS = 1 << 22  # float32 values per chunk and stage (16 MiB): memory stays bounded for any N

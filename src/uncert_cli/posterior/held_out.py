@@ -16,8 +16,8 @@ from torch import Tensor
 
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.likelihood import gaussian_nll
-from uncert_cli.posterior.laplace import LaplacePosterior
 from uncert_cli.core.progress import Progress, no_progress
+from uncert_cli.posterior.laplace import LaplacePosterior
 from uncert_cli.posterior.predictives import predict_many
 
 OnExamples = Callable[[int], None]
@@ -52,7 +52,8 @@ def grid_scores(
     on_examples: OnExamples | None = None,
 ) -> list[ValidationScores]:
     """:func:`validation_scores` of each of ``posteriors`` (one posterior under several hyperparameter
-    settings), computed batch by batch; ``on_examples(k)`` after each posterior's ``k`` predictions."""
+    settings), computed batch by batch; ``on_examples(k)`` after each posterior's ``k`` predictions.
+    """
     nll_sums = [0.0] * len(posteriors)
     ent_sums = [0.0] * len(posteriors)
     count = 0
@@ -61,7 +62,7 @@ def grid_scores(
             x, y = batch
         except (TypeError, ValueError):
             raise UserError("validation batches must be (inputs, targets) pairs") from None
-        tick = (lambda: on_examples(x.shape[0])) if on_examples is not None else (lambda: None)
+        tick = (lambda n=x.shape[0]: on_examples(n)) if on_examples is not None else (lambda: None)
         outs = predict_many(posteriors, x, kind, samples, generator, on_each=tick)
         for i, out in enumerate(outs):
             nll, ent = _nll_and_entropy(posteriors[i].task, out, y)
@@ -97,7 +98,8 @@ def score_grid(
     progress: Progress = no_progress,
 ) -> list[tuple[float, float, ValidationScores]]:
     """``(N, τ, scores)`` for every point of ``n_grid × tau_grid`` (N outer), one :func:`grid_scores` pass,
-    with a progress bar counting each example once per grid point. ``val_batches``: a list of ``(x, y)``."""
+    with a progress bar counting each example once per grid point. ``val_batches``: a list of ``(x, y)``.
+    """
     if not n_grid or not tau_grid:
         raise UserError("n_grid and tau_grid must not be empty")
     points = [(float(n), float(tau)) for n in n_grid for tau in tau_grid]

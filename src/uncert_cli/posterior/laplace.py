@@ -23,24 +23,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Union
 
 import torch
 from torch import Tensor, nn
 
-from uncert_cli.curvature.blocks import Curvature
 from uncert_cli.core.errors import UserError
+from uncert_cli.core.model_state import eval_mode
+from uncert_cli.core.vocabulary import PredictiveKind, PriorMode
+from uncert_cli.curvature.blocks import Curvature
 from uncert_cli.posterior import marginals as _marginals
 from uncert_cli.posterior import marglik as _marglik
 from uncert_cli.posterior import output_covariance as _outcov
 from uncert_cli.posterior import predictives as _predictives
-from uncert_cli.posterior.structures import Structure, structure_for
-from uncert_cli.core.model_state import eval_mode
 from uncert_cli.posterior.predictives.base import Prediction, over_sample_chunks
 from uncert_cli.posterior.sampling import SampleCache, draw_deviations
-from uncert_cli.core.vocabulary import PredictiveKind, PriorMode
+from uncert_cli.posterior.structures import Structure, structure_for
 
-PriorPrecision = Union[float, Mapping[str, float]]
+PriorPrecision = float | Mapping[str, float]
 DEFAULT_KEY = "*"  # in a prior_precision mapping: the value for modules not named explicitly
 TOTAL = "total"
 _KEEP = object()
@@ -170,7 +169,8 @@ class LaplacePosterior:
     @property
     def block_precisions(self) -> tuple[object, ...]:
         """Each block's precision at the current hyperparameters, in the form its structure keeps it
-        (``Structure.precision``: eigenvalues, a diagonal, a dense matrix, ...), aligned with :attr:`specs`."""
+        (``Structure.precision``: eigenvalues, a diagonal, a dense matrix, ...), aligned with :attr:`specs`.
+        """
         return self._prec
 
     @property
@@ -211,7 +211,8 @@ class LaplacePosterior:
 
     def output_covariance(self, x: Tensor) -> tuple[Tensor, Tensor] | None:
         """MAP outputs ``(B, C)`` and ``J(x) Σ J(x)ᵀ`` ``(B, C, C)`` by the factored Linear/Conv path
-        (:mod:`~uncert_cli.posterior.output_covariance`), or None where a block needs the generic path."""
+        (:mod:`~uncert_cli.posterior.output_covariance`), or None where a block needs the generic path.
+        """
         result = self.output_covariances(x, [self])
         return None if result is None else (result[0], result[1][0])
 
@@ -219,7 +220,8 @@ class LaplacePosterior:
         self, x: Tensor, variants: Sequence[LaplacePosterior]
     ) -> tuple[Tensor, list[Tensor]] | None:
         """:meth:`output_covariance` of each of ``variants`` (this posterior under other hyperparameters,
-        from :meth:`with_hyperparameters`) in one pass over ``x``: ``(f (B, C), [J Σ_v Jᵀ (B, C, C)])``."""
+        from :meth:`with_hyperparameters`) in one pass over ``x``: ``(f (B, C), [J Σ_v Jᵀ (B, C, C)])``.
+        """
         if not self.has_factored_outputs:
             return None
         if any(v._specs is not self._specs for v in variants):
@@ -271,13 +273,15 @@ class LaplacePosterior:
     def deviations(self, n_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """The deviations ``θ − θ*`` the sampled predictives use, each ``(S, *param_shape)``: drawn once per
         ``(n_samples, generator.initial_seed())`` (seed 0 without a generator) and kept, so every batch and
-        call sees the same samples; the same numbers as :meth:`sample` with a fresh generator of that seed."""
+        call sees the same samples; the same numbers as :meth:`sample` with a fresh generator of that seed.
+        """
         return self._cache.get(self._specs, self._prec, n_samples, generator)
 
     def map_over_samples(self, fn, per_sample: dict[str, Tensor]) -> Tensor:
         """``fn(slice)`` for each sample's slice of ``per_sample`` (each ``(S, *shape)``), stacked ``(S, ...)``:
         vmapped over :attr:`sample_chunk` samples at a time, one by one for a model vmap cannot run
-        (remembered for this posterior and its :meth:`with_hyperparameters` copies)."""
+        (remembered for this posterior and its :meth:`with_hyperparameters` copies).
+        """
         return over_sample_chunks(fn, per_sample, self.sample_chunk, self._vmap_state)
 
     # ------------------------------------------------------------------ evidence & friends

@@ -26,11 +26,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from uncert_cli.core.model_state import model_state
+from uncert_cli.core.slow_path import announce_slow_path, vmap_unsupported
 from uncert_cli.curvature.hooks import Capture, backprop_vectors
 from uncert_cli.curvature.kronecker import conv_patches, per_example_rows
 from uncert_cli.curvature.subset import Unit, conv_padding, select_units
-from uncert_cli.core.model_state import model_state
-from uncert_cli.core.slow_path import announce_slow_path, vmap_unsupported
 from uncert_cli.posterior.structures import Structure
 
 # Bound on B·C·O·I' numbers of the rotated per-example Jacobian formed for multi-position units.
@@ -42,7 +42,8 @@ OUTPUT_ROWS = 1 << 16
 
 def _rotated_rows(unit: Unit, spec: Structure, prec: Tensor, a: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
     """Inputs ``a`` ``(B, P, I)`` and derivatives ``g`` ``(C, B, P, O)`` in the block's eigenbasis:
-    ``(â (B, P, I'), ĝ (C, B, P, O))``, the hyperparameter-free part of :func:`_unit_covariances`."""
+    ``(â (B, P, I'), ĝ (C, B, P, O))``, the hyperparameter-free part of :func:`_unit_covariances`.
+    """
     B, P, _ = a.shape
     if len(unit.params) == 2:
         a = torch.cat([a, a.new_ones(B, P, 1)], dim=-1)
@@ -57,7 +58,8 @@ def _weighted_gram(rows: Tensor, weights: Tensor) -> Tensor:
 
 def _unit_covariances(spec: Structure, precs: Sequence[Tensor], a_hat: Tensor, g_hat: Tensor) -> list[Tensor]:
     """Contribution ``(B, C, C)`` of one unit for each precision in ``precs`` (one per hyperparameter
-    setting), from its rotated rows (:func:`_rotated_rows`)."""
+    setting), from its rotated rows (:func:`_rotated_rows`).
+    """
     B, P, I_aug = a_hat.shape
     C, O = g_hat.shape[0], g_hat.shape[-1]
     scales = [spec.output_basis(prec)[2] for prec in precs]  # (O, I') each
@@ -79,7 +81,8 @@ _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 def _frozen_batch_norm(module: nn.Module) -> bool:
     """A BatchNorm that, in eval mode, is a per-channel affine map of its input (running statistics, γ and β):
-    its per-example Jacobian rows are then exact and cheap (:func:`_batch_norm_covariances`)."""
+    its per-example Jacobian rows are then exact and cheap (:func:`_batch_norm_covariances`).
+    """
     return (
         isinstance(module, _BATCH_NORMS) and module.affine and module.track_running_stats
         and module.running_mean is not None and module.running_var is not None
@@ -108,7 +111,8 @@ def _has_rows(unit: Unit) -> bool:
 
 def supported(model: nn.Module, specs: Sequence[Structure]) -> list[Unit] | None:
     """The units of ``specs`` if every one is a Linear/Conv block whose structure has a factored output
-    covariance (Kronecker, EKFAC, diagonal) or an eval-mode BatchNorm's diagonal block, else None."""
+    covariance (Kronecker, EKFAC, diagonal) or an eval-mode BatchNorm's diagonal block, else None.
+    """
     if not specs or not all(s.factored_outputs for s in specs):
         return None
     # The file names what it covers, frozen parameters included when the fit included them.
@@ -208,7 +212,8 @@ def output_covariances(
     (``n_out`` = C; found by a one-example forward when not given).
 
     The forward, the backward and the rotation into each block's eigenbasis do not depend on ``N`` or ``τ``,
-    so a tuning grid pays for them once per batch instead of once per grid point."""
+    so a tuning grid pays for them once per batch instead of once per grid point.
+    """
     if n_out is None:
         with torch.no_grad():
             n_out = model(x[:1]).reshape(1, -1).shape[1]

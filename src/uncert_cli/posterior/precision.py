@@ -7,7 +7,7 @@ the methods (``spec.precision(τ, n_eff, mode)``, ``spec.marginal_variance(prec)
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 from torch import Tensor
 
@@ -31,7 +31,7 @@ DenseSpec = DenseStructure
 LowRankSpec = LowRankStructure
 Spec = Structure
 # What precision_eigenvalues returns: eigenvalues, or the Woodbury state of a low-rank structure.
-Precision = Union[Tensor, LowRankPrecision]
+Precision = Tensor | LowRankPrecision
 
 make_spec = structure_for
 

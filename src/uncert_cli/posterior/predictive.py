@@ -14,12 +14,12 @@ import torch
 from torch import Tensor
 
 from uncert_cli.core.model_state import eval_mode
+from uncert_cli.core.vocabulary import PredictiveKind
 from uncert_cli.posterior.laplace import DEFAULT_SAMPLE_CHUNK  # re-exported for the old import path
 from uncert_cli.posterior.predictives import kinds, predict, predict_many
 from uncert_cli.posterior.predictives.base import linearised_logits, sampled_logits
 from uncert_cli.posterior.predictives.glm import covariance_root
 from uncert_cli.posterior.sampling import DEFAULT_SEED
-from uncert_cli.core.vocabulary import PredictiveKind
 
 if TYPE_CHECKING:
     from uncert_cli.posterior.laplace import LaplacePosterior

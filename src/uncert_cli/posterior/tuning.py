@@ -15,19 +15,18 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Union
 
 import torch
 from torch import Tensor
 
 from uncert_cli.core.errors import UserError
-from uncert_cli.posterior import marglik as _marglik
-from uncert_cli.posterior.held_out import grid_scores, score_grid
 from uncert_cli.core.progress import Progress, no_progress
+from uncert_cli.core.vocabulary import PriorStructure
+from uncert_cli.posterior import marglik as _marglik
+from uncert_cli.posterior import predictives
+from uncert_cli.posterior.held_out import grid_scores, score_grid
 from uncert_cli.posterior.laplace import LaplacePosterior
 from uncert_cli.posterior.structures import Structure as BlockStructure
-from uncert_cli.posterior import predictives
-from uncert_cli.core.vocabulary import PriorStructure
 
 _INIT_GRID = torch.logspace(-6, 6, 49, dtype=torch.float64)
 
@@ -36,7 +35,7 @@ _INIT_GRID = torch.logspace(-6, 6, 49, dtype=torch.float64)
 class TuneResult:
     """Chosen hyperparameters. ``prior_precision`` is a float (scalar) or ``{module: τ}`` (layer)."""
 
-    prior_precision: Union[float, dict[str, float]]
+    prior_precision: float | dict[str, float]
     noise_std: float
     history: list[dict] = field(default_factory=list)
     n_data: float | None = None
@@ -166,7 +165,8 @@ VAL_TAU_GRID: tuple[float, ...] = tuple(10.0**k for k in range(-2, 5))
 
 def grid_edges(result: TuneResult) -> list[str]:
     """Which searched hyperparameters ended on an edge of their grid (``"n_data"``, ``"prior_precision"``):
-    the optimum may lie beyond it."""
+    the optimum may lie beyond it.
+    """
     edges = []
     for key in ("n_data", "prior_precision"):
         values = sorted({float(r[key]) for r in result.history if r.get(key) is not None})

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+
 from uncert_cli.core.errors import UserError
-from uncert_cli.posterior.held_out import score_grid, validation_scores
 from uncert_cli.core.progress import Progress, no_progress
-from uncert_cli.posterior.laplace import LaplacePosterior
 from uncert_cli.posterior import predictives
+from uncert_cli.posterior.held_out import score_grid, validation_scores
+from uncert_cli.posterior.laplace import LaplacePosterior
 from uncert_cli.posterior.tuning import VAL_N_FACTORS, TuneResult
 
 # ε: relative held-out NLL a wider posterior may cost. 1% of ~0.045 nats on MNIST is ~4.5e-4 nats per
@@ -44,7 +45,8 @@ def nll_limit(reference: float, tolerance: float) -> float:
 
 def select_widest(records: Sequence[dict], reference_nll: float, tolerance: float) -> dict:
     """The record (``{"nll", "entropy", ...}``) of largest entropy among those with ``nll`` within the limit;
-    ties go to the lower NLL. With none admissible, the lowest-NLL record (the closest to the MAP)."""
+    ties go to the lower NLL. With none admissible, the lowest-NLL record (the closest to the MAP).
+    """
     finite = [r for r in records if math.isfinite(r["nll"]) and math.isfinite(r["entropy"])]
     if not finite:
         raise UserError("validation NLL is not finite anywhere on the grid; widen the τ grid")
@@ -75,7 +77,8 @@ def tune_widest(
 ) -> TuneResult:
     """Grid search over ``(N, τ)`` (scalar τ) for the widest admissible posterior (module docstring).
 
-    ``val_batches`` is a list of ``(x, y)``; ``progress`` draws the grid search's bar. ``n_grid`` defaults to that of :func:`tune_val_nll`, ``tau_grid`` to
+    ``val_batches`` is a list of ``(x, y)``; ``progress`` draws the grid search's bar. ``n_grid`` defaults to that of
+    :func:`tune_val_nll`, ``tau_grid`` to
     :data:`WIDEST_TAU_GRID`. The result's
     ``history`` holds ``{n_data, prior_precision, nll, entropy}`` per grid point; ``objective`` is the
     chosen point's NLL, ``map_nll`` the MAP's on the same examples, ``nll_limit`` the admissible bound.

@@ -111,7 +111,8 @@ def print_compare(doc: dict[str, Any]) -> None:
 def write_compare_pngs(result: PosteriorComparison, directory: Path, files: list[str]) -> list[Path]:
     """Per compared file ``B``: one figure ``std_A_vs_<B>.png`` with a log-log scatter of per-weight σ,
     A against B, per layer (at most :data:`MAX_SCATTER_LAYERS`, those with A's largest variance shares),
-    and the diagonal σ_A = σ_B."""
+    and the diagonal σ_A = σ_B.
+    """
     names = labels([{}] * len(files))
     out: list[Path] = []
     shares = [layer.files[0].variance_share if layer.files[0] is not None else -1.0 for layer in result.layers]
@@ -121,7 +122,8 @@ def write_compare_pngs(result: PosteriorComparison, directory: Path, files: list
         if not chosen:
             continue
         path = directory / f"std_A_vs_{names[j]}.png"
-        out.append(_scatter(result, chosen, j, path, f"{names[0]} = {Path(files[0]).name}", f"{names[j]} = {Path(files[j]).name}"))
+        x_label, y_label = f"{names[0]} = {Path(files[0]).name}", f"{names[j]} = {Path(files[j]).name}"
+        out.append(_scatter(result, chosen, j, path, x_label, y_label))
     return out
 
 

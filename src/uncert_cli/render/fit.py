@@ -8,11 +8,11 @@ from typing import Any
 from rich.table import Table
 from torch import nn
 
-from uncert_cli.data import ImageConversion
-from uncert_cli.curvature.subset import frozen_parameters, select_units
-from uncert_cli.workflows.fit import FitOptions, FitResult
 from uncert_cli.core.memory import format_size
+from uncert_cli.curvature.subset import frozen_parameters, select_units
+from uncert_cli.data import ImageConversion
 from uncert_cli.render.console import log, stdout
+from uncert_cli.workflows.fit import FitOptions, FitResult
 
 
 def fit_summary(result: FitResult, output: Path, conversion: ImageConversion | None = None) -> dict[str, Any]:
@@ -87,7 +87,8 @@ def print_fit_summary(summary: dict[str, Any]) -> None:
 
 def log_coverage_notes(model: nn.Module, options: FitOptions, *, quiet: bool) -> None:
     """Say on stderr what the fit will cover differently from "every parameter, one block per
-    module": frozen parameters left out (or included), tied modules merged into one block."""
+    module": frozen parameters left out (or included), tied modules merged into one block.
+    """
     frozen = frozen_parameters(model)
     if frozen:
         count = sum(p.numel() for n, p in model.named_parameters() if n in set(frozen))

@@ -1,5 +1,6 @@
 """Colours every figure shares: the Okabe–Ito palette, distinguishable with the common colour-vision
-deficiencies and in greyscale print (Okabe & Ito 2008, "Color Universal Design")."""
+deficiencies and in greyscale print (Okabe & Ito 2008, "Color Universal Design").
+"""
 
 from __future__ import annotations
 

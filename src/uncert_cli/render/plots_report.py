@@ -8,7 +8,6 @@ display, no global state) and written atomically. Presentation only: the numbers
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +18,10 @@ from mpl_toolkits.axes_grid1 import make_axes_locatable
 
 from uncert_cli.analysis.layer_stats import LayerDetail, UncertaintyReport
 from uncert_cli.analysis.pruning import BASELINE, PruneEvaluation
-from uncert_cli.workflows.track import TrackResult
 from uncert_cli.core.atomic import in_memory_output, make_output_directory
 from uncert_cli.render import palette
 from uncert_cli.render.layer_groups import group_layers, top_layers
+from uncert_cli.workflows.track import TrackResult
 
 _DPI = 110
 _MAX_VIOLIN_POINTS = 20_000  # a KDE over millions of points is slow and looks the same
@@ -92,7 +91,8 @@ def write_report_pngs(report: UncertaintyReport, directory: Path, title: str) ->
 def _has_picture(detail: LayerDetail) -> bool:
     """A σ map worth looking at: a weight matrix, or conv kernels with more than one tap (a 1×1
     conv's map would be one pixel per channel), whose σ varies by more than 0.1% (a uniform
-    picture, e.g. σ = prior std everywhere, says nothing the violin plot does not)."""
+    picture, e.g. σ = prior std everywhere, says nothing the violin plot does not).
+    """
     m = detail.sigma_map
     if m is None or not (m.ndim == 2 or m[0].numel() > 1):
         return False
@@ -133,7 +133,8 @@ def _log_std_violin(report: UncertaintyReport, path: Path, title: str) -> Path:
 
 def _sigma_norm(values: np.ndarray) -> tuple[Normalize, str]:
     """A log colour scale when σ spans a decade or more; a linear one otherwise (a log scale over
-    0.9996..1 labels its colour bar 9.99995×10⁻¹, which nobody can read)."""
+    0.9996..1 labels its colour bar 9.99995×10⁻¹, which nobody can read).
+    """
     lo, hi = max(float(np.nanmin(values)), 1e-12), max(float(np.nanmax(values)), 1e-12 * 1.01)
     if hi / lo >= 10:
         return LogNorm(vmin=lo, vmax=hi), "σ (log scale)"
@@ -259,7 +260,9 @@ def _spectra(report: UncertaintyReport, path: Path, title: str) -> Path:
             ax.text(0.5, 0.5, "every eigenvalue ≈ 0:\nno curvature reaches these layers", transform=ax.transAxes,
                     ha="center", va="center", fontsize=10)
     ax_in.set_ylabel("eigenvalue")
-    some = f" of {len(details)} of {len(kron)} Kronecker layers, evenly spaced in network order" if len(details) < len(kron) else ""
+    some = ""
+    if len(details) < len(kron):
+        some = f" of {len(details)} of {len(kron)} Kronecker layers, evenly spaced in network order"
     fig.suptitle(f"{title}: KFAC factor spectra{some}")
     return _save(fig, path)
 

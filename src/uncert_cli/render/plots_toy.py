@@ -13,9 +13,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from uncert_cli.workflows.toy import ToyCurve, ToyResult
 from uncert_cli.core.atomic import in_memory_output
 from uncert_cli.render.palette import VERMILLION
+from uncert_cli.workflows.toy import ToyCurve, ToyResult
 
 _DPI = 110
 _YLIM = (-250.0, 250.0)

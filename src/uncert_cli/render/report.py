@@ -14,10 +14,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from uncert_cli.analysis.layer_stats import BARELY_IDENTIFIED_RATIO, UncertaintyReport
-from uncert_cli.workflows.track import TrackResult
 from uncert_cli.render.console import stdout
 from uncert_cli.render.layer_groups import block_rows
 from uncert_cli.storage.factor_file import FactorFile, json_attribute
+from uncert_cli.workflows.track import TrackResult
 
 
 def model_section(factors: FactorFile, total_params: int, covered_params: int) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Sample checkpoints shipped inside the package: the embedded default for ``uncert demo`` and the
-toy regression network of ``uncert toy``."""
+toy regression network of ``uncert toy``.
+"""
 
 from importlib import resources
 from pathlib import Path

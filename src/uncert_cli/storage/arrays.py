@@ -1,5 +1,6 @@
 """Leaf helpers of the factor file shared by the writer, the reader, the codecs and the checks:
-how an array is written and read, which dtypes a dataset may have, and the "damaged" message."""
+how an array is written and read, which dtypes a dataset may have, and the "damaged" message.
+"""
 
 from __future__ import annotations
 

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from uncert_cli.curvature.blocks import Curvature
 from uncert_cli.core.errors import UserError
-from uncert_cli.storage.codecs import CODECS
-from uncert_cli.storage.arrays import FLOAT_DTYPES, INDEX_DTYPES, WEIGHT_DTYPES, damaged
 from uncert_cli.core.vocabulary import FisherType, Method, PriorMode, Task
+from uncert_cli.curvature.blocks import Curvature
+from uncert_cli.storage.arrays import FLOAT_DTYPES, INDEX_DTYPES, WEIGHT_DTYPES, damaged
+from uncert_cli.storage.codecs import CODECS
 
 STRUCTURES = tuple(CODECS)
 TASKS = Task.choices()
@@ -204,7 +204,8 @@ def _is_count(value: Any) -> bool:
 # --------------------------------------------------------------------------------------- values
 def check_values(curvature: Curvature, state_dict: Mapping[str, Tensor], path: Path) -> None:
     """Refuse non-finite numbers, negative eigenvalues/diagonals, asymmetric factors, eigenvectors that
-    are not unit vectors and rank indices out of range (the layout is already known to be right)."""
+    are not unit vectors and rank indices out of range (the layout is already known to be right).
+    """
     for k, block in enumerate(curvature.blocks):
         where = f"/blocks/{k}"
         codec = CODECS[block.structure]

@@ -39,14 +39,14 @@ import numpy as np
 import torch
 
 from uncert_cli import __version__
-from uncert_cli.core.atomic import FileIdentity, check_unchanged, in_memory_output, locked_update, write_bytes
 from uncert_cli.checkpoint import ModelMeta
-from uncert_cli.curvature.blocks import Curvature, CurvatureBlock
+from uncert_cli.core.atomic import FileIdentity, check_unchanged, in_memory_output, locked_update, write_bytes
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.input_files import check_input_file
+from uncert_cli.curvature.blocks import Curvature, CurvatureBlock
+from uncert_cli.storage.arrays import read_tensor, write_array
 from uncert_cli.storage.checks import check_attribute_types, check_layout, check_prior_to_write, check_values
 from uncert_cli.storage.codecs import CODECS, Header
-from uncert_cli.storage.arrays import read_tensor, write_array
 
 FORMAT_NAME = "uncert-factors"
 FORMAT_VERSION = 1
@@ -183,7 +183,8 @@ def _attrs(group: h5py.Group) -> dict[str, Any]:
 
 def check_factor_path(path: str | os.PathLike) -> Path:
     """``path`` if it exists and is HDF5 (cheap: the header only), else a :class:`UserError`, so that
-    commands can name a missing factor file before complaining about their other options."""
+    commands can name a missing factor file before complaining about their other options.
+    """
     path = Path(path)
     if not path.exists():
         raise UserError(f"no such file: {path}; run 'uncert fit CHECKPOINT --data SPEC -o {path}' first")

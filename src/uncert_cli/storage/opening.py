@@ -22,15 +22,15 @@ import torch
 from torch import nn
 
 from uncert_cli.checkpoint import LoadedModel, build_module, parse_arch_kwargs, weights_fingerprint
+from uncert_cli.checkpoint.arch import build_file_module, canonical_arch, check_file_arch_kwargs, is_builtin_arch
 from uncert_cli.checkpoint.hf_folder import hf_module_from_meta, is_hf_arch
 from uncert_cli.checkpoint.outputs import select_output
-from uncert_cli.checkpoint.arch import build_file_module, canonical_arch, check_file_arch_kwargs, is_builtin_arch
 from uncert_cli.checkpoint.stored import StoredModule, guess_kinds, guess_parameter_names, module_from_weights
-from uncert_cli.curvature.blocks import curvature_to
 from uncert_cli.core.errors import UserError
+from uncert_cli.curvature.blocks import curvature_to
 from uncert_cli.posterior import LaplacePosterior
-from uncert_cli.storage.factor_file import FactorFile, json_attribute, read_factor_file
 from uncert_cli.storage.checks import check_stored_prior
+from uncert_cli.storage.factor_file import FactorFile, json_attribute, read_factor_file
 
 TRUST_ARCH_ENV = "UNCERT_TRUST_ARCH"
 # The flags with which commands override a hyperparameter stored in the file.
@@ -103,7 +103,8 @@ def _hf_available() -> bool:
 
 def _names_builtin(arch: str, runs_model: bool) -> bool:
     """:func:`is_builtin_arch`, except that a command running no network answers a file naming a timm model
-    from its weights alone where timm is not installed (rather than asking to install it)."""
+    from its weights alone where timm is not installed (rather than asking to install it).
+    """
     try:
         return is_builtin_arch(arch)
     except UserError:
@@ -113,9 +114,12 @@ def _names_builtin(arch: str, runs_model: bool) -> bool:
 
 
 def _given_module(factors: FactorFile, arch: str, arch_kwargs: Sequence[str] | None) -> nn.Module:
-    """The class named by ``--arch`` (the user's consent to import it). Its keyword arguments: those
-    recorded at fit when ``--arch`` names the recorded class (plain values only: they come from the
-    file), updated by ``--arch-kwargs`` -- as ``uncert fit`` treats a checkpoint's recorded ones."""
+    """The class named by ``--arch`` (the user's consent to import it).
+
+    Its keyword arguments: those recorded at fit when ``--arch`` names the recorded class (plain values only:
+    they come from the file), updated by ``--arch-kwargs`` -- as ``uncert fit`` treats a checkpoint's recorded
+    ones.
+    """
     meta = factors.model_meta
     given = parse_arch_kwargs(list(arch_kwargs or []))
     same = bool(meta.arch) and canonical_arch(arch) == canonical_arch(str(meta.arch))
@@ -140,7 +144,9 @@ def _with_weights(factors: FactorFile, module: nn.Module, given: str | None) -> 
             select_output(module, meta.output)  # the part of a structured result that fit analysed
             return LoadedModel(module=module, meta=meta, source=Path(factors.checkpoint_path), fingerprint=fingerprint)
         if given is None:
-            raise UserError(f"the weights in '{factors.path}' do not match its recorded fingerprint; the file is damaged, refit it")
+            raise UserError(
+                f"the weights in '{factors.path}' do not match its recorded fingerprint; the file is damaged, refit it"
+            )
         problem = "the weights it holds once loaded differ from the stored ones (dtype or buffers)"
     if given is not None:
         recorded = f"; the file was fitted on {meta.arch[:_SHOWN]!r}" if meta.arch else ""

@@ -10,8 +10,8 @@ import torch
 
 from uncert_cli.analysis.compare import DEFAULT_FRACTION, PosteriorComparison, check_options, compare_posteriors
 from uncert_cli.core.errors import UserError
-from uncert_cli.storage.opening import OpenedFactors, open_posterior
 from uncert_cli.storage.factor_file import read_provenance
+from uncert_cli.storage.opening import OpenedFactors, open_posterior
 
 
 @dataclass

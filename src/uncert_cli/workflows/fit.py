@@ -15,26 +15,26 @@ from typing import Any
 
 import torch
 
-from uncert_cli.core.atomic import check_free_space, check_output_path
 from uncert_cli.checkpoint import LoadedModel
 from uncert_cli.checkpoint.outputs import recorded_output
 from uncert_cli.checkpoint.stored import module_kinds
+from uncert_cli.core.atomic import check_free_space, check_output_path
+from uncert_cli.core.distributed import DistributedContext
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.likelihood import categorical_nll_sum, gaussian_nll_sum, regression_residual
+from uncert_cli.core.memory import available_memory_bytes, format_size, peak_memory_bytes
+from uncert_cli.core.vocabulary import FisherType, Method
 from uncert_cli.curvature import Curvature
 from uncert_cli.curvature.blocks import ensure_eigen
 from uncert_cli.curvature.methods import METHODS as CURVATURE_METHODS
 from uncert_cli.curvature.methods import RANKED_METHODS, BuildRequest
-from uncert_cli.curvature.subset import frozen_parameters, select_units
 from uncert_cli.curvature.structured import DEFAULT_RANK
+from uncert_cli.curvature.subset import frozen_parameters, select_units
 from uncert_cli.data import ArrayDataset, iter_batches
-from uncert_cli.data.dataset import inputs_to
 from uncert_cli.data.checks import whole_number
-from uncert_cli.core.distributed import DistributedContext
-from uncert_cli.core.errors import UserError
-from uncert_cli.workflows.fit_memory import MemoryEstimate, describe, estimate_fit_memory
-from uncert_cli.core.likelihood import categorical_nll_sum, gaussian_nll_sum, regression_residual
-from uncert_cli.core.memory import available_memory_bytes, format_size, peak_memory_bytes
+from uncert_cli.data.dataset import inputs_to
 from uncert_cli.storage.factor_file import PriorSettings, write_factor_file
-from uncert_cli.core.vocabulary import FisherType, Method
+from uncert_cli.workflows.fit_memory import MemoryEstimate, describe, estimate_fit_memory
 
 METHODS = Method.choices()
 DEFAULT_EPOCHS = 5  # vi
@@ -145,7 +145,8 @@ def memory_cap(options: FitOptions) -> int | None:
 
 def check_memory(model: torch.nn.Module, options: FitOptions, data: ArrayDataset) -> MemoryEstimate:
     """Predict the fit's peak memory; refuse (before any data pass) above ``max_memory``, or above
-    the memory available on this machine when no cap is given (the same rule for every method)."""
+    the memory available on this machine when no cap is given (the same rule for every method).
+    """
     validate_options(options)
     effective_rank(model, options)
     CURVATURE_METHODS[options.method].check_size(

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from uncert_cli.core.memory import current_memory_bytes, format_size, peak_memory_bytes
+from uncert_cli.core.model_state import model_state
 from uncert_cli.curvature.methods import METHODS
 from uncert_cli.curvature.methods.base import SLACK_BYTES, eigh_working_bytes, kronecker_sizes
 from uncert_cli.curvature.subset import Unit, select_units
 from uncert_cli.data.dataset import inputs_to
-from uncert_cli.core.model_state import model_state
-from uncert_cli.core.memory import current_memory_bytes, format_size, peak_memory_bytes
 
 # The engine propagates at most this many backward-vector elements at once (engine.GRAD_ELEMENTS).
 _GRAD_ELEMENTS = 3 * 2**19

@@ -18,8 +18,8 @@ from uncert_cli.checkpoint import LoadedModel, ModelMeta, load_model, parse_arch
 from uncert_cli.checkpoint.hf_folder import tokenizer_folder
 from uncert_cli.checkpoint.keyword_inputs import feed_keyword_inputs
 from uncert_cli.checkpoint.outputs import parse_output_choice
-from uncert_cli.data import ArrayDataset, ImageConversion, adapt_to_model, load_dataset, parse_normalize
 from uncert_cli.core.errors import UserError
+from uncert_cli.data import ArrayDataset, ImageConversion, adapt_to_model, load_dataset, parse_normalize
 from uncert_cli.workflows.forward_check import check_model_runs
 
 
@@ -35,8 +35,7 @@ def load_checkpoint_model(
     model_output: str | None = None,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """:func:`load_model` with the options as the command line gives them (``--arch-kwargs`` items,
-    ``--model-output`` text)."""
+    """:func:`load_model` with the options as the command line gives them (``--arch-kwargs`` items, ``--model-output`` text)."""
     kwargs: dict[str, Any] | None = parse_arch_kwargs(arch_kwargs) if arch_kwargs else None
     return load_model(checkpoint, arch=arch, arch_kwargs=kwargs, trust_pickle=trust_pickle, task=task,
                       state_key=state_key, strip_prefix=strip_prefix, output=parse_output_choice(model_output),
@@ -134,7 +133,8 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
 
 def _shape_readings(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
     """Ways to read one stored example: as loaded (``(N, H, W)`` arrays get a channel axis, so
-    ``(1, H, W)``), without that axis (a ``(T, F)`` sequence), and flat."""
+    ``(1, H, W)``), without that axis (a ``(T, F)`` sequence), and flat.
+    """
     readings = [shape]
     if len(shape) >= 3 and shape[0] == 1:
         readings.append(shape[1:])
@@ -151,8 +151,8 @@ def infer_input_shape(model: nn.Module, ds: ArrayDataset) -> tuple[int, ...]:
     the model accepts; if it accepts none, the dataset's own shape (the first batch then reports
     the model's error in full).
     """
-    from uncert_cli.data import iter_batches
     from uncert_cli.core.model_state import eval_mode
+    from uncert_cli.data import iter_batches
 
     x, _ = next(iter_batches(ds.take(2), 2))
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)

@@ -17,12 +17,11 @@ from typing import Any
 
 import torch
 
-from uncert_cli.posterior import predictives
 from uncert_cli.checkpoint import LoadedModel
-from uncert_cli.data import ArrayDataset, adapt_to_model, load_dataset
 from uncert_cli.core.errors import UserError
+from uncert_cli.data import ArrayDataset, adapt_to_model, load_dataset
+from uncert_cli.posterior import LaplacePosterior, predictives, tune_val_nll
 from uncert_cli.workflows.fit import FitOptions, fit_laplace
-from uncert_cli.posterior import LaplacePosterior, tune_val_nll
 
 DEFAULT_METHODS = ("kfac", "diag", "full")
 N_GRID_FACTORS = (1, 2, 5, 10, 20, 50, 100)  # N candidates for tuning, as multiples of the train size

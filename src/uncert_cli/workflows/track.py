@@ -13,10 +13,10 @@ from pathlib import Path
 
 from uncert_cli.analysis.layer_stats import LayerStats, analyse_posterior
 from uncert_cli.checkpoint import LoadedModel
-from uncert_cli.data import ArrayDataset
 from uncert_cli.core.errors import UserError
-from uncert_cli.workflows.fit import FitOptions, fit_laplace
+from uncert_cli.data import ArrayDataset
 from uncert_cli.posterior import LaplacePosterior
+from uncert_cli.workflows.fit import FitOptions, fit_laplace
 
 _STEP = re.compile(r"(\d+)(?!.*\d)")  # the last run of digits in a file name
 
@@ -84,7 +84,8 @@ def check_same_layers(points: Sequence[TrackPoint]) -> list[str]:
 
 def check_same_architecture(first: LoadedModel, other: LoadedModel, first_path: Path, other_path: Path) -> None:
     """Refuse, before any fitting, checkpoints whose input shape or parameters differ from the first's:
-    they share one dataset (shaped for the first) and one set of layer rows."""
+    they share one dataset (shaped for the first) and one set of layer rows.
+    """
     def signature(loaded: LoadedModel) -> tuple:
         params = [(n, tuple(p.shape)) for n, p in loaded.module.named_parameters()]
         return tuple(loaded.meta.input_shape or ()), params

@@ -10,17 +10,17 @@ from typing import Any
 
 import torch
 
-from uncert_cli.data import ArrayDataset, iter_batches
+from uncert_cli.core.atomic import FileIdentity
 from uncert_cli.core.errors import UserError
+from uncert_cli.core.progress import Progress, no_progress
+from uncert_cli.core.vocabulary import HeldOutObjective, Objective, PriorStructure
+from uncert_cli.data import ArrayDataset, iter_batches
+from uncert_cli.posterior import TuneResult, grid_edges, predictives, tune_prior_marglik, tune_val_nll
+from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE, tune_widest, validation_scores
+from uncert_cli.storage.factor_file import FactorFile, PriorSettings, check_factor_path, update_hyperparameters
 from uncert_cli.storage.opening import open_posterior
 from uncert_cli.workflows.forward_check import check_model_runs
-from uncert_cli.posterior import TuneResult, grid_edges, predictives, tune_prior_marglik, tune_val_nll
-from uncert_cli.core.atomic import FileIdentity
-from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE, tune_widest, validation_scores
-from uncert_cli.core.progress import Progress, no_progress
-from uncert_cli.storage.factor_file import FactorFile, PriorSettings, check_factor_path, update_hyperparameters
 from uncert_cli.workflows.validation import HONESTY_RATIO, ValidationChoice
-from uncert_cli.core.vocabulary import HeldOutObjective, Objective, PriorStructure
 
 # widest (the default, issue 13): the widest posterior whose held-out NLL is within a tolerance of the best;
 # val-nll: the lowest held-out NLL; marglik: the Laplace evidence (no held-out data needed).

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from uncert_cli.checkpoint import ModelMeta
+from uncert_cli.core.errors import UserError
 from uncert_cli.data import ArrayDataset
 from uncert_cli.data.registry import EMBEDDED_DATASETS
-from uncert_cli.core.errors import UserError
 from uncert_cli.workflows.inputs import load_model_data
 
 if TYPE_CHECKING:  # the settings type lives in evaluation, which imports this module

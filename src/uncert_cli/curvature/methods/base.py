@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from uncert_cli.curvature.blocks import Curvature
 from uncert_cli.core.vocabulary import FisherType, Method, Task
+from uncert_cli.curvature.blocks import Curvature
 from uncert_cli.curvature.subset import Unit, select_units
 
 # What a fit adds beyond its tensors: allocator arenas, worker-thread stacks, small temporaries
@@ -63,7 +63,8 @@ def kronecker_sizes(unit: Unit) -> tuple[int, int]:
 
 def eigh_working_bytes(n: int, stored_element: int) -> int:
     """LAPACK ``syevd`` on an n×n factor in float64: the float64 copy (unless stored in float64),
-    the eigenvector output and the ``1 + 6n + 2n²`` workspace."""
+    the eigenvector output and the ``1 + 6n + 2n²`` workspace.
+    """
     copy = 8 * n * n if stored_element != 8 else 0
     return copy + 8 * n * n + 8 * (1 + 6 * n + 2 * n * n)
 
@@ -73,8 +74,10 @@ def model_element_size(model: nn.Module) -> int:
 
 
 class CurvatureMethod:
-    """One ``--method``. Subclasses set the class attributes and implement :meth:`build` and
-    :meth:`stored_elements`."""
+    """One ``--method``.
+
+    Subclasses set the class attributes and implement :meth:`build` and :meth:`stored_elements`.
+    """
 
     name: Method
     # One pass over a batch iterator: sums can be reduced over processes and the MAP log-likelihood
@@ -121,7 +124,8 @@ def units_of(model: nn.Module, subset: str, include_frozen: bool, example_input:
 
 def kronecker_finish_bytes(units: list[Unit], element: int) -> int:
     """Every Linear/Conv block's eigenvectors (kept for the file) plus the largest factor's LAPACK
-    working set: the finish phase of the methods that decompose Kronecker factors."""
+    working set: the finish phase of the methods that decompose Kronecker factors.
+    """
     sizes = [n for u in units if u.structure == "kronecker" for n in kronecker_sizes(u)]
     eigenvectors = sum(n * n for n in sizes) * element + sum(sizes) * element
     largest = max(sizes, default=0)

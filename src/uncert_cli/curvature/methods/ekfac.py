@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import nn
 
+from uncert_cli.core.vocabulary import Method
 from uncert_cli.curvature.methods.base import kronecker_finish_bytes, kronecker_sizes
 from uncert_cli.curvature.methods.structured_base import StructuredMethod
 from uncert_cli.curvature.subset import Unit
-from uncert_cli.core.vocabulary import Method
 
 
 def kronecker_basis_elements(units: list[Unit]) -> int:

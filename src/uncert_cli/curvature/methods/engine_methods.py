@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from uncert_cli.core.vocabulary import Method
 from uncert_cli.curvature.blocks import Curvature
 from uncert_cli.curvature.engine import compute_curvature
 from uncert_cli.curvature.methods.base import (
@@ -14,7 +15,6 @@ from uncert_cli.curvature.methods.base import (
     kronecker_sizes,
 )
 from uncert_cli.curvature.subset import Unit
-from uncert_cli.core.vocabulary import Method
 
 
 class _EngineMethod(CurvatureMethod):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from uncert_cli.core.vocabulary import Method
 from uncert_cli.curvature.methods.base import eigh_working_bytes
 from uncert_cli.curvature.methods.structured_base import StructuredMethod
 from uncert_cli.curvature.structured import check_full_size, full_bytes
 from uncert_cli.curvature.subset import Unit
-from uncert_cli.core.vocabulary import Method
 
 
 class FullMethod(StructuredMethod):

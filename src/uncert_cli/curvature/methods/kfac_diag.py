@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from torch import nn
 
+from uncert_cli.core.vocabulary import Method
 from uncert_cli.curvature.methods.base import kronecker_finish_bytes, kronecker_sizes
 from uncert_cli.curvature.methods.ekfac import kronecker_basis_elements
 from uncert_cli.curvature.methods.structured_base import StructuredMethod, rank_or_default
 from uncert_cli.curvature.subset import Unit
-from uncert_cli.core.vocabulary import Method
 
 
 class KFACDiagMethod(StructuredMethod):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from uncert_cli.core.vocabulary import Method
 from uncert_cli.curvature.methods.structured_base import StructuredMethod, rank_or_default
 from uncert_cli.curvature.subset import Unit
-from uncert_cli.core.vocabulary import Method
 
 
 class LowRankMethod(StructuredMethod):

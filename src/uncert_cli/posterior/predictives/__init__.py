@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from uncert_cli.curvature.plain_kernels import plain_kernels
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.model_state import eval_mode
+from uncert_cli.core.vocabulary import PredictiveKind
+from uncert_cli.curvature.plain_kernels import plain_kernels
 from uncert_cli.posterior.predictives.base import Draws, Prediction, Predictive
 from uncert_cli.posterior.predictives.dropout import DropoutPredictive
 from uncert_cli.posterior.predictives.glm import GlmPredictive
 from uncert_cli.posterior.predictives.map import MapPredictive
 from uncert_cli.posterior.predictives.mc import MonteCarloPredictive
 from uncert_cli.posterior.predictives.probit import ProbitPredictive
-from uncert_cli.core.vocabulary import PredictiveKind
 
 if TYPE_CHECKING:
     from uncert_cli.posterior.laplace import LaplacePosterior
@@ -59,7 +59,8 @@ def get(kind: PredictiveKind | str, param: str = "kind") -> Predictive:
 
 def default_laplace(posterior: LaplacePosterior, allowed: Iterable[str] | None = None) -> PredictiveKind:
     """:data:`DEFAULT_LAPLACE` for a classifier with the factored output covariance (when ``allowed``), else
-    :data:`FALLBACK_LAPLACE`."""
+    :data:`FALLBACK_LAPLACE`.
+    """
     usable = DEFAULT_LAPLACE in (allowed if allowed is not None else kinds())
     fast = posterior.task == "classification" and posterior.has_factored_outputs
     return DEFAULT_LAPLACE if usable and fast else FALLBACK_LAPLACE
@@ -74,7 +75,8 @@ def _checked(post: LaplacePosterior, kind: PredictiveKind | str) -> Predictive:
 
 def _running(post: LaplacePosterior, predictive: Predictive) -> contextlib.AbstractContextManager:
     """Eval mode, and plain kernels for every kind but ``map``: sampled and linearised predictives vmap or
-    differentiate through the model, which fused recurrent and attention kernels support neither of."""
+    differentiate through the model, which fused recurrent and attention kernels support neither of.
+    """
     stack = contextlib.ExitStack()
     stack.enter_context(eval_mode(post.model))
     if predictive.kind is not PredictiveKind.map:
@@ -99,7 +101,8 @@ def predict_many(
 ) -> list[Prediction]:
     """:func:`predict` of each of ``posts`` (one posterior under several hyperparameter settings, from
     ``with_hyperparameters``) on the same ``x``; ``on_each()`` after each. ``glm`` and ``probit`` share one
-    pass for all of them where the factored output covariance applies."""
+    pass for all of them where the factored output covariance applies.
+    """
     if not posts:
         return []
     predictive = _checked(posts[0], kind)
@@ -113,8 +116,10 @@ def attack_draws(post: LaplacePosterior, kind: PredictiveKind | str, samples: in
 
 
 def log_probs(post: LaplacePosterior, x: Tensor, kind: PredictiveKind | str, draws: Draws) -> Tensor:
-    """``log p(y | x)`` ``(B, C)`` of ``kind`` for ``draws``, differentiable w.r.t. ``x`` (weights fixed);
-    ``x`` on the posterior's device."""
+    """``log p(y | x)`` ``(B, C)`` of ``kind`` for ``draws``, differentiable w.r.t.
+
+    ``x`` (weights fixed); ``x`` on the posterior's device.
+    """
     predictive = get(kind)
     with _running(post, predictive):
         return predictive.log_probs(post, x, draws)

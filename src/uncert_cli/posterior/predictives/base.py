@@ -26,9 +26,9 @@ from torch.func import functional_call, jvp, vmap
 
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.model_state import eval_mode, has_dropout
-from uncert_cli.posterior.sampling import DEFAULT_SEED
 from uncert_cli.core.slow_path import announce_slow_path, vmap_unsupported
 from uncert_cli.core.vocabulary import PredictiveKind
+from uncert_cli.posterior.sampling import DEFAULT_SEED
 
 if TYPE_CHECKING:
     from uncert_cli.posterior.laplace import LaplacePosterior
@@ -51,8 +51,11 @@ class Draws:
 
 
 class Predictive:
-    """One predictive kind. Subclasses set the flags and implement :meth:`predict` (and, where
-    ``attackable``, :meth:`draws` and :meth:`sample_logits` or :meth:`log_probs`)."""
+    """One predictive kind.
+
+    Subclasses set the flags and implement :meth:`predict` (and, where ``attackable``, :meth:`draws` and
+    :meth:`sample_logits` or :meth:`log_probs`).
+    """
 
     kind: ClassVar[PredictiveKind]
     #: uses the Laplace posterior (so ``N`` and ``τ`` matter and are tuned per predictive)
@@ -91,7 +94,8 @@ class Predictive:
 
     def log_probs(self, post: LaplacePosterior, x: Tensor, draws: Draws) -> Tensor:
         """``log p(y | x)`` ``(B, C)``: the log of the average probability over the samples, computed
-        stably (``logsumexp`` over samples ``− log S``); keeps the graph to ``x``."""
+        stably (``logsumexp`` over samples ``− log S``); keeps the graph to ``x``.
+        """
         per_sample = self.sample_logits(post, x, draws)
         return torch.logsumexp(torch.log_softmax(per_sample, -1), 0) - math.log(draws.samples)
 
@@ -113,8 +117,7 @@ def seed_of(generator) -> int:
 
 
 def reduce_samples(post: LaplacePosterior, outs: Tensor) -> Prediction:
-    """The predictive from per-sample outputs ``(S, B, C)``: mean softmax, or (regression) mean and
-    variance plus ``σ²``."""
+    """The predictive from per-sample outputs ``(S, B, C)``: mean softmax, or (regression) mean and variance plus ``σ²``."""
     if post.task == "regression":
         return outs.mean(0), outs.var(0, unbiased=False) + post.noise_std**2
     return torch.softmax(outs, -1).mean(0)
@@ -125,7 +128,8 @@ def over_sample_chunks(
 ) -> Tensor:
     """``fn`` of every sample's slice of ``per_sample`` (each ``(S, *shape)``), stacked ``(S, ...)``:
     vmapped over chunks of ``chunk`` samples, or one by one once vmap has failed on this model
-    (``state["vmap"]`` remembers it, e.g. for data-dependent control flow)."""
+    (``state["vmap"]`` remembers it, e.g. for data-dependent control flow).
+    """
     n_samples = next(iter(per_sample.values())).shape[0]
     outs = []
     for start in range(0, n_samples, chunk):
@@ -146,7 +150,8 @@ def over_sample_chunks(
 
 def sampled_logits(post: LaplacePosterior, x: Tensor, deviations: dict[str, Tensor]) -> Tensor:
     """The network at ``θ* + δ_s`` for each deviation, ``(S, B, C)`` (``functional_call``, vmapped over
-    chunks of samples where the model allows it). Differentiable w.r.t. ``x`` under grad mode."""
+    chunks of samples where the model allows it). Differentiable w.r.t. ``x`` under grad mode.
+    """
     model, theta = post.model, post.map_parameters
 
     def single(d: dict[str, Tensor]) -> Tensor:
@@ -156,8 +161,10 @@ def sampled_logits(post: LaplacePosterior, x: Tensor, deviations: dict[str, Tens
 
 
 def linearised_logits(post: LaplacePosterior, x: Tensor, tangents: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-    """``f(x; θ*)`` ``(B, C)`` and ``J(x) t_s`` ``(S, B, C)`` for each tangent (forward-mode ``jvp``, no
-    Jacobian formed). Differentiable w.r.t. ``x`` in reverse mode under grad mode."""
+    """``f(x; θ*)`` ``(B, C)`` and ``J(x) t_s`` ``(S, B, C)`` for each tangent (forward-mode ``jvp``, no Jacobian formed).
+
+    Differentiable w.r.t. ``x`` in reverse mode under grad mode.
+    """
     model, theta = post.model, post.map_parameters
 
     def f(p: dict[str, Tensor]) -> Tensor:
@@ -171,7 +178,8 @@ def linearised_logits(post: LaplacePosterior, x: Tensor, tangents: dict[str, Ten
 
 def dropout_logits(post: LaplacePosterior, x: Tensor, samples: int, seed: int) -> Tensor:
     """``S`` passes with the Dropout modules sampling, ``(S, B, C)``; torch's RNG reseeded with ``seed``
-    inside ``fork_rng`` (the same masks every call, the global state untouched)."""
+    inside ``fork_rng`` (the same masks every call, the global state untouched).
+    """
     check_samples(samples)
     model = post.model
     if not has_dropout(model):

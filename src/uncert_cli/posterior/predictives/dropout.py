@@ -5,10 +5,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from uncert_cli.posterior.predictives.base import (
-    Draws, Prediction, Predictive, dropout_logits, reduce_samples, seed_of,
-)
 from uncert_cli.core.vocabulary import PredictiveKind
+from uncert_cli.posterior.predictives.base import (
+    Draws,
+    Prediction,
+    Predictive,
+    dropout_logits,
+    reduce_samples,
+    seed_of,
+)
 
 
 class DropoutPredictive(Predictive):

@@ -1,5 +1,4 @@
-"""``glm``: the linearised network ``f(x; θ*) + J(x)(θ − θ*)``, whose outputs are Gaussian with covariance
-``J Σ Jᵀ``.
+"""``glm``: the linearised network ``f(x; θ*) + J(x)(θ − θ*)``, whose outputs are Gaussian with covariance ``J Σ Jᵀ``.
 
 Regression is exact: mean ``f``, variance ``diag(J Σ Jᵀ) + σ²``. Classification averages the softmax of
 ``S`` sampled logits: drawn from ``N(f, J Σ Jᵀ)`` where the factored covariance applies (one set of
@@ -13,9 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from uncert_cli.core.vocabulary import PredictiveKind
 from uncert_cli.posterior.predictives.base import Draws, Prediction, check_samples, linearised_logits, seed_of
 from uncert_cli.posterior.predictives.linearised import LinearisedPredictive
-from uncert_cli.core.vocabulary import PredictiveKind
 
 
 class GlmPredictive(LinearisedPredictive):

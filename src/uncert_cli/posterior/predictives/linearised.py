@@ -31,7 +31,8 @@ class LinearisedPredictive(Predictive):
         self, posts: Sequence, x: Tensor, samples: int, generator, on_each: Callable[[], None]
     ) -> list[Prediction]:
         """One forward, one backward and one rotation into the blocks' eigenbases for all of ``posts``
-        where the factored output covariance applies (a tuning grid's cost is then mostly the prediction)."""
+        where the factored output covariance applies (a tuning grid's cost is then mostly the prediction).
+        """
         if posts and posts[0].has_factored_outputs:
             fast = posts[0].output_covariances(x, posts)
             if fast is not None:
@@ -49,12 +50,14 @@ class LinearisedPredictive(Predictive):
 
     def without_covariance(self, post, x: Tensor, samples: int, generator) -> Prediction:
         """The predictive where the factored covariance does not apply; by default from the marginal
-        output variances ``diag(J Σ Jᵀ)``."""
+        output variances ``diag(J Σ Jᵀ)``.
+        """
         with torch.no_grad():
             f = flat(post.model(x))
         return self.from_variance(post, f, post.functional_variance(x))
 
     def from_variance(self, post, f: Tensor, var: Tensor) -> Prediction:
         """The predictive from outputs ``f`` and their linearised variances ``var``, both ``(B, C)``:
-        regression ``(f, var + σ²)``."""
+        regression ``(f, var + σ²)``.
+        """
         return f, var + post.noise_std**2

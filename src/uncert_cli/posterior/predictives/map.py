@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from uncert_cli.posterior.predictives.base import Draws, Prediction, Predictive, flat
 from uncert_cli.core.vocabulary import PredictiveKind
+from uncert_cli.posterior.predictives.base import Draws, Prediction, Predictive, flat
 
 
 class MapPredictive(Predictive):

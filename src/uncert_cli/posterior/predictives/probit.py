@@ -1,5 +1,6 @@
 """``probit``: classification only, closed form ``softmax(f(x; θ*) · κ)`` with
-``κ = (1 + π/8 · diag(J Σ Jᵀ))^{-1/2}``; deterministic, and without a sampled form to attack."""
+``κ = (1 + π/8 · diag(J Σ Jᵀ))^{-1/2}``; deterministic, and without a sampled form to attack.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import math
 import torch
 from torch import Tensor
 
+from uncert_cli.core.vocabulary import PredictiveKind
 from uncert_cli.posterior.predictives.base import Prediction
 from uncert_cli.posterior.predictives.linearised import LinearisedPredictive
-from uncert_cli.core.vocabulary import PredictiveKind
 
 
 class ProbitPredictive(LinearisedPredictive):

@@ -20,23 +20,26 @@ import dataclasses
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from uncert_cli.curvature.blocks import KroneckerEigen
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.vocabulary import PriorMode
+from uncert_cli.curvature.blocks import KroneckerEigen
 
 PRIOR_MODES: tuple[str, ...] = PriorMode.choices()
-Scalar = Union[float, Tensor]
+Scalar = float | Tensor
 
 
 @dataclass(frozen=True)
 class Structure(ABC):
-    """One posterior block. Subclasses set :attr:`tag` (the storage tag of the curvature block they
-    are built from, see ``storage.codecs``) and implement the abstract members."""
+    """One posterior block.
+
+    Subclasses set :attr:`tag` (the storage tag of the curvature block they are built from, see
+    ``storage.codecs``) and implement the abstract members.
+    """
 
     tag: ClassVar[str]
     # Whether the Jacobian-free output covariance (``output_covariance``) can use this block: its
@@ -79,8 +82,10 @@ class Structure(ABC):
     # ------------------------------------------------------------------ the protocol
     @abstractmethod
     def precision(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = "eigen") -> Any:
-        """The precision state at ``(τ, n_eff)``: eigenvalues ``(P,)`` or ``(O, I')``, or a
-        structure-specific state. ``mode`` matters only where ``τ`` can enter the factors (KFAC)."""
+        """The precision state at ``(τ, n_eff)``: eigenvalues ``(P,)`` or ``(O, I')``, or a structure-specific state.
+
+        ``mode`` matters only where ``τ`` can enter the factors (KFAC).
+        """
 
     def log_det(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = "eigen") -> Tensor:
         """``log det`` of the precision, differentiable in ``tau`` and ``n_eff``."""
@@ -124,7 +129,8 @@ class Structure(ABC):
     def output_basis(self, prec: Any) -> tuple[Tensor | None, Tensor | None, Tensor]:
         """``(U_G (O, O) | None, U_A (I', I') | None, S (O, I'))``: the covariance is
         ``(U_G ⊗ U_A) diag(vec S) (U_G ⊗ U_A)ᵀ`` in ``W_aug`` order (None: identity). Only for
-        structures with :attr:`factored_outputs`."""
+        structures with :attr:`factored_outputs`.
+        """
         raise NotImplementedError(f"{type(self).__name__} has no factored output covariance")
 
 

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from uncert_cli.curvature.blocks import KroneckerEigen
 from uncert_cli.core.errors import UserError
+from uncert_cli.curvature.blocks import KroneckerEigen
 from uncert_cli.posterior.structures.base import (
     PriorMode,
     Scalar,

@@ -142,7 +142,8 @@ class LowRankStructure(FlatPacked):
 @dataclass(frozen=True)
 class KronDiagStructure(WAugPacked, LowRankStructure):
     """``kfac-diag``: the kept Kronecker eigenpairs as explicit vectors (P = O·I', ``W_aug`` order)
-    plus the corrected diagonal; posterior math as :class:`LowRankStructure`."""
+    plus the corrected diagonal; posterior math as :class:`LowRankStructure`.
+    """
 
     tag = "kron-diag"
 

@@ -26,7 +26,7 @@ class Cell:
 
     text: str
     sort_key: float | None = None
-    figure: "Figure | None" = None  # a thumbnail shown in the cell (a per-row plot)
+    figure: Figure | None = None  # a thumbnail shown in the cell (a per-row plot)
 
 
 @dataclass

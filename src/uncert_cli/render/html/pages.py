@@ -62,8 +62,8 @@ def report_page(doc: dict[str, Any], base: dict[str, Any]) -> Page:
     pngs = list(doc.get("pngs") or [])
     layer_figures = {layer["name"]: _layer_figure(pngs, layer["name"]) for layer in doc["layers"]}
     has_plots = any(f is not None for f in layer_figures.values())
-    columns = ["layer"] + (["σ plot"] if has_plots else []) + ["type", "structure", "params", "σ mean", "σ median", "σ max", "σ/|μ| median",
-               "variance share", "variance ratio", "γ effective", "barely identified"]
+    columns = ["layer"] + (["σ plot"] if has_plots else []) + ["type", "structure", "params", "σ mean", "σ median", "σ max",
+               "σ/|μ| median", "variance share", "variance ratio", "γ effective", "barely identified"]
     rows = []
     for layer in doc["layers"]:
         row = [Cell(layer["name"])]
