@@ -147,6 +147,7 @@ def compute_curvature(
         method: ``"kfac"`` (Kronecker blocks for Linear/Conv, diagonal for the rest) or ``"diag"``.
         fisher_type: ``"exact"`` GGN, ``"mc"`` Fisher with ``mc_samples`` sampled labels, or
             ``"empirical"`` Fisher.
+        mc_samples: sampled labels per example for ``fisher_type="mc"``.
         task: ``"classification"`` (cross-entropy on logits) or ``"regression"`` (unit-variance
             Gaussian).
         subset: ``"all"``, ``"last-layer"`` or comma-separated module names.

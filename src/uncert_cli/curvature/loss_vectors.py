@@ -66,8 +66,8 @@ def loss_backward_vectors(
         targets: ``(B,)`` integer labels (classification) or ``(B, C)`` values (regression).
             Only read for ``fisher_type="empirical"``.
         fisher_type: ``"exact"`` (type-2 GGN, ``K = C − 1`` for classification, ``K = C`` for regression),
-            ``"mc"`` (``K = mc_samples`` sampled labels, unbiased for ``H_n``) or ``"empirical"`` (``K = 1``, the gradient of the loss
-            at the observed target; the empirical Fisher).
+            ``"mc"`` (``K = mc_samples`` sampled labels, unbiased for ``H_n``) or ``"empirical"`` (``K = 1``,
+            the gradient of the loss at the observed target; the empirical Fisher).
         task: ``"classification"`` or ``"regression"``.
         mc_samples: number of Monte-Carlo samples for ``fisher_type="mc"``.
         generator: random generator for ``"mc"`` (``None``: torch's default generator).

@@ -150,6 +150,7 @@ class LaplacePosterior:
 
     @property
     def task(self) -> str:
+        """``"classification"`` or ``"regression"``, as the curvature was fitted."""
         return self.curvature.task
 
     @property
@@ -159,6 +160,7 @@ class LaplacePosterior:
 
     @property
     def modules(self) -> tuple[str, ...]:
+        """The covered modules' names, one per block, in network order."""
         return tuple(s.module for s in self._specs)
 
     @property
@@ -180,6 +182,7 @@ class LaplacePosterior:
 
     @property
     def num_params(self) -> int:
+        """How many parameters the blocks cover."""
         return sum(s.num_params for s in self._specs)
 
     def kronecker_eigens(self) -> dict[str, object]:
@@ -210,8 +213,13 @@ class LaplacePosterior:
         return self._fast_units["units"] is not None
 
     def output_covariance(self, x: Tensor) -> tuple[Tensor, Tensor] | None:
-        """MAP outputs ``(B, C)`` and ``J(x) Σ J(x)ᵀ`` ``(B, C, C)`` by the factored Linear/Conv path
-        (:mod:`~uncert_cli.posterior.output_covariance`), or None where a block needs the generic path.
+        """MAP outputs and ``J(x) Σ J(x)ᵀ`` by the factored Linear/Conv path (:mod:`~uncert_cli.posterior.output_covariance`).
+
+        Args:
+            x: a batch of inputs, ``(B, ...)``.
+
+        Returns:
+            ``(f, J Σ Jᵀ)`` of shapes ``(B, C)`` and ``(B, C, C)``, or None where a block needs the generic path.
         """
         result = self.output_covariances(x, [self])
         return None if result is None else (result[0], result[1][0])
@@ -219,8 +227,17 @@ class LaplacePosterior:
     def output_covariances(
         self, x: Tensor, variants: Sequence[LaplacePosterior]
     ) -> tuple[Tensor, list[Tensor]] | None:
-        """:meth:`output_covariance` of each of ``variants`` (this posterior under other hyperparameters,
-        from :meth:`with_hyperparameters`) in one pass over ``x``: ``(f (B, C), [J Σ_v Jᵀ (B, C, C)])``.
+        """:meth:`output_covariance` of each of ``variants`` in one pass over ``x``.
+
+        Args:
+            x: a batch of inputs, ``(B, ...)``.
+            variants: this posterior under other hyperparameters (from :meth:`with_hyperparameters`).
+
+        Returns:
+            ``(f (B, C), [J Σ_v Jᵀ (B, C, C) per variant])``, or None where a block needs the generic path.
+
+        Raises:
+            ValueError: a variant does not share this posterior's blocks.
         """
         if not self.has_factored_outputs:
             return None
@@ -255,9 +272,17 @@ class LaplacePosterior:
 
     # ------------------------------------------------------------------ sampling
     def sample(self, n_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """``n_samples`` posterior draws of every covered parameter, each ``(S, *param_shape)`` (MAP + deviation).
+        """``n_samples`` posterior draws of every covered parameter (MAP + deviation).
 
-        Uses ``generator`` (CPU or the parameters' device), or torch's global RNG when None.
+        Args:
+            n_samples: ``S``, a positive integer.
+            generator: the random generator (CPU or the parameters' device); torch's global one when None.
+
+        Returns:
+            Parameter name to its draws, ``(S, *param_shape)``.
+
+        Raises:
+            UserError: ``n_samples`` is not a positive integer.
         """
         if not isinstance(n_samples, int) or n_samples < 1:
             raise UserError(f"n_samples must be a positive integer, got {n_samples!r}")
@@ -265,22 +290,35 @@ class LaplacePosterior:
         return {n: self.map_parameters[n] + d for n, d in dev.items()}
 
     def iter_samples(self, n_samples: int, generator: torch.Generator | None = None) -> Iterator[dict[str, Tensor]]:
-        """Like :meth:`sample`, one parameter dict per sample (for ``functional_call``)."""
+        """Like :meth:`sample`, one parameter dict per sample (for ``functional_call``).
+
+        Yields:
+            Parameter name to one draw, ``param_shape``.
+        """
         batch = self.sample(n_samples, generator)
         for i in range(n_samples):
             yield {n: v[i] for n, v in batch.items()}
 
     def deviations(self, n_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """The deviations ``θ − θ*`` the sampled predictives use, each ``(S, *param_shape)``: drawn once per
-        ``(n_samples, generator.initial_seed())`` (seed 0 without a generator) and kept, so every batch and
-        call sees the same samples; the same numbers as :meth:`sample` with a fresh generator of that seed.
+        """The deviations ``θ − θ*`` the sampled predictives use.
+
+        They are drawn once per ``(n_samples, generator.initial_seed())`` (seed 0 without a generator) and kept,
+        so every batch and call sees the same samples; the same numbers as :meth:`sample` with a fresh
+        generator of that seed.
+
+        Returns:
+            Parameter name to its deviations, ``(S, *param_shape)``.
         """
         return self._cache.get(self._specs, self._prec, n_samples, generator)
 
     def map_over_samples(self, fn, per_sample: dict[str, Tensor]) -> Tensor:
-        """``fn(slice)`` for each sample's slice of ``per_sample`` (each ``(S, *shape)``), stacked ``(S, ...)``:
+        """``fn(slice)`` for each sample's slice of ``per_sample`` (each ``(S, *shape)``).
+
         vmapped over :attr:`sample_chunk` samples at a time, one by one for a model vmap cannot run
         (remembered for this posterior and its :meth:`with_hyperparameters` copies).
+
+        Returns:
+            The results stacked, ``(S, ...)``.
         """
         return over_sample_chunks(fn, per_sample, self.sample_chunk, self._vmap_state)
 
@@ -313,6 +351,12 @@ class LaplacePosterior:
 
         ``log Z = log_likelihood − ½ Σ τ_b ||θ*_b||² + ½ Σ P_b log τ_b − ½ log det(precision)``: the
         ``log 2π`` terms of prior and Gaussian integral cancel, so no constant is dropped (see ``marglik``).
+
+        Returns:
+            ``log Z`` at the current hyperparameters.
+
+        Raises:
+            UserError: ``log_likelihood`` is not finite.
         """
         if not math.isfinite(log_likelihood):
             raise UserError(f"log_likelihood must be a finite number, got {log_likelihood!r}")
@@ -333,6 +377,9 @@ class LaplacePosterior:
         the variance including the observation noise ``noise_std²``. See ``posterior.predictives`` for
         the kinds; sampled kinds reuse one set of ``samples`` draws per ``generator.initial_seed()``
         (seed 0 without a generator) across calls and batches.
+
+        Returns:
+            The probabilities, or the ``(mean, variance)`` pair, on ``x``'s device.
         """
         device = self.device
         if x.device == device:

@@ -64,11 +64,15 @@ def tune_prior_marglik(
     """Maximise the Laplace log evidence over ``τ`` (and ``σ`` if ``tune_noise``), θ* held fixed.
 
     Args:
+        posterior: the Laplace posterior whose hyperparameters are tuned (left unchanged).
         log_likelihood: ``Σ_n log p(y_n | x_n, θ*)`` at ``posterior.noise_std`` (with all constants).
         structure: ``"scalar"`` (one ``τ`` for all blocks) or ``"layer"`` (one per block).
         tune_noise: regression only; also optimise ``σ``. The log-likelihood at any ``σ`` follows from
             the Gaussian form ``−(n_targets/2) log(2πσ²) − RSS/(2σ²)``, so ``n_targets`` (number of scalar
             targets, examples × outputs) is required.
+        n_targets: see ``tune_noise``.
+        max_iter: the most L-BFGS iterations.
+        tol: the gradient tolerance at which L-BFGS stops.
     """
     structure = PriorStructure.parse(structure, "structure", label="prior structure")
     if not math.isfinite(log_likelihood):

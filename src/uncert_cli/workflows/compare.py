@@ -16,6 +16,7 @@ from uncert_cli.storage.opening import OpenedFactors, open_posterior
 
 @dataclass
 class ComparedFiles:
+    """The opened factor files and their comparison (the first file is the reference)."""
     opened: list[OpenedFactors]  # in the order given; the first is the reference
     comparison: PosteriorComparison
 
@@ -42,6 +43,9 @@ def compare_factor_files(paths: Sequence[Path], *, criterion: str = "snr", fract
     """Open each file with its own (possibly tuned) hyperparameters and compare the posteriors.
 
     Arithmetic on the stored factors and weights only: a user's class is never imported.
+
+    Returns:
+        The opened files and the per-layer comparison against the first.
     """
     check_options(len(paths), criterion, fraction)
     check_same_checkpoint(paths)

@@ -88,6 +88,9 @@ def probe_forward(model: nn.Module, units: list[Unit], example: Tensor) -> Forwa
 
     Tensors saved for backward are counted once per storage; the parameters themselves are not
     (they exist anyway). Requires-grad flags and the training flag are restored.
+
+    Returns:
+        Bytes of the tensors autograd saves for one example.
     """
     params = {p.data_ptr() for p in model.parameters()}
     seen: set[tuple[int, int]] = set()
@@ -149,9 +152,13 @@ def estimate_fit_memory(
         method: the curvature method (diag, kfac, ekfac, kfac-diag, full, lowrank).
         factor_bytes: the curvature's own size in the fit's dtype (the method's factor estimate).
         example: one input ``(1, *input_shape)`` as the model takes it.
-        batch_size: examples per batch; ``examples``: the data set's size (no batch is larger).
-        fisher_type, mc_samples: how many backward vectors each example carries.
-        dtype: the fit's dtype (``--dtype``); device: where it runs (default: the CPU).
+        batch_size: examples per batch.
+        examples: the data set's size (no batch is larger).
+        subset: which modules the fit covers (as ``fit``'s ``subset``).
+        fisher_type: with ``mc_samples``, how many backward vectors each example carries.
+        mc_samples: sampled labels per example for the Monte-Carlo Fisher.
+        dtype: the fit's dtype.
+        device: where it runs (default: the CPU).
         include_frozen: cover ``requires_grad=False`` parameters too (as the fit does).
 
     Returns:

@@ -38,6 +38,8 @@ def check_model_runs(model: nn.Module, data: ArrayDataset, *, offers: Collection
             ``input_shape``); the message suggests only these.
 
     Raises:
+        MemoryError: the forward ran out of host memory (re-raised as is).
+        OutOfMemoryError: the forward ran out of accelerator memory (re-raised as is).
         UserError: the model's forward raised; the message quotes it (shortened), gives the example shape
             (and dtype for token ids) and what to try.
     """
@@ -57,7 +59,8 @@ def check_model_runs(model: nn.Module, data: ArrayDataset, *, offers: Collection
     except UserError:
         raise  # uncert's own word on the model's result (e.g. no tensor to analyse in it), already one line
     except Exception as exc:  # noqa: BLE001 - whatever the model's own code raises on this data
-        raise _refusal(model, data, exc, offers) from None
+        refusal = _refusal(model, data, exc, offers)
+        raise refusal from None
 
 
 def _refusal(model: nn.Module, data: ArrayDataset, exc: Exception, offers: Collection[str]) -> UserError:
@@ -87,6 +90,9 @@ def _advice(model: nn.Module, data: ArrayDataset, offers: Collection[str]) -> tu
 
     Where the first layer says what it takes (a conv's channels, a Linear's features that make a
     square image), the exact conversion; otherwise the general ways out.
+
+    Returns:
+        ``(advice, mentioned parameters)``.
     """
     sample = tuple(int(d) for d in data.sample_shape)
     image = sample if len(sample) == 3 and sample[0] in (1, 3) and not is_token_ids(data.inputs) else None

@@ -69,6 +69,12 @@ def load_model_data(
     (:func:`~uncert_cli.workflows.forward_check.check_model_runs`, suggesting the fixes named in ``offers``).
     A file without splits is used whole unless ``split_required_by`` says who asked for the split
     (``"--split test was given"``); it is then an error.
+
+    Returns:
+        The examples, converted, normalised and reshaped to the model's input shape.
+
+    Raises:
+        UserError: the spec, split or data does not suit the model (each with its own message).
     """
     spec = spec or meta.dataset
     if not spec:
@@ -99,6 +105,12 @@ def convert_as_recorded(meta: ModelMeta, given: ImageConversion | None, raw: Arr
 
     Data that is not images but already holds the model's input size per example is left alone: the
     record says how the fit's *images* reached the model.
+
+    Returns:
+        The converted examples.
+
+    Raises:
+        UserError: the conversion failed; a refusal caused by the record says so.
     """
     conversion = recorded_conversion(meta, given)
     recorded = recorded_conversion(meta)
@@ -134,6 +146,9 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
 def _shape_readings(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
     """Ways to read one stored example: as loaded (``(N, H, W)`` arrays get a channel axis, so
     ``(1, H, W)``), without that axis (a ``(T, F)`` sequence), and flat.
+
+    Returns:
+        The candidate shapes, most likely first.
     """
     readings = [shape]
     if len(shape) >= 3 and shape[0] == 1:
@@ -150,6 +165,9 @@ def infer_input_shape(model: nn.Module, ds: ArrayDataset) -> tuple[int, ...]:
     Tries the readings of :func:`_shape_readings` on two examples, in order, and returns the first
     the model accepts; if it accepts none, the dataset's own shape (the first batch then reports
     the model's error in full).
+
+    Returns:
+        The shape, without the batch dimension.
     """
     from uncert_cli.core.model_state import eval_mode
     from uncert_cli.data import iter_batches
@@ -179,6 +197,9 @@ def with_normalization(meta: ModelMeta, normalize: str | None) -> ModelMeta:
     The factor file stores the model's metadata; every later command (``ood``, ``attack``, ``tune``,
     ``prune --evaluate``) normalises its data from it, so the normalisation the curvature was fitted
     with must be recorded there, or those commands would score differently normalised inputs.
+
+    Returns:
+        The metadata to record.
     """
     if not normalize:
         return meta

@@ -44,6 +44,7 @@ class ToyCurve:
 
 @dataclass
 class ToyResult:
+    """The toy's bands: one curve per structure and setting, the training points and the HMC reference."""
     x: list[float]
     truth: list[float]
     train: tuple[list[float], list[float]]
@@ -56,6 +57,7 @@ class ToyResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        """The result as the JSON document ``uncert toy --json`` prints."""
         return asdict(self)
 
 
@@ -177,4 +179,5 @@ def hmc_reference(loaded: LoadedModel, train: ArrayDataset, grid: torch.Tensor, 
 
 
 def finite(values: list[float]) -> bool:
+    """Whether every value is a finite number."""
     return all(math.isfinite(v) for v in values)

@@ -23,6 +23,7 @@ _STEP = re.compile(r"(\d+)(?!.*\d)")  # the last run of digits in a file name
 
 @dataclass
 class TrackPoint:
+    """One checkpoint's step and its per-layer statistics."""
     checkpoint: str
     step: int | None  # epoch/step parsed from the file name (the last number in it), if any
     map_accuracy: float | None
@@ -32,6 +33,7 @@ class TrackPoint:
 
 @dataclass
 class TrackResult:
+    """The statistics of every checkpoint of a run, in training order."""
     method: str
     dataset: str
     n_data: int
@@ -85,6 +87,9 @@ def check_same_layers(points: Sequence[TrackPoint]) -> list[str]:
 def check_same_architecture(first: LoadedModel, other: LoadedModel, first_path: Path, other_path: Path) -> None:
     """Refuse, before any fitting, checkpoints whose input shape or parameters differ from the first's:
     they share one dataset (shaped for the first) and one set of layer rows.
+
+    Raises:
+        UserError: a checkpoint's input shape or parameters differ from the first one's.
     """
     def signature(loaded: LoadedModel) -> tuple:
         params = [(n, tuple(p.shape)) for n, p in loaded.module.named_parameters()]

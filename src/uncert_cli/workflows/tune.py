@@ -31,6 +31,7 @@ WIDEST_PRIOR_MODE = "factor"
 
 @dataclass
 class TuneOutcome:
+    """What tuning chose, with the numbers that justify it."""
     objective: str
     result: TuneResult
     before: PriorSettings
@@ -51,6 +52,7 @@ class TuneOutcome:
         return bool(h) and h["nll"] > HONESTY_RATIO * h["map_nll"]
 
     def to_dict(self) -> dict[str, Any]:
+        """The outcome as the ``tuned`` section of the JSON document."""
         return {
             "objective": self.objective,
             "prior_precision": self.after.prior_precision,
@@ -99,6 +101,12 @@ def tune_factor_file(
     ``arch``/``arch_kwargs``/``runs_model``: as for :func:`~uncert_cli.storage.opening.open_posterior`; with
     ``runs_model=False`` (marglik needs no forward) a file fitted on a user's class is tuned from its
     weights alone, and the held-out check, which would run the network, is skipped (``unchecked`` says so).
+
+    Returns:
+        The chosen hyperparameters and how they were found.
+
+    Raises:
+        UserError: the file, the data or the settings cannot be used (each with its own message).
     """
     objective = Objective.parse(objective, "objective")
     structure = PriorStructure.parse(structure, "structure", label="prior structure")

@@ -42,6 +42,7 @@ class ValidationChoice:
 
 
 def has_val_split(spec: str | None) -> bool:
+    """Whether ``spec`` names a data file that holds its own validation split."""
     return bool(spec) and spec.strip().lower() in EMBEDDED_DATASETS
 
 
@@ -65,6 +66,12 @@ def load_held_out(
 
     ``settings`` supplies ``val_size``, ``root``, ``download``, ``normalize`` and ``conversion`` (an
     ``AnalysisSettings``).
+
+    Returns:
+        The held-out examples and where they came from.
+
+    Raises:
+        UserError: the source cannot give held-out examples for this spec.
     """
     from uncert_cli.analysis.ood import subset_rows  # analysis imports posterior; keep this module light
 
