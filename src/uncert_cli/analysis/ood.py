@@ -59,6 +59,7 @@ def predict_probs(
     out = []
     for x, _ in iter_batches(data, batch_size):
         probs = posterior.predict(x, kind, samples=samples, generator=gen)
+        assert isinstance(probs, torch.Tensor)  # a classifier's predictive is its probabilities
         out.append(probs.detach().double().cpu().numpy())
         if on_batch is not None:
             on_batch(x.shape[0])

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -134,7 +134,7 @@ def read_hf_folder(folder: Path, trust_remote_code: bool = False) -> tuple[nn.Mo
     """``(network with the folder's weights, metadata)`` of a Hugging Face model folder."""
     module = _from_folder(folder, trust_remote_code)
     name = type(module).__name__
-    config = module.config.to_dict()
+    config = cast(Any, module).config.to_dict()  # a transformers PreTrainedModel
     image = name.endswith("ForImageClassification")
     size = config.get("image_size")
     input_shape = None

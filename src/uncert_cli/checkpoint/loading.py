@@ -251,7 +251,6 @@ def load_model(
     content, meta = _read(source, trust_pickle, state_key)
 
     chosen = canonical_arch(arch) if arch else None
-    module: nn.Module
     if chosen is None and meta.arch and not isinstance(content, nn.Module):
         # The file's own word: only uncert's models and torchvision builders, plain keywords.
         if not is_builtin_arch(meta.arch):

@@ -49,7 +49,8 @@ def weights_fingerprint(module_or_state_dict: nn.Module | Mapping[str, torch.Ten
         header = f"{name}\0{str(tensor.dtype).removeprefix('torch.')}\0{tuple(tensor.shape)}\0"
         digest.update(header.encode())
         # Viewing as bytes works for every dtype, including bfloat16 which numpy lacks.
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+        # An ndarray is a buffer; numpy's stubs declare it one only from Python 3.12 on.
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
     return digest.hexdigest()
 
 

@@ -57,7 +57,7 @@ def number_kind(param: Any) -> type | None:
     annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
     if annotation in (int, float):
         return annotation
-    inner = getattr(annotation, "__args__", ())
+    inner: tuple[Any, ...] = getattr(annotation, "__args__", ())
     return inner[0] if len(inner) == 1 and inner[0] in (int, float) else None
 
 

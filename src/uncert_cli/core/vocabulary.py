@@ -13,7 +13,7 @@ Predictive *behaviour* lives in :mod:`uncert_cli.posterior.predictives`; its reg
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import Enum
 from typing import TypeVar
 
 from uncert_cli.core.errors import UserError
@@ -21,8 +21,12 @@ from uncert_cli.core.errors import UserError
 V = TypeVar("V", bound="Vocabulary")
 
 
-class Vocabulary(StrEnum):
+class Vocabulary(str, Enum):
     """A closed set of option values; members are named like their values (``-`` becomes ``_``)."""
+
+    # As enum.StrEnum (Python 3.11+) does, on every Python uncert supports: str() and f-strings give the value.
+    __str__ = str.__str__
+    __format__ = str.__format__  # type: ignore[assignment]
 
     @classmethod
     def choices(cls) -> tuple[str, ...]:

@@ -67,11 +67,11 @@ class LinearConvDiagAccumulator:
         B = batch_size
         module = self.unit.module
         a_parts, g_parts = [], []
-        for call, g in zip(calls, grads):
-            if not g:
+        for call, grad in zip(calls, grads):
+            if not grad:
                 continue
             call.check_inputs_unmodified(self.unit.name)
-            a, gg = per_example_rows(module, call.args[0], g[0], B, default_batch_dim=0)  # type: ignore[misc]
+            a, gg = per_example_rows(module, call.args[0], grad[0], B, default_batch_dim=0)  # type: ignore[misc]
             a_parts.append(a)
             g_parts.append(gg)
         if not g_parts:
@@ -214,14 +214,14 @@ class GenericDiagAccumulator:
             full = list(values)
             for li, x, bd in zip(batched_idx, xs, batched_dims):
                 full[li] = x.unsqueeze(bd)  # keep a batch dimension of 1 (BatchNorm wants 4-D)
-            args, kwargs = full[:n_args], dict(zip(keys[n_args:], full[n_args:]))
+            args, kwargs = full[:n_args], {str(k): v for k, v in zip(keys[n_args:], full[n_args:])}
 
             def f(*ps: Tensor) -> tuple[Tensor, ...]:
                 out = functional_call(module, dict(zip(names, ps)), tuple(args), dict(kwargs))
                 flat = (out,) if isinstance(out, Tensor) else tuple(out)
                 return tuple(flat[i] for i in out_index)
 
-            _, pullback = vjp(f, *params)
+            _, pullback = vjp(f, *params)[:2]
 
             def one_vector(gk: list[Tensor]) -> tuple[Tensor, ...]:
                 return pullback(tuple(x.unsqueeze(bd) for x, bd in zip(gk, out_dims)))

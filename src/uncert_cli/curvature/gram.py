@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,11 +29,14 @@ from torch import Tensor
 GRAM_BLOCKED_MIN = 512
 GRAM_BLOCKS = 4
 
-_syrk_routines: dict[torch.dtype, ctypes._CFuncPtr] | None = None
+# A BLAS ?syrk routine loaded with ctypes (a foreign function pointer; ctypes keeps its class private).
+SyrkRoutine = Callable[..., None]
+
+_syrk_routines: dict[torch.dtype, SyrkRoutine] | None = None
 _syrk_checked = False
 
 
-def _load_syrk() -> dict[torch.dtype, ctypes._CFuncPtr]:
+def _load_syrk() -> dict[torch.dtype, SyrkRoutine]:
     """MKL's syrk routines from torch's own CPU library, or nothing."""
     if os.environ.get("UNCERT_NO_SYRK"):
         return {}
@@ -44,7 +48,7 @@ def _load_syrk() -> dict[torch.dtype, ctypes._CFuncPtr]:
         return {}
     for fn in found.values():
         fn.restype = None
-    return found
+    return dict(found)
 
 
 def _blas_compatible(X: Tensor, acc: Tensor) -> bool:
@@ -62,7 +66,7 @@ def _blas_compatible(X: Tensor, acc: Tensor) -> bool:
     )
 
 
-def _syrk_lower_(fn: ctypes._CFuncPtr, acc: Tensor, X: Tensor, alpha: float) -> None:
+def _syrk_lower_(fn: SyrkRoutine, acc: Tensor, X: Tensor, alpha: float) -> None:
     """``acc.tril() += alpha·XᵀX`` by BLAS syrk (column-major view: ``C := α·A·Aᵀ + C`` with
     ``A = Xᵀ`` of shape ``(n, R)``, upper triangle of the column-major ``C`` = our lower).
 
@@ -85,7 +89,7 @@ def _syrk_lower_(fn: ctypes._CFuncPtr, acc: Tensor, X: Tensor, alpha: float) -> 
     )
 
 
-def _syrk_for(dtype: torch.dtype) -> ctypes._CFuncPtr | None:
+def _syrk_for(dtype: torch.dtype) -> SyrkRoutine | None:
     global _syrk_routines, _syrk_checked
     if _syrk_routines is None:
         _syrk_routines = _load_syrk()
@@ -96,7 +100,7 @@ def _syrk_for(dtype: torch.dtype) -> ctypes._CFuncPtr | None:
     return _syrk_routines.get(dtype)
 
 
-def _syrk_agrees(routines: dict[torch.dtype, ctypes._CFuncPtr]) -> bool:
+def _syrk_agrees(routines: dict[torch.dtype, SyrkRoutine]) -> bool:
     """One small product per dtype through syrk and through the blocked path, strided views
     included (the accumulator is a sub-block of a larger matrix, as for a layer with bias).
     """

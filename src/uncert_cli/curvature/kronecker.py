@@ -19,7 +19,7 @@ over calls; we treat calls as positions and average over all of them.)
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -74,7 +74,7 @@ def input_rows(module: nn.Module, x: Tensor) -> Tensor:
     """
     if isinstance(module, nn.Linear):
         return x.reshape(-1, x.shape[-1])
-    u = conv_patches(module, x)  # (B, I, P)
+    u = conv_patches(cast(nn.Conv1d | nn.Conv2d, module), x)  # (B, I, P)
     return u.transpose(1, 2).reshape(-1, u.shape[1])
 
 
@@ -106,7 +106,8 @@ def per_example_rows(
         a = x.movedim(bd, 0).reshape(B, -1, x.shape[-1])
         return a, g.movedim(bd + 1, 1).reshape(g.shape[0], B, -1, g.shape[-1])
     O = g.shape[2]
-    return conv_patches(module, x).transpose(1, 2), g.reshape(g.shape[0], B, O, -1).transpose(2, 3)
+    patches = conv_patches(cast(nn.Conv1d | nn.Conv2d, module), x)
+    return patches.transpose(1, 2), g.reshape(g.shape[0], B, O, -1).transpose(2, 3)
 
 
 class KroneckerAccumulator:

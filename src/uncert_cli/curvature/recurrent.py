@@ -60,6 +60,7 @@ def _step(mode: str, x_proj: Tensor, h: Tensor, c: Tensor | None, w_hh: Tensor, 
     h_proj = F.linear(h, w_hh, b_hh)
     if mode == "LSTM":
         i, f, g, o = (x_proj + h_proj).chunk(4, dim=-1)
+        assert c is not None  # an LSTM carries a cell state
         c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h_new = torch.sigmoid(o) * torch.tanh(c_new)
         if w_hr is not None:

@@ -17,6 +17,7 @@ All blocks are means of the per-example curvature, like those of diag/KFAC.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -111,8 +112,8 @@ def compute_structured_curvature(
         raise UserError(f"{{param}} must be at least 1, got {rank}", param="rank")
     units = _units(model, source, subset, include_frozen)
     chosen = {id(q) for u in units for q in u.params}
-    common = dict(fisher_type=fisher_type, task=task, mc_samples=mc_samples, subset=subset, generator=generator,
-                  include_frozen=include_frozen)
+    common: dict[str, Any] = dict(fisher_type=fisher_type, task=task, mc_samples=mc_samples, subset=subset,
+                                  generator=generator, include_frozen=include_frozen)
     # Eval mode, gradients for the covered parameters only; curvlinops' GGN products use forward-mode AD,
     # which the fused attention and recurrent kernels lack (the engine's passes enter the same context themselves).
     with model_state(model, requires_grad=lambda p: id(p) in chosen):
@@ -144,7 +145,7 @@ def _full(model, source, units, task, fisher_type, max_bytes) -> Curvature:
     check_full_size(sum(p.numel() for p in params), max_bytes)
     ggn = GGNProducts(model, params, source, task, fisher_type)
     block = DenseBlock(joint_label(units), names, shapes, ggn.dense())
-    return _curvature([block], ggn.n_data, task, "full", fisher_type, 1)
+    return _curvature([block], ggn.n_data, task, Method.full, fisher_type, 1)
 
 
 def _lowrank(model, source, units, task, fisher_type, rank, generator, on_batch, power_iters, common) -> Curvature:
@@ -155,19 +156,20 @@ def _lowrank(model, source, units, task, fisher_type, rank, generator, on_batch,
         ggn, ggn.num_params, k, dtype=ggn.dtype, device=ggn.device, power_iters=power_iters,
         generator=torch.Generator().manual_seed(generator.initial_seed()) if generator is not None else None,
     )
-    diag_curv = compute_curvature(model, source(), method="diag", on_batch=on_batch, **common)
-    by_name = {n: d for b in diag_curv.blocks for n, d in zip(b.param_names, b.diagonal)}  # type: ignore[union-attr]
+    diag_curv = compute_curvature(model, source(), method=Method.diag, on_batch=on_batch, **common)
+    diagonals = [cast(DiagonalBlock, b) for b in diag_curv.blocks]  # method diag gives diagonal blocks only
+    by_name = {n: d for b in diagonals for n, d in zip(b.param_names, b.diagonal)}
     exact = torch.cat([by_name[n].reshape(-1) for n in names]).to(V.dtype)
     low = V.square() @ lam
     block = LowRankBlock(joint_label(units), names, shapes, lam, V, (exact - low).clamp_min(0))
-    return _curvature([block], diag_curv.n_data, task, "lowrank", fisher_type, diag_curv.mc_samples)
+    return _curvature([block], diag_curv.n_data, task, Method.lowrank, fisher_type, diag_curv.mc_samples)
 
 
 def _ekfac(model, source, units, kfac: Curvature, common) -> Curvature:
     by_name = {u.name: u for u in units}
     # the units KFAC gave Kronecker factors (Linear/Conv); the others keep their diagonal block
     kron = [(i, b) for i, b in enumerate(kfac.blocks) if by_name[b.module].structure == "kronecker"]
-    eigens = [b.eigen() for _, b in kron]
+    eigens = [cast(KroneckerBlock, b).eigen() for _, b in kron]
     S = ekfac_eigenvalues(
         model, [by_name[b.module] for _, b in kron], eigens, source(),
         fisher_type=common["fisher_type"], task=common["task"], mc_samples=common["mc_samples"],
@@ -176,7 +178,7 @@ def _ekfac(model, source, units, kfac: Curvature, common) -> Curvature:
     blocks: list[Block] = list(kfac.blocks)
     for (i, b), e, s in zip(kron, eigens, S):
         blocks[i] = EKFACBlock(b.module, b.param_names, b.param_shapes, e, s)
-    return _curvature(blocks, kfac.n_data, kfac.task, "ekfac", kfac.fisher_type, kfac.mc_samples)
+    return _curvature(blocks, kfac.n_data, kfac.task, Method.ekfac, kfac.fisher_type, kfac.mc_samples)
 
 
 def kron_diag_block(block: KroneckerBlock, exact: DiagonalBlock, rank: int) -> KronDiagBlock:
@@ -202,7 +204,7 @@ def _kfac_diag(units: list[Unit], kfac: Curvature, diag: Curvature, rank: int) -
         kron_diag_block(b, exact[b.module], rank) if b.module in kronecker else b  # type: ignore[arg-type]
         for b in kfac.blocks
     ]
-    return _curvature(blocks, kfac.n_data, kfac.task, "kfac-diag", kfac.fisher_type, kfac.mc_samples)
+    return _curvature(blocks, kfac.n_data, kfac.task, Method.kfac_diag, kfac.fisher_type, kfac.mc_samples)
 
 
 def estimate_structured_memory(

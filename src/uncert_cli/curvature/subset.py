@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -60,7 +60,8 @@ def supported_structure(module: nn.Module) -> Structure | None:
     if isinstance(module, nn.Linear):
         return "kronecker"
     if type(module) in (nn.Conv1d, nn.Conv2d):
-        if module.groups == 1 and module.padding_mode == "zeros" and conv_padding(module) is not None:
+        conv = cast(nn.Conv1d | nn.Conv2d, module)
+        if conv.groups == 1 and conv.padding_mode == "zeros" and conv_padding(conv) is not None:
             return "kronecker"
     return "diagonal"
 
@@ -222,7 +223,7 @@ def frozen_parameters(model: nn.Module) -> list[str]:
 def forward_call_order(model: nn.Module, units: list[Unit], example_input: Tensor) -> list[Unit]:
     """Units in the order their modules are first called by ``model(example_input)``."""
     order: list[int] = []
-    handles = []
+    handles: list[torch.utils.hooks.RemovableHandle] = []
     for i, unit in enumerate(units):
 
         def hook(_m: nn.Module, _a: object, _o: object, i: int = i) -> None:

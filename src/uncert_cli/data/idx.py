@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 
@@ -32,7 +32,7 @@ def _open(path: Path) -> BinaryIO:
     check_input_file(path, "dataset file", whole=False)  # records are read up to --limit only
     with open(path, "rb") as probe:
         is_gzip = probe.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if is_gzip else open(path, "rb")
+    return cast(BinaryIO, gzip.open(path, "rb")) if is_gzip else open(path, "rb")
 
 
 def read_idx(path: Path, limit: int | None = None) -> np.ndarray:

@@ -62,7 +62,7 @@ def grid_scores(
             x, y = batch
         except (TypeError, ValueError):
             raise UserError("validation batches must be (inputs, targets) pairs") from None
-        tick = (lambda n=x.shape[0]: on_examples(n)) if on_examples is not None else (lambda: None)
+        tick = _ticker(on_examples, x.shape[0])
         outs = predict_many(posteriors, x, kind, samples, generator, on_each=tick)
         for i, out in enumerate(outs):
             nll, ent = _nll_and_entropy(posteriors[i].task, out, y)
@@ -72,6 +72,13 @@ def grid_scores(
     if count == 0:
         raise UserError("no validation data; pass at least one (inputs, targets) batch")
     return [ValidationScores(n / count, e / count) for n, e in zip(nll_sums, ent_sums)]
+
+
+def _ticker(on_examples: Callable[[int], None] | None, examples: int) -> Callable[[], None]:
+    """A callback that reports one batch's ``examples`` to ``on_examples`` (a no-op without one)."""
+    if on_examples is None:
+        return lambda: None
+    return lambda: on_examples(examples)
 
 
 def _nll_and_entropy(task: str, out: Tensor | tuple[Tensor, Tensor], y: Tensor) -> tuple[Tensor, Tensor]:

@@ -75,7 +75,7 @@ class LaplacePosterior:
             raise UserError(f"unknown task '{curvature.task}'; use 'classification' or 'regression'")
         self.curvature = curvature
         self.model = model
-        params = dict(model.named_parameters())
+        params: dict[str, Tensor] = dict(model.named_parameters())
         self._specs: tuple[Structure, ...] = tuple(structure_for(b, params) for b in curvature.blocks)
         seen: set[str] = set()
         for spec in self._specs:
@@ -386,7 +386,10 @@ class LaplacePosterior:
             return _predictives.predict(self, x, kind, samples, generator)
         # Callers iterate data on the CPU; compute where the posterior lives, answer where they are.
         out = _predictives.predict(self, x.to(device), kind, samples, generator)
-        return tuple(o.to(x.device) for o in out) if isinstance(out, tuple) else out.to(x.device)
+        if isinstance(out, tuple):
+            mean, variance = out
+            return mean.to(x.device), variance.to(x.device)
+        return out.to(x.device)
 
     @property
     def device(self) -> torch.device:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -136,18 +137,20 @@ def _batch_norm_covariances(
     ``∂f_c/∂β_k = Σ_p g_{c,k,p}`` (``p``: positions; summed over the calls of a reused layer). ``calls``
     holds ``(x (B, K, ...), g (C, B, K, ...))`` per call.
     """
+    bn: Any = module  # an eval-mode BatchNorm with running statistics (see _frozen_batch_norm)
     weight_rows, bias_rows = None, None
     for x, g in calls:
         K = x.shape[1]
         shape = (1, K) + (1,) * (x.dim() - 2)
-        mean = module.running_mean.reshape(shape).to(g.dtype)
-        std = (module.running_var.reshape(shape) + module.eps).sqrt().to(g.dtype)
+        mean = bn.running_mean.reshape(shape).to(g.dtype)
+        std = (bn.running_var.reshape(shape) + bn.eps).sqrt().to(g.dtype)
         x_hat = (x.to(g.dtype) - mean) / std  # (B, K, ...)
         flat_g = g.reshape(g.shape[0], g.shape[1], K, -1)  # (C, B, K, P)
         w = torch.einsum("cbkp,bkp->cbk", flat_g, x_hat.reshape(x.shape[0], K, -1))
         b = flat_g.sum(-1)
         weight_rows = w if weight_rows is None else weight_rows + w
         bias_rows = b if bias_rows is None else bias_rows + b
+    assert weight_rows is not None and bias_rows is not None  # calls holds at least one call
     out = []
     for prec in precs:
         S = spec.output_basis(prec)[2]  # (K, 2): [γ_k, β_k] variances
@@ -166,19 +169,21 @@ def _grouped_conv_covariances(
     ``(B, C, groups, O/groups, I')``; a depthwise conv keeps this small. ``calls`` holds ``(x, g)`` per call.
     None when the rows would exceed :data:`CHUNK_ELEMENTS` (the generic path answers).
     """
-    groups, has_bias = module.groups, module.bias is not None
+    conv = cast(nn.Conv1d | nn.Conv2d, module)  # a grouped conv (see _grouped_conv)
+    groups, has_bias = conv.groups, conv.bias is not None
     rows = None
     for x, g in calls:
         B, C = x.shape[0], g.shape[0]
-        patches = conv_patches(module, x).to(g.dtype)  # (B, C_in·∏kernel, P)
+        patches = conv_patches(conv, x).to(g.dtype)  # (B, C_in·∏kernel, P)
         patches = patches.reshape(B, groups, -1, patches.shape[-1])
         if has_bias:
             patches = torch.cat([patches, patches.new_ones(B, groups, 1, patches.shape[-1])], dim=2)
-        if B * C * module.out_channels * patches.shape[2] > CHUNK_ELEMENTS:
+        if B * C * conv.out_channels * patches.shape[2] > CHUNK_ELEMENTS:
             return None
-        per_group = g.reshape(C, B, groups, module.out_channels // groups, -1)
+        per_group = g.reshape(C, B, groups, conv.out_channels // groups, -1)
         part = torch.einsum("cbgop,bgip->bcgoi", per_group, patches)
         rows = part if rows is None else rows + part
+    assert rows is not None  # calls holds at least one call
     out = []
     for prec in precs:
         S = spec.output_basis(prec)[2]  # (O, I'), output channels in group order
@@ -283,13 +288,14 @@ def batch_output_covariances(
                     for cov, part in zip(covs, parts):
                         cov += part.to(cov.dtype)
                     continue
-                parts = [
+                found = [
                     per_example_rows(unit.module, call.args[0], g[0], B) for call, g in zip(calls, per_call) if g
                 ]
-                if not parts or any(p is None for p in parts):
+                rows_of_calls = [p for p in found if p is not None]
+                if not rows_of_calls or len(rows_of_calls) != len(found):
                     return None
-                a = torch.cat([p[0] for p in parts], dim=1).to(dtype)
-                g = torch.cat([p[1] for p in parts], dim=2).to(dtype)
+                a = torch.cat([p[0] for p in rows_of_calls], dim=1).to(dtype)
+                g = torch.cat([p[1] for p in rows_of_calls], dim=2).to(dtype)
                 a_hat, g_hat = _rotated_rows(unit, spec, precs_grid[0][index], a, g)
                 for cov, part in zip(covs, _unit_covariances(spec, grid, a_hat, g_hat)):
                     cov += part.to(cov.dtype)

@@ -36,11 +36,11 @@ Precision = Tensor | LowRankPrecision
 make_spec = structure_for
 
 
-def precision_eigenvalues(spec: Structure, tau: Scalar, n_eff: Scalar, mode: PriorMode = "eigen") -> Any:
+def precision_eigenvalues(spec: Structure, tau: Scalar, n_eff: Scalar, mode: PriorMode = PriorMode.eigen) -> Any:
     return spec.precision(tau, n_eff, mode)
 
 
-def log_det(spec: Structure, tau: Scalar, n_eff: Scalar, mode: PriorMode = "eigen") -> Tensor:
+def log_det(spec: Structure, tau: Scalar, n_eff: Scalar, mode: PriorMode = PriorMode.eigen) -> Tensor:
     return spec.log_det(tau, n_eff, mode)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -95,14 +96,17 @@ def tune_prior_marglik(
 
     def objective(log_taus: Tensor, log_sigma: Tensor | None) -> Tensor:
         taus = log_taus.exp()
+        ll: Tensor | float
         if log_sigma is None:
             ll, n_eff = torch.tensor(float(log_likelihood), dtype=torch.float64), posterior.n_eff
         else:
+            assert rss is not None and n_targets is not None  # checked above when tune_noise
             sigma = log_sigma.exp()
             ll = _marglik.gaussian_log_likelihood(rss, int(n_targets), sigma)
             n_eff = posterior.n_data / sigma**2
         tau_list = [taus[0]] * len(specs) if structure == "scalar" else list(taus)
-        return _marglik.log_marginal_likelihood(ll, specs64, sq, tau_list, n_eff, posterior.prior_mode)
+        # A tensor: the log evidence of tensors that carry the optimiser's gradients.
+        return cast(Tensor, _marglik.log_marginal_likelihood(ll, specs64, sq, tau_list, n_eff, posterior.prior_mode))
 
     # Start: best shared τ on a coarse log grid (at the current σ).
     sigma0 = torch.tensor(math.log(posterior.noise_std), dtype=torch.float64) if tune_noise else None
@@ -175,7 +179,7 @@ def grid_edges(result: TuneResult) -> list[str]:
     for key in ("n_data", "prior_precision"):
         values = sorted({float(r[key]) for r in result.history if r.get(key) is not None})
         best = result.n_data if key == "n_data" else result.prior_precision
-        if len(values) > 1 and best is not None and float(best) in (values[0], values[-1]):
+        if len(values) > 1 and isinstance(best, (int, float)) and float(best) in (values[0], values[-1]):
             edges.append(key)
     return edges
 

@@ -133,8 +133,9 @@ def _scatter(result: PosteriorComparison, chosen: list[int], j: int, path: Path,
     fig = Figure(figsize=(3.2 * cols, 3.0 * rows + 0.4))
     for k, i in enumerate(chosen):
         layer = result.layers[i]
-        a = layer.std[0].numpy()
-        b = layer.std[j].numpy()
+        std_a, std_b = layer.std[0], layer.std[j]
+        assert std_a is not None and std_b is not None  # the chosen layers are those every file covers
+        a, b = std_a.numpy(), std_b.numpy()
         keep = np.linspace(0, a.size - 1, min(a.size, _MAX_POINTS)).astype(np.int64)
         a, b = a[keep], b[keep]
         positive = (a > 0) & (b > 0)

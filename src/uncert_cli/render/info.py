@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rich.table import Table
 
@@ -31,7 +31,9 @@ def model_summary(loaded: LoadedModel, layers: list[LayerInfo]) -> dict[str, Any
             else None
         ),
         # The images' conversion recorded by `fit --channels/--grayscale/--resize`; null: used as stored.
-        "input_conversion": ImageConversion(channels=meta.convert_channels, size=meta.convert_size).to_dict(),
+        "input_conversion": ImageConversion(
+            channels=meta.convert_channels, size=cast(tuple[int, int] | None, meta.convert_size)
+        ).to_dict(),
         # The part of a structured forward result (dict, tuple, ModelOutput) analysed; null: the tensor it returns.
         "model_output": meta.output,
         # Read off the first and last layers when the metadata has no input shape / output count.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any, cast
 
 import matplotlib
 
@@ -46,7 +47,7 @@ def _icdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _num_classes(report: OODReport) -> int:
-    return int(report.settings.get("num_classes", 10))
+    return int(cast(int, report.settings.get("num_classes", 10)))
 
 
 def write_ood_plots(report: OODReport, folder: Path) -> list[Path]:
@@ -150,11 +151,11 @@ def write_attack_plots(report: AttackReport, folder: Path) -> list[Path]:
         paths.append(_save(fig, folder / "attack_untargeted.png"))
     if report.targeted:
         fig, (ax_acc, ax_hit, ax_ent) = plt.subplots(1, 3, figsize=(14, 3.8))
-        for kind, c in report.targeted.items():
-            style = {"color": COLORS.get(kind), "linestyle": STYLES.get(kind, "-"), "lw": 1.8, "label": kind}
-            ax_acc.plot(c.steps, c.accuracy, **style)
-            ax_hit.plot(c.steps, c.target_rate, **style)
-            ax_ent.plot(c.steps, c.mean_entropy, **style)
+        for kind, curve in report.targeted.items():
+            line: dict[str, Any] = {"color": COLORS.get(kind), "linestyle": STYLES.get(kind, "-"), "lw": 1.8, "label": kind}
+            ax_acc.plot(curve.steps, curve.accuracy, **line)
+            ax_hit.plot(curve.steps, curve.target_rate, **line)
+            ax_ent.plot(curve.steps, curve.mean_entropy, **line)
         target = next(iter(report.targeted.values())).target
         _axes(ax_acc, "attack step", "accuracy on the true class", (0, 1.02))
         _axes(ax_hit, "attack step", f"fraction predicted as {target}", (0, 1.02))

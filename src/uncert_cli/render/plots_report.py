@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any, Literal, cast
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -112,7 +113,7 @@ def _log_std_violin(report: UncertaintyReport, path: Path, title: str) -> Path:
     ax = fig.add_subplot()
     positions = np.arange(1, len(groups) + 1)
     parts = ax.violinplot(data, positions=positions, showextrema=False, widths=0.8)
-    for body in parts["bodies"]:
+    for body in cast(list[Any], parts["bodies"]):
         body.set_alpha(0.45)
     ax.boxplot(data, positions=positions, widths=0.18, showfliers=False, whis=(1, 99),
                medianprops={"color": "black"})
@@ -151,7 +152,7 @@ def _sigma_heatmap(detail: LayerDetail, path: Path) -> Path:
     norm, bar_label = _sigma_norm(values)
     if values.ndim == 2:  # Linear: the (out, in) weight matrix
         rows, cols = values.shape
-        aspect = "auto" if max(rows, cols) / max(1, min(rows, cols)) > 4 else "equal"
+        aspect: Literal["auto", "equal"] = "auto" if max(rows, cols) / max(1, min(rows, cols)) > 4 else "equal"
         fig = Figure(figsize=(7.5, 6))
         ax = fig.add_subplot()
         # Large matrices have more entries than pixels: average them rather than alias.
@@ -225,6 +226,7 @@ def _first_layer(report: UncertaintyReport, path: Path) -> Path:
         else "mean σ per kernel tap (shared over positions)"
     )
     fig.suptitle(f"first layer {first.layer}: {what}\n(bright = the model is unsure how to use it)")
+    assert im is not None  # at least one channel is drawn
     fig.colorbar(im, ax=axes, label="mean posterior std σ", shrink=0.9)
     return _save(fig, path)
 
@@ -280,7 +282,7 @@ def _snr_histogram(report: UncertaintyReport, path: Path, title: str) -> Path:
     for g, s in zip(groups, all_snr):
         # Density, so that layers of very different sizes are comparable.
         label = f"{g.label} ({len(g.members)} layers)" if len(g.members) > 1 else g.label
-        ax.hist(s, bins=bins, histtype="step", density=True, linewidth=1.6, label=label)
+        ax.hist(s, bins=bins.tolist(), histtype="step", density=True, linewidth=1.6, label=label)
     ax.axvline(0.0, color="black", linestyle="--", linewidth=1)
     ax.text(0.0, 0.97, " SNR = 1", transform=ax.get_xaxis_transform(), va="top", fontsize=8)
     ax.set_xlabel("log10 SNR = log10(|μ| / σ)   (left: weight indistinguishable from 0)")

@@ -190,6 +190,7 @@ def prepare_analysis(
         if not predictives.get(kind).uses_laplace:
             posteriors[kind] = (opened.posterior, None)
         elif tune and validation is not None:
+            assert held_out is not None  # chosen with the validation examples
             announce(f"tuning N and τ of the {kind} predictive on {len(validation):,} held-out examples "
                      f"({held_out.examples}) by {s.objective} ...")
             posteriors[kind] = tune_on_validation(
@@ -202,6 +203,7 @@ def prepare_analysis(
             if validation is not None:
                 hp = held_out_check(opened.posterior, hp, validation, kind, samples=s.tune_samples,
                                     batch_size=s.batch_size, seed=s.seed)
+                assert hp.validation_nll is not None and hp.map_validation_nll is not None  # set by the check
                 if hp.validation_nll > HONESTY_RATIO * hp.map_validation_nll:
                     warn(honesty_warning(kind, hp, held_out, str(factors)))
             posteriors[kind] = (opened.posterior, hp)

@@ -49,7 +49,7 @@ def evaluate_criteria(
     with progress(passes * len(dataset), "prune --evaluate") as advance:
         return evaluate_pruning(
             opened.posterior, lambda: iter_batches(dataset, batch_size), fractions,
-            dataset=dataset.name, split=dataset.split, examples=len(dataset),
+            dataset=dataset.name, split=dataset.split or "", examples=len(dataset),
             on_pass=lambda: advance(len(dataset)),
         )
 

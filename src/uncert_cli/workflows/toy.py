@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -75,7 +75,7 @@ def _grid_inputs(loaded: LoadedModel, x: torch.Tensor) -> torch.Tensor:
 def _curve(post: LaplacePosterior, grid: torch.Tensor, label: str, method: str, tuned: bool,
            kind: str, samples: int, seed: int, val_nll: float | None) -> ToyCurve:
     gen = torch.Generator().manual_seed(seed)
-    mean, var = post.predict(grid, kind, samples=samples, generator=gen)  # type: ignore[misc]
+    mean, var = cast(tuple[torch.Tensor, torch.Tensor], post.predict(grid, kind, samples=samples, generator=gen))
     fvar = (var - post.noise_std**2).clamp_min(0)
     return ToyCurve(
         label=label, method=method, tuned=tuned,
@@ -104,7 +104,9 @@ def run_toy(
     toy_kinds = predictives.kinds(lambda p: p.uses_laplace and p.regression)  # mc and glm
     if predictive not in toy_kinds:
         raise UserError(f"{{param}} must be {' or '.join(toy_kinds)} for the toy, got {predictive!r}", param="predictive")
-    norm = (meta.normalize_mean, meta.normalize_std)
+    norm = None
+    if meta.normalize_mean is not None and meta.normalize_std is not None:
+        norm = (meta.normalize_mean, meta.normalize_std)
     train = adapt_to_model(load_dataset("toy-regression", split="train"), meta.input_shape, normalize=norm)
     val = adapt_to_model(load_dataset("toy-regression", split="val"), meta.input_shape, normalize=norm)
     raw_train = load_dataset("toy-regression", split="train")

@@ -49,7 +49,7 @@ class TuneOutcome:
     def worse_than_map(self) -> bool:
         """The chosen values make the held-out NLL more than 5% worse than the MAP's."""
         h = self.held_out
-        return bool(h) and h["nll"] > HONESTY_RATIO * h["map_nll"]
+        return h is not None and bool(h) and h["nll"] > HONESTY_RATIO * h["map_nll"]
 
     def to_dict(self) -> dict[str, Any]:
         """The outcome as the ``tuned`` section of the JSON document."""

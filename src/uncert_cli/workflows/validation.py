@@ -43,7 +43,7 @@ class ValidationChoice:
 
 def has_val_split(spec: str | None) -> bool:
     """Whether ``spec`` names a data file that holds its own validation split."""
-    return bool(spec) and spec.strip().lower() in EMBEDDED_DATASETS
+    return spec is not None and spec.strip().lower() in EMBEDDED_DATASETS
 
 
 def resolve_val_from(spec: str | None, val_from: str | None) -> str:
@@ -60,7 +60,7 @@ def resolve_val_from(spec: str | None, val_from: str | None) -> str:
 
 
 def load_held_out(
-    meta: ModelMeta, spec: str, source: str, settings, model: nn.Module | None = None
+    meta: ModelMeta, spec: str | None, source: str, settings, model: nn.Module | None = None
 ) -> tuple[ArrayDataset, ValidationChoice]:
     """The held-out examples of ``source`` for ``spec``, shaped for the model (tried on them when given).
 
@@ -94,6 +94,7 @@ def honesty_warning(kind: str, hp: Hyperparameters, held_out: ValidationChoice |
     tau = hp.prior_precision
     tau_text = f"{tau:.3g}" if isinstance(tau, float) else "per layer"
     where = f"{held_out.n:,} held-out examples ({held_out.examples})" if held_out else "held-out examples"
+    assert hp.validation_nll is not None  # set by the held-out check this warning reports
     ratio = hp.validation_nll / hp.map_validation_nll if hp.map_validation_nll else float("inf")
     origin = "given" if hp.source == "override" else "the file's"
     return (f"warning: with {origin} τ={tau_text}, N={hp.n_data:.3g} the {kind} predictive's NLL on {where} is "

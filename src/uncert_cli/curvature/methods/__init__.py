@@ -17,10 +17,10 @@ from uncert_cli.curvature.methods.lowrank import LowRankMethod
 from uncert_cli.curvature.methods.vi import VIMethod
 from uncert_cli.core.vocabulary import Method
 
-METHODS: dict[Method, CurvatureMethod] = {
+METHODS: dict[str, CurvatureMethod] = {  # keyed by Method members (str)
     method.name: method
     for method in (DiagMethod(), KFACMethod(), FullMethod(), LowRankMethod(), EKFACMethod(), KFACDiagMethod(), VIMethod())
 }
 RANKED_METHODS: tuple[str, ...] = tuple(name for name, method in METHODS.items() if method.takes_rank)
 
-__all__ = ["METHODS", "RANKED_METHODS", "BatchSource", "BuildRequest", "CurvatureMethod"]
+__all__ = ["METHODS", "RANKED_METHODS", "BatchSource", "BuildRequest", "CurvatureMethod", "Method"]

@@ -35,8 +35,8 @@ class BuildRequest:
     are honoured by the streaming methods only; ``rank`` by the methods that take one.
     """
 
-    fisher_type: FisherType = "exact"
-    task: Task = "classification"
+    fisher_type: FisherType = FisherType.exact
+    task: Task = Task.classification
     mc_samples: int = 1
     subset: str = "all"
     rank: int | None = None

@@ -24,7 +24,8 @@ class LinearisedPredictive(Predictive):
     def predict(self, post, x: Tensor, samples: int, generator) -> Prediction:
         fast = post.output_covariance(x)
         if fast is not None:
-            return self.from_covariance(post, *fast, samples, generator)
+            f, cov = fast
+            return self.from_covariance(post, f, cov, samples, generator)
         return self.without_covariance(post, x, samples, generator)
 
     def predict_many(

@@ -19,8 +19,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 import torch
 from torch import Tensor
@@ -81,13 +82,13 @@ class Structure(ABC):
 
     # ------------------------------------------------------------------ the protocol
     @abstractmethod
-    def precision(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = "eigen") -> Any:
+    def precision(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = PriorMode.eigen) -> Any:
         """The precision state at ``(τ, n_eff)``: eigenvalues ``(P,)`` or ``(O, I')``, or a structure-specific state.
 
         ``mode`` matters only where ``τ`` can enter the factors (KFAC).
         """
 
-    def log_det(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = "eigen") -> Tensor:
+    def log_det(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = PriorMode.eigen) -> Tensor:
         """``log det`` of the precision, differentiable in ``tau`` and ``n_eff``."""
         return torch.log(self.precision(tau, n_eff, mode)).sum()
 
@@ -156,12 +157,22 @@ def sqrt(x: Scalar) -> Scalar:
     return x.sqrt() if isinstance(x, Tensor) else math.sqrt(x)
 
 
+@overload
+def float64(t: Tensor) -> Tensor: ...
+@overload
+def float64(t: None) -> None: ...
 def float64(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.detach().double().cpu()
 
 
 def eigen_tensors(e: KroneckerEigen) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return (e.input_eigenvalues, e.input_eigenvectors, e.output_eigenvalues, e.output_eigenvectors)
+
+
+def map_eigen(e: KroneckerEigen, fn: Callable[[Tensor], Tensor]) -> KroneckerEigen:
+    """``fn`` applied to each of the four eigen tensors (the repairs note stays with the curvature block)."""
+    input_values, input_vectors, output_values, output_vectors = (fn(t) for t in eigen_tensors(e))
+    return KroneckerEigen(input_values, input_vectors, output_values, output_vectors)
 
 
 @dataclass(frozen=True)

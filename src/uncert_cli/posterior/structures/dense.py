@@ -37,7 +37,7 @@ class DenseStructure(FlatPacked):
     def num_params(self) -> int:
         return self.eigenvalues.numel()
 
-    def precision(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = "eigen") -> Tensor:
+    def precision(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = PriorMode.eigen) -> Tensor:
         return n_eff * self.eigenvalues + tau
 
     def marginal_variance(self, prec: Tensor) -> dict[str, Tensor]:

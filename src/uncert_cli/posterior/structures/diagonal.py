@@ -42,7 +42,7 @@ class DiagonalStructure(FlatPacked):
     def num_params(self) -> int:
         return self.diagonal.numel()
 
-    def precision(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = "eigen") -> Tensor:
+    def precision(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = PriorMode.eigen) -> Tensor:
         return n_eff * self.diagonal + tau
 
     def marginal_variance(self, prec: Tensor) -> dict[str, Tensor]:

@@ -33,6 +33,7 @@ from uncert_cli.posterior.structures.base import (
     check_waug_shapes,
     eigen_tensors,
     float64,
+    map_eigen,
     sqrt,
 )
 
@@ -59,21 +60,21 @@ class KroneckerStructure(WAugPacked):
             )
         eig = block.eigen()
         if not all(t.device == ref.device and t.dtype == ref.dtype and not t.requires_grad for t in eigen_tensors(eig)):
-            eig = KroneckerEigen(*(t.detach().to(device=ref.device, dtype=ref.dtype) for t in eigen_tensors(eig)))
+            eig = map_eigen(eig, lambda t: t.detach().to(device=ref.device, dtype=ref.dtype))
         return cls(block.module, tuple(block.param_names), shapes, eig,
                    factors=(block.output_factor, block.input_factor))
 
     def noise_shape(self) -> tuple[int, ...]:
         return (self.out_dim, self.in_dim)
 
-    def precision(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = "eigen") -> Tensor:
+    def precision(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = PriorMode.eigen) -> Tensor:
         lg, la = self.eigen.output_eigenvalues, self.eigen.input_eigenvalues
         if mode == "eigen":
             return n_eff * torch.outer(lg, la) + tau
         sn, st = sqrt(n_eff), sqrt(tau)
         return torch.outer(sn * lg + st, sn * la + st)
 
-    def log_det(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = "eigen") -> Tensor:
+    def log_det(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = PriorMode.eigen) -> Tensor:
         if mode != "factor":
             return super().log_det(tau, n_eff, mode)
         sn, st = sqrt(n_eff), sqrt(tau)
@@ -107,7 +108,7 @@ class KroneckerStructure(WAugPacked):
         return e.output_eigenvectors.square() @ self._eigenvalue_products() @ e.input_eigenvectors.square().T
 
     def to_float64(self) -> Structure:
-        return replace(self, eigen=KroneckerEigen(*(float64(t) for t in eigen_tensors(self.eigen))))
+        return replace(self, eigen=map_eigen(self.eigen, float64))
 
     @property
     def kronecker_eigen(self) -> KroneckerEigen | None:
@@ -130,13 +131,14 @@ class EKFACStructure(KroneckerStructure):
         out_dim, in_dim = check_waug_shapes(block.module, shapes)
         if tuple(block.eigenvalues.shape) != (out_dim, in_dim):
             raise UserError(f"EKFAC eigenvalues of '{block.module}' are not ({out_dim}, {in_dim}); recompute them")
-        eig = KroneckerEigen(*(cast(t, ref) for t in eigen_tensors(block.eigen)))
+        eig = map_eigen(block.eigen, lambda t: cast(t, ref))
         return cls(block.module, tuple(block.param_names), shapes, eig, corrected=cast(block.eigenvalues, ref).clamp_min(0))
 
-    def precision(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = "eigen") -> Tensor:
+    def precision(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = PriorMode.eigen) -> Tensor:
+        assert self.corrected is not None  # set by from_block
         return n_eff * self.corrected + tau
 
-    def log_det(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = "eigen") -> Tensor:
+    def log_det(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = PriorMode.eigen) -> Tensor:
         return torch.log(self.precision(tau, n_eff, mode)).sum()
 
     def _eigenvalue_products(self) -> Tensor:
@@ -144,5 +146,5 @@ class EKFACStructure(KroneckerStructure):
         return self.corrected
 
     def to_float64(self) -> Structure:
-        return replace(self, eigen=KroneckerEigen(*(float64(t) for t in eigen_tensors(self.eigen))),
+        return replace(self, eigen=map_eigen(self.eigen, float64),
                        corrected=float64(self.corrected))

@@ -91,12 +91,12 @@ class LowRankStructure(FlatPacked):
         w = self.eigenvectors.to(dtype) * (n_eff * self.eigenvalues.to(dtype).clamp_min(0)).sqrt()
         return d, w / d.sqrt().unsqueeze(1)
 
-    def precision(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = "eigen") -> LowRankPrecision:
+    def precision(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = PriorMode.eigen) -> LowRankPrecision:
         d, w_hat = self._whitened(_detach(tau), _detach(n_eff), torch.float64)
         mu, e = torch.linalg.eigh(w_hat.T @ w_hat)  # K x K: the only decomposition
         return LowRankPrecision(d, w_hat @ e, mu.clamp_min(0), self.diagonal.dtype, self.diagonal.device)
 
-    def log_det(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = "eigen") -> Tensor:
+    def log_det(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = PriorMode.eigen) -> Tensor:
         """Determinant lemma; the Cholesky of ``I + ŴᵀŴ`` keeps it differentiable in ``τ``."""
         dtype = tau.dtype if isinstance(tau, Tensor) else torch.float64
         d, w_hat = self._whitened(tau, n_eff, dtype)
