@@ -2,33 +2,37 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 import sys
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from uncert_cli.core.atomic import check_free_space, check_output_path
-from uncert_cli.cli import options as o
-from uncert_cli.core.device import resolve_device, resolve_dtype
-from uncert_cli.core.errors import UserError
-from uncert_cli.core.distributed import init_from_environment, shutdown
-from uncert_cli.curvature.methods import METHODS as CURVATURE_METHODS
-from uncert_cli.workflows.fit import DEFAULT_EPOCHS, FitOptions, check_memory, expected_file_bytes, fit_to_file
-from uncert_cli.workflows.inputs import (
-    load_checkpoint_model, load_model_data, parse_input_shape, recorded_conversion, with_conversion, with_normalization,
-)
-from uncert_cli.core.memory import parse_size
 from uncert_cli.checkpoint.pickled import record_pickled_arch
+from uncert_cli.cli import options as o
+from uncert_cli.core.atomic import check_free_space, check_output_path
+from uncert_cli.core.device import resolve_device, resolve_dtype
+from uncert_cli.core.distributed import init_from_environment, shutdown
+from uncert_cli.core.errors import UserError
+from uncert_cli.core.memory import parse_size
+from uncert_cli.core.vocabulary import FisherType, Method, PriorMode, Task
+from uncert_cli.curvature.methods import METHODS as CURVATURE_METHODS
 from uncert_cli.curvature.plain_kernels import needs_plain_kernels
-from uncert_cli.workflows.fit_memory import describe
 from uncert_cli.render.console import log, print_json, progress_bar
 from uncert_cli.render.fit import fit_summary, log_coverage_notes, print_fit_summary
 from uncert_cli.storage.factor_file import PriorSettings
-from uncert_cli.core.vocabulary import FisherType, Method, PriorMode, Task
-
+from uncert_cli.workflows.fit import DEFAULT_EPOCHS, FitOptions, check_memory, expected_file_bytes, fit_to_file
+from uncert_cli.workflows.fit_memory import describe
+from uncert_cli.workflows.inputs import (
+    load_checkpoint_model,
+    load_model_data,
+    parse_input_shape,
+    recorded_conversion,
+    with_conversion,
+    with_normalization,
+)
 
 # Fits predicted to peak above this announce the prediction even when stderr is not a terminal.
 ANNOUNCE_PEAK = 1 << 30
@@ -40,21 +44,45 @@ class DtypeChoice(str, Enum):
 
 
 def fit(
-    checkpoint: Annotated[Path, typer.Argument(help="Model checkpoint (.safetensors, .pt, .pth, .ckpt) or a Hugging Face model folder (config.json + weights).")],
+    checkpoint: Annotated[Path, typer.Argument(help=(
+        "Model checkpoint (.safetensors, .pt, .pth, .ckpt) or a Hugging Face model folder (config.json + weights)."
+    ))],
     data: o.DataSpec = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Factor file to write (HDF5).")] = Path("factors.h5"),
-    method: Annotated[Method, typer.Option("--method", help="Curvature structure: diag, kfac, full (dense GGN, small models), lowrank (top-K GGN eigenpairs + diagonal), ekfac (eigenvalue-corrected KFAC), kfac-diag (top-L Kronecker eigenpairs + diagonal), vi (mean-field Gaussian trained by the ELBO, starting from diag).")] = Method.kfac,
-    rank: Annotated[Optional[int], typer.Option("--rank", min=1, help="lowrank: K eigenpairs of the whole GGN; kfac-diag: L Kronecker eigenpairs per layer (default 20).")] = None,
-    fisher: Annotated[FisherType, typer.Option("--fisher", help="exact GGN, Monte-Carlo or empirical Fisher.")] = FisherType.exact,
-    mc_samples: Annotated[int, typer.Option("--mc-samples", min=1, help="Sampled labels per example for --fisher mc; for --method vi, weight samples per ELBO gradient.")] = 1,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="--method vi: passes over the data (default 5).")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="--method vi: Adam's learning rate, decayed to 0 by a cosine (default 1e-3).")] = None,
-    subset: Annotated[str, typer.Option("--subset", help="all, last-layer, or comma-separated module names and glob patterns ('classifier.*', 'layers.1*').")] = "all",
-    layers: Annotated[Optional[str], typer.Option("--layers", help="Alias of --subset with comma-separated module names, e.g. fc1,fc2.")] = None,
-    include_frozen: Annotated[bool, typer.Option("--include-frozen", help="Also cover parameters with requires_grad=False (default: only trainable ones).")] = False,
-    task: Annotated[Optional[Task], typer.Option("--task", help="Override the checkpoint's task.")] = None,
-    prior_precision: Annotated[float, typer.Option("--prior-precision", callback=o.positive, help="Prior precision τ stored as default.")] = 1.0,
-    prior_mode: Annotated[PriorMode, typer.Option("--prior-mode", help="eigen: exact N·λ+τ; factor: Ritter eq. 9.")] = PriorMode.eigen,
+    method: Annotated[Method, typer.Option("--method", help=(
+        "Curvature structure: diag, kfac, full (dense GGN, small models), lowrank (top-K GGN eigenpairs + diagonal), ekfac "
+        "(eigenvalue-corrected KFAC), kfac-diag (top-L Kronecker eigenpairs + diagonal), vi (mean-field Gaussian trained by "
+        "the ELBO, starting from diag)."
+    ))] = Method.kfac,
+    rank: Annotated[int | None, typer.Option("--rank", min=1, help=(
+        "lowrank: K eigenpairs of the whole GGN; kfac-diag: L Kronecker eigenpairs per layer (default 20)."
+    ))] = None,
+    fisher: Annotated[FisherType, typer.Option("--fisher", help=(
+        "exact GGN, Monte-Carlo or empirical Fisher."
+    ))] = FisherType.exact,
+    mc_samples: Annotated[int, typer.Option("--mc-samples", min=1, help=(
+        "Sampled labels per example for --fisher mc; for --method vi, weight samples per ELBO gradient."
+    ))] = 1,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="--method vi: passes over the data (default 5).")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help=(
+        "--method vi: Adam's learning rate, decayed to 0 by a cosine (default 1e-3)."
+    ))] = None,
+    subset: Annotated[str, typer.Option("--subset", help=(
+        "all, last-layer, or comma-separated module names and glob patterns ('classifier.*', 'layers.1*')."
+    ))] = "all",
+    layers: Annotated[str | None, typer.Option("--layers", help=(
+        "Alias of --subset with comma-separated module names, e.g. fc1,fc2."
+    ))] = None,
+    include_frozen: Annotated[bool, typer.Option("--include-frozen", help=(
+        "Also cover parameters with requires_grad=False (default: only trainable ones)."
+    ))] = False,
+    task: Annotated[Task | None, typer.Option("--task", help="Override the checkpoint's task.")] = None,
+    prior_precision: Annotated[float, typer.Option("--prior-precision", callback=o.positive, help=(
+        "Prior precision τ stored as default."
+    ))] = 1.0,
+    prior_mode: Annotated[PriorMode, typer.Option("--prior-mode", help=(
+        "eigen: exact N·λ+τ; factor: Ritter eq. 9."
+    ))] = PriorMode.eigen,
     n_data: o.NData = None,
     split: o.Split = None,
     limit: o.Limit = None,
@@ -73,13 +101,16 @@ def fit(
     model_output: o.ModelOutput = None,
     trust_remote_code: o.TrustRemoteCode = False,
     input_shape: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--input-shape", metavar="D1,D2,...", help="One example's shape as the model takes it (e.g. 64,16 for "
-                     "sequences of 64 steps with 16 features), when the checkpoint does not record it and the data is ambiguous."),
+                     "sequences of 64 steps with 16 features), when the checkpoint does not record it and the data is "
+                     "ambiguous."),
     ] = None,
     device: o.Device = o.DeviceChoice.auto,
     dtype: Annotated[DtypeChoice, typer.Option("--dtype", help="Computation precision.")] = DtypeChoice.float32,
-    max_memory: Annotated[Optional[str], typer.Option("--max-memory", help="Refuse if the fit's predicted peak memory is larger (e.g. 8GiB; default: the memory available on this machine).")] = None,
+    max_memory: Annotated[str | None, typer.Option("--max-memory", help=(
+        "Refuse if the fit's predicted peak memory is larger (e.g. 8GiB; default: the memory available on this machine)."
+    ))] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for Monte-Carlo labels.")] = 0,
     json_output: o.Json = False,
     quiet: o.Quiet = False,

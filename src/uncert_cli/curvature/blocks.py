@@ -155,7 +155,8 @@ class MeanFieldBlock(CurvatureBlock):
     """A mean-field Gaussian fitted by variational inference (``--method vi``): its own mean and, per
     parameter, a data term ``d ≥ 0`` in the units of a curvature diagonal, so that the variance is
     ``1 / (n_eff · d + τ)`` exactly as for a diagonal Laplace block (at the fit's ``N`` and ``τ`` it is
-    the variational variance; other ``N``, ``τ`` rescale it as they would a Laplace's)."""
+    the variational variance; other ``N``, ``τ`` rescale it as they would a Laplace's).
+    """
 
     module: str
     param_names: tuple[str, ...]

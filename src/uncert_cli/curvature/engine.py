@@ -18,18 +18,18 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from uncert_cli.curvature.blocks import Block, Curvature
+from uncert_cli.core.errors import UserError
 from uncert_cli.core.model_state import model_state
 from uncert_cli.core.slow_path import announce_slow_path, out_of_memory, vmap_unsupported
 from uncert_cli.core.vocabulary import FisherType, Method, Task
+from uncert_cli.curvature.blocks import Block, Curvature
 from uncert_cli.curvature.diagonal import GenericDiagAccumulator, LinearConvDiagAccumulator
-from uncert_cli.curvature.plain_kernels import plain_kernels
 from uncert_cli.curvature.hooks import Capture, backprop_vectors
 from uncert_cli.curvature.kronecker import KroneckerAccumulator
 from uncert_cli.curvature.loss_vectors import loss_backward_vectors
+from uncert_cli.curvature.plain_kernels import plain_kernels
 from uncert_cli.curvature.recurrent_diag import RecurrentDiagAccumulator
 from uncert_cli.curvature.subset import Unit, select_units
-from uncert_cli.core.errors import UserError
 
 # Bound on the elements of the backward vectors propagated at once (K-chunk × tracked outputs),
 # split into equal chunks. On the MNIST MLP (9 vectors, batch 256, 2 threads) 3·2**19 runs them

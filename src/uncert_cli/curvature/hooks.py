@@ -157,7 +157,8 @@ class Capture:
         view; the network computes the same numbers, since it broadcast the output anyway), the output
         has a gradient row per example, and the module's per-example gradients follow from its own
         forward on the shared input. Shared: an embedding looked up with indices of leading size 1, or
-        any output of leading size 1 from inputs none of whose sizes is the batch size."""
+        any output of leading size 1 from inputs none of whose sizes is the batch size.
+        """
         B = self.batch_size
         if B is None or B == 1 or output.dim() == 0 or output.shape[0] != 1:
             return output

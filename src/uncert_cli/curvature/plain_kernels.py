@@ -37,7 +37,8 @@ def _recurrent(module: nn.RNNBase, record: Recorder | None):
 
 def runs_own_forward(module: nn.Module) -> bool:
     """Whether ``module`` runs its class's forward or :func:`plain_kernels`' plain one (not a
-    forward someone assigned to the instance, which a recorder would replace)."""
+    forward someone assigned to the instance, which a recorder would replace).
+    """
     own = vars(module).get("forward")
     return own is None or getattr(own, "plain_recurrent", False)
 

@@ -56,7 +56,8 @@ Recorder = Callable[[DirectionRecord], None]
 def _step(mode: str, x_proj: Tensor, h: Tensor, c: Tensor | None, w_hh: Tensor, b_hh: Tensor | None,
           w_hr: Tensor | None, resets: list[Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
     """One time step of one layer and direction; ``x_proj = x W_ihᵀ + b_ih`` is precomputed.
-    A GRU step appends its reset gate to ``resets`` when given."""
+    A GRU step appends its reset gate to ``resets`` when given.
+    """
     h_proj = F.linear(h, w_hh, b_hh)
     if mode == "LSTM":
         i, f, g, o = (x_proj + h_proj).chunk(4, dim=-1)

@@ -21,6 +21,8 @@ LSTMs with ``proj_size`` and modules some of whose parameters are not covered ke
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -47,7 +49,8 @@ class RecurrentDiagAccumulator:
     @staticmethod
     def covers(unit: Unit) -> bool:
         """A whole recurrent module (every parameter covered, no tying, no projection) on its own
-        or the plain forward, which reports its gates."""
+        or the plain forward, which reports its gates.
+        """
         module = unit.module
         return (
             isinstance(module, nn.RNNBase)
@@ -62,7 +65,7 @@ class RecurrentDiagAccumulator:
         self.capture = capture
         module = unit.module
         self.gru = module.mode == "GRU"
-        self.hidden_size = module.hidden_size
+        self.hidden_size: int = cast(nn.RNNBase, module).hidden_size
         self.sums_ = {n: torch.zeros_like(p, dtype=dtype, device=device) for n, p in zip(unit.local_names, unit.params)}
         self._pending: list[tuple[DirectionRecord, int]] = []  # this call's records, input versions
         self._calls: list[list[tuple[DirectionRecord, int]]] = []  # per call of this batch

@@ -28,17 +28,18 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from uncert_cli.curvature.blocks import MeanFieldBlock
-from uncert_cli.curvature.subset import Unit
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.likelihood import categorical_nll_sum, gaussian_nll_sum, regression_residual
 from uncert_cli.core.model_state import eval_mode
+from uncert_cli.curvature.blocks import MeanFieldBlock
+from uncert_cli.curvature.subset import Unit
 
 # d starts at max(diagonal, this · τ / n_eff): a weight the data never touched gets a data term a millionth
 # of the prior's precision (log d must be finite), i.e. a variance 1e-6 below the prior's.
@@ -130,7 +131,7 @@ class _Variational:
             if isinstance(module, nn.Linear):
                 var = F.linear(x.square(), self.variance(weight), var_b)
             else:
-                var = module._conv_forward(x.square(), self.variance(weight), var_b)
+                var = cast(Any, module)._conv_forward(x.square(), self.variance(weight), var_b)  # a Conv1d/2d
             # clamped so that an output no input reaches (var = 0) gets a zero, not an infinite, gradient
             return output + var.clamp_min(torch.finfo(var.dtype).tiny).sqrt() * self._noise(output)
 
@@ -188,7 +189,7 @@ def fit_mean_field(
             log_lik, count = 0.0, 0
             for x, y in batches():
                 optimiser.zero_grad(set_to_none=True)
-                nll = sum(_nll_sum(q.sample_forward(x), y, settings) for _ in range(settings.mc_samples))
+                nll = cast(Tensor, sum(_nll_sum(q.sample_forward(x), y, settings) for _ in range(settings.mc_samples)))
                 nll = nll / settings.mc_samples
                 kl = q.kl()
                 loss = (settings.n_data / len(x) * nll + kl) / settings.n_data  # −ELBO / N: steps independent of N
@@ -201,7 +202,8 @@ def fit_mean_field(
                     settings.on_batch(len(x))
                 if settings.on_status is not None:
                     ell = settings.n_data / count * log_lik
-                    settings.on_status(f"ELBO {ell - float(kl.detach()):,.5g} = E log p {ell:,.5g} − KL {float(kl.detach()):,.5g}")
+                    kl_value = float(kl.detach())
+                    settings.on_status(f"ELBO {ell - kl_value:,.5g} = E log p {ell:,.5g} − KL {kl_value:,.5g}")
             ell = settings.n_data / max(1, count) * log_lik
             with torch.no_grad():
                 kl_end = float(q.kl())

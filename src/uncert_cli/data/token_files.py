@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from uncert_cli.core.errors import UserError
 from uncert_cli.data.arrays import as_tensor, standardize_targets
 from uncert_cli.data.dataset import ArrayDataset
-from uncert_cli.core.errors import UserError
 
 TOKEN_FIELDS: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
 LABEL_FIELDS: tuple[str, ...] = ("labels", "label", "y")

@@ -15,8 +15,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 
 from uncert_cli.core.errors import UserError
-from uncert_cli.posterior.structures import Structure
 from uncert_cli.core.slow_path import announce_slow_path, vmap_unsupported
+from uncert_cli.posterior.structures import Structure
 
 DEFAULT_MAX_ELEMENTS = 1 << 24  # numbers per Jacobian chunk (128 MiB in float64)
 
@@ -57,7 +57,7 @@ def functional_variance(
         def f(p: dict[str, Tensor]) -> Tensor:
             return functional_call(model, p, (xi.unsqueeze(0),)).reshape(-1)
 
-        out, vjp_fn = vjp(f, params)
+        out, vjp_fn = vjp(f, params)[:2]
         return vmap(vjp_fn)(eye.to(out.dtype))[0]  # name -> (C, *shape)
 
     with torch.no_grad():  # torch.func.vjp ignores an outer no_grad; this only keeps the reductions graph-free
@@ -67,7 +67,8 @@ def functional_variance(
 def _chunk_jacobians(per_example, chunk: Tensor, state: dict[str, bool]) -> dict[str, Tensor]:
     """``name -> (b, C, *shape)`` for the examples of ``chunk``: vmapped over them, or one by one once vmap
     has failed on this model (data-dependent control flow on an input, such as transformers checking
-    whether an attention mask masks anything)."""
+    whether an attention mask masks anything).
+    """
     if state.get("vmap", True):
         try:
             return vmap(per_example)(chunk)
@@ -81,7 +82,7 @@ def _chunk_jacobians(per_example, chunk: Tensor, state: dict[str, bool]) -> dict
 
 
 def _reduce_chunks(per_example, specs, prec_eigs, x: Tensor, chunk_size: int) -> Tensor:
-    result = []
+    result: list[Tensor] = []
     state: dict[str, bool] = {}
     for start in range(0, x.shape[0], chunk_size):
         jac = _chunk_jacobians(per_example, x[start : start + chunk_size], state)  # name -> (b, C, *shape)
@@ -89,5 +90,6 @@ def _reduce_chunks(per_example, specs, prec_eigs, x: Tensor, chunk_size: int) ->
         for spec, eigs in zip(specs, prec_eigs):
             q = spec.quadratic_form(eigs, {n: jac[n] for n in spec.param_names}, batch_dims=2)
             var = q if var is None else var + q
+        assert var is not None  # a posterior has at least one block
         result.append(var)
     return torch.cat(result)

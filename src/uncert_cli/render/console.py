@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -53,19 +53,20 @@ class _SamplesPerSecond(TextColumn):
     def __init__(self) -> None:
         super().__init__("")
 
-    def render(self, task):  # type: ignore[override]
+    def render(self, task):
         speed = task.finished_speed or task.speed
         return super().render(task) if speed is None else f"{speed:,.0f} samples/s"
 
 
 class Advance:
     """What :func:`progress_bar` yields: ``advance(n_examples)``, and ``advance.describe(text)`` to show a
-    short status after the bar's name (e.g. the ELBO of a variational fit)."""
+    short status after the bar's name (e.g. the ELBO of a variational fit).
+    """
 
     def __init__(self, progress: Progress | None = None, task=None, description: str = "") -> None:
         self._progress, self._task, self._description = progress, task, description
 
-    def __call__(self, n: int) -> None:
+    def __call__(self, n: float) -> None:
         if self._progress is not None:
             self._progress.advance(self._task, n)
 

@@ -69,7 +69,8 @@ def top_layers(shares: Sequence[float], k: int, eligible: Sequence[bool] | None 
 def _block_of(name: str) -> tuple[str, str] | None:
     """``("bert.encoder.layer.3", "attention.self.query")``: the path up to its first numbered component
     and the rest, else the parent module and the last component (``("bert.embeddings", "LayerNorm")``);
-    ``None`` for a top-level name (``fc1``, ``classifier``)."""
+    ``None`` for a top-level name (``fc1``, ``classifier``).
+    """
     parts = name.split("+")[0].split(".")
     for k, part in enumerate(parts[:-1]):
         if part.isdigit() and k > 0:

@@ -88,49 +88,63 @@ def _total(shapes: list[list[int]]) -> int:
 
 
 # ------------------------------------------------------------------------------ flat structures
+def _write_diagonal(group: h5py.Group, diagonal: tuple[Tensor, ...]) -> None:
+    """``diagonal/<j>``: one dataset per parameter, shaped like it."""
+    datasets = group.create_group("diagonal")
+    for j, values in enumerate(diagonal):
+        write_array(datasets, str(j), values)
+
+
+def _read_diagonal(group: h5py.Group, header: Header) -> tuple[Tensor, ...]:
+    datasets = group["diagonal"]
+    return tuple(read_tensor(datasets[str(j)]) for j in range(len(header.param_names)))
+
+
+def _expected_diagonal(shapes: list[list[int]]) -> Expected:
+    return {f"diagonal/{j}": (tuple(s), FLOAT_DTYPES) for j, s in enumerate(shapes)}
+
+
+def _diagonal_arrays(diagonal: tuple[Tensor, ...]) -> list[tuple[str, Tensor, Rule]]:
+    return [(f"diagonal/{j}", d, "nonnegative") for j, d in enumerate(diagonal)]
+
+
 class DiagonalCodec(Codec):
     tag = "diagonal"
 
     def write(self, group: h5py.Group, block: DiagonalBlock) -> None:
-        diagonal = group.create_group("diagonal")
-        for j, values in enumerate(block.diagonal):
-            write_array(diagonal, str(j), values)
+        _write_diagonal(group, block.diagonal)
 
     def read(self, group: h5py.Group, header: Header) -> CurvatureBlock:
-        diagonal = group["diagonal"]
-        return DiagonalBlock(header.module, header.param_names, header.param_shapes,
-                             tuple(read_tensor(diagonal[str(j)]) for j in range(len(header.param_names))))
+        return DiagonalBlock(header.module, header.param_names, header.param_shapes, _read_diagonal(group, header))
 
     def expected(self, group: h5py.Group, shapes: list[list[int]], where: str, path: Path) -> Expected:
-        return {f"diagonal/{j}": (tuple(s), FLOAT_DTYPES) for j, s in enumerate(shapes)}
+        return _expected_diagonal(shapes)
 
     def arrays(self, block: DiagonalBlock) -> list[tuple[str, Tensor, Rule]]:
-        return [(f"diagonal/{j}", d, "nonnegative") for j, d in enumerate(block.diagonal)]
+        return _diagonal_arrays(block.diagonal)
 
 
-class MeanFieldCodec(DiagonalCodec):
+class MeanFieldCodec(Codec):
     """The diagonal codec's datasets, then the variational mean (any sign) in ``mean/<j>``."""
 
     tag = "meanfield"
 
     def write(self, group: h5py.Group, block: MeanFieldBlock) -> None:
-        super().write(group, block)
+        _write_diagonal(group, block.diagonal)
         mean = group.create_group("mean")
         for j, values in enumerate(block.mean):
             write_array(mean, str(j), values)
 
     def read(self, group: h5py.Group, header: Header) -> CurvatureBlock:
         count = range(len(header.param_names))
-        return MeanFieldBlock(header.module, header.param_names, header.param_shapes,
-                              tuple(read_tensor(group["diagonal"][str(j)]) for j in count),
+        return MeanFieldBlock(header.module, header.param_names, header.param_shapes, _read_diagonal(group, header),
                               tuple(read_tensor(group["mean"][str(j)]) for j in count))
 
     def expected(self, group: h5py.Group, shapes: list[list[int]], where: str, path: Path) -> Expected:
-        return {**super().expected(group, shapes, where, path),
-                **{f"mean/{j}": (tuple(s), FLOAT_DTYPES) for j, s in enumerate(shapes)}}
+        return {**_expected_diagonal(shapes), **{f"mean/{j}": (tuple(s), FLOAT_DTYPES) for j, s in enumerate(shapes)}}
 
     def arrays(self, block: MeanFieldBlock) -> list[tuple[str, Tensor, Rule]]:
-        return [*super().arrays(block), *((f"mean/{j}", m, "finite") for j, m in enumerate(block.mean))]
+        return [*_diagonal_arrays(block.diagonal), *((f"mean/{j}", m, "finite") for j, m in enumerate(block.mean))]
 
 
 class DenseCodec(Codec):

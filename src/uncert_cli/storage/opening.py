@@ -53,6 +53,9 @@ def model_from_factor_file(
     caller never calls the network, so a file naming a user's class is answered from its weights alone.
     A posterior with its own mean (``--method vi``) has it in place of the covered weights, after the
     stored weights were checked against the fingerprint: that mean is the posterior's "MAP".
+
+    Returns:
+        The module at the MAP weights (or the posterior's own mean), its metadata and fingerprint.
     """
     loaded = _checkpoint_model(factors, arch=arch, arch_kwargs=arch_kwargs, runs_model=runs_model)
     params = dict(loaded.module.named_parameters())
@@ -104,6 +107,12 @@ def _hf_available() -> bool:
 def _names_builtin(arch: str, runs_model: bool) -> bool:
     """:func:`is_builtin_arch`, except that a command running no network answers a file naming a timm model
     from its weights alone where timm is not installed (rather than asking to install it).
+
+    Returns:
+        Whether the name is one uncert builds itself.
+
+    Raises:
+        UserError: a timm name without timm, when the network is to run.
     """
     try:
         return is_builtin_arch(arch)
@@ -119,6 +128,9 @@ def _given_module(factors: FactorFile, arch: str, arch_kwargs: Sequence[str] | N
     Its keyword arguments: those recorded at fit when ``--arch`` names the recorded class (plain values only:
     they come from the file), updated by ``--arch-kwargs`` -- as ``uncert fit`` treats a checkpoint's recorded
     ones.
+
+    Returns:
+        The module, built but without the stored weights.
     """
     meta = factors.model_meta
     given = parse_arch_kwargs(list(arch_kwargs or []))
@@ -177,6 +189,7 @@ def _weights_only(factors: FactorFile) -> LoadedModel:
 
 
 def open_factor_model(path: str | Path, *, arch: str | None = None, arch_kwargs: Sequence[str] | None = None) -> LoadedModel:
+    """The network of the factor file at ``path`` at its MAP weights (:func:`model_from_factor_file`)."""
     return model_from_factor_file(read_factor_file(path), arch=arch, arch_kwargs=arch_kwargs)
 
 
@@ -212,6 +225,9 @@ def open_posterior(
     ``flags``: which hyperparameters the calling command can override with a flag (keys of
     :data:`OVERRIDE_FLAGS`); an unusable stored value is refused naming the file and those flags.
     ``arch``, ``arch_kwargs``, ``runs_model``: see :func:`model_from_factor_file`.
+
+    Returns:
+        The file, its model and its posterior.
     """
     factors = read_factor_file(path)
     loaded = model_from_factor_file(factors, arch=arch, arch_kwargs=arch_kwargs, runs_model=runs_model)

@@ -67,6 +67,7 @@ class FitOptions:
 
 @dataclass
 class FitResult:
+    """A fit's curvature with the numbers the factor file and the summary record."""
     curvature: Curvature
     info: dict[str, Any]  # what the factor file's /fit group records
     memory: MemoryEstimate | None = None  # the peak predicted before the fit (fit's JSON, not the file)
@@ -106,6 +107,12 @@ def effective_rank(model: torch.nn.Module, options: FitOptions) -> int | None:
     lowrank: K eigenpairs of the joint GGN, at most its parameter count P. kfac-diag: L Kronecker
     eigenpairs per layer, at most the largest Linear/Conv layer's parameter count (smaller layers
     keep all of theirs). The default (20) shrinks to what the model has.
+
+    Returns:
+        The rank, or None for a method that takes none.
+
+    Raises:
+        UserError: the rank asked for exceeds what the model has.
     """
     builder = CURVATURE_METHODS[options.method]
     if not builder.takes_rank:
@@ -146,6 +153,12 @@ def memory_cap(options: FitOptions) -> int | None:
 def check_memory(model: torch.nn.Module, options: FitOptions, data: ArrayDataset) -> MemoryEstimate:
     """Predict the fit's peak memory; refuse (before any data pass) above ``max_memory``, or above
     the memory available on this machine when no cap is given (the same rule for every method).
+
+    Returns:
+        The prediction, whose ``peak`` the CLI announces.
+
+    Raises:
+        UserError: the options are inconsistent, or the predicted peak is above the cap.
     """
     validate_options(options)
     effective_rank(model, options)
@@ -222,6 +235,12 @@ def fit_laplace(
     refuse and announce before the fit starts); otherwise it is checked here. ``prior``: the ``N``,
     ``τ`` and noise the factor file will hold, which a method that trains (vi) fits with.
     ``on_status``: a short progress line (vi: the ELBO and its terms).
+
+    Returns:
+        The curvature, the MAP log-likelihood and accuracy, and what the factor file records.
+
+    Raises:
+        UserError: the options are inconsistent or the fit would not fit in memory.
     """
     validate_options(options)
     ctx = ctx or DistributedContext()
@@ -303,6 +322,9 @@ def expected_file_bytes(model: torch.nn.Module, options: FitOptions) -> int:
     The file holds the weights and the factors (and, for Kronecker blocks, their eigenvectors too),
     gzip-compressed; float data rarely compresses below half, so half of weights + factors is a size
     the file will not undercut. The exact size is checked again before the file is written.
+
+    Returns:
+        The bound in bytes.
     """
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     return (weights + factor_bytes(model, options)) // 2

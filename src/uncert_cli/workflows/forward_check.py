@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from uncert_cli.checkpoint.keyword_inputs import feed_keyword_inputs
-from uncert_cli.data import ArrayDataset
-from uncert_cli.data.dataset import inputs_to, is_token_ids
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.model_state import model_state
+from uncert_cli.data import ArrayDataset
+from uncert_cli.data.dataset import inputs_to, is_token_ids
 
 # Two examples, not one: some models (batch statistics, squeezes of the batch axis) fail on a single
 # example only, which would blame the data for something every real batch avoids.

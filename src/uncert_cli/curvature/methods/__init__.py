@@ -8,6 +8,7 @@ read back by ``posterior.structures`` and ``storage.codecs``.
 
 from __future__ import annotations
 
+from uncert_cli.core.vocabulary import Method
 from uncert_cli.curvature.methods.base import BatchSource, BuildRequest, CurvatureMethod
 from uncert_cli.curvature.methods.ekfac import EKFACMethod
 from uncert_cli.curvature.methods.engine_methods import DiagMethod, KFACMethod
@@ -15,7 +16,6 @@ from uncert_cli.curvature.methods.full import FullMethod
 from uncert_cli.curvature.methods.kfac_diag import KFACDiagMethod
 from uncert_cli.curvature.methods.lowrank import LowRankMethod
 from uncert_cli.curvature.methods.vi import VIMethod
-from uncert_cli.core.vocabulary import Method
 
 METHODS: dict[str, CurvatureMethod] = {  # keyed by Method members (str)
     method.name: method

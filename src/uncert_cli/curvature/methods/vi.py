@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 from torch import nn
 
-from uncert_cli.curvature.blocks import Curvature
+from uncert_cli.core.vocabulary import FisherType, Method
+from uncert_cli.curvature.blocks import Curvature, CurvatureBlock, DiagonalBlock
 from uncert_cli.curvature.engine import compute_curvature
 from uncert_cli.curvature.methods.base import SLACK_BYTES, BatchSource, BuildRequest, CurvatureMethod, units_of
 from uncert_cli.curvature.subset import Unit
 from uncert_cli.curvature.variational import VariationalSettings, fit_mean_field
-from uncert_cli.core.vocabulary import FisherType, Method
 
 # Per covered parameter while training: μ and s with their gradients and Adam's two moments each, and
 # the sampled weights or the local units' variances (in the model's element size).
@@ -32,7 +33,8 @@ class VIMethod(CurvatureMethod):
             model, source(), method=Method.diag, fisher_type=FisherType.exact, task=request.task,
             subset=request.subset, on_batch=request.on_batch, include_frozen=request.include_frozen,
         )
-        diagonal = {n: d for block in start.blocks for n, d in zip(block.param_names, block.diagonal)}
+        diagonals = [cast(DiagonalBlock, block) for block in start.blocks]  # method diag gives diagonal blocks only
+        diagonal = {n: d for block in diagonals for n, d in zip(block.param_names, block.diagonal)}
         settings = VariationalSettings(
             n_data=request.n_data if request.n_data is not None else start.n_data,
             prior_precision=request.prior_precision, task=request.task, noise_std=request.noise_std,
@@ -42,7 +44,7 @@ class VIMethod(CurvatureMethod):
         units = units_of(model, request.subset, request.include_frozen)
         blocks, history = fit_mean_field(model, units, source, diagonal, settings)
         return dataclasses.replace(
-            start, blocks=blocks, method=Method.vi, mc_samples=request.mc_samples,
+            start, blocks=list[CurvatureBlock](blocks), method=Method.vi, mc_samples=request.mc_samples,
             notes={"vi": {"epochs": request.epochs, "lr": request.lr, "mc_samples": request.mc_samples,
                           "n_data": settings.n_data, "prior_precision": settings.prior_precision,
                           "noise_std": settings.noise_std, **dataclasses.asdict(history)}},
