@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from uncert_cli.data.arrays import dataset_from_arrays
-from uncert_cli.data.declared import check_declared_size, check_npz_member
-from uncert_cli.data.dataset import ArrayDataset
-from uncert_cli.data.image_folder import load_image_folder
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.input_files import check_input_file
+from uncert_cli.data.arrays import dataset_from_arrays
+from uncert_cli.data.dataset import ArrayDataset
+from uncert_cli.data.declared import check_declared_size, check_npz_member
 from uncert_cli.data.hf_datasets import is_hf_dataset, load_hf_dataset
+from uncert_cli.data.image_folder import load_image_folder
 from uncert_cli.data.token_files import load_token_arrays, token_splits
 
 NPZ_SUFFIXES = (".npz",)
@@ -73,12 +73,14 @@ INPUT_ONLY_KEYS: tuple[str, ...] = ("x", "images", "inputs")
 
 def _pick_keys(available: Sequence[str], spec: FileSpec) -> tuple[str, str | None]:
     """``(input array, label array)``; the label is ``None`` only for ``spec.labels_optional`` files
-    holding inputs alone."""
+    holding inputs alone.
+    """
     source, wanted = str(spec.path), spec.keys
     if wanted is not None:
         missing = [key for key in wanted if key not in available]
         if missing:
-            raise UserError(f"{source} has no array named {missing[0]!r} (it has: {', '.join(available) or 'nothing'}); fix the names after ':'")
+            has = ", ".join(available) or "nothing"
+            raise UserError(f"{source} has no array named {missing[0]!r} (it has: {has}); fix the names after ':'")
         return wanted
     for pair in DEFAULT_KEY_PAIRS:
         if all(key in available for key in pair):
@@ -139,12 +141,14 @@ def load_hdf5(spec: FileSpec, name: str, limit: int | None) -> ArrayDataset:
     except UserError:
         raise
     except (OSError, ValueError, TypeError) as err:
-        raise UserError(f"cannot read {spec.path} as HDF5 ({err}); check the file, or name the datasets as PATH:INPUTS,LABELS") from err
+        raise UserError(
+            f"cannot read {spec.path} as HDF5 ({err}); check the file, or name the datasets as PATH:INPUTS,LABELS"
+        ) from err
     return dataset_from_arrays(name, inputs, labels)
 
 
 def _is_zip(path: Path) -> bool:
-    """torch's zip format (the default since 1.6) can be memory-mapped; the legacy format cannot."""
+    """Torch's zip format (the default since 1.6) can be memory-mapped; the legacy format cannot."""
     import zipfile
 
     return zipfile.is_zipfile(path)
@@ -224,7 +228,8 @@ def _load_token_file(
     spec: FileSpec, spec_text: str, limit: int | None, split: str, required_by: str | None
 ) -> ArrayDataset | None:
     """Token data (``input_ids`` + ``attention_mask``/``token_type_ids``, :mod:`.token_files`) of an npz or
-    HDF5 file; ``None`` when the file holds none (it is then read as ``x``/``y`` arrays)."""
+    HDF5 file; ``None`` when the file holds none (it is then read as ``x``/``y`` arrays).
+    """
     from uncert_cli.data.file_splits import array_names
 
     suffix = spec.path.suffix.lower()
@@ -234,7 +239,7 @@ def _load_token_file(
     if available is None or token_splits(available) is None:
         return None
     where = str(spec.path)
-    common = dict(split=split, required_by=required_by, limit=limit, labels_optional=spec.labels_optional)
+    common: dict[str, Any] = dict(split=split, required_by=required_by, limit=limit, labels_optional=spec.labels_optional)
     try:
         if suffix in NPZ_SUFFIXES:
             with np.load(spec.path, allow_pickle=False) as archive:

@@ -14,7 +14,14 @@ from pathlib import Path
 
 from torch import nn
 
-from uncert_cli.analysis.attack import ATTACK_SAMPLES, ATTACK_KINDS, AttackedPredictive, AttackReport, targeted_attack, untargeted_attack
+from uncert_cli.analysis.attack import (
+    ATTACK_KINDS,
+    ATTACK_SAMPLES,
+    AttackedPredictive,
+    AttackReport,
+    targeted_attack,
+    untargeted_attack,
+)
 from uncert_cli.analysis.ood import (
     Hyperparameters,
     OODReport,
@@ -27,18 +34,18 @@ from uncert_cli.analysis.ood import (
 )
 from uncert_cli.checkpoint import LoadedModel, ModelMeta
 from uncert_cli.checkpoint.hf_folder import tokenizer_folder
-from uncert_cli.data import ArrayDataset, ImageConversion, adapt_to_model, load_dataset, parse_normalize
-from uncert_cli.curvature.plain_kernels import needs_plain_kernels
-from uncert_cli.data.dataset import is_token_ids
 from uncert_cli.core.errors import UserError
+from uncert_cli.core.progress import Progress, no_progress
+from uncert_cli.core.vocabulary import PriorMode
+from uncert_cli.curvature.plain_kernels import needs_plain_kernels
+from uncert_cli.data import ArrayDataset, ImageConversion, adapt_to_model, load_dataset, parse_normalize
+from uncert_cli.data.dataset import is_token_ids
+from uncert_cli.posterior import LaplacePosterior, predictives
+from uncert_cli.posterior.predictives import DEFAULT_LAPLACE, FALLBACK_LAPLACE  # noqa: F401 - older import path
+from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
 from uncert_cli.storage.opening import OpenedFactors, open_posterior
 from uncert_cli.workflows.forward_check import check_model_runs
 from uncert_cli.workflows.inputs import convert_as_recorded, load_model_data, recorded_conversion
-from uncert_cli.posterior import LaplacePosterior
-from uncert_cli.posterior import predictives
-from uncert_cli.posterior.predictives import DEFAULT_LAPLACE, FALLBACK_LAPLACE  # noqa: F401 - older import path
-from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
-from uncert_cli.core.progress import Progress, no_progress
 from uncert_cli.workflows.validation import (
     HONESTY_RATIO,
     ValidationChoice,
@@ -46,7 +53,6 @@ from uncert_cli.workflows.validation import (
     load_held_out,
     resolve_val_from,
 )
-from uncert_cli.core.vocabulary import PriorMode
 
 PREDICTIVES = predictives.kinds()
 
@@ -58,7 +64,14 @@ def default_predictives(posterior: LaplacePosterior, allowed: Sequence[str] = PR
 
 def parse_predictives(text: str | None, allowed: tuple[str, ...] = PREDICTIVES) -> list[str] | None:
     """``"map,glm"`` → ``["map", "glm"]``; None stays None: the default is chosen once the posterior
-    is open (:func:`default_predictives`)."""
+    is open (:func:`default_predictives`).
+
+    Returns:
+        The predictive names, each once, in the given order; None for the default.
+
+    Raises:
+        UserError: the list is empty or names an unknown predictive.
+    """
     if text is None:
         return None
     kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
@@ -106,6 +119,7 @@ class AnalysisSettings:
 
 @dataclass
 class PreparedAnalysis:
+    """What ``ood`` and ``attack`` work on: the opened file, the data and each predictive's posterior."""
     opened: OpenedFactors
     validation: ArrayDataset | None
     evaluation: ArrayDataset
@@ -115,6 +129,7 @@ class PreparedAnalysis:
 
     @property
     def meta(self) -> ModelMeta:
+        """The model's metadata (input shape, task, normalisation)."""
         return self.opened.model.meta
 
 
@@ -140,7 +155,14 @@ def prepare_analysis(
 
     Held-out examples (``settings.val_from``, :mod:`uncert_cli.workflows.validation`) tune each Laplace
     predictive; where the hyperparameters come from the file or the command line instead, the same
-    examples check them: the held-out NLL against the MAP's, and ``warn`` when it is more than 5% worse."""
+    examples check them: the held-out NLL against the MAP's, and ``warn`` when it is more than 5% worse.
+
+    Returns:
+        The opened file, the validation and evaluation data and each predictive's posterior.
+
+    Raises:
+        UserError: bad settings, data or file (each with its own message).
+    """
     s = settings
     if s.prior_mode is not None:
         PriorMode.parse(s.prior_mode, "prior_mode")
@@ -178,12 +200,14 @@ def prepare_analysis(
             "continuous inputs, so 'attack' cannot run on this model (ood works on token data)"
         )
     held_out: ValidationChoice | None = None
+    validation: ArrayDataset | None = None
     if split_test:
         validation, evaluation = _split(data, s.val_size, s.limit)
         held_out = ValidationChoice("test", f"test[0:{len(validation)}]", len(validation))
     else:
         evaluation = data
-        validation, held_out = (load_held_out(meta, spec, source, s, model=opened.model.module) if source is not None else (None, None))
+        if source is not None:
+            validation, held_out = load_held_out(meta, spec, source, s, model=opened.model.module)
     before_tuning(opened.model)
     posteriors: dict[str, tuple[LaplacePosterior, Hyperparameters | None]] = {}
     for kind in kinds:
@@ -217,6 +241,9 @@ def _split(data: ArrayDataset, val_size: int, limit: int | None) -> tuple[ArrayD
     first ``val_size`` are held out; when it is shorter, ``data`` is the whole set and the held-out
     part is what :func:`split_validation` takes without a limit (``val_size``, at most half), so the
     examples tuned on never depend on ``--limit``.
+
+    Returns:
+        ``(validation, evaluation)``.
     """
     if limit is None or len(data) < limit + val_size:
         validation, rest = split_validation(data, val_size)
@@ -229,6 +256,12 @@ def load_ood_set(meta: ModelMeta, spec: str, settings: AnalysisSettings, model: 
 
     Its images are converted first, as the in-distribution data is (the fit's conversion with the fields
     ``settings`` gives replaced). With ``model`` the model's forward is tried on its first examples.
+
+    Returns:
+        The OOD inputs adapted to the model.
+
+    Raises:
+        UserError: the set cannot be loaded or shaped for the model; the message starts with the spec.
     """
     try:
         raw = load_dataset(spec, split="test", root=settings.root, limit=settings.limit, download=settings.download,
@@ -305,6 +338,7 @@ def _held_out_settings(prepared: PreparedAnalysis) -> dict[str, object]:
 
 @dataclass
 class AttackSettings:
+    """The attack's own settings: step sizes, steps, target class and mode."""
     mode: str = "both"  # untargeted, targeted or both
     step_sizes: tuple[float, ...] = ()  # untargeted η values (× per-dimension data range)
     target: int = 0
