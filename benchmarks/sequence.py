@@ -2,7 +2,7 @@
 
 Two random-weight classifiers of about 1M parameters on 2,000 random sequences of 64 steps (timing
 needs the shapes, not a data set): a 2-layer LSTM (input 64, hidden 256) and a 2-layer transformer
-encoder (width 128, 4 heads, feed-forward 512) over 64-dimensional inputs. For each, uncert's exact
+encoder (width 256, 4 heads, feed-forward 512) over 64-dimensional inputs. For each, uncert's exact
 ``diag`` and ``kfac`` on all weights and on the last block (``--subset``) are timed, each in a fresh
 process (so its peak memory is its own), with the fit's own memory estimate beside the measured peak.
 
@@ -44,10 +44,10 @@ class LSTMClassifier(nn.Module):
 class EncoderClassifier(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.embed = nn.Linear(FEATURES, 128)
-        layer = nn.TransformerEncoderLayer(128, 4, dim_feedforward=512, dropout=0.0, batch_first=True)
+        self.embed = nn.Linear(FEATURES, 256)
+        layer = nn.TransformerEncoderLayer(256, 4, dim_feedforward=512, dropout=0.0, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
-        self.head = nn.Linear(128, CLASSES)
+        self.head = nn.Linear(256, CLASSES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(self.embed(x)).mean(1))
@@ -63,6 +63,7 @@ ROWS = ["floor", "diag all", "kfac all", "diag last block", "kfac last block"]
 def measure(model_name: str, row: str, n: int, batch_size: int) -> dict:
     from uncert_cli.curvature import compute_curvature, estimate_memory
     from uncert_cli.curvature.subset import select_units
+    from uncert_cli.workflows.fit_memory import estimate_fit_memory
 
     torch.manual_seed(0)
     cls, last_block = MODELS[model_name]
@@ -84,7 +85,10 @@ def measure(model_name: str, row: str, n: int, batch_size: int) -> dict:
         subset = "all" if scope == "all" else last_block
         units = select_units(model, subset)
         covered = sum(u.num_params for u in units)
-        estimate = estimate_memory(model, method=method, subset=subset, example_input=x[:1])
+        factor_bytes = estimate_memory(model, method=method, subset=subset, example_input=x[:1])
+        # the prediction `fit` checks --max-memory against: the whole process's peak
+        estimate = estimate_fit_memory(model, method=method, factor_bytes=factor_bytes, example=x[:1],
+                                       batch_size=batch_size, examples=n, subset=subset).peak
         compute_curvature(model, batches, method=method, subset=subset)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "peak": peak_rss_bytes(), "base": base, "params": params, "covered": covered,
@@ -103,21 +107,21 @@ def main() -> None:
         return
     print(f"N = {args.n} random sequences of {STEPS} steps × {FEATURES} features, batch {args.batch_size}, "
           f"torch threads {torch.get_num_threads()}\n")
-    print("| model | run | covered params | seconds | × floor | peak RSS − before (MiB) | estimate (MiB) |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| model | run | covered params | seconds | × floor | peak RSS (MiB) | predicted peak (MiB) | peak − before (MiB) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for model_name in MODELS:
         extra = ["--n", str(args.n), "--batch-size", str(args.batch_size), "--model", model_name]
         floor = None
         for row in ROWS:
             r = run_isolated(Path(__file__), row, extra)
             if "error" in r:
-                print(f"| {model_name} | {row} | | failed: {r['error']} | | | |")
+                print(f"| {model_name} | {row} | | failed: {r['error']} | | | | |")
                 continue
             floor = r["seconds"] if row == "floor" else floor
             ratio = f"{r['seconds'] / floor:.1f}" if floor else "–"
             est = f"{r['estimate'] / 2**20:.0f}" if r.get("estimate") else "–"
             print(f"| {model_name} ({r['params']:,} params) | {row} | {r['covered']:,} | {r['seconds']:.1f} | {ratio} | "
-                  f"{(r['peak'] - r['base']) / 2**20:.0f} | {est} |")
+                  f"{r['peak'] / 2**20:.0f} | {est} | {(r['peak'] - r['base']) / 2**20:.0f} |")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ from torch import Tensor, nn
 from uncert_cli.core.memory import current_memory_bytes, format_size, peak_memory_bytes
 from uncert_cli.core.model_state import model_state
 from uncert_cli.curvature.methods import METHODS
+from uncert_cli.curvature.plain_kernels import plain_kernels
+from uncert_cli.curvature.recurrent import DirectionRecord
+from uncert_cli.curvature.recurrent_diag import RecurrentDiagAccumulator
 from uncert_cli.curvature.methods.base import SLACK_BYTES, eigh_working_bytes, kronecker_sizes
 from uncert_cli.curvature.subset import Unit, select_units
 from uncert_cli.data.dataset import inputs_to
@@ -116,10 +119,20 @@ def probe_forward(model: nn.Module, units: list[Unit], example: Tensor) -> Forwa
             rows = units[index[id(module)]].params[0].shape[0] if out.dim() > 0 else 1
             positions[index[id(module)]] += max(1, out.numel() // max(1, rows))
 
+    def count_gates(record: DirectionRecord) -> None:
+        # a recurrent unit's backward vectors go to its gates, and its starting states are kept
+        nonlocal outputs, saved
+        outputs += record.x_proj.numel()
+        for kept in (record.hidden, record.reset):
+            if kept is not None:
+                saved += kept.numel() * kept.element_size()
+
+    recorders = {u.module: count_gates for u in units if RecurrentDiagAccumulator.covers(u)}
     handles = [u.module.register_forward_hook(count_output) for u in units]
     chosen = {id(p) for u in units for p in u.params}
     try:
-        with model_state(model, requires_grad=lambda p: id(p) in chosen), \
+        # on the kernels the fit runs (a plain recurrent forward keeps more than the fused one)
+        with model_state(model, requires_grad=lambda p: id(p) in chosen), plain_kernels(model, recorders), \
                 torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = model(example)
         width = int(out[0].numel()) if isinstance(out, Tensor) and out.dim() > 0 else 1
@@ -200,7 +213,17 @@ def estimate_fit_memory(
                 patches += min(_DIAG_CHUNK_ELEMENTS, chunk * B * O * I) * element
         else:
             patches = max(patches, 2 * rows)  # one layer's patches at a time, and their copy
-    batch = activations + backward + propagated + loss_vectors + patches + _SLACK
+    # Diagonal blocks of other modules form per-example gradients in bounded chunks, one unit at a time:
+    # a recurrent unit one weight's (squared in place), the generic path all of a unit's, and their squares.
+    per_example = 0
+    for u in units:
+        if u.structure == "kronecker":
+            continue
+        if RecurrentDiagAccumulator.covers(u):
+            per_example = max(per_example, min(_DIAG_CHUNK_ELEMENTS, chunk * B * max(p.numel() for p in u.params)))
+        else:
+            per_example = max(per_example, 2 * min(_DIAG_CHUNK_ELEMENTS, chunk * B * u.num_params))
+    batch = activations + backward + propagated + loss_vectors + patches + per_example * element + _SLACK
 
     finish = builder.finish_bytes(units, element)  # the method's last phase (eigendecompositions)
     return MemoryEstimate(
