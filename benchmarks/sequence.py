@@ -6,8 +6,8 @@ encoder (width 256, 4 heads, feed-forward 512) over 64-dimensional inputs. For e
 ``diag`` and ``kfac`` on all weights and on the last block (``--subset``) are timed, each in a fresh
 process (so its peak memory is its own), with the fit's own memory estimate beside the measured peak.
 
-    python benchmarks/sequence.py                 # all rows (a few minutes on 2 cores)
-    python benchmarks/sequence.py --n 500         # quicker
+    python benchmarks/sequence.py                 # all rows, N = 2,000 (long on a shared 2-core machine)
+    python benchmarks/sequence.py --n 200         # quicker; times grow linearly in N (batches of 100)
 
 Prints a Markdown table for docs/benchmarks.md. No peer is run: BackPACK and curvlinops have no
 curvature for recurrent layers or attention's packed in-projection.
@@ -73,7 +73,7 @@ def measure(model_name: str, row: str, n: int, batch_size: int) -> dict:
     batches = [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, n, batch_size)]
     params = sum(p.numel() for p in model.parameters())
     base = peak_rss_bytes()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     estimate = None
     if row == "floor":
         for xb, yb in batches:
@@ -90,8 +90,8 @@ def measure(model_name: str, row: str, n: int, batch_size: int) -> dict:
         estimate = estimate_fit_memory(model, method=method, factor_bytes=factor_bytes, example=x[:1],
                                        batch_size=batch_size, examples=n, subset=subset).peak
         compute_curvature(model, batches, method=method, subset=subset)
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "peak": peak_rss_bytes(), "base": base, "params": params, "covered": covered,
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak": peak_rss_bytes(), "base": base, "params": params, "covered": covered,
             "estimate": estimate}
 
 
@@ -99,28 +99,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steady on a shared machine)")
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--model", default="lstm", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.run:
         print(json.dumps(measure(args.model, args.run, args.n, args.batch_size)))
         return
     print(f"N = {args.n} random sequences of {STEPS} steps × {FEATURES} features, batch {args.batch_size}, "
           f"torch threads {torch.get_num_threads()}\n")
-    print("| model | run | covered params | seconds | × floor | peak RSS (MiB) | predicted peak (MiB) | peak − before (MiB) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    # CPU seconds are the steadier measure where other processes share the cores (wall seconds beside them)
+    print("| model | run | covered params | CPU s | wall s | × floor (CPU) | peak RSS (MiB) | predicted peak (MiB) "
+          "| peak − before (MiB) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for model_name in MODELS:
-        extra = ["--n", str(args.n), "--batch-size", str(args.batch_size), "--model", model_name]
+        extra = ["--n", str(args.n), "--batch-size", str(args.batch_size), "--model", model_name,
+                 "--threads", str(args.threads)]
         floor = None
         for row in ROWS:
             r = run_isolated(Path(__file__), row, extra)
             if "error" in r:
-                print(f"| {model_name} | {row} | | failed: {r['error']} | | | | |")
+                print(f"| {model_name} | {row} | | failed: {r['error']} | | | | | |")
                 continue
-            floor = r["seconds"] if row == "floor" else floor
-            ratio = f"{r['seconds'] / floor:.1f}" if floor else "–"
+            floor = r["cpu_seconds"] if row == "floor" else floor
+            ratio = f"{r['cpu_seconds'] / floor:.1f}" if floor else "–"
             est = f"{r['estimate'] / 2**20:.0f}" if r.get("estimate") else "–"
-            print(f"| {model_name} ({r['params']:,} params) | {row} | {r['covered']:,} | {r['seconds']:.1f} | {ratio} | "
+            print(f"| {model_name} ({r['params']:,} params) | {row} | {r['covered']:,} | {r['cpu_seconds']:.1f} | {r['seconds']:.1f} | {ratio} | "
                   f"{r['peak'] / 2**20:.0f} | {est} | {(r['peak'] - r['base']) / 2**20:.0f} |")
 
 

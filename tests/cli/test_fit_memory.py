@@ -23,16 +23,19 @@ CHILD = textwrap.dedent(
     import numpy as np, torch
     from torch import nn
     from uncert_cli.checkpoint import LoadedModel, ModelMeta
+    from uncert_cli.data.adapt import adapt_to_model
     from uncert_cli.data.arrays import dataset_from_arrays
     from uncert_cli.fitting import FitOptions, check_memory, fit_to_file
 
     torch.set_num_threads(1)
-    method, width, conv = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "conv"
+    method, width, kind = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    conv = kind == "conv"
     rng = np.random.default_rng(0)
 
     def run(module, n, folder):
-        shape = (3, 16, 16) if conv else (64,)
+        shape = {"conv": (3, 16, 16), "lstm": (32, 16)}.get(kind, (64,))
         data = dataset_from_arrays("t", rng.standard_normal((n, *shape), dtype=np.float32), rng.integers(0, 10, n))
+        data = adapt_to_model(data, shape)  # (N, T, F) sequences, not grey images
         meta = ModelMeta(arch="t", arch_kwargs={}, input_shape=shape, task="classification", num_outputs=10)
         options = FitOptions(method=method, batch_size=32, max_memory=1 << 40)
         memory = check_memory(module, options, data)
@@ -40,8 +43,18 @@ CHILD = textwrap.dedent(
                     Path(folder) / "f.h5", memory=memory)
         return memory
 
+    class LSTMNet(nn.Module):
+        def __init__(self, w):
+            super().__init__()
+            self.rnn, self.head = nn.LSTM(16, w, num_layers=2, batch_first=True), nn.Linear(w, 10)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0][:, -1])
+
     def net(w):
         torch.manual_seed(0)
+        if kind == "lstm":
+            return LSTMNet(w).eval()
         if conv:
             return nn.Sequential(nn.Conv2d(3, w, 3, padding=1), nn.ReLU(), nn.Conv2d(w, w, 3, padding=1), nn.ReLU(),
                                  nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * w, 10)).eval()
@@ -62,7 +75,9 @@ def measure(method: str, width: int, kind: str = "mlp") -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("method,width,kind", [("kfac", 1500, "mlp"), ("diag", 1500, "mlp"), ("kfac", 96, "conv")])
+@pytest.mark.parametrize(
+    "method,width,kind", [("kfac", 1500, "mlp"), ("diag", 1500, "mlp"), ("kfac", 96, "conv"), ("diag", 256, "lstm")]
+)
 def test_predicted_peak_holds_within_a_quarter_of_the_measured_peak(method, width, kind):
     r = measure(method, width, kind)
     measured_added = r["measured"] - r["before"]
@@ -79,6 +94,26 @@ def test_probe_counts_what_autograd_keeps_per_example():
     # Linear 1 keeps its input (10), ReLU its output (50), Linear 2 its input (shared with ReLU's output).
     assert probe.saved_bytes == (10 + 50) * 4
     assert probe.unit_output_elements == 50 + 3 and probe.output_width == 3 and probe.positions == (1, 1)
+
+
+def test_probe_counts_a_recurrent_layers_gates_and_states():
+    """The fit propagates its vectors to an LSTM's gates (4H per step and layer), not its outputs,
+    and keeps each step's starting state (H per step and layer)."""
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn, self.head = torch.nn.LSTM(3, 4, num_layers=2, batch_first=True), torch.nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.rnn(x)[0][:, -1])
+
+    model = Net()
+    probe = probe_forward(model, select_units(model, "all"), torch.randn(1, 5, 3))
+    assert probe.unit_output_elements == 2 * 5 * 4 * 4 + 3
+    assert probe.saved_bytes >= 2 * 5 * 4 * 4  # at least the states, in float32
+    head_only = probe_forward(model, select_units(model, "head"), torch.randn(1, 5, 3))
+    assert head_only.unit_output_elements == 3  # a layer outside the subset has no vectors sent to it
 
 
 def test_eigh_working_set_is_lapack_syevd():

@@ -142,6 +142,15 @@ def test_plain_recurrent_forward_is_the_module(cell, batched):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
+def test_plain_recurrent_forward_refuses_the_ranks_the_module_refuses():
+    module = nn.GRU(3, 4, batch_first=True)
+    x = torch.randn(2, 1, 5, 3)  # a grey-image reading of sequence data
+    with pytest.raises(ValueError, match="Expected input to be 2D or 3D, got 4D"):
+        module(x)
+    with pytest.raises(ValueError, match="Expected input to be 2D or 3D, got 4D"):
+        recurrent_forward(module, x)
+
+
 def test_plain_kernels_allow_forward_mode_and_restore_the_model():
     torch.manual_seed(0)
     model = RecurrentClassifier(nn.LSTM, 1, False, True).eval()

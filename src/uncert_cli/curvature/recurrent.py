@@ -123,6 +123,8 @@ def recurrent_forward(
             f"{type(module).__name__} received a packed sequence; uncert analyses padded (B, T, F) tensors: "
             "pass padded sequences to the recurrent layer"
         )
+    if input.dim() not in (2, 3):  # as the fused module says it (else a 4-D batch ran on, broadcasting)
+        raise ValueError(f"{type(module).__name__}: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
     batched = input.dim() == 3
     seq = input if batched else input.unsqueeze(1 if not module.batch_first else 0)
     if module.batch_first:
