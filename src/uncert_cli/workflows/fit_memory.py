@@ -31,10 +31,10 @@ from torch import Tensor, nn
 from uncert_cli.core.memory import current_memory_bytes, format_size, peak_memory_bytes
 from uncert_cli.core.model_state import model_state
 from uncert_cli.curvature.methods import METHODS
+from uncert_cli.curvature.methods.base import SLACK_BYTES, eigh_working_bytes, kronecker_sizes
 from uncert_cli.curvature.plain_kernels import plain_kernels
 from uncert_cli.curvature.recurrent import DirectionRecord
 from uncert_cli.curvature.recurrent_diag import RecurrentDiagAccumulator
-from uncert_cli.curvature.methods.base import SLACK_BYTES, eigh_working_bytes, kronecker_sizes
 from uncert_cli.curvature.subset import Unit, select_units
 from uncert_cli.data.dataset import inputs_to
 
