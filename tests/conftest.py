@@ -66,3 +66,12 @@ def digits_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "digits_small.safetensors"
     save_model(MLP(**kwargs), meta, path)
     return path
+
+
+@pytest.fixture
+def ref_case(request):
+    """A row of the declared reference table (``tests/reference/cases.py``), named by indirect
+    parametrisation: ``@pytest.mark.parametrize("ref_case", ["mlp-cls", ...], indirect=True)``."""
+    from tests.reference.cases import case
+
+    return case(request.param)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.analysis.small_posterior import dense_entropy, dense_gamma, dense_variances, small
+from tests.reference.small_posterior import dense_entropy, dense_gamma, dense_variances, small
 from uncert_cli.analysis import BARELY_IDENTIFIED_RATIO, analyse_posterior
 from uncert_cli.posterior import LaplacePosterior
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.analysis.small_posterior import dense_hessian_diag, dense_variances, small
+from tests.reference.small_posterior import dense_hessian_diag, dense_variances, small
 from uncert_cli.analysis.pruning import (
     apply_masks,
     compare_to_baseline,

@@ -24,7 +24,7 @@ def test_checkpoints_are_ordered_numerically_when_all_have_numbers() -> None:
 
 
 def test_different_architectures_are_refused() -> None:
-    from tests.analysis.small_posterior import small
+    from tests.reference.small_posterior import small
     from uncert_cli.analysis import analyse_posterior
     from uncert_cli.posterior import LaplacePosterior
 

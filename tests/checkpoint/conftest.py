@@ -10,7 +10,7 @@ import torch
 from uncert_cli.errors import UserError
 from uncert_cli.models import MLP
 
-from ckpt_helpers import MLP_KWARGS
+from tests.checkpoint.ckpt_helpers import MLP_KWARGS
 
 
 @pytest.fixture

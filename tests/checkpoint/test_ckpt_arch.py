@@ -11,7 +11,7 @@ from torch import nn
 from uncert_cli.checkpoint import build_module, load_model, parse_arch_kwargs, weights_fingerprint
 from uncert_cli.models import MLP, LeNet
 
-from ckpt_helpers import MLP_ARCH, MLP_KWARGS
+from tests.checkpoint.ckpt_helpers import MLP_ARCH, MLP_KWARGS
 
 
 def test_parse_arch_kwargs_literals_and_strings() -> None:

@@ -12,7 +12,7 @@ from uncert_cli.checkpoint import ModelMeta, load_model, save_model, weights_fin
 from uncert_cli.checkpoint.meta import HEADER_KEY
 from uncert_cli.models import LeNet
 
-from ckpt_helpers import MLP_ARCH, MLP_KWARGS
+from tests.checkpoint.ckpt_helpers import MLP_ARCH, MLP_KWARGS
 
 
 def full_meta() -> ModelMeta:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.checkpoint.ckpt_helpers import MLP_ARCH, MLP_KWARGS
+from tests.reference.user_files import import_user_file
 from uncert_cli.checkpoint import ModelMeta, load_model, weights_fingerprint
-
-from ckpt_helpers import MLP_ARCH, MLP_KWARGS
 
 
 def load_mlp(path: Path, **kwargs):
@@ -199,14 +199,7 @@ def test_trusted_pickle_whose_class_is_gone(tmp_path: Path, user_error) -> None:
         "import torch\nclass Gone(torch.nn.Module):\n"
         "    def __init__(self):\n        super().__init__()\n        self.fc = torch.nn.Linear(2, 2)\n"
     )
-    sys.path.insert(0, str(folder))
-    try:
-        import uncert_test_gone
-
-        torch.save(uncert_test_gone.Gone(), tmp_path / "gone.pt")
-    finally:
-        sys.path.remove(str(folder))
-        sys.modules.pop("uncert_test_gone", None)
+    torch.save(import_user_file(folder, "uncert_test_gone").Gone(), tmp_path / "gone.pt")
     message = user_error(load_model, tmp_path / "gone.pt", trust_pickle=True)
     assert "not importable" in message
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -11,12 +10,9 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
-from tests.analysis.small_posterior import dense_variances, small, write_small_factor_file  # noqa: E402
-from uncert_cli.cli.main import main  # noqa: E402
+from tests.reference.small_posterior import dense_variances, small, write_small_factor_file
+from uncert_cli.cli.main import main
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -11,14 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
-from tests.analysis.small_posterior import dense_gamma, dense_variances, small, write_small_factor_file  # noqa: E402
-from uncert_cli.checkpoint import ModelMeta, save_model  # noqa: E402
-from uncert_cli.cli.main import main  # noqa: E402
-from uncert_cli.models import MLP  # noqa: E402
+from tests.reference.small_posterior import dense_gamma, dense_variances, small, write_small_factor_file
+from uncert_cli.checkpoint import ModelMeta, save_model
+from uncert_cli.cli.main import main
+from uncert_cli.models import MLP
 
 LAYER_KEYS = {
     "name", "params", "posterior_std_mean", "posterior_std_median", "posterior_std_max", "relative_std_median",

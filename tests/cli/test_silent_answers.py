@@ -3,7 +3,6 @@ factor file every later command accepts (or a refusal at fit time that says what
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import uuid
@@ -13,6 +12,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
+
+from tests.reference.user_files import import_user_file
 
 MODEL_CODE = '''
 import torch
@@ -55,11 +56,7 @@ def user_module(tmp_path, monkeypatch):
     name = f"usernet_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(MODEL_CODE)
     monkeypatch.chdir(tmp_path)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        module = importlib.import_module(name)
-    finally:
-        sys.path.remove(str(tmp_path))
+    module = import_user_file(tmp_path, name, forget=False)
     yield name, module
     sys.modules.pop(name, None)
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.reference.user_files import import_user_file
 from uncert_cli.checkpoint.outputs import check_output_choice, pick_output
 from uncert_cli.errors import UserError
 
@@ -94,12 +95,7 @@ class PlainNet(Base):
 def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "heads.py").write_text(USER_FILE)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import heads
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("heads", None)
+    heads = import_user_file(tmp_path, "heads")
     torch.manual_seed(0)
     torch.save(heads.Base().state_dict(), tmp_path / "model.pt")  # every class holds the same weights
     rng = np.random.default_rng(0)

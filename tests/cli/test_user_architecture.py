@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.reference.user_files import import_user_file
 from uncert_cli.checkpoint import weights_fingerprint
 from uncert_cli.store import read_factor_file
 
@@ -62,12 +63,7 @@ def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("UNCERT_TRUST_ARCH", raising=False)
     (tmp_path / "mynet.py").write_text(USER_FILE)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import mynet  # the user's training script, in effect
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("mynet", None)
+    mynet = import_user_file(tmp_path, "mynet")  # the user's training script, in effect
     torch.manual_seed(0)
     model = mynet.Net(width=4)
     model.train()

@@ -1,16 +1,9 @@
-"""Make ``tests.reference`` importable and run the curvature tests in float64 on 2 threads."""
+"""Every curvature test starts from the same torch seed."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
 
 @pytest.fixture(autouse=True)

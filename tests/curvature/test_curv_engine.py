@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from tests.curvature.models import NormNet, SharedNet, cnn, mlp, targets
+from tests.reference.models import NormNet, SharedNet, cnn, mlp, targets
 from uncert_cli.curvature import (
     Curvature,
     KroneckerBlock,

@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from tests.curvature.models import SequenceNet, cnn, mlp, targets
-from tests.reference.ggn import block_indices, explicit_ggn
+from tests.reference.models import SequenceNet, cnn, mlp, targets
+from tests.reference.ggn import explicit_ggn
+from tests.reference.indices import restrict, waug_index
 from uncert_cli.curvature import DiagonalBlock, KroneckerBlock, compute_curvature
 
 
@@ -28,9 +29,9 @@ def test_kfac_exact_for_one_example(task: str, bias: bool) -> None:
     assert len(curv.blocks) == 3
     for block in curv.blocks:
         assert isinstance(block, KroneckerBlock)
-        idx = block_indices(model, block.param_names)
         torch.testing.assert_close(
-            torch.kron(block.output_factor, block.input_factor), ggn[idx][:, idx], rtol=1e-9, atol=1e-12
+            torch.kron(block.output_factor, block.input_factor), restrict(ggn, waug_index(model, block.module)),
+            rtol=1e-9, atol=1e-12,
         )
 
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from tests.reference.ggn import explicit_ggn, param_diagonal
+from tests.reference.ggn import explicit_ggn
+from tests.reference.indices import param_diagonal
 from uncert_cli.curvature import DiagonalBlock, compute_curvature
 from uncert_cli.curvature.plain_kernels import plain_kernels
 from uncert_cli.curvature.recurrent import recurrent_forward

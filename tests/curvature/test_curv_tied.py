@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from tests.reference.ggn import explicit_ggn, param_diagonal, param_layout
+from tests.reference.ggn import explicit_ggn
+from tests.reference.indices import param_diagonal, param_index, restrict
 from uncert_cli.curvature import DiagonalBlock, compute_curvature
 from uncert_cli.curvature.structured import compute_structured_curvature
 from uncert_cli.curvature.subset import select_units
@@ -89,9 +90,7 @@ def test_tied_full_block_matches_the_explicit_ggn() -> None:
     curv = compute_structured_curvature(model, lambda: iter([(x, y)]), method="full")
     (block,) = curv.blocks
     ggn = explicit_ggn(model, x, "classification")
-    layout = param_layout(model)
-    idx = torch.cat([layout[n][0] + torch.arange(int(torch.tensor(layout[n][1]).prod())) for n in block.param_names])
-    torch.testing.assert_close(block.matrix, ggn[idx][:, idx], rtol=1e-8, atol=1e-12)
+    torch.testing.assert_close(block.matrix, restrict(ggn, param_index(model, block.param_names)), rtol=1e-8, atol=1e-12)
 
 
 def test_a_tied_unit_is_chosen_by_any_of_its_modules() -> None:

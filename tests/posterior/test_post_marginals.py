@@ -4,17 +4,11 @@ import math
 
 import pytest
 import torch
-from posterior_refs import (
-    DT,
-    dense_block_precision,
-    dense_covariance,
-    diag_curvature,
-    explicit_ggn,
-    kfac_curvature,
-    kfac_factors,
-    linear_modules,
-    to_waug,
-)
+from tests.reference.curvatures import diag_curvature, kfac_curvature, kfac_factors, linear_modules
+from tests.reference.dense import dense_covariance, dense_precision
+from tests.reference.ggn import waug_ggn
+from tests.reference.indices import to_waug
+from tests.reference.models import DT
 
 from uncert_cli.posterior import LaplacePosterior
 
@@ -33,7 +27,7 @@ def test_reference_kfac_is_exact_per_example(model, data):
     """Self-check of the test reference: for one example, G ⊗ A is the exact GGN block."""
     mods = [n for n, _ in linear_modules(model)]
     x = data[:1]
-    ggn = explicit_ggn(model, x, "classification", mods)
+    ggn = waug_ggn(model, x, "classification", mods)
     facs = kfac_factors(model, x, "classification", mods)
     start = 0
     for m in mods:
@@ -55,7 +49,7 @@ def test_marginal_variance_is_diagonal_of_dense_inverse(kind, mode, task, model,
     for name, v in var.items():
         assert v.shape == params[name].shape
     for block in curv.blocks:
-        cov = torch.linalg.inv(dense_block_precision(block, n_eff, TAUS[block.module], mode))
+        cov = torch.linalg.inv(dense_precision(block, n_eff, TAUS[block.module], mode, waug=True))
         torch.testing.assert_close(to_waug(var, block.module), cov.diagonal(), rtol=1e-10, atol=1e-13)
     pv = post.prior_variance()
     assert pv["2.weight"] == pytest.approx(1 / 2.0) and pv["4.bias"] == pytest.approx(1 / 5.0)
@@ -68,7 +62,7 @@ def test_logdet_entropy_effective_params_match_dense(kind, mode, model, data):
     lds, ents, gammas = post.log_det_precision(), post.entropy(), post.effective_params()
     for block in curv.blocks:
         tau = TAUS[block.module]
-        prec = dense_block_precision(block, 50.0, tau, mode)
+        prec = dense_precision(block, 50.0, tau, mode, waug=True)
         ld = torch.linalg.slogdet(prec)[1].item()
         p = prec.shape[0]
         assert lds[block.module] == pytest.approx(ld, rel=1e-10)

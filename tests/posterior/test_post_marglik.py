@@ -4,7 +4,8 @@ import math
 
 import pytest
 import torch
-from posterior_refs import DT, kfac_curvature
+from tests.reference.curvatures import kfac_curvature
+from tests.reference.models import DT
 from torch import nn
 
 from uncert_cli.posterior import LaplacePosterior, tune_prior_marglik

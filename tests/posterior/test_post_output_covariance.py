@@ -4,7 +4,10 @@ import math
 
 import pytest
 import torch
-from posterior_refs import DT, dense_covariance, diag_curvature, jacobian, kfac_curvature, random_kfac_curvature
+from tests.reference.curvatures import diag_curvature, kfac_curvature, random_kfac_curvature
+from tests.reference.dense import dense_covariance
+from tests.reference.ggn import waug_jacobian
+from tests.reference.models import DT
 from torch import nn
 
 from uncert_cli.posterior import LaplacePosterior
@@ -12,7 +15,7 @@ from uncert_cli.posterior.predictive import DEFAULT_SEED, covariance_root, linea
 
 
 def _explicit_cov(model, x, curv, n_eff, taus, mode):
-    j = jacobian(model, x, [b.module for b in curv.blocks])  # (B, C, P)
+    j = waug_jacobian(model, x, [b.module for b in curv.blocks])  # (B, C, P)
     return torch.einsum("bcp,pq,bdq->bcd", j, dense_covariance(curv, n_eff, taus, mode), j)
 
 

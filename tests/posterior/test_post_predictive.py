@@ -4,15 +4,11 @@ import math
 
 import pytest
 import torch
-from posterior_refs import (
-    DT,
-    dense_covariance,
-    diag_curvature,
-    jacobian,
-    kfac_curvature,
-    mlp,
-    random_kfac_curvature,
-)
+from tests.reference.curvatures import diag_curvature, kfac_curvature, random_kfac_curvature
+from tests.reference.dense import dense_covariance
+from tests.reference.ggn import waug_jacobian
+from tests.reference.indices import to_waug
+from tests.reference.models import DT, seeded_mlp
 from torch import nn
 
 from uncert_cli.errors import UserError
@@ -23,7 +19,7 @@ TAUS = {"0": 0.5, "2": 1.5, "4": 3.0}
 
 def _explicit_jsj(model, x, curv, n_eff, taus, mode):
     mods = [b.module for b in curv.blocks]
-    j = jacobian(model, x, mods)  # (B, C, P)
+    j = waug_jacobian(model, x, mods)  # (B, C, P)
     cov = dense_covariance(curv, n_eff, taus, mode)
     return torch.einsum("bcp,pq,bcq->bc", j, cov, j)
 
@@ -107,10 +103,8 @@ def test_weight_space_linearisation_matches_explicit_jacobian(model, data):
     x = data[:5]
     f0, jd = linearised_outputs(post, x, 12, None)
     dev = post.deviations(12, None)
-    from posterior_refs import to_waug
-
     d = torch.cat([to_waug(dev, b.module) for b in curv.blocks], 1)  # (S, P)
-    j = jacobian(model, x, [b.module for b in curv.blocks])
+    j = waug_jacobian(model, x, [b.module for b in curv.blocks])
     with torch.no_grad():
         torch.testing.assert_close(f0, model(x))
     torch.testing.assert_close(jd, torch.einsum("bcp,sp->sbc", j, d))
@@ -132,7 +126,7 @@ def test_mc_regression_variance_matches_glm_for_linear_model():
 
 
 def test_dropout_predictive(data):
-    model = mlp(seed=1, dropout=0.3)
+    model = seeded_mlp(seed=1, dropout=0.3)
     curv = kfac_curvature(model.eval(), data, "classification")
     post = LaplacePosterior(curv, model)
     model.train()

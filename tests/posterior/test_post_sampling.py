@@ -2,7 +2,9 @@
 
 import pytest
 import torch
-from posterior_refs import dense_covariance, diag_curvature, kfac_curvature, to_waug
+from tests.reference.curvatures import diag_curvature, kfac_curvature
+from tests.reference.dense import dense_covariance
+from tests.reference.indices import to_waug
 
 from uncert_cli.posterior import LaplacePosterior
 

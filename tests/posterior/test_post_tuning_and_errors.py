@@ -4,7 +4,8 @@ import math
 
 import pytest
 import torch
-from posterior_refs import DT, diag_curvature, kfac_curvature, mlp
+from tests.reference.curvatures import diag_curvature, kfac_curvature
+from tests.reference.models import DT, seeded_mlp
 
 from uncert_cli.errors import UserError
 from uncert_cli.posterior import LaplacePosterior, tune_prior_marglik, tune_val_nll, validation_nll
@@ -67,7 +68,7 @@ def test_user_errors(model, data):
     with pytest.raises(UserError, match="regression only"):
         LaplacePosterior(curv, model, noise_std=0.5)
     with pytest.raises(UserError, match="shape"):
-        LaplacePosterior(curv, mlp(sizes=(4, 7, 5, 3)))
+        LaplacePosterior(curv, seeded_mlp(sizes=(4, 7, 5, 3)))
     post = LaplacePosterior(curv, model)
     with pytest.raises(UserError, match="regression"):
         tune_prior_marglik(post, -10.0, tune_noise=True, n_targets=30)

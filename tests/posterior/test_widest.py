@@ -13,7 +13,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from posterior_refs import DT, kfac_curvature
+from tests.reference.curvatures import kfac_curvature
+from tests.reference.models import DT
 from torch import nn
 
 from uncert_cli.errors import UserError

@@ -5,32 +5,32 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.structures.cases import CASES, case
-from tests.structures.dense import block_index, block_matrix, curvature_matrix
+from tests.reference.cases import CASES, Case, case
+from tests.reference.dense import block_index, block_matrix, curvature_matrix, restrict_to_block
+from tests.reference.models import NormNet
 from uncert_cli.curvature import compute_curvature
 from uncert_cli.curvature.blocks import DiagonalBlock, EKFACBlock, KronDiagBlock
 from uncert_cli.curvature.structured import compute_structured_curvature
 from uncert_cli.errors import UserError
 
 
-def fit(name: str, method: str, **kw):
-    c = case(name)
+def fit(c: Case, method: str, **kw):
     return compute_structured_curvature(c.model, c.source(), method=method, task=c.task, **kw)
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_full_equals_explicit_ggn(name):
-    c = case(name)
-    curv = fit(name, "full")
+@pytest.mark.parametrize("ref_case", CASES, indirect=True)
+def test_full_equals_explicit_ggn(ref_case):
+    c = ref_case
+    curv = fit(c, "full")
     assert len(curv.blocks) == 1 and curv.n_data == c.x.shape[0]
     torch.testing.assert_close(curvature_matrix(curv, c.model, c.names), c.ggn(), atol=1e-12, rtol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["mlp-cls", "mlp-reg", "shared"])
-def test_lowrank_at_full_rank_equals_full(name):
-    c = case(name)
+@pytest.mark.parametrize("ref_case", ["mlp-cls", "mlp-reg", "shared"], indirect=True)
+def test_lowrank_at_full_rank_equals_full(ref_case):
+    c = ref_case
     P = sum(p.numel() for p in c.model.parameters())
-    curv = fit(name, "lowrank", rank=P)
+    curv = fit(c, "lowrank", rank=P)
     block = curv.blocks[0]
     torch.testing.assert_close(block.eigenvalues, torch.linalg.eigvalsh(c.ggn()).flip(0).clamp_min(0), atol=1e-10, rtol=1e-8)
     torch.testing.assert_close(block_matrix(block), c.ggn(), atol=1e-10, rtol=1e-8)
@@ -38,7 +38,7 @@ def test_lowrank_at_full_rank_equals_full(name):
 
 def test_lowrank_keeps_the_exact_diagonal_and_top_eigenvalues():
     c = case("mlp-cls")
-    curv = fit("mlp-cls", "lowrank", rank=4, power_iters=4)
+    curv = fit(c, "lowrank", rank=4, power_iters=4)
     block = curv.blocks[0]
     exact = torch.linalg.eigvalsh(c.ggn()).flip(0)[:4]
     torch.testing.assert_close(block.eigenvalues, exact, rtol=1e-3, atol=1e-8)
@@ -49,24 +49,23 @@ def test_lowrank_keeps_the_exact_diagonal_and_top_eigenvalues():
     assert torch.all(low_diag[~kept] >= torch.diagonal(c.ggn())[~kept] - 1e-12)
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_ekfac_eigenvalues_are_the_rotated_ggn_diagonal(name):
-    c = case(name)
-    curv = fit(name, "ekfac")
+@pytest.mark.parametrize("ref_case", CASES, indirect=True)
+def test_ekfac_eigenvalues_are_the_rotated_ggn_diagonal(ref_case):
+    c = ref_case
+    curv = fit(c, "ekfac")
     ekfac = [b for b in curv.blocks if isinstance(b, EKFACBlock)]
     assert ekfac
     for b in ekfac:
-        idx = block_index(c.model, c.names, b)
         U = torch.kron(b.eigen.output_eigenvectors, b.eigen.input_eigenvectors)
-        rotated = torch.diagonal(U.T @ c.ggn()[idx.unsqueeze(1), idx.unsqueeze(0)] @ U)
+        rotated = torch.diagonal(U.T @ restrict_to_block(c.ggn(), c.model, c.names, b) @ U)
         torch.testing.assert_close(b.eigenvalues.reshape(-1), rotated, atol=1e-12, rtol=1e-9)
 
 
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("ref_case", CASES, indirect=True)
 @pytest.mark.parametrize("rank", [1, 6])
-def test_kfac_diag_diagonal_equals_the_exact_ggn_diagonal(name, rank):
-    c = case(name)
-    curv = fit(name, "kfac-diag", rank=rank)
+def test_kfac_diag_diagonal_equals_the_exact_ggn_diagonal(ref_case, rank):
+    c = ref_case
+    curv = fit(c, "kfac-diag", rank=rank)
     diag = torch.diagonal(c.ggn())
     for b in curv.blocks:
         idx = block_index(c.model, c.names, b)
@@ -84,54 +83,51 @@ def test_kfac_diag_diagonal_equals_the_exact_ggn_diagonal(name, rank):
 @pytest.mark.parametrize("method", ["full", "lowrank", "ekfac", "kfac-diag"])
 def test_every_method_honours_the_subset(method):
     c = case("mlp-cls")
-    last = fit("mlp-cls", method, subset="last-layer", rank=3)
-    named = fit("mlp-cls", method, subset="2", rank=3)
+    last = fit(c, method, subset="last-layer", rank=3)
+    named = fit(c, method, subset="2", rank=3)
     for curv in (last, named):
         assert [n for b in curv.blocks for n in b.param_names] == ["2.weight", "2.bias"]
     torch.testing.assert_close(block_matrix(last.blocks[0]), block_matrix(named.blocks[0]))
     if method == "full":  # the sub-block of the explicit GGN over the last layer
         torch.testing.assert_close(block_matrix(last.blocks[0]), c.ggn(["2.weight", "2.bias"]), atol=1e-12, rtol=1e-10)
     with pytest.raises(UserError, match="unknown module"):
-        fit("mlp-cls", method, subset="nope")
+        fit(c, method, subset="nope")
 
 
 def test_full_refuses_above_the_memory_cap_with_the_size():
     with pytest.raises(UserError, match=r"2·P²·8 bytes.*lowrank"):
-        fit("mlp-cls", "full", max_bytes=1000)
+        fit(case("mlp-cls"), "full", max_bytes=1000)
 
 
 def test_full_and_lowrank_refuse_other_fisher_types_and_bad_rank():
     with pytest.raises(UserError, match="exact GGN only"):
-        fit("mlp-cls", "lowrank", fisher_type="empirical")
+        fit(case("mlp-cls"), "lowrank", fisher_type="empirical")
     with pytest.raises(UserError, match="rank must be at least 1"):
-        fit("mlp-cls", "kfac-diag", rank=0)
+        fit(case("mlp-cls"), "kfac-diag", rank=0)
 
 
-def _frobenius(name: str) -> dict[str, float]:
-    c = case(name)
+def _frobenius(c: Case) -> dict[str, float]:
     exact = c.ggn()
     out = {}
     for method in ("full", "kfac-diag", "ekfac"):
-        out[method] = float(torch.linalg.norm(curvature_matrix(fit(name, method, rank=6), c.model, c.names) - exact))
+        out[method] = float(torch.linalg.norm(curvature_matrix(fit(c, method, rank=6), c.model, c.names) - exact))
     for method in ("kfac", "diag"):
         curv = compute_curvature(c.model, c.source()(), method=method, task=c.task)
         out[method] = float(torch.linalg.norm(curvature_matrix(curv, c.model, c.names) - exact))
     return {k: v / float(torch.linalg.norm(exact)) for k, v in out.items()}
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_frobenius_distance_to_the_exact_ggn(name, capsys):
-    d = _frobenius(name)
+@pytest.mark.parametrize("ref_case", CASES, indirect=True)
+def test_frobenius_distance_to_the_exact_ggn(ref_case, capsys):
+    d = _frobenius(ref_case)
     with capsys.disabled():
-        print(f"\n[frobenius/‖GGN‖] {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in d.items()))
+        print(f"\n[frobenius/‖GGN‖] {ref_case.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in d.items()))
     assert d["full"] < 1e-10
     # EKFAC minimises the Frobenius distance over all diagonals in the KFAC eigenbasis (George et al.)
     assert d["ekfac"] <= d["kfac"] + 1e-12
 
 
 def test_non_kronecker_modules_keep_diagonal_blocks():
-    from tests.curvature.models import NormNet
-
     torch.manual_seed(0)
     model = NormNet().double()
     x, y = torch.randint(0, 7, (6, 2)), torch.randint(0, 3, (6,))

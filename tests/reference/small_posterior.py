@@ -1,7 +1,7 @@
 """A tiny network with hand-built curvature (one Kronecker block, one diagonal block) and dense references.
 
 The references never use the factor eigendecompositions: they invert the dense precision
-``N·kron(G, A) + τI`` (Kronecker) or ``N·d + τ`` (diagonal) in float64.
+``N·kron(G, A) + τI`` (Kronecker) or ``N·d + τ`` (diagonal) in float64 (``tests.reference.dense``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tests.reference.dense import block_matrix, dense_precision
 from uncert_cli.checkpoint import ModelMeta, weights_fingerprint
 from uncert_cli.curvature.blocks import Curvature, DiagonalBlock, KroneckerBlock
 from uncert_cli.models import MLP
@@ -53,34 +54,40 @@ def small(seed: int = 0) -> Small:
     return Small(model, curv, G.numpy(), A.numpy(), {"fc2.weight": d2[0].numpy(), "fc2.bias": d2[1].numpy()})
 
 
+def _dense_precisions(s: Small, tau: float, n: float) -> list[np.ndarray]:
+    """The two blocks' dense precisions ``N·C + τI``: fc1 ``(15, 15)`` in ``W_aug`` order, fc2 ``(8, 8)``
+    (weight, then bias)."""
+    return [dense_precision(b, n, tau).numpy() for b in s.curvature.blocks]
+
+
 def dense_variances(s: Small, tau: float, n: float = N_DATA) -> dict[str, np.ndarray]:
     """Marginal posterior variances from the dense inverse, per parameter name."""
-    prec = n * np.kron(s.G, s.A) + tau * np.eye(15)
-    var = np.diag(np.linalg.inv(prec)).reshape(3, 5)  # row-major W_aug = [W | b]
-    out = {"fc1.weight": var[:, :4], "fc1.bias": var[:, 4]}
-    for name, d in s.d2.items():
-        out[name] = 1.0 / (n * d + tau)
-    return out
+    fc1, fc2 = (np.diag(np.linalg.inv(p)) for p in _dense_precisions(s, tau, n))
+    fc1 = fc1.reshape(3, 5)  # row-major W_aug = [W | b]
+    return {"fc1.weight": fc1[:, :4], "fc1.bias": fc1[:, 4], "fc2.weight": fc2[:6].reshape(2, 3), "fc2.bias": fc2[6:]}
 
 
 def dense_gamma(s: Small, tau: float, n: float = N_DATA) -> dict[str, float]:
-    lam1 = np.clip(np.linalg.eigvalsh(n * np.kron(s.G, s.A)), 0, None)
-    lam2 = np.concatenate([n * d.reshape(-1) for d in s.d2.values()])
-    return {"fc1": float(np.sum(lam1 / (lam1 + tau))), "fc2": float(np.sum(lam2 / (lam2 + tau)))}
+    """Effective parameters ``Σ λ/(λ + τ)`` per layer over the eigenvalues λ of ``N·C``."""
+    out = {}
+    for block in s.curvature.blocks:
+        lam = np.clip(np.linalg.eigvalsh(n * block_matrix(block).numpy()), 0, None)
+        out[block.module] = float(np.sum(lam / (lam + tau)))
+    return out
 
 
 def dense_entropy(s: Small, tau: float, n: float = N_DATA) -> dict[str, float]:
-    prec1 = n * np.kron(s.G, s.A) + tau * np.eye(15)
-    ld1 = np.linalg.slogdet(prec1)[1]
-    ld2 = float(np.sum(np.log(np.concatenate([n * d.reshape(-1) + tau for d in s.d2.values()]))))
-    h = lambda p, ld: 0.5 * (p * (1 + math.log(2 * math.pi)) - ld)  # noqa: E731
-    return {"fc1": h(15, ld1), "fc2": h(8, ld2)}
+    """Gaussian entropy ``½(P(1 + log 2π) − log det precision)`` per layer."""
+    out = {}
+    for block, prec in zip(s.curvature.blocks, _dense_precisions(s, tau, n)):
+        out[block.module] = 0.5 * (prec.shape[0] * (1 + math.log(2 * math.pi)) - np.linalg.slogdet(prec)[1])
+    return out
 
 
 def dense_hessian_diag(s: Small, n: float = N_DATA) -> dict[str, np.ndarray]:
-    """``N · diag(curvature)`` per weight, from the dense Kronecker product."""
-    diag = (n * np.diag(np.kron(s.G, s.A))).reshape(3, 5)
-    return {"fc1.weight": diag[:, :4], "fc2.weight": n * s.d2["fc2.weight"]}
+    """``N · diag(curvature)`` per weight, from the dense block matrices."""
+    fc1, fc2 = (n * np.diag(block_matrix(b).numpy()) for b in s.curvature.blocks)
+    return {"fc1.weight": fc1.reshape(3, 5)[:, :4], "fc2.weight": fc2[:6].reshape(2, 3)}
 
 
 def write_small_factor_file(path: Path, s: Small, tau: float = 1.0) -> Path:

@@ -1,9 +1,24 @@
-"""Tiny networks shared by the curvature tests."""
+"""Tiny float64 networks shared by the tests (curvature, posterior, the declared cases)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+DT = torch.float64
+
+
+def seeded_mlp(seed: int = 0, sizes=(4, 6, 5, 3), dropout: float = 0.0) -> nn.Sequential:
+    """Linear layers of ``sizes`` with tanh (and dropout) between them, float64, weights from ``seed``."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.Tanh())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers).to(DT)
 
 
 def mlp(bias: bool = True, d_in: int = 4, hidden: int = 5, d_out: int = 3) -> nn.Module:

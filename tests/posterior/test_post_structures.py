@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from tests.structures.cases import case
-from tests.structures.dense import block_matrix
+from tests.reference.cases import case
+from tests.reference.dense import dense_precision
 from uncert_cli.curvature.structured import compute_structured_curvature
 from uncert_cli.posterior import LaplacePosterior
 from uncert_cli.posterior.precision import (
@@ -32,9 +32,14 @@ def posterior(method: str, name: str = "mlp-cls") -> LaplacePosterior:
     return LaplacePosterior(curv, c.model, prior_precision=TAU, n_data=N_EFF)
 
 
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
 def explicit(block) -> torch.Tensor:
-    C = block_matrix(block)
-    return N_EFF * C + TAU * torch.eye(C.shape[0], dtype=torch.float64)
+    """``N·C + τI`` of one block, dense, in its packed order."""
+    return dense_precision(block, N_EFF, TAU)
 
 
 @pytest.mark.parametrize("method", METHODS)

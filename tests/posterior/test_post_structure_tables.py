@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.structures.cases import case
+from tests.reference.cases import case
 from uncert_cli.curvature.blocks import CurvatureBlock
 from uncert_cli.curvature.methods import METHODS, BuildRequest
 from uncert_cli.posterior.structures import STRUCTURES, structure_for

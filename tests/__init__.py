@@ -1,0 +1,1 @@
+"""The uncert test suite, a package: shared references live in tests.reference, fixtures in conftest.py."""

@@ -1,0 +1,1 @@
+"""Numbers-in, numbers-out analyses (metrics, OOD, pruning, tracking, layer statistics)."""

@@ -1,0 +1,1 @@
+"""Checkpoint loading and the allow-list of classes a file may name."""

@@ -1,0 +1,1 @@
+"""Curvature against the explicit GGN of tiny networks (tests.reference)."""

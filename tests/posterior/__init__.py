@@ -1,0 +1,1 @@
+"""Posterior operations and structures against the dense posterior (tests.reference)."""
