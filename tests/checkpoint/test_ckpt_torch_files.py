@@ -199,7 +199,11 @@ def test_trusted_pickle_whose_class_is_gone(tmp_path: Path, user_error) -> None:
         "import torch\nclass Gone(torch.nn.Module):\n"
         "    def __init__(self):\n        super().__init__()\n        self.fc = torch.nn.Linear(2, 2)\n"
     )
-    torch.save(import_user_file(folder, "uncert_test_gone").Gone(), tmp_path / "gone.pt")
+    gone = import_user_file(folder, "uncert_test_gone", forget=False)
+    try:  # pickling the instance looks its class up in sys.modules
+        torch.save(gone.Gone(), tmp_path / "gone.pt")
+    finally:
+        sys.modules.pop("uncert_test_gone", None)
     message = user_error(load_model, tmp_path / "gone.pt", trust_pickle=True)
     assert "not importable" in message
 
