@@ -15,7 +15,8 @@ import pytest
 import torch
 from torch.func import jacrev
 
-from tests.reference.ggn import explicit_ggn, loss_hessians, param_diagonal
+from tests.reference.ggn import explicit_ggn, loss_hessians
+from tests.reference.indices import param_diagonal
 from uncert_cli.checkpoint.keyword_inputs import feed_keyword_inputs
 from uncert_cli.checkpoint.outputs import parse_output_choice, select_output
 from uncert_cli.curvature import DiagonalBlock, KroneckerBlock, compute_curvature
