@@ -7,10 +7,9 @@ from typing import Callable
 import pytest
 import torch
 
+from tests.checkpoint.ckpt_helpers import MLP_KWARGS
 from uncert_cli.errors import UserError
 from uncert_cli.models import MLP
-
-from tests.checkpoint.ckpt_helpers import MLP_KWARGS
 
 
 @pytest.fixture

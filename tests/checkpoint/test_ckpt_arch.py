@@ -8,10 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from tests.checkpoint.ckpt_helpers import MLP_ARCH, MLP_KWARGS
 from uncert_cli.checkpoint import build_module, load_model, parse_arch_kwargs, weights_fingerprint
 from uncert_cli.models import MLP, LeNet
-
-from tests.checkpoint.ckpt_helpers import MLP_ARCH, MLP_KWARGS
 
 
 def test_parse_arch_kwargs_literals_and_strings() -> None:

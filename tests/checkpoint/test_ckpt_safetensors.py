@@ -8,11 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from tests.checkpoint.ckpt_helpers import MLP_ARCH, MLP_KWARGS
 from uncert_cli.checkpoint import ModelMeta, load_model, save_model, weights_fingerprint
 from uncert_cli.checkpoint.meta import HEADER_KEY
 from uncert_cli.models import LeNet
-
-from tests.checkpoint.ckpt_helpers import MLP_ARCH, MLP_KWARGS
 
 
 def full_meta() -> ModelMeta:

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-
 from tests.reference.small_posterior import dense_variances, small, write_small_factor_file
 from uncert_cli.cli.main import main
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-
 from tests.reference.small_posterior import dense_gamma, dense_variances, small, write_small_factor_file
 from uncert_cli.checkpoint import ModelMeta, save_model
 from uncert_cli.cli.main import main

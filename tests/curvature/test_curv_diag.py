@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from tests.reference.models import Conv1dNet, NormNet, SequenceNet, SharedNet, cnn, mlp, targets
 from tests.reference.ggn import explicit_ggn
 from tests.reference.indices import param_diagonal
+from tests.reference.models import Conv1dNet, NormNet, SequenceNet, SharedNet, cnn, mlp, targets
 from uncert_cli.curvature import DiagonalBlock, compute_curvature
 
 TASKS = ["classification", "regression"]

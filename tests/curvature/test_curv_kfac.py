@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from tests.reference.models import SequenceNet, cnn, mlp, targets
 from tests.reference.ggn import explicit_ggn
 from tests.reference.indices import restrict, waug_index
+from tests.reference.models import SequenceNet, cnn, mlp, targets
 from uncert_cli.curvature import DiagonalBlock, KroneckerBlock, compute_curvature
 
 

@@ -4,12 +4,12 @@ import math
 
 import pytest
 import torch
+
 from tests.reference.curvatures import diag_curvature, kfac_curvature, kfac_factors, linear_modules
 from tests.reference.dense import dense_covariance, dense_precision
 from tests.reference.ggn import waug_ggn
 from tests.reference.indices import to_waug
 from tests.reference.models import DT
-
 from uncert_cli.posterior import LaplacePosterior
 
 BUILDERS = {"diag": diag_curvature, "kfac": kfac_curvature}

@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
-from tests.reference.curvatures import kfac_curvature
-from tests.reference.models import DT
 from torch import nn
 
+from tests.reference.curvatures import kfac_curvature
+from tests.reference.models import DT
 from uncert_cli.posterior import LaplacePosterior, tune_prior_marglik
 from uncert_cli.posterior.marglik import gaussian_log_likelihood
 

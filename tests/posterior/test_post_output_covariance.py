@@ -4,12 +4,12 @@ import math
 
 import pytest
 import torch
+from torch import nn
+
 from tests.reference.curvatures import diag_curvature, kfac_curvature, random_kfac_curvature
 from tests.reference.dense import dense_covariance
 from tests.reference.ggn import waug_jacobian
 from tests.reference.models import DT
-from torch import nn
-
 from uncert_cli.posterior import LaplacePosterior
 from uncert_cli.posterior.predictive import DEFAULT_SEED, covariance_root, linearised_outputs
 

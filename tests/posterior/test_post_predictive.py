@@ -4,13 +4,13 @@ import math
 
 import pytest
 import torch
+from torch import nn
+
 from tests.reference.curvatures import diag_curvature, kfac_curvature, random_kfac_curvature
 from tests.reference.dense import dense_covariance
 from tests.reference.ggn import waug_jacobian
 from tests.reference.indices import to_waug
 from tests.reference.models import DT, seeded_mlp
-from torch import nn
-
 from uncert_cli.errors import UserError
 from uncert_cli.posterior import LaplacePosterior
 

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+
 from tests.reference.curvatures import diag_curvature, kfac_curvature
 from tests.reference.dense import dense_covariance
 from tests.reference.indices import to_waug
-
 from uncert_cli.posterior import LaplacePosterior
 
 N_SAMPLES = 20_000

@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
+
 from tests.reference.curvatures import diag_curvature, kfac_curvature
 from tests.reference.models import DT, seeded_mlp
-
 from uncert_cli.errors import UserError
 from uncert_cli.posterior import LaplacePosterior, tune_prior_marglik, tune_val_nll, validation_nll
 

@@ -13,10 +13,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from tests.reference.curvatures import kfac_curvature
-from tests.reference.models import DT
 from torch import nn
 
+from tests.reference.curvatures import kfac_curvature
+from tests.reference.models import DT
 from uncert_cli.errors import UserError
 from uncert_cli.posterior import LaplacePosterior, tune_val_nll, tune_widest
 from uncert_cli.posterior.widest import nll_limit, select_widest

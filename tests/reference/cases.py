@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import torch
 from torch import Tensor, nn
@@ -90,13 +90,13 @@ def _build(name: str) -> Case:
     return Case(name, model, x, y, spec.task)
 
 
-@lru_cache(maxsize=None)
+@cache
 def case(name: str) -> Case:
     """The case of row ``name``, built once per process."""
     return _build(name)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _ggn(name: str, names: tuple[str, ...]) -> Tensor:
     c = case(name)
     return explicit_ggn(c.model, c.x, c.task, names)
