@@ -6,8 +6,9 @@ Two accumulators:
   gradient of the weight is ``Σ_p g_{k,n,p} a_{n,p}ᵀ``. With one position (a Linear on 2-D input
   called once) the square factorises, ``Σ_{n,k} g²_{nko} a²_{ni} = ((Σ_k g²)ᵀ a²)_{oi}``: one matrix
   product, no per-example gradients. With several positions (sequences, conv pixels, shared calls)
-  the per-example gradient is formed first (``'kbpo,bpi->kboi'`` as a batched matmul), in chunks of
-  examples bounded to ``CHUNK_ELEMENTS``, then squared.
+  the squares are summed by :func:`~uncert_cli.curvature.square_sums.add_square_sums_` (per-example
+  gradients, or products of position pairs where those are cheaper); the inputs (conv patches) are
+  formed once per batch and reused by every chunk of backward vectors.
 * :class:`GenericDiagAccumulator` for every other module with direct parameters (norms,
   embeddings, attention, grouped convs, ...): per-example vector-Jacobian products of the module's
   own forward with ``torch.func`` (``functional_call`` + ``vjp``, vmapped over the ``K`` vectors and
@@ -27,7 +28,8 @@ from torch.func import functional_call, vjp, vmap
 from uncert_cli.core.errors import UserError
 from uncert_cli.curvature.blocks import DiagonalBlock
 from uncert_cli.curvature.hooks import Call, Capture, find_batch_dim
-from uncert_cli.curvature.kronecker import per_example_rows
+from uncert_cli.curvature.kronecker import example_dim, per_example_inputs, per_example_outputs
+from uncert_cli.curvature.square_sums import add_square_sums_
 from uncert_cli.curvature.subset import Unit
 
 # Bound on the elements of one per-example-gradient chunk (512 MiB in float64).
@@ -66,21 +68,19 @@ class LinearConvDiagAccumulator:
     def on_backward(self, calls: list[Call], grads: list[list[Tensor]], batch_size: int) -> None:
         B = batch_size
         module = self.unit.module
-        a_parts, g_parts = [], []
-        for call, grad in zip(calls, grads):
-            if not grad:
-                continue
-            call.check_inputs_unmodified(self.unit.name)
-            a, gg = per_example_rows(module, call.args[0], grad[0], B, default_batch_dim=0)  # type: ignore[misc]
-            a_parts.append(a)
-            g_parts.append(gg)
-        if not g_parts:
+        live = [(call, g[0]) for call, g in zip(calls, grads) if g]
+        if not live:
             return
-        if self._patches is None:
+        for call, _ in live:
+            call.check_inputs_unmodified(self.unit.name)
+        dims = [example_dim(module, call.args[0], B, default_batch_dim=0) or 0 for call, _ in live]
+        if self._patches is None:  # once per batch, not once per chunk of K
+            a_parts = [per_example_inputs(module, call.args[0], B, bd) for (call, _), bd in zip(live, dims)]
             self._patches = a_parts[0] if len(a_parts) == 1 else torch.cat(a_parts, dim=1)
         a = self._patches
+        g_parts = [per_example_outputs(module, g, B, bd) for (_, g), bd in zip(live, dims)]
         g = g_parts[0] if len(g_parts) == 1 else torch.cat(g_parts, dim=2)  # (K, B, P, O)
-        K, P = g.shape[0], g.shape[2]
+        P = g.shape[2]
         if self.has_bias:
             self.b_sum += g.sum(2).square().sum((0, 1))
         if P == 1:
@@ -90,11 +90,7 @@ class LinearConvDiagAccumulator:
             else:
                 self._g_square += s
             return
-        chunk = max(1, CHUNK_ELEMENTS // max(1, K * self.O * self.I))
-        for start in range(0, B, chunk):
-            sl = slice(start, start + chunk)
-            per_ex = torch.matmul(g[:, sl].transpose(2, 3), a[sl])  # (K, b, O, I)
-            self.w_sum += per_ex.square_().sum((0, 1))
+        add_square_sums_(self.w_sum, g, a)
 
     def end_batch(self, batch_size: int) -> None:
         if self._g_square is not None:

@@ -27,6 +27,7 @@ from uncert_cli.curvature.diagonal import GenericDiagAccumulator, LinearConvDiag
 from uncert_cli.curvature.hooks import Capture, backprop_vectors
 from uncert_cli.curvature.kronecker import KroneckerAccumulator
 from uncert_cli.curvature.loss_vectors import loss_backward_vectors
+from uncert_cli.curvature.norm_diag import BatchNormDiagAccumulator, closed_form_batch_norm
 from uncert_cli.curvature.plain_kernels import plain_kernels
 from uncert_cli.curvature.recurrent_diag import RecurrentDiagAccumulator
 from uncert_cli.curvature.subset import Unit, select_units
@@ -117,6 +118,8 @@ def _make_accumulators(
             )
         elif RecurrentDiagAccumulator.covers(u):  # under kfac too: recurrent weights keep a diagonal
             acc = RecurrentDiagAccumulator(u, dtype, device, capture)
+        elif closed_form_batch_norm(u):
+            acc = BatchNormDiagAccumulator(u, dtype, device, capture)
         else:
             acc = GenericDiagAccumulator(u, dtype, device, capture)
         accs.append(acc)

@@ -31,51 +31,51 @@ from uncert_cli.curvature.gram import gram_lower_, mirror_lower_
 from uncert_cli.curvature.hooks import find_batch_dim
 from uncert_cli.curvature.subset import Unit, conv_padding
 
-# Up to this many patch entries per position, patches come from a convolution with an identity
-# kernel: on CPU, ``F.unfold`` of few-channel inputs is pathologically slow here (3.8 s vs 0.05 s for
-# a 256×1×28×28 batch with 5×5 kernels), while the identity kernel stays small ((I, C, k…) ≤ 512²).
-_IDENTITY_KERNEL_MAX = 512
 
+def conv_patch_rows(module: nn.Conv1d | nn.Conv2d, x: Tensor) -> Tensor:
+    """Input patches of a conv, examples first and positions as rows: ``(B, P, I)`` with
+    ``I = C_in·∏kernel`` (in the order of ``weight.reshape(O, -1)``) and ``P`` output positions.
 
-def conv_patches(module: nn.Conv1d | nn.Conv2d, x: Tensor) -> Tensor:
-    """Unfolded input patches of a conv: ``(B, I, P)`` with ``I = C_in·∏kernel``, ``P`` output positions.
-
-    The row order of ``I`` matches ``weight.reshape(O, -1)``.
+    The patches are a strided view of the zero-padded input (``Tensor.unfold`` per spatial
+    dimension, every ``dilation``-th entry of a window), copied once into this layout. On CPU this
+    beats ``F.unfold`` (im2col: 250 ms against 11 ms for a 32×256×2×2 batch with 3×3 kernels, the
+    largest single cost of the exact diagonal on resnet18) and the identity-kernel convolution used
+    before for few-channel inputs (56 ms against 30 ms for MNIST's 256×1×28×28 with 5×5 kernels).
     """
     padding = conv_padding(module)
     assert padding is not None  # supported_structure() guarantees it
-    unbatched = x.dim() == (2 if isinstance(module, nn.Conv1d) else 3)
-    if unbatched:
+    spatial = 1 if isinstance(module, nn.Conv1d) else 2
+    if x.dim() == spatial + 1:  # unbatched input
         x = x.unsqueeze(0)
-    channels = x.shape[1]
-    kernel = tuple(module.kernel_size)
-    width = channels * math.prod(kernel)
-    if width <= _IDENTITY_KERNEL_MAX:
-        eye = torch.eye(width, dtype=x.dtype, device=x.device).reshape(width, channels, *kernel)
-        conv = F.conv1d if isinstance(module, nn.Conv1d) else F.conv2d
-        out = conv(x, eye, stride=module.stride, padding=padding, dilation=module.dilation)
-        return out.flatten(2)
-    if isinstance(module, nn.Conv1d):
-        return F.unfold(
-            x.unsqueeze(2),
-            kernel_size=(1, module.kernel_size[0]),
-            dilation=(1, module.dilation[0]),
-            padding=(0, padding[0]),
-            stride=(1, module.stride[0]),
-        )
-    return F.unfold(x, kernel_size=module.kernel_size, dilation=module.dilation, padding=padding, stride=module.stride)
+    pad: list[int] = []
+    for p in reversed(padding):  # F.pad lists the last dimension first
+        pad += [p, p]
+    view = F.pad(x, pad) if any(padding) else x
+    for d, (k, s, dil) in enumerate(zip(module.kernel_size, module.stride, module.dilation)):
+        view = view.unfold(2 + d, dil * (k - 1) + 1, s)  # windows appended as the last dimension
+        if dil > 1:
+            view = view[..., ::dil]
+    # view: (B, C, P_1[, P_2], k_1[, k_2]) -> (B, P_1[, P_2], C, k_1[, k_2])
+    order = [0, *range(2, 2 + spatial), 1, *range(2 + spatial, 2 + 2 * spatial)]
+    B, C = view.shape[0], view.shape[1]
+    return view.permute(order).reshape(B, -1, C * math.prod(module.kernel_size))
+
+
+def conv_patches(module: nn.Conv1d | nn.Conv2d, x: Tensor) -> Tensor:
+    """Unfolded input patches of a conv: ``(B, I, P)`` (a transposed view of :func:`conv_patch_rows`)."""
+    return conv_patch_rows(module, x).transpose(1, 2)
 
 
 def input_rows(module: nn.Module, x: Tensor) -> Tensor:
     """All input vectors of one call as rows, ``(R, I)`` (``R`` = examples × positions).
 
-    For a conv the rows are copied into position-major order (``(B·P, I)``); for a Linear it is a
+    For a conv the patch rows are copied once, position-major (``(B·P, I)``); for a Linear it is a
     free view of the contiguous input.
     """
     if isinstance(module, nn.Linear):
         return x.reshape(-1, x.shape[-1])
-    u = conv_patches(cast(nn.Conv1d | nn.Conv2d, module), x)  # (B, I, P)
-    return u.transpose(1, 2).reshape(-1, u.shape[1])
+    u = conv_patch_rows(cast(nn.Conv1d | nn.Conv2d, module), x)  # (B, P, I), contiguous
+    return u.reshape(-1, u.shape[2])
 
 
 def output_rows(module: nn.Module, g: Tensor) -> Tensor:
@@ -96,18 +96,33 @@ def per_example_rows(
     dimensions with size ``B`` (so ``(T, B, I)`` sequence-first inputs work); if none has that size,
     ``default_batch_dim`` is used, or None is returned when it is None. Conv inputs are ``(B, C, ...)``.
     """
-    B = batch_size
+    bd = example_dim(module, x, batch_size, default_batch_dim)
+    if bd is None:
+        return None
+    return per_example_inputs(module, x, batch_size, bd), per_example_outputs(module, g, batch_size, bd)
+
+
+def example_dim(module: nn.Module, x: Tensor, batch_size: int, default_batch_dim: int | None = None) -> int | None:
+    """The dimension of a Linear/Conv input that indexes examples (see :func:`per_example_rows`)."""
+    if not isinstance(module, nn.Linear):
+        return 0
+    bd = find_batch_dim(x.shape[:-1], batch_size)
+    return default_batch_dim if bd is None else bd
+
+
+def per_example_inputs(module: nn.Module, x: Tensor, batch_size: int, batch_dim: int) -> Tensor:
+    """The input rows of one Linear/Conv call, ``(B, P, I)`` (conv patches are copied once)."""
     if isinstance(module, nn.Linear):
-        bd = find_batch_dim(x.shape[:-1], B)
-        if bd is None:
-            if default_batch_dim is None:
-                return None
-            bd = default_batch_dim
-        a = x.movedim(bd, 0).reshape(B, -1, x.shape[-1])
-        return a, g.movedim(bd + 1, 1).reshape(g.shape[0], B, -1, g.shape[-1])
+        return x.movedim(batch_dim, 0).reshape(batch_size, -1, x.shape[-1])
+    return conv_patch_rows(cast(nn.Conv1d | nn.Conv2d, module), x)
+
+
+def per_example_outputs(module: nn.Module, g: Tensor, batch_size: int, batch_dim: int) -> Tensor:
+    """Backward vectors ``(K, *output.shape)`` at one Linear/Conv call's output as ``(K, B, P, O)`` (a view)."""
+    if isinstance(module, nn.Linear):
+        return g.movedim(batch_dim + 1, 1).reshape(g.shape[0], batch_size, -1, g.shape[-1])
     O = g.shape[2]
-    patches = conv_patches(cast(nn.Conv1d | nn.Conv2d, module), x)
-    return patches.transpose(1, 2), g.reshape(g.shape[0], B, O, -1).transpose(2, 3)
+    return g.reshape(g.shape[0], batch_size, O, -1).transpose(2, 3)
 
 
 class KroneckerAccumulator:

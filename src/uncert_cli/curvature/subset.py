@@ -50,7 +50,7 @@ def supported_structure(module: nn.Module) -> Structure | None:
 
     Kronecker: ``nn.Linear`` (any leading dimensions) and ``nn.Conv1d``/``nn.Conv2d`` with
     ``groups=1``, zero padding mode and symmetric padding (dilation and stride are fine: patches
-    come from ``F.unfold``). Grouped/depthwise convs, Conv3d, transposed convs, norms, embeddings
+    are strided views of the padded input). Grouped/depthwise convs, Conv3d, transposed convs, norms, embeddings
     and attention get a diagonal block.
     """
     if isinstance(module, nn.MultiheadAttention):
