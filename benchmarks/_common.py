@@ -44,6 +44,22 @@ def resnet18() -> torch.nn.Module:
     return torchvision.models.resnet18(num_classes=10).eval()
 
 
+def all_cnn(num_classes: int = 10) -> torch.nn.Module:
+    """All-CNN-C (Springenberg et al. 2015) for 3×32×32 inputs: nine convolutions, no BatchNorm, no
+    in-place ReLU, average pooling and a flatten — a graph BackPACK's and curvlinops' conv support
+    covers, so every peer runs on it (1.37M parameters)."""
+    from torch import nn
+
+    def block(c_in: int, c_out: int, k: int = 3, stride: int = 1, padding: int = 1) -> list[nn.Module]:
+        return [nn.Conv2d(c_in, c_out, k, stride=stride, padding=padding), nn.ReLU()]
+
+    torch.manual_seed(0)
+    layers = [*block(3, 96), *block(96, 96), *block(96, 96, stride=2), *block(96, 192), *block(192, 192),
+              *block(192, 192, stride=2), *block(192, 192, padding=0), *block(192, 192, k=1, padding=0),
+              nn.Conv2d(192, num_classes, 1), nn.AvgPool2d(6), nn.Flatten()]
+    return nn.Sequential(*layers).eval()
+
+
 def mnist_batches(n: int, batch_size: int, split: str = "train") -> list[tuple[torch.Tensor, torch.Tensor]]:
     from uncert_cli.data import adapt_to_model, iter_batches, load_dataset
 

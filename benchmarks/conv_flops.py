@@ -1,0 +1,83 @@
+"""Multiply-adds per example that each curvature method needs on a conv network, against the floor.
+
+    python benchmarks/conv_flops.py [--model resnet18|allcnn] [--size 32] [--classes 10]
+
+Counted from the shapes of every Conv/Linear call (one forward of a single example), with ``K``
+backward vectors per example (``C − 1`` for the exact GGN, 1 for MC/empirical):
+
+* floor: forward ``Σ P·O·I`` + backward input gradients (every layer but the first) + weight
+  gradients (``Σ P·O·I`` again);
+* every method: the forward + ``K`` input-gradient backwards to the layer outputs (no weight
+  gradients);
+* exact diagonal: per layer with ``P > 1`` the cheaper of ``K·P·O·I`` (per-example gradients) and
+  ``P(P+1)/2·O·I`` (position pairs), ``O·I`` where ``P = 1``;
+* KFAC: ``P·I²/2`` for ``A`` and ``K·P·O²/2`` for ``G`` (lower triangles, syrk).
+
+BatchNorm, ReLU, pooling and additions are left out (elementwise, under 1% of the multiply-adds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import all_cnn, resnet18  # noqa: E402
+
+
+def layer_shapes(model: nn.Module, size: int) -> list[tuple[str, int, int, int]]:
+    """``(name, P, O, I)`` of every Conv/Linear call for one ``3×size×size`` example."""
+    shapes: list[tuple[str, int, int, int]] = []
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            def hook(mod, args, out, name=name):  # type: ignore[no-untyped-def]
+                O = mod.weight.shape[0]
+                I = mod.weight[0].numel() + (mod.bias is not None)
+                shapes.append((name, out[0].numel() // O if out.dim() > 2 else 1, O, I))
+            hooks.append(m.register_forward_hook(hook))
+    with torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    return shapes
+
+
+def counts(shapes: list[tuple[str, int, int, int]], K: int) -> dict[str, float]:
+    fwd = sum(P * O * I for _, P, O, I in shapes)
+    first = shapes[0][1] * shapes[0][2] * shapes[0][3]
+    backward_inputs = fwd - first
+    base = fwd + K * backward_inputs
+    diag = sum(min(K * P, P * (P + 1) // 2) * O * I if P > 1 else O * I for _, P, O, I in shapes)
+    kfac = sum(P * I * I / 2 + K * P * O * O / 2 for _, P, O, I in shapes)
+    return {"floor": fwd + backward_inputs + fwd, "forward": fwd, "backward vectors": K * backward_inputs,
+            "diag": base + diag, "kfac": base + kfac, "diag squares": diag, "kfac factors": kfac}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=["resnet18", "allcnn"], default="resnet18")
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--classes", type=int, default=10)
+    args = parser.parse_args()
+    model = resnet18() if args.model == "resnet18" else all_cnn()
+    shapes = layer_shapes(model, args.size)
+    exact, mc = counts(shapes, args.classes - 1), counts(shapes, 1)
+    floor = exact["floor"]
+    print(f"{args.model} at {args.size}×{args.size}, {len(shapes)} conv/linear layers, "
+          f"forward {exact['forward'] / 1e6:.1f}M multiply-adds per example, floor {floor / 1e6:.1f}M\n")
+    print("| method | multiply-adds per example (M) | × floor | of which backward vectors | of which squares / factors |")
+    print("|---|---:|---:|---:|---:|")
+    for label, c, key, part in [("exact diag", exact, "diag", "diag squares"), ("MC diag", mc, "diag", "diag squares"),
+                                ("exact KFAC", exact, "kfac", "kfac factors"), ("MC / empirical KFAC", mc, "kfac", "kfac factors")]:
+        print(f"| {label} | {c[key] / 1e6:.1f} | {c[key] / floor:.2f} | {c['backward vectors'] / 1e6:.1f} | {c[part] / 1e6:.1f} |")
+    assert math.isfinite(floor)
+
+
+if __name__ == "__main__":
+    main()
