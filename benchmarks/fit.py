@@ -1,10 +1,11 @@
 """Fit speed and memory: uncert against BackPACK, curvlinops and laplace-torch, side by side.
 
-    python benchmarks/fit.py [--model mlp|resnet18] [--n 10000] [--batch-size 256] [--only NAME,NAME]
+    python benchmarks/fit.py [--model mlp|resnet18|allcnn] [--n 10000] [--batch-size 256] [--only NAME,NAME]
                              [--repeat R]
 
 Every curvature is computed on the sample MNIST MLP (784-1024-1024-10) over N MNIST training
-images (or torchvision's resnet18 on N random CIFAR-shaped inputs), each in its own process (so
+images (or torchvision's resnet18, or All-CNN-C, on N random CIFAR-shaped inputs; All-CNN-C has no
+BatchNorm and no in-place ReLU, so BackPACK and curvlinops run on it too), each in its own process (so
 peak memory is that method's own), and reported as a ratio to the floor: one plain
 forward+backward pass over the same data. Times are of a second run in the same process (the
 first run's time is shown too); memory is the first run's peak above the RSS it started from,
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cifar_shaped_batches, mnist_batches, mnist_mlp, peak_rss_bytes, resnet18, run_isolated  # noqa: E402
+from _common import all_cnn, cifar_shaped_batches, mnist_batches, mnist_mlp, peak_rss_bytes, resnet18, run_isolated  # noqa: E402
 
 
 def _sequential(model: torch.nn.Module) -> torch.nn.Module:
@@ -140,8 +141,9 @@ def _preimport(name: str) -> None:
 
 def measure(name: str, n: int, batch_size: int, model_name: str) -> dict:
     torch.manual_seed(0)
-    if model_name == "resnet18":
-        model, batches = resnet18(), _Loader(cifar_shaped_batches(n, batch_size))
+    if model_name in ("resnet18", "allcnn"):
+        model = resnet18() if model_name == "resnet18" else all_cnn()
+        batches = _Loader(cifar_shaped_batches(n, batch_size))
     else:
         model, batches = mnist_mlp(), _Loader(mnist_batches(n, batch_size))
     _preimport(name)
@@ -160,14 +162,14 @@ def measure(name: str, n: int, batch_size: int, model_name: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=["mlp", "resnet18"], default="mlp")
-    parser.add_argument("--n", type=int, default=None, help="examples (default 10,000 for mlp, 512 for resnet18)")
+    parser.add_argument("--model", choices=["mlp", "resnet18", "allcnn"], default="mlp")
+    parser.add_argument("--n", type=int, default=None, help="examples (default 10,000 for mlp, 512 for resnet18, 128 for allcnn)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--only", default="", help="comma-separated method names (default: all)")
     parser.add_argument("--repeat", type=int, default=1, help="interleaved rounds; the table shows medians")
     parser.add_argument("--run", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.n = args.n or (512 if args.model == "resnet18" else 10_000)
+    args.n = args.n or {"resnet18": 512, "allcnn": 128}.get(args.model, 10_000)
     if args.run:
         print(json.dumps(measure(args.run, args.n, args.batch_size, args.model)))
         return
@@ -176,7 +178,8 @@ def main() -> None:
         names.insert(0, "floor (forward+backward)")
     extra = ["--n", str(args.n), "--batch-size", str(args.batch_size), "--model", args.model]
     rounds = [[run_isolated(Path(__file__), name, extra) for name in names] for _ in range(args.repeat)]
-    title = "resnet18 (torchvision, 10 classes), random 3×32×32 inputs" if args.model == "resnet18" else "MNIST MLP 784-1024-1024-10, MNIST train images"
+    title = {"resnet18": "resnet18 (torchvision, 10 classes), random 3×32×32 inputs",
+             "allcnn": "All-CNN-C (10 classes), random 3×32×32 inputs"}.get(args.model, "MNIST MLP 784-1024-1024-10, MNIST train images")
     print(f"{title}, N = {args.n}, batch {args.batch_size}, torch threads {torch.get_num_threads()}, "
           f"{args.repeat} interleaved round(s), medians\n")
     print("| method | seconds | × floor (range) | first run (s) | peak RSS (MiB) | peak − RSS before the method (MiB) |")
