@@ -7,10 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.curvature.models import targets
-from tests.reference.ggn import explicit_ggn, param_diagonal
 from torch import Tensor, nn
 
+from tests.reference.ggn import explicit_ggn
+from tests.reference.indices import param_diagonal
+from tests.reference.models import targets
 from uncert_cli.curvature import DiagonalBlock, compute_curvature, engine, square_sums
 from uncert_cli.curvature.kronecker import conv_patch_rows
 
