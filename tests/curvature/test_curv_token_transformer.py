@@ -121,3 +121,16 @@ def test_kfac_blocks_equal_their_definition_with_positions_summed(bert_and_token
         torch.testing.assert_close(kron[name].output_factor, G, rtol=1e-8, atol=1e-12, msg=name)
     diagonal = {n for b in curv.blocks if isinstance(b, DiagonalBlock) for n in b.param_names}
     assert "bert.embeddings.position_embeddings.weight" in diagonal
+
+
+def test_a_batch_as_long_as_the_sequences_is_still_per_example(bert_and_tokens):
+    # B == T: the shapes alone cannot tell the batch axis of the (1, T, H) position lookup from its positions
+    model, x, _ = bert_and_tokens
+    x6 = torch.cat([x, x[:1].flip(2)])  # 6 examples of 6 tokens
+    y6 = torch.arange(T) % C
+    ggn = explicit_ggn(model, x6, "classification")
+    curv = compute_curvature(model, [(x6, y6)], method="diag")
+    name = "bert.embeddings.position_embeddings.weight"
+    block = next(b for b in curv.blocks if name in b.param_names)
+    diag = block.diagonal[block.param_names.index(name)]
+    torch.testing.assert_close(diag, param_diagonal(model, ggn, name), rtol=1e-8, atol=1e-12)
