@@ -10,16 +10,11 @@ import typer
 
 from uncert_cli.analysis.attack import ATTACK_KINDS, ATTACK_SAMPLES, UNTARGETED_STEP_SIZES
 from uncert_cli.cli import options as o
-from uncert_cli.cli.html_output import Html, figure_folder, finish_html
-from uncert_cli.core.device import resolve_device
+from uncert_cli.cli.option_groups import Conversion, Evaluation, HeldOut, Output, analysis_settings, deliver, with_groups
 from uncert_cli.core.errors import UserError
-from uncert_cli.core.vocabulary import HeldOutObjective
-from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
-from uncert_cli.render.console import log, print_json, progress_bar
 from uncert_cli.render.html import attack_page, check_html_path
 from uncert_cli.render.ood import attack_document, print_attack
-from uncert_cli.storage.factor_file import read_provenance
-from uncert_cli.workflows.evaluate import AnalysisSettings, AttackSettings, parse_predictives, run_attack
+from uncert_cli.workflows.evaluate import AttackSettings, parse_predictives, run_attack
 
 
 def _step_sizes(text: str | None) -> tuple[float, ...]:
@@ -41,8 +36,10 @@ def _positive_finite(value: float) -> float:
     return value
 
 
+@with_groups(evaluation=Evaluation, held_out=HeldOut, conversion=Conversion, out=Output)
 def attack(
     factors: Annotated[Path, typer.Argument(help="Factor file written by `uncert fit`.")],
+    *,
     data: o.DataSpec = None,
     predictive: Annotated[
         str | None, typer.Option("--predictive", help="Comma-separated: map, mc, glm, dropout (default: map,glm).")
@@ -59,70 +56,27 @@ def attack(
     samples: Annotated[int, typer.Option("--samples", min=1, help=(
         "Weight samples (mc, glm) or dropout masks, fixed for the whole attack; the cost grows linearly with it."
     ))] = ATTACK_SAMPLES,
-    prior_precision: o.PriorPrecision = None,
-    n_data: o.NData = None,
-    prior_mode: o.AnalysisPriorMode = None,
-    tune: o.Tune = None,
-    objective: Annotated[
-        HeldOutObjective,
-        typer.Option("--objective", help="How --tune chooses N and τ: widest (the widest posterior whose held-out NLL is "
-                     "within --nll-tolerance of the best) or val-nll (the lowest held-out NLL)."),
-    ] = HeldOutObjective.widest,
-    nll_tolerance: o.NllTolerance = DEFAULT_NLL_TOLERANCE,
-    val_from: o.ValFrom = None,
-    val_size: o.ValSize = 1000,
-    tune_samples: o.TuneSamples = 20,
+    held_out: HeldOut,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Attack the first N evaluation examples.")] = 500,
     batch_size: o.BatchSize = 250,
-    seed: o.Seed = 0,
-    png: o.Png = None,
-    html: Html = None,
-    data_root: o.DataRoot = None,
-    download: o.Download = False,
-    normalize: o.Normalize = None,
-    grayscale: o.Grayscale = False,
-    channels: o.Channels = None,
-    resize: o.Resize = None,
-    arch: o.FactorArch = None,
-    arch_kwargs: o.FactorArchKwargs = None,
-    device: o.Device = o.DeviceChoice.auto,
-    json_output: o.Json = False,
-    quiet: o.Quiet = False,
-    debug: o.Debug = False,
+    evaluation: Evaluation,
+    conversion: Conversion,
+    out: Output,
 ) -> None:
     """Untargeted (per step size) and targeted (per step) FGSM: accuracy, target hits, mean entropy."""
-    quiet_all = quiet or json_output
-    if html is not None:
-        check_html_path(html)  # before any work
-    conversion = o.image_conversion(grayscale, channels, resize)
-    settings = AnalysisSettings(
-        data=data, limit=limit, prior_precision=prior_precision, n_data=n_data, prior_mode=prior_mode, tune=tune,
-        val_size=val_size, tune_samples=tune_samples, batch_size=batch_size, seed=seed, root=data_root,
-        download=download, normalize=normalize, device=resolve_device(device.value).type,
-        objective=objective.value, nll_tolerance=nll_tolerance, val_from=val_from, arch=arch, arch_kwargs=arch_kwargs,
-        grayscale=grayscale, channels=conversion.channels, resize=conversion.size,
-    )
+    if evaluation.html is not None:
+        check_html_path(evaluation.html)  # before any work
+    settings = analysis_settings(held_out, conversion, evaluation, data=data, limit=limit, batch_size=batch_size)
     plan = AttackSettings(
         mode=mode, step_sizes=_step_sizes(step_sizes), target=target, step_size=step_size, steps=steps, samples=samples
     )
     report = run_attack(
         factors, parse_predictives(predictive, ATTACK_KINDS), settings, plan,
-        progress=lambda total, what: progress_bar(total, what, quiet=quiet_all),
-        announce=lambda text: log(text, quiet=quiet_all),
-        warn=lambda text: log(text, quiet=quiet),  # stderr even with --json
+        **out.reporters(),
     )
-    doc = attack_document(report)
-    doc["pngs"] = []
-    with figure_folder(png, html) as figures:
-        if figures is not None:
-            from uncert_cli.render.plots_ood import write_attack_plots  # matplotlib only when asked for
+    deliver(attack_document(report), report, factors, evaluation, out, page=attack_page, show=print_attack,
+            plots="write_attack_plots")
 
-            doc["pngs"] = [str(p) for p in write_attack_plots(report, figures)]
-        finish_html(html, png, doc, lambda d: attack_page(d, read_provenance(factors)), quiet_all)
-    if json_output:
-        print_json(doc)
-    else:  # --quiet silences progress and logs, not the result
-        print_attack(doc)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ import typer
 
 from uncert_cli.analysis.compare import DEFAULT_FRACTION
 from uncert_cli.cli import options as o
+from uncert_cli.cli.option_groups import Output, with_groups
 from uncert_cli.cli.prune import CriterionChoice
 from uncert_cli.core.device import resolve_device
 from uncert_cli.render.compare import compare_document, file_section, print_compare, write_compare_pngs
@@ -18,10 +19,12 @@ from uncert_cli.storage.factor_file import read_provenance
 from uncert_cli.workflows.compare import compare_factor_files
 
 
+@with_groups(out=Output)
 def compare(
     factors: Annotated[list[Path], typer.Argument(help=(
         "Two or more factor files of the same checkpoint; the first is the reference."
     ))],
+    *,
     criterion: Annotated[
         CriterionChoice, typer.Option("--criterion", help=(
             "Pruning score whose top candidates are compared (as in 'uncert prune')."
@@ -34,9 +37,7 @@ def compare(
     ] = DEFAULT_FRACTION,
     png: o.Png = None,
     device: o.Device = o.DeviceChoice.auto,
-    json_output: o.Json = False,
-    quiet: o.Quiet = False,
-    debug: o.Debug = False,
+    out: Output,
 ) -> None:
     """Per layer: variance share, mean σ, σ²/σ²_prior per file; rank correlation of σ, shared pruning
     candidates and KL divergence of the first file against each other one.
@@ -48,7 +49,7 @@ def compare(
     files = [file_section(read_provenance(p), opened.posterior.num_params) for p, opened in zip(factors, compared.opened)]
     first = compared.opened[0].factors
     doc = compare_document(compared.comparison, files, first.fingerprint, first.checkpoint_path, pngs)
-    if json_output:
+    if out.json_output:
         print_json(doc)
     else:
         print_compare(doc)

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from uncert_cli.cli import options as o
+from uncert_cli.cli.option_groups import Output, with_groups
 from uncert_cli.core.atomic import make_output_directory
 from uncert_cli.core.errors import UserError
 from uncert_cli.render.console import log, print_json
@@ -65,21 +65,21 @@ def run_demo(
     return documents
 
 
+@with_groups(output=Output)
 def demo(
+    *,
     out: Annotated[Path, typer.Option("--out", help="Directory for the demo's outputs.")] = Path("uncert-demo"),
-    json_output: o.Json = False,
-    quiet: o.Quiet = False,
-    debug: o.Debug = False,
+    output: Output,
 ) -> None:
     """Fit, report and test OOD detection on a shipped model, offline, in seconds."""
     def announce(text: str) -> None:
-        if not (quiet or json_output):
+        if not output.silent:
             log(f"\n[bold cyan]{text}[/bold cyan]", quiet=False)
 
-    documents = run_demo(out, json_output=json_output, announce=announce)
-    if json_output:
+    documents = run_demo(out, json_output=output.json_output, announce=announce)
+    if output.json_output:
         print_json(documents)
-    elif not quiet:
+    elif not output.quiet:
         log(f"\n[bold]done[/bold]: factor file, report PNGs and OOD plots are in {out.resolve()}", quiet=False)
         for page in documents["html"]:
             log(f"open in a browser: {page}", quiet=False)

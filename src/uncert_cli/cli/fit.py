@@ -12,6 +12,7 @@ import typer
 
 from uncert_cli.checkpoint.pickled import record_pickled_arch
 from uncert_cli.cli import options as o
+from uncert_cli.cli.option_groups import CheckpointSource, Conversion, DataFiles, Output, with_groups
 from uncert_cli.core.atomic import check_free_space, check_output_path
 from uncert_cli.core.device import resolve_device, resolve_dtype
 from uncert_cli.core.distributed import init_from_environment, shutdown
@@ -43,10 +44,12 @@ class DtypeChoice(str, Enum):
     float64 = "float64"
 
 
+@with_groups(source=CheckpointSource, out=Output, images=Conversion, files=DataFiles)
 def fit(
     checkpoint: Annotated[Path, typer.Argument(help=(
         "Model checkpoint (.safetensors, .pt, .pth, .ckpt) or a Hugging Face model folder (config.json + weights)."
     ))],
+    *,
     data: o.DataSpec = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Factor file to write (HDF5).")] = Path("factors.h5"),
     method: Annotated[Method, typer.Option("--method", help=(
@@ -87,17 +90,10 @@ def fit(
     split: o.Split = None,
     limit: o.Limit = None,
     batch_size: o.BatchSize = 256,
-    data_root: o.DataRoot = None,
-    download: o.Download = False,
+    files: DataFiles,
     normalize: o.Normalize = None,
-    grayscale: o.Grayscale = False,
-    channels: o.Channels = None,
-    resize: o.Resize = None,
-    arch: o.Arch = None,
-    arch_kwargs: o.ArchKwargs = None,
-    trust_pickle: o.TrustPickle = False,
-    state_key: o.StateKey = None,
-    strip_prefix: o.StripPrefix = None,
+    images: Conversion,
+    source: CheckpointSource,
     model_output: o.ModelOutput = None,
     trust_remote_code: o.TrustRemoteCode = False,
     input_shape: Annotated[
@@ -112,15 +108,13 @@ def fit(
         "Refuse if the fit's predicted peak memory is larger (e.g. 8GiB; default: the memory available on this machine)."
     ))] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for Monte-Carlo labels.")] = 0,
-    json_output: o.Json = False,
-    quiet: o.Quiet = False,
-    debug: o.Debug = False,
+    out: Output,
 ) -> None:
     """Fit a post-hoc Laplace approximation (diag, KFAC, full, low-rank, EKFAC, KFAC+diag) and save the curvature."""
     if output.suffix.lower() not in (".h5", ".hdf5"):
         raise UserError(f"the factor file is HDF5; name it *.h5 (got '{output.name}')")
     check_output_path(output)
-    conversion = o.image_conversion(grayscale, channels, resize)
+    conversion = images.image_conversion()
     if layers is not None:
         if subset != "all" and subset != layers:
             raise UserError(f"--layers {layers} and --subset {subset} disagree; pass only one of them")
@@ -129,20 +123,19 @@ def fit(
     ctx = init_from_environment(dev)
     try:
         loaded = load_checkpoint_model(
-            checkpoint, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
-            task=task.value if task else None, state_key=state_key, strip_prefix=strip_prefix, model_output=model_output,
+            checkpoint, **source.load_options(), task=task.value if task else None, model_output=model_output,
             trust_remote_code=trust_remote_code,
         )
         for note in loaded.notes if ctx.is_main else []:
-            log(f"note: {note}", quiet=quiet)
+            log(f"note: {note}", quiet=out.quiet)
         split_name, split_asked = o.split_choice(split, "train")
         loaded, pickle_note = record_pickled_arch(loaded)  # refuses before any data is read
         if pickle_note and ctx.is_main:
-            log(f"note: {pickle_note}", quiet=quiet)
+            log(f"note: {pickle_note}", quiet=out.quiet)
         if input_shape is not None:
             loaded.meta = replace(loaded.meta, input_shape=parse_input_shape(input_shape))
         dataset = load_model_data(
-            loaded.meta, data, split=split_name, limit=limit, root=data_root, download=download, normalize=normalize,
+            loaded.meta, data, split=split_name, limit=limit, root=files.data_root, download=files.download, normalize=normalize,
             conversion=conversion, model=loaded.module, split_required_by=split_asked,
             offers=("channels", "resize", "input_shape"),
         )
@@ -160,7 +153,7 @@ def fit(
         memory = check_memory(loaded.module, opts, dataset)  # refuse before any work is shown or done
         if ctx.is_main:  # and before the minutes of fitting: will the file fit on the disk?
             check_free_space(output, expected_file_bytes(loaded.module, opts), lower_bound=True)
-        show = not (quiet or json_output) and ctx.is_main
+        show = not out.silent and ctx.is_main
         # Before a fit that takes real memory (or at a terminal), say what it will take: a user can stop it.
         if memory.fit_peak >= ANNOUNCE_PEAK or sys.stderr.isatty():
             log(f"{method.value} fit: {describe(memory)}", quiet=not show)
@@ -168,11 +161,11 @@ def fit(
         total *= CURVATURE_METHODS[method].data_passes(opts.epochs or DEFAULT_EPOCHS)
         prior = PriorSettings(prior_precision=prior_precision, prior_mode=prior_mode.value, n_data=n_data)
         if ctx.is_main:
-            log_coverage_notes(loaded.module, opts, quiet=quiet)
+            log_coverage_notes(loaded.module, opts, quiet=out.quiet)
             plain = needs_plain_kernels(loaded.module)
             if plain:
                 log(f"note: {', '.join(plain)} run on plain (non-fused) kernels during the fit so that per-example "
-                    "gradients exist: same outputs, slower", quiet=quiet or json_output)
+                    "gradients exist: same outputs, slower", quiet=out.silent)
         with progress_bar(total, f"fit {method.value}", quiet=not show) as advance:
             result = fit_to_file(
                 loaded, dataset, opts, output, prior=prior, split=dataset.split, ctx=ctx, on_batch=advance, memory=memory,
@@ -180,7 +173,7 @@ def fit(
             )
         if ctx.is_main:
             summary = fit_summary(result, output, recorded_conversion(loaded.meta))
-            if json_output:
+            if out.json_output:
                 print_json(summary)
             else:  # --quiet silences progress and logs, not the result (as in every command)
                 print_fit_summary(summary)

@@ -47,3 +47,21 @@ def finish_html(
     if png is None and "pngs" in doc:
         doc["pngs"] = []
     log(f"wrote {html}", quiet=quiet)
+
+
+def write_figures_and_page(
+    doc: dict[str, Any],
+    png: Path | None,
+    html: Path | None,
+    draw: Callable[[Path], list[Path]],
+    build: Callable[[dict[str, Any]], Any],
+    quiet: bool,
+) -> None:
+    """Fill ``doc['pngs']`` with the figures ``draw(folder)`` writes, when ``--png`` or ``--html`` asks for them,
+    and write the page (:func:`finish_html`).
+    """
+    doc["pngs"] = []
+    with figure_folder(png, html) as figures:
+        if figures is not None:
+            doc["pngs"] = [str(p) for p in draw(figures)]
+        finish_html(html, png, doc, build, quiet)

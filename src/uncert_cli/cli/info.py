@@ -10,34 +10,29 @@ import typer
 
 from uncert_cli.checkpoint import describe_layers
 from uncert_cli.cli import options as o
+from uncert_cli.cli.option_groups import CheckpointSource, Output, with_groups
 from uncert_cli.render.console import print_json
 from uncert_cli.render.info import model_summary, print_model_summary
 from uncert_cli.workflows.inputs import load_checkpoint_model
 
 
+@with_groups(source=CheckpointSource, out=Output)
 def info(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.safetensors, .pt, .pth) or factor file (.h5).")],
-    arch: o.Arch = None,
-    arch_kwargs: o.ArchKwargs = None,
-    trust_pickle: o.TrustPickle = False,
-    state_key: o.StateKey = None,
-    strip_prefix: o.StripPrefix = None,
+    *,
+    source: CheckpointSource,
     trust_remote_code: o.TrustRemoteCode = False,
-    json_output: o.Json = False,
-    quiet: o.Quiet = False,
-    debug: o.Debug = False,
+    out: Output,
 ) -> None:
     """Show the layers, parameter counts, input shape and curvature structure of a model."""
     if checkpoint.exists() and h5py.is_hdf5(checkpoint):
         from uncert_cli.storage.opening import open_factor_model
 
-        loaded = open_factor_model(checkpoint, arch=arch, arch_kwargs=arch_kwargs)
+        loaded = open_factor_model(checkpoint, arch=source.arch, arch_kwargs=source.arch_kwargs)
     else:
-        loaded = load_checkpoint_model(checkpoint, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
-                                       state_key=state_key, strip_prefix=strip_prefix,
-                                       trust_remote_code=trust_remote_code)
+        loaded = load_checkpoint_model(checkpoint, **source.load_options(), trust_remote_code=trust_remote_code)
     summary = model_summary(loaded, describe_layers(loaded.module))
-    if json_output:
+    if out.json_output:
         print_json(summary)
     else:
         print_model_summary(summary)

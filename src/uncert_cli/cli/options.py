@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from uncert_cli.core.errors import UserError
+from uncert_cli.core.vocabulary import HeldOutObjective
 from uncert_cli.data import ImageConversion, parse_size
 
 
@@ -185,6 +186,11 @@ Seed = Annotated[int, typer.Option("--seed", help="Seed of the weight samples an
 Png = Annotated[Path | None, typer.Option("--png", help="Write plots (PNG) into this folder.")]
 
 # Held-out tuning (issue 13), shared by tune, ood and attack.
+HeldOutObjectiveOption = Annotated[
+    HeldOutObjective,
+    typer.Option("--objective", help="How --tune chooses N and τ: widest (the widest posterior whose held-out NLL is "
+                 "within --nll-tolerance of the best) or val-nll (the lowest held-out NLL)."),
+]
 NllTolerance = Annotated[
     float,
     typer.Option(

@@ -12,6 +12,7 @@ import typer
 from uncert_cli.analysis.pruning import compare_to_baseline
 from uncert_cli.cli import options as o
 from uncert_cli.cli.html_output import Html
+from uncert_cli.cli.option_groups import Conversion, DataFiles, FactorModel, Output, with_groups
 from uncert_cli.core import file_session
 from uncert_cli.core.atomic import check_output_path
 from uncert_cli.core.device import resolve_device
@@ -53,8 +54,10 @@ def parse_fractions(text: str) -> list[float]:
     return sorted(set(values))
 
 
+@with_groups(out=Output, images=Conversion, files=DataFiles, factor_model=FactorModel)
 def prune(
     factors: Annotated[Path, typer.Argument(help="Factor file written by 'uncert fit' (.h5).")],
+    *,
     fraction: Annotated[
         float | None, typer.Option("--fraction", min=0.0, max=1.0, help="Share of the candidate weights to prune.")
     ] = None,
@@ -75,21 +78,15 @@ def prune(
     ))] = None,
     limit: o.Limit = None,
     batch_size: o.BatchSize = 1000,
-    data_root: o.DataRoot = None,
-    download: o.Download = False,
-    grayscale: o.Grayscale = False,
-    channels: o.Channels = None,
-    resize: o.Resize = None,
+    files: DataFiles,
+    images: Conversion,
     png: Annotated[Path | None, typer.Option("--png", help="Write the --evaluate curve (PNG) into this directory.")] = None,
     html: Html = None,
     prior_precision: o.PriorPrecision = None,
     n_data: o.NData = None,
-    arch: o.FactorArch = None,
-    arch_kwargs: o.FactorArchKwargs = None,
+    factor_model: FactorModel,
     device: o.Device = o.DeviceChoice.auto,
-    json_output: o.Json = False,
-    quiet: o.Quiet = False,
-    debug: o.Debug = False,
+    out: Output,
 ) -> None:
     """List the weights to prune by posterior uncertainty, write a pruned checkpoint, or compare criteria."""
     check_factor_path(factors)  # a missing file is the first thing to say
@@ -102,7 +99,7 @@ def prune(
             raise UserError(f"pruned models are saved as safetensors; name the output *.safetensors, not {output.name}")
         check_output_path(output)
     fraction_list = parse_fractions(fractions) if evaluate else []
-    conversion = o.image_conversion(grayscale, channels, resize)
+    conversion = images.image_conversion()
     directory = png_directory(png) if png is not None and evaluate else None
     page_only = None  # with --html but no --png, the --evaluate figure is drawn for the page alone
     if html is not None:
@@ -113,7 +110,8 @@ def prune(
 
     # Only --evaluate runs the network; a pruned checkpoint is weights, written without the class.
     opened = open_posterior(factors, prior_precision=prior_precision, n_data=n_data, device=resolve_device(device.value),
-                           flags=("prior_precision", "n_data"), arch=arch, arch_kwargs=arch_kwargs, runs_model=evaluate)
+                           flags=("prior_precision", "n_data"), arch=factor_model.arch,
+                           arch_kwargs=factor_model.arch_kwargs, runs_model=evaluate)
     if output is not None:  # never overwrite the checkpoint the file was fitted from
         file_session.note_input(opened.factors.checkpoint_path)
         check_output_path(output)
@@ -125,10 +123,10 @@ def prune(
         meta = opened.model.meta
         split_name, split_asked = o.split_choice(split, "test")
         dataset = load_model_data(  # default: the data the factors were fitted on, as ood does
-            meta, data or opened.factors.fit.get("dataset"), split=split_name, limit=limit, root=data_root, download=download,
-            split_required_by=split_asked, conversion=conversion, model=opened.model.module,
+            meta, data or opened.factors.fit.get("dataset"), split=split_name, limit=limit, root=files.data_root,
+            download=files.download, split_required_by=split_asked, conversion=conversion, model=opened.model.module,
         )
-        show = not (quiet or json_output)
+        show = not out.silent
         evaluation = evaluate_criteria(opened, dataset, fraction_list, batch_size=batch_size,
                                        progress=lambda total, what: progress_bar(total, what, quiet=not show))
         png_path = write_prune_png(evaluation, directory / "prune_evaluation.png") if directory is not None else None
@@ -142,11 +140,11 @@ def prune(
     doc = prune_document(factors, prior, selection_doc, evaluation_doc)
     if html is not None:
         write_html(prune_page(doc, read_provenance(factors)), html)
-        log(f"wrote {html}", quiet=quiet or json_output)
+        log(f"wrote {html}", quiet=out.silent)
     if page_only is not None:
         page_only.cleanup()
         doc["evaluation"]["png"] = None
-    if json_output:
+    if out.json_output:
         print_json(doc)
         return
     if selection_doc is not None:

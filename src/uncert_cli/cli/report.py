@@ -10,6 +10,7 @@ import typer
 from uncert_cli.analysis import analyse_posterior
 from uncert_cli.cli import options as o
 from uncert_cli.cli.html_output import Html, figure_folder, finish_html
+from uncert_cli.cli.option_groups import Output, with_groups
 from uncert_cli.core.device import resolve_device
 from uncert_cli.render.console import print_json
 from uncert_cli.render.html import check_html_path, report_page
@@ -21,16 +22,16 @@ from uncert_cli.storage.opening import open_posterior
 PngDir = Annotated[Path | None, typer.Option("--png", help="Write the report's figures (PNG) into this directory.")]
 
 
+@with_groups(out=Output)
 def report(
     factors: Annotated[Path, typer.Argument(help="Factor file written by 'uncert fit' (.h5).")],
+    *,
     prior_precision: o.PriorPrecision = None,
     n_data: o.NData = None,
     png: PngDir = None,
     html: Html = None,
     device: o.Device = o.DeviceChoice.auto,
-    json_output: o.Json = False,
-    quiet: o.Quiet = False,
-    debug: o.Debug = False,
+    out: Output,
 ) -> None:
     """Per-layer posterior std, variance share, variance ratio, effective parameters and a verdict."""
     directory = png_directory(png) if png is not None else None  # fail before any work
@@ -52,8 +53,8 @@ def report(
             prior=prior_section(posterior.prior_precision, posterior.n_data, posterior.prior_mode),
             pngs=pngs,
         )
-        finish_html(html, png, doc, lambda d: report_page(d, read_provenance(factors)), quiet or json_output)
-    if json_output:
+        finish_html(html, png, doc, lambda d: report_page(d, read_provenance(factors)), out.silent)
+    if out.json_output:
         print_json(doc)
     else:
         print_report(doc)

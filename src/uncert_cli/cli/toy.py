@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from uncert_cli.cli import options as o
+from uncert_cli.cli.option_groups import Output, with_groups
 from uncert_cli.core.atomic import check_output_path, write_bytes
 from uncert_cli.core.errors import UserError
 from uncert_cli.render.console import log, print_json
@@ -22,8 +22,10 @@ from uncert_cli.workflows.toy import DEFAULT_METHODS, run_toy
 DEFAULT_CHECKPOINT = sample_path("toy_regression_mlp.safetensors")
 
 
+@with_groups(out=Output)
 def toy(
     checkpoint: Annotated[Path, typer.Argument(help="1-D regression checkpoint.")] = DEFAULT_CHECKPOINT,
+    *,
     png: Annotated[Path, typer.Option("--png", help="Figure to write.")] = Path("toy.png"),
     json_path: Annotated[Path, typer.Option("--json-out", help="Curves as JSON.")] = Path("toy.json"),
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated structures.")] = ",".join(DEFAULT_METHODS),
@@ -32,9 +34,7 @@ def toy(
     tune: Annotated[bool, typer.Option("--tune/--no-tune", help="Also tune (N, τ) on the val points.")] = True,
     hmc_samples: Annotated[int, typer.Option("--hmc-samples", min=1, help="NUTS samples (needs pyro-ppl).")] = 500,
     seed: Annotated[int, typer.Option("--seed", help="Seed for posterior samples.")] = 0,
-    json_output: o.Json = False,
-    quiet: o.Quiet = False,
-    debug: o.Debug = False,
+    out: Output,
 ) -> None:
     """Predictive bands of KFAC / diag / full Laplace on the toy problem, with and without tuning."""
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
@@ -53,9 +53,9 @@ def toy(
     import json
 
     write_bytes(json_path, json.dumps(document, indent=1).encode())
-    if json_output:
+    if out.json_output:
         print_json({k: v for k, v in document.items() if k not in ("x", "truth")})
-    elif not quiet:
+    elif not out.quiet:
         for c in result.curves:
             nll = f", val NLL {c.val_nll:.3f}" if c.val_nll is not None else ""
             log(f"{c.label}: N={c.n_data:g}, τ={c.prior_precision:g}{nll}", quiet=False)

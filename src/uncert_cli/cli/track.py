@@ -9,6 +9,7 @@ import typer
 
 from uncert_cli.cli import options as o
 from uncert_cli.cli.html_output import Html, figure_folder, finish_html
+from uncert_cli.cli.option_groups import CheckpointSource, Conversion, DataFiles, Output, with_groups
 from uncert_cli.core.device import resolve_device
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.vocabulary import Method
@@ -27,8 +28,10 @@ from uncert_cli.workflows.track import (
 )
 
 
+@with_groups(source=CheckpointSource, out=Output, images=Conversion, files=DataFiles)
 def track(
     checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoints of one training run (e.g. run/epoch*.safetensors).")],
+    *,
     data: o.DataSpec = None,
     method: Annotated[Method, typer.Option("--method", help="Curvature structure for every fit.")] = Method.kfac,
     prior_precision: Annotated[float, typer.Option("--prior-precision", callback=o.positive, help=(
@@ -37,23 +40,14 @@ def track(
     split: o.Split = None,
     limit: o.Limit = None,
     batch_size: o.BatchSize = 256,
-    data_root: o.DataRoot = None,
-    download: o.Download = False,
-    grayscale: o.Grayscale = False,
-    channels: o.Channels = None,
-    resize: o.Resize = None,
-    arch: o.Arch = None,
-    arch_kwargs: o.ArchKwargs = None,
-    trust_pickle: o.TrustPickle = False,
-    state_key: o.StateKey = None,
-    strip_prefix: o.StripPrefix = None,
+    files: DataFiles,
+    images: Conversion,
+    source: CheckpointSource,
     model_output: o.ModelOutput = None,
     device: o.Device = o.DeviceChoice.auto,
     png: Annotated[Path | None, typer.Option("--png", help="Write the over-training figure (PNG) into this directory.")] = None,
     html: Html = None,
-    json_output: o.Json = False,
-    quiet: o.Quiet = False,
-    debug: o.Debug = False,
+    out: Output,
 ) -> None:
     """Fit every checkpoint with the same method and data; plot σ, variance ratio and γ per layer over training."""
     if prior_precision <= 0:
@@ -61,18 +55,17 @@ def track(
     missing = [str(p) for p in checkpoints if not p.exists()]
     if missing:
         raise UserError(f"no such checkpoint: {', '.join(missing)}; pass the files of one training run")
-    conversion = o.image_conversion(grayscale, channels, resize)
+    conversion = images.image_conversion()
     directory = png_directory(png) if png is not None else None
     if html is not None:
         check_html_path(html)  # before any work
     ordered = order_checkpoints(checkpoints)
     options = FitOptions(method=method.value, batch_size=batch_size, device=resolve_device(device.value))
-    show = not (quiet or json_output)
+    show = not out.silent
     points = []
 
     def load(path: Path):
-        return load_checkpoint_model(path, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
-                                     state_key=state_key, strip_prefix=strip_prefix, model_output=model_output)
+        return load_checkpoint_model(path, **source.load_options(), model_output=model_output)
 
     # Every checkpoint is checked against the first before anything is fitted (loading is cheap).
     first = load(ordered[0])
@@ -81,8 +74,8 @@ def track(
     # One dataset for the whole run, shaped for its first checkpoint.
     split_name, split_asked = o.split_choice(split, "train")
     dataset = load_model_data(
-        first.meta, data, split=split_name, limit=limit, root=data_root, download=download, split_required_by=split_asked,
-        conversion=conversion, model=first.module,
+        first.meta, data, split=split_name, limit=limit, root=files.data_root, download=files.download,
+        split_required_by=split_asked, conversion=conversion, model=first.module,
     )
     for path in ordered:
         loaded = first if path == ordered[0] else load(path)
@@ -95,11 +88,11 @@ def track(
         doc = track_document(result, pngs)
         base = {"checkpoints": len(points), "method": result.method, "n_data": result.n_data,
                 "prior_precision": prior_precision}
-        finish_html(html, png, doc, lambda d: track_page(d, base), quiet or json_output)
-    if json_output:
+        finish_html(html, png, doc, lambda d: track_page(d, base), out.silent)
+    if out.json_output:
         print_json(doc)
     else:
-        log(f"fitted {len(points)} checkpoints", quiet=quiet)
+        log(f"fitted {len(points)} checkpoints", quiet=out.quiet)
         print_track(doc)
 
 

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from uncert_cli.cli import options as o
+from uncert_cli.cli.option_groups import Conversion, FactorModel, Output, with_groups
 from uncert_cli.core.device import resolve_device
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.vocabulary import Objective, PriorStructure, TunePredictive
@@ -20,8 +21,10 @@ from uncert_cli.workflows.tune import tune_factor_file
 from uncert_cli.workflows.validation import ValidationChoice, has_val_split, load_held_out, resolve_val_from
 
 
+@with_groups(out=Output, images=Conversion, factor_model=FactorModel)
 def tune(
     factors: Annotated[Path, typer.Argument(help="Factor file written by 'uncert fit'.")],
+    *,
     objective: Annotated[Objective | None, typer.Option("--objective", help=(
         "widest: the widest posterior whose held-out NLL is within --nll-tolerance of the best (default; marglik with "
         "--prior-structure layer); val-nll: the lowest held-out NLL; marglik: Laplace evidence."
@@ -38,50 +41,45 @@ def tune(
     val_size: o.ValSize = 1000,
     nll_tolerance: o.NllTolerance = DEFAULT_NLL_TOLERANCE,
     data_root: o.DataRoot = None,
-    grayscale: o.Grayscale = False,
-    channels: o.Channels = None,
-    resize: o.Resize = None,
+    images: Conversion,
     predictive: Annotated[TunePredictive | None, typer.Option("--predictive", help=(
         "Predictive scored on the held-out examples (default: probit, glm where probit does not apply)."
     ))] = None,
     samples: Annotated[int, typer.Option("--samples", min=1, help="Samples for mc/glm predictives.")] = 100,
     batch_size: o.BatchSize = 256,
-    arch: o.FactorArch = None,
-    arch_kwargs: o.FactorArchKwargs = None,
+    factor_model: FactorModel,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the result without writing it into the file.")] = False,
     device: o.Device = o.DeviceChoice.auto,
-    json_output: o.Json = False,
-    quiet: o.Quiet = False,
-    debug: o.Debug = False,
+    out: Output,
 ) -> None:
     """Tune τ (and N for val-nll, σ for regression) and write them into the factor file."""
     if objective is None:  # a per-layer prior exists only for the evidence
         objective = Objective.marglik if prior_structure is PriorStructure.layer else Objective.widest
-    conversion = o.image_conversion(grayscale, channels, resize)
+    conversion = images.image_conversion()
     outcome = tune_factor_file(
         factors, objective=objective.value, structure=prior_structure.value,
         load_held_out=lambda stored: _held_out(stored, objective, data, split, limit, val_from, val_size, data_root,
                                                conversion),
         predictive=predictive.value if predictive else None, samples=samples, batch_size=batch_size,
         nll_tolerance=nll_tolerance, write=not dry_run, device=resolve_device(device.value).type,
-        arch=arch, arch_kwargs=arch_kwargs,
+        arch=factor_model.arch, arch_kwargs=factor_model.arch_kwargs,
         # the evidence needs no forward; held-out data asked for by a flag does
         runs_model=objective is not Objective.marglik or any(v is not None for v in (data, split, val_from)),
-        progress=lambda total, what: progress_bar(total, what, quiet=quiet or json_output),
+        progress=lambda total, what: progress_bar(total, what, quiet=out.silent),
     )
     document = {"factors": str(factors), "written": not dry_run, **outcome.to_dict()}
     edges = outcome.at_grid_edge
     if edges:  # stderr, so --json stays pure
         log(f"warning: the best {' and '.join(edges)} lie on the edge of the searched grid; the optimum may be "
-            "beyond it (set them by hand with --prior-precision / --n-data in later commands)", quiet=quiet)
+            "beyond it (set them by hand with --prior-precision / --n-data in later commands)", quiet=out.quiet)
     if outcome.unchecked:
-        log(f"note: {outcome.unchecked}", quiet=quiet)
+        log(f"note: {outcome.unchecked}", quiet=out.quiet)
     held = outcome.held_out
     if held and outcome.worse_than_map:
         log(f"warning: at the chosen values the {held['predictive']} predictive's NLL on {held['n']:,} held-out examples "
             f"({held['examples']}) is {held['nll']:.4f}, {held['nll_ratio']:.2f}× the MAP's {held['map_nll']:.4f}; "
-            f"`uncert tune {factors}` (widest objective) keeps it within 1% of the best", quiet=quiet)
-    if json_output:
+            f"`uncert tune {factors}` (widest objective) keeps it within 1% of the best", quiet=out.quiet)
+    if out.json_output:
         print_json(document)
         return
     # --quiet silences logs, not the result (as in every command)
