@@ -89,7 +89,7 @@ def _kfac_definition(model, x, module_name: str) -> tuple[torch.Tensor, torch.Te
             a = torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype)], 1)
             out_shape = module(seen["input"]).shape
 
-            def logits_of(z):
+            def logits_of(z, xn=xn):
                 replacement["output"] = z
                 try:
                     return model(xn)[0]
