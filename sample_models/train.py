@@ -1,6 +1,6 @@
 """Train the sample checkpoints that ship with uncert, deterministically.
 
-    python sample_models/train.py [--data-root ../shared/data] [--only digits,toy,mnist-mlp,mnist-mlp-calibrated,lenet]
+    python sample_models/train.py [--data-root ../shared/data] [--only digits,toy,mnist-mlp,mnist-mlp-calibrated,lenet,mnist-ensemble]
 
 Every model is saved as safetensors with uncert metadata (architecture, constructor arguments, input
 shape, normalisation, task, classes, training set), so ``uncert fit sample_models/X.safetensors`` needs
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -170,8 +171,31 @@ def train_lenet(root) -> None:
     save_model(model, meta, HERE / "lenet_track" / f"lenet_epoch{epochs}.safetensors")
 
 
+ENSEMBLE_SEEDS = (0, 1, 2, 3, 4)
+
+
+def train_mnist_ensemble(root) -> None:
+    """Five small MNIST MLPs (784-100-10, 318 KB each) that differ only in their seed (initialisation and
+    batch order): the members of a deep ensemble and of a mixture of Laplace approximations (issue 14)."""
+    kwargs = {"in_features": 784, "hidden": [100], "out_features": 10}
+    meta = ModelMeta(arch="uncert_cli.models:MLP", arch_kwargs=kwargs, input_shape=(1, 28, 28),
+                     normalize_mean=tuple(MNIST_NORMALIZE[0]), normalize_std=tuple(MNIST_NORMALIZE[1]),
+                     task="classification", num_outputs=10, dataset="mnist")
+    train_set, test_set = _mnist(root, meta)
+    (HERE / "mnist_ensemble").mkdir(exist_ok=True)
+    wd, epochs = 5e-4, 5
+    for seed in ENSEMBLE_SEEDS:
+        torch.manual_seed(seed)
+        model = MLP(**kwargs)
+        train(model, train_set, epochs=epochs, lr=0.05, weight_decay=wd, batch_size=128, seed=1000 * seed)
+        metrics = report(f"mnist_ensemble/mlp_seed{seed}", model.eval(), test_set)
+        member = replace(meta, extra={"weight_decay": wd, "test": metrics, "seed": seed, "epochs": epochs})
+        save_model(model, member, HERE / "mnist_ensemble" / f"mlp_seed{seed}.safetensors")
+
+
 JOBS = {"digits": train_digits, "toy": train_toy, "mnist-mlp": train_mnist_mlp,
-        "mnist-mlp-calibrated": train_mnist_mlp_calibrated, "lenet": train_lenet}
+        "mnist-mlp-calibrated": train_mnist_mlp_calibrated, "lenet": train_lenet,
+        "mnist-ensemble": train_mnist_ensemble}
 
 
 def main() -> None:

@@ -11,8 +11,8 @@ import torch
 
 from uncert_cli.checkpoint import ModelMeta, save_model
 from uncert_cli.cli.main import main
-from uncert_cli.storage.opening import open_posterior
 from uncert_cli.models import MLP
+from uncert_cli.storage.opening import open_posterior
 
 LAYER_FILE_KEYS = {"variance_share", "posterior_std_mean", "variance_ratio"}
 PAIR_KEYS = {"std_spearman", "top_overlap", "top_k", "kl", "kl_per_weight"}

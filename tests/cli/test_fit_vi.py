@@ -15,8 +15,8 @@ import torch
 
 from uncert_cli.checkpoint import ModelMeta, save_model
 from uncert_cli.cli.main import main
-from uncert_cli.storage.opening import open_posterior
 from uncert_cli.models import MLP
+from uncert_cli.storage.opening import open_posterior
 
 N, D, NOISE, TAU = 200, 3, 0.5, 2.0
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -41,6 +42,12 @@ UNTARGETED_STEP_SIZES: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 # two CPU cores; the ensemble of 10 is fixed for the whole attack, so the curves are of one predictive.
 ATTACK_SAMPLES = 10
 OnBatch = Callable[[float], None]
+
+
+class Attacked(Protocol):
+    """What an attack needs of a predictive: ``log p(y | x)`` ``(B, C)``, differentiable in ``x``."""
+
+    def log_probs(self, x: Tensor) -> Tensor: ...  # noqa: D102 - the class docstring says it
 
 
 class AttackedPredictive:
@@ -88,7 +95,7 @@ def _entropy(log_p: Tensor) -> Tensor:
     return -(log_p.exp() * log_p).sum(-1)
 
 
-def _sign_gradient(pred: AttackedPredictive, x: Tensor, classes: Tensor | None) -> tuple[Tensor, Tensor]:
+def _sign_gradient(pred: Attacked, x: Tensor, classes: Tensor | None) -> tuple[Tensor, Tensor]:
     """``(log p(· | x), sign ∇_x log p(classes | x))``: ``(B, C)`` detached and ``x``'s shape.
 
     One forward serves both the statistics at ``x`` and the gradient (``classes=None``: the predicted
@@ -133,7 +140,7 @@ class TargetedCurve:
 
 
 def untargeted_attack(
-    pred: AttackedPredictive,
+    pred: Attacked,
     data: ArrayDataset,
     step_sizes: tuple[float, ...] = UNTARGETED_STEP_SIZES,
     *,
@@ -159,7 +166,7 @@ def untargeted_attack(
 
 
 def targeted_attack(
-    pred: AttackedPredictive,
+    pred: Attacked,
     data: ArrayDataset,
     *,
     target: int,

@@ -270,10 +270,27 @@ def evaluate_predictive(
         name: predict_probs(posterior, ds, kind, samples=samples, batch_size=batch_size, seed=seed, on_batch=on_batch)
         for name, ds in ood_sets.items()
     }
-    seconds = time.perf_counter() - start
+    return predictive_result(kind, probs_in, probs_out, labels, samples=samples if predictives.get(kind).sampled else None,
+                             hyperparameters=hyperparameters, seconds=time.perf_counter() - start)
+
+
+def predictive_result(
+    kind: str,
+    probs_in: np.ndarray,
+    probs_out: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    *,
+    samples: int | None,
+    hyperparameters: Hyperparameters | None = None,
+    seconds: float = 0.0,
+) -> PredictiveResult:
+    """Every metric of one predictive from its class probabilities: in distribution ``(N, C)`` with
+    ``labels`` ``(N,)``, and per OOD set ``(N_ood, C)``. ``kind`` names the predictive (a registered one,
+    or a combination of several checkpoints' predictives); ``samples``: None where it samples nothing.
+    """
     return PredictiveResult(
         kind=kind,
-        samples=samples if predictives.get(kind).sampled else None,
+        samples=samples,
         hyperparameters=hyperparameters,
         seconds=seconds,
         in_distribution=in_distribution_metrics(probs_in, labels),

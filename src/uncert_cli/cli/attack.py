@@ -14,7 +14,8 @@ from uncert_cli.cli.option_groups import Conversion, Evaluation, HeldOut, Output
 from uncert_cli.core.errors import UserError
 from uncert_cli.render.html import attack_page, check_html_path
 from uncert_cli.render.ood import attack_document, print_attack
-from uncert_cli.workflows.evaluate import AttackSettings, parse_predictives, run_attack
+from uncert_cli.workflows.ensemble import run_attack_members
+from uncert_cli.workflows.evaluate import AttackSettings, parse_predictives
 
 
 def _step_sizes(text: str | None) -> tuple[float, ...]:
@@ -38,7 +39,10 @@ def _positive_finite(value: float) -> float:
 
 @with_groups(evaluation=Evaluation, held_out=HeldOut, conversion=Conversion, out=Output)
 def attack(
-    factors: Annotated[Path, typer.Argument(help="Factor file written by `uncert fit`.")],
+    factors: Annotated[list[Path], typer.Argument(help=(
+        "Factor file written by `uncert fit`; several files (checkpoints of one architecture) add the deep ensemble "
+        "and the mixture of Laplace."
+    ))],
     *,
     data: o.DataSpec = None,
     predictive: Annotated[
@@ -70,11 +74,12 @@ def attack(
     plan = AttackSettings(
         mode=mode, step_sizes=_step_sizes(step_sizes), target=target, step_size=step_size, steps=steps, samples=samples
     )
-    report = run_attack(
+    # one file: that posterior; several (checkpoints of one architecture): the members, ensemble and mixture
+    report = run_attack_members(
         factors, parse_predictives(predictive, ATTACK_KINDS), settings, plan,
         **out.reporters(),
     )
-    deliver(attack_document(report), report, factors, evaluation, out, page=attack_page, show=print_attack,
+    deliver(attack_document(report), report, factors[0], evaluation, out, page=attack_page, show=print_attack,
             plots="write_attack_plots")
 
 

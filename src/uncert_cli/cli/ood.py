@@ -11,7 +11,8 @@ from uncert_cli.cli import options as o
 from uncert_cli.cli.option_groups import Conversion, Evaluation, HeldOut, Output, analysis_settings, deliver, with_groups
 from uncert_cli.render.html import check_html_path, ood_page
 from uncert_cli.render.ood import ood_document, print_ood
-from uncert_cli.workflows.evaluate import parse_predictives, run_ood
+from uncert_cli.workflows.ensemble import run_ood_members
+from uncert_cli.workflows.evaluate import parse_predictives
 
 Predictives = Annotated[
     str | None,
@@ -26,7 +27,10 @@ Predictives = Annotated[
 Samples = Annotated[int, typer.Option("--samples", min=1, help="Weight samples (mc, glm) or dropout masks per prediction.")]
 @with_groups(evaluation=Evaluation, conversion=Conversion, held_out=HeldOut, out=Output)
 def ood(
-    factors: Annotated[Path, typer.Argument(help="Factor file written by `uncert fit`.")],
+    factors: Annotated[list[Path], typer.Argument(help=(
+        "Factor file written by `uncert fit`; several files (checkpoints of one architecture) add the deep ensemble "
+        "and the mixture of Laplace."
+    ))],
     *,
     against: Annotated[
         list[str] | None,
@@ -46,11 +50,12 @@ def ood(
     if evaluation.html is not None:
         check_html_path(evaluation.html)  # before any work
     settings = analysis_settings(held_out, conversion, evaluation, data=data, limit=limit, batch_size=batch_size)
-    report = run_ood(
+    # one file: that posterior; several (checkpoints of one architecture): the members, ensemble and mixture
+    report = run_ood_members(
         factors, list(against or []), parse_predictives(predictive), settings, samples=samples,
         **out.reporters(),
     )
-    deliver(ood_document(report), report, factors, evaluation, out, page=ood_page, show=print_ood,
+    deliver(ood_document(report), report, factors[0], evaluation, out, page=ood_page, show=print_ood,
             plots="write_ood_plots")
 
 

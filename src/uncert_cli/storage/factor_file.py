@@ -40,6 +40,7 @@ import torch
 
 from uncert_cli import __version__
 from uncert_cli.checkpoint import ModelMeta
+from uncert_cli.checkpoint.meta import HEADER_KEY
 from uncert_cli.core.atomic import FileIdentity, check_unchanged, in_memory_output, locked_update, write_bytes
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.input_files import check_input_file
@@ -305,6 +306,22 @@ def update_hyperparameters(
             _json_attrs(f.create_group("tuning"), dict(tuning))
         with image.getbuffer() as view:
             write_bytes(target, view, in_place=True, before_replace=lambda: check_unchanged(target, identity))
+
+
+def read_architecture(path: str | os.PathLike) -> dict[str, Any]:
+    """What a factor file says its network is, from attributes and dataset shapes only (no arrays read):
+    ``arch`` and ``arch_kwargs`` (the fit's record, possibly empty), ``shapes`` ``{weight name: shape}``
+    and ``num_outputs``.
+    """
+    path = check_factor_path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            model = f["model"]
+            meta = ModelMeta.from_header({HEADER_KEY: str(model.attrs.get("meta", "{}"))})
+            shapes = {name: tuple(ds.shape) for name, ds in model["state_dict"].items()}
+    except (OSError, KeyError, ValueError) as exc:
+        raise UserError(f"'{path}' is damaged or incomplete ({exc}); refit with 'uncert fit'") from exc
+    return {"arch": meta.arch, "arch_kwargs": dict(meta.arch_kwargs), "shapes": shapes, "num_outputs": meta.num_outputs}
 
 
 def read_provenance(path: str | os.PathLike) -> dict[str, Any]:

@@ -281,6 +281,29 @@ def load_ood_set(meta: ModelMeta, spec: str, settings: AnalysisSettings, model: 
         raise UserError(f"--against {spec}: {exc}") from None
 
 
+def ood_set_loader(
+    against: Sequence[str], settings: AnalysisSettings
+) -> tuple[dict[str, ArrayDataset], Callable[[LoadedModel], None]]:
+    """The OOD sets (empty), and the callback that loads them once the model is known.
+
+    Passed as ``prepare_analysis``'s ``before_tuning``, so that a bad ``--against`` fails in seconds, before any tuning.
+
+    Returns:
+        ``(sets, load)``: ``{spec: dataset}``, filled when ``load(loaded_model)`` is called.
+
+    Raises:
+        UserError: an OOD set given twice.
+    """
+    if len(set(against)) != len(against):
+        raise UserError("the same --against set is given twice; pass each OOD set once")
+    ood_sets: dict[str, ArrayDataset] = {}
+
+    def load_ood_sets(loaded: LoadedModel) -> None:
+        ood_sets.update({spec: load_ood_set(loaded.meta, spec, settings, loaded.module) for spec in against})
+
+    return ood_sets, load_ood_sets
+
+
 def run_ood(
     factors: str | Path,
     against: Sequence[str],
@@ -293,13 +316,7 @@ def run_ood(
     warn: Callable[[str], None] = lambda s: None,
 ) -> OODReport:
     """Calibration, OOD detection and own-error detection of each predictive (Ritter §5.2, §5.4)."""
-    if len(set(against)) != len(against):
-        raise UserError("the same --against set is given twice; pass each OOD set once")
-    ood_sets: dict[str, ArrayDataset] = {}
-
-    def load_ood_sets(loaded: LoadedModel) -> None:  # before tuning: a bad --against fails in seconds
-        ood_sets.update({spec: load_ood_set(loaded.meta, spec, settings, loaded.module) for spec in against})
-
+    ood_sets, load_ood_sets = ood_set_loader(against, settings)
     prepared = prepare_analysis(factors, kinds, settings, announce=announce, warn=warn, progress=progress,
                                 before_tuning=load_ood_sets)
     kinds = prepared.kinds
@@ -325,11 +342,11 @@ def run_ood(
                   "ood_grayscale": settings.grayscale,
                   # the conversion every set went through: the fit's, with the fields given to ood replaced
                   "input_conversion": recorded_conversion(prepared.meta, settings.conversion).to_dict(),
-                  **_held_out_settings(prepared)},
+                  **held_out_settings(prepared)},
     )
 
 
-def _held_out_settings(prepared: PreparedAnalysis) -> dict[str, object]:
+def held_out_settings(prepared: PreparedAnalysis) -> dict[str, object]:
     """JSON keys naming the held-out examples that tuned or checked the Laplace predictives."""
     h = prepared.held_out
     return {"validation_from": h.source if h else None, "validation_examples": h.examples if h else None,
@@ -378,7 +395,7 @@ def run_attack(
             "seed": settings.seed, "target_class": attack.target, "targeted_step_size": attack.step_size,
             "n_validation": len(prepared.validation) if prepared.validation is not None else 0,
             "input_conversion": recorded_conversion(prepared.meta, settings.conversion).to_dict(),
-            **_held_out_settings(prepared),
+            **held_out_settings(prepared),
         },
         hyperparameters={k: hp for k, (_, hp) in prepared.posteriors.items()},
     )

@@ -1,0 +1,128 @@
+"""Several checkpoints at once: ``uncert fit A B -o folder``, ``uncert ood A.h5 B.h5`` (deep ensemble and
+mixture of Laplace) and ``uncert attack A.h5 B.h5``, through the real entry point on real files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from uncert_cli.checkpoint import ModelMeta, save_model
+from uncert_cli.cli.main import main
+from uncert_cli.models import MLP
+
+KWARGS = {"in_features": 64, "hidden": [16], "out_features": 10}
+
+
+def _checkpoint(path: Path, seed: int, kwargs: dict = KWARGS) -> Path:
+    torch.manual_seed(seed)
+    meta = ModelMeta(arch="uncert_cli.models:MLP", arch_kwargs=kwargs, input_shape=(1, 8, 8),
+                     task="classification", num_outputs=10, dataset="digits")
+    save_model(MLP(**kwargs), meta, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory) -> dict[str, Path]:
+    """Two checkpoints of one architecture fitted in one call, a kfac file of the first, one of another
+    architecture, and an OOD set of noise images."""
+    folder = tmp_path_factory.mktemp("ensemble")
+    a, b = _checkpoint(folder / "seed0.safetensors", 0), _checkpoint(folder / "seed1.safetensors", 1)
+    other = _checkpoint(folder / "narrow.safetensors", 2, {**KWARGS, "hidden": [8]})
+    code = main(["fit", str(a), str(b), "--data", "digits", "--limit", "64", "--method", "diag",
+                 "-o", str(folder / "factors"), "--quiet"])
+    assert code == 0
+    for source, name in ((a, "seed0_kfac.h5"), (other, "narrow.h5")):
+        assert main(["fit", str(source), "--data", "digits", "--limit", "64", "-o", str(folder / name), "--quiet"]) == 0
+    rng = np.random.default_rng(0)
+    noise = folder / "noise.npz"
+    np.savez(noise, x=rng.uniform(0, 16, size=(48, 1, 8, 8)).astype(np.float32), y=np.zeros(48, dtype=np.int64))
+    return {"a": folder / "factors" / "seed0.h5", "b": folder / "factors" / "seed1.h5", "a_kfac": folder / "seed0_kfac.h5",
+            "other": folder / "narrow.h5", "noise": noise, "checkpoints": folder}
+
+
+OOD = ("--limit", "64", "--no-tune", "--predictive", "map,probit", "--json")
+
+
+def test_fit_writes_one_file_per_checkpoint_into_the_folder(members, run_cli, tmp_path) -> None:
+    folder = members["checkpoints"]
+    r = run_cli("fit", folder / "seed0.safetensors", folder / "seed1.safetensors", "--data", "digits", "--limit", "32",
+                "--method", "diag", "-o", tmp_path / "out", "--json", "--quiet")
+    assert r.code == 0, r.err
+    outputs = [d["output"] for d in json.loads(r.out)]
+    assert outputs == [str(tmp_path / "out" / "seed0.h5"), str(tmp_path / "out" / "seed1.h5")]
+    assert all(Path(p).is_file() for p in outputs)
+
+
+def test_ood_reports_members_ensemble_and_mixture(members, run_cli) -> None:
+    r = run_cli("ood", members["a"], members["b"], "--against", members["noise"], *OOD)
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["predictives"] == ["map-1", "probit-1", "map-2", "probit-2", "ensemble", "mixture-probit"]
+    assert doc["members"] == [str(members["a"]), str(members["b"])]
+    ind = doc["in_distribution"]
+    # averaging predictive distributions: the entropy of the average is at least the average entropy,
+    # and its NLL at most the average NLL (log is concave), example by example and so on the mean
+    for combined, kind in (("ensemble", "map"), ("mixture-probit", "probit")):
+        parts = [ind[f"{kind}-{m}"] for m in (1, 2)]
+        assert ind[combined]["mean_entropy"] >= np.mean([p["mean_entropy"] for p in parts]) - 1e-12
+        assert ind[combined]["nll"] <= np.mean([p["nll"] for p in parts]) + 1e-12
+        assert ind[combined]["n"] == parts[0]["n"] == 64
+    (ood,) = doc["ood"].values()
+    assert set(ood) == set(doc["predictives"])
+
+
+def test_an_ensemble_of_one_network_is_that_network(members, run_cli) -> None:
+    """Two posteriors (diag, kfac) of the same checkpoint: their MAPs agree, so the ensemble must equal
+    each member's MAP exactly."""
+    r = run_cli("ood", members["a"], members["a_kfac"], "--against", members["noise"], *OOD)
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    for section in ("in_distribution", "misclassification"):
+        assert doc[section]["ensemble"] == pytest.approx(doc[section]["map-1"])
+    (ood,) = doc["ood"].values()
+    assert ood["ensemble"] == pytest.approx(ood["map-2"])
+
+
+def test_attack_goes_through_the_ensemble_and_the_mixture(members, run_cli) -> None:
+    r = run_cli("attack", members["a"], members["b"], "--limit", "16", "--no-tune", "--mode", "untargeted",
+                "--step-sizes", "0,0.1", "--samples", "2", "--predictive", "map,glm", "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["predictives"] == ["map-1", "ensemble", "glm-1", "mixture-glm"]
+    for curve in doc["untargeted"].values():
+        assert curve["step_sizes"] == [0.0, 0.1] and curve["n"] == 16
+
+
+@pytest.mark.parametrize("command", ["ood", "attack"])
+def test_mixed_architectures_are_refused(members, run_cli, command) -> None:
+    r = run_cli(command, members["a"], members["other"], "--limit", "16", "--json")
+    assert r.code == 2 and r.out == ""
+    assert "another architecture" in r.err and "narrow.h5" in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_fit_refuses_mixed_architectures_before_writing(members, run_cli, tmp_path) -> None:
+    folder = members["checkpoints"]
+    r = run_cli("fit", folder / "seed0.safetensors", folder / "narrow.safetensors", "--data", "digits",
+                "-o", tmp_path / "out")
+    assert r.code == 2 and "another architecture" in r.err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("output", "needle"),
+    [(None, "name a folder"), ("one.h5", "name a folder")],
+)
+def test_fit_of_several_checkpoints_needs_a_folder(members, run_cli, tmp_path, output, needle) -> None:
+    folder = members["checkpoints"]
+    extra = ("-o", tmp_path / output) if output else ()
+    r = run_cli("fit", folder / "seed0.safetensors", folder / "seed1.safetensors", "--data", "digits", *extra)
+    assert r.code == 2 and needle in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_the_same_file_twice_is_refused(members, run_cli) -> None:
+    r = run_cli("ood", members["a"], members["a"], "--limit", "16")
+    assert r.code == 2 and "given twice" in r.err
