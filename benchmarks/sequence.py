@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steady on a shared machine)")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: lstm, transformer")
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--model", default="lstm", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -113,7 +114,7 @@ def main() -> None:
     print("| model | run | covered params | CPU s | wall s | × floor (CPU) | peak RSS (MiB) | predicted peak (MiB) "
           "| peak − before (MiB) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for model_name in MODELS:
+    for model_name in args.models.split(","):
         extra = ["--n", str(args.n), "--batch-size", str(args.batch_size), "--model", model_name,
                  "--threads", str(args.threads)]
         floor = None
