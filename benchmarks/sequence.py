@@ -91,7 +91,8 @@ def measure(model_name: str, row: str, n: int, batch_size: int) -> dict:
                                        batch_size=batch_size, examples=n, subset=subset).peak
         compute_curvature(model, batches, method=method, subset=subset)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak": peak_rss_bytes(), "base": base, "params": params, "covered": covered,
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak": peak_rss_bytes(), "base": base, "params": params,
+            "covered": covered,
             "estimate": estimate}
 
 
@@ -126,7 +127,8 @@ def main() -> None:
             floor = r["cpu_seconds"] if row == "floor" else floor
             ratio = f"{r['cpu_seconds'] / floor:.1f}" if floor else "–"
             est = f"{r['estimate'] / 2**20:.0f}" if r.get("estimate") else "–"
-            print(f"| {model_name} ({r['params']:,} params) | {row} | {r['covered']:,} | {r['cpu_seconds']:.1f} | {r['seconds']:.1f} | {ratio} | "
+            print(f"| {model_name} ({r['params']:,} params) | {row} | {r['covered']:,} | {r['cpu_seconds']:.1f} | "
+                  f"{r['seconds']:.1f} | {ratio} | "
                   f"{r['peak'] / 2**20:.0f} | {est} | {(r['peak'] - r['base']) / 2**20:.0f} |")
 
 
