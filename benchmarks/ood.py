@@ -1,7 +1,9 @@
 """OOD quality of every documented path (issue 13): uncert's Laplace predictives against laplace-torch.
 
     python benchmarks/ood.py [--checkpoint CKPT ...] [--factors F.h5 ...] [--limit 2000] [--ood-limit 2000]
-                             [--pareto] [--mc] [--skip-laplace-torch] [--lt-all] [--speed-n 0] [--json out.json]
+                             [--pareto [--png-dir docs/img]] [--mc] [--skip-laplace-torch] [--lt-all] [--speed-n 0]
+                             [--json out.json]
+    python benchmarks/ood.py --from-json out.json [--png-dir docs/img]     # the tables (and figures) of a run
 
 Default checkpoints: the shipped MNIST MLP (overconfident MAP) and ``mnist_mlp_calibrated`` (a MAP that is
 already well calibrated); each gets its KFAC factors from ``uncert fit`` (``CKPT.kfac.h5``, fitted if missing).
@@ -17,7 +19,9 @@ already well calibrated); each gets its KFAC factors from ``uncert fit`` (``CKPT
   (``--lt-all``: also all weights), fitted on all 60,000 MNIST training images, prior precision by its
   marginal likelihood; predictives ``nn``/MC, ``glm``/probit and ``glm``/MC.
 * ``--pareto``: the probit predictive at every (N, τ) of the tuning grid on the evaluation set: the NLL
-  against AUROC front that any choice on this grid could reach.
+  against AUROC front that any choice on this grid could reach, with the targets each point meets
+  (``_pareto.py``); ``--png-dir`` draws it per checkpoint (``ood_pareto_TAG.png``).
+* the JSON records the command, start and end time and the machine's load average (per row too).
 * ``--speed-n N``: seconds to predict N test images (uncert mc/glm/probit, laplace-torch nn/mc).
 
 Prints Markdown tables (accuracy, NLL, ECE on MNIST; entropy AUROC per OOD set) and optionally JSON.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +41,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _pareto  # noqa: E402
 from _common import REPO, data_root  # noqa: E402
 
 from uncert_cli.analysis import metrics as M  # noqa: E402
@@ -79,6 +85,7 @@ def _row(name: str, predict: Predict, evaluation: ArrayDataset, oods: dict[str, 
         "ece": M.ece(p_in, y),
         **{f"auroc_{k}": ood.ood_metrics(p_in, p).entropy.auroc for k, p in p_out.items()},
         "seconds": seconds,
+        "load_average": os.getloadavg()[0],
         **(extra or {}),
     }
     print(json.dumps(row), file=sys.stderr, flush=True)
@@ -156,8 +163,11 @@ def pareto_rows(factors: Path, evaluation, val, oods, batch_size: int, tag: str)
     for i, (n, tau) in enumerate(grid):
         row = {
             "method": f"{tag}: grid N={n:g} τ={tau:.3g}",
+            "n_data": n,
+            "prior_precision": tau,
             "val_nll": M.nll(p_val[i], y_val),
             "val_entropy": float(M.entropy(p_val[i]).mean()),
+            "val_ece": M.ece(p_val[i], y_val),
             "accuracy": M.accuracy(p_in[i], y),
             "nll": M.nll(p_in[i], y),
             "ece": M.ece(p_in[i], y),
@@ -258,6 +268,23 @@ def _table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def report(rows: list[dict], pareto: list[dict], speed: list[dict], png_dir: Path | None, run: dict | None = None) -> None:
+    """Print the Markdown tables of a run (quality, each checkpoint's grid front, speed); write the fronts' PNGs."""
+    if run:
+        print(f"{run['command']}\n{run['started']} – {run.get('finished', 'unfinished')}, load average "
+              f"{run['load_average_start'][0]:.1f} at the start, {run.get('load_average_end', [float('nan')])[0]:.1f} at the end\n")
+    columns = ["method", "accuracy", "nll", "ece", *[f"auroc_{k}" for k in OOD_SETS], "seconds"]
+    print(_table(rows, columns))
+    for tag in dict.fromkeys(r["method"].split(":")[0] for r in pareto):
+        print(f"\n{tag}: the probit predictive at every (N, τ) of the tuning grid\n")
+        print(_pareto.pareto_table(rows, pareto, tag))
+        if png_dir is not None:
+            print(f"\n![{tag}]({_pareto.pareto_png(rows, pareto, tag, png_dir / f'ood_pareto_{tag}.png')})")
+    if speed:
+        print()
+        print(_table(speed, ["method", "n", "samples", "seconds"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, action="append", default=None,
@@ -278,13 +305,24 @@ def main() -> None:
     parser.add_argument("--mc", action="store_true", help="also uncert's tuned weight-sampling mc row (slow)")
     parser.add_argument("--pareto", action="store_true", help="also every (N, τ) grid point's probit on the evaluation set")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--png-dir", type=Path, default=None,
+                        help="with --pareto: write the front of each checkpoint as DIR/ood_pareto_TAG.png")
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="print the tables (and --png-dir's figures) of an earlier run's --json; computes nothing")
     args = parser.parse_args()
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        report(saved["quality"], saved["pareto"], saved["speed"], args.png_dir, saved.get("run"))
+        return
     checkpoints = args.checkpoint or [REPO / "sample_models" / "mnist_mlp.safetensors",
                                       REPO / "sample_models" / "mnist_mlp_calibrated.safetensors"]
     factor_files = args.factors or [c.with_suffix(".kfac.h5") for c in checkpoints]
     if len(factor_files) != len(checkpoints):
         raise SystemExit("give one --factors per --checkpoint (or none)")
     rows, pareto, speed = [], [], []
+    # The machine's load is part of the result on a shared machine: recorded at the start, per row and at the end.
+    run = {"command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+           "load_average_start": os.getloadavg()}
     for checkpoint, factor_file in zip(checkpoints, factor_files):
         torch.manual_seed(0)
         if not checkpoint.exists():
@@ -307,19 +345,15 @@ def main() -> None:
             pareto += pareto_rows(factors, evaluation, val, oods, args.batch_size, tag)
         if args.speed_n:
             speed += speed_rows(factors, model, args.speed_n, args.samples, args.batch_size, not args.skip_laplace_torch)
+        if args.json:  # after each checkpoint, so that a long run's finished part is kept
+            args.json.write_text(json.dumps({"run": run, "quality": rows, "pareto": pareto, "speed": speed}, indent=2))
     print(f"MNIST test images 1000..{1000 + len(evaluation) - 1} evaluated (first 1,000 tune uncert's N, τ); "
           f"{', '.join(f'{k} {len(v):,}' for k, v in oods.items())} OOD images; {args.samples} samples for sampled "
           "predictives.\n")
-    columns = ["method", "accuracy", "nll", "ece", *[f"auroc_{k}" for k in OOD_SETS], "seconds"]
-    print(_table(rows, columns))
-    if pareto:
-        print()
-        print(_table(pareto, ["method", "val_nll", "val_entropy", *columns[1:-1]]))
-    if speed:
-        print()
-        print(_table(speed, ["method", "n", "samples", "seconds"]))
+    report(rows, pareto, speed, args.png_dir)
     if args.json:
-        args.json.write_text(json.dumps({"quality": rows, "pareto": pareto, "speed": speed}, indent=2))
+        run |= {"finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "load_average_end": os.getloadavg()}
+        args.json.write_text(json.dumps({"run": run, "quality": rows, "pareto": pareto, "speed": speed}, indent=2))
 
 
 if __name__ == "__main__":
