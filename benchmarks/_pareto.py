@@ -89,7 +89,8 @@ def _path_style(method: str) -> tuple[str, str, str] | None:
 
 def pareto_png(quality: list[dict], pareto: list[dict], tag: str, path: Path) -> Path:
     """Two panels over the grid: NLL and ECE (each ÷ the MAP's) against notMNIST AUROC, one line per N,
-    with the targets' limits, laplace-torch's best AUROC and the rows of the documented paths."""
+    with the targets' limits, laplace-torch's best AUROC and the rows of the documented paths.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

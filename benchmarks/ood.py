@@ -271,8 +271,9 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 def report(rows: list[dict], pareto: list[dict], speed: list[dict], png_dir: Path | None, run: dict | None = None) -> None:
     """Print the Markdown tables of a run (quality, each checkpoint's grid front, speed); write the fronts' PNGs."""
     if run:
+        end_load = run.get("load_average_end", [float("nan")])[0]
         print(f"{run['command']}\n{run['started']} – {run.get('finished', 'unfinished')}, load average "
-              f"{run['load_average_start'][0]:.1f} at the start, {run.get('load_average_end', [float('nan')])[0]:.1f} at the end\n")
+              f"{run['load_average_start'][0]:.1f} at the start, {end_load:.1f} at the end\n")
     columns = ["method", "accuracy", "nll", "ece", *[f"auroc_{k}" for k in OOD_SETS], "seconds"]
     print(_table(rows, columns))
     for tag in dict.fromkeys(r["method"].split(":")[0] for r in pareto):
