@@ -111,7 +111,7 @@ def _sign_gradient(pred: Attacked, x: Tensor, classes: Tensor | None) -> tuple[T
 def data_range(data: ArrayDataset) -> Tensor:
     """Per-dimension ``max − min`` over the dataset, shape ``sample_shape``."""
     if len(data) == 0:
-        raise UserError(f"dataset '{data.name}' is empty; check the spec or --limit")
+        raise UserError(f"dataset '{data.name}' is empty; check the spec or {{limit}}", mentions=("limit",))
     x = data.inputs.float()
     return x.amax(0) - x.amin(0)
 
@@ -205,7 +205,7 @@ def targeted_attack(
                 if on_batch is not None:
                     on_batch(share)
     if n == 0:
-        raise UserError(f"every example is already predicted as class {target}; pick another --target")
+        raise UserError(f"every example is already predicted as class {target}; pick another {{param}}", param="target")
     return TargetedCurve(
         target, float(step_size), list(range(steps + 1)), (correct / n).tolist(), (hits / n).tolist(),
         (entropy / n).tolist(), n,

@@ -52,7 +52,7 @@ def predict_probs(
 ) -> np.ndarray:
     """Class probabilities of predictive ``kind`` for every example of ``data``, ``(N, C)`` float64."""
     if len(data) == 0:
-        raise UserError(f"dataset '{data.name}' is empty; check the spec, the split or --limit")
+        raise UserError(f"dataset '{data.name}' is empty; check the spec, the split or {{limit}}", mentions=("limit",))
     if posterior.task != "classification":
         raise UserError("uncert ood works on classifiers; this factor file is for regression")
     gen = _generator(seed)

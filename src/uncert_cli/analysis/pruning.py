@@ -153,7 +153,7 @@ def score_weights(posterior: LaplacePosterior, criterion: str) -> ScoredWeights:
 
 def _check_fraction(fraction: float) -> float:
     if not (0.0 <= fraction <= 1.0) or math.isnan(fraction):
-        raise UserError(f"--fraction must be between 0 and 1, got {fraction}")
+        raise UserError(f"{{param}} must be between 0 and 1, got {fraction}", param="fraction")
     return float(fraction)
 
 
@@ -272,7 +272,7 @@ def evaluate_model(
                 nll += float(gaussian_nll_sum(regression_residual(out, y), noise_std))
             total += len(x)
     if total == 0:
-        raise UserError("the evaluation data is empty; pass a --data SPEC with examples")
+        raise UserError("the evaluation data is empty; pass a {data} SPEC with examples", mentions=("data",))
     return Metrics(correct / total if task == "classification" else None, nll / total)
 
 

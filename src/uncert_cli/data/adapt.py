@@ -51,11 +51,13 @@ def _check_task_and_labels(ds: ArrayDataset, num_outputs: int | None, task: str 
         if task == "classification":
             raise UserError(
                 f"dataset '{ds.name}' has float targets (regression) but the model is a classifier; "
-                "if the model predicts these targets, fit with --task regression; otherwise store integer class labels"
+                "if the model predicts these targets, fit with {param} regression; otherwise store integer class labels",
+                param="task",
             )
         raise UserError(
             f"dataset '{ds.name}' has integer class labels but the model does regression; "
-            "if the model outputs class scores, fit with --task classification; otherwise store the targets as floats"
+            "if the model outputs class scores, fit with {param} classification; otherwise store the targets as floats",
+            param="task",
         )
     if num_outputs is None:
         return
@@ -133,7 +135,7 @@ def adapt_to_model(
     dataset's inputs may be a view (reshape) of the original. Targets are shared.
     """
     if len(ds) == 0:
-        raise UserError(f"dataset '{ds.name}' is empty; check the file, the split, or --limit")
+        raise UserError(f"dataset '{ds.name}' is empty; check the file, the split, or {{limit}}", mentions=("limit",))
     _check_task_and_labels(ds, num_outputs, task)
 
     # Packed token data reaches the model as stored: its sequence length is the data's own, and the
@@ -169,8 +171,9 @@ def adapt_to_model(
             )
     if normalize is not None and is_token_ids(inputs):
         raise UserError(
-            f"dataset '{ds.name}' holds integer token ids, which are not normalised; drop --normalize "
-            "(or store float features if the model takes them)"
+            f"dataset '{ds.name}' holds integer token ids, which are not normalised; drop {{param}} "
+            "(or store float features if the model takes them)",
+            param="normalize",
         )
     if normalize is not None:
         inputs = _normalize(inputs, owns_inputs, normalize, ds)

@@ -27,9 +27,9 @@ def _numbers(text: str, original: str) -> list[float]:
     try:
         values = [float(part) for part in text.split(",")]
     except ValueError as err:
-        raise UserError(f"bad --normalize '{original}': {err}; {_SYNTAX}") from err
+        raise UserError(f"bad {{param}} '{original}': {err}; {_SYNTAX}", param="normalize") from err
     if not all(math.isfinite(v) for v in values):
-        raise UserError(f"bad --normalize '{original}': values must be finite numbers; {_SYNTAX}")
+        raise UserError(f"bad {{param}} '{original}': values must be finite numbers; {_SYNTAX}", param="normalize")
     return values
 
 
@@ -40,19 +40,22 @@ def parse_normalize(text: str) -> tuple[list[float], list[float]]:
     if preset is not None:
         return list(preset[0]), list(preset[1])
     if not compact:
-        raise UserError(f"empty --normalize; {_SYNTAX}")
+        raise UserError(f"empty {{param}}; {_SYNTAX}", param="normalize")
     if ";" in compact:
         halves = compact.split(";")
         if len(halves) != 2:
-            raise UserError(f"bad --normalize '{text}': use one ';' between the means and the stds; {_SYNTAX}")
+            raise UserError(f"bad {{param}} '{text}': use one ';' between the means and the stds; {_SYNTAX}", param="normalize")
         means, stds = _numbers(halves[0], text), _numbers(halves[1], text)
         if len(means) != len(stds):
-            raise UserError(f"bad --normalize '{text}': {len(means)} means but {len(stds)} stds; give one of each per channel")
+            raise UserError(
+                f"bad {{param}} '{text}': {len(means)} means but {len(stds)} stds; give one of each per channel",
+                param="normalize",
+            )
     else:
         values = _numbers(compact, text)
         if len(values) != 2:
-            raise UserError(f"bad --normalize '{text}': {len(values)} numbers without ';'; {_SYNTAX}")
+            raise UserError(f"bad {{param}} '{text}': {len(values)} numbers without ';'; {_SYNTAX}", param="normalize")
         means, stds = values[:1], values[1:]
     if any(std <= 0 for std in stds):
-        raise UserError(f"bad --normalize '{text}': every std must be > 0; {_SYNTAX}")
+        raise UserError(f"bad {{param}} '{text}': every std must be > 0; {_SYNTAX}", param="normalize")
     return means, stds

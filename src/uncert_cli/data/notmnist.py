@@ -28,7 +28,9 @@ FOLDER_NAME = "notMNIST_small"
 def load_notmnist(request: LoadRequest) -> ArrayDataset:
     """All of notMNIST_small (any split): uint8 ``(N, 1, 28, 28)`` images, labels 0..9 = A..J."""
     if request.split not in ("train", "test", "val"):
-        raise UserError(f"unknown split '{request.split}' for notmnist; pass --split test (notMNIST has one set of images)")
+        raise UserError(
+            f"unknown split '{request.split}' for notmnist; pass {{param}} test (notMNIST has one set of images)", param="split"
+        )
     search_dirs = [request.root / "notMNIST", request.root]
     for folder in search_dirs:
         npz_path = folder / NPZ_NAME

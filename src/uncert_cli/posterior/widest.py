@@ -59,7 +59,7 @@ def select_widest(records: Sequence[dict], reference_nll: float, tolerance: floa
 
 def check_tolerance(tolerance: float) -> float:
     if not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) or tolerance < 0:
-        raise UserError(f"--nll-tolerance must be a number ≥ 0 (e.g. 0.01 for 1%), got {tolerance!r}")
+        raise UserError(f"{{param}} must be a number ≥ 0 (e.g. 0.01 for 1%), got {tolerance!r}", param="nll_tolerance")
     return float(tolerance)
 
 

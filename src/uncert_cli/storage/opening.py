@@ -71,7 +71,8 @@ def _checkpoint_model(factors: FactorFile, *, arch: str | None, arch_kwargs: Seq
     """The network at the stored weights, checked against the fingerprint."""
     meta = factors.model_meta
     if arch is None and arch_kwargs:
-        raise UserError("--arch-kwargs needs --arch: name the class they are for (--arch path/to/file.py:Class)")
+        raise UserError("{param} needs {arch}: name the class they are for ({arch} path/to/file.py:Class)",
+                        param="arch_kwargs", mentions=("arch",))
     if arch is not None:
         return _with_weights(factors, _given_module(factors, arch, arch_kwargs), given=arch)
     if meta.arch and os.environ.get(TRUST_ARCH_ENV) == "1":
@@ -86,13 +87,15 @@ def _checkpoint_model(factors: FactorFile, *, arch: str | None, arch_kwargs: Seq
     elif not meta.arch:
         raise UserError(
             f"'{factors.path}' does not record an importable architecture, and this command runs the network; "
-            "name its class with --arch path/to/file.py:Class (or package.module:Class, torchvision:NAME) and --arch-kwargs"
+            "name its class with {param} path/to/file.py:Class (or package.module:Class, torchvision:NAME) and {arch_kwargs}",
+            param="arch", mentions=("arch_kwargs",),
         )
     else:
         raise UserError(
             f"'{factors.path}' was fitted on {meta.arch[:_SHOWN]!r}, a class outside uncert and torchvision, and "
             "this command runs the network; a file never makes uncert import code: if you trust that class, name "
-            f"it with --arch (and --arch-kwargs as at fit), or set {TRUST_ARCH_ENV}=1 in scripts"
+            f"it with {{param}} (and {{arch_kwargs}} as at fit), or set {TRUST_ARCH_ENV}=1 in scripts",
+            param="arch", mentions=("arch_kwargs",),
         )
     return _with_weights(factors, module, given=None)
 
@@ -162,8 +165,8 @@ def _with_weights(factors: FactorFile, module: nn.Module, given: str | None) -> 
         problem = "the weights it holds once loaded differ from the stored ones (dtype or buffers)"
     if given is not None:
         recorded = f"; the file was fitted on {meta.arch[:_SHOWN]!r}" if meta.arch else ""
-        raise UserError(f"--arch {given} does not match the weights in '{factors.path}' ({problem}){recorded}: "
-                        "name the class it was fitted with and the same --arch-kwargs")
+        raise UserError(f"{{param}} {given} does not match the weights in '{factors.path}' ({problem}){recorded}: "
+                        "name the class it was fitted with and the same {arch_kwargs}", param="arch", mentions=("arch_kwargs",))
     raise UserError(f"the architecture {str(meta.arch)[:_SHOWN]!r} does not match the weights in '{factors.path}' "
                     f"({problem}); refit the factors")
 

@@ -76,7 +76,7 @@ def parse_predictives(text: str | None, allowed: tuple[str, ...] = PREDICTIVES) 
         return None
     kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
     if not kinds:
-        raise UserError("--predictive is empty; pass e.g. --predictive map,glm")
+        raise UserError("{param} is empty; pass e.g. {param} map,glm", param="predictive")
     unknown = [k for k in kinds if k not in allowed]
     if unknown:
         raise UserError(f"unknown predictive {', '.join(map(repr, unknown))}; use one of {', '.join(allowed)}")
@@ -278,7 +278,9 @@ def load_ood_set(meta: ModelMeta, spec: str, settings: AnalysisSettings, model: 
             check_model_runs(model, data)
         return data
     except UserError as exc:
-        raise UserError(f"--against {spec}: {exc}") from None
+        # The set's own message keeps naming its parameters, as the command's flags where it has them.
+        inner = exc.template.replace("{param}", "{" + exc.param + "}") if exc.param else exc.template
+        raise UserError(f"{{param}} {spec}: {inner}", param="against", mentions=exc.params) from None
 
 
 def ood_set_loader(
@@ -295,7 +297,7 @@ def ood_set_loader(
         UserError: an OOD set given twice.
     """
     if len(set(against)) != len(against):
-        raise UserError("the same --against set is given twice; pass each OOD set once")
+        raise UserError("the same {param} set is given twice; pass each OOD set once", param="against")
     ood_sets: dict[str, ArrayDataset] = {}
 
     def load_ood_sets(loaded: LoadedModel) -> None:
@@ -376,12 +378,15 @@ def run_attack(
 ) -> AttackReport:
     """Fast-gradient-sign attacks through each predictive (Ritter §5.3)."""
     if attack.mode not in ("untargeted", "targeted", "both"):
-        raise UserError(f"unknown --mode '{attack.mode}'; use untargeted, targeted or both")
+        raise UserError(f"unknown {{param}} '{attack.mode}'; use untargeted, targeted or both", param="mode")
 
     def check_target(meta: ModelMeta) -> None:
         classes = meta.num_outputs
         if classes is not None and attack.target >= classes:
-            raise UserError(f"--target {attack.target} is not a class of this model (it has {classes}); pick 0..{classes - 1}")
+            raise UserError(
+                f"{{param}} {attack.target} is not a class of this model (it has {classes}); pick 0..{classes - 1}",
+                param="target",
+            )
 
     prepared = prepare_analysis(
         factors, kinds, settings, allowed=ATTACK_KINDS, announce=announce, check_model=check_target, continuous_inputs=True,

@@ -139,7 +139,10 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
     except ValueError:
         shape = ()
     if not shape or len(shape) > 8 or any(d < 1 or d > 2**31 for d in shape):
-        raise UserError(f"--input-shape takes one example's shape as positive integers, got '{text}'; e.g. --input-shape 64,16")
+        raise UserError(
+            f"{{param}} takes one example's shape as positive integers, got '{text}'; e.g. {{param}} 64,16",
+            param="input_shape",
+        )
     return shape
 
 

@@ -150,9 +150,13 @@ def tune_factor_file(
         )
     else:
         if batches is None:
-            raise UserError(f"--objective {objective} needs held-out data: pass --data SPEC (and --val-from or --split)")
+            raise UserError(
+                f"{{param}} {objective} needs held-out data: pass {{data}} SPEC (and {{val_from}} or {{split}})",
+                param="objective", mentions=("data", "val_from", "split"),
+            )
         if structure != "scalar":
-            raise UserError(f"--objective {objective} searches a scalar prior; use --prior-structure scalar")
+            raise UserError(f"{{param}} {objective} searches a scalar prior; use {{structure}} scalar",
+                            param="objective", mentions=("structure",))
         generator = torch.Generator().manual_seed(seed)
         if objective == "widest":
             # Ritter et al.'s eq. 9 form, as `uncert ood` tunes: the same examples give the same choice.
@@ -184,7 +188,8 @@ def _check_stored_log_likelihood(factors) -> None:
     value = factors.fit.get("log_likelihood")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise UserError(f"'{factors.path}' stores log_likelihood {value!r}, which is not a finite number; "
-                        "refit it with 'uncert fit' (or tune with --objective val-nll --data SPEC)")
+                        "refit it with 'uncert fit' (or tune with {objective} val-nll {data} SPEC)",
+                        mentions=("objective", "data"))
 
 
 def _held_out_nll(tuned, posterior, batches, predictive: str, samples: int, seed: int,

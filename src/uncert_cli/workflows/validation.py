@@ -52,10 +52,10 @@ def resolve_val_from(spec: str | None, val_from: str | None) -> str:
         return "val" if has_val_split(spec) else "test"
     choice = val_from.strip().lower()
     if choice not in VAL_SOURCES:
-        raise UserError(f"unknown --val-from '{val_from}'; use one of {', '.join(VAL_SOURCES)}")
+        raise UserError(f"unknown {{param}} '{val_from}'; use one of {', '.join(VAL_SOURCES)}", param="val_from")
     if choice == "val" and not has_val_split(spec):
-        raise UserError(f"'{spec}' has no val split; use --val-from test (first --val-size test examples) or "
-                        f"--val-from train (last {TRAIN_HOLDOUT:,} training examples)")
+        raise UserError(f"'{spec}' has no val split; use {{param}} test (first {{val_size}} test examples) or "
+                        f"{{param}} train (last {TRAIN_HOLDOUT:,} training examples)", param="val_from", mentions=("val_size",))
     return choice
 
 
