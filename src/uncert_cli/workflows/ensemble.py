@@ -106,7 +106,8 @@ def _prepare_members(
         first = members[0].evaluation if members else prepared.evaluation
         if prepared.evaluation.name != first.name or len(prepared.evaluation) != len(first):
             raise UserError(f"'{path}' evaluates on {prepared.evaluation.name} ({len(prepared.evaluation)} examples), "
-                            f"'{paths[0]}' on {first.name} ({len(first)}); give --data so that every member sees the same data")
+                            f"'{paths[0]}' on {first.name} ({len(first)}); give {{data}} so that every member sees the same data",
+                            mentions=("data",))
         members.append(prepared)
     return members
 
@@ -217,7 +218,7 @@ def run_attack_members(
     if len(paths) == 1:
         return run_attack(paths[0], kinds, settings, attack, progress=progress, announce=announce, warn=warn)
     if attack.mode not in ("untargeted", "targeted", "both"):
-        raise UserError(f"unknown --mode '{attack.mode}'; use untargeted, targeted or both")
+        raise UserError(f"unknown {{param}} '{attack.mode}'; use untargeted, targeted or both", param="mode")
     members = _prepare_members(paths, kinds, settings, ATTACK_KINDS, announce, warn, progress, continuous_inputs=True)
     kinds = members[0].kinds
     evaluation = members[0].evaluation
