@@ -168,3 +168,14 @@ def test_a_classifier_fitted_by_vi_answers_ood(digits_checkpoint, run_cli, tmp_p
     assert set(doc["in_distribution"]) == {"map", "mc"}
     (ood,) = doc["ood"].values()
     assert 0.0 <= ood["mc"]["auroc_entropy"] <= 1.0
+
+
+def test_track_fits_vi_at_its_prior_precision(digits_checkpoint, run_cli) -> None:
+    r = run_cli("track", digits_checkpoint, "--data", "digits", "--limit", "32", "--method", "vi",
+                "--prior-precision", "4", "--json", "--quiet")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["method"] == "vi" and doc["prior_precision"] == 4
+    (point,) = doc["checkpoints"]
+    # a mean-field variance never exceeds the prior's 1/τ (the precision is n_eff·d + τ)
+    assert all(0 < layer["variance_ratio"] <= 1 for layer in point["layers"])

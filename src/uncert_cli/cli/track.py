@@ -13,11 +13,12 @@ from uncert_cli.cli.option_groups import CheckpointSource, Conversion, DataFiles
 from uncert_cli.core.device import resolve_device
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.vocabulary import Method
+from uncert_cli.curvature.methods import METHODS as CURVATURE_METHODS
 from uncert_cli.render.console import log, print_json, progress_bar
 from uncert_cli.render.html import check_html_path, track_page
 from uncert_cli.render.plots_report import png_directory, write_track_png
 from uncert_cli.render.report import print_track, track_document
-from uncert_cli.workflows.fit import FitOptions
+from uncert_cli.workflows.fit import DEFAULT_EPOCHS, FitOptions
 from uncert_cli.workflows.inputs import load_checkpoint_model, load_model_data
 from uncert_cli.workflows.track import (
     TrackResult,
@@ -79,7 +80,8 @@ def track(
     )
     for path in ordered:
         loaded = first if path == ordered[0] else load(path)
-        with progress_bar(len(dataset), f"fit {path.name}", quiet=not show) as advance:
+        passes = CURVATURE_METHODS[options.method].data_passes(options.epochs or DEFAULT_EPOCHS)  # vi: 1 + epochs
+        with progress_bar(len(dataset) * passes, f"fit {path.name}", quiet=not show) as advance:
             points.append(track_point(path, loaded, dataset, options, prior_precision, on_batch=advance))
     names = check_same_layers(points)
     result = TrackResult(method.value, dataset.name, len(dataset), prior_precision, names, points)

@@ -27,7 +27,7 @@ from uncert_cli.checkpoint.hf_folder import hf_module_from_meta, is_hf_arch
 from uncert_cli.checkpoint.outputs import select_output
 from uncert_cli.checkpoint.stored import StoredModule, guess_kinds, guess_parameter_names, module_from_weights
 from uncert_cli.core.errors import UserError
-from uncert_cli.curvature.blocks import curvature_to
+from uncert_cli.curvature.blocks import Curvature, curvature_to
 from uncert_cli.posterior import LaplacePosterior
 from uncert_cli.storage.checks import check_stored_prior
 from uncert_cli.storage.factor_file import FactorFile, json_attribute, read_factor_file
@@ -58,12 +58,19 @@ def model_from_factor_file(
         The module at the MAP weights (or the posterior's own mean), its metadata and fingerprint.
     """
     loaded = _checkpoint_model(factors, arch=arch, arch_kwargs=arch_kwargs, runs_model=runs_model)
-    params = dict(loaded.module.named_parameters())
-    with torch.no_grad():
-        for block in factors.curvature.blocks:
-            for name, mean in zip(block.param_names, block.posterior_mean() or ()):
-                params[name].copy_(mean)
+    apply_posterior_means(loaded.module, factors.curvature)
     return loaded
+
+
+def apply_posterior_means(module: nn.Module, curvature: Curvature) -> None:
+    """Put the blocks' own means (``--method vi``) in place of ``module``'s covered weights; blocks
+    whose mean is the checkpoint's weights (every Laplace structure) leave them as they are.
+    """
+    params = dict(module.named_parameters())
+    with torch.no_grad():
+        for block in curvature.blocks:
+            for name, mean in zip(block.param_names, block.posterior_mean() or ()):
+                params[name].copy_(mean.to(params[name]))
 
 
 def _checkpoint_model(factors: FactorFile, *, arch: str | None, arch_kwargs: Sequence[str] | None,

@@ -16,6 +16,8 @@ from uncert_cli.checkpoint import LoadedModel
 from uncert_cli.core.errors import UserError
 from uncert_cli.data import ArrayDataset
 from uncert_cli.posterior import LaplacePosterior
+from uncert_cli.storage.factor_file import PriorSettings
+from uncert_cli.storage.opening import apply_posterior_means
 from uncert_cli.workflows.fit import FitOptions, fit_laplace
 
 _STEP = re.compile(r"(\d+)(?!.*\d)")  # the last run of digits in a file name
@@ -59,7 +61,9 @@ def order_checkpoints(paths: Sequence[Path]) -> list[Path]:
 def track_point(path: Path, loaded: LoadedModel, data: ArrayDataset, options: FitOptions, prior_precision: float,
                 *, on_batch: Callable[[int], None] | None = None) -> TrackPoint:
     """Fit one checkpoint in memory and summarise its posterior per layer."""
-    result = fit_laplace(loaded, data, options, on_batch=on_batch)
+    # a method that trains (vi) fits with the τ the summary uses, and its own mean is the posterior's "MAP"
+    result = fit_laplace(loaded, data, options, on_batch=on_batch, prior=PriorSettings(prior_precision=prior_precision))
+    apply_posterior_means(loaded.module, result.curvature)
     posterior = LaplacePosterior(result.curvature, loaded.module, prior_precision=prior_precision)
     report = analyse_posterior(posterior, loaded.meta.input_shape)
     return TrackPoint(
