@@ -125,3 +125,51 @@ def test_conv1d_patch_rows_match_unfold() -> None:
     torch.testing.assert_close(conv_patch_rows(conv, x), expected, rtol=0, atol=0)
     unbatched = conv_patch_rows(conv, x[0])
     torch.testing.assert_close(unbatched, expected[:1], rtol=0, atol=0)
+
+
+class TinyMapNet(nn.Module):
+    """3×3 convs on 1×1 and 2×1 maps (most kernel taps see only padding), one of them called twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=2, dilation=2)
+        self.head = nn.Linear(4 * 2, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.tanh(self.conv1(x))
+        h = torch.tanh(self.conv2(h)) + torch.tanh(self.conv2(h * h))
+        return self.head(h.flatten(1))
+
+
+def test_kfac_skips_padding_only_columns_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from uncert_cli.curvature.blocks import KroneckerBlock
+    from uncert_cli.curvature.kronecker import KroneckerAccumulator
+
+    torch.manual_seed(2)
+    model = TinyMapNet().double().eval()
+    x = torch.randn(6, 3, 2, 1, dtype=torch.float64)
+    batches = [(x[:4], targets("classification", 4, 3)), (x[4:], targets("classification", 2, 3))]
+    skipped = compute_curvature(model, batches, method="kfac")
+    monkeypatch.setattr(KroneckerAccumulator, "_live_columns", lambda self, x: None)
+    full = compute_curvature(model, batches, method="kfac")
+    for a, b in zip(skipped.blocks, full.blocks):
+        assert isinstance(a, KroneckerBlock) and isinstance(b, KroneckerBlock)
+        torch.testing.assert_close(a.input_factor, b.input_factor, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(a.output_factor, b.output_factor, rtol=1e-12, atol=1e-14)
+    # On the 2×1 map a 3×3 kernel's left and right columns only ever read padding.
+    A = skipped.blocks[0].input_factor[:-1, :-1].reshape(3, 3, 3, 3, 3, 3)
+    assert A[:, :, 0].abs().sum() == 0 and A[:, :, 1].abs().sum() > 0
+
+
+def test_live_columns_are_found_from_the_geometry() -> None:
+    from uncert_cli.curvature.kronecker import KroneckerAccumulator
+    from uncert_cli.curvature.subset import discover_units
+
+    model = TinyMapNet()
+    unit = next(u for u in discover_units(model) if u.name == "conv1")
+    acc = KroneckerAccumulator(unit, torch.float32, torch.device("cpu"))
+    live = acc._live_columns(torch.zeros(2, 3, 1, 1))
+    assert live is not None and live.tolist() == [4, 13, 22]  # the centre tap of each channel
+    assert acc._live_columns(torch.zeros(2, 3, 5, 5)) is None
+    assert acc._live_columns(torch.zeros(3, 1, 1)).tolist() == [4, 13, 22]  # unbatched

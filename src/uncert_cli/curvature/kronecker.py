@@ -146,6 +146,7 @@ class KroneckerAccumulator:
         self.a_full = torch.zeros(size, size, dtype=dtype, device=device)
         self.aa_sum = self.a_full[:I, :I]
         self.gg_sum = torch.zeros(O, O, dtype=dtype, device=device)
+        self._live: dict[tuple[int, ...], Tensor | None] = {}  # by input shape (conv only)
         self._reset_batch()
 
     def _reset_batch(self) -> None:
@@ -157,8 +158,29 @@ class KroneckerAccumulator:
         self._reset_batch()
         self.batch_size = batch_size
 
-    def _add_rows(self, rows: Tensor, alpha: float) -> None:
-        gram_lower_(self.aa_sum, rows, alpha)
+    def _live_columns(self, x: Tensor) -> Tensor | None:
+        """Indices of the patch columns that some position reads from inside the input, or None
+        when all do. At small spatial sizes many kernel taps only ever see the zero padding: on
+        resnet18 at 32×32 inputs layer4's 3×3 convs run on 1×1 maps, so 8 of 9 taps (4,096 of
+        4,608 columns) are always zero and their part of ``A`` is zero; the Gram product skips them
+        (81× fewer multiply-adds for those factors)."""
+        module = self.unit.module
+        if isinstance(module, nn.Linear):
+            return None
+        key = tuple(x.shape[-(module.weight.dim() - 1) :])  # (C, *spatial), batched or not
+        if key not in self._live:
+            ones = torch.ones((1, *key), dtype=x.dtype, device=x.device)
+            reached = conv_patch_rows(cast(nn.Conv1d | nn.Conv2d, module), ones).amax(dim=1)[0] > 0
+            self._live[key] = None if bool(reached.all()) else reached.nonzero().flatten()
+        return self._live[key]
+
+    def _add_rows(self, rows: Tensor, alpha: float, live: Tensor | None = None) -> None:
+        if live is None:
+            gram_lower_(self.aa_sum, rows, alpha)
+        else:  # only the columns that can be non-zero; the rest of A stays zero
+            part = torch.zeros(live.shape[0], live.shape[0], dtype=self.aa_sum.dtype, device=self.aa_sum.device)
+            gram_lower_(part, rows[:, live], alpha)
+            self.aa_sum[live.unsqueeze(1), live] += part  # lower triangle to lower triangle (live is sorted)
         if self.has_bias:
             self.a_full[-1, :-1].add_(rows.sum(0), alpha=alpha)
 
@@ -183,8 +205,8 @@ class KroneckerAccumulator:
                         "of place in the model's forward (e.g. x = x + 1 instead of x += 1)",
                         param="model",
                     )
-                self._add_rows(input_rows(self.unit.module, x_prev), B / R_new - B / R_prev)
-        self._add_rows(rows, B / R_new)
+                self._add_rows(input_rows(self.unit.module, x_prev), B / R_new - B / R_prev, self._live_columns(x_prev))
+        self._add_rows(rows, B / R_new, self._live_columns(x))
         self._calls.append((x, x._version))
         self._rows_batch = R_new
 
