@@ -163,14 +163,15 @@ class KroneckerAccumulator:
         when all do. At small spatial sizes many kernel taps only ever see the zero padding: on
         resnet18 at 32×32 inputs layer4's 3×3 convs run on 1×1 maps, so 8 of 9 taps (4,096 of
         4,608 columns) are always zero and their part of ``A`` is zero; the Gram product skips them
-        (81× fewer multiply-adds for those factors)."""
-        module = self.unit.module
-        if isinstance(module, nn.Linear):
+        (81× fewer multiply-adds for those factors).
+        """
+        if isinstance(self.unit.module, nn.Linear):
             return None
+        module = cast(nn.Conv1d | nn.Conv2d, self.unit.module)
         key = tuple(x.shape[-(module.weight.dim() - 1) :])  # (C, *spatial), batched or not
         if key not in self._live:
             ones = torch.ones((1, *key), dtype=x.dtype, device=x.device)
-            reached = conv_patch_rows(cast(nn.Conv1d | nn.Conv2d, module), ones).amax(dim=1)[0] > 0
+            reached = conv_patch_rows(module, ones).amax(dim=1)[0] > 0
             self._live[key] = None if bool(reached.all()) else reached.nonzero().flatten()
         return self._live[key]
 

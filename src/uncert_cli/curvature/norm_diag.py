@@ -24,16 +24,17 @@ from uncert_cli.curvature.subset import Unit
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def closed_form_batch_norm(unit: Unit) -> bool:
+def closed_form_batch_norm(unit: Unit, eval_mode: bool | None = None) -> bool:
     """Whether ``unit`` is a plain BatchNorm normalising with its running statistics (eval mode),
     whose diagonal :class:`BatchNormDiagAccumulator` computes. Subclasses (which may change the
-    forward), tied units and batch statistics take the generic path.
+    forward), tied units and batch statistics take the generic path. ``eval_mode``: decide as if the
+    module were (True) or were not (False) in eval mode, as the fit will put it (default: as it is).
     """
     m = unit.module
     return (
         type(m) in _BATCH_NORMS
         and not unit.members
-        and not m.training
+        and (not m.training if eval_mode is None else eval_mode)
         and m.running_mean is not None
         and m.running_var is not None
         and set(unit.local_names) <= {"weight", "bias"}

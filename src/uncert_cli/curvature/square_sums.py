@@ -85,3 +85,17 @@ def _by_position_pairs(acc: Tensor, g: Tensor, a: Tensor) -> None:
         ac = a[start : start + chunk]
         N = (ac[:, first] * ac[:, second]).reshape(b * pairs, I)
         acc.addmm_(M.t(), N)
+
+
+def scratch_elements(K: int, B: int, P: int, O: int, I: int) -> int:
+    """Peak elements of the temporaries :func:`add_square_sums_` allocates for one layer (for the
+    memory estimate): the rearranged copy of ``g`` and one chunk of products.
+    """
+    if P <= 1:
+        return B * max(O, I)  # the accumulator's factorised path: (Σ_k g²) and a² per batch
+    if prefers_pairs(K, P):
+        pairs = P * (P + 1) // 2
+        b = min(B, max(1, PAIR_CHUNK // max(1, pairs * max(O, I))))
+        return b * O * P * (K + P) + b * pairs * (2 * O + I)
+    b = min(B, max(1, PER_EXAMPLE_CHUNK // max(1, K * O * I)))
+    return K * B * P * O + 2 * b * K * O * I

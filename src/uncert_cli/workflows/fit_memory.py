@@ -30,8 +30,10 @@ from torch import Tensor, nn
 
 from uncert_cli.core.memory import current_memory_bytes, format_size, peak_memory_bytes
 from uncert_cli.core.model_state import model_state
+from uncert_cli.curvature import square_sums
 from uncert_cli.curvature.methods import METHODS
 from uncert_cli.curvature.methods.base import SLACK_BYTES, eigh_working_bytes, kronecker_sizes
+from uncert_cli.curvature.norm_diag import closed_form_batch_norm
 from uncert_cli.curvature.plain_kernels import plain_kernels
 from uncert_cli.curvature.recurrent import DirectionRecord
 from uncert_cli.curvature.recurrent_diag import RecurrentDiagAccumulator
@@ -40,7 +42,7 @@ from uncert_cli.data.dataset import inputs_to
 
 # The engine propagates at most this many backward-vector elements at once (engine.GRAD_ELEMENTS).
 _GRAD_ELEMENTS = 3 * 2**19
-# The exact diagonal's per-example gradient chunk (diagonal.CHUNK_ELEMENTS).
+# The generic diagonal's per-example gradient chunk (diagonal.CHUNK_ELEMENTS).
 _DIAG_CHUNK_ELEMENTS = 2**26
 # Gradients flowing back through a batch's graph: at their largest about as many bytes again as the
 # saved activations (measured ~0.6-1.0x on the benchmark networks; the upper end is used).
@@ -203,16 +205,19 @@ def estimate_fit_memory(
     propagated = chunk * per_vector * element * 2  # the vectors at the unit outputs, and their rows
     loss_vectors = vectors * B * probe.output_width * element
     patches = 0
+    square_scratch = 0
     kron_units = [(i, u) for i, u in enumerate(units) if u.structure == "kronecker"]
     for i, u in kron_units:
         O, I = kronecker_sizes(u)
         rows = B * probe.positions[i] * I * element
         if builder.keeps_all_patches:
-            patches += 2 * rows  # each layer's patches (and their per-example rows) stay until the batch ends
-            if probe.positions[i] > 1:
-                patches += min(_DIAG_CHUNK_ELEMENTS, chunk * B * O * I) * element
+            patches += rows  # each layer's patches, copied once, stay until the batch ends
+            # one layer at a time squares its per-example gradients (or position-pair products)
+            scratch = square_sums.scratch_elements(chunk, B, probe.positions[i], O, I) * element
+            square_scratch = max(square_scratch, scratch)
         else:
-            patches = max(patches, 2 * rows)  # one layer's patches at a time, and their copy
+            patches = max(patches, rows)  # one layer's patches at a time (copied once from a strided view)
+    patches += square_scratch
     # Diagonal blocks of other modules form per-example gradients in bounded chunks, one unit at a time:
     # a recurrent unit one weight's (squared in place), the generic path all of a unit's, and their squares.
     per_example = 0
@@ -221,6 +226,11 @@ def estimate_fit_memory(
             continue
         if RecurrentDiagAccumulator.covers(u):
             per_example = max(per_example, min(_DIAG_CHUNK_ELEMENTS, chunk * B * max(p.numel() for p in u.params)))
+        elif closed_form_batch_norm(u, eval_mode=True):  # the fit runs in eval mode
+            # x̂ of every BatchNorm is kept for the batch; g·x̂ is formed for one at a time
+            normalised = B * probe.positions[units.index(u)] * u.params[0].shape[0]
+            patches += normalised * element
+            per_example = max(per_example, chunk * normalised)
         else:
             per_example = max(per_example, 2 * min(_DIAG_CHUNK_ELEMENTS, chunk * B * u.num_params))
     batch = activations + backward + propagated + loss_vectors + patches + per_example * element + _SLACK
