@@ -193,5 +193,16 @@ def test_backward_vectors_in_chunks(method: str, arch: str, monkeypatch: pytest.
     y = targets("classification", 6, 3)
     whole = compute_curvature(model, _batches(x, y, 4), method=method)
     monkeypatch.setattr(engine, "GRAD_ELEMENTS", 1)
+    monkeypatch.setattr(engine, "CONV_GRAD_ELEMENTS", 1)
     chunked = compute_curvature(model, _batches(x, y, 4), method=method)
     _assert_same(chunked, whole)
+
+
+def test_conv_networks_propagate_more_vectors_at_once() -> None:
+    from uncert_cli.curvature.engine import vectors_per_chunk
+    from uncert_cli.curvature.subset import discover_units
+
+    per_vector = 32 * 100_000  # resnet18's unit outputs at batch 32, 3×32×32 inputs
+    assert vectors_per_chunk(9, per_vector, discover_units(cnn())) == 9
+    assert vectors_per_chunk(9, per_vector, discover_units(mlp(True))) == 1
+    assert vectors_per_chunk(9, 600_000, discover_units(mlp(True))) == 2  # 2 + 2 + 2 + 2 + 1

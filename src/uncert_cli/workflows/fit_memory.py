@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from uncert_cli.core.memory import current_memory_bytes, format_size, peak_memory_bytes
 from uncert_cli.core.model_state import model_state
 from uncert_cli.curvature import square_sums
+from uncert_cli.curvature.engine import vectors_per_chunk
 from uncert_cli.curvature.methods import METHODS
 from uncert_cli.curvature.methods.base import SLACK_BYTES, eigh_working_bytes, kronecker_sizes
 from uncert_cli.curvature.norm_diag import closed_form_batch_norm
@@ -40,8 +41,6 @@ from uncert_cli.curvature.recurrent_diag import RecurrentDiagAccumulator
 from uncert_cli.curvature.subset import Unit, select_units
 from uncert_cli.data.dataset import inputs_to
 
-# The engine propagates at most this many backward-vector elements at once (engine.GRAD_ELEMENTS).
-_GRAD_ELEMENTS = 3 * 2**19
 # The generic diagonal's per-example gradient chunk (diagonal.CHUNK_ELEMENTS).
 _DIAG_CHUNK_ELEMENTS = 2**26
 # Gradients flowing back through a batch's graph: at their largest about as many bytes again as the
@@ -201,7 +200,7 @@ def estimate_fit_memory(
     activations = int(B * probe.saved_bytes * scale)
     backward = int(activations * _BACKWARD_FACTOR)
     per_vector = B * probe.unit_output_elements
-    chunk = max(1, min(vectors, _GRAD_ELEMENTS // max(1, per_vector)))
+    chunk = vectors_per_chunk(vectors, per_vector, units)  # as the engine chunks them
     propagated = chunk * per_vector * element * 2  # the vectors at the unit outputs, and their rows
     loss_vectors = vectors * B * probe.output_width * element
     patches = 0
