@@ -242,8 +242,25 @@ class DenseBlock(CurvatureBlock):
         return self.eigen_repairs
 
 
+class LowRankSizes:
+    """Sizes of a low-rank-plus-diagonal matrix ``V diag(λ) Vᵀ + diag(d)``, shared by its block and its structure."""
+
+    eigenvalues: torch.Tensor  # λ, (K,)
+    diagonal: torch.Tensor  # d, (P,)
+
+    @property
+    def num_params(self) -> int:
+        """``P``, the parameters the matrix covers."""
+        return self.diagonal.numel()
+
+    @property
+    def rank(self) -> int:
+        """``K``, the eigenpairs it keeps."""
+        return self.eigenvalues.numel()
+
+
 @dataclass
-class LowRankBlock(CurvatureBlock):
+class LowRankBlock(LowRankSizes, CurvatureBlock):
     """``V diag(λ) Vᵀ + diag(d)`` over several modules jointly (``--method lowrank``).
 
     ``V`` holds the top-K eigenvectors of the curvature (orthonormal columns) and ``d`` is the exact
@@ -260,13 +277,6 @@ class LowRankBlock(CurvatureBlock):
 
     structure: ClassVar[str] = "lowrank"
 
-    @property
-    def num_params(self) -> int:
-        return self.diagonal.numel()
-
-    @property
-    def rank(self) -> int:
-        return self.eigenvalues.numel()
 
     def value_tensors(self) -> list[torch.Tensor]:
         return [self.eigenvalues, self.diagonal]

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from uncert_cli.core.errors import UserError
+from uncert_cli.curvature.blocks import LowRankSizes
 from uncert_cli.posterior.structures.base import (
     FlatPacked,
     PriorMode,
@@ -58,7 +59,7 @@ def _detach(x: Scalar) -> Scalar:
 
 
 @dataclass(frozen=True)
-class LowRankStructure(FlatPacked):
+class LowRankStructure(LowRankSizes, FlatPacked):
     """``V diag(λ) Vᵀ + diag(d)``: ``eigenvectors`` V (P, K), ``eigenvalues`` λ (K,), ``diagonal`` d (P,)."""
 
     tag = "lowrank"
@@ -76,14 +77,6 @@ class LowRankStructure(FlatPacked):
             block.module, tuple(block.param_names), shapes, cast(block.eigenvalues, ref).clamp_min(0),
             cast(block.eigenvectors, ref), cast(block.diagonal, ref).reshape(-1).clamp_min(0),
         )
-
-    @property
-    def num_params(self) -> int:
-        return self.diagonal.numel()
-
-    @property
-    def rank(self) -> int:
-        return self.eigenvalues.numel()
 
     def _whitened(self, tau: Scalar, n_eff: Scalar, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """``(D (P,), Ŵ (P, K))`` in ``dtype``; differentiable in ``tau``/``n_eff`` if they are tensors."""
