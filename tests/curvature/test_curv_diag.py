@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from tests.reference.cases import Case
 from tests.reference.ggn import explicit_ggn
 from tests.reference.indices import param_diagonal
-from tests.reference.models import Conv1dNet, NormNet, SequenceNet, SharedNet, cnn, mlp, targets
+from tests.reference.models import NormNet, cnn, targets
 from uncert_cli.curvature import DiagonalBlock, compute_curvature
 
 TASKS = ["classification", "regression"]
@@ -30,41 +31,37 @@ def _check_diagonals(model: nn.Module, x: Tensor, y: Tensor, task: str, method: 
     return checked
 
 
-@pytest.mark.parametrize("task", TASKS)
-@pytest.mark.parametrize("bias", [True, False])
-def test_mlp(task: str, bias: bool) -> None:
-    model = mlp(bias)
-    x = torch.randn(7, 4, dtype=torch.float64)
-    assert _check_diagonals(model, x, targets(task, 7, 3), task) == (4 if bias else 2)
+def _check_case(c: Case) -> int:
+    """``_check_diagonals`` on a row of the declared table (``tests/reference/cases.py``)."""
+    return _check_diagonals(c.model, c.x, c.y, c.task)
 
 
-@pytest.mark.parametrize("task", TASKS)
-@pytest.mark.parametrize("bias", [True, False])
-def test_cnn(task: str, bias: bool) -> None:
-    model = cnn(bias)
-    x = torch.randn(5, 2, 4, 4, dtype=torch.float64)
-    assert _check_diagonals(model, x, targets(task, 5, 3), task) == (8 if bias else 4)
+@pytest.mark.parametrize(("ref_case", "blocks"), [("mlp-cls", 4), ("mlp-reg", 4), ("mlp-cls-nobias", 2),
+                                                  ("mlp-reg-nobias", 2)], indirect=["ref_case"])
+def test_mlp(ref_case, blocks: int) -> None:
+    assert _check_case(ref_case) == blocks
 
 
-def test_conv1d_same_padding() -> None:
-    model = Conv1dNet().double()
-    x = torch.randn(5, 2, 5, dtype=torch.float64)
-    _check_diagonals(model, x, targets("classification", 5, 2), "classification")
+@pytest.mark.parametrize(("ref_case", "blocks"), [("cnn-cls", 8), ("cnn-reg", 8), ("cnn-cls-nobias", 4),
+                                                  ("cnn-reg-nobias", 4)], indirect=["ref_case"])
+def test_cnn(ref_case, blocks: int) -> None:
+    assert _check_case(ref_case) == blocks
 
 
-@pytest.mark.parametrize("task", TASKS)
-@pytest.mark.parametrize("bias", [True, False])
-def test_sequence_linear(task: str, bias: bool) -> None:
-    model = SequenceNet(bias).double()
-    x = torch.randn(5, 6, 3, dtype=torch.float64)
-    _check_diagonals(model, x, targets(task, 5, 2), task)
+@pytest.mark.parametrize("ref_case", ["conv1d"], indirect=True)
+def test_conv1d_same_padding(ref_case) -> None:
+    _check_case(ref_case)
 
 
-@pytest.mark.parametrize("task", TASKS)
-def test_shared_layer_called_twice(task: str) -> None:
-    model = SharedNet().double()
-    x = torch.randn(6, 4, dtype=torch.float64)
-    _check_diagonals(model, x, targets(task, 6, 3), task)
+@pytest.mark.parametrize("ref_case", ["sequence", "sequence-reg", "sequence-nobias", "sequence-reg-nobias"],
+                         indirect=True)
+def test_sequence_linear(ref_case) -> None:
+    _check_case(ref_case)
+
+
+@pytest.mark.parametrize("ref_case", ["shared", "shared-reg"], indirect=True)
+def test_shared_layer_called_twice(ref_case) -> None:
+    _check_case(ref_case)
 
 
 @pytest.mark.parametrize("method", ["diag", "kfac"])

@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from tests.reference.cases import Case
 from tests.reference.ggn import explicit_ggn
 from tests.reference.indices import restrict, waug_index
-from tests.reference.models import SequenceNet, cnn, mlp, targets
+from tests.reference.models import mlp, targets
 from uncert_cli.curvature import DiagonalBlock, KroneckerBlock, compute_curvature
 
 
@@ -98,17 +99,11 @@ CL_FISHER = {"exact": "type-2", "mc": "mc", "empirical": "empirical"}
 
 
 @pytest.mark.parametrize("fisher_type", ["exact", "mc", "empirical"])
-@pytest.mark.parametrize("task", ["classification", "regression"])
-@pytest.mark.parametrize("arch", ["mlp", "cnn", "sequence"])
-def test_kfac_matches_curvlinops(arch: str, task: str, fisher_type: str) -> None:
+@pytest.mark.parametrize("ref_case", ["mlp-cls", "mlp-reg", "cnn-cls", "cnn-reg", "sequence", "sequence-reg"],
+                         indirect=True)
+def test_kfac_matches_curvlinops(ref_case: Case, fisher_type: str) -> None:
     pytest.importorskip("curvlinops")
-    if arch == "mlp":
-        model, x, C = mlp(), torch.randn(10, 4, dtype=torch.float64), 3
-    elif arch == "cnn":
-        model, x, C = cnn(), torch.randn(10, 2, 4, 4, dtype=torch.float64), 3
-    else:
-        model, x, C = SequenceNet().double(), torch.randn(10, 5, 3, dtype=torch.float64), 2
-    y = targets(task, 10, C)
+    model, x, y, task = ref_case.model, ref_case.x, ref_case.y, ref_case.task
     data = [(x[:4], y[:4]), (x[4:], y[4:])]
     mc = 3 if fisher_type == "mc" else 1
     gen = torch.Generator().manual_seed(2147483647)

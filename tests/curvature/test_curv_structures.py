@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.reference.cases import CASES, Case, case
+from tests.reference.cases import STRUCTURE_CASES, Case, case
 from tests.reference.dense import block_index, block_matrix, curvature_matrix, restrict_to_block
 from tests.reference.models import NormNet
 from uncert_cli.curvature import compute_curvature
@@ -18,7 +18,7 @@ def fit(c: Case, method: str, **kw):
     return compute_structured_curvature(c.model, c.source(), method=method, task=c.task, **kw)
 
 
-@pytest.mark.parametrize("ref_case", CASES, indirect=True)
+@pytest.mark.parametrize("ref_case", STRUCTURE_CASES, indirect=True)
 def test_full_equals_explicit_ggn(ref_case):
     c = ref_case
     curv = fit(c, "full")
@@ -49,7 +49,7 @@ def test_lowrank_keeps_the_exact_diagonal_and_top_eigenvalues():
     assert torch.all(low_diag[~kept] >= torch.diagonal(c.ggn())[~kept] - 1e-12)
 
 
-@pytest.mark.parametrize("ref_case", CASES, indirect=True)
+@pytest.mark.parametrize("ref_case", STRUCTURE_CASES, indirect=True)
 def test_ekfac_eigenvalues_are_the_rotated_ggn_diagonal(ref_case):
     c = ref_case
     curv = fit(c, "ekfac")
@@ -61,7 +61,7 @@ def test_ekfac_eigenvalues_are_the_rotated_ggn_diagonal(ref_case):
         torch.testing.assert_close(b.eigenvalues.reshape(-1), rotated, atol=1e-12, rtol=1e-9)
 
 
-@pytest.mark.parametrize("ref_case", CASES, indirect=True)
+@pytest.mark.parametrize("ref_case", STRUCTURE_CASES, indirect=True)
 @pytest.mark.parametrize("rank", [1, 6])
 def test_kfac_diag_diagonal_equals_the_exact_ggn_diagonal(ref_case, rank):
     c = ref_case
@@ -117,7 +117,7 @@ def _frobenius(c: Case) -> dict[str, float]:
     return {k: v / float(torch.linalg.norm(exact)) for k, v in out.items()}
 
 
-@pytest.mark.parametrize("ref_case", CASES, indirect=True)
+@pytest.mark.parametrize("ref_case", STRUCTURE_CASES, indirect=True)
 def test_frobenius_distance_to_the_exact_ggn(ref_case, capsys):
     d = _frobenius(ref_case)
     with capsys.disabled():

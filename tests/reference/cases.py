@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +23,7 @@ from tests.reference.models import (
     SequenceFirstNet,
     SequenceNet,
     SharedNet,
+    cnn,
     mlp,
 )
 
@@ -48,8 +49,22 @@ CASE_TABLE: dict[str, CaseSpec] = {
     # nn.MultiheadAttention(batch_first=False) between two Linear layers
     "attention-first": CaseSpec(lambda: AttentionSequenceFirstNet().double(), 8, (7, 3, 3), "classification", 2),
     "shared": CaseSpec(lambda: SharedNet().double(), 6, (7, 4), "classification", 3),
+    # task and bias variants (the exact-diagonal tests run on every row)
+    "mlp-cls-nobias": CaseSpec(lambda: mlp(bias=False), 2, (9, 4), "classification", 3),
+    "mlp-reg-nobias": CaseSpec(lambda: mlp(bias=False, d_out=2), 3, (9, 4), "regression", 2),
+    "cnn-cls": CaseSpec(cnn, 9, (5, 2, 4, 4), "classification", 3),
+    "cnn-reg": CaseSpec(cnn, 10, (5, 2, 4, 4), "regression", 3),
+    "cnn-cls-nobias": CaseSpec(lambda: cnn(bias=False), 11, (5, 2, 4, 4), "classification", 3),
+    "cnn-reg-nobias": CaseSpec(lambda: cnn(bias=False), 12, (5, 2, 4, 4), "regression", 3),
+    "sequence-reg": CaseSpec(lambda: SequenceNet().double(), 13, (7, 3, 3), "regression", 2),
+    "sequence-nobias": CaseSpec(lambda: SequenceNet(bias=False).double(), 14, (7, 3, 3), "classification", 2),
+    "sequence-reg-nobias": CaseSpec(lambda: SequenceNet(bias=False).double(), 15, (7, 3, 3), "regression", 2),
+    "shared-reg": CaseSpec(lambda: SharedNet().double(), 16, (7, 4), "regression", 3),
 }
 CASES = tuple(CASE_TABLE)
+# The rows the structure tests (full, lowrank, ekfac, kfac-diag against the explicit GGN) run on: one per
+# network shape; the task and bias variants above add nothing there but minutes.
+STRUCTURE_CASES = ("mlp-cls", "mlp-reg", "conv1d", "sequence", "sequence-first", "attention-first", "shared")
 
 
 @dataclass
