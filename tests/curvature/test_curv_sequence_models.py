@@ -251,3 +251,12 @@ def test_a_recurrent_layer_called_per_example_is_refused_with_the_fix():
     x, y = torch.randn(4, 5, 3), torch.randint(0, 3, (4,))
     with pytest.raises(UserError, match="call it on the whole batch"):
         compute_curvature(PerExampleLoop(), [(x, y)], method="diag")
+
+
+@pytest.mark.parametrize("kwargs", [{"bias": False}, {"nonlinearity": "relu"}])
+def test_gate_gradient_path_without_biases_and_with_relu(kwargs):
+    torch.manual_seed(0)
+    cell = nn.GRU if "bias" in kwargs else nn.RNN
+    model = RecurrentClassifier(cell, 1, False, True)
+    model.rnn = cell(3, 4, batch_first=True, **kwargs)
+    _check_every_block(model.double(), torch.randn(5, 4, 3, dtype=torch.float64), "diag")
