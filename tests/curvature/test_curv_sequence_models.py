@@ -260,3 +260,23 @@ def test_gate_gradient_path_without_biases_and_with_relu(kwargs):
     model = RecurrentClassifier(cell, 1, False, True)
     model.rnn = cell(3, 4, batch_first=True, **kwargs)
     _check_every_block(model.double(), torch.randn(5, 4, 3, dtype=torch.float64), "diag")
+
+
+class InitialStateClassifier(nn.Module):
+    """The GRU starts from a state another layer computes (the first step's h_{t-1} is not zero)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.init = nn.Linear(3, 4)
+        self.rnn = nn.GRU(3, 4, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h0 = torch.tanh(self.init(x.mean(1))).unsqueeze(0)
+        out, _ = self.rnn(x, h0)
+        return self.head(out[:, -1])
+
+
+def test_gate_gradient_path_from_a_computed_initial_state():
+    torch.manual_seed(0)
+    _check_every_block(InitialStateClassifier().double(), torch.randn(5, 4, 3, dtype=torch.float64), "diag")
