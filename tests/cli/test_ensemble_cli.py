@@ -126,3 +126,20 @@ def test_fit_of_several_checkpoints_needs_a_folder(members, run_cli, tmp_path, o
 def test_the_same_file_twice_is_refused(members, run_cli) -> None:
     r = run_cli("ood", members["a"], members["a"], "--limit", "16")
     assert r.code == 2 and "given twice" in r.err
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_the_shipped_seeds_on_genuine_mnist(shared_data, run_cli, tmp_path) -> None:
+    """The README's flow on two of the shipped seeds: one fit call, then the ensemble and the mixture."""
+    seeds = sorted((Path(__file__).resolve().parents[2] / "sample_models" / "mnist_ensemble").glob("*.safetensors"))
+    assert len(seeds) == 5
+    r = run_cli("fit", *seeds[:2], "--data", "mnist", "--data-root", shared_data, "--limit", "1000", "-o", tmp_path / "ens",
+                "--quiet")
+    assert r.code == 0, r.err
+    r = run_cli("ood", *sorted((tmp_path / "ens").glob("*.h5")), "--data-root", shared_data, "--against", "notmnist",
+                "--limit", "300", "--val-size", "200", "--tune-samples", "5", "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["in_distribution"]["ensemble"]["accuracy"] > 0.9
+    assert doc["ood"]["notmnist"]["mixture-probit"]["auroc_entropy"] > 0.5
