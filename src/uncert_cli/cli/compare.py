@@ -39,8 +39,10 @@ def compare(
     device: o.Device = o.DeviceChoice.auto,
     out: Output,
 ) -> None:
-    """Per layer: variance share, mean σ, σ²/σ²_prior per file; rank correlation of σ, shared pruning
-    candidates and KL divergence of the first file against each other one.
+    """Compare two or more posteriors of one checkpoint, layer by layer.
+
+    Per file: variance share, mean σ, σ²/σ²_prior; the first file against each other one: rank correlation
+    of σ, shared pruning candidates and the KL divergence of the marginals.
     """
     directory = png_directory(png) if png is not None else None  # fail before any work
     compared = compare_factor_files(factors, criterion=criterion.value, fraction=fraction,
