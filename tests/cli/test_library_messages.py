@@ -29,8 +29,7 @@ QUOTED_COMMAND = re.compile(r"([`'])uncert [^`']*\1")
 NOT_YET = {
     "checkpoint/arch.py", "checkpoint/hf_folder.py", "checkpoint/loading.py", "checkpoint/meta.py",
     "checkpoint/pickled.py", "checkpoint/state.py", "checkpoint/stored.py", "checkpoint/timm_arch.py",
-    "curvature/eigen.py", "curvature/subset.py", "data/file_splits.py", "data/hf_datasets.py",
-    "data/token_files.py", "data/transform.py", "render/html/__init__.py", "storage/checks.py",
+    "data/hf_datasets.py", "data/token_files.py",
 }
 
 

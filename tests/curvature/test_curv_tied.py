@@ -121,5 +121,5 @@ def test_frozen_parameters_are_left_out_unless_included() -> None:
 
 def test_all_frozen_says_how_to_include_them() -> None:
     model = TiedMLP().requires_grad_(False)
-    with pytest.raises(UserError, match="--include-frozen"):
+    with pytest.raises(UserError, match="pass include_frozen to fit"):  # the CLI shows --include-frozen
         select_units(model, "all")

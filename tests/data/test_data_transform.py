@@ -110,7 +110,7 @@ def test_digits_resized_to_mnist_shape_then_adapted() -> None:
         (torch.zeros(3, 64), {"size": (8, 8)}, r"shape \(64,\), not images .*drop them"),
         (torch.zeros(3, 1, 8, 8), {"size": (0, 8)}, "two positive sizes H,W, got 0,8"),
         (torch.zeros(3, 1, 8, 8), {"size": (8, -2)}, "two positive sizes H,W, got 8,-2"),
-        (torch.zeros(3, 4, 8, 8), {"channels": 1}, "4 channels; --grayscale and --channels convert only RGB"),
+        (torch.zeros(3, 4, 8, 8), {"channels": 1}, "4 channels; grayscale and channels convert only RGB"),
         (torch.zeros(3, 2, 8, 8), {"channels": 3}, "2 channels"),
         (torch.zeros(3, 3, 8, 8), {"channels": 2}, "1 or 3 channels, not 2"),
     ],

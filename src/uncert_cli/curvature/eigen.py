@@ -63,7 +63,7 @@ def robust_eigh(matrix: Tensor, *, what: str) -> Eigh:
             continue  # torch's _LinAlgError is a RuntimeError; scipy raises LinAlgError or ValueError
         if bool(torch.isfinite(lam).all()) and bool(torch.isfinite(vec).all()):
             return Eigh((lam * scale).clamp_min(0), vec, repair)
-    raise UserError(f"no eigensolver converged on {what}; refit with --dtype float64 or more data")
+    raise UserError(f"no eigensolver converged on {what}; refit with {{dtype}} float64 or more data", mentions=("dtype",))
 
 
 def _attempts(a: Tensor):

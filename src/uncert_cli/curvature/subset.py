@@ -257,8 +257,9 @@ def select_units(
     if not units:
         if not include_frozen and discover_units(model, True):
             raise UserError(
-                "every parameter of the model is frozen (requires_grad=False); pass --include-frozen "
-                "to fit a Laplace approximation to them anyway"
+                "every parameter of the model is frozen (requires_grad=False); pass {param} "
+                "to fit a Laplace approximation to them anyway",
+                param="include_frozen",
             )
         raise UserError("the model has no parameters; there is nothing to fit a Laplace approximation to")
     spec = subset.strip()

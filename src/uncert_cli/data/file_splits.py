@@ -88,15 +88,17 @@ def resolve_file_split(spec: FileSpec, split: str, required_by: str | None) -> t
     if splits:
         if split not in splits:
             raise UserError(
-                f"{spec.path} holds the splits {', '.join(splits)} but no {split!r}; pass --split "
-                f"{' or --split '.join(splits)}"
+                f"{spec.path} holds the splits {', '.join(splits)} but no {split!r}; pass "
+                + " or ".join("{param} " + name for name in splits),
+                param="split",
             )
         return splits[split], split
     if required_by is not None:
         raise UserError(
             f"{required_by}, but {spec.path} holds one set of examples (no x_{split}/y_{split} arrays, no "
             f"{split}/ subfolder); give a file that holds the {split} examples (or its splits side by side), "
-            "or drop --split to use the whole file"
+            "or drop {param} to use the whole file",
+            param="split",
         )
     return spec, None
 

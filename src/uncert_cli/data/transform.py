@@ -108,7 +108,8 @@ def _check_images(ds: ArrayDataset, channels: int | None) -> tuple[int, int, int
     if ds.inputs.ndim != 4:
         raise UserError(
             f"dataset '{ds.name}' has examples of shape {tuple(ds.sample_shape)}, not images (C, H, W); "
-            "--resize, --grayscale and --channels only apply to image data, so drop them for this set"
+            "{resize}, {grayscale} and {channels} only apply to image data, so drop them for this set",
+            mentions=("resize", "grayscale", "channels"),
         )
     n, c, h, w = (int(d) for d in ds.inputs.shape)
     if channels is not None:
@@ -116,8 +117,9 @@ def _check_images(ds: ArrayDataset, channels: int | None) -> tuple[int, int, int
             raise UserError(f"images can be converted to 1 or 3 channels, not {channels}; ask for 1 (gray) or 3 (RGB)")
         if c not in _TARGET_CHANNELS:
             raise UserError(
-                f"dataset '{ds.name}' has images with {c} channels; --grayscale and --channels convert only RGB (3) "
-                "or gray (1) images, so store them with 1 or 3 channels"
+                f"dataset '{ds.name}' has images with {c} channels; {{grayscale}} and {{channels}} convert only RGB (3) "
+                "or gray (1) images, so store them with 1 or 3 channels",
+                mentions=("grayscale", "channels"),
             )
     return n, c, h, w
 

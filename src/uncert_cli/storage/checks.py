@@ -274,7 +274,8 @@ def check_prior_to_write(path: Path, values: Mapping[str, Any]) -> None:
             and all(_positive_finite(v) for v in value.values()))
         if not ok:
             raise UserError(f"tuning produced {name} = {value!r}, which is not a positive finite number; nothing was "
-                            f"written into '{path}' (refit with --dtype float64 or more data, then tune again)")
+                            f"written into '{path}' (refit with {{dtype}} float64 or more data, then tune again)",
+                            mentions=("dtype",))
 
 
 def _positive_finite(value: Any) -> bool:

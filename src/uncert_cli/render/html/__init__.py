@@ -18,7 +18,7 @@ def check_html_path(path: str | os.PathLike) -> Path:
     """Refuse, before any work, an ``--html`` target that is a folder or lies in a missing/unwritable one."""
     target = Path(path)
     if target.is_dir():
-        raise UserError(f"--html {target} is a directory; give a file name such as {target / 'report.html'}")
+        raise UserError(f"{{param}} {target} is a directory; give a file name such as {target / 'report.html'}", param="html")
     return check_output_path(target)
 
 
