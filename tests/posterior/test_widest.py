@@ -132,7 +132,7 @@ def test_select_widest_rules():
 
 def test_bad_arguments_are_user_errors(linear_gaussian):
     post, batches, _, n = linear_gaussian
-    with pytest.raises(UserError, match="nll-tolerance"):
+    with pytest.raises(UserError, match="nll_tolerance"):
         tune_widest(post, batches, kind="glm", n_grid=[n], tau_grid=[1.0], tolerance=-0.1)
     with pytest.raises(UserError, match="Laplace predictive"):
         tune_widest(post, batches, kind="map", n_grid=[n], tau_grid=[1.0])
