@@ -39,6 +39,7 @@ from pathlib import Path
 
 from uncert_cli.core import file_session
 from uncert_cli.core.errors import UserError
+from uncert_cli.core.memory import format_size
 
 # errno values that mean "this place cannot take the file", as opposed to a bug.
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -47,16 +48,8 @@ _WRITE_CHUNK = 1 << 24  # bytes per os.write call (16 MiB): bounded syscalls, pr
 _SAFETY_MARGIN = 64 * 1024  # file-system metadata beyond the file's own bytes
 
 
-def _format_size(n_bytes: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n_bytes) < 1024 or unit == "TiB":
-            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
-        n_bytes /= 1024
-    return f"{n_bytes:.1f} TiB"
-
-
 def _needed_text(needed: int | None, qualifier: str = "") -> str:
-    return f"; it needs {qualifier}{_format_size(needed)} ({needed} bytes)" if needed is not None else ""
+    return f"; it needs {qualifier}{format_size(needed)} ({needed} bytes)" if needed is not None else ""
 
 
 def resolve_target(path: str | os.PathLike) -> Path:
@@ -118,7 +111,7 @@ def check_free_space(path: str | os.PathLike, needed: int | None, *, lower_bound
     if required > free:
         raise UserError(
             f"not enough space to write '{target}'{_needed_text(required, 'at least ' if lower_bound else '')} "
-            f"with the file system's own overhead, and only {_format_size(free)} is free there; "
+            f"with the file system's own overhead, and only {format_size(free)} is free there; "
             "free some space or write to another disk"
         )
 
