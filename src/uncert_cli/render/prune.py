@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from uncert_cli.analysis.pruning import BASELINE, Comparison, PruneEvaluation, PruneSelection
+from uncert_cli.render.cells import number_cell
 from uncert_cli.render.console import stdout
 
 _SCORE_TEXT = {
@@ -63,14 +63,6 @@ def prune_document(
     return {"factors": str(factors), "prior": prior, "selection": selection, "evaluation": evaluation}
 
 
-def _g(x: float | None, spec: str = ".3g") -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if isinstance(x, float) and math.isinf(x):
-        return "∞"
-    return format(x, spec)
-
-
 def print_selection(sel: dict[str, Any]) -> None:
     shown = len(sel["candidates"])
     table = Table(title=f"Pruning candidates: {sel['criterion']} ({sel['score']}), first {shown} of {sel['pruned']:,}")
@@ -78,8 +70,8 @@ def print_selection(sel: dict[str, Any]) -> None:
     for name in ("#", "param", "index", "μ", "σ", "SNR", "score"):
         table.add_column(name, justify="left" if name in ("param", "index") else "right", no_wrap=True)
     for k, c in enumerate(sel["candidates"], start=1):
-        table.add_row(str(k), c["param"], str(tuple(c["index"])), _g(c["mean"]), _g(c["std"]),
-                      _g(c["snr"]), _g(c["score"]))
+        table.add_row(str(k), c["param"], str(tuple(c["index"])), number_cell(c["mean"]), number_cell(c["std"]),
+                      number_cell(c["snr"]), number_cell(c["score"]))
     stdout.print(table)
     counts = Table(title=f"Pruned per layer at fraction {sel['fraction']:g}")
     for name in ("layer", "param", "candidates", "pruned", "share"):

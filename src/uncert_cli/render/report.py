@@ -5,7 +5,6 @@ The JSON schemas are documented in ``docs/json.md``; keys are stable.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from uncert_cli.analysis.layer_stats import BARELY_IDENTIFIED_RATIO, UncertaintyReport
+from uncert_cli.render.cells import number_cell
 from uncert_cli.render.console import stdout
 from uncert_cli.render.layer_groups import block_rows
 from uncert_cli.storage.factor_file import FactorFile, json_attribute
@@ -85,14 +85,6 @@ def report_document(
     }
 
 
-def _num(x: float | None, spec: str = ".3g") -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if isinstance(x, float) and math.isinf(x):
-        return "∞"
-    return format(x, spec)
-
-
 def _table(title: str, columns: list[str]) -> Table:
     table = Table(title=title)
     for k, name in enumerate(columns):
@@ -111,7 +103,7 @@ def print_report(doc: dict[str, Any]) -> None:
         f"[bold]{model['arch'] or 'model'}[/bold]  input {shape}  {model['task']}\n"
         f"{model['parameters']:,} parameters, {model['covered_params']:,} with a posterior{acc}\n"
         f"{fit['method']} Laplace ({fit['fisher_type']} fisher) on {fit['dataset']} {fit.get('split') or ''}, "
-        f"N = {_num(fit['n_data'], ',')}\n"
+        f"N = {number_cell(fit['n_data'], ',')}\n"
         f"prior precision τ = {tau_text}, N used = {prior['n_data']:g}, prior mode {prior['prior_mode']}"
     )
     frozen = fit.get("frozen_parameters") or []
@@ -133,13 +125,14 @@ def print_report(doc: dict[str, Any]) -> None:
             spread.add_row(f"[bold]{escape(heading)}[/bold]")
             identified.add_row(f"[bold]{escape(heading)}[/bold]")
         spread.add_row(
-            label, layer["kind"], f"{layer['params']:,}", _num(layer["posterior_std_mean"]),
-            _num(layer["posterior_std_median"]), _num(layer["posterior_std_max"]), _num(layer["relative_std_median"]),
+            label, layer["kind"], f"{layer['params']:,}", number_cell(layer["posterior_std_mean"]),
+            number_cell(layer["posterior_std_median"]), number_cell(layer["posterior_std_max"]),
+            number_cell(layer["relative_std_median"]),
         )
         identified.add_row(
-            label, _num(layer["variance_share"], ".1%"), _num(layer["variance_ratio"], ".3f"),
-            _num(layer["effective_params"], ",.1f"), _num(layer["effective_params"] / layer["params"], ".1%"),
-            _num(layer["entropy_per_param"], ".3f"), _num(layer["barely_identified_fraction"], ".1%"),
+            label, number_cell(layer["variance_share"], ".1%"), number_cell(layer["variance_ratio"], ".3f"),
+            number_cell(layer["effective_params"], ",.1f"), number_cell(layer["effective_params"] / layer["params"], ".1%"),
+            number_cell(layer["entropy_per_param"], ".3f"), number_cell(layer["barely_identified_fraction"], ".1%"),
         )
     stdout.print(spread)
     stdout.print(identified)
