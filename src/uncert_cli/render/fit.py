@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
 from torch import nn
 
 from uncert_cli.core.memory import format_size
 from uncert_cli.curvature.subset import frozen_parameters, select_units
 from uncert_cli.data import ImageConversion
+from uncert_cli.render.cells import accuracy_text, column_table
 from uncert_cli.render.console import log, stdout
 from uncert_cli.workflows.fit import FitOptions, FitResult
 
@@ -53,18 +53,13 @@ def fit_summary(result: FitResult, output: Path, conversion: ImageConversion | N
 def print_fit_summary(summary: dict[str, Any]) -> None:
     vi = summary.get("vi")
     kind = "mean-field Gaussian by the ELBO" if vi else f"Laplace ({summary['fisher_type']} fisher)"
-    table = Table(title=f"{summary['method']} {kind} on {summary['dataset']}")
-    table.add_column("module")
-    table.add_column("structure")
-    table.add_column("params", justify="right")
-    table.add_column("factors")
+    table = column_table(f"{summary['method']} {kind} on {summary['dataset']}", ("module", "structure", "params", "factors"))
     for layer in summary["layers"]:
         shapes = layer["factor_shapes"]
         factors = " ⊗ ".join("×".join(map(str, s)) for s in shapes) if shapes else layer["structure"]
         table.add_row(layer["module"], layer["structure"], f"{layer['params']:,}", factors)
     stdout.print(table)
-    accuracy = summary.get("map_accuracy")
-    acc = f", MAP accuracy {accuracy:.2%}" if accuracy is not None else ""
+    acc = accuracy_text(summary.get("map_accuracy"), ", ")
     stdout.print(
         f"{summary['parameters']:,} parameters, N = {summary['n_data']:,}{acc}; "
         f"{summary['seconds']:.1f} s, peak memory {format_size(summary['peak_memory_bytes'])}\n"

@@ -6,11 +6,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
-from rich.table import Table
-
 from uncert_cli.checkpoint import LayerInfo, LoadedModel
 from uncert_cli.checkpoint.shapes import input_hint, output_hint
 from uncert_cli.data import ImageConversion
+from uncert_cli.render.cells import column_table
 from uncert_cli.render.console import stdout
 
 
@@ -45,11 +44,8 @@ def model_summary(loaded: LoadedModel, layers: list[LayerInfo]) -> dict[str, Any
 
 
 def print_model_summary(summary: dict[str, Any]) -> None:
-    table = Table(title=Path(summary["source"]).name)  # the full path is in the JSON; a title must not wrap
-    table.add_column("layer")
-    table.add_column("type")
-    table.add_column("params", justify="right")
-    table.add_column("Laplace structure")
+    # the full path is in the JSON; a title must not wrap
+    table = column_table(Path(summary["source"]).name, ("layer", "type", "params", "Laplace structure"))
     for layer in summary["layers"]:
         structure = layer["structure"]
         if layer.get("tied_block"):

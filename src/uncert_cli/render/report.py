@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from uncert_cli.analysis.layer_stats import BARELY_IDENTIFIED_RATIO, UncertaintyReport
-from uncert_cli.render.cells import number_cell
+from uncert_cli.render.cells import accuracy_text, number_cell
 from uncert_cli.render.console import stdout
 from uncert_cli.render.layer_groups import block_rows
 from uncert_cli.storage.factor_file import FactorFile, json_attribute
@@ -97,8 +97,7 @@ def print_report(doc: dict[str, Any]) -> None:
     tau = prior["prior_precision"]
     tau_text = f"{tau:g}" if isinstance(tau, (int, float)) else "per layer"
     shape = "×".join(map(str, model["input_shape"])) if model["input_shape"] else "?"
-    accuracy = fit.get("map_accuracy")
-    acc = f"; MAP accuracy {accuracy:.2%}" if accuracy is not None else ""
+    acc = accuracy_text(fit.get("map_accuracy"), "; ")
     stdout.print(
         f"[bold]{model['arch'] or 'model'}[/bold]  input {shape}  {model['task']}\n"
         f"{model['parameters']:,} parameters, {model['covered_params']:,} with a posterior{acc}\n"
