@@ -39,7 +39,7 @@ def test_parse_arch_kwargs_comma_separated_pairs() -> None:
 @pytest.mark.parametrize("bad", [["novalue"], ["=3"], ["2x=1"], ["a=1", "a=2"]])
 def test_parse_arch_kwargs_rejects_malformed(bad: list[str], user_error) -> None:
     message = user_error(parse_arch_kwargs, bad)
-    assert "--arch-kwargs" in message
+    assert "arch_kwargs" in message and "--" not in message  # the parameter, not the CLI flag
 
 
 def test_build_shipped_models_by_full_name_and_shorthand() -> None:
@@ -142,7 +142,7 @@ def test_wrong_hidden_sizes_list_shape_mismatches(tmp_path: Path, mlp, user_erro
     )
     assert "shape mismatches" in message
     assert "fc1.weight: checkpoint (8, 12) vs model (9, 12)" in message
-    assert "is --arch/--arch-kwargs right?" in message
+    assert "are arch and arch_kwargs right?" in message
 
 
 def test_wrong_depth_lists_missing_and_unexpected(tmp_path: Path, mlp, user_error) -> None:

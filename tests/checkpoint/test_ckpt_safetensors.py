@@ -119,7 +119,7 @@ def test_weights_only_safetensors_needs_arch(tmp_path: Path, mlp, user_error) ->
     path = tmp_path / "weights.safetensors"
     save_file({k: v.contiguous() for k, v in mlp.state_dict().items()}, str(path))
     message = user_error(load_model, path)
-    assert "only weights" in message and "--arch" in message and "torchvision:resnet18" in message
+    assert "only weights" in message and "pass arch " in message and "torchvision:resnet18" in message
     loaded = load_model(path, arch="MLP", arch_kwargs=dict(MLP_KWARGS))
     assert loaded.fingerprint == weights_fingerprint(mlp)
 

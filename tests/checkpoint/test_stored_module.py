@@ -52,7 +52,7 @@ def test_the_tree_matches_the_real_module_where_the_posterior_looks():
 
 def test_running_the_tree_names_arch():
     stored = _stored(_Net())
-    with pytest.raises(UserError, match="--arch"):
+    with pytest.raises(UserError, match="name its class with arch path/to/file.py:Class"):
         stored(torch.zeros(1, 1, 5, 5))
 
 

@@ -97,11 +97,12 @@ def parse_arch_kwargs(items: list[str] | tuple[str, ...] | None) -> dict[str, An
             key = key.strip()
             if not sep or not key.isidentifier():
                 raise UserError(
-                    f"bad --arch-kwargs item {part.strip()!r}: write KEY=VALUE, "
-                    "e.g. num_classes=10 or hidden=[256,256]"
+                    f"bad {{param}} item {part.strip()!r}: write KEY=VALUE, "
+                    "e.g. num_classes=10 or hidden=[256,256]",
+                    param="arch_kwargs",
                 )
             if key in result:
-                raise UserError(f"--arch-kwargs gives {key!r} twice; give each keyword once")
+                raise UserError(f"{{param}} gives {key!r} twice; give each keyword once", param="arch_kwargs")
             result[key] = _parse_value(value)
     return result
 
@@ -109,7 +110,7 @@ def parse_arch_kwargs(items: list[str] | tuple[str, ...] | None) -> dict[str, An
 def _import_file(path: Path) -> Any:
     """Import a Python file by path under a private, path-derived module name."""
     if not path.is_file():
-        raise UserError(f"no such file: {path} (from --arch); {_SPEC_HELP}")
+        raise UserError(f"no such file: {path} (from {{param}}); {_SPEC_HELP}", param="arch")
     resolved = path.resolve()
     name = f"uncert_user_arch_{resolved.stem}_{hashlib.sha1(str(resolved).encode()).hexdigest()[:10]}"
     if name in sys.modules:  # importing the same file twice must give the same classes
@@ -178,8 +179,9 @@ def _torchvision_builder(name: str, kwargs: dict[str, Any]) -> nn.Module:
 
     if "weights" in kwargs or "pretrained" in kwargs:
         raise UserError(
-            "uncert never downloads pretrained weights: drop weights=/pretrained= from --arch-kwargs "
-            "and pass the trained weights as the checkpoint file"
+            "uncert never downloads pretrained weights: drop weights=/pretrained= from {param} "
+            "and pass the trained weights as the checkpoint file",
+            param="arch_kwargs",
         )
     available = tvm.list_models()
     if name not in available:
@@ -212,7 +214,8 @@ def _call(factory: Callable[..., Any], kwargs: dict[str, Any], arch: str, signat
                 if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in ("weights", "progress")
             ]
             raise UserError(
-                f"--arch-kwargs do not fit {arch} ({exc}); it accepts: {', '.join(accepted) or 'no keywords'}"
+                f"{{param}} do not fit {arch} ({exc}); it accepts: {', '.join(accepted) or 'no keywords'}",
+                param="arch_kwargs",
             ) from None
     try:
         return factory(**kwargs)
@@ -221,7 +224,7 @@ def _call(factory: Callable[..., Any], kwargs: dict[str, Any], arch: str, signat
     except Exception as exc:
         shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         raise UserError(
-            f"building {arch}({shown}) failed: {type(exc).__name__}: {exc}; check --arch-kwargs"
+            f"building {arch}({shown}) failed: {type(exc).__name__}: {exc}; check {{param}}", param="arch_kwargs"
         ) from exc
 
 
@@ -306,7 +309,8 @@ def check_file_arch_kwargs(arch_kwargs: dict[str, Any], where: str = "the file")
         if not (isinstance(key, str) and key.isidentifier()) or not _plain_value(value):
             raise UserError(
                 f"{where}: architecture keyword {str(key)[:40]!r} holds a value that is not a plain number, "
-                f"short string or list of numbers; pass --arch and --arch-kwargs yourself if you trust the file"
+                "short string or list of numbers; pass {param} and {arch_kwargs} yourself if you trust the file",
+                param="arch", mentions=("arch_kwargs",),
             )
     return dict(arch_kwargs)
 
@@ -328,7 +332,8 @@ def build_file_module(
     if resolved is None:
         raise UserError(
             f"{where} names its architecture {arch!r}, which is not one of uncert's models or a torchvision "
-            "model; opening a file never imports code it names, so pass --arch yourself if you trust it"
+            "model; opening a file never imports code it names, so pass {param} yourself if you trust it",
+            param="arch",
         )
     kwargs = {**check_file_arch_kwargs(dict(arch_kwargs or {}), where), **(user_kwargs or {})}
     target, name = resolved
@@ -354,12 +359,12 @@ def build_module(arch: str, arch_kwargs: dict[str, Any] | None = None) -> nn.Mod
     kwargs = dict(arch_kwargs or {})
     spec = canonical_arch(arch)
     if ":" not in spec:
-        raise UserError(f"--arch {arch!r} names no class; {_SPEC_HELP}")
+        raise UserError(f"{{param}} {arch!r} names no class; {_SPEC_HELP}", param="arch")
     # rpartition so that a Windows drive letter (C:\models\net.py:Net) stays in the path.
     target, _, attr = spec.rpartition(":")
     target, attr = target.strip(), attr.strip()
     if not target or not attr:
-        raise UserError(f"--arch {arch!r} is incomplete; {_SPEC_HELP}")
+        raise UserError(f"{{param}} {arch!r} is incomplete; {_SPEC_HELP}", param="arch")
     if target == "torchvision":
         module = _torchvision_builder(attr, kwargs)
     elif target == "timm":

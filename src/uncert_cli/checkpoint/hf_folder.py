@@ -74,7 +74,7 @@ def _checked_config(config_dict: Any, class_name: str | None, where: str) -> tup
         raise UserError(f"{where}: the Hugging Face config is not a JSON object")
     if config_dict.get("auto_map"):
         raise UserError(f"{where}: the config names its own code (auto_map), which would run on loading; pass "
-                        "--trust-remote-code only if you trust the folder")
+                        "{param} only if you trust the folder", param="trust_remote_code")
     names = config_dict.get("architectures") or []
     name = class_name or next((n for n in names if isinstance(n, str) and n.endswith(_HEADS)), None)
     if name is None:

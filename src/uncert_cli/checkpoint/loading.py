@@ -40,8 +40,8 @@ __all__ = ["LoadedModel", "load_model", "save_model"]
 
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 _ARCH_HELP = (
-    "pass --arch package.module:Class (or path/to/file.py:Class, or torchvision:resnet18) "
-    "with --arch-kwargs for its constructor"
+    "pass {arch} package.module:Class (or path/to/file.py:Class, or torchvision:resnet18) "
+    "with {arch_kwargs} for its constructor"
 )
 
 
@@ -94,8 +94,9 @@ def _pickle_refusal(path: Path, error: str) -> UserError:
     what = f" (it references {found.group(1)})" if found else ""
     return UserError(
         f"{path} is a Python pickle, not plain weights{what}; loading it can execute arbitrary code. "
-        "Pass --trust-pickle only if you trust its source, or re-save it as safetensors or as a "
-        "state dict (torch.save(model.state_dict(), ...))"
+        "Pass {param} only if you trust its source, or re-save it as safetensors or as a "
+        "state dict (torch.save(model.state_dict(), ...))",
+        param="trust_pickle",
     )
 
 
@@ -107,7 +108,8 @@ def _read_torch(path: Path, trust_pickle: bool) -> Any:
     if "TorchScript" in message:
         raise UserError(
             f"{path} is a TorchScript archive, which uncert cannot analyse; save the eager model's "
-            "state dict (torch.save(model.state_dict(), ...)) and pass --arch"
+            "state dict (torch.save(model.state_dict(), ...)) and pass {param}",
+            param="arch",
         )
     is_torch = _looks_like_torch_file(path)
     refused = "Weights only load failed" in message and (
@@ -127,7 +129,8 @@ def _read_torch(path: Path, trust_pickle: bool) -> Any:
     except (AttributeError, ModuleNotFoundError, ImportError) as exc:
         raise UserError(
             f"{path} is a pickled model whose code is not importable here ({exc}); "
-            "make the defining module importable, or re-save the state dict and pass --arch"
+            "make the defining module importable, or re-save the state dict and pass {param}",
+            param="arch",
         ) from exc
     except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as exc:
         raise _NotThisFormat(str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable") from exc
@@ -257,7 +260,8 @@ def load_model(
             raise UserError(
                 f"{source} names its architecture {meta.arch[:120]!r}, which would import and run code from "
                 "outside uncert and torchvision; if you have that class's code and trust it, name it yourself with "
-                "--arch MODULE:CLASS (or path/to/file.py:CLASS)"  # never echo the file's text as a command to run
+                "{param} MODULE:CLASS (or path/to/file.py:CLASS)",  # never echo the file's text as a command to run
+                param="arch",
             )
         chosen = canonical_arch(meta.arch)
         module = build_file_module(chosen, meta.arch_kwargs, str(source), user_kwargs=arch_kwargs)
@@ -277,7 +281,7 @@ def load_model(
             raise UserError(f"{source} is a pickled module, not a state dict: drop {{param}}", param="strip_prefix")
         module = content
     else:
-        raise UserError(f"{source} holds only weights, no architecture; {_ARCH_HELP}")
+        raise UserError(f"{source} holds only weights, no architecture; {_ARCH_HELP}", mentions=("arch", "arch_kwargs"))
 
     return _finish(module, meta, source, notes, input_shape, task, output)
 

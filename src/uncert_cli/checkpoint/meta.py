@@ -120,7 +120,8 @@ class ModelMeta:
         except (TypeError, ValueError) as exc:
             raise UserError(
                 f"the model metadata (key {HEADER_KEY!r}) is not valid JSON ({exc}); "
-                "re-save the model or pass --arch/--arch-kwargs explicitly"
+                "re-save the model or pass {param} and {arch_kwargs} explicitly",
+                param="arch", mentions=("arch_kwargs",),
             ) from None
         if not isinstance(payload, dict):
             raise UserError(f"the model metadata (key {HEADER_KEY!r}) is not a JSON object")

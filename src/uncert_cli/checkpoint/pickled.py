@@ -19,11 +19,13 @@ from uncert_cli.core.errors import UserError
 __all__ = ["record_pickled_arch"]
 
 
-def _refusal(loaded: LoadedModel, spec: str, why: str) -> UserError:
+def _refusal(loaded: LoadedModel, spec: str, why: str, why_mentions: tuple[str, ...] = ()) -> UserError:
+    """``why`` may name further parameters as ``{name}`` (listed in ``why_mentions``)."""
     return UserError(
         f"{loaded.source} is a pickled {spec} and {why}, so later commands could not rebuild it from the "
-        f"factor file's weights; pass --arch {spec} (or path/to/file.py:Class) with --arch-kwargs KEY=VALUE "
-        "for its constructor"
+        f"factor file's weights; pass {{param}} {spec} (or path/to/file.py:Class) with {{arch_kwargs}} KEY=VALUE "
+        "for its constructor",
+        param="arch", mentions=("arch_kwargs", *why_mentions),
     )
 
 
@@ -41,7 +43,9 @@ def record_pickled_arch(loaded: LoadedModel) -> tuple[LoadedModel, str | None]:
     try:
         rebuilt = build_module(spec, {})
     except UserError as exc:
-        raise _refusal(loaded, spec, f"its class cannot be built without arguments ({exc})") from None
+        # Keep the builder's parameters named (as flags on the command line) rather than rendered here.
+        inner = exc.template.replace("{param}", "{" + exc.param + "}") if exc.param else exc.template
+        raise _refusal(loaded, spec, f"its class cannot be built without arguments ({inner})", exc.params) from None
     state = loaded.module.state_dict()
     fresh = rebuilt.state_dict()
     if set(state) != set(fresh) or any(tuple(state[k].shape) != tuple(fresh[k].shape) for k in state):

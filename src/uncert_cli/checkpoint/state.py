@@ -189,5 +189,6 @@ def check_compatible(state: Mapping[str, torch.Tensor], module: nn.Module, arch:
     ]
     built = f"the model built from {arch}" if arch else "the model"
     raise UserError(
-        f"the checkpoint does not fit {built}: {', '.join(parts)}; is --arch/--arch-kwargs right?"
+        f"the checkpoint does not fit {built}: {', '.join(parts)}; are {{param}} and {{arch_kwargs}} right?",
+        param="arch", mentions=("arch_kwargs",),
     )

@@ -22,7 +22,7 @@ __all__ = ["StoredModule", "module_from_weights", "module_kind", "module_kinds",
 
 NEEDS_ARCH = (
     "this step runs the network, and the factor file holds only its weights: name its class with "
-    "--arch path/to/file.py:Class (and --arch-kwargs as at fit)"
+    "{param} path/to/file.py:Class (and {arch_kwargs} as at fit)"
 )
 # Buffers every uncert-known norm layer keeps next to its parameters (used only for files that do not
 # record their parameter names, written before they did).
@@ -37,7 +37,7 @@ class StoredModule(nn.Module):
         self._uncert_kind = kind
 
     def forward(self, *args: object, **kwargs: object) -> Tensor:
-        raise UserError(NEEDS_ARCH)
+        raise UserError(NEEDS_ARCH, param="arch", mentions=("arch_kwargs",))
 
 
 def module_kind(module: nn.Module | None) -> str:
@@ -124,7 +124,7 @@ def module_from_weights(
                 node.register_buffer(leaf, tensor)
         except (KeyError, TypeError, AttributeError) as exc:  # a name that is both a tensor and a module, or empty
             raise UserError(f"{where}: the stored weight name {name[:80]!r} cannot be laid out as a module tree "
-                            f"({exc}); name the class with --arch") from None
+                            f"({exc}); name the class with {{param}}", param="arch") from None
     return root
 
 

@@ -51,8 +51,9 @@ def timm_builder(name: str, kwargs: dict[str, Any], call: Callable[..., Any]) ->
     refused = [k for k in _WEIGHT_SOURCES if k in kwargs]
     if refused:
         raise UserError(
-            f"uncert never loads weights through timm (--arch-kwargs {', '.join(refused)}): drop them and pass "
-            "the trained weights as the checkpoint file"
+            f"uncert never loads weights through timm ({{param}} {', '.join(refused)}): drop them and pass "
+            "the trained weights as the checkpoint file",
+            param="arch_kwargs",
         )
     available = timm.list_models()
     if name not in available:

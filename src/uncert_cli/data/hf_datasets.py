@@ -54,11 +54,11 @@ def _split_of(loaded: Any, path: Path, split: str, required_by: str | None) -> t
         name = next((n for n in _SPLIT_NAMES[split] if n in held), None)
         if name is None:
             raise UserError(f"{path} holds the splits {', '.join(held)} but no {split!r} ({' or '.join(_SPLIT_NAMES[split])}); "
-                            f"pass --split with one it holds")
+                            "pass {param} with one it holds", param="split")
         return loaded[name], split
     if required_by is not None:
         raise UserError(f"{required_by}, but {path} is one saved Dataset without splits; save a DatasetDict with a "
-                        f"{split!r} split, or drop --split")
+                        f"{split!r} split, or drop {{param}}", param="split")
     return loaded, None
 
 

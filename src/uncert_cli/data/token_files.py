@@ -52,11 +52,11 @@ def _pick_split(spec_path: Path, splits: list[str | None], split: str, required_
         if split not in splits:
             held = [str(s) for s in splits]
             raise UserError(f"{spec_path} holds token data for the splits {', '.join(held)} but no {split!r}; pass "
-                            f"--split {' or --split '.join(held)}")
+                            f"{{param}} {' or {param} '.join(held)}", param="split")
         return split
     if required_by is not None:
         raise UserError(f"{required_by}, but {spec_path} holds one set of token data (no input_ids_{split} or "
-                        f"{split}/input_ids); give a file that holds the {split} examples, or drop --split")
+                        f"{split}/input_ids); give a file that holds the {split} examples, or drop {{param}}", param="split")
     return None
 
 
