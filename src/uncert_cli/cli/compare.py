@@ -13,7 +13,6 @@ from uncert_cli.cli.option_groups import Output, with_groups
 from uncert_cli.cli.prune import CriterionChoice
 from uncert_cli.core.device import resolve_device
 from uncert_cli.render.compare import compare_document, file_section, print_compare, write_compare_pngs
-from uncert_cli.render.console import print_json
 from uncert_cli.render.plots_report import png_directory
 from uncert_cli.storage.factor_file import read_provenance
 from uncert_cli.workflows.compare import compare_factor_files
@@ -51,10 +50,7 @@ def compare(
     files = [file_section(read_provenance(p), opened.posterior.num_params) for p, opened in zip(factors, compared.opened)]
     first = compared.opened[0].factors
     doc = compare_document(compared.comparison, files, first.fingerprint, first.checkpoint_path, pngs)
-    if out.json_output:
-        print_json(doc)
-    else:
-        print_compare(doc)
+    out.show(doc, print_compare)
 
 
 def register(app: typer.Typer) -> None:

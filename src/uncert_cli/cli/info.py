@@ -11,7 +11,6 @@ import typer
 from uncert_cli.checkpoint import describe_layers
 from uncert_cli.cli import options as o
 from uncert_cli.cli.option_groups import CheckpointSource, Output, with_groups
-from uncert_cli.render.console import print_json
 from uncert_cli.render.info import model_summary, print_model_summary
 from uncert_cli.workflows.inputs import load_checkpoint_model
 
@@ -32,10 +31,7 @@ def info(
     else:
         loaded = load_checkpoint_model(checkpoint, **source.load_options(), trust_remote_code=trust_remote_code)
     summary = model_summary(loaded, describe_layers(loaded.module))
-    if out.json_output:
-        print_json(summary)
-    else:
-        print_model_summary(summary)
+    out.show(summary, print_model_summary)
 
 
 def register(app: typer.Typer) -> None:

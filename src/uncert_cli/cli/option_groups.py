@@ -53,6 +53,13 @@ class Output:
             "warn": lambda text: log(text, quiet=self.quiet),
         }
 
+    def show(self, doc: dict[str, Any], print_tables: Callable[[dict[str, Any]], None]) -> None:
+        """The command's result on stdout: ``doc`` as JSON with ``--json``, else drawn by ``print_tables``."""
+        if self.json_output:
+            print_json(doc)
+        else:
+            print_tables(doc)
+
 
 @dataclass
 class Conversion:
@@ -173,10 +180,7 @@ def deliver(
         return getattr(plots_ood, plots)(report, folder)
 
     write_figures_and_page(doc, evaluation.png, evaluation.html, draw, lambda d: page(d, read_provenance(factors)), out.silent)
-    if out.json_output:
-        print_json(doc)
-    else:
-        show(doc)
+    out.show(doc, show)
 
 
 def with_groups(**groups: type) -> Callable[[Command], Command]:

@@ -12,7 +12,6 @@ from uncert_cli.cli import options as o
 from uncert_cli.cli.html_output import Html, figure_folder, finish_html
 from uncert_cli.cli.option_groups import Output, with_groups
 from uncert_cli.core.device import resolve_device
-from uncert_cli.render.console import print_json
 from uncert_cli.render.html import check_html_path, report_page
 from uncert_cli.render.plots_report import png_directory, write_report_pngs
 from uncert_cli.render.report import fit_section, model_section, print_report, prior_section, report_document
@@ -54,10 +53,7 @@ def report(
             pngs=pngs,
         )
         finish_html(html, png, doc, lambda d: report_page(d, read_provenance(factors)), out.silent)
-    if out.json_output:
-        print_json(doc)
-    else:
-        print_report(doc)
+    out.show(doc, print_report)
 
 
 def _tau_text(taus: dict[str, float]) -> str:
