@@ -17,6 +17,7 @@ import pytest
 import typer
 
 import uncert_cli
+from uncert_cli.checkpoint.arch import build_module, parse_arch_kwargs
 from uncert_cli.cli.flags import render_for_command
 from uncert_cli.cli.main import app
 from uncert_cli.core.errors import UserError
@@ -70,3 +71,15 @@ def test_a_python_caller_reads_the_parameter_and_the_cli_the_flag() -> None:
     assert "bad normalize '1,2,3'" in str(caught.value) and "--" not in str(caught.value).split(";")[0]
     fit = typer.main.get_command(app).commands["fit"]
     assert render_for_command(caught.value, fit).startswith("bad --normalize '1,2,3'")
+
+
+def test_checkpoint_messages_read_as_parameters_in_python_and_flags_in_fit() -> None:
+    with pytest.raises(UserError) as caught:
+        parse_arch_kwargs(["novalue"])
+    assert str(caught.value).startswith("bad arch_kwargs item 'novalue'")
+    fit = typer.main.get_command(app).commands["fit"]
+    assert render_for_command(caught.value, fit).startswith("bad --arch-kwargs item 'novalue'")
+    with pytest.raises(UserError) as caught:
+        build_module("torchvision:resnet18", {"weights": "DEFAULT"})
+    assert "drop weights=/pretrained= from arch_kwargs" in str(caught.value)
+    assert "from --arch-kwargs" in render_for_command(caught.value, fit)
