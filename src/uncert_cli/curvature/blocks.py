@@ -283,7 +283,26 @@ class LowRankBlock(LowRankSizes, CurvatureBlock):
 
 
 @dataclass
-class EKFACBlock(CurvatureBlock):
+class KroneckerEigenBlock(CurvatureBlock):
+    """A block kept in the Kronecker eigenbasis of KFAC's factors (``eigen``) plus values of its own
+    (EKFAC's corrected eigenvalues, kfac-diag's diagonal); the basis is decomposed already.
+    """
+
+    module: str
+    param_names: tuple[str, ...]
+    param_shapes: tuple[tuple[int, ...], ...]
+    eigen: KroneckerEigen
+
+    @property
+    def has_bias(self) -> bool:
+        return len(self.param_names) == 2
+
+    def decompose(self) -> tuple[str, ...]:
+        return self.eigen.repairs
+
+
+@dataclass
+class EKFACBlock(KroneckerEigenBlock):
     """Eigenvalue-corrected KFAC of one Linear/Conv module (George et al. 2018).
 
     Curvature ``(Ug ⊗ Ua) diag(vec S) (Ug ⊗ Ua)ᵀ``: the Kronecker eigenbases of the KFAC factors
@@ -291,31 +310,20 @@ class EKFACBlock(CurvatureBlock):
     moments ``S[o, i]`` of the per-example gradients rotated into that basis. ``W_aug`` packing.
     """
 
-    module: str
-    param_names: tuple[str, ...]
-    param_shapes: tuple[tuple[int, ...], ...]
-    eigen: KroneckerEigen
     eigenvalues: torch.Tensor  # (O, I'), the corrected eigenvalues S
 
     structure: ClassVar[str] = "ekfac"
 
     @property
-    def has_bias(self) -> bool:
-        return len(self.param_names) == 2
-
-    @property
     def num_params(self) -> int:
         return self.eigenvalues.numel()
-
-    def decompose(self) -> tuple[str, ...]:
-        return self.eigen.repairs
 
     def value_tensors(self) -> list[torch.Tensor]:
         return [self.eigenvalues]
 
 
 @dataclass
-class KronDiagBlock(CurvatureBlock):
+class KronDiagBlock(KroneckerEigenBlock):
     """KFAC's top-L Kronecker eigenpairs plus a diagonal (``--method kfac-diag``; Lee et al. 2020).
 
     Curvature ``Σ_l λg[i_l] λa[j_l] (ug_{i_l} ⊗ ua_{j_l})(ug_{i_l} ⊗ ua_{j_l})ᵀ + diag(vec D)`` with
@@ -323,25 +331,14 @@ class KronDiagBlock(CurvatureBlock):
     GGN diagonal minus the low-rank part's diagonal, clamped at 0. ``W_aug`` packing.
     """
 
-    module: str
-    param_names: tuple[str, ...]
-    param_shapes: tuple[tuple[int, ...], ...]
-    eigen: KroneckerEigen
     rank_indices: torch.Tensor  # (L, 2) int64: (output index, input index)
     diagonal: torch.Tensor  # (O, I')
 
     structure: ClassVar[str] = "kron-diag"
 
     @property
-    def has_bias(self) -> bool:
-        return len(self.param_names) == 2
-
-    @property
     def num_params(self) -> int:
         return self.diagonal.numel()
-
-    def decompose(self) -> tuple[str, ...]:
-        return self.eigen.repairs
 
     def value_tensors(self) -> list[torch.Tensor]:
         return [self.diagonal]
