@@ -12,7 +12,7 @@ from uncert_cli.analysis.attack import ATTACK_KINDS, ATTACK_SAMPLES, UNTARGETED_
 from uncert_cli.cli import options as o
 from uncert_cli.cli.option_groups import Conversion, Evaluation, HeldOut, Output, analysis_settings, deliver, with_groups
 from uncert_cli.core.errors import UserError
-from uncert_cli.render.html import attack_page, check_html_path
+from uncert_cli.render.html import attack_page
 from uncert_cli.render.ood import attack_document, print_attack
 from uncert_cli.workflows.ensemble import run_attack_members
 from uncert_cli.workflows.evaluate import AttackSettings, parse_predictives
@@ -68,8 +68,6 @@ def attack(
     out: Output,
 ) -> None:
     """Untargeted (per step size) and targeted (per step) FGSM: accuracy, target hits, mean entropy."""
-    if evaluation.html is not None:
-        check_html_path(evaluation.html)  # before any work
     settings = analysis_settings(held_out, conversion, evaluation, data=data, limit=limit, batch_size=batch_size)
     plan = AttackSettings(
         mode=mode, step_sizes=_step_sizes(step_sizes), target=target, step_size=step_size, steps=steps, samples=samples

@@ -9,7 +9,7 @@ import typer
 
 from uncert_cli.cli import options as o
 from uncert_cli.cli.option_groups import Conversion, Evaluation, HeldOut, Output, analysis_settings, deliver, with_groups
-from uncert_cli.render.html import check_html_path, ood_page
+from uncert_cli.render.html import ood_page
 from uncert_cli.render.ood import ood_document, print_ood
 from uncert_cli.workflows.ensemble import run_ood_members
 from uncert_cli.workflows.evaluate import parse_predictives
@@ -47,8 +47,6 @@ def ood(
     out: Output,
 ) -> None:
     """Compare predictives in and out of distribution: accuracy, NLL, Brier, ECE, entropy AUROC/AUPR/FPR@95."""
-    if evaluation.html is not None:
-        check_html_path(evaluation.html)  # before any work
     settings = analysis_settings(held_out, conversion, evaluation, data=data, limit=limit, batch_size=batch_size)
     # one file: that posterior; several (checkpoints of one architecture): the members, ensemble and mixture
     report = run_ood_members(

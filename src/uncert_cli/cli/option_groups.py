@@ -24,6 +24,7 @@ from uncert_cli.core.device import resolve_device
 from uncert_cli.data import ImageConversion
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
 from uncert_cli.render.console import log, print_json, progress_bar
+from uncert_cli.render.html import check_html_path
 from uncert_cli.storage.factor_file import read_provenance
 from uncert_cli.workflows.evaluate import AnalysisSettings
 
@@ -137,8 +138,10 @@ class HeldOut:
 
 def analysis_settings(held_out: HeldOut, conversion: Conversion, evaluation: Evaluation, **settings: Any) -> AnalysisSettings:
     """The settings ``ood`` and ``attack`` pass to their workflow: the groups' values and ``settings``
-    (``data``, ``limit``, ``batch_size``).
+    (``data``, ``limit``, ``batch_size``). A bad ``--html`` path is refused here, before any work.
     """
+    if evaluation.html is not None:
+        check_html_path(evaluation.html)
     image = conversion.image_conversion()
     return AnalysisSettings(
         prior_precision=held_out.prior_precision, n_data=held_out.n_data, prior_mode=held_out.prior_mode,
