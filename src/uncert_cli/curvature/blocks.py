@@ -300,6 +300,11 @@ class KroneckerEigenBlock(CurvatureBlock):
     def decompose(self) -> tuple[str, ...]:
         return self.eigen.repairs
 
+    @property
+    def num_params(self) -> int:
+        # the block's own values (O, I') hold one number per parameter
+        return self.value_tensors()[0].numel()
+
 
 @dataclass
 class EKFACBlock(KroneckerEigenBlock):
@@ -313,10 +318,6 @@ class EKFACBlock(KroneckerEigenBlock):
     eigenvalues: torch.Tensor  # (O, I'), the corrected eigenvalues S
 
     structure: ClassVar[str] = "ekfac"
-
-    @property
-    def num_params(self) -> int:
-        return self.eigenvalues.numel()
 
     def value_tensors(self) -> list[torch.Tensor]:
         return [self.eigenvalues]
@@ -335,10 +336,6 @@ class KronDiagBlock(KroneckerEigenBlock):
     diagonal: torch.Tensor  # (O, I')
 
     structure: ClassVar[str] = "kron-diag"
-
-    @property
-    def num_params(self) -> int:
-        return self.diagonal.numel()
 
     def value_tensors(self) -> list[torch.Tensor]:
         return [self.diagonal]
