@@ -16,6 +16,7 @@ from rich.table import Table
 from uncert_cli.analysis.compare import PosteriorComparison
 from uncert_cli.core.atomic import in_memory_output
 from uncert_cli.render import palette
+from uncert_cli.render.cells import number_cell
 from uncert_cli.render.console import stdout
 from uncert_cli.render.layer_groups import top_layers
 
@@ -58,12 +59,6 @@ def compare_document(result: PosteriorComparison, files: list[dict[str, Any]], f
     }
 
 
-def _num(x: float | None, spec: str = ".3g") -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    return format(x, spec)
-
-
 def labels(files: list[dict[str, Any]]) -> list[str]:
     """``A``, ``B``, ... : short column names for the files (the legend says which is which)."""
     return [chr(ord("A") + i) if i < 26 else f"F{i + 1}" for i in range(len(files))]
@@ -74,7 +69,7 @@ def print_compare(doc: dict[str, Any]) -> None:
     for name, f in zip(names, doc["files"]):
         tau = f["prior_precision"]
         tau_text = f"{tau:g}" if isinstance(tau, (int, float)) else "per layer"
-        stdout.print(f"[bold]{name}[/bold] {f['file']}: {f['method']}, N = {_num(f['n_data'], ',.6g')}, τ = {tau_text}, "
+        stdout.print(f"[bold]{name}[/bold] {f['file']}: {f['method']}, N = {number_cell(f['n_data'], ',.6g')}, τ = {tau_text}, "
                      f"{f['covered_params']:,} parameters")
     # One table of per-file numbers and one per pair keep each within an 80-column terminal.
     per_file = Table(title="Per layer and file: σ² share, mean σ, σ²/σ²_prior")
@@ -87,7 +82,8 @@ def print_compare(doc: dict[str, Any]) -> None:
         cells = []
         for f in layer["files"]:
             cells += (["–"] * 3 if f is None else
-                      [_num(f["variance_share"], ".1%"), _num(f["posterior_std_mean"]), _num(f["variance_ratio"], ".3f")])
+                      [number_cell(f["variance_share"], ".1%"), number_cell(f["posterior_std_mean"]),
+                       number_cell(f["variance_ratio"], ".3f")])
         per_file.add_row(layer["name"], f"{layer['params']:,}", *cells)
     stdout.print(per_file)
     for j, other in enumerate(names[1:]):
@@ -100,8 +96,8 @@ def print_compare(doc: dict[str, Any]) -> None:
             if p is None:
                 pair.add_row(layer["name"], "–", "–", "–", "–")
                 continue
-            pair.add_row(layer["name"], _num(p["std_spearman"], ".3f"), _num(p["top_overlap"], ".1%"),
-                         _num(p["kl"], ".4g"), _num(p["kl_per_weight"], ".3g"))
+            pair.add_row(layer["name"], number_cell(p["std_spearman"], ".3f"), number_cell(p["top_overlap"], ".1%"),
+                         number_cell(p["kl"], ".4g"), number_cell(p["kl_per_weight"], ".3g"))
         stdout.print(pair)
     for png in doc["pngs"]:
         stdout.print(f"wrote {png}")
