@@ -1,4 +1,5 @@
-"""The three tables that make up a structure agree, and nothing outside a structure's class asks its type."""
+"""The three self-registering tables that make up a structure agree, and nothing outside a structure's class
+asks its type."""
 
 from __future__ import annotations
 
@@ -15,13 +16,21 @@ from uncert_cli.posterior.structures import STRUCTURES, structure_for
 from uncert_cli.store_codecs import CODECS
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "uncert_cli"
-BLOCK_TYPES = {cls.__name__ for cls in CurvatureBlock.__subclasses__()}
+
+
+def _descendants(cls: type) -> list[type]:
+    return [d for sub in cls.__subclasses__() for d in (sub, *_descendants(sub))]
+
+
+BLOCK_TYPES = {cls.__name__ for cls in _descendants(CurvatureBlock) if cls.__module__.startswith("uncert_cli.")}
 STRUCTURE_TYPES = {cls.__name__ for cls in STRUCTURES.values()} | {"DiagSpec", "KronSpec", "DenseSpec", "LowRankSpec"}
 
 
 def _leaf_block_types(cls: type = CurvatureBlock) -> list[type]:
-    """The block classes nothing derives from (shared bases such as ``KroneckerEigenBlock`` carry no tag)."""
-    subclasses = cls.__subclasses__()
+    """The package's block classes nothing derives from (shared bases such as ``KroneckerEigenBlock`` carry
+    no tag; test modules' own blocks, as in test_post_new_structure.py, are left out).
+    """
+    subclasses = [sub for sub in cls.__subclasses__() if sub.__module__.startswith("uncert_cli.")]
     return [leaf for sub in subclasses for leaf in _leaf_block_types(sub)] if subclasses else [cls]
 
 

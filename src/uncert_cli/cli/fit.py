@@ -39,6 +39,10 @@ from uncert_cli.workflows.inputs import (
 
 # Fits predicted to peak above this announce the prediction even when stderr is not a terminal.
 ANNOUNCE_PEAK = 1 << 30
+# Read from the method table, so that a new method's module is all its --method choice needs.
+METHOD_HELP = "Curvature structure: " + ", ".join(
+    f"{name} ({method.summary})" if method.summary else name for name, method in CURVATURE_METHODS.items()
+) + "."
 
 
 class DtypeChoice(str, Enum):
@@ -58,11 +62,7 @@ def fit(
         "Factor file to write (HDF5; default factors.h5); with several checkpoints a folder that gets "
         "<checkpoint name>.h5 for each."
     ))] = None,
-    method: Annotated[Method, typer.Option("--method", help=(
-        "Curvature structure: diag, kfac, full (dense GGN, small models), lowrank (top-K GGN eigenpairs + diagonal), ekfac "
-        "(eigenvalue-corrected KFAC), kfac-diag (top-L Kronecker eigenpairs + diagonal), vi (mean-field Gaussian trained by "
-        "the ELBO, starting from diag)."
-    ))] = Method.kfac,
+    method: Annotated[Method, typer.Option("--method", help=METHOD_HELP)] = Method.kfac,
     rank: Annotated[int | None, typer.Option("--rank", min=1, help=(
         "lowrank: K eigenpairs of the whole GGN; kfac-diag: L Kronecker eigenpairs per layer (default 20)."
     ))] = None,

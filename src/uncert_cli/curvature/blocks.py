@@ -51,6 +51,9 @@ class CurvatureBlock:
     # Whether the curvature was taken at the checkpoint's weights (a Laplace approximation), so that the
     # Laplace evidence (tune --objective marglik) applies; a variational fit has its own mean instead.
     at_mode: ClassVar[bool] = True
+    # Whether only Linear/Conv modules get this block (it keeps Kronecker factors or their eigenbasis), so
+    # that a file without recorded module kinds still tells those layers apart (``storage.opening``).
+    linear_conv: ClassVar[bool] = False
     module: str
     param_names: tuple[str, ...]
     param_shapes: tuple[tuple[int, ...], ...]
@@ -98,6 +101,7 @@ class KroneckerBlock(CurvatureBlock):
     _eigen: KroneckerEigen | None = field(default=None, repr=False, compare=False)
 
     structure: ClassVar[str] = "kronecker"
+    linear_conv: ClassVar[bool] = True
 
     @property
     def has_bias(self) -> bool:
@@ -292,6 +296,8 @@ class KroneckerEigenBlock(CurvatureBlock):
     param_names: tuple[str, ...]
     param_shapes: tuple[tuple[int, ...], ...]
     eigen: KroneckerEigen
+
+    linear_conv: ClassVar[bool] = True
 
     @property
     def has_bias(self) -> bool:

@@ -34,7 +34,6 @@ from uncert_cli.curvature.blocks import Curvature
 from uncert_cli.storage.arrays import FLOAT_DTYPES, INDEX_DTYPES, WEIGHT_DTYPES, damaged
 from uncert_cli.storage.codecs import CODECS
 
-STRUCTURES = tuple(CODECS)
 TASKS = Task.choices()
 FISHER_TYPES = FisherType.choices()
 PRIOR_MODES = PriorMode.choices()
@@ -173,7 +172,7 @@ def _check_block(group: Any, where: str, weights: Mapping[str, tuple[int, ...]],
     structure = _attr(group, "structure", path)
     if not isinstance(module, str) or not isinstance(structure, str):
         raise damaged(path, where, "has a non-text 'module' or 'structure' attribute")
-    if structure not in STRUCTURES:
+    if structure not in CODECS:
         raise UserError(f"block '{module}' of '{path}' has unknown structure '{structure[:40]}'; upgrade uncert or refit")
     names = _json_attr(group, "param_names", path)
     shapes = _json_attr(group, "param_shapes", path)

@@ -1,8 +1,9 @@
 """One codec per block structure: how a curvature block is written to, read from and checked in its
 ``/blocks/<k>`` group of the factor file. :data:`CODECS` maps the storage tag (the group's
-``structure`` attribute, ``block.structure``) to its codec; ``factor_file`` and ``checks`` only look
-the tag up. The group's attributes ``module``, ``param_names``, ``param_shapes`` and ``structure`` are
-written and read by ``factor_file`` for every block; a codec handles the datasets.
+``structure`` attribute, ``block.structure``) to its codec; a :class:`Codec` subclass that declares a
+``tag`` enters it when it is defined, and ``factor_file`` and ``checks`` only look the tag up. The
+group's attributes ``module``, ``param_names``, ``param_shapes`` and ``structure`` are written and read
+by ``factor_file`` for every block; a codec handles the datasets.
 
 Datasets per tag (shapes from the parameter shapes; ``W_aug`` is ``(O, I')``, see ``curvature.blocks``)::
 
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from uncert_cli.core.registry import register
 from uncert_cli.curvature.blocks import (
     CurvatureBlock,
     DenseBlock,
@@ -58,10 +60,19 @@ class Header:
     param_shapes: tuple[tuple[int, ...], ...]
 
 
+# Storage tag -> codec; each Codec subclass with a ``tag`` of its own enters it (an instance) when defined.
+CODECS: dict[str, Codec] = {}
+
+
 class Codec:
-    """Datasets of one block structure (subclasses override all four members)."""
+    """Datasets of one block structure (subclasses override all four members and set ``tag``)."""
 
     tag: str
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "tag" in cls.__dict__:  # shared bases (the Kronecker family) declare none
+            register(CODECS, cls.tag, cls(), "codecs")
 
     def write(self, group: h5py.Group, block: Any) -> None:
         """Write the block's datasets into ``group``."""
@@ -313,9 +324,3 @@ class KronDiagCodec(_KroneckerFamily):
         if len(torch.unique(idx[:, 0] * i + idx[:, 1])) != len(idx):
             raise damaged(path, f"{where}/rank_indices", "lists an eigenpair twice")
 
-
-CODECS: dict[str, Codec] = {
-    codec.tag: codec
-    for codec in (KroneckerCodec(), DiagonalCodec(), DenseCodec(), LowRankCodec(), EKFACCodec(), KronDiagCodec(),
-                  MeanFieldCodec())
-}

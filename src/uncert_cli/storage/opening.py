@@ -36,8 +36,6 @@ TRUST_ARCH_ENV = "UNCERT_TRUST_ARCH"
 # The flags with which commands override a hyperparameter stored in the file.
 OVERRIDE_FLAGS = {"prior_precision": "--prior-precision", "n_data": "--n-data", "prior_mode": "--prior-mode"}
 _SHOWN = 120  # characters of a file-chosen architecture name quoted in a message
-# Structures that only Linear and Conv layers get (Kronecker factors or their eigenbasis).
-KRONECKER_STRUCTURES = ("kronecker", "ekfac", "kron-diag")
 
 
 def model_from_factor_file(
@@ -189,7 +187,7 @@ def _weights_only(factors: FactorFile) -> LoadedModel:
         names = guess_parameter_names(factors.state_dict, covered, complete=factors.fit.get("subset") in (None, "all"))
     kinds = factors.module_kinds
     if kinds is None:
-        kinds = guess_kinds({b.module: (tuple(b.param_shapes[0]), b.structure in KRONECKER_STRUCTURES) for b in blocks})
+        kinds = guess_kinds({b.module: (tuple(b.param_shapes[0]), b.linear_conv) for b in blocks})
     module = module_from_weights(factors.state_dict, names, kinds, frozen=frozen, where=f"'{factors.path}'")
     module.eval()
     fingerprint = weights_fingerprint(module)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from uncert_cli.core.registry import register
 from uncert_cli.core.vocabulary import FisherType, Method, Task
 from uncert_cli.curvature.blocks import Curvature
 from uncert_cli.curvature.subset import Unit, select_units
@@ -25,6 +26,9 @@ from uncert_cli.curvature.subset import Unit, select_units
 SLACK_BYTES = 12 * 2**20
 # A callable returning a fresh iterator over the same (inputs, targets) batches at every call.
 BatchSource = Callable[[], Iterator[tuple[Tensor, Tensor]] | Iterable[tuple[Tensor, Tensor]]]
+# Method -> its builder; each CurvatureMethod subclass with a ``name`` of its own enters it (an instance)
+# when it is defined. ``curvature.methods.METHODS`` is this table in the order of the Method enum.
+REGISTERED_METHODS: dict[str, CurvatureMethod] = {}
 
 
 @dataclass(frozen=True)
@@ -76,10 +80,12 @@ def model_element_size(model: nn.Module) -> int:
 class CurvatureMethod:
     """One ``--method``.
 
-    Subclasses set the class attributes and implement :meth:`build` and :meth:`stored_elements`.
+    Subclasses set the class attributes and implement :meth:`build` and :meth:`stored_elements`;
+    setting ``name`` (a member of :class:`~uncert_cli.core.vocabulary.Method`) registers the method.
     """
 
-    name: Method
+    name: ClassVar[Method]
+    summary: ClassVar[str] = ""  # what ``fit --method``'s help says of it, e.g. "dense GGN, small models"
     # One pass over a batch iterator: sums can be reduced over processes and the MAP log-likelihood
     # is taken on the way; otherwise the method passes over the data several times, in one process.
     streaming: bool = False
@@ -87,6 +93,14 @@ class CurvatureMethod:
     # fit_memory: each Linear/Conv layer's patches stay until the batch ends (the exact diagonal),
     # rather than one layer's at a time.
     keeps_all_patches: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:  # shared bases (the engine's and the structured methods') name none
+            return
+        if cls.name not in Method.choices():  # the vocabulary is the one list of methods the CLI offers
+            raise TypeError(f"{cls.__qualname__}.name '{cls.name}' is not a member of core.vocabulary.Method; add it there")
+        register(REGISTERED_METHODS, Method(cls.name), cls(), "curvature methods")
 
     def build(self, model: nn.Module, source: BatchSource, request: BuildRequest) -> Curvature:
         """The curvature of ``model`` over the batches of ``source``."""

@@ -24,6 +24,7 @@ def kronecker_basis_elements(units: list[Unit]) -> int:
 
 class EKFACMethod(StructuredMethod):
     name = Method.ekfac
+    summary = "eigenvalue-corrected KFAC"
 
     def stored_elements(self, model: nn.Module, units: list[Unit], rank: int | None) -> int:
         return kronecker_basis_elements(units)

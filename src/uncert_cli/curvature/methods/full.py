@@ -14,6 +14,7 @@ from uncert_cli.curvature.subset import Unit
 
 class FullMethod(StructuredMethod):
     name = Method.full
+    summary = "dense GGN, small models"
 
     def stored_elements(self, model: nn.Module, units: list[Unit], rank: int | None) -> int:
         P = sum(u.num_params for u in units)

@@ -13,6 +13,7 @@ from uncert_cli.curvature.subset import Unit
 
 class KFACDiagMethod(StructuredMethod):
     name = Method.kfac_diag
+    summary = "top-L Kronecker eigenpairs + diagonal"
     takes_rank = True
 
     def stored_elements(self, model: nn.Module, units: list[Unit], rank: int | None) -> int:

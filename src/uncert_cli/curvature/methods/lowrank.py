@@ -11,6 +11,7 @@ from uncert_cli.curvature.subset import Unit
 
 class LowRankMethod(StructuredMethod):
     name = Method.lowrank
+    summary = "top-K GGN eigenpairs + diagonal"
     takes_rank = True
 
     def stored_elements(self, model: nn.Module, units: list[Unit], rank: int | None) -> int:

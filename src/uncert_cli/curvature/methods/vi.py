@@ -23,6 +23,7 @@ class VIMethod(CurvatureMethod):
     """One pass for the exact GGN diagonal (the starting variances), then ``epochs`` passes of the ELBO."""
 
     name = Method.vi
+    summary = "mean-field Gaussian trained by the ELBO, starting from diag"
     keeps_all_patches = True  # the first pass is the diag method's
 
     def data_passes(self, epochs: int) -> int:

@@ -1,10 +1,10 @@
 """One class per posterior structure, all behind the protocol of :class:`~.base.Structure`.
 
 :data:`STRUCTURES` maps a curvature block's storage tag (``block.structure``, the ``structure``
-attribute of its group in the factor file) to the class that turns it into a posterior block;
-:func:`structure_for` checks a block against the model's parameters and builds it. Adding a
-structure: a block class in ``curvature/`` with its tag, a class here, an entry in this table and a
-codec in ``storage.codecs`` (see docs/design.md, "How to add a structure").
+attribute of its group in the factor file) to the class that turns it into a posterior block; a class
+enters it by declaring its ``tag``, and this package imports every module in it, so a new file
+``<name>.py`` here is the whole posterior side of a new structure (see docs/design.md, "How to add a
+structure"). :func:`structure_for` checks a block against the model's parameters and builds it.
 """
 
 from __future__ import annotations
@@ -15,18 +15,15 @@ import torch
 from torch import Tensor
 
 from uncert_cli.core.errors import UserError
-from uncert_cli.posterior.structures.base import PRIOR_MODES, PriorMode, Scalar, Structure
+from uncert_cli.core.registry import import_package_modules
+from uncert_cli.posterior.structures.base import PRIOR_MODES, STRUCTURES, PriorMode, Scalar, Structure
 from uncert_cli.posterior.structures.dense import DenseStructure
 from uncert_cli.posterior.structures.diagonal import DiagonalStructure
 from uncert_cli.posterior.structures.kronecker import EKFACStructure, KroneckerStructure
 from uncert_cli.posterior.structures.lowrank import KronDiagStructure, LowRankPrecision, LowRankStructure
 from uncert_cli.posterior.structures.meanfield import MeanFieldStructure
 
-STRUCTURES: dict[str, type[Structure]] = {
-    cls.tag: cls
-    for cls in (DiagonalStructure, KroneckerStructure, EKFACStructure, DenseStructure, LowRankStructure,
-                KronDiagStructure, MeanFieldStructure)
-}
+import_package_modules(__name__, __path__)  # every structure class registers itself in STRUCTURES
 
 
 def structure_for(block: Any, params: dict[str, Tensor]) -> Structure:

@@ -27,11 +27,14 @@ import torch
 from torch import Tensor
 
 from uncert_cli.core.errors import UserError
+from uncert_cli.core.registry import register
 from uncert_cli.core.vocabulary import PriorMode
 from uncert_cli.curvature.blocks import KroneckerEigen
 
 PRIOR_MODES: tuple[str, ...] = PriorMode.choices()
 Scalar = float | Tensor
+# Storage tag -> structure class; each class with a ``tag`` of its own enters it when it is defined.
+STRUCTURES: dict[str, type[Structure]] = {}
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,8 @@ class Structure(ABC):
     """One posterior block.
 
     Subclasses set :attr:`tag` (the storage tag of the curvature block they are built from, see
-    ``storage.codecs``) and implement the abstract members.
+    ``storage.codecs``) and implement the abstract members; setting ``tag`` registers the class in
+    :data:`STRUCTURES`.
     """
 
     tag: ClassVar[str]
@@ -50,6 +54,11 @@ class Structure(ABC):
     module: str
     param_names: tuple[str, ...]
     param_shapes: tuple[torch.Size, ...]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "tag" in cls.__dict__:  # shared bases (FlatPacked, WAugPacked) declare none
+            register(STRUCTURES, cls.tag, cls, "posterior structures")
 
     # ------------------------------------------------------------------ construction
     @classmethod
