@@ -20,7 +20,9 @@ import pytest
 
 from uncert_cli.cli.main import main
 
-METHODS = ("diag", "kfac", "ekfac", "kfac-diag", "lowrank", "full")
+METHODS = ("diag", "kfac", "ekfac", "kfac-diag", "lowrank", "full", "vi")
+# Options a method needs beyond the common ones (vi: one epoch is enough for a file of its layout).
+METHOD_OPTIONS = {"lowrank": ("--rank", "4"), "kfac-diag": ("--rank", "4"), "vi": ("--epochs", "1")}
 # Datasets of /blocks/0 per method: (dataset, holds eigenvalues or a diagonal that must be ≥ 0).
 TARGETS: dict[str, tuple[tuple[str, bool], ...]] = {
     "diag": (("diagonal/0", True), ("diagonal/1", True)),
@@ -29,20 +31,19 @@ TARGETS: dict[str, tuple[tuple[str, bool], ...]] = {
     "kfac-diag": (("diagonal", True), ("input_eigenvalues", True), ("rank_indices", False)),
     "lowrank": (("eigenvalues", True), ("eigenvectors", False), ("diagonal", True)),
     "full": (("matrix", False), ("eigenvalues", True), ("eigenvectors", False)),
+    "vi": (("diagonal/1", True), ("mean/0", False), ("mean/1", False)),  # the variational mean may be negative
 }
 
 
 @pytest.fixture(scope="module")
 def factor_files(digits_checkpoint, tmp_path_factory) -> dict[str, Path]:
-    """One real factor file per method (tiny MLP 64-16-10 on 64 digits)."""
+    """One real factor file per method (tiny MLP 64-16-10 on 64 digits; vi: mean-field, structure "meanfield")."""
     folder = tmp_path_factory.mktemp("factors")
     files = {}
     for method in METHODS:
         out = folder / f"{method}.h5"
         code = main(["fit", str(digits_checkpoint), "--data", "digits", "--limit", "64", "--method", method,
-                     "--rank", "4", "-o", str(out), "--quiet"] if method in ("lowrank", "kfac-diag") else
-                    ["fit", str(digits_checkpoint), "--data", "digits", "--limit", "64", "--method", method,
-                     "-o", str(out), "--quiet"])
+                     *METHOD_OPTIONS.get(method, ()), "-o", str(out), "--quiet"])
         assert code == 0, method
         files[method] = out
     return files
@@ -239,6 +240,24 @@ def test_every_command_refuses_a_damaged_file_and_writes_nothing(
     assert [p for p in out.rglob("*") if p.is_file()] == [], "a refused command created output"
     assert sorted(p.name for p in folder.iterdir()) == ["damaged.h5"]
     assert damaged.read_bytes() == before, "the damaged file was modified"
+
+
+# ------------------------------------------------------------------- the variational mean (vi files)
+MEAN_DAMAGE: dict[str, Corruption] = {"wrong-shape": wrong_shape, "nan": nan, "deleted": deleted}
+
+
+@pytest.mark.parametrize("command", ["report", "ood"])
+@pytest.mark.parametrize("kind", list(MEAN_DAMAGE))
+def test_a_damaged_variational_mean_is_refused(run_cli, factor_files, tmp_path, command, kind) -> None:
+    """The mean replaces the checkpoint's weights when a vi file is opened: a bad one must never reach the model."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    damaged = _corrupt(factor_files["vi"], folder, _in_block(MEAN_DAMAGE[kind], "mean/0"))
+    out = tmp_path / "out"
+    out.mkdir()
+    r = run_cli(*_command_args(command, damaged, out))
+    _assert_refused(r, contains=f"'{damaged}' is damaged: /blocks/0/mean/0")
+    assert [p for p in out.rglob("*") if p.is_file()] == [], "a refused command created output"
 
 
 # ----------------------------------------------------------------------------- random byte flips
