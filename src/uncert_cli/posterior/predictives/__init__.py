@@ -3,8 +3,9 @@
 ``ood``, ``attack``, ``tune``, the plots' colours and the CLI's choices read the registry: which kinds
 use the Laplace posterior (and so are tuned), which are sampled, which an attack can differentiate,
 which answer regression. One module per kind (``map``, ``mc``, ``glm``, ``probit``, ``dropout``) holds
-its flags, its prediction and its differentiable log-probability; :mod:`.base` holds the network
-forwards they share, so ``ood`` and ``attack`` run the same code on the same samples.
+its flags, its prediction and its differentiable log-probability, and registers itself by declaring its
+kind (this package imports every module in it); :mod:`.base` holds the network forwards they share, so
+``ood`` and ``attack`` run the same code on the same samples.
 
 Sampled kinds draw their ``S`` samples once per posterior and ``(S, seed)`` and reuse them for every
 call and batch (``seed = generator.initial_seed()``, 0 without a generator), so predictions are
@@ -22,21 +23,19 @@ from torch import Tensor
 
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.model_state import eval_mode
+from uncert_cli.core.registry import import_package_modules
 from uncert_cli.core.vocabulary import PredictiveKind
 from uncert_cli.curvature.plain_kernels import plain_kernels
-from uncert_cli.posterior.predictives.base import Draws, Prediction, Predictive
-from uncert_cli.posterior.predictives.dropout import DropoutPredictive
-from uncert_cli.posterior.predictives.glm import GlmPredictive
-from uncert_cli.posterior.predictives.map import MapPredictive
-from uncert_cli.posterior.predictives.mc import MonteCarloPredictive
-from uncert_cli.posterior.predictives.probit import ProbitPredictive
+from uncert_cli.posterior.predictives.base import REGISTERED_PREDICTIVES, Draws, Prediction, Predictive
 
 if TYPE_CHECKING:
     from uncert_cli.posterior.laplace import LaplacePosterior
 
+import_package_modules(__name__, __path__)  # every predictive class registers itself
+# In the order of the PredictiveKind enum (the CLI's choices); tests/posterior/test_predictive_registry.py
+# checks that every member has its predictive.
 PREDICTIVES: dict[PredictiveKind, Predictive] = {
-    p.kind: p
-    for p in (MapPredictive(), MonteCarloPredictive(), GlmPredictive(), ProbitPredictive(), DropoutPredictive())
+    kind: REGISTERED_PREDICTIVES[kind] for kind in PredictiveKind if kind in REGISTERED_PREDICTIVES
 }
 
 # The default Laplace predictive: probit where the posterior has the factored output covariance

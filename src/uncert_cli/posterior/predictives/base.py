@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -26,6 +26,7 @@ from torch.func import functional_call, jvp, vmap
 
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.model_state import eval_mode, has_dropout
+from uncert_cli.core.registry import register
 from uncert_cli.core.slow_path import announce_slow_path, vmap_unsupported
 from uncert_cli.core.vocabulary import PredictiveKind
 from uncert_cli.posterior.sampling import DEFAULT_SEED
@@ -50,11 +51,19 @@ class Draws:
     weights: dict[str, Tensor] = field(default_factory=dict)
 
 
+# Kind -> its predictive; each class that declares a ``kind`` enters it (an instance) when it is defined.
+# ``predictives.PREDICTIVES`` is this table in the order of the PredictiveKind enum.
+REGISTERED_PREDICTIVES: dict[str, Predictive] = {}
+FLAGS = ("uses_laplace", "sampled", "attackable", "regression", "colour", "line_style")
+
+
 class Predictive:
     """One predictive kind.
 
-    Subclasses set the flags and implement :meth:`predict` (and, where ``attackable``, :meth:`draws` and
-    :meth:`sample_logits` or :meth:`log_probs`).
+    Subclasses declare the kind and the flags as class keywords (``class MapPredictive(Predictive,
+    kind=PredictiveKind.map, uses_laplace=False, ...)``; a shared base may fix some flags for the classes
+    deriving from it), which registers the kind, and implement :meth:`predict` (and, where ``attackable``,
+    :meth:`draws` and :meth:`sample_logits` or :meth:`log_probs`).
     """
 
     kind: ClassVar[PredictiveKind]
@@ -69,6 +78,31 @@ class Predictive:
     #: the plots' colour (a name in ``render/palette.py``'s Okabe–Ito set) and matplotlib line style
     colour: ClassVar[str]
     line_style: ClassVar[str]
+
+    def __init_subclass__(
+        cls,
+        *,
+        kind: PredictiveKind | None = None,
+        uses_laplace: bool | None = None,
+        sampled: bool | None = None,
+        attackable: bool | None = None,
+        regression: bool | None = None,
+        colour: str | None = None,
+        line_style: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = dict(zip(FLAGS, (uses_laplace, sampled, attackable, regression, colour, line_style)))
+        for name, value in declared.items():
+            if value is not None:
+                setattr(cls, name, value)
+        if kind is None:  # a shared base (the linearised predictives)
+            return
+        missing = [name for name in FLAGS if not hasattr(cls, name)]
+        if missing:
+            raise TypeError(f"predictive {cls.__qualname__} does not declare {', '.join(missing)}")
+        cls.kind = kind
+        register(REGISTERED_PREDICTIVES, kind, cls(), "predictives")
 
     def predict(self, post: LaplacePosterior, x: Tensor, samples: int, generator) -> Prediction:
         """Probabilities ``(B, C)`` or ``(mean, variance)`` ``(B, D)`` for a batch ``x``."""

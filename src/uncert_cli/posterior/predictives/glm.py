@@ -17,12 +17,8 @@ from uncert_cli.posterior.predictives.base import Draws, Prediction, check_sampl
 from uncert_cli.posterior.predictives.linearised import LinearisedPredictive
 
 
-class GlmPredictive(LinearisedPredictive):
-    kind = PredictiveKind.glm
-    sampled = True
-    attackable = True
-    colour = "vermillion"
-    line_style = "-"
+class GlmPredictive(LinearisedPredictive, kind=PredictiveKind.glm, sampled=True, attackable=True, colour="vermillion",
+                    line_style="-"):
 
     def from_covariance(self, post, f: Tensor, cov: Tensor, samples: int, generator) -> Prediction:
         if post.task == "regression":

@@ -15,11 +15,8 @@ from torch import Tensor
 from uncert_cli.posterior.predictives.base import Prediction, Predictive, flat
 
 
-class LinearisedPredictive(Predictive):
+class LinearisedPredictive(Predictive, uses_laplace=True, regression=True):
     """A predictive of the linearised network ``f(x; θ*) + J(x)(θ − θ*)``, Gaussian in its outputs."""
-
-    uses_laplace = True
-    regression = True
 
     def predict(self, post, x: Tensor, samples: int, generator) -> Prediction:
         fast = post.output_covariance(x)

@@ -9,14 +9,8 @@ from uncert_cli.core.vocabulary import PredictiveKind
 from uncert_cli.posterior.predictives.base import Draws, Prediction, Predictive, flat
 
 
-class MapPredictive(Predictive):
-    kind = PredictiveKind.map
-    uses_laplace = False
-    sampled = False
-    attackable = True
-    regression = True
-    colour = "grey"
-    line_style = "--"
+class MapPredictive(Predictive, kind=PredictiveKind.map, uses_laplace=False, sampled=False, attackable=True,
+                    regression=True, colour="grey", line_style="--"):
 
     def predict(self, post, x: Tensor, samples: int, generator) -> Prediction:
         with torch.no_grad():

@@ -6,29 +6,14 @@ import torch
 from torch import Tensor
 
 from uncert_cli.core.vocabulary import PredictiveKind
-from uncert_cli.posterior.predictives.base import (
-    Draws,
-    Prediction,
-    Predictive,
-    check_samples,
-    reduce_samples,
-    sampled_logits,
-)
+from uncert_cli.posterior.predictives.base import Draws, sampled_logits, seed_of
+from uncert_cli.posterior.predictives.sampled import SampledPredictive
 
 
-class MonteCarloPredictive(Predictive):
-    kind = PredictiveKind.mc
-    uses_laplace = True
-    sampled = True
-    attackable = True
-    regression = True
-    colour = "blue"
-    line_style = "-"
-
-    def predict(self, post, x: Tensor, samples: int, generator) -> Prediction:
-        check_samples(samples)
-        with torch.no_grad():
-            return reduce_samples(post, sampled_logits(post, x, post.deviations(samples, generator)))
+class MonteCarloPredictive(SampledPredictive, kind=PredictiveKind.mc, uses_laplace=True, colour="blue", line_style="-"):
+    def predict_draws(self, post, samples: int, generator) -> Draws:
+        # the posterior's cached deviations for (samples, seed), drawn on the generator's own device
+        return Draws(samples, seed_of(generator), post.deviations(samples, generator))
 
     def draws(self, post, samples: int, seed: int) -> Draws:
         # the same deviations predict() uses for (samples, seed)

@@ -14,13 +14,8 @@ from uncert_cli.posterior.predictives.base import Prediction
 from uncert_cli.posterior.predictives.linearised import LinearisedPredictive
 
 
-class ProbitPredictive(LinearisedPredictive):
-    kind = PredictiveKind.probit
-    sampled = False
-    attackable = False
-    regression = False
-    colour = "purple"
-    line_style = "-."
+class ProbitPredictive(LinearisedPredictive, kind=PredictiveKind.probit, sampled=False, attackable=False,
+                       regression=False, colour="purple", line_style="-."):
 
     def from_covariance(self, post, f: Tensor, cov: Tensor, samples: int, generator) -> Prediction:
         return self.from_variance(post, f, torch.diagonal(cov, dim1=-2, dim2=-1))
