@@ -97,6 +97,15 @@ def test_attack_goes_through_the_ensemble_and_the_mixture(members, run_cli) -> N
         assert curve["step_sizes"] == [0.0, 0.1] and curve["n"] == 16
 
 
+def test_attack_of_several_files_refuses_a_target_the_model_lacks(members, run_cli) -> None:
+    """One run_attack for one file or several: the members' model is checked like a single file's."""
+    r = run_cli("attack", members["a"], members["b"], "--limit", "16", "--no-tune", "--mode", "targeted",
+                "--target", "10")
+    assert r.code == 2 and r.out == ""
+    errors = [line for line in r.err.splitlines() if line.startswith("uncert: error:")]
+    assert len(errors) == 1 and "--target 10 is not a class of this model" in errors[0] and "Traceback" not in r.err
+
+
 @pytest.mark.parametrize("command", ["ood", "attack"])
 def test_mixed_architectures_are_refused(members, run_cli, command) -> None:
     r = run_cli(command, members["a"], members["other"], "--limit", "16", "--json")

@@ -14,8 +14,7 @@ from uncert_cli.cli.option_groups import Conversion, Evaluation, HeldOut, Output
 from uncert_cli.core.errors import UserError
 from uncert_cli.render.html import attack_page
 from uncert_cli.render.ood import attack_document, print_attack
-from uncert_cli.workflows.ensemble import run_attack_members
-from uncert_cli.workflows.evaluate import AttackSettings, parse_predictives
+from uncert_cli.workflows.evaluate import AttackSettings, parse_predictives, run_attack
 
 
 def _step_sizes(text: str | None) -> tuple[float, ...]:
@@ -73,7 +72,7 @@ def attack(
         mode=mode, step_sizes=_step_sizes(step_sizes), target=target, step_size=step_size, steps=steps, samples=samples
     )
     # one file: that posterior; several (checkpoints of one architecture): the members, ensemble and mixture
-    report = run_attack_members(
+    report = run_attack(
         factors, parse_predictives(predictive, ATTACK_KINDS), settings, plan,
         **out.reporters(),
     )

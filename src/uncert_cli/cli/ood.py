@@ -11,8 +11,7 @@ from uncert_cli.cli import options as o
 from uncert_cli.cli.option_groups import Conversion, Evaluation, HeldOut, Output, analysis_settings, deliver, with_groups
 from uncert_cli.render.html import ood_page
 from uncert_cli.render.ood import ood_document, print_ood
-from uncert_cli.workflows.ensemble import run_ood_members
-from uncert_cli.workflows.evaluate import parse_predictives
+from uncert_cli.workflows.evaluate import parse_predictives, run_ood
 
 Predictives = Annotated[
     str | None,
@@ -49,7 +48,7 @@ def ood(
     """Compare predictives in and out of distribution: accuracy, NLL, Brier, ECE, entropy AUROC/AUPR/FPR@95."""
     settings = analysis_settings(held_out, conversion, evaluation, data=data, limit=limit, batch_size=batch_size)
     # one file: that posterior; several (checkpoints of one architecture): the members, ensemble and mixture
-    report = run_ood_members(
+    report = run_ood(
         factors, list(against or []), parse_predictives(predictive), settings, samples=samples,
         **out.reporters(),
     )

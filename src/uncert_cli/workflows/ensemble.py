@@ -26,16 +26,15 @@ from uncert_cli.analysis.attack import Attacked, AttackedPredictive, AttackRepor
 from uncert_cli.analysis.ood import OODReport, predict_probs, predictive_result
 from uncert_cli.checkpoint import LoadedModel
 from uncert_cli.core.errors import UserError
-from uncert_cli.core.progress import Progress, no_progress
+from uncert_cli.core.progress import Progress
+from uncert_cli.data import ArrayDataset
 from uncert_cli.posterior import predictives
 from uncert_cli.storage.factor_file import read_architecture
 from uncert_cli.workflows.evaluate import (
-    ATTACK_KINDS,
     AnalysisSettings,
     AttackSettings,
     PreparedAnalysis,
     held_out_settings,
-    ood_set_loader,
     prepare_analysis,
     run_attack,
     run_ood,
@@ -43,6 +42,9 @@ from uncert_cli.workflows.evaluate import (
 
 ENSEMBLE = "ensemble"
 MIXTURE = "mixture"
+# Older names: run_ood and run_attack take one factor file or several.
+run_ood_members = run_ood
+run_attack_members = run_attack
 
 
 def member_name(kind: str, index: int) -> str:
@@ -91,11 +93,19 @@ def _shape_difference(a: dict[str, tuple], b: dict[str, tuple]) -> str:
     return "?"
 
 
-def _prepare_members(
+def prepare_members(
     paths: Sequence[str | Path], kinds: Sequence[str] | None, settings: AnalysisSettings, allowed: Sequence[str],
     announce: Callable[[str], None], warn: Callable[[str], None], progress: Progress, **extra,
 ) -> list[PreparedAnalysis]:
-    """Each member prepared as a single file is, all with the first member's predictives and data."""
+    """Each member prepared as a single file is, all with the first member's predictives and data; ``extra``
+    (``prepare_analysis``'s callbacks) applies to the first member.
+
+    Returns:
+        The prepared members, in the order of ``paths``.
+
+    Raises:
+        UserError: files of other architectures or given twice, members evaluated on different data.
+    """
     check_one_architecture(paths)
     members: list[PreparedAnalysis] = []
     for i, path in enumerate(paths):
@@ -112,30 +122,16 @@ def _prepare_members(
     return members
 
 
-def run_ood_members(
-    paths: Sequence[str | Path],
-    against: Sequence[str],
-    kinds: Sequence[str] | None,
-    settings: AnalysisSettings,
-    *,
-    samples: int = 100,
-    progress: Progress = no_progress,
-    announce: Callable[[str], None] = lambda s: None,
-    warn: Callable[[str], None] = lambda s: None,
+def ood_of_members(
+    members: list[PreparedAnalysis], paths: Sequence[str | Path], ood_sets: dict[str, ArrayDataset],
+    settings: AnalysisSettings, samples: int, progress: Progress,
 ) -> OODReport:
-    """``uncert ood`` on several checkpoints: every member's predictives, the deep ensemble and the
-    mixture of each Laplace predictive (module docstring).
+    """``run_ood``'s report for several prepared members (``prepare_members``): every member's predictives,
+    the deep ensemble and the mixture of each Laplace predictive (module docstring).
 
     Returns:
-        The report, its predictives named ``<kind>-<m>``, ``ensemble`` and ``mixture-<kind>``; files of
-        other architectures, a file or an OOD set given twice and members evaluated on different data are
-        refused (``UserError``) before any tuning. One file: exactly :func:`run_ood`'s report.
+        The report, its predictives named ``<kind>-<m>``, ``ensemble`` and ``mixture-<kind>``.
     """
-    if len(paths) == 1:
-        return run_ood(paths[0], against, kinds, settings, samples=samples, progress=progress, announce=announce, warn=warn)
-    ood_sets, load_ood_sets = ood_set_loader(against, settings)  # loaded with the first member
-    members = _prepare_members(paths, kinds, settings, predictives.kinds(), announce, warn, progress,
-                               before_tuning=load_ood_sets)
     kinds = members[0].kinds
     evaluation = members[0].evaluation
     labels = evaluation.targets.numpy()
@@ -170,7 +166,7 @@ def run_ood_members(
     return OODReport(
         in_name=evaluation.name, n_eval=len(evaluation),
         n_validation=len(first.validation) if first.validation is not None else 0,
-        ood_names=list(against), results=results,
+        ood_names=list(ood_sets), results=results,
         settings={"factors": str(paths[0]), "members": [str(p) for p in paths],
                   "method": first.opened.factors.curvature.method, "seed": settings.seed,
                   "num_classes": first.meta.num_outputs, "in_distribution_split": evaluation.split,
@@ -195,31 +191,16 @@ class MixturePredictive:
         return torch.logsumexp(stacked, dim=0) - torch.log(torch.tensor(float(len(self.members)), device=x.device))
 
 
-def run_attack_members(
-    paths: Sequence[str | Path],
-    kinds: Sequence[str] | None,
-    settings: AnalysisSettings,
-    attack: AttackSettings,
-    *,
-    progress: Progress = no_progress,
-    announce: Callable[[str], None] = lambda s: None,
-    warn: Callable[[str], None] = lambda s: None,
+def attack_of_members(
+    members: list[PreparedAnalysis], paths: Sequence[str | Path], settings: AnalysisSettings, attack: AttackSettings,
+    progress: Progress,
 ) -> AttackReport:
-    """``uncert attack`` on several checkpoints: the first member's predictives, the deep ensemble and
-    the mixture of each Laplace predictive, each attacked through its own gradient.
+    """``run_attack``'s report for several prepared members: the first member's predictives (``<kind>-1``),
+    the deep ensemble and the mixture of each Laplace predictive, each attacked through its own gradient.
 
     Returns:
-        The report, its predictives named ``<kind>-1``, ``ensemble`` and ``mixture-<kind>``; one file:
-        exactly :func:`run_attack`'s report.
-
-    Raises:
-        UserError: an unknown mode, files of other architectures or given twice.
+        The report, its predictives named ``<kind>-1``, ``ensemble`` and ``mixture-<kind>``.
     """
-    if len(paths) == 1:
-        return run_attack(paths[0], kinds, settings, attack, progress=progress, announce=announce, warn=warn)
-    if attack.mode not in ("untargeted", "targeted", "both"):
-        raise UserError(f"unknown {{param}} '{attack.mode}'; use untargeted, targeted or both", param="mode")
-    members = _prepare_members(paths, kinds, settings, ATTACK_KINDS, announce, warn, progress, continuous_inputs=True)
     kinds = members[0].kinds
     evaluation = members[0].evaluation
     attacked: dict[str, Attacked] = {}

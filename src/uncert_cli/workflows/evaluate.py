@@ -306,8 +306,26 @@ def ood_set_loader(
     return ood_sets, load_ood_sets
 
 
+FactorFiles = str | Path | Sequence[str | Path]
+
+
+def factor_paths(factors: FactorFiles) -> list[str | Path]:
+    """One factor file (a path) or several (a sequence of paths), as a list.
+
+    Returns:
+        The paths.
+
+    Raises:
+        UserError: an empty sequence.
+    """
+    paths = [factors] if isinstance(factors, (str, Path)) else list(factors)
+    if not paths:
+        raise UserError("{param} is empty; give at least one factor file", param="factors")
+    return paths
+
+
 def run_ood(
-    factors: str | Path,
+    factors: FactorFiles,
     against: Sequence[str],
     kinds: Sequence[str] | None,
     settings: AnalysisSettings,
@@ -317,8 +335,33 @@ def run_ood(
     announce: Callable[[str], None] = lambda s: None,
     warn: Callable[[str], None] = lambda s: None,
 ) -> OODReport:
-    """Calibration, OOD detection and own-error detection of each predictive (Ritter §5.2, §5.4)."""
-    ood_sets, load_ood_sets = ood_set_loader(against, settings)
+    """Calibration, OOD detection and own-error detection of each predictive (Ritter §5.2, §5.4).
+
+    Args:
+        factors: one factor file, or several of independently trained checkpoints of one architecture,
+            which adds the deep ensemble and the mixture of Laplace (``workflows.ensemble``).
+        against: the OOD sets.
+        kinds: the predictives (None: the default ones).
+        settings: data, held-out examples and tuning.
+        samples: samples of the sampled predictives.
+        progress: progress bars.
+        announce: notes for the user.
+        warn: warnings for the user.
+
+    Returns:
+        The report; for several files their predictives are named ``<kind>-<m>``, beside ``ensemble`` and
+        ``mixture-<kind>``. An OOD set given twice, files of other architectures or given twice and members
+        evaluated on different data are refused (``UserError``) before any tuning.
+    """
+    paths = factor_paths(factors)
+    ood_sets, load_ood_sets = ood_set_loader(against, settings)  # loaded with the (first) model
+    if len(paths) > 1:
+        from uncert_cli.workflows import ensemble  # builds on this module
+
+        members = ensemble.prepare_members(paths, kinds, settings, predictives.kinds(), announce, warn, progress,
+                                           before_tuning=load_ood_sets)
+        return ensemble.ood_of_members(members, paths, ood_sets, settings, samples, progress)
+    factors = paths[0]
     prepared = prepare_analysis(factors, kinds, settings, announce=announce, warn=warn, progress=progress,
                                 before_tuning=load_ood_sets)
     kinds = prepared.kinds
@@ -367,7 +410,7 @@ class AttackSettings:
 
 
 def run_attack(
-    factors: str | Path,
+    factors: FactorFiles,
     kinds: Sequence[str] | None,
     settings: AnalysisSettings,
     attack: AttackSettings,
@@ -376,7 +419,26 @@ def run_attack(
     announce: Callable[[str], None] = lambda s: None,
     warn: Callable[[str], None] = lambda s: None,
 ) -> AttackReport:
-    """Fast-gradient-sign attacks through each predictive (Ritter §5.3)."""
+    """Fast-gradient-sign attacks through each predictive (Ritter §5.3).
+
+    Args:
+        factors: one factor file, or several of checkpoints of one architecture: then the first member's
+            predictives (``<kind>-1``), the deep ensemble and the mixture of each Laplace predictive are
+            attacked, each through its own gradient (``workflows.ensemble``).
+        kinds: the predictives (None: the default ones).
+        settings: data, held-out examples and tuning.
+        attack: step sizes, steps, target and mode.
+        progress: progress bars.
+        announce: notes for the user.
+        warn: warnings for the user.
+
+    Returns:
+        The report.
+
+    Raises:
+        UserError: an unknown mode, a target the model lacks, files of other architectures or given twice.
+    """
+    paths = factor_paths(factors)
     if attack.mode not in ("untargeted", "targeted", "both"):
         raise UserError(f"unknown {{param}} '{attack.mode}'; use untargeted, targeted or both", param="mode")
 
@@ -388,6 +450,13 @@ def run_attack(
                 param="target",
             )
 
+    if len(paths) > 1:
+        from uncert_cli.workflows import ensemble  # builds on this module
+
+        members = ensemble.prepare_members(paths, kinds, settings, ATTACK_KINDS, announce, warn, progress,
+                                           check_model=check_target, continuous_inputs=True)
+        return ensemble.attack_of_members(members, paths, settings, attack, progress)
+    factors = paths[0]
     prepared = prepare_analysis(
         factors, kinds, settings, allowed=ATTACK_KINDS, announce=announce, check_model=check_target, continuous_inputs=True,
         warn=warn, progress=progress,
