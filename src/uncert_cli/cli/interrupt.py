@@ -11,8 +11,9 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a process stopped by Ctrl-C
 
@@ -50,6 +51,15 @@ def _exit_now(signum: int, frame: FrameType | None) -> None:
     os._exit(EXIT_INTERRUPTED)
 
 
+def _exit_now_finished(signum: int, frame: FrameType | None) -> None:
+    # What is buffered for stdout (a --json document) goes out first.
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    with contextlib.suppress(OSError):
+        os.write(2, b"uncert: interrupted as the command finished; what it wrote is complete\n")
+    os._exit(EXIT_INTERRUPTED)
+
+
 def exit_at_once_on_interrupt() -> object:
     """Until :func:`restore_interrupt_handler`, Ctrl-C exits immediately (for the imports); the old handler."""
     if threading.current_thread() is not threading.main_thread():
@@ -63,11 +73,12 @@ def restore_interrupt_handler(previous: object) -> None:
         signal.signal(signal.SIGINT, previous)  # type: ignore[arg-type]
 
 
-_received = False  # set by the handler: an interrupt may surface as another exception type
+_received = False  # set by the handler: an interrupt may surface as another exception type, or not at all
+_depth = 0  # nesting of interrupts_raise_interrupted blocks (uncert demo runs the other commands inside its own)
 
 
 def interrupt_received() -> bool:
-    """True if Ctrl-C arrived since the current :func:`interrupts_raise_interrupted` block began."""
+    """True if Ctrl-C arrived since the outermost :func:`interrupts_raise_interrupted` block began."""
     return _received
 
 
@@ -77,19 +88,57 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted()
 
 
+def _redeliver() -> None:
+    # In a helper thread, a moment later: by then the main thread has left the finalizer that
+    # swallowed the first Interrupted (if not, the hook below sends it once more).
+    import _thread
+    import time
+
+    time.sleep(0.01)
+    _thread.interrupt_main(signal.SIGINT)
+
+
+def _unraisable_hook(previous: Callable[[Any], object]) -> Callable[[Any], None]:
+    def hook(unraisable: Any) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, Interrupted):
+            # The handler ran inside a finalizer (__del__, a weakref callback), where Python prints the
+            # exception and carries on; send the interrupt again so that it stops the command after all.
+            # _thread, not threading: Thread.start() waits in Python code, where the signal could land.
+            import _thread
+
+            _thread.start_new_thread(_redeliver, ())
+            return
+        previous(unraisable)
+
+    return hook
+
+
 @contextlib.contextmanager
-def interrupts_raise_interrupted() -> Iterator[None]:
+def interrupts_raise_interrupted(*, then_exit_at_once: bool = False) -> Iterator[None]:
     """While the block runs, SIGINT raises :class:`Interrupted`; the previous handler is restored after.
 
-    Only in the main thread (the only one Python delivers signals to); elsewhere a no-op.
+    ``then_exit_at_once`` (the program, not a caller in Python): after the block, while Python shuts
+    down, Ctrl-C exits with 130 at once instead (an exception then would be a traceback from an atexit
+    callback, and the exit code 0).
+
+    An Interrupted that Python swallows (raised inside a finalizer) is sent again, and
+    :func:`interrupt_received` stays true for the outermost block, so the caller can still stop with 130
+    where a library's bare ``except:`` kept it. Only in the main thread (the only one Python delivers
+    signals to); elsewhere a no-op.
     """
-    global _received
+    global _received, _depth
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _received = False
+    if _depth == 0:
+        _received = False
+    _depth += 1
     previous = signal.signal(signal.SIGINT, _raise_interrupted)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _unraisable_hook(previous_hook)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook
+        signal.signal(signal.SIGINT, _exit_now_finished if then_exit_at_once else previous)
+        _depth -= 1

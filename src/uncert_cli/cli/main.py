@@ -101,7 +101,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (also the console script ``uncert``)."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    program = argv is None  # not a caller in Python: Ctrl-C may end the process at once outside the command
+    if program:
+        exit_at_once_on_interrupt()  # until the command's own handler is in place: nothing written yet
+    return _run(list(sys.argv[1:] if argv is None else argv), program=program)
+
+
+def _run(args: list[str], *, program: bool) -> int:
     debug = _debug_requested(args)
     if not debug:
         # torch's own deprecation notices (e.g. from forward-mode AD internals) are not the user's business.
@@ -109,17 +115,20 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     command = typer.main.get_command(app)
     check_number_options(command)  # inf, nan and out-of-range numbers stop at the option
+    nested = file_session.in_session()  # run by another command (uncert demo), which reports an interrupt once
     try:
-        with interrupts_raise_interrupted(), file_session.command_session():
+        with interrupts_raise_interrupted(then_exit_at_once=program), file_session.command_session():
             try:
                 result = command.main(args=args, prog_name="uncert", standalone_mode=False)
+                if interrupt_received():  # Ctrl-C that a finalizer or a library's bare except: swallowed
+                    raise Interrupted()
             except (Interrupted, KeyboardInterrupt, Abort):
-                if file_session.is_nested():
-                    raise Interrupted() from None  # the outer command (uncert demo) says it once
-                say_interrupted(file_session.interrupted_message())  # while the session still knows
+                if not nested:
+                    say_interrupted(file_session.interrupted_message())  # while the session still knows
                 return EXIT_INTERRUPTED
     except Interrupted:  # Ctrl-C between the command's end and the handler's restoration
-        say_interrupted("interrupted as the command finished; what it wrote is complete")
+        if not nested:
+            say_interrupted("interrupted as the command finished; what it wrote is complete")
         return EXIT_INTERRUPTED
     except Exit as exc:
         return exc.exit_code

@@ -289,6 +289,8 @@ def atomic_output(
             os.replace(tmp, target)
         file_session.note_output(target)
     except BaseException as exc:
+        if _is_same_file(fd, target) and target not in file_session.written_files():
+            file_session.note_output(target)  # renamed, then interrupted (Ctrl-C) before it was noted
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         translated = write_error(exc, target, expected_bytes) if isinstance(exc, Exception) else None
@@ -298,6 +300,15 @@ def atomic_output(
     finally:
         os.close(fd)
     remove_stale_temporaries(target)
+
+
+def _is_same_file(fd: int, path: Path) -> bool:
+    """True if ``path`` is now the file open as ``fd``."""
+    try:
+        ours, theirs = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino)
 
 
 def _stat_or_none(path: Path) -> os.stat_result | None:

@@ -27,7 +27,6 @@ from uncert_cli.core.errors import UserError
 class _Session:
     inputs: dict[tuple[int, int], Path] = field(default_factory=dict)  # (device, inode) -> path as given
     outputs: list[Path] = field(default_factory=list)
-    nested: bool = False  # run inside another command's session
 
 
 _current: _Session | None = None
@@ -41,7 +40,7 @@ def command_session() -> Iterator[None]:
     writes counts for the outer command too.
     """
     global _current
-    outer, _current = _current, _Session(nested=_current is not None)
+    outer, _current = _current, _Session()
     try:
         yield
     finally:
@@ -87,9 +86,9 @@ def check_not_an_input(output: str | os.PathLike) -> None:
         )
 
 
-def is_nested() -> bool:
-    """True inside a command that another command runs (the outer one reports an interruption)."""
-    return _current is not None and _current.nested
+def in_session() -> bool:
+    """True while a command runs (a command started now would be nested in it)."""
+    return _current is not None
 
 
 def written_files() -> list[Path]:
