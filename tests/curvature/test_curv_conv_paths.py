@@ -151,7 +151,7 @@ def test_kfac_skips_padding_only_columns_exactly(monkeypatch: pytest.MonkeyPatch
     x = torch.randn(6, 3, 2, 1, dtype=torch.float64)
     batches = [(x[:4], targets("classification", 4, 3)), (x[4:], targets("classification", 2, 3))]
     skipped = compute_curvature(model, batches, method="kfac")
-    monkeypatch.setattr(KroneckerAccumulator, "_live_columns", lambda self, x: None)
+    monkeypatch.setattr(KroneckerAccumulator, "_live_taps", lambda self, x: None)
     full = compute_curvature(model, batches, method="kfac")
     for a, b in zip(skipped.blocks, full.blocks):
         assert isinstance(a, KroneckerBlock) and isinstance(b, KroneckerBlock)
@@ -162,14 +162,19 @@ def test_kfac_skips_padding_only_columns_exactly(monkeypatch: pytest.MonkeyPatch
     assert A[:, :, 0].abs().sum() == 0 and A[:, :, 1].abs().sum() > 0
 
 
-def test_live_columns_are_found_from_the_geometry() -> None:
-    from uncert_cli.curvature.kronecker import KroneckerAccumulator
-    from uncert_cli.curvature.subset import discover_units
+def test_live_taps_are_found_from_the_geometry() -> None:
+    from uncert_cli.curvature.kronecker import live_taps, tap_columns
 
     model = TinyMapNet()
-    unit = next(u for u in discover_units(model) if u.name == "conv1")
-    acc = KroneckerAccumulator(unit, torch.float32, torch.device("cpu"))
-    live = acc._live_columns(torch.zeros(2, 3, 1, 1))
-    assert live is not None and live.tolist() == [4, 13, 22]  # the centre tap of each channel
-    assert acc._live_columns(torch.zeros(2, 3, 5, 5)) is None
-    assert acc._live_columns(torch.zeros(3, 1, 1)).tolist() == [4, 13, 22]  # unbatched
+    assert live_taps(model.conv1, (1, 1)) == ((1,), (1,))  # the centre tap only
+    assert live_taps(model.conv1, (5, 5)) is None
+    assert tap_columns(model.conv1, ((1,), (1,))).tolist() == [4, 13, 22]  # the centre tap of each channel
+    assert live_taps(model.conv1, (2, 1)) == ((0, 1, 2), (1,))
+    # Stride 3 on a 1-wide map with padding 5: taps 2 and 5 land on the single real entry.
+    conv = nn.Conv2d(1, 1, (1, 7), stride=3, padding=(0, 5))
+    assert live_taps(conv, (1, 1)) == ((0,), (2, 5))
+    x = torch.randn(2, 1, 1, 1)
+    rows = conv_patch_rows(conv, x, live_taps(conv, (1, 1)))
+    full = conv_patch_rows(conv, x)
+    torch.testing.assert_close(rows, full[..., tap_columns(conv, ((0,), (2, 5)))], rtol=0, atol=0)
+    assert full[..., [0, 1, 3, 4, 6]].abs().sum() == 0

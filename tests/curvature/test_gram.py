@@ -60,3 +60,11 @@ def test_syrk_backend_is_found_and_agrees_on_x86_torch() -> None:
     if routine is None:
         pytest.skip("no MKL syrk in this torch build")
     assert gram._syrk_agrees({torch.float32: routine})
+
+
+def test_mirror_lower_scales_every_tile_once() -> None:
+    gen = torch.Generator().manual_seed(4)
+    M = torch.randn(600, 600, dtype=torch.float64, generator=gen)
+    L = M.tril().clone()
+    gram.mirror_lower_(M, block=128, scale=0.25)
+    torch.testing.assert_close(M, 0.25 * (L + L.tril(-1).t()))

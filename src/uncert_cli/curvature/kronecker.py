@@ -29,10 +29,38 @@ from uncert_cli.core.errors import UserError
 from uncert_cli.curvature.blocks import KroneckerBlock
 from uncert_cli.curvature.gram import gram_lower_, mirror_lower_
 from uncert_cli.curvature.hooks import find_batch_dim
+from uncert_cli.curvature.huge_pages import factor_zeros
 from uncert_cli.curvature.subset import Unit, conv_padding
 
+Taps = tuple[tuple[int, ...], ...]  # per spatial dimension, the kernel offsets kept
 
-def conv_patch_rows(module: nn.Conv1d | nn.Conv2d, x: Tensor) -> Tensor:
+
+def live_taps(module: nn.Conv1d | nn.Conv2d, spatial: tuple[int, ...]) -> Taps | None:
+    """Per spatial dimension, the kernel taps that some output position reads from inside an input
+    of size ``spatial`` (the others only ever read zero padding), or None when all do.
+
+    On resnet18 at 32×32 inputs layer4's 3×3 convs run on 1×1 maps: only the centre tap is live,
+    so 4,096 of the 4,608 patch columns are always zero and neither copied nor multiplied.
+    """
+    padding = conv_padding(module)
+    assert padding is not None  # supported_structure() guarantees it
+    taps: list[tuple[int, ...]] = []
+    for n, k, s, dil, pad in zip(spatial, module.kernel_size, module.stride, module.dilation, padding):
+        positions = (n + 2 * pad - dil * (k - 1) - 1) // s + 1
+        taps.append(tuple(t for t in range(k) if any(pad <= p * s + t * dil < pad + n for p in range(positions))))
+    return None if all(len(t) == k for t, k in zip(taps, module.kernel_size)) else tuple(taps)
+
+
+def tap_columns(module: nn.Conv1d | nn.Conv2d, taps: Taps) -> Tensor:
+    """Indices of the patch columns (``weight.reshape(O, -1)`` order) of the kept ``taps``, sorted."""
+    offsets = torch.zeros((), dtype=torch.long)
+    for t, k in zip(taps, module.kernel_size):
+        offsets = (offsets.unsqueeze(-1) * k + torch.tensor(t, dtype=torch.long)).flatten()
+    size = math.prod(module.kernel_size)
+    return (torch.arange(module.in_channels).unsqueeze(1) * size + offsets).flatten()
+
+
+def conv_patch_rows(module: nn.Conv1d | nn.Conv2d, x: Tensor, taps: Taps | None = None) -> Tensor:
     """Input patches of a conv, examples first and positions as rows: ``(B, P, I)`` with
     ``I = C_in·∏kernel`` (in the order of ``weight.reshape(O, -1)``) and ``P`` output positions.
 
@@ -41,6 +69,8 @@ def conv_patch_rows(module: nn.Conv1d | nn.Conv2d, x: Tensor) -> Tensor:
     beats ``F.unfold`` (im2col: 250 ms against 11 ms for a 32×256×2×2 batch with 3×3 kernels, the
     largest single cost of the exact diagonal on resnet18) and the identity-kernel convolution used
     before for few-channel inputs (56 ms against 30 ms for MNIST's 256×1×28×28 with 5×5 kernels).
+    With ``taps`` (see :func:`live_taps`) only those kernel offsets are copied: ``I`` is then
+    ``C_in·∏len(taps)``, the columns :func:`tap_columns` lists.
     """
     padding = conv_padding(module)
     assert padding is not None  # supported_structure() guarantees it
@@ -55,27 +85,22 @@ def conv_patch_rows(module: nn.Conv1d | nn.Conv2d, x: Tensor) -> Tensor:
         view = view.unfold(2 + d, dil * (k - 1) + 1, s)  # windows appended as the last dimension
         if dil > 1:
             view = view[..., ::dil]
+    for d, kept in enumerate(taps or ()):
+        if len(kept) == view.shape[2 + spatial + d]:
+            continue
+        if kept == tuple(range(kept[0], kept[-1] + 1)):
+            view = view.narrow(2 + spatial + d, kept[0], len(kept))
+        else:
+            view = view.index_select(2 + spatial + d, torch.tensor(kept, device=view.device))
     # view: (B, C, P_1[, P_2], k_1[, k_2]) -> (B, P_1[, P_2], C, k_1[, k_2])
     order = [0, *range(2, 2 + spatial), 1, *range(2 + spatial, 2 + 2 * spatial)]
     B, C = view.shape[0], view.shape[1]
-    return view.permute(order).reshape(B, -1, C * math.prod(module.kernel_size))
+    return view.permute(order).reshape(B, -1, C * math.prod(view.shape[2 + spatial :]))
 
 
 def conv_patches(module: nn.Conv1d | nn.Conv2d, x: Tensor) -> Tensor:
     """Unfolded input patches of a conv: ``(B, I, P)`` (a transposed view of :func:`conv_patch_rows`)."""
     return conv_patch_rows(module, x).transpose(1, 2)
-
-
-def input_rows(module: nn.Module, x: Tensor) -> Tensor:
-    """All input vectors of one call as rows, ``(R, I)`` (``R`` = examples × positions).
-
-    For a conv the patch rows are copied once, position-major (``(B·P, I)``); for a Linear it is a
-    free view of the contiguous input.
-    """
-    if isinstance(module, nn.Linear):
-        return x.reshape(-1, x.shape[-1])
-    u = conv_patch_rows(cast(nn.Conv1d | nn.Conv2d, module), x)  # (B, P, I), contiguous
-    return u.reshape(-1, u.shape[2])
 
 
 def output_rows(module: nn.Module, g: Tensor) -> Tensor:
@@ -143,10 +168,17 @@ class KroneckerAccumulator:
         # One (I+1)² sum whose lower triangle holds Σ a aᵀ, the bias row Σ aᵀ and the count in
         # the corner, so that it becomes ``A`` in place (no copy at the end).
         size = I + 1 if self.has_bias else I
-        self.a_full = torch.zeros(size, size, dtype=dtype, device=device)
+        self.a_full = factor_zeros(size, size, dtype, device)
         self.aa_sum = self.a_full[:I, :I]
-        self.gg_sum = torch.zeros(O, O, dtype=dtype, device=device)
-        self._live: dict[tuple[int, ...], Tensor | None] = {}  # by input shape (conv only)
+        self.gg_sum = factor_zeros(O, O, dtype, device)
+        # Conv inputs on which some kernel taps only read padding: the Gram products of the other
+        # columns, by live taps, folded into ``a_full`` (both triangles) by :meth:`sums`.
+        self._taps: dict[tuple[int, ...], Taps | None] = {}  # by spatial input shape
+        self._partial: dict[Taps, tuple[Tensor, Tensor]] = {}  # live taps -> (columns, lower-triangle sum)
+        # 1 once ``a_full`` holds a lower triangle only (a Gram product over all columns): then it
+        # must be mirrored. A tensor so that ``reduce`` sums it with the factors across processes.
+        self.lower_only = torch.zeros(1, dtype=dtype, device=device)
+        self.touched = torch.zeros(I, dtype=dtype, device=device)  # columns the live-tap blocks cover (> 0)
         self._reset_batch()
 
     def _reset_batch(self) -> None:
@@ -158,32 +190,44 @@ class KroneckerAccumulator:
         self._reset_batch()
         self.batch_size = batch_size
 
-    def _live_columns(self, x: Tensor) -> Tensor | None:
-        """Indices of the patch columns that some position reads from inside the input, or None
-        when all do. At small spatial sizes many kernel taps only ever see the zero padding: on
-        resnet18 at 32×32 inputs layer4's 3×3 convs run on 1×1 maps, so 8 of 9 taps (4,096 of
-        4,608 columns) are always zero and their part of ``A`` is zero; the Gram product skips them
-        (81× fewer multiply-adds for those factors).
-        """
-        if isinstance(self.unit.module, nn.Linear):
-            return None
+    def _live_taps(self, x: Tensor) -> Taps | None:
+        """:func:`live_taps` for this conv's input ``x`` (batched or not), cached by its size."""
         module = cast(nn.Conv1d | nn.Conv2d, self.unit.module)
-        key = tuple(x.shape[-(module.weight.dim() - 1) :])  # (C, *spatial), batched or not
-        if key not in self._live:
-            ones = torch.ones((1, *key), dtype=x.dtype, device=x.device)
-            reached = conv_patch_rows(module, ones).amax(dim=1)[0] > 0
-            self._live[key] = None if bool(reached.all()) else reached.nonzero().flatten()
-        return self._live[key]
+        key = tuple(x.shape[-(module.weight.dim() - 2) :])
+        if key not in self._taps:
+            self._taps[key] = live_taps(module, key)
+        return self._taps[key]
 
-    def _add_rows(self, rows: Tensor, alpha: float, live: Tensor | None = None) -> None:
-        if live is None:
-            gram_lower_(self.aa_sum, rows, alpha)
-        else:  # only the columns that can be non-zero; the rest of A stays zero
-            part = torch.zeros(live.shape[0], live.shape[0], dtype=self.aa_sum.dtype, device=self.aa_sum.device)
-            gram_lower_(part, rows[:, live], alpha)
-            self.aa_sum[live.unsqueeze(1), live] += part  # lower triangle to lower triangle (live is sorted)
+    def _add_input(self, x: Tensor, alpha: float) -> int:
+        """``A += alpha·Σ a aᵀ`` (and the bias row ``alpha·Σ a``) over one call's input rows;
+        returns the number of rows (examples × positions).
+        """
+        module = self.unit.module
+        if isinstance(module, nn.Linear):
+            rows, columns = x.reshape(-1, x.shape[-1]), None
+            acc = self.aa_sum
+        else:
+            conv = cast(nn.Conv1d | nn.Conv2d, module)
+            taps = self._live_taps(x)
+            patches = conv_patch_rows(conv, x, taps)  # (B, P, I'), contiguous
+            rows = patches.reshape(-1, patches.shape[2])
+            if taps is None:
+                columns, acc = None, self.aa_sum
+            else:  # only the columns that can be non-zero; the rest of A stays zero
+                if taps not in self._partial:
+                    cols = tap_columns(conv, taps).to(x.device)
+                    self._partial[taps] = (cols, torch.zeros(len(cols), len(cols), dtype=x.dtype, device=x.device))
+                columns, acc = self._partial[taps]
+        gram_lower_(acc, rows, alpha)
+        if columns is None:
+            self.lower_only.fill_(1)
         if self.has_bias:
-            self.a_full[-1, :-1].add_(rows.sum(0), alpha=alpha)
+            bias_row = self.a_full[-1, :-1]
+            if columns is None:
+                bias_row.add_(rows.sum(0), alpha=alpha)
+            else:
+                bias_row.index_add_(0, columns, rows.sum(0), alpha=alpha)
+        return rows.shape[0]
 
     def on_forward(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Fold one call's inputs into ``A`` straight away (no per-batch scratch matrix).
@@ -195,8 +239,8 @@ class KroneckerAccumulator:
         """
         x = args[0].detach()
         B = self.batch_size
-        rows = input_rows(self.unit.module, x)
-        R_prev, R_new = self._rows_batch, self._rows_batch + rows.shape[0]
+        R_prev = self._rows_batch
+        R_new = R_prev + (x.shape[:-1].numel() if isinstance(self.unit.module, nn.Linear) else self._positions(x))
         if R_prev:
             for x_prev, version in self._calls:
                 if x_prev._version != version:
@@ -206,10 +250,21 @@ class KroneckerAccumulator:
                         "of place in the model's forward (e.g. x = x + 1 instead of x += 1)",
                         param="model",
                     )
-                self._add_rows(input_rows(self.unit.module, x_prev), B / R_new - B / R_prev, self._live_columns(x_prev))
-        self._add_rows(rows, B / R_new, self._live_columns(x))
+                self._add_input(x_prev, B / R_new - B / R_prev)
+        self._add_input(x, B / R_new)
         self._calls.append((x, x._version))
         self._rows_batch = R_new
+
+    def _positions(self, x: Tensor) -> int:
+        """Rows a conv input gives: examples × output positions."""
+        module = cast(nn.Conv1d | nn.Conv2d, self.unit.module)
+        spatial = module.weight.dim() - 2
+        padding = conv_padding(module)
+        assert padding is not None
+        count = x.shape[0] if x.dim() == spatial + 2 else 1
+        for n, k, s, dil, pad in zip(x.shape[-spatial:], module.kernel_size, module.stride, module.dilation, padding):
+            count *= (n + 2 * pad - dil * (k - 1) - 1) // s + 1
+        return count
 
     def on_backward(self, calls: list[Any], grads: list[list[Tensor]], batch_size: int) -> None:
         for g in grads:
@@ -222,14 +277,33 @@ class KroneckerAccumulator:
             self.a_full[-1, -1] += batch_size
         self._reset_batch()
 
+    def _fold_partial(self) -> None:
+        """Add the live-tap sums into ``a_full`` as full symmetric blocks."""
+        for columns, part in self._partial.values():
+            self.aa_sum[columns.unsqueeze(1), columns] += mirror_lower_(part)
+            self.touched[columns] = 1
+        self._partial.clear()
+
     def sums(self) -> list[Tensor]:
         """Running sums (in place, for ``reduce``)."""
-        return [self.a_full, self.gg_sum]
+        self._fold_partial()
+        return [self.a_full, self.gg_sum, self.lower_only, self.touched]
 
     def finalize(self, n_data: int) -> KroneckerBlock:
         """The block, built in place from the sums (the accumulator is spent afterwards)."""
-        A = mirror_lower_(self.a_full).div_(n_data)
-        G = mirror_lower_(self.gg_sum).div_(n_data)
+        self._fold_partial()
+        A = self.a_full
+        if bool(self.lower_only.item()):
+            mirror_lower_(A, scale=1 / n_data)
+        else:  # only live-tap blocks, symmetric already: scale the rows and columns they touched
+            if self.has_bias:
+                A[:-1, -1] = A[-1, :-1]
+            touched = self.touched.nonzero().flatten()
+            if self.has_bias:
+                touched = torch.cat([touched, touched.new_tensor([A.shape[0] - 1])])
+            index = touched.unsqueeze(1), touched
+            A[index] = A[index] / n_data
+        G = mirror_lower_(self.gg_sum, scale=1 / n_data)
         return self._block(A, G)
 
     def _block(self, A: Tensor, G: Tensor) -> KroneckerBlock:
