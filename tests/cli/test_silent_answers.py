@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from tests.reference.user_files import import_user_file
+from uncert_cli.checkpoint import load_model
+from uncert_cli.checkpoint.pickled import record_pickled_arch
 
 MODEL_CODE = '''
 import torch
@@ -149,6 +151,9 @@ def test_pickled_model_from_the_working_folder_records_its_class(run_cli, tmp_pa
                 "-o", tmp_path / "net.h5", "--json")
     assert r.code == 0, r.err
     assert f"--arch {name}:Tied" in " ".join(r.err.split())
+    # the library's note names the parameter; only the CLI above spells it as the flag
+    _, note = record_pickled_arch(load_model(tmp_path / "net.pt", trust_pickle=True))
+    assert f"pass arch {name}:Tied" in str(note) and "--" not in str(note)
     with h5py.File(tmp_path / "net.h5") as f:
         assert f"{name}:Tied" in json.dumps(dict(f["model"].attrs).__repr__())
     monkeypatch.setenv("UNCERT_TRUST_ARCH", "1")

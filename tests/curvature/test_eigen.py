@@ -74,9 +74,9 @@ def test_asymmetric_round_off_is_symmetrised() -> None:
 def test_nan_or_inf_is_a_user_error_naming_the_layer_and_suggesting_float64(bad: float) -> None:
     a = _psd(5, 5).float()
     a[2, 3] = bad
-    with pytest.raises(NonFiniteFactorError, match=r"layer 'fc2'.*--dtype float64") as info:
+    with pytest.raises(NonFiniteFactorError, match=r"layer 'fc2'.*refit with dtype float64") as info:
         robust_eigh(a, what="the input factor of layer 'fc2'")
-    assert isinstance(info.value, UserError)
+    assert isinstance(info.value, UserError) and info.value.mentions == ("dtype",)  # the CLI shows --dtype
     with pytest.raises(NonFiniteFactorError, match="check the model's weights"):  # float64 already
         robust_eigh(a.double(), what="the input factor of layer 'fc2'")
 

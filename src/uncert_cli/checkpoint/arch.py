@@ -1,4 +1,4 @@
-"""Turn an architecture spec (``--arch``) and keyword arguments (``--arch-kwargs``) into a module.
+"""Turn an architecture spec (``arch``) and keyword arguments (``arch_kwargs``) into a module.
 
 Spec forms:
 
@@ -143,7 +143,7 @@ def _import_with_cwd_fallback(name: str) -> Any:
     except ModuleNotFoundError as exc:
         cwd = str(Path.cwd())
         # A console script does not put the working directory on sys.path, but users expect
-        # `--arch mymodels:Net` to find ./mymodels.py as `python -m` would.
+        # the spec `mymodels:Net` to find ./mymodels.py as `python -m` would.
         if exc.name != name.split(".")[0] or cwd in sys.path:
             raise
     sys.path.insert(0, cwd)
@@ -281,7 +281,7 @@ def is_builtin_arch(arch: str) -> bool:
     """True for the architectures a file's metadata may name (see :func:`file_arch_target`).
 
     Following any other name would import (run) a module the file chose, so those are followed
-    only when the user names the class (``--arch``) or sets ``UNCERT_TRUST_ARCH=1``.
+    only when the user names the class (the ``arch`` parameter) or sets ``UNCERT_TRUST_ARCH=1``.
     """
     return file_arch_target(arch) is not None
 

@@ -7,7 +7,7 @@ older layouts), and nothing is fetched: the hub is switched off before transform
 
 What a config may choose is limited as for any file: a model class among transformers' sequence- and
 image-classification heads (by name, from its own auto mappings), no ``auto_map`` (custom code) unless
-the user passes ``--trust-remote-code``, and attention always the ``eager`` implementation (the only one
+the caller passes ``trust_remote_code=True``, and attention always the ``eager`` implementation (the only one
 whose operations the curvature engine's per-example passes can run, and one that loads no kernels from
 the hub). The config is recorded in the factor file (model metadata ``extra.hf_config``) so that later
 commands rebuild the same network from the file alone, under the same rules.

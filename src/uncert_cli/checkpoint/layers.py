@@ -28,7 +28,7 @@ class LayerInfo:
     structure: str
     #: the block's name when this module shares parameters with others (tied weights: "a+b")
     tied_block: str | None = None
-    #: parameters of this module with requires_grad=False (no posterior unless --include-frozen)
+    #: parameters of this module with requires_grad=False (no posterior unless ``include_frozen``)
     frozen_params: int = 0
 
 

@@ -171,7 +171,7 @@ def _read(
 ) -> tuple[dict[str, torch.Tensor] | nn.Module, ModelMeta]:
     """Read any supported file into (state dict or module, metadata).
 
-    ``state_key``: the key of a torch.save'd dict that holds the state dict (``--state-key``); without
+    ``state_key``: the key of a torch.save'd dict that holds the state dict; without
     it the first of the usual wrapper keys that holds one (:func:`unwrap_checkpoint`).
 
     The suffix picks the format to try first; the other one is tried as a fallback because

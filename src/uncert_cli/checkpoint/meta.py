@@ -70,11 +70,11 @@ class ModelMeta:
     num_outputs: int | None = None
     dataset: str | None = None
     noise_std: float | None = None
-    # The image conversion fed to the model (``fit --channels`` / ``--grayscale``, ``--resize``): channels
+    # The image conversion fed to the model (``data.transform.convert_images``, as the fit did it): channels
     # (1 or 3) and (H, W) the stored data is converted to before normalisation; None: as stored.
     convert_channels: int | None = None
     convert_size: tuple[int, ...] | None = None
-    # Which part of a forward result that is not a tensor is the prediction (``fit --model-output``): a
+    # Which part of a forward result that is not a tensor is the prediction (``load_model(output=...)``): a
     # name (dict key, dataclass or namedtuple field) or an index; None: a tensor, or the automatic rule.
     output: str | int | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -6,7 +6,7 @@ auxiliary-head networks return dicts, tuples or namedtuples. Every analysis in u
 replaces its result by the chosen part, so the rest of uncert (curvature capture, predictives, attacks)
 sees a plain tensor, and the parameter names, the state dict and the weight fingerprint stay unchanged.
 
-The choice (``--model-output NAME|INDEX``, recorded in the model metadata as ``output``):
+The choice (``output``: a name or an index, recorded in the model metadata as ``output``):
 
 * ``None`` (automatic): a tensor as it is; otherwise the entry called ``logits`` when there is one,
   else the first tensor among the entries;
@@ -50,7 +50,7 @@ def check_output_choice(choice: Any, where: str = "the model metadata") -> Outpu
 
 
 def parse_output_choice(text: str | None) -> OutputChoice:
-    """``--model-output`` as typed: digits are an index, anything else a name."""
+    """The output choice as typed (``model_output`` text): digits are an index, anything else a name."""
     if text is None:
         return None
     text = text.strip()

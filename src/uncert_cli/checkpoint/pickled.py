@@ -1,4 +1,4 @@
-"""A trusted pickled model fitted without ``--arch``: name its class so that later commands can
+"""A trusted pickled model fitted without an ``arch``: name its class so that later commands can
 rebuild it from the weights a factor file stores, or refuse before any work is done.
 
 A factor file holds weights, never a pickle (opening it must not run code), so ``report``/``ood``
@@ -14,7 +14,7 @@ from dataclasses import replace
 from uncert_cli.checkpoint.arch import build_module, is_builtin_arch
 from uncert_cli.checkpoint.loading import LoadedModel
 from uncert_cli.checkpoint.state import weights_fingerprint
-from uncert_cli.core.errors import UserError
+from uncert_cli.core.errors import ParameterText, UserError
 
 __all__ = ["record_pickled_arch"]
 
@@ -29,10 +29,11 @@ def _refusal(loaded: LoadedModel, spec: str, why: str, why_mentions: tuple[str, 
     )
 
 
-def record_pickled_arch(loaded: LoadedModel) -> tuple[LoadedModel, str | None]:
+def record_pickled_arch(loaded: LoadedModel) -> tuple[LoadedModel, ParameterText | None]:
     """``(loaded with meta.arch set, note)`` for a pickled module without an architecture; the
-    note (or ``None``) says what later commands need. Raises :class:`UserError` when the class
-    cannot be rebuilt with no constructor arguments.
+    note (or ``None``) says what later calls need, naming their ``arch`` parameter (the CLI shows
+    it as ``--arch``). Raises :class:`UserError` when the class cannot be rebuilt with no
+    constructor arguments.
     """
     if loaded.meta.arch:
         return loaded, None
@@ -55,8 +56,9 @@ def record_pickled_arch(loaded: LoadedModel) -> tuple[LoadedModel, str | None]:
         raise _refusal(loaded, spec, "its class built without arguments does not reproduce its weights")
     note = None
     if not is_builtin_arch(spec):
-        note = (
+        note = ParameterText(
             f"recorded the pickled model's class {spec} as its architecture; later commands that run the "
-            f"model import it only with your consent: pass --arch {spec} (or set UNCERT_TRUST_ARCH=1)"
+            f"model import it only with your consent: pass {{param}} {spec} (or set UNCERT_TRUST_ARCH=1)",
+            param="arch",
         )
     return replace(loaded, meta=replace(loaded.meta, arch=spec, arch_kwargs={})), note

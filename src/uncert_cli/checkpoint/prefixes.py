@@ -5,12 +5,12 @@ Training frameworks store the network under the attribute that held it: a Lightn
 (``criterion.weight``, ``ema_model.fc1.weight``), DDP adds ``module.``, ``torch.compile`` ``_orig_mod.``.
 :func:`network_entries` finds the entries that fit the architecture:
 
-* ``strip_prefix`` given (``--strip-prefix model.``): the entries under it, prefix removed; others dropped;
+* ``strip_prefix`` given (e.g. ``"model."``): the entries under it, prefix removed; others dropped;
 * else, when the keys fit as they are or after :func:`~uncert_cli.checkpoint.state.align_keys` (a prefix
   all keys share), those;
 * else the entries under the one prefix (up to three leading name components) whose entries fit the
   architecture exactly, names and shapes; two such prefixes (a model and its EMA copy) are ambiguous
-  and refused, naming them, so the user chooses with ``--strip-prefix``.
+  and refused, naming them, so the user chooses with ``strip_prefix``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _fits(state: Mapping[str, Tensor], expected: Mapping[str, Tensor]) -> bool:
 
 
 def strip_given_prefix(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    """The entries under ``prefix`` (``--strip-prefix``) with it removed; a prefix no key has is refused."""
+    """The entries under ``prefix`` (``strip_prefix``) with it removed; a prefix no key has is refused."""
     chosen = _under(state, prefix)
     if not chosen:
         found = ", ".join(_prefixes(list(state))[:_SHOWN * 2]) or "none"

@@ -1,6 +1,6 @@
 """What a model's own layers say about its input and output sizes, when its metadata does not.
 
-``uncert info`` on a state dict loaded with ``--arch`` knows no input shape and no class count
+A state dict loaded with an ``arch`` (``uncert info``) knows no input shape and no class count
 from metadata; the first and last parametrised layers usually do (a Linear's ``in_features``, a
 conv's ``in_channels``, the head's ``out_features``). These are hints, labelled as such.
 """

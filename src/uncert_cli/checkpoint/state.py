@@ -94,7 +94,7 @@ def unwrap_checkpoint(obj: Any, source: str, _depth: int = 0) -> dict[str, torch
 
 
 def state_under_key(obj: Any, key: str, source: str) -> dict[str, torch.Tensor] | nn.Module:
-    """The state dict a checkpoint holds under ``key`` (``--state-key``; ``a.b`` for a nested dict when
+    """The state dict a checkpoint holds under ``key`` (``state_key``; ``a.b`` for a nested dict when
     no key is literally ``a.b``), e.g. ``ema_state_dict`` beside a Lightning ``state_dict``.
     """
     node: Any = obj

@@ -7,7 +7,7 @@ factor file fitted on a user's own class can therefore be answered without impor
 :func:`module_from_weights` lays the stored state dict out as nested :class:`StoredModule` nodes,
 parameters as ``nn.Parameter`` and everything else as buffers, so that ``named_parameters()``,
 ``state_dict()``, ``load_state_dict()`` and the weight fingerprint behave as on the real module.
-Running it is a :class:`UserError` naming ``--arch``.
+Running it is a :class:`UserError` naming the ``arch`` parameter (``--arch`` on the command line).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import typer
 from uncert_cli.checkpoint import LoadedModel
 from uncert_cli.checkpoint.pickled import record_pickled_arch
 from uncert_cli.cli import options as o
+from uncert_cli.cli.flags import render_for_command
 from uncert_cli.cli.option_groups import CheckpointSource, Conversion, DataFiles, Output, with_groups
 from uncert_cli.core.atomic import check_free_space, check_output_path, make_output_directory
 from uncert_cli.core.device import resolve_device, resolve_dtype
@@ -115,6 +116,7 @@ def fit(
     ))] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for Monte-Carlo labels.")] = 0,
     out: Output,
+    context: typer.Context,  # the command, whose flags a library note's parameters are shown as
 ) -> None:
     """Fit a post-hoc Laplace approximation (diag, KFAC, full, low-rank, EKFAC, KFAC+diag) and save the curvature."""
     targets = fit_targets(checkpoints, output)
@@ -145,7 +147,7 @@ def fit(
             split_name, split_asked = o.split_choice(split, "train")
             loaded, pickle_note = record_pickled_arch(loaded)  # refuses before any data is read
             if pickle_note and ctx.is_main:
-                log(f"note: {pickle_note}", quiet=out.quiet)
+                log(f"note: {render_for_command(pickle_note, context.command)}", quiet=out.quiet)
             if input_shape is not None:
                 loaded.meta = replace(loaded.meta, input_shape=parse_input_shape(input_shape))
             dataset = load_model_data(

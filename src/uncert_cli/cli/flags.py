@@ -1,6 +1,7 @@
 """Library parameter names as the running command's flags (``mc_samples`` → ``--mc-samples``).
 
-A :class:`~uncert_cli.core.errors.UserError` names the library parameter it is about; only the CLI
+A :class:`~uncert_cli.core.errors.UserError`, and any note a library call returns as a
+:class:`~uncert_cli.core.errors.ParameterText`, names the library parameters it is about; only the CLI
 knows which command runs and what that command calls the parameter, so the translation lives here.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from uncert_cli.core.errors import UserError
+from uncert_cli.core.errors import ParameterText
 
 # Library keyword arguments whose command-line option has another name.
 ALIASES = {
@@ -54,8 +55,8 @@ def all_flags(command: Any) -> set[str]:
     return spelled
 
 
-def render_for_command(error: UserError, command: Any | None) -> str:
-    """The message of ``error`` with its parameters shown as ``command``'s flags where it has them."""
+def render_for_command(error: ParameterText, command: Any | None) -> str:
+    """The message of ``error`` (or of a note) with its parameters shown as ``command``'s flags where it has them."""
     if not error.params or command is None:
         return str(error)
     flags = option_flags(command)

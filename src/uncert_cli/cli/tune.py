@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from uncert_cli.cli import options as o
+from uncert_cli.cli.flags import render_for_command
 from uncert_cli.cli.option_groups import Conversion, FactorModel, Output, with_groups
 from uncert_cli.core.device import resolve_device
 from uncert_cli.core.errors import UserError
@@ -51,6 +52,7 @@ def tune(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the result without writing it into the file.")] = False,
     device: o.Device = o.DeviceChoice.auto,
     out: Output,
+    context: typer.Context,  # the command, whose flags a library note's parameters are shown as
 ) -> None:
     """Tune τ (and N for val-nll, σ for regression) and write them into the factor file."""
     if objective is None:  # a per-layer prior exists only for the evidence
@@ -73,7 +75,7 @@ def tune(
         log(f"warning: the best {' and '.join(edges)} lie on the edge of the searched grid; the optimum may be "
             "beyond it (set them by hand with --prior-precision / --n-data in later commands)", quiet=out.quiet)
     if outcome.unchecked:
-        log(f"note: {outcome.unchecked}", quiet=out.quiet)
+        log(f"note: {render_for_command(outcome.unchecked, context.command)}", quiet=out.quiet)
     held = outcome.held_out
     if held and outcome.worse_than_map:
         log(f"warning: at the chosen values the {held['predictive']} predictive's NLL on {held['n']:,} held-out examples "

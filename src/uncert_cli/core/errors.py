@@ -18,11 +18,14 @@ from collections.abc import Mapping
 PLACEHOLDER = "{param}"
 
 
-class UserError(Exception):
-    """Bad input (file, option, data, model). The message is shown to the user as one line.
+class ParameterText:
+    """A message for the user that names library parameters: ``{param}`` for the one it is about and
+    ``{name}`` for each further one it mentions. ``str()`` shows the parameters' names (what a Python
+    caller passes); the CLI shows the running command's flags (``cli/flags.py``). Notes a library call
+    returns for the user are of this type, and so is every :class:`UserError`.
 
     Args:
-        message: what is wrong and what to do; ``{param}`` stands for the parameter's name.
+        message: the text; ``{param}`` stands for the parameter's name.
         param: the library parameter the message is about (a keyword argument's name, such as
             ``"batch_size"``), or None when no single parameter is to blame.
         mentions: further parameters the message names as ``{name}`` (in suggested fixes).
@@ -32,7 +35,6 @@ class UserError(Exception):
         self.template = " ".join(message.split())
         self.param = param
         self.mentions = mentions
-        super().__init__(self.render({}))
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -49,3 +51,20 @@ class UserError(Exception):
         for name in self.mentions:
             text = text.replace("{" + name + "}", names.get(name, name))
         return text
+
+    def __str__(self) -> str:
+        return self.render({})
+
+
+class UserError(ParameterText, Exception):
+    """Bad input (file, option, data, model). The message is shown to the user as one line.
+
+    Args:
+        message: what is wrong and what to do; ``{param}`` stands for the parameter's name.
+        param: the library parameter the message is about, or None when no single parameter is to blame.
+        mentions: further parameters the message names as ``{name}`` (in suggested fixes).
+    """
+
+    def __init__(self, message: str, *, param: str | None = None, mentions: tuple[str, ...] = ()) -> None:
+        ParameterText.__init__(self, message, param=param, mentions=mentions)
+        Exception.__init__(self, self.render({}))

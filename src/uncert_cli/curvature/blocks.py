@@ -22,7 +22,7 @@ from typing import ClassVar
 import torch
 
 from uncert_cli.core.vocabulary import FisherType, Method, Task
-from uncert_cli.curvature.eigen import NonFiniteFactorError, robust_eigh
+from uncert_cli.curvature.eigen import non_finite, robust_eigh
 
 
 @dataclass
@@ -365,9 +365,7 @@ def _check_finite(block: CurvatureBlock) -> None:
     """Diagonals and corrected eigenvalues get no eigendecomposition that would notice NaN/inf."""
     flat = block.value_tensors()
     if any(not bool(torch.isfinite(t).all()) for t in flat):
-        hint = ("refit with --dtype float64" if flat[0].dtype != torch.float64
-                else "check the model's weights and the data for huge or non-finite values")
-        raise NonFiniteFactorError(f"the curvature of layer '{block.module}' contains NaN or inf (the fit overflowed); {hint}")
+        raise non_finite(f"the curvature of layer '{block.module}'", flat[0].dtype)
 
 
 def ensure_eigen(curvature: Curvature) -> dict[str, tuple[str, ...]]:

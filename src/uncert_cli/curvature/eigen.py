@@ -32,6 +32,15 @@ class NonFiniteFactorError(UserError):
     """A curvature factor holds NaN or inf: the fit overflowed before any decomposition."""
 
 
+def non_finite(what: str, dtype: torch.dtype) -> NonFiniteFactorError:
+    """The error for ``what`` (e.g. "the curvature of layer 'fc1'") holding NaN or inf, computed in ``dtype``:
+    a float64 refit where it was not float64 already, else the inputs to check.
+    """
+    hint = ("refit with {dtype} float64" if dtype != torch.float64
+            else "check the model's weights and the data for huge or non-finite values")
+    return NonFiniteFactorError(f"{what} contains NaN or inf (the fit overflowed); {hint}", mentions=("dtype",))
+
+
 @dataclass(frozen=True)
 class Eigh:
     """``matrix = eigenvectors @ diag(eigenvalues) @ eigenvectorsᵀ`` (float64)."""
@@ -46,9 +55,7 @@ def robust_eigh(matrix: Tensor, *, what: str) -> Eigh:
     (e.g. "the input factor of layer 'fc1'"). Raises :class:`NonFiniteFactorError` on NaN/inf.
     """
     if not bool(torch.isfinite(matrix).all()):
-        hint = ("refit with --dtype float64" if matrix.dtype != torch.float64
-                else "check the model's weights and the data for huge or non-finite values")
-        raise NonFiniteFactorError(f"{what} contains NaN or inf (the fit overflowed); {hint}")
+        raise non_finite(what, matrix.dtype)
     a = matrix.detach().double()
     a = (a + a.T) / 2
     n = a.shape[0]

@@ -108,8 +108,8 @@ class AnalysisSettings:
     objective: str = "widest"  # tuning objective of each Laplace predictive: widest or val-nll
     nll_tolerance: float = DEFAULT_NLL_TOLERANCE  # widest: relative held-out NLL a wider posterior may cost
     val_from: str | None = None  # held-out examples: val, test or train (None: val where the set has one, else test)
-    arch: str | None = None  # --arch: the network's class when the file was fitted on the user's own
-    arch_kwargs: list[str] | None = None  # --arch-kwargs as typed
+    arch: str | None = None  # the network's class when the file was fitted on the user's own
+    arch_kwargs: list[str] | None = None  # KEY=VALUE items, as typed
 
     @property
     def conversion(self) -> ImageConversion:
@@ -187,9 +187,9 @@ def prepare_analysis(
     source = resolve_val_from(spec, s.val_from) if laplace else None
     split_test = tune and source == "test"  # held out of the test split: evaluation starts after them
     total = None if s.limit is None else s.limit + (s.val_size if split_test else 0)
-    # Without --data the fit's own data is evaluated: a file without a test split would then be the
+    # Without data the fit's own data is evaluated: a file without a test split would then be the
     # examples the posterior was fitted on, so it must hold a test split.
-    required_by = None if s.data else f"evaluating the fit's data '{spec}' (no --data given) needs its test split"
+    required_by = None if s.data else f"evaluating the fit's data '{spec}' (no data set was given) needs its test split"
     data = load_model_data(
         meta, spec, split="test", limit=total, root=s.root, download=s.download, normalize=s.normalize,
         conversion=s.conversion, model=opened.model.module, split_required_by=required_by,
@@ -240,7 +240,7 @@ def _split(data: ArrayDataset, val_size: int, limit: int | None) -> tuple[ArrayD
     ``data`` was loaded with at most ``limit + val_size`` examples. When the set had that many, the
     first ``val_size`` are held out; when it is shorter, ``data`` is the whole set and the held-out
     part is what :func:`split_validation` takes without a limit (``val_size``, at most half), so the
-    examples tuned on never depend on ``--limit``.
+    examples tuned on never depend on ``limit``.
 
     Returns:
         ``(validation, evaluation)``.

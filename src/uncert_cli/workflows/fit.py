@@ -291,7 +291,7 @@ def fit_laplace(
         "estimated_factor_bytes": memory.factors,
         "rank": rank,
         "log_likelihood": log_likelihood,
-        # Frozen (requires_grad=False) parameters get no posterior unless --include-frozen.
+        # Frozen (requires_grad=False) parameters get no posterior unless include_frozen.
         "include_frozen": options.include_frozen,
         "frozen_parameters": frozen,
         # {module: [what the eigensolver needed]} for the layers plain eigh failed on; absent when none

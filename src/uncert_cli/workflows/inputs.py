@@ -35,7 +35,7 @@ def load_checkpoint_model(
     model_output: str | None = None,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """:func:`load_model` with the options as the command line gives them (``--arch-kwargs`` items, ``--model-output`` text)."""
+    """:func:`load_model` with its options as the command line gives them (``arch_kwargs`` items, ``model_output`` text)."""
     kwargs: dict[str, Any] | None = parse_arch_kwargs(arch_kwargs) if arch_kwargs else None
     return load_model(checkpoint, arch=arch, arch_kwargs=kwargs, trust_pickle=trust_pickle, task=task,
                       state_key=state_key, strip_prefix=strip_prefix, output=parse_output_choice(model_output),
@@ -52,7 +52,6 @@ def load_model_data(
     download: bool = False,
     normalize: str | None = None,
     conversion: ImageConversion | None = None,
-    role: str = "--data",
     model: nn.Module | None = None,
     split_required_by: str | None = None,
     offers: tuple[str, ...] = ("channels", "resize"),
@@ -68,7 +67,7 @@ def load_model_data(
     With ``model`` the model's forward is then tried on the first examples
     (:func:`~uncert_cli.workflows.forward_check.check_model_runs`, suggesting the fixes named in ``offers``).
     A file without splits is used whole unless ``split_required_by`` says who asked for the split
-    (``"--split test was given"``); it is then an error.
+    (e.g. ``"split test was given"``); it is then an error.
 
     Returns:
         The examples, converted, normalised and reshaped to the model's input shape.
@@ -78,7 +77,8 @@ def load_model_data(
     """
     spec = spec or meta.dataset
     if not spec:
-        raise UserError(f"no dataset given and the checkpoint does not name one; pass {role} SPEC (e.g. {role} mnist)")
+        raise UserError("no dataset given and the checkpoint does not name one; pass {param} SPEC (e.g. {param} mnist)",
+                        param="spec")
     raw = load_dataset(spec, split=split, root=root, limit=limit, download=download, split_required_by=split_required_by,
                        tokenizer=tokenizer_folder(meta))
     raw = convert_as_recorded(meta, conversion, raw)
@@ -95,7 +95,7 @@ def load_model_data(
 
 
 def recorded_conversion(meta: ModelMeta, given: ImageConversion | None = None) -> ImageConversion:
-    """The image conversion ``meta`` records (``fit --channels/--resize``), overridden field by field by ``given``."""
+    """The image conversion ``meta`` records (as the fit converted its images), overridden field by field by ``given``."""
     stored = ImageConversion(channels=meta.convert_channels, size=meta.convert_size)  # type: ignore[arg-type]
     return stored if given is None else stored.overridden_by(given)
 
@@ -133,7 +133,7 @@ def with_conversion(meta: ModelMeta, conversion: ImageConversion) -> ModelMeta:
 
 
 def parse_input_shape(text: str) -> tuple[int, ...]:
-    """``"64,16"`` → ``(64, 16)``: one example's shape without the batch dimension (``--input-shape``)."""
+    """``"64,16"`` → ``(64, 16)``: one example's shape without the batch dimension (``input_shape`` as text)."""
     try:
         shape = tuple(int(part) for part in text.replace("x", ",").split(","))
     except ValueError:
@@ -195,7 +195,7 @@ def _checkpoint_normalization(meta: ModelMeta):
 
 
 def with_normalization(meta: ModelMeta, normalize: str | None) -> ModelMeta:
-    """``meta`` with the ``--normalize`` given to ``fit`` recorded (unchanged when ``None``).
+    """``meta`` with the fit's ``normalize`` recorded (unchanged when ``None``).
 
     The factor file stores the model's metadata; every later command (``ood``, ``attack``, ``tune``,
     ``prune --evaluate``) normalises its data from it, so the normalisation the curvature was fitted

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from uncert_cli.core.atomic import FileIdentity
-from uncert_cli.core.errors import UserError
+from uncert_cli.core.errors import ParameterText, UserError
 from uncert_cli.core.progress import Progress, no_progress
 from uncert_cli.core.vocabulary import HeldOutObjective, Objective, PriorStructure
 from uncert_cli.data import ArrayDataset, iter_batches
@@ -38,7 +38,8 @@ class TuneOutcome:
     after: PriorSettings
     held_out: dict[str, Any] | None = None  # held-out NLL at the chosen values against the MAP's (see to_dict)
     nll_tolerance: float | None = None  # widest only
-    unchecked: str | None = None  # why the held-out check was skipped (marglik on a file whose class was not imported)
+    # why the held-out check was skipped (marglik on a file whose class was not imported), naming ``arch``
+    unchecked: ParameterText | None = None
 
     @property
     def at_grid_edge(self) -> list[str]:
@@ -119,8 +120,8 @@ def tune_factor_file(
     unchecked = None
     if opened.weights_only:
         val_data, val_choice, load_held_out = None, None, None
-        unchecked = ("the held-out NLL was not checked: that runs the network, whose class uncert imports only "
-                     "when you name it with --arch")
+        unchecked = ParameterText("the held-out NLL was not checked: that runs the network, whose class uncert "
+                                  "imports only when you name it with {param}", param="arch")
     if load_held_out is not None:
         val_data, val_choice = load_held_out(factors)
     if val_data is not None:  # the model's own failure on these examples is the user's to fix

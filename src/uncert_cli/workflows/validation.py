@@ -1,10 +1,10 @@
 """Which held-out examples tune (or check) a Laplace posterior's hyperparameters, and the honesty check.
 
-``--val-from`` chooses them (issue 13):
+``val_from`` chooses them (issue 13):
 
 * ``val``: the set's own validation split (the embedded sets: digits, iris, toy-regression,
   photo-patches); the default wherever it exists.
-* ``test``: the first ``--val-size`` examples of the test split (at most half of it); the default for
+* ``test``: the first ``val_size`` examples of the test split (at most half of it); the default for
   every other set (MNIST family, files). When ``ood``/``attack`` tune on them, evaluation starts after them.
 * ``train``: the last :data:`TRAIN_HOLDOUT` examples of the training split (at most half of it). The test
   split stays untouched, but the checkpoint was most likely trained on these examples, so its MAP is more
@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the settings type lives in evaluation, which imports this m
     from uncert_cli.analysis.ood import Hyperparameters
 
 VAL_SOURCES: tuple[str, ...] = ("val", "test", "train")
-TRAIN_HOLDOUT = 5000  # --val-from train: the last 5,000 training examples (MNIST: train[55000:60000])
+TRAIN_HOLDOUT = 5000  # val_from train: the last 5,000 training examples (MNIST: train[55000:60000])
 HONESTY_RATIO = 1.05  # warn when the posterior's held-out NLL exceeds the MAP's by more than 5%
 
 
