@@ -19,8 +19,9 @@ from uncert_cli.core.registry import import_package_modules
 from uncert_cli.posterior.structures.base import PRIOR_MODES, STRUCTURES, PriorMode, Scalar, Structure
 from uncert_cli.posterior.structures.dense import DenseStructure
 from uncert_cli.posterior.structures.diagonal import DiagonalStructure
+from uncert_cli.posterior.structures.kron_diag import KronDiagStructure
 from uncert_cli.posterior.structures.kronecker import EKFACStructure, KroneckerStructure
-from uncert_cli.posterior.structures.lowrank import KronDiagStructure, LowRankPrecision, LowRankStructure
+from uncert_cli.posterior.structures.lowrank import LowRankPrecision, LowRankStructure
 from uncert_cli.posterior.structures.meanfield import MeanFieldStructure
 
 import_package_modules(__name__, __path__)  # every structure class registers itself in STRUCTURES

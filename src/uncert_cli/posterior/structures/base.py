@@ -204,6 +204,45 @@ class FlatPacked(Structure, ABC):
 
 
 @dataclass(frozen=True)
+class Spectral(FlatPacked, ABC):
+    """A flat block whose curvature is ``U diag(λ) Uᵀ`` in one orthonormal basis ``U`` (P, P): the precision
+    ``n_eff · λ + τ`` (P,) has the same eigenvectors. A diagonal block is the case ``U = I`` (``basis`` None),
+    the dense block the general one.
+    """
+
+    @property
+    @abstractmethod
+    def spectrum(self) -> Tensor:
+        """``λ`` (P,), the curvature's eigenvalues (clamped at 0)."""
+
+    @property
+    def basis(self) -> Tensor | None:
+        """``U`` (P, P) with the eigenvectors as columns; None for the identity."""
+        return None
+
+    @property
+    def num_params(self) -> int:
+        return self.spectrum.numel()
+
+    def precision(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = PriorMode.eigen) -> Tensor:
+        return n_eff * self.spectrum + tau
+
+    def marginal_variance(self, prec: Tensor) -> dict[str, Tensor]:
+        u = self.basis
+        return self.unpack(prec.reciprocal() if u is None else u.square() @ prec.reciprocal())
+
+    def sample_deviation(self, prec: Tensor, z: Tensor) -> dict[str, Tensor]:
+        u = self.basis
+        scaled = z * prec.rsqrt()
+        return self.unpack(scaled if u is None else scaled @ u.T, batch_dims=1)
+
+    def quadratic_form(self, prec: Tensor, grads: dict[str, Tensor], batch_dims: int) -> Tensor:
+        u = self.basis
+        g = self.pack(grads, batch_dims)
+        return ((g if u is None else g @ u).square() / prec).sum(-1)
+
+
+@dataclass(frozen=True)
 class WAugPacked(Structure, ABC):
     """One Linear/Conv module packed as ``W_aug`` ``(O, I')`` (weight first, then an optional bias)."""
 

@@ -1,7 +1,7 @@
 """The exact curvature of a joint block (``--method full``): ``U diag(λ) Uᵀ``, decomposed once.
 
 The precision ``n_eff · U diag(λ) Uᵀ + τ I`` has eigenvalues ``n_eff · λ + τ`` in the same basis, so the
-block is handled like a diagonal block rotated by ``U``.
+block is handled like a diagonal block rotated by ``U`` (:class:`~.base.Spectral`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import torch
 from torch import Tensor
 
 from uncert_cli.core.errors import UserError
-from uncert_cli.posterior.structures.base import FlatPacked, PriorMode, Scalar, Structure, cast, float64
+from uncert_cli.posterior.structures.base import Spectral, Structure, cast, float64
 
 
 @dataclass(frozen=True)
-class DenseStructure(FlatPacked):
+class DenseStructure(Spectral):
     """``eigenvalues`` (P,) (clamped at 0) and ``eigenvectors`` (P, P) of the curvature."""
 
     tag = "dense"
@@ -34,21 +34,12 @@ class DenseStructure(FlatPacked):
         return cls(block.module, tuple(block.param_names), shapes, cast(lam, ref).clamp_min(0), cast(u, ref))
 
     @property
-    def num_params(self) -> int:
-        return self.eigenvalues.numel()
+    def spectrum(self) -> Tensor:
+        return self.eigenvalues
 
-    def precision(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = PriorMode.eigen) -> Tensor:
-        return n_eff * self.eigenvalues + tau
-
-    def marginal_variance(self, prec: Tensor) -> dict[str, Tensor]:
-        return self.unpack(self.eigenvectors.square() @ prec.reciprocal())
-
-    def sample_deviation(self, prec: Tensor, z: Tensor) -> dict[str, Tensor]:
-        return self.unpack((z * prec.rsqrt()) @ self.eigenvectors.T, batch_dims=1)
-
-    def quadratic_form(self, prec: Tensor, grads: dict[str, Tensor], batch_dims: int) -> Tensor:
-        g = self.pack(grads, batch_dims)
-        return ((g @ self.eigenvectors).square() / prec).sum(-1)
+    @property
+    def basis(self) -> Tensor:
+        return self.eigenvectors
 
     def curvature_diagonal(self) -> Tensor:
         return self.eigenvectors.square() @ self.eigenvalues

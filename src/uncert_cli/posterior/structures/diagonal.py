@@ -1,6 +1,6 @@
 """A diagonal block (``--method diag``, and every non-Linear/Conv module under the Kronecker methods).
 
-Curvature ``diag(d)``; precision eigenvalues ``n_eff · d + τ`` in the identity basis.
+Curvature ``diag(d)``; precision eigenvalues ``n_eff · d + τ`` in the identity basis (:class:`~.base.Spectral`).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import torch
 from torch import Tensor
 
 from uncert_cli.core.errors import UserError
-from uncert_cli.posterior.structures.base import FlatPacked, PriorMode, Scalar, Structure, float64
+from uncert_cli.posterior.structures.base import Spectral, Structure, float64
 
 
 @dataclass(frozen=True)
-class DiagonalStructure(FlatPacked):
+class DiagonalStructure(Spectral):
     """``diagonal`` (P,): the flat concatenation of the per-parameter diagonals (clamped at 0)."""
 
     tag = "diagonal"
@@ -39,21 +39,8 @@ class DiagonalStructure(FlatPacked):
         return cls(block.module, tuple(block.param_names), shapes, diag.clamp_min(0), tuple(block.diagonal))
 
     @property
-    def num_params(self) -> int:
-        return self.diagonal.numel()
-
-    def precision(self, tau: Scalar, n_eff: Scalar, mode: PriorMode = PriorMode.eigen) -> Tensor:
-        return n_eff * self.diagonal + tau
-
-    def marginal_variance(self, prec: Tensor) -> dict[str, Tensor]:
-        return self.unpack(prec.reciprocal())
-
-    def sample_deviation(self, prec: Tensor, z: Tensor) -> dict[str, Tensor]:
-        return self.unpack(z * prec.rsqrt(), batch_dims=1)
-
-    def quadratic_form(self, prec: Tensor, grads: dict[str, Tensor], batch_dims: int) -> Tensor:
-        g = self.pack(grads, batch_dims)
-        return (g.square() / prec).sum(-1)
+    def spectrum(self) -> Tensor:
+        return self.diagonal
 
     def curvature_diagonal(self) -> Tensor:
         """The stored diagonal in float64 (unclamped), or the clamped one when built without it."""

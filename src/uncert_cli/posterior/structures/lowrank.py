@@ -1,4 +1,5 @@
-"""Low-rank plus diagonal blocks: ``lowrank`` (one joint block) and ``kfac-diag`` (one per Linear/Conv).
+"""Low-rank plus diagonal blocks: ``lowrank`` (one joint block), and the math ``kfac-diag`` (``kron_diag.py``,
+one block per Linear/Conv) inherits.
 
 Curvature ``V diag(λ) Vᵀ + diag(d)`` with ``V`` (P, K) orthonormal. The precision ``H = D + W Wᵀ``
 (``D = n_eff·d + τ``, ``W = V·sqrt(n_eff·λ)``) is never formed: with ``Ŵ = D^{-1/2} W`` and the ``K x K``
@@ -13,8 +14,7 @@ eigendecomposition ``ŴᵀŴ = E diag(μ) Eᵀ`` (``B = Ŵ E``):
 Only ``K x K`` matrices are decomposed. The marginal variances subtract two nearly equal numbers where
 the low-rank part dominates, so this state is kept in float64 whatever the model's dtype.
 
-``lowrank`` packs its parameters flat; ``kfac-diag`` (Lee et al. 2020: KFAC's top-L Kronecker
-eigenpairs as explicit vectors plus the corrected diagonal) packs ``W_aug`` flattened row-major.
+``lowrank`` packs its parameters flat; ``kfac-diag`` packs ``W_aug`` flattened row-major.
 """
 
 from __future__ import annotations
@@ -27,16 +27,7 @@ from torch import Tensor
 
 from uncert_cli.core.errors import UserError
 from uncert_cli.curvature.blocks import LowRankSizes
-from uncert_cli.posterior.structures.base import (
-    FlatPacked,
-    PriorMode,
-    Scalar,
-    Structure,
-    WAugPacked,
-    cast,
-    check_waug_shapes,
-    float64,
-)
+from uncert_cli.posterior.structures.base import FlatPacked, PriorMode, Scalar, Structure, cast, float64
 
 
 @dataclass
@@ -131,34 +122,3 @@ class LowRankStructure(LowRankSizes, FlatPacked):
         return replace(self, eigenvalues=float64(self.eigenvalues), eigenvectors=float64(self.eigenvectors),
                        diagonal=float64(self.diagonal))
 
-
-@dataclass(frozen=True)
-class KronDiagStructure(WAugPacked, LowRankStructure):
-    """``kfac-diag``: the kept Kronecker eigenpairs as explicit vectors (P = O·I', ``W_aug`` order)
-    plus the corrected diagonal; posterior math as :class:`LowRankStructure`.
-    """
-
-    tag = "kron-diag"
-
-    @classmethod
-    def from_block(cls, block: Any, shapes: tuple[torch.Size, ...], ref: Tensor) -> Structure:
-        out_dim, in_dim = check_waug_shapes(block.module, shapes)
-        if tuple(block.diagonal.shape) != (out_dim, in_dim):
-            raise UserError(f"diagonal of '{block.module}' is not ({out_dim}, {in_dim}); recompute it")
-        lam, vec = block.lowrank_part()
-        return cls(
-            block.module, tuple(block.param_names), shapes, cast(lam, ref).clamp_min(0), cast(vec, ref),
-            cast(block.diagonal, ref).reshape(-1).clamp_min(0),
-        )
-
-    @property
-    def num_params(self) -> int:
-        return self.diagonal.numel()
-
-    def noise_shape(self) -> tuple[int, ...]:
-        return (self.num_params,)
-
-    def pack(self, tensors: dict[str, Tensor], batch_dims: int = 0) -> Tensor:
-        """``(*batch, O·I')``: ``W_aug`` flattened row-major (the low-rank math works on vectors)."""
-        w = WAugPacked.pack(self, tensors, batch_dims)
-        return w.reshape(*w.shape[:batch_dims], -1)
