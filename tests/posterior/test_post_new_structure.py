@@ -27,8 +27,11 @@ from torch import Tensor
 from tests.reference.small_posterior import KWARGS, META
 from uncert_cli.checkpoint import weights_fingerprint
 from uncert_cli.curvature import compute_curvature
+from uncert_cli.core.vocabulary import PredictiveKind
 from uncert_cli.curvature.blocks import Curvature, CurvatureBlock
+from uncert_cli.curvature.methods import METHODS, CurvatureMethod
 from uncert_cli.models import MLP
+from uncert_cli.posterior.predictives import PREDICTIVES, Predictive
 from uncert_cli.posterior.structures import STRUCTURES
 from uncert_cli.posterior.structures.base import FlatPacked, PriorMode, Scalar, Structure, cast, float64
 from uncert_cli.storage.arrays import FLOAT_DTYPES, read_tensor, write_array
@@ -187,3 +190,22 @@ def test_the_codecs_value_rules_guard_the_toy_file(toy_file, tmp_path, run_cli):
     code, out, err = run_cli("report", damaged)
     assert code == 2 and out == ""
     assert "/blocks/0/scale has the negative value" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_second_class_declaring_a_taken_tag_fails_when_defined():
+    with pytest.raises(TypeError, match="two codecs declare 'diagonal'"):
+        type("AnotherDiagonalCodec", (Codec,), {"tag": "diagonal"})
+    with pytest.raises(TypeError, match="two posterior structures declare 'kronecker'"):
+        type("AnotherKronecker", (FlatPacked,), {"tag": "kronecker", "__module__": __name__})
+    assert type(CODECS["diagonal"]).__name__ == "DiagonalCodec"
+    assert STRUCTURES["kronecker"].__name__ == "KroneckerStructure"
+
+
+def test_a_method_outside_the_vocabulary_or_a_predictive_without_its_flags_fails_when_defined():
+    with pytest.raises(TypeError, match="'magic' is not a member of core.vocabulary.Method"):
+        type("MagicMethod", (CurvatureMethod,), {"name": "magic"})
+    assert "magic" not in METHODS
+    with pytest.raises(TypeError, match="does not declare sampled, attackable, regression, colour, line_style"):
+        class HalfDeclared(Predictive, kind=PredictiveKind.map, uses_laplace=False):
+            pass
+    assert type(PREDICTIVES[PredictiveKind.map]).__name__ == "MapPredictive"
