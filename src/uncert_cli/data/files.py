@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from uncert_cli.core.errors import UserError
+from uncert_cli.core.hdf5_contained import outside_reference
 from uncert_cli.core.input_files import check_input_file
 from uncert_cli.data.arrays import dataset_from_arrays
 from uncert_cli.data.dataset import ArrayDataset
@@ -117,12 +118,21 @@ def load_npz(spec: FileSpec, name: str, limit: int | None) -> ArrayDataset:
     return dataset_from_arrays(name, inputs, labels)
 
 
+def check_contained(h5: Any, path: Path) -> None:
+    """Refuse an HDF5 data file whose arrays live in other files (:mod:`uncert_cli.core.hdf5_contained`)."""
+    reason = outside_reference(h5)
+    if reason is not None:
+        raise UserError(f"{path} reaches outside itself: {reason}; uncert reads only what the file you name holds. "
+                        "Copy the arrays into the file (h5py: f['images'] = other['images'][()])")
+
+
 def load_hdf5(spec: FileSpec, name: str, limit: int | None) -> ArrayDataset:
     """HDF5 file with two datasets (default ``images`` and ``labels``; nested paths allowed)."""
     import h5py  # lazy: only HDF5 specs need it
 
     try:
         with h5py.File(spec.path, "r") as h5:
+            check_contained(h5, spec.path)
             available: list[str] = []
             h5.visititems(lambda path, item: available.append(path) if isinstance(item, h5py.Dataset) else None)
             wanted = spec.keys
@@ -251,6 +261,8 @@ def _load_token_file(
         import h5py
 
         with h5py.File(spec.path, "r") as h5:
+            check_contained(h5, spec.path)
+
             def read_h5(key: str, rows: int | None) -> np.ndarray:
                 check_declared_size(h5[key].shape, h5[key].dtype.itemsize, rows, f"{where}:{key}")
                 return h5[key][:rows] if rows is not None else h5[key][()]

@@ -25,11 +25,12 @@ rest of the file.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from uncert_cli.checkpoint import ModelMeta
 from uncert_cli.checkpoint.meta import HEADER_KEY
 from uncert_cli.core.atomic import FileIdentity, check_unchanged, in_memory_output, locked_update, write_bytes
 from uncert_cli.core.errors import UserError
+from uncert_cli.core.hdf5_contained import outside_reference
 from uncert_cli.core.input_files import check_input_file
 from uncert_cli.curvature.blocks import Curvature, CurvatureBlock
 from uncert_cli.storage.arrays import read_tensor, write_array
@@ -195,11 +197,24 @@ def check_factor_path(path: str | os.PathLike) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _open_contained(path: Path) -> Iterator[h5py.File]:
+    """The factor file opened for reading; refused, before anything in it is read, if it reaches into
+    other files (links, external or virtual datasets: :mod:`uncert_cli.core.hdf5_contained`).
+    """
+    with h5py.File(path, "r") as f:
+        reason = outside_reference(f)
+        if reason is not None:
+            raise UserError(f"'{path}' is damaged: {reason} (uncert never writes that: reading it would open "
+                            "files you did not name); refit it with 'uncert fit'")
+        yield f
+
+
 def read_factor_file(path: str | os.PathLike) -> FactorFile:
     """Read a factor file written by :func:`write_factor_file`; bad files raise :class:`UserError`."""
     path = check_factor_path(path)
     try:
-        with h5py.File(path, "r") as f:
+        with _open_contained(path) as f:
             check_attribute_types(f, path)  # before any attribute is read: see there
             if f.attrs.get("format") != FORMAT_NAME:
                 raise UserError(f"'{path}' is an HDF5 file but not an uncert factor file; pass one written by 'uncert fit'")
@@ -315,7 +330,7 @@ def read_architecture(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = check_factor_path(path)
     try:
-        with h5py.File(path, "r") as f:
+        with _open_contained(path) as f:
             model = f["model"]
             meta = ModelMeta.from_header({HEADER_KEY: str(model.attrs.get("meta", "{}"))})
             shapes = {name: tuple(ds.shape) for name, ds in model["state_dict"].items()}
@@ -333,7 +348,7 @@ def read_provenance(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = check_factor_path(path)
     try:
-        with h5py.File(path, "r") as f:
+        with _open_contained(path) as f:
             fit, prior, model = _attrs(f["fit"]), _attrs(f["prior"]), f["model"]
             n_data = json_attribute(prior.get("n_data"))
             return {
