@@ -151,7 +151,7 @@ def test_kfac_skips_padding_only_columns_exactly(monkeypatch: pytest.MonkeyPatch
     x = torch.randn(6, 3, 2, 1, dtype=torch.float64)
     batches = [(x[:4], targets("classification", 4, 3)), (x[4:], targets("classification", 2, 3))]
     skipped = compute_curvature(model, batches, method="kfac")
-    monkeypatch.setattr(KroneckerAccumulator, "_live_taps", lambda self, x: None)
+    monkeypatch.setattr(KroneckerAccumulator, "_geometry", lambda self, x: (None, False))
     full = compute_curvature(model, batches, method="kfac")
     for a, b in zip(skipped.blocks, full.blocks):
         assert isinstance(a, KroneckerBlock) and isinstance(b, KroneckerBlock)
@@ -178,3 +178,93 @@ def test_live_taps_are_found_from_the_geometry() -> None:
     full = conv_patch_rows(conv, x)
     torch.testing.assert_close(rows, full[..., tap_columns(conv, ((0,), (2, 5)))], rtol=0, atol=0)
     assert full[..., [0, 1, 3, 4, 6]].abs().sum() == 0
+
+
+class StrideOneNet(nn.Module):
+    """Stride-1 convs on maps large enough for the shifted-map input factor: "same" 3×3 with bias
+    called twice (the shared-module re-weighting), an unpadded rectangular one without bias, one
+    padded more than its kernel needs and differently per dimension, a Conv1d, and a strided conv
+    that keeps the patch path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.same = nn.Conv2d(2, 3, 3, padding=1)
+        self.rect = nn.Conv2d(3, 3, (3, 2), bias=False)
+        self.wide = nn.Conv2d(3, 2, (2, 3), padding=(2, 1))
+        self.strided = nn.Conv2d(2, 2, 3, stride=2, padding=1)
+        self.line = nn.Conv1d(2, 2, 3, padding=1)
+        self.head = nn.Linear(2 * 8, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.tanh(self.same(x)) * torch.tanh(self.same(0.5 * x))  # 10×11, two calls
+        h = torch.tanh(self.rect(h))  # -> 8×10
+        h = torch.tanh(self.wide(h))  # -> 11×10
+        h = torch.tanh(self.strided(h))  # -> 6×5
+        h = torch.tanh(self.line(h.flatten(2)))  # (B, 2, 30)
+        return self.head(h[:, :, ::4].flatten(1))
+
+
+def _explicit_input_factor(conv: nn.Conv1d | nn.Conv2d, inputs: list[list[Tensor]]) -> Tensor:
+    """``A = 1/N Σ_batches Σ_n (1/P) Σ_p a aᵀ`` with patches from ``F.unfold`` (calls as positions)."""
+    total, n = None, 0
+    for calls in inputs:
+        rows = []
+        for x in calls:
+            if isinstance(conv, nn.Conv1d):
+                size, pad, stride = (1, conv.kernel_size[0]), (0, conv.padding[0]), (1, conv.stride[0])
+                patches = F.unfold(x.unsqueeze(2), size, padding=pad, stride=stride)
+            else:
+                patches = F.unfold(x, conv.kernel_size, padding=conv.padding, stride=conv.stride)
+            rows.append(patches.transpose(1, 2))  # (B, P, I)
+        a = torch.cat(rows, 1)
+        if conv.bias is not None:
+            a = torch.cat([a, torch.ones(*a.shape[:2], 1, dtype=a.dtype)], 2)
+        part = torch.einsum("bpi,bpj->ij", a, a) / a.shape[1]
+        total = part if total is None else total + part
+        n += a.shape[0]
+    assert total is not None
+    return total / n
+
+
+def test_stride_one_input_factors_from_shifted_maps_are_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    from uncert_cli.curvature import kronecker
+    from uncert_cli.curvature.blocks import KroneckerBlock
+
+    torch.manual_seed(3)
+    model = StrideOneNet().double().eval()
+    x = torch.randn(7, 2, 10, 11, dtype=torch.float64)
+    batches = [(x[:4], targets("classification", 4, 3)), (x[4:], targets("classification", 3, 3))]
+    names = ("same", "rect", "wide", "line", "strided")
+    # The inputs of every call, batch by batch, for the explicit factors.
+    seen: dict[str, list[list[Tensor]]] = {name: [] for name in names}
+    handles = [
+        getattr(model, name).register_forward_hook(lambda m, a, o, name=name: seen[name][-1].append(a[0].detach()))
+        for name in names
+    ]
+    with torch.no_grad():
+        for xb, _ in batches:
+            for calls in seen.values():
+                calls.append([])
+            model(xb)
+    for h in handles:
+        h.remove()
+
+    used: list[tuple[int, ...]] = []
+    real = kronecker.add_shift_gram_
+
+    def recording(acc: Tensor, image: Tensor, *rest):  # type: ignore[no-untyped-def]
+        used.append(tuple(image.shape[1:]))
+        return real(acc, image, *rest)
+
+    monkeypatch.setattr(kronecker, "add_shift_gram_", recording)
+    shifted = {b.module: b for b in compute_curvature(model, batches, method="kfac").blocks if isinstance(b, KroneckerBlock)}
+    # The stride-1 convs took the shifted maps (the Conv1d as one row), the strided one its patches.
+    assert set(used) == {(2, 10, 11), (3, 10, 11), (3, 8, 10), (2, 1, 30)}
+    for name in names:
+        expected = _explicit_input_factor(getattr(model, name), seen[name])
+        torch.testing.assert_close(shifted[name].input_factor, expected, rtol=1e-10, atol=1e-12)
+    monkeypatch.setattr(kronecker.KroneckerAccumulator, "_geometry", lambda self, x: (None, False))
+    for block in compute_curvature(model, batches, method="kfac").blocks:
+        if isinstance(block, KroneckerBlock):
+            torch.testing.assert_close(shifted[block.module].input_factor, block.input_factor, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(shifted[block.module].output_factor, block.output_factor, rtol=1e-10, atol=1e-12)

@@ -30,6 +30,7 @@ from uncert_cli.curvature.blocks import KroneckerBlock
 from uncert_cli.curvature.gram import gram_lower_, mirror_lower_
 from uncert_cli.curvature.hooks import find_batch_dim
 from uncert_cli.curvature.huge_pages import factor_zeros
+from uncert_cli.curvature.shift_gram import add_shift_gram_, prefers_shift_gram, shift_gram_applies
 from uncert_cli.curvature.subset import Unit, conv_padding
 
 Taps = tuple[tuple[int, ...], ...]  # per spatial dimension, the kernel offsets kept
@@ -49,6 +50,11 @@ def live_taps(module: nn.Conv1d | nn.Conv2d, spatial: tuple[int, ...]) -> Taps |
         positions = (n + 2 * pad - dil * (k - 1) - 1) // s + 1
         taps.append(tuple(t for t in range(k) if any(pad <= p * s + t * dil < pad + n for p in range(positions))))
     return None if all(len(t) == k for t, k in zip(taps, module.kernel_size)) else tuple(taps)
+
+
+def _as_2d(sizes: tuple[int, ...], one_row: int) -> tuple[int, int]:
+    """A Conv1d's sizes as those of a Conv2d over a single row (``one_row`` for the row dimension)."""
+    return (sizes[0], sizes[1]) if len(sizes) == 2 else (one_row, sizes[0])
 
 
 def tap_columns(module: nn.Conv1d | nn.Conv2d, taps: Taps) -> Tensor:
@@ -173,7 +179,7 @@ class KroneckerAccumulator:
         self.gg_sum = factor_zeros(O, O, dtype, device)
         # Conv inputs on which some kernel taps only read padding: the Gram products of the other
         # columns, by live taps, folded into ``a_full`` (both triangles) by :meth:`sums`.
-        self._taps: dict[tuple[int, ...], Taps | None] = {}  # by spatial input shape
+        self._plans: dict[tuple[int, ...], tuple[Taps | None, bool]] = {}  # by spatial input shape
         self._partial: dict[Taps, tuple[Tensor, Tensor]] = {}  # live taps -> (columns, lower-triangle sum)
         # 1 once ``a_full`` holds a lower triangle only (a Gram product over all columns): then it
         # must be mirrored. A tensor so that ``reduce`` sums it with the factors across processes.
@@ -190,44 +196,62 @@ class KroneckerAccumulator:
         self._reset_batch()
         self.batch_size = batch_size
 
-    def _live_taps(self, x: Tensor) -> Taps | None:
-        """:func:`live_taps` for this conv's input ``x`` (batched or not), cached by its size."""
+    def _geometry(self, x: Tensor) -> tuple[Taps | None, bool]:
+        """For this conv's input ``x`` (batched or not), cached by its size: the live taps
+        (:func:`live_taps`) and whether ``A`` is cheaper from shifted maps (:mod:`.shift_gram`).
+        """
         module = cast(nn.Conv1d | nn.Conv2d, self.unit.module)
         key = tuple(x.shape[-(module.weight.dim() - 2) :])
-        if key not in self._taps:
-            self._taps[key] = live_taps(module, key)
-        return self._taps[key]
+        if key not in self._plans:
+            taps = live_taps(module, key)
+            padding = conv_padding(module)
+            assert padding is not None
+            shift = (
+                taps is None
+                and shift_gram_applies(module.stride, module.dilation)
+                and prefers_shift_gram(module.in_channels, _as_2d(key, 1), _as_2d(module.kernel_size, 1), _as_2d(padding, 0))
+            )
+            self._plans[key] = (taps, shift)
+        return self._plans[key]
 
-    def _add_input(self, x: Tensor, alpha: float) -> int:
-        """``A += alpha·Σ a aᵀ`` (and the bias row ``alpha·Σ a``) over one call's input rows;
-        returns the number of rows (examples × positions).
-        """
+    def _add_input(self, x: Tensor, alpha: float) -> None:
+        """``A += alpha·Σ a aᵀ`` and the bias row ``+= alpha·Σ a`` over one call's input rows."""
         module = self.unit.module
         if isinstance(module, nn.Linear):
-            rows, columns = x.reshape(-1, x.shape[-1]), None
-            acc = self.aa_sum
-        else:
-            conv = cast(nn.Conv1d | nn.Conv2d, module)
-            taps = self._live_taps(x)
-            patches = conv_patch_rows(conv, x, taps)  # (B, P, I'), contiguous
-            rows = patches.reshape(-1, patches.shape[2])
-            if taps is None:
-                columns, acc = None, self.aa_sum
-            else:  # only the columns that can be non-zero; the rest of A stays zero
-                if taps not in self._partial:
-                    cols = tap_columns(conv, taps).to(x.device)
-                    self._partial[taps] = (cols, torch.zeros(len(cols), len(cols), dtype=x.dtype, device=x.device))
-                columns, acc = self._partial[taps]
-        gram_lower_(acc, rows, alpha)
-        if columns is None:
+            self._add_rows(x.reshape(-1, x.shape[-1]), alpha)
+            return
+        conv = cast(nn.Conv1d | nn.Conv2d, module)
+        taps, shift = self._geometry(x)
+        if shift:  # stride 1 on a large map: no patches at all
+            padding = conv_padding(conv)
+            assert padding is not None
+            batched = x if x.dim() == conv.weight.dim() else x.unsqueeze(0)
+            image = batched if batched.dim() == 4 else batched.unsqueeze(2)  # Conv1d: one row
+            sums = add_shift_gram_(self.aa_sum, image, _as_2d(conv.kernel_size, 1), _as_2d(padding, 0), alpha)
             self.lower_only.fill_(1)
+            if self.has_bias:
+                self.a_full[-1, :-1].add_(sums, alpha=alpha)
+            return
+        patches = conv_patch_rows(conv, x, taps)  # (B, P, I'), contiguous
+        rows = patches.reshape(-1, patches.shape[2])
+        if taps is None:
+            self._add_rows(rows, alpha)
+            return
+        # Only the columns that can be non-zero; the rest of A stays zero.
+        if taps not in self._partial:
+            cols = tap_columns(conv, taps).to(x.device)
+            self._partial[taps] = (cols, torch.zeros(len(cols), len(cols), dtype=x.dtype, device=x.device))
+        columns, part = self._partial[taps]
+        gram_lower_(part, rows, alpha)
         if self.has_bias:
-            bias_row = self.a_full[-1, :-1]
-            if columns is None:
-                bias_row.add_(rows.sum(0), alpha=alpha)
-            else:
-                bias_row.index_add_(0, columns, rows.sum(0), alpha=alpha)
-        return rows.shape[0]
+            self.a_full[-1, :-1].index_add_(0, columns, rows.sum(0), alpha=alpha)
+
+    def _add_rows(self, rows: Tensor, alpha: float) -> None:
+        """The Gram product over all columns (lower triangle) and the bias row."""
+        gram_lower_(self.aa_sum, rows, alpha)
+        self.lower_only.fill_(1)
+        if self.has_bias:
+            self.a_full[-1, :-1].add_(rows.sum(0), alpha=alpha)
 
     def on_forward(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Fold one call's inputs into ``A`` straight away (no per-batch scratch matrix).
