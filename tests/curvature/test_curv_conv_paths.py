@@ -193,14 +193,14 @@ class StrideOneNet(nn.Module):
         self.wide = nn.Conv2d(3, 2, (2, 3), padding=(2, 1))
         self.strided = nn.Conv2d(2, 2, 3, stride=2, padding=1)
         self.line = nn.Conv1d(2, 2, 3, padding=1)
-        self.head = nn.Linear(2 * 8, 3)
+        self.head = nn.Linear(2 * 11, 3)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = torch.tanh(self.same(x)) * torch.tanh(self.same(0.5 * x))  # 10×11, two calls
-        h = torch.tanh(self.rect(h))  # -> 8×10
-        h = torch.tanh(self.wide(h))  # -> 11×10
-        h = torch.tanh(self.strided(h))  # -> 6×5
-        h = torch.tanh(self.line(h.flatten(2)))  # (B, 2, 30)
+        h = torch.tanh(self.same(x)) * torch.tanh(self.same(0.5 * x))  # 12×13, two calls
+        h = torch.tanh(self.rect(h))  # -> 10×12
+        h = torch.tanh(self.wide(h))  # -> 13×12
+        h = torch.tanh(self.strided(h))  # -> 7×6
+        h = torch.tanh(self.line(h.flatten(2)))  # (B, 2, 42)
         return self.head(h[:, :, ::4].flatten(1))
 
 
@@ -232,7 +232,7 @@ def test_stride_one_input_factors_from_shifted_maps_are_exact(monkeypatch: pytes
 
     torch.manual_seed(3)
     model = StrideOneNet().double().eval()
-    x = torch.randn(7, 2, 10, 11, dtype=torch.float64)
+    x = torch.randn(7, 2, 12, 13, dtype=torch.float64)
     batches = [(x[:4], targets("classification", 4, 3)), (x[4:], targets("classification", 3, 3))]
     names = ("same", "rect", "wide", "line", "strided")
     # The inputs of every call, batch by batch, for the explicit factors.
@@ -259,7 +259,7 @@ def test_stride_one_input_factors_from_shifted_maps_are_exact(monkeypatch: pytes
     monkeypatch.setattr(kronecker, "add_shift_gram_", recording)
     shifted = {b.module: b for b in compute_curvature(model, batches, method="kfac").blocks if isinstance(b, KroneckerBlock)}
     # The stride-1 convs took the shifted maps (the Conv1d as one row), the strided one its patches.
-    assert set(used) == {(2, 10, 11), (3, 10, 11), (3, 8, 10), (2, 1, 30)}
+    assert set(used) == {(2, 12, 13), (3, 12, 13), (3, 10, 12), (2, 1, 42)}
     for name in names:
         expected = _explicit_input_factor(getattr(model, name), seen[name])
         torch.testing.assert_close(shifted[name].input_factor, expected, rtol=1e-10, atol=1e-12)
