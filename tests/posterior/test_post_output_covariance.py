@@ -49,6 +49,40 @@ def test_conv_and_strided_conv(mode):
     _check(model, x, curv, {"0": 0.7, "2": 1.1, "4": 2.0}, mode)
 
 
+@pytest.mark.parametrize("pairs", [True, False], ids=["position-pair-kernel", "rotated-jacobian"])
+@pytest.mark.parametrize("mode", ["eigen", "factor"])
+def test_both_conv_paths_are_exact(pairs, mode, monkeypatch):
+    """Multi-position units take the position-pair kernel or the rotated Jacobian by cost; each is exact
+    (padded, strided and dilated convolutions, a whole grid of settings and chunks of examples)."""
+    from uncert_cli.posterior import output_covariance as oc
+
+    monkeypatch.setattr(oc, "_prefer_position_pairs", lambda *sizes: pairs)
+    monkeypatch.setattr(oc, "CHUNK_ELEMENTS", 1500)  # a few examples per chunk on either path
+    torch.manual_seed(5)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.Conv2d(3, 4, 3, stride=2, dilation=2, padding=2), nn.Tanh(),
+        nn.Flatten(), nn.Linear(4 * 3 * 3, 3),
+    ).to(DT)
+    x = torch.randn(7, 2, 6, 6, dtype=DT)
+    curv = random_kfac_curvature(model, ["0", "2", "5"], "classification", n_data=30)
+    post = _check(model, x, curv, {"0": 0.6, "2": 1.3, "5": 2.1}, mode)
+    variants = _grid_variants(post)
+    _, covs = post.output_covariances(x, variants)
+    for variant, cov in zip(variants, covs):
+        explicit = _explicit_cov(model, x, curv, variant.n_data, variant.prior_precision, variant.prior_mode)
+        torch.testing.assert_close(cov, explicit, rtol=1e-10, atol=1e-12)
+
+
+def test_position_pairs_are_chosen_where_they_are_cheaper():
+    from uncert_cli.posterior.output_covariance import _prefer_position_pairs
+
+    # resnet18 on 3×32×32, C = 10: layer3 (P = 4) and layer2 (P = 16) by pairs, layer1 (P = 64) and the stem by rows
+    assert _prefer_position_pairs(10, 4, 256, 2305, 1) and _prefer_position_pairs(10, 16, 128, 1153, 1)
+    assert not _prefer_position_pairs(10, 64, 64, 577, 1) and not _prefer_position_pairs(10, 256, 64, 148, 1)
+    # a grid of settings reuses the rotated Jacobian, so the rows win sooner
+    assert _prefer_position_pairs(10, 25, 128, 1153, 1) and not _prefer_position_pairs(10, 25, 128, 1153, 40)
+
+
 class _SharedSequence(nn.Module):
     """A Linear on (B, T, I) sequences, another one called twice (shared weights), mean pooling."""
 
