@@ -107,13 +107,13 @@ def _unit_covariances(spec: Structure, precs: Sequence[Tensor], a_hat: Tensor, g
         for s in range(0, B, step):
             for parts, S in zip(out, scales):
                 parts.append(_position_pair_covariance(a_hat[s : s + step], g_hat[:, s : s + step], S))
-        return [torch.cat(parts) for parts in out]
+        return [_joined(parts, dim=0) for parts in out]
     step = max(1, CHUNK_ELEMENTS // max(1, C * O * I_aug))
     for s in range(0, B, step):
         J = torch.einsum("cbpo,bpi->bcoi", g_hat[:, s : s + step], a_hat[s : s + step])  # formed once per chunk
         for parts, S in zip(out, scales):
             parts.append(_weighted_gram(J.flatten(2), S.reshape(-1)))
-    return [torch.cat(parts) for parts in out]
+    return [_joined(parts, dim=0) for parts in out]
 
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -230,6 +230,11 @@ def _grouped_conv_covariances(
     return out
 
 
+def _joined(parts: list[Tensor], dim: int) -> Tensor:
+    """The calls' rows side by side; one call's as they are (a copy of resnet18's stem patches is 75 MB per 500 images)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
+
+
 def output_covariance(
     model: nn.Module,
     units: Sequence[Unit],
@@ -333,8 +338,8 @@ def batch_output_covariances(
                 rows_of_calls = [p for p in found if p is not None]
                 if not rows_of_calls or len(rows_of_calls) != len(found):
                     return None
-                a = torch.cat([p[0] for p in rows_of_calls], dim=1).to(dtype)
-                g = torch.cat([p[1] for p in rows_of_calls], dim=2).to(dtype)
+                a = _joined([p[0] for p in rows_of_calls], dim=1).to(dtype)
+                g = _joined([p[1] for p in rows_of_calls], dim=2).to(dtype)
                 a_hat, g_hat = _rotated_rows(unit, spec, precs_grid[0][index], a, g)
                 for cov, part in zip(covs, _unit_covariances(spec, grid, a_hat, g_hat)):
                     cov += part.to(cov.dtype)
