@@ -77,8 +77,9 @@ def _prefer_position_pairs(C: int, P: int, O: int, I_aug: int, settings: int) ->
 
 
 def _position_pair_covariance(a_hat: Tensor, g_hat: Tensor, S: Tensor) -> Tensor:
-    """``(J Σ Jᵀ)_{b,c,d}`` ``(B, C, C)`` of one unit without forming ``Ĵ``, for rows ``â`` ``(B, P, I')``,
-    ``ĝ`` ``(C, B, P, O)`` and variances ``S`` ``(O, I')``:
+    """One unit's ``J Σ Jᵀ`` ``(B, C, C)`` from position pairs, without forming the rotated Jacobian.
+
+    For rows ``â`` ``(B, P, I')``, ``ĝ`` ``(C, B, P, O)`` and variances ``S`` ``(O, I')``:
 
         Σ_{o,i} S_{o,i} Ĵ_{c,o,i} Ĵ_{d,o,i} = Σ_{p,q,o} ĝ_{c,p,o} ĝ_{d,q,o} K_{p,q,o},
         K_{p,q,o} = Σ_i â_{p,i} â_{q,i} S_{o,i}   (one (B·P², I') × (I', O) matrix product).
