@@ -132,6 +132,23 @@ def test_fit_of_several_checkpoints_needs_a_folder(members, run_cli, tmp_path, o
     assert r.code == 2 and needle in r.err and len(r.err.strip().splitlines()) == 1
 
 
+def test_members_evaluated_on_other_examples_are_refused(members, run_cli, tmp_path) -> None:
+    """Same set, same count, other examples: a member tuned by `uncert tune` is not tuned again, so it is
+    evaluated from the first test example, while the other holds the first ones out to tune on."""
+    tuned = tmp_path / "seed1_tuned.h5"
+    tuned.write_bytes(members["b"].read_bytes())
+    r = run_cli("tune", tuned, "--objective", "marglik", "--quiet")
+    assert r.code == 0, r.err
+    same = ("--limit", "16", "--val-from", "test", "--val-size", "20", "--predictive", "map,probit", "--json")
+    r = run_cli("ood", members["a"], tuned, "--against", members["noise"], *same)
+    assert r.code == 2 and r.out == ""
+    (line,) = r.err.strip().splitlines()
+    assert line.startswith(f"uncert: error: '{tuned}' evaluates on other examples of digits than '{members['a']}'")
+    assert "give both --tune or both --no-tune" in line
+    r = run_cli("ood", members["a"], tuned, "--against", members["noise"], *same, "--no-tune")
+    assert r.code == 0, r.err
+
+
 def test_the_same_file_twice_is_refused(members, run_cli) -> None:
     r = run_cli("ood", members["a"], members["a"], "--limit", "16")
     assert r.code == 2 and "given twice" in r.err

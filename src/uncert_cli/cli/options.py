@@ -11,6 +11,7 @@ import typer
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.vocabulary import HeldOutObjective
 from uncert_cli.data import ImageConversion, parse_size
+from uncert_cli.data.file_splits import split_was_given
 
 
 class DeviceChoice(str, Enum):
@@ -56,11 +57,13 @@ Split = Annotated[
 
 def split_choice(split: SplitChoice | None, default: str) -> tuple[str, str | None]:
     """``(split to load, who asked for it)``: ``None`` as the second item when ``--split`` was not
-    given, so that a data file without splits is used whole rather than refused.
+    given, so that a data file without splits is used whole rather than refused. The second item names
+    the parameter (``{param}``); the CLI shows it as ``--split`` when it renders the refusal.
     """
     if split is None:
         return default, None
-    return split.value, f"--split {split.value} was given"
+    return split.value, split_was_given(split.value)
+
 Limit = Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N examples.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Examples per batch.")]
 DataRoot = Annotated[

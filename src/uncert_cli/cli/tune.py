@@ -15,6 +15,7 @@ from uncert_cli.cli.option_groups import Conversion, FactorModel, Output, with_g
 from uncert_cli.core.device import resolve_device
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.vocabulary import Objective, PriorStructure, TunePredictive
+from uncert_cli.data.file_splits import split_was_given
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
 from uncert_cli.render.console import log, print_json, progress_bar, stdout
 from uncert_cli.workflows.inputs import load_model_data
@@ -108,7 +109,7 @@ def _held_out(stored, objective: Objective, data, split, limit, val_from, val_si
     spec = data or stored.fit.get("dataset") or meta.dataset
     if split is not None:
         val = load_model_data(meta, spec, split=split.value, limit=limit, root=data_root, conversion=conversion,
-                              split_required_by=f"--split {split.value} was given")
+                              split_required_by=split_was_given(split.value))
         return val, ValidationChoice(split.value, f"{split.value}[0:{len(val)}]", len(val))
     explicit = data is not None or val_from is not None
     if objective is Objective.marglik and not (explicit or has_val_split(spec)):

@@ -78,11 +78,19 @@ def file_splits(spec: FileSpec) -> dict[str, FileSpec]:
     return _array_splits(spec, names) if names is not None else {}
 
 
+def split_was_given(split: str) -> str:
+    """The ``split_required_by`` of a caller that asked for ``split`` itself: ``"{param} test was given"``,
+    which the refusal (raised with ``param="split"``) shows as ``split test was given`` to a Python caller
+    and as ``--split test was given`` on the command line.
+    """
+    return f"{{param}} {split} was given"
+
+
 def resolve_file_split(spec: FileSpec, split: str, required_by: str | None) -> tuple[FileSpec, str | None]:
     """``(spec of the examples to load, split they are or None for the whole file)``.
 
-    ``required_by`` says who asked for ``split`` (``"--split test was given"``); ``None`` when the split is
-    only the command's default, which a file without splits satisfies with all of its examples.
+    ``required_by`` says who asked for ``split`` (:func:`split_was_given`, or why a command needs it); ``None``
+    when the split is only the command's default, which a file without splits satisfies with all of its examples.
     """
     splits = file_splits(spec)
     if splits:

@@ -73,7 +73,8 @@ def load_dataset(
         limit: keep only the first ``limit`` examples (deterministic).
         download: allow fetching a missing built-in with torchvision (MD5-checked). Never otherwise.
         seed: seeds the embedded sets' split / draw (non-negative).
-        split_required_by: who asked for ``split`` (e.g. ``"--split test"``): a file without splits is
+        split_required_by: who asked for ``split`` (``data.file_splits.split_was_given(split)`` when the caller
+            asked for it; ``{param}`` in it names the parameter ``split``): a file without splits is
             then an error; ``None`` (the split is a command's default): such a file is used whole.
         tokenizer: the Hugging Face model folder whose tokenizer reads a saved dataset's text column.
         labels_optional: a file spec may hold inputs alone (``x``/``images``/``inputs`` or a single array);

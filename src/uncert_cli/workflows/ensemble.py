@@ -98,13 +98,11 @@ def prepare_members(
     announce: Callable[[str], None], warn: Callable[[str], None], progress: Progress, **extra,
 ) -> list[PreparedAnalysis]:
     """Each member prepared as a single file is, all with the first member's predictives and data; ``extra``
-    (``prepare_analysis``'s callbacks) applies to the first member.
+    (``prepare_analysis``'s callbacks) applies to the first member. Files of other architectures or given
+    twice, and members evaluated on other examples (:func:`check_same_evaluation`), are refused.
 
     Returns:
         The prepared members, in the order of ``paths``.
-
-    Raises:
-        UserError: files of other architectures or given twice, members evaluated on different data.
     """
     check_one_architecture(paths)
     members: list[PreparedAnalysis] = []
@@ -113,13 +111,29 @@ def prepare_members(
         prepared = prepare_analysis(path, kinds, settings, allowed=allowed, announce=announce, warn=warn,
                                     progress=progress, **(extra if i == 0 else {}))
         kinds = prepared.kinds  # the first member's defaults for everyone (a structure may change the default)
-        first = members[0].evaluation if members else prepared.evaluation
-        if prepared.evaluation.name != first.name or len(prepared.evaluation) != len(first):
-            raise UserError(f"'{path}' evaluates on {prepared.evaluation.name} ({len(prepared.evaluation)} examples), "
-                            f"'{paths[0]}' on {first.name} ({len(first)}); give {{data}} so that every member sees the same data",
-                            mentions=("data",))
+        if members:
+            check_same_evaluation(prepared.evaluation, members[0].evaluation, path, paths[0])
         members.append(prepared)
     return members
+
+
+def check_same_evaluation(data: ArrayDataset, first: ArrayDataset, path: str | Path, first_path: str | Path) -> None:
+    """Refuse a member evaluated on other examples than the first member: another set, another count, or
+    the same count of other examples (their labels differ: e.g. one member held out the first test examples to
+    tune on and the other, tuned before, did not). The ensemble averages the members example by example.
+
+    Raises:
+        UserError: naming both files.
+    """
+    if data.name != first.name or len(data) != len(first):
+        raise UserError(f"'{path}' evaluates on {data.name} ({len(data)} examples), "
+                        f"'{first_path}' on {first.name} ({len(first)}); give {{data}} so that every member sees the same data",
+                        mentions=("data",))
+    if not torch.equal(data.targets, first.targets):
+        raise UserError(f"'{path}' evaluates on other examples of {data.name} than '{first_path}' (the {len(data)} labels "
+                        "differ, e.g. because only one of them was tuned by `uncert tune`); give both {tune} or both "
+                        "{no_tune}, and the same {data}, so that every member sees the same examples",
+                        mentions=("tune", "no_tune", "data"))
 
 
 def ood_of_members(
