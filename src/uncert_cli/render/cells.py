@@ -1,4 +1,4 @@
-"""Pieces the rich renderers share: a number cell, a plain column table, the MAP-accuracy clause."""
+"""Pieces the rich renderers share: a number cell, a layer's label, a plain column table, the MAP-accuracy clause."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ def number_cell(x: float | None, spec: str = ".3g") -> str:
     if isinstance(x, float) and math.isinf(x):
         return "∞"
     return format(x, spec)
+
+
+def layer_cell(name: str) -> str:
+    """A layer's name as tables print it: the network's own top-level parameters (module name "") as <root>."""
+    return name or "<root>"
 
 
 def column_table(title: str, columns: Sequence[str], right: Collection[str] = ("params",)) -> Table:

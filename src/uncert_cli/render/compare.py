@@ -16,7 +16,7 @@ from rich.table import Table
 from uncert_cli.analysis.compare import PosteriorComparison
 from uncert_cli.core.atomic import in_memory_output
 from uncert_cli.render import palette
-from uncert_cli.render.cells import number_cell
+from uncert_cli.render.cells import layer_cell, number_cell
 from uncert_cli.render.console import stdout
 from uncert_cli.render.layer_groups import top_layers
 
@@ -84,7 +84,7 @@ def print_compare(doc: dict[str, Any]) -> None:
             cells += (["–"] * 3 if f is None else
                       [number_cell(f["variance_share"], ".1%"), number_cell(f["posterior_std_mean"]),
                        number_cell(f["variance_ratio"], ".3f")])
-        per_file.add_row(layer["name"], f"{layer['params']:,}", *cells)
+        per_file.add_row(layer_cell(layer["name"]), f"{layer['params']:,}", *cells)
     stdout.print(per_file)
     for j, other in enumerate(names[1:]):
         pair = Table(title=f"{names[0]} against {other}: rank correlation of σ, shared pruning candidates "
@@ -94,9 +94,9 @@ def print_compare(doc: dict[str, Any]) -> None:
         for layer in doc["layers"]:
             p = layer["versus_first"][j]
             if p is None:
-                pair.add_row(layer["name"], "–", "–", "–", "–")
+                pair.add_row(layer_cell(layer["name"]), "–", "–", "–", "–")
                 continue
-            pair.add_row(layer["name"], number_cell(p["std_spearman"], ".3f"), number_cell(p["top_overlap"], ".1%"),
+            pair.add_row(layer_cell(layer["name"]), number_cell(p["std_spearman"], ".3f"), number_cell(p["top_overlap"], ".1%"),
                          number_cell(p["kl"], ".4g"), number_cell(p["kl_per_weight"], ".3g"))
         stdout.print(pair)
     for png in doc["pngs"]:

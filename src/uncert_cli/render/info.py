@@ -9,7 +9,7 @@ from typing import Any, cast
 from uncert_cli.checkpoint import LayerInfo, LoadedModel
 from uncert_cli.checkpoint.shapes import input_hint, output_hint
 from uncert_cli.data import ImageConversion
-from uncert_cli.render.cells import column_table
+from uncert_cli.render.cells import column_table, layer_cell
 from uncert_cli.render.console import stdout
 
 
@@ -52,7 +52,7 @@ def print_model_summary(summary: dict[str, Any]) -> None:
             structure += f" (tied: {layer['tied_block']})"
         if layer.get("frozen_params"):
             structure = "none: frozen" if layer["frozen_params"] == layer["params"] else structure + ", part frozen"
-        table.add_row(layer["name"] or "<root>", layer["type"], f"{layer['params']:,}", structure)
+        table.add_row(layer_cell(layer["name"]), layer["type"], f"{layer['params']:,}", structure)
     stdout.print(table)
     shape = "×".join(map(str, summary["input_shape"])) if summary["input_shape"] else summary.get("input_hint") or "unknown"
     outputs = summary["num_outputs"] or summary.get("num_outputs_from_layers")

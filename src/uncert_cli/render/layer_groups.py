@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from uncert_cli.render.cells import layer_cell
+
 
 @dataclass(frozen=True)
 class LayerGroup:
@@ -93,7 +95,7 @@ def block_rows(names: Sequence[str]) -> list[tuple[str | None, str]]:
     for i, (name, b) in enumerate(zip(names, blocks)):
         grouped = b is not None and ((i > 0 and keys[i - 1] == b[0]) or (i + 1 < len(names) and keys[i + 1] == b[0]))
         if not grouped:
-            rows.append((None, name))
+            rows.append((None, layer_cell(name)))
             continue
         assert b is not None
         rows.append((b[0] if i == 0 or keys[i - 1] != b[0] else None, "  " + b[1]))

@@ -9,7 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from uncert_cli.analysis.pruning import BASELINE, Comparison, PruneEvaluation, PruneSelection
-from uncert_cli.render.cells import number_cell
+from uncert_cli.render.cells import layer_cell, number_cell
 from uncert_cli.render.console import stdout
 
 _SCORE_TEXT = {
@@ -77,7 +77,7 @@ def print_selection(sel: dict[str, Any]) -> None:
     for name in ("layer", "param", "candidates", "pruned", "share"):
         counts.add_column(name, justify="left" if name in ("layer", "param") else "right")
     for c in sel["counts"]:
-        counts.add_row(c["layer"], c["param"], f"{c['candidates']:,}", f"{c['pruned']:,}", f"{c['fraction']:.1%}")
+        counts.add_row(layer_cell(c["layer"]), c["param"], f"{c['candidates']:,}", f"{c['pruned']:,}", f"{c['fraction']:.1%}")
     counts.add_row("total", "", f"{sel['total_candidates']:,}", f"{sel['pruned']:,}",
                    f"{sel['pruned'] / max(1, sel['total_candidates']):.1%}", style="bold")
     stdout.print(counts)

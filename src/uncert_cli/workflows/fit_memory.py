@@ -117,7 +117,8 @@ def probe_forward(model: nn.Module, units: list[Unit], example: Tensor) -> Forwa
         nonlocal outputs
         if isinstance(out, Tensor):
             outputs += out.numel()
-            rows = units[index[id(module)]].params[0].shape[0] if out.dim() > 0 else 1
+            first = units[index[id(module)]].params[0]  # a 0-d parameter (a learned temperature) has no rows
+            rows = first.shape[0] if out.dim() > 0 and first.dim() > 0 else 1
             positions[index[id(module)]] += max(1, out.numel() // max(1, rows))
 
     def count_gates(record: DirectionRecord) -> None:

@@ -198,7 +198,8 @@ class FlatPacked(Structure, ABC):
         start = 0
         for name, shape in zip(self.param_names, self.param_shapes):
             n = shape.numel()
-            out[name] = flat[..., start : start + n].reshape(*batch, *shape)
+            # one tuple, not unpacked arguments: a 0-d parameter's shape adds none
+            out[name] = flat[..., start : start + n].reshape((*batch, *shape))
             start += n
         return out
 
