@@ -217,6 +217,29 @@ def test_chunks_over_examples_give_the_same_covariance(model, data, monkeypatch)
     torch.testing.assert_close(chunked[1], whole[1], rtol=1e-12, atol=1e-14)
 
 
+def test_backward_chunks_are_bounded_by_the_vectors_at_the_unit_outputs(monkeypatch):
+    """C vectors per example reach every unit output: the examples per backward shrink with the unit outputs
+    (resnet18 at 224×224 would otherwise hold 50 GB for 500 examples), and the chunks give the same J Σ Jᵀ."""
+    from uncert_cli.posterior import output_covariance as oc
+
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 5 * 5, 4)).to(DT)
+    x = torch.randn(9, 2, 5, 5, dtype=DT)
+    curv = random_kfac_curvature(model, ["0", "3"], "classification", n_data=30)
+    units = oc.supported(model, LaplacePosterior(curv, model, prior_precision=1.0)._specs)
+    sizes = oc.output_sizes(model, units, x)
+    assert sizes == oc.OutputSizes(outputs=4, unit_outputs=3 * 5 * 5 + 4)
+    whole = LaplacePosterior(curv, model, prior_precision=1.0).output_covariance(x)
+    monkeypatch.setattr(oc, "VECTOR_ELEMENTS", 4 * 79 * 2)  # two examples per backward
+    assert sizes.examples_per_backward() == 2
+    chunked = LaplacePosterior(curv, model, prior_precision=1.0).output_covariance(x)
+    torch.testing.assert_close(chunked[0], whole[0])
+    torch.testing.assert_close(chunked[1], whole[1], rtol=1e-12, atol=1e-14)
+    monkeypatch.undo()
+    assert oc.OutputSizes(10, 2_500_000).examples_per_backward() == (1 << 27) // 25_000_000
+    assert oc.OutputSizes(1000, 10).examples_per_backward() == (1 << 16) // 1000
+
+
 def test_sequence_first_layers_take_the_factored_path_when_t_differs_from_b():
     torch.manual_seed(8)
     model = _SequenceFirst().to(DT)

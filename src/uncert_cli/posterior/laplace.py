@@ -246,10 +246,10 @@ class LaplacePosterior:
         units = self._fast_units["units"]
         grid = [v._prec for v in variants]
         with eval_mode(self.model):
-            if "n_out" not in self._fast_units:
-                self._fast_units["n_out"] = _marginals.output_dim(self.model, x)
+            if "sizes" not in self._fast_units:
+                self._fast_units["sizes"] = _outcov.output_sizes(self.model, units, x)  # type: ignore[arg-type]
             result = _outcov.output_covariances(
-                self.model, units, self._specs, grid, x, self._fast_units["n_out"]  # type: ignore[arg-type]
+                self.model, units, self._specs, grid, x, self._fast_units["sizes"]  # type: ignore[arg-type]
             )
             if result is None:  # a layer input without a batch dimension: not for this model
                 self._fast_units["units"] = None
@@ -258,7 +258,9 @@ class LaplacePosterior:
                 # The factored path takes the first input dimension of batch size as the example index. A layer that
                 # sees (sequence, batch, ...) with sequence length == batch size would pass its shape
                 # check; one example alone cannot, so the first batch is checked against its first row.
-                single = _outcov.output_covariance(self.model, units, self._specs, grid[0], x[:1])  # type: ignore[arg-type]
+                single = _outcov.output_covariance(
+                    self.model, units, self._specs, grid[0], x[:1], self._fast_units["sizes"]  # type: ignore[arg-type]
+                )
                 self._fast_units["checked"] = True
                 # Loose enough for GPU kernels that differ with the batch size (TF32 convolutions),
                 # tight enough for a layout error (~10% on the tests' sequence-first model).

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
@@ -39,6 +40,10 @@ CHUNK_ELEMENTS = 1 << 24
 # Bound on examples × outputs backpropagated at once: the backward carries C vectors per example through
 # every unit output, so a 1000-class model takes 65 examples at a time (10 classes: 6,553).
 OUTPUT_ROWS = 1 << 16
+# Bound on the numbers those vectors hold at the unit outputs (C per example and unit output element):
+# resnet18 at 3×224×224 has ~2.5M unit outputs per example, so 500 examples of 10 classes would hold 50 GB;
+# 2²⁷ float32 numbers are 512 MiB (50 examples at a time there, 128 at 3×32×32).
+VECTOR_ELEMENTS = 1 << 27
 
 
 def _rotated_rows(unit: Unit, spec: Structure, prec: Tensor, a: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
@@ -236,16 +241,48 @@ def _joined(parts: list[Tensor], dim: int) -> Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
 
 
+@dataclass(frozen=True)
+class OutputSizes:
+    """Per example: the network's outputs ``C`` and the elements of every unit's outputs (all calls)."""
+
+    outputs: int
+    unit_outputs: int
+
+    def examples_per_backward(self) -> int:
+        """Examples whose ``C`` vectors are propagated together (:data:`OUTPUT_ROWS`, :data:`VECTOR_ELEMENTS`)."""
+        C = max(1, self.outputs)
+        return max(1, min(OUTPUT_ROWS // C, VECTOR_ELEMENTS // (C * max(1, self.unit_outputs))))
+
+
+def output_sizes(model: nn.Module, units: Sequence[Unit], x: Tensor) -> OutputSizes:
+    """:class:`OutputSizes` from one forward of the first example of ``x`` ``(B, ...)`` (no graph kept)."""
+    unit_outputs = 0
+
+    def count(module: nn.Module, args: object, out: object) -> None:
+        nonlocal unit_outputs
+        if isinstance(out, Tensor):
+            unit_outputs += out.numel()
+
+    handles = [u.module.register_forward_hook(count) for u in units]
+    try:
+        with torch.no_grad():
+            outputs = model(x[:1]).reshape(1, -1).shape[1]
+    finally:
+        for handle in handles:
+            handle.remove()
+    return OutputSizes(outputs, unit_outputs)
+
+
 def output_covariance(
     model: nn.Module,
     units: Sequence[Unit],
     specs: Sequence[Structure],
     precs: Sequence[Tensor],
     x: Tensor,
-    n_out: int | None = None,
+    sizes: OutputSizes | None = None,
 ) -> tuple[Tensor, Tensor] | None:
     """:func:`output_covariances` for one precision: MAP outputs ``(B, C)`` and ``J Σ Jᵀ`` ``(B, C, C)``."""
-    result = output_covariances(model, units, specs, [precs], x, n_out)
+    result = output_covariances(model, units, specs, [precs], x, sizes)
     return None if result is None else (result[0], result[1][0])
 
 
@@ -255,19 +292,16 @@ def output_covariances(
     specs: Sequence[Structure],
     precs_grid: Sequence[Sequence[Tensor]],
     x: Tensor,
-    n_out: int | None = None,
+    sizes: OutputSizes | None = None,
 ) -> tuple[Tensor, list[Tensor]] | None:
     """MAP outputs ``f`` ``(B, C)`` and, for each entry of ``precs_grid`` (the blocks' precisions under one
-    hyperparameter setting), ``J Σ Jᵀ`` ``(B, C, C)``, over chunks of at most ``OUTPUT_ROWS // C`` examples
-    (``n_out`` = C; found by a one-example forward when not given).
+    hyperparameter setting), ``J Σ Jᵀ`` ``(B, C, C)``, over chunks of examples whose backward vectors fit
+    :data:`OUTPUT_ROWS` and :data:`VECTOR_ELEMENTS` (``sizes``: found by a one-example forward when not given).
 
     The forward, the backward and the rotation into each block's eigenbasis do not depend on ``N`` or ``τ``,
     so a tuning grid pays for them once per batch instead of once per grid point.
     """
-    if n_out is None:
-        with torch.no_grad():
-            n_out = model(x[:1]).reshape(1, -1).shape[1]
-    step = max(1, OUTPUT_ROWS // max(1, n_out))
+    step = (sizes or output_sizes(model, units, x)).examples_per_backward()
     fs: list[Tensor] = []
     covs: list[list[Tensor]] = [[] for _ in precs_grid]
     for start in range(0, x.shape[0], step):
