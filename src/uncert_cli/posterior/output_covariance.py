@@ -41,8 +41,8 @@ CHUNK_ELEMENTS = 1 << 24
 # every unit output, so a 1000-class model takes 65 examples at a time (10 classes: 6,553).
 OUTPUT_ROWS = 1 << 16
 # Bound on the numbers those vectors hold at the unit outputs (C per example and unit output element):
-# resnet18 at 3×224×224 has ~2.5M unit outputs per example, so 500 examples of 10 classes would hold 50 GB;
-# 2²⁷ float32 numbers are 512 MiB (50 examples at a time there, 128 at 3×32×32).
+# resnet18 at 3×224×224 has 5.0M unit outputs per example (its BatchNorms' included), so 500 examples of
+# 10 classes would hold 100 GB; 2²⁷ float32 numbers are 512 MiB (2 examples at a time there, 132 at 3×32×32).
 VECTOR_ELEMENTS = 1 << 27
 
 
