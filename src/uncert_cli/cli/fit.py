@@ -26,6 +26,7 @@ from uncert_cli.workflows.fit import FitOptions
 from uncert_cli.workflows.fit_checkpoints import (
     CheckpointLoading,
     FitData,
+    FitReporting,
     FitStart,
     FittedCheckpoint,
     fit_checkpoints,
@@ -161,8 +162,8 @@ def fit(
         fit_checkpoints(
             checkpoints, output, options, data=fit_data, loading=loading, ctx=ctx,
             prior=PriorSettings(prior_precision=prior_precision, prior_mode=prior_mode.value, n_data=n_data),
-            progress=lambda total, what: progress_bar(total, what, quiet=not show), note=note, on_start=announce,
-            on_fitted=summarise,
+            reporting=FitReporting(progress=lambda total, what: progress_bar(total, what, quiet=not show), note=note,
+                                   on_start=announce, on_fitted=summarise),
         )
         if ctx.is_main and out.json_output:  # one document: the fit's, or a list with one per checkpoint
             print_json(summaries[0] if len(summaries) == 1 else summaries)

@@ -96,6 +96,22 @@ class FitStart:
     memory: MemoryEstimate  # the predicted peak
 
 
+def _silent(_: object) -> None:
+    pass
+
+
+@dataclass
+class FitReporting:
+    """What the caller hears of the fits; every part is silent by default."""
+
+    # one bar per fit over every example pass; an ``advance`` with ``describe(text)`` shows vi's status line
+    progress: Progress = no_progress
+    # the loader's notes and the class recorded for a pickled model (a ParameterText naming ``arch``)
+    note: Callable[[str | ParameterText], None] = _silent
+    on_start: Callable[[FitStart], None] = _silent  # each fit once every check passed (main process)
+    on_fitted: Callable[[FittedCheckpoint], None] = _silent  # each fit once its file is written (main process)
+
+
 def fit_targets(checkpoints: Sequence[str | Path], output: str | Path | None) -> list[tuple[Path, Path]]:
     """``(checkpoint, factor file)`` pairs: ``output`` itself for one checkpoint (default ``factors.h5``), the
     folder ``output``'s ``<checkpoint name>.h5`` for several (made once the checkpoints are known to share an
@@ -129,18 +145,9 @@ def fit_targets(checkpoints: Sequence[str | Path], output: str | Path | None) ->
     return [(c, folder / f"{name}.h5") for c, name in zip(paths, names)]
 
 
-def fit_checkpoint(
-    loaded: LoadedModel,
-    output: str | Path,
-    options: FitOptions,
-    *,
-    data: FitData | None = None,
-    prior: PriorSettings | None = None,
-    ctx: DistributedContext | None = None,
-    progress: Progress = no_progress,
-    note: Callable[[str | ParameterText], None] = lambda text: None,
-    on_start: Callable[[FitStart], None] = lambda start: None,
-) -> FittedCheckpoint:
+def fit_checkpoint(loaded: LoadedModel, output: str | Path, options: FitOptions, *, data: FitData | None = None,
+                   prior: PriorSettings | None = None, ctx: DistributedContext | None = None,
+                   reporting: FitReporting | None = None) -> FittedCheckpoint:
     """Fit one loaded checkpoint as ``uncert fit`` does and write its factor file.
 
     In order: the class of a pickled model is recorded (or the model refused) before any data is read;
@@ -157,10 +164,7 @@ def fit_checkpoint(
         prior: the N, τ and noise the file holds as defaults.
         ctx: the distributed context (default: one process); notes and checks of the file are the main
             process's.
-        progress: one bar per fit over every example pass; where the ``advance`` it yields has a
-            ``describe(text)`` method, a method that trains (vi) shows its status with it.
-        note: the loader's notes and the pickled class recorded (a :class:`ParameterText` naming ``arch``).
-        on_start: sees the model, data, options and predicted memory once every check passed.
+        reporting: the notes, the start and the progress bar (default: silent).
 
     Returns:
         The fit, with the file written and the image conversion it records. A model, data and options that
@@ -169,12 +173,13 @@ def fit_checkpoint(
     """
     data = data or FitData()
     ctx = ctx or DistributedContext()
+    reporting = reporting or FitReporting()
     output = Path(output)
     for text in loaded.notes if ctx.is_main else []:
-        note(text)
+        reporting.note(text)
     loaded, pickle_note = record_pickled_arch(loaded)  # refuses before any data is read
     if pickle_note and ctx.is_main:
-        note(pickle_note)
+        reporting.note(pickle_note)
     if data.input_shape is not None:
         loaded.meta = dataclasses.replace(loaded.meta, input_shape=data.input_shape)
     dataset = load_model_data(
@@ -190,10 +195,10 @@ def fit_checkpoint(
     memory = check_memory(loaded.module, options, dataset)  # refuse before any work is shown or done
     if ctx.is_main:  # and before the minutes of fitting: will the file fit on the disk?
         check_free_space(output, expected_file_bytes(loaded.module, options), lower_bound=True)
-        on_start(FitStart(loaded, dataset, options, memory))
+        reporting.on_start(FitStart(loaded, dataset, options, memory))
     total = len(dataset) if ctx.world_size == 1 else len(dataset) // ctx.world_size
     total *= CURVATURE_METHODS[options.method].data_passes(options.epochs or DEFAULT_EPOCHS)
-    with progress(total, f"fit {Method(options.method).value}") as advance:
+    with reporting.progress(total, f"fit {Method(options.method).value}") as advance:
         result = fit_to_file(
             loaded, dataset, options, output, prior=prior, split=dataset.split, ctx=ctx, on_batch=advance,
             memory=memory, on_status=getattr(advance, "describe", None),
@@ -226,20 +231,10 @@ def read_and_compare(checkpoints: Sequence[Path], loading: CheckpointLoading) ->
     return kept
 
 
-def fit_checkpoints(
-    checkpoints: Sequence[str | Path],
-    output: str | Path | None,
-    options: FitOptions,
-    *,
-    data: FitData | None = None,
-    loading: CheckpointLoading | None = None,
-    prior: PriorSettings | None = None,
-    ctx: DistributedContext | None = None,
-    progress: Progress = no_progress,
-    note: Callable[[str | ParameterText], None] = lambda text: None,
-    on_start: Callable[[FitStart], None] = lambda start: None,
-    on_fitted: Callable[[FittedCheckpoint], None] = lambda fitted: None,
-) -> list[FittedCheckpoint]:
+def fit_checkpoints(checkpoints: Sequence[str | Path], output: str | Path | None, options: FitOptions, *,
+                    data: FitData | None = None, loading: CheckpointLoading | None = None,
+                    prior: PriorSettings | None = None, ctx: DistributedContext | None = None,
+                    reporting: FitReporting | None = None) -> list[FittedCheckpoint]:
     """``uncert fit CHECKPOINT...``: each checkpoint through :func:`fit_checkpoint` into its factor file.
 
     Several checkpoints (an ensemble of one architecture) are each read once: all are read and compared
@@ -255,10 +250,7 @@ def fit_checkpoints(
         loading: how to read the checkpoints.
         prior: the N, τ and noise every file holds as defaults.
         ctx: the distributed context (default: one process); the processes meet after every fit.
-        progress: one bar per fit.
-        note: notes for the user (:func:`fit_checkpoint`).
-        on_start: sees each fit before its first batch (main process).
-        on_fitted: sees each fit once its file is written (main process).
+        reporting: the notes, each fit's start and end, and the progress bars (default: silent).
 
     Returns:
         The fits, in the order of ``checkpoints``. Bad outputs, checkpoints of other networks and fits
@@ -266,6 +258,7 @@ def fit_checkpoints(
     """
     loading = loading or CheckpointLoading()
     ctx = ctx or DistributedContext()
+    reporting = reporting or FitReporting()
     targets = fit_targets(checkpoints, output)
     preloaded: list[LoadedModel | None] = [None]
     if len(targets) > 1:
@@ -276,11 +269,11 @@ def fit_checkpoints(
     fitted: list[FittedCheckpoint] = []
     for (checkpoint, path), loaded in zip(targets, preloaded):
         one = fit_checkpoint(loaded or loading.load(checkpoint), path, options, data=data, prior=prior, ctx=ctx,
-                             progress=progress, note=note, on_start=on_start)
+                             reporting=reporting)
         one.checkpoint = checkpoint
         preloaded[len(fitted)] = None  # fitted: let it go before the next one
         fitted.append(one)
         if ctx.is_main:
-            on_fitted(one)
+            reporting.on_fitted(one)
         ctx.barrier()
     return fitted
