@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator, Mapping, Sequence
 
@@ -174,6 +175,15 @@ class LaplacePosterior:
         (``Structure.precision``: eigenvalues, a diagonal, a dense matrix, ...), aligned with :attr:`specs`.
         """
         return self._prec
+
+    def precision_is_finite(self) -> bool:
+        """Whether every block's precision ``n_eff·λ + τ`` is finite in the curvature's dtype.
+
+        Returns:
+            False where a huge N or τ overflows it (float32 ends at 3.4e38): every variance, sample and
+            predictive would then be NaN or 0.
+        """
+        return all(_all_finite(state) for state in self._prec)
 
     @property
     def prior_precision(self) -> dict[str, float]:
@@ -404,6 +414,17 @@ class LaplacePosterior:
             f"params={self.num_params}, n_data={self.n_data:g}, prior_mode={self.prior_mode}, "
             f"noise_std={self.noise_std:g})"
         )
+
+
+def _all_finite(state: object) -> bool:
+    """Every number in a block's precision state (a tensor, or a structure's dataclass of tensors) is finite."""
+    if isinstance(state, Tensor):
+        return bool(torch.isfinite(state).all())
+    if dataclasses.is_dataclass(state) and not isinstance(state, type):
+        return all(_all_finite(getattr(state, f.name)) for f in dataclasses.fields(state))
+    if isinstance(state, (tuple, list)):
+        return all(_all_finite(part) for part in state)
+    return True
 
 
 def _positive(name: str, value) -> float:

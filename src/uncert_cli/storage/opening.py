@@ -236,6 +236,9 @@ def open_posterior(
 
     Returns:
         The file, its model and its posterior.
+
+    Raises:
+        UserError: a damaged file, an unusable stored value, or N and τ whose precision overflows.
     """
     factors = read_factor_file(path)
     loaded = model_from_factor_file(factors, arch=arch, arch_kwargs=arch_kwargs, runs_model=runs_model)
@@ -264,4 +267,12 @@ def open_posterior(
         prior_mode=prior_mode or prior.prior_mode,
         noise_std=noise if factors.curvature.task == "regression" else 1.0,
     )
+    if not posterior.precision_is_finite():
+        taus = sorted(set(posterior.prior_precision.values()))
+        raise UserError(
+            f"with N = {posterior.n_data:g} and τ = {', '.join(f'{t:g}' for t in taus)} the posterior precision "
+            f"N·λ + τ of '{factors.path}' overflows its floating-point type (float32 ends at 3.4e38), and every "
+            "answer would be NaN; give a smaller {n_data} or {prior_precision}",
+            mentions=("n_data", "prior_precision"),
+        )
     return OpenedFactors(factors=factors, model=loaded, posterior=posterior)
