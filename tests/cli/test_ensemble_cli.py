@@ -97,6 +97,28 @@ def test_attack_goes_through_the_ensemble_and_the_mixture(members, run_cli) -> N
         assert curve["step_sizes"] == [0.0, 0.1] and curve["n"] == 16
 
 
+def test_attack_reports_every_members_hyperparameters(members, run_cli, tmp_path) -> None:
+    """The mixture attacks each member with its own N and τ, so the several-file document lists them all;
+    the single-file document keeps its keys."""
+    tuned = tmp_path / "seed1_tuned.h5"
+    tuned.write_bytes(members["b"].read_bytes())
+    r = run_cli("tune", tuned, "--objective", "marglik", "--json", "--quiet")
+    assert r.code == 0, r.err
+    tau = json.loads(r.out)["prior_precision"]
+    attack = ("--limit", "8", "--no-tune", "--mode", "untargeted", "--step-sizes", "0,0.1", "--samples", "2",
+              "--predictive", "map,glm", "--json")
+    r = run_cli("attack", members["a"], tuned, *attack)
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    first, second = doc["member_hyperparameters"]
+    assert first == doc["hyperparameters"] and set(first) == {"map-1", "glm-1"} and set(second) == {"map-2", "glm-2"}
+    assert first["map-1"] is None and second["map-2"] is None
+    assert second["glm-2"]["prior_precision"] == pytest.approx(tau) != first["glm-1"]["prior_precision"]
+    r = run_cli("attack", members["a"], *attack)
+    assert r.code == 0, r.err
+    assert "member_hyperparameters" not in json.loads(r.out)
+
+
 def test_attack_of_several_files_refuses_a_target_the_model_lacks(members, run_cli) -> None:
     """One run_attack for one file or several: the members' model is checked like a single file's."""
     r = run_cli("attack", members["a"], members["b"], "--limit", "16", "--no-tune", "--mode", "targeted",

@@ -220,3 +220,6 @@ class AttackReport:
     hyperparameters: dict[str, Hyperparameters | None]
     untargeted: dict[str, UntargetedCurve] = field(default_factory=dict)
     targeted: dict[str, TargetedCurve] = field(default_factory=dict)
+    # several factor files: each member's predictives' hyperparameters, ``{"<kind>-<m>": ...}`` per member in
+    # order (``hyperparameters`` holds the first member's); None for one file
+    member_hyperparameters: list[dict[str, Hyperparameters | None]] | None = None

@@ -137,8 +137,8 @@ def print_ood(doc: dict[str, Any]) -> None:
 
 
 def attack_document(report: AttackReport) -> dict[str, Any]:
-    """The ``--json`` document of ``uncert attack``."""
-    return {
+    """The ``--json`` document of ``uncert attack``; several factor files add ``member_hyperparameters``."""
+    doc = {
         "command": "attack",
         **report.settings,
         "predictives": list(report.untargeted),
@@ -146,6 +146,10 @@ def attack_document(report: AttackReport) -> dict[str, Any]:
         "untargeted": {k: asdict(c) for k, c in report.untargeted.items()},
         "targeted": {k: asdict(c) for k, c in report.targeted.items()},
     }
+    if report.member_hyperparameters is not None:
+        doc["member_hyperparameters"] = [{k: _hyper(h) for k, h in member.items()}
+                                         for member in report.member_hyperparameters]
+    return doc
 
 
 def print_attack(doc: dict[str, Any]) -> None:

@@ -236,6 +236,8 @@ def attack_of_members(
             **held_out_settings(members[0]),
         },
         hyperparameters={member_name(k, 1): hp for k, (_, hp) in members[0].posteriors.items()},
+        member_hyperparameters=[{member_name(k, m): hp for k, (_, hp) in member.posteriors.items()}
+                                for m, member in enumerate(members, 1)],
     )
     for name, pred in attacked.items():
         if attack.mode in ("untargeted", "both"):
