@@ -11,7 +11,11 @@ backward vectors per example (``C − 1`` for the exact GGN, 1 for MC/empirical)
   gradients);
 * exact diagonal: per layer with ``P > 1`` the cheaper of ``K·P·O·I`` (per-example gradients) and
   ``P(P+1)/2·O·I`` (position pairs), ``O·I`` where ``P = 1``;
-* KFAC: ``P·I²/2`` for ``A`` and ``K·P·O²/2`` for ``G`` (lower triangles, syrk).
+* KFAC: ``K·P·O²/2`` for ``G`` (lower triangle, syrk) and for ``A`` what uncert computes: ``P·I²/2``
+  over the live patch columns (taps that only ever read padding are left out), or for stride-1 convs
+  where it is cheaper the shifted whole-map products (``curvature/shift_gram.py``:
+  ``shift_gram_cost``, its border strips counted twice for their copies). ``--patches`` counts
+  ``P·I²/2`` over all columns instead (the count before those two changes).
 
 BatchNorm, ReLU, pooling and additions are left out (elementwise, under 1% of the multiply-adds).
 """
@@ -30,16 +34,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import all_cnn, resnet18  # noqa: E402
 
 
-def layer_shapes(model: nn.Module, size: int) -> list[tuple[str, int, int, int]]:
-    """``(name, P, O, I)`` of every Conv/Linear call for one ``3×size×size`` example."""
-    shapes: list[tuple[str, int, int, int]] = []
+def layer_shapes(model: nn.Module, size: int, patches: bool = False) -> list[tuple[str, int, int, int, float]]:
+    """``(name, P, O, I, A)`` of every Conv/Linear call for one ``3×size×size`` example, ``A`` being
+    the multiply-adds of its KFAC input factor (see the module docstring)."""
+    from uncert_cli.curvature.kronecker import live_taps
+    from uncert_cli.curvature.shift_gram import prefers_shift_gram, shift_gram_applies, shift_gram_cost
+    from uncert_cli.curvature.subset import conv_padding
+
+    shapes: list[tuple[str, int, int, int, float]] = []
     hooks = []
+
+    def input_factor(mod: nn.Module, x: torch.Tensor, P: int, I: int) -> float:
+        if patches or not isinstance(mod, nn.Conv2d):
+            return P * I * I / 2
+        spatial = tuple(x.shape[-2:])
+        taps = live_taps(mod, spatial)
+        pad = conv_padding(mod)
+        assert pad is not None
+        if taps is None and shift_gram_applies(mod.stride, mod.dilation) and prefers_shift_gram(
+            mod.in_channels, spatial, mod.kernel_size, pad
+        ):
+            return float(shift_gram_cost(mod.in_channels, *spatial, *mod.kernel_size, *pad))
+        live = I if taps is None else mod.in_channels * math.prod(len(t) for t in taps) + (mod.bias is not None)
+        return P * live * live / 2
+
     for name, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             def hook(mod, args, out, name=name):  # type: ignore[no-untyped-def]
                 O = mod.weight.shape[0]
                 I = mod.weight[0].numel() + (mod.bias is not None)
-                shapes.append((name, out[0].numel() // O if out.dim() > 2 else 1, O, I))
+                P = out[0].numel() // O if out.dim() > 2 else 1
+                shapes.append((name, P, O, I, input_factor(mod, args[0], P, I)))
             hooks.append(m.register_forward_hook(hook))
     with torch.no_grad():
         model(torch.zeros(1, 3, size, size))
@@ -48,15 +73,16 @@ def layer_shapes(model: nn.Module, size: int) -> list[tuple[str, int, int, int]]
     return shapes
 
 
-def counts(shapes: list[tuple[str, int, int, int]], K: int) -> dict[str, float]:
-    fwd = sum(P * O * I for _, P, O, I in shapes)
+def counts(shapes: list[tuple[str, int, int, int, float]], K: int) -> dict[str, float]:
+    fwd = sum(P * O * I for _, P, O, I, _ in shapes)
     first = shapes[0][1] * shapes[0][2] * shapes[0][3]
     backward_inputs = fwd - first
     base = fwd + K * backward_inputs
-    diag = sum(min(K * P, P * (P + 1) // 2) * O * I if P > 1 else O * I for _, P, O, I in shapes)
-    kfac = sum(P * I * I / 2 + K * P * O * O / 2 for _, P, O, I in shapes)
+    diag = sum(min(K * P, P * (P + 1) // 2) * O * I if P > 1 else O * I for _, P, O, I, _ in shapes)
+    kfac = sum(A + K * P * O * O / 2 for _, P, O, I, A in shapes)
     return {"floor": fwd + backward_inputs + fwd, "forward": fwd, "backward vectors": K * backward_inputs,
-            "diag": base + diag, "kfac": base + kfac, "diag squares": diag, "kfac factors": kfac}
+            "diag": base + diag, "kfac": base + kfac, "diag squares": diag, "kfac factors": kfac,
+            "input factors": sum(A for *_, A in shapes)}
 
 
 def main() -> None:
@@ -64,9 +90,10 @@ def main() -> None:
     parser.add_argument("--model", choices=["resnet18", "allcnn"], default="resnet18")
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--patches", action="store_true", help="KFAC's A as the Gram product of all patch columns")
     args = parser.parse_args()
     model = resnet18() if args.model == "resnet18" else all_cnn()
-    shapes = layer_shapes(model, args.size)
+    shapes = layer_shapes(model, args.size, args.patches)
     exact, mc = counts(shapes, args.classes - 1), counts(shapes, 1)
     floor = exact["floor"]
     print(f"{args.model} at {args.size}×{args.size}, {len(shapes)} conv/linear layers, "
@@ -76,6 +103,8 @@ def main() -> None:
     for label, c, key, part in [("exact diag", exact, "diag", "diag squares"), ("MC diag", mc, "diag", "diag squares"),
                                 ("exact KFAC", exact, "kfac", "kfac factors"), ("MC / empirical KFAC", mc, "kfac", "kfac factors")]:
         print(f"| {label} | {c[key] / 1e6:.1f} | {c[key] / floor:.2f} | {c['backward vectors'] / 1e6:.1f} | {c[part] / 1e6:.1f} |")
+    print(f"\nKFAC input factors: {mc['input factors'] / 1e6:.1f}M "
+          f"({mc['input factors'] / mc['kfac']:.0%} of MC KFAC, {exact['input factors'] / exact['kfac']:.0%} of exact KFAC)")
     assert math.isfinite(floor)
 
 
