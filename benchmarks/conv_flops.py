@@ -11,10 +11,11 @@ backward vectors per example (``C − 1`` for the exact GGN, 1 for MC/empirical)
   gradients);
 * exact diagonal: per layer with ``P > 1`` the cheaper of ``K·P·O·I`` (per-example gradients) and
   ``P(P+1)/2·O·I`` (position pairs), ``O·I`` where ``P = 1``;
-* KFAC: ``K·P·O²/2`` for ``G`` (lower triangle, syrk) and for ``A`` what uncert computes: ``P·I²/2``
-  over the live patch columns (taps that only ever read padding are left out), or for stride-1 convs
-  where it is cheaper the shifted whole-map products (``curvature/shift_gram.py``:
-  ``shift_gram_cost``, its border strips counted twice for their copies). ``--patches`` counts
+* KFAC: ``K·P·O²/2`` for ``G`` (lower triangle, syrk) and for ``A`` what uncert computes
+  (``curvature/conv_input.py``'s plan): ``n·I'²/2`` per group of ``n`` positions over the ``I'``
+  patch columns they can see (taps that read only padding there are left out), or for stride-1
+  convs where it is cheaper the shifted whole-map products (``shift_gram_cost``, its border strips
+  counted twice for their copies). ``--patches`` counts
   ``P·I²/2`` over all columns instead (the count before those two changes).
 
 BatchNorm, ReLU, pooling and additions are left out (elementwise, under 1% of the multiply-adds).
@@ -37,8 +38,8 @@ from _common import all_cnn, resnet18  # noqa: E402
 def layer_shapes(model: nn.Module, size: int, patches: bool = False) -> list[tuple[str, int, int, int, float]]:
     """``(name, P, O, I, A)`` of every Conv/Linear call for one ``3×size×size`` example, ``A`` being
     the multiply-adds of its KFAC input factor (see the module docstring)."""
-    from uncert_cli.curvature.kronecker import live_taps
-    from uncert_cli.curvature.shift_gram import prefers_shift_gram, shift_gram_applies, shift_gram_cost
+    from uncert_cli.curvature.conv_input import input_plan
+    from uncert_cli.curvature.shift_gram import shift_gram_cost
     from uncert_cli.curvature.subset import conv_padding
 
     shapes: list[tuple[str, int, int, int, float]] = []
@@ -48,15 +49,17 @@ def layer_shapes(model: nn.Module, size: int, patches: bool = False) -> list[tup
         if patches or not isinstance(mod, nn.Conv2d):
             return P * I * I / 2
         spatial = tuple(x.shape[-2:])
-        taps = live_taps(mod, spatial)
+        plan = input_plan(mod, spatial)
         pad = conv_padding(mod)
         assert pad is not None
-        if taps is None and shift_gram_applies(mod.stride, mod.dilation) and prefers_shift_gram(
-            mod.in_channels, spatial, mod.kernel_size, pad
-        ):
+        if plan.shift:
             return float(shift_gram_cost(mod.in_channels, *spatial, *mod.kernel_size, *pad))
-        live = I if taps is None else mod.in_channels * math.prod(len(t) for t in taps) + (mod.bias is not None)
-        return P * live * live / 2
+        total = 0.0
+        for positions, taps in plan.parts:
+            n = P if positions is None else math.prod(p1 - p0 for p0, p1 in positions)
+            width = I if taps is None else mod.in_channels * math.prod(len(t) for t in taps) + (mod.bias is not None)
+            total += n * width * width / 2
+        return total
 
     for name, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):

@@ -13,6 +13,7 @@ from tests.reference.ggn import explicit_ggn
 from tests.reference.indices import param_diagonal
 from tests.reference.models import targets
 from uncert_cli.curvature import DiagonalBlock, compute_curvature, engine, square_sums
+from uncert_cli.curvature.conv_input import InputPlan
 from uncert_cli.curvature.kronecker import conv_patch_rows
 
 
@@ -151,7 +152,7 @@ def test_kfac_skips_padding_only_columns_exactly(monkeypatch: pytest.MonkeyPatch
     x = torch.randn(6, 3, 2, 1, dtype=torch.float64)
     batches = [(x[:4], targets("classification", 4, 3)), (x[4:], targets("classification", 2, 3))]
     skipped = compute_curvature(model, batches, method="kfac")
-    monkeypatch.setattr(KroneckerAccumulator, "_geometry", lambda self, x: (None, False))
+    monkeypatch.setattr(KroneckerAccumulator, "_plan", lambda self, x: InputPlan(False, ((None, None),)))
     full = compute_curvature(model, batches, method="kfac")
     for a, b in zip(skipped.blocks, full.blocks):
         assert isinstance(a, KroneckerBlock) and isinstance(b, KroneckerBlock)
@@ -163,7 +164,7 @@ def test_kfac_skips_padding_only_columns_exactly(monkeypatch: pytest.MonkeyPatch
 
 
 def test_live_taps_are_found_from_the_geometry() -> None:
-    from uncert_cli.curvature.kronecker import live_taps, tap_columns
+    from uncert_cli.curvature.conv_input import live_taps, tap_columns
 
     model = TinyMapNet()
     assert live_taps(model.conv1, (1, 1)) == ((1,), (1,))  # the centre tap only
@@ -263,8 +264,44 @@ def test_stride_one_input_factors_from_shifted_maps_are_exact(monkeypatch: pytes
     for name in names:
         expected = _explicit_input_factor(getattr(model, name), seen[name])
         torch.testing.assert_close(shifted[name].input_factor, expected, rtol=1e-10, atol=1e-12)
-    monkeypatch.setattr(kronecker.KroneckerAccumulator, "_geometry", lambda self, x: (None, False))
+    monkeypatch.setattr(kronecker.KroneckerAccumulator, "_plan", lambda self, x: InputPlan(False, ((None, None),)))
     for block in compute_curvature(model, batches, method="kfac").blocks:
         if isinstance(block, KroneckerBlock):
             torch.testing.assert_close(shifted[block.module].input_factor, block.input_factor, rtol=1e-10, atol=1e-12)
             torch.testing.assert_close(shifted[block.module].output_factor, block.output_factor, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["tiny maps", "strided and dilated"])
+def test_kfac_by_groups_of_positions_is_exact(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every conv's input factor from one product per group of output positions over the taps the
+    group sees (forced, whatever the cost says) equals the single product over all patches."""
+    from uncert_cli.curvature.blocks import KroneckerBlock
+    from uncert_cli.curvature.conv_input import tap_classes
+    from uncert_cli.curvature.kronecker import KroneckerAccumulator
+
+    torch.manual_seed(4)
+    model: nn.Module
+    if case == "tiny maps":
+        model, x = TinyMapNet().double().eval(), torch.randn(5, 3, 2, 1, dtype=torch.float64)
+    else:
+        model, x = ConvBatchNormNet().double().eval(), torch.randn(5, 2, 5, 5, dtype=torch.float64)
+    batches = [(x[:3], targets("classification", 3, 3)), (x[3:], targets("classification", 2, 3))]
+    groups_used: list[int] = []
+
+    def grouped(self: KroneckerAccumulator, x: Tensor) -> InputPlan:
+        conv = self.unit.module
+        spatial = tuple(x.shape[-(conv.weight.dim() - 2) :])
+        classes = tap_classes(conv, spatial)
+        groups_used.append(len(classes))
+        return InputPlan(False, tuple((positions, taps) for positions, taps in classes))
+
+    monkeypatch.setattr(KroneckerAccumulator, "_plan", grouped)
+    by_groups = compute_curvature(model, batches, method="kfac")
+    assert max(groups_used) > 1
+    monkeypatch.setattr(KroneckerAccumulator, "_plan", lambda self, x: InputPlan(False, ((None, None),)))
+    whole = compute_curvature(model, batches, method="kfac")
+    for a, b in zip(by_groups.blocks, whole.blocks):
+        if isinstance(a, KroneckerBlock):
+            assert isinstance(b, KroneckerBlock)
+            torch.testing.assert_close(a.input_factor, b.input_factor, rtol=1e-12, atol=1e-14)
+            torch.testing.assert_close(a.output_factor, b.output_factor, rtol=1e-12, atol=1e-14)

@@ -6,7 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from uncert_cli.curvature.shift_gram import add_shift_gram_, prefers_shift_gram
+from torch import nn
+
+from uncert_cli.curvature.conv_input import input_plan, tap_classes
+from uncert_cli.curvature.shift_gram import add_shift_gram_
 
 
 @pytest.mark.parametrize(
@@ -35,7 +38,27 @@ def test_shifted_maps_give_the_patch_gram_matrix(
 
 
 def test_the_cheaper_form_is_chosen_by_the_map_size() -> None:
-    assert prefers_shift_gram(96, (32, 32), (3, 3), (1, 1))  # All-CNN-C's first layers
-    assert prefers_shift_gram(64, (8, 8), (3, 3), (1, 1))  # resnet18's layer1 at 32×32 inputs
-    assert not prefers_shift_gram(256, (2, 2), (3, 3), (1, 1))  # tiny maps: the patches win
-    assert not prefers_shift_gram(64, (32, 32), (1, 1), (0, 0))  # a 1×1 conv's patches are its input
+    def conv(channels: int, kernel: int = 3, padding: int = 1, stride: int = 1) -> nn.Conv2d:
+        return nn.Conv2d(channels, 8, kernel, stride=stride, padding=padding)
+
+    assert input_plan(conv(96), (32, 32)).shift  # All-CNN-C's first layers
+    assert input_plan(conv(64), (8, 8)).shift  # resnet18's layer1 at 32×32 inputs
+    assert not input_plan(conv(64, stride=2), (32, 32)).shift  # strided: patches
+    assert input_plan(conv(64, kernel=1, padding=0), (32, 32)).parts == ((None, None),)  # 1×1: the input itself
+    # Tiny maps: each position's own taps (4 groups on 2×2), or the centre tap only on 1×1.
+    assert input_plan(conv(256), (2, 2)).parts == tuple(
+        (positions, taps) for positions, taps in tap_classes(conv(256), (2, 2))
+    )
+    assert input_plan(conv(512), (1, 1)).parts == ((None, ((1,), (1,))),)
+    assert input_plan(conv(64, padding=0), (32, 32)).shift  # unpadded: wider border strips, still cheaper
+    # A strided conv on a large map: all positions in one product (border groups would cost more).
+    assert input_plan(conv(3, kernel=7, padding=3, stride=2), (32, 32)).parts == ((None, None),)
+
+
+def test_tap_classes_cover_every_position_with_its_own_taps() -> None:
+    classes = tap_classes(nn.Conv2d(1, 1, 3, padding=1), (4, 4))
+    assert len(classes) == 9  # first, inner and last rows × the same for columns
+    assert ((0, 1), (0, 1)) in [positions for positions, _ in classes]
+    assert dict(classes)[((0, 1), (0, 1))] == ((1, 2), (1, 2))  # the top-left corner sees 4 taps
+    assert dict(classes)[((1, 3), (1, 3))] == ((0, 1, 2), (0, 1, 2))
+    assert sum((p1 - p0) * (q1 - q0) for ((p0, p1), (q0, q1)), _ in classes) == 16

@@ -27,46 +27,17 @@ from torch import Tensor, nn
 
 from uncert_cli.core.errors import UserError
 from uncert_cli.curvature.blocks import KroneckerBlock
+from uncert_cli.curvature.conv_input import InputPlan, Positions, Taps, as_2d, input_plan, tap_columns
 from uncert_cli.curvature.gram import gram_lower_, mirror_lower_
 from uncert_cli.curvature.hooks import find_batch_dim
 from uncert_cli.curvature.huge_pages import factor_zeros
-from uncert_cli.curvature.shift_gram import add_shift_gram_, prefers_shift_gram, shift_gram_applies
+from uncert_cli.curvature.shift_gram import add_shift_gram_
 from uncert_cli.curvature.subset import Unit, conv_padding
 
-Taps = tuple[tuple[int, ...], ...]  # per spatial dimension, the kernel offsets kept
 
-
-def live_taps(module: nn.Conv1d | nn.Conv2d, spatial: tuple[int, ...]) -> Taps | None:
-    """Per spatial dimension, the kernel taps that some output position reads from inside an input
-    of size ``spatial`` (the others only ever read zero padding), or None when all do.
-
-    On resnet18 at 32×32 inputs layer4's 3×3 convs run on 1×1 maps: only the centre tap is live,
-    so 4,096 of the 4,608 patch columns are always zero and neither copied nor multiplied.
-    """
-    padding = conv_padding(module)
-    assert padding is not None  # supported_structure() guarantees it
-    taps: list[tuple[int, ...]] = []
-    for n, k, s, dil, pad in zip(spatial, module.kernel_size, module.stride, module.dilation, padding):
-        positions = (n + 2 * pad - dil * (k - 1) - 1) // s + 1
-        taps.append(tuple(t for t in range(k) if any(pad <= p * s + t * dil < pad + n for p in range(positions))))
-    return None if all(len(t) == k for t, k in zip(taps, module.kernel_size)) else tuple(taps)
-
-
-def _as_2d(sizes: tuple[int, ...], one_row: int) -> tuple[int, int]:
-    """A Conv1d's sizes as those of a Conv2d over a single row (``one_row`` for the row dimension)."""
-    return (sizes[0], sizes[1]) if len(sizes) == 2 else (one_row, sizes[0])
-
-
-def tap_columns(module: nn.Conv1d | nn.Conv2d, taps: Taps) -> Tensor:
-    """Indices of the patch columns (``weight.reshape(O, -1)`` order) of the kept ``taps``, sorted."""
-    offsets = torch.zeros((), dtype=torch.long)
-    for t, k in zip(taps, module.kernel_size):
-        offsets = (offsets.unsqueeze(-1) * k + torch.tensor(t, dtype=torch.long)).flatten()
-    size = math.prod(module.kernel_size)
-    return (torch.arange(module.in_channels).unsqueeze(1) * size + offsets).flatten()
-
-
-def conv_patch_rows(module: nn.Conv1d | nn.Conv2d, x: Tensor, taps: Taps | None = None) -> Tensor:
+def conv_patch_rows(
+    module: nn.Conv1d | nn.Conv2d, x: Tensor, taps: Taps | None = None, positions: Positions | None = None
+) -> Tensor:
     """Input patches of a conv, examples first and positions as rows: ``(B, P, I)`` with
     ``I = C_in·∏kernel`` (in the order of ``weight.reshape(O, -1)``) and ``P`` output positions.
 
@@ -76,7 +47,8 @@ def conv_patch_rows(module: nn.Conv1d | nn.Conv2d, x: Tensor, taps: Taps | None 
     largest single cost of the exact diagonal on resnet18) and the identity-kernel convolution used
     before for few-channel inputs (56 ms against 30 ms for MNIST's 256×1×28×28 with 5×5 kernels).
     With ``taps`` (see :func:`live_taps`) only those kernel offsets are copied: ``I`` is then
-    ``C_in·∏len(taps)``, the columns :func:`tap_columns` lists.
+    ``C_in·∏len(taps)``, the columns :func:`tap_columns` lists; with ``positions`` only those output
+    positions (``P = ∏(p1 − p0)``).
     """
     padding = conv_padding(module)
     assert padding is not None  # supported_structure() guarantees it
@@ -91,6 +63,8 @@ def conv_patch_rows(module: nn.Conv1d | nn.Conv2d, x: Tensor, taps: Taps | None 
         view = view.unfold(2 + d, dil * (k - 1) + 1, s)  # windows appended as the last dimension
         if dil > 1:
             view = view[..., ::dil]
+    for d, (p0, p1) in enumerate(positions or ()):
+        view = view.narrow(2 + d, p0, p1 - p0)
     for d, kept in enumerate(taps or ()):
         if len(kept) == view.shape[2 + spatial + d]:
             continue
@@ -179,7 +153,7 @@ class KroneckerAccumulator:
         self.gg_sum = factor_zeros(O, O, dtype, device)
         # Conv inputs on which some kernel taps only read padding: the Gram products of the other
         # columns, by live taps, folded into ``a_full`` (both triangles) by :meth:`sums`.
-        self._plans: dict[tuple[int, ...], tuple[Taps | None, bool]] = {}  # by spatial input shape
+        self._plans: dict[tuple[int, ...], InputPlan] = {}  # by spatial input shape
         self._partial: dict[Taps, tuple[Tensor, Tensor]] = {}  # live taps -> (columns, lower-triangle sum)
         # 1 once ``a_full`` holds a lower triangle only (a Gram product over all columns): then it
         # must be mirrored. A tensor so that ``reduce`` sums it with the factors across processes.
@@ -196,22 +170,12 @@ class KroneckerAccumulator:
         self._reset_batch()
         self.batch_size = batch_size
 
-    def _geometry(self, x: Tensor) -> tuple[Taps | None, bool]:
-        """For this conv's input ``x`` (batched or not), cached by its size: the live taps
-        (:func:`live_taps`) and whether ``A`` is cheaper from shifted maps (:mod:`.shift_gram`).
-        """
+    def _plan(self, x: Tensor) -> InputPlan:
+        """:func:`~.conv_input.input_plan` for this conv's input ``x`` (batched or not), by its size."""
         module = cast(nn.Conv1d | nn.Conv2d, self.unit.module)
         key = tuple(x.shape[-(module.weight.dim() - 2) :])
         if key not in self._plans:
-            taps = live_taps(module, key)
-            padding = conv_padding(module)
-            assert padding is not None
-            shift = (
-                taps is None
-                and shift_gram_applies(module.stride, module.dilation)
-                and prefers_shift_gram(module.in_channels, _as_2d(key, 1), _as_2d(module.kernel_size, 1), _as_2d(padding, 0))
-            )
-            self._plans[key] = (taps, shift)
+            self._plans[key] = input_plan(module, key)
         return self._plans[key]
 
     def _add_input(self, x: Tensor, alpha: float) -> None:
@@ -221,26 +185,32 @@ class KroneckerAccumulator:
             self._add_rows(x.reshape(-1, x.shape[-1]), alpha)
             return
         conv = cast(nn.Conv1d | nn.Conv2d, module)
-        taps, shift = self._geometry(x)
-        if shift:  # stride 1 on a large map: no patches at all
+        plan = self._plan(x)
+        if plan.shift:  # stride 1 on a large map: no patches at all
             padding = conv_padding(conv)
             assert padding is not None
             batched = x if x.dim() == conv.weight.dim() else x.unsqueeze(0)
             image = batched if batched.dim() == 4 else batched.unsqueeze(2)  # Conv1d: one row
-            sums = add_shift_gram_(self.aa_sum, image, _as_2d(conv.kernel_size, 1), _as_2d(padding, 0), alpha)
+            sums = add_shift_gram_(self.aa_sum, image, as_2d(conv.kernel_size, 1), as_2d(padding, 0), alpha)
             self.lower_only.fill_(1)
             if self.has_bias:
                 self.a_full[-1, :-1].add_(sums, alpha=alpha)
             return
-        patches = conv_patch_rows(conv, x, taps)  # (B, P, I'), contiguous
-        rows = patches.reshape(-1, patches.shape[2])
-        if taps is None:
-            self._add_rows(rows, alpha)
-            return
-        # Only the columns that can be non-zero; the rest of A stays zero.
+        for positions, taps in plan.parts:
+            patches = conv_patch_rows(conv, x, taps, positions)  # (B, P', I'), contiguous
+            rows = patches.reshape(-1, patches.shape[2])
+            if taps is None:
+                self._add_rows(rows, alpha)
+            else:
+                self._add_partial(conv, taps, rows, alpha)
+
+    def _add_partial(self, conv: nn.Conv1d | nn.Conv2d, taps: Taps, rows: Tensor, alpha: float) -> None:
+        """The Gram product over the columns of ``taps`` only, into their own sum (the rest of
+        ``A`` gets nothing from these rows).
+        """
         if taps not in self._partial:
-            cols = tap_columns(conv, taps).to(x.device)
-            self._partial[taps] = (cols, torch.zeros(len(cols), len(cols), dtype=x.dtype, device=x.device))
+            cols = tap_columns(conv, taps).to(rows.device)
+            self._partial[taps] = (cols, torch.zeros(len(cols), len(cols), dtype=rows.dtype, device=rows.device))
         columns, part = self._partial[taps]
         gram_lower_(part, rows, alpha)
         if self.has_bias:

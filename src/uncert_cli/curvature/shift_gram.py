@@ -21,8 +21,8 @@ Two facts make it cheap on large maps:
 
 For a 3×3 "same" conv on an ``H × W`` map this is ~13·(H+2)(W+2)·C² multiply-adds per example and
 strips against ``H·W·(9C)²/2`` for the patch Gram product (2.9× fewer at 32×32, 1.9× at 8×8), and
-the 9× larger patch copy is not made. :func:`shift_gram_cost` and :func:`patch_gram_cost` let the
-caller choose per layer (on 2×2 maps the patches win).
+the 9× larger patch copy is not made. :func:`shift_gram_cost` lets the caller choose per layer
+(``conv_input.input_plan``; on 2×2 maps the patches win).
 """
 
 from __future__ import annotations
@@ -106,13 +106,6 @@ def shift_gram_cost(C: int, H: int, W: int, ky: int, kx: int, py: int, px: int) 
     return (whole + 2 * strips) * C * C  # strips are copied before their product
 
 
-def patch_gram_cost(C: int, H: int, W: int, ky: int, kx: int, py: int, px: int) -> int:
-    """Multiply-adds per example of the patch path: copying ``P × I`` patches and ``P·I²/2``."""
-    P = (H + 2 * py - ky + 1) * (W + 2 * px - kx + 1)
-    I = C * ky * kx
-    return P * I * I // 2 + 4 * P * I  # a strided patch copy costs a few multiply-adds per element
-
-
 def add_shift_gram_(acc: Tensor, x: Tensor, kernel: tuple[int, int], padding: tuple[int, int], alpha: float) -> Tensor:
     """``acc += alpha·Σ a aᵀ`` over the patches ``a`` of a stride-1, dilation-1 conv; returns the
     patches' sum ``Σ a`` (``(I,)``, unscaled) for the bias row.
@@ -164,10 +157,11 @@ def _assemble(plan: ShiftPlan, whole: Tensor, strips: Tensor | None) -> tuple[Te
     v_index = torch.tensor([v for _, v, _, _ in plan.blocks], device=device)
     blocks = whole[torch.tensor([offset for _, _, offset, _ in plan.blocks], device=device)]
     if strips is not None:
-        signs = whole.new_zeros(len(plan.blocks), strips.shape[0])
-        for i, (_, _, _, terms) in enumerate(plan.blocks):
+        table = [[0] * strips.shape[0] for _ in plan.blocks]  # built here, moved once (no per-entry writes on a GPU)
+        for row, (_, _, _, terms) in zip(table, plan.blocks):
             for sign, rect in terms:
-                signs[i, rect] += sign
+                row[rect] += sign
+        signs = torch.tensor(table, dtype=whole.dtype, device=device)
         blocks += (signs @ strips.flatten(1)).view_as(blocks)
     return u_index, v_index, blocks
 
@@ -175,12 +169,3 @@ def _assemble(plan: ShiftPlan, whole: Tensor, strips: Tensor | None) -> tuple[Te
 def shift_gram_applies(stride: tuple[int, ...], dilation: tuple[int, ...]) -> bool:
     """Whether a conv's geometry is the one :func:`add_shift_gram_` handles."""
     return all(s == 1 for s in stride) and all(d == 1 for d in dilation)
-
-
-def prefers_shift_gram(C: int, spatial: tuple[int, int], kernel: tuple[int, int], padding: tuple[int, int]) -> bool:
-    """Whether the shifted-map products cost fewer multiply-adds than the patch Gram product."""
-    H, W = spatial
-    ky, kx = kernel
-    if ky * kx == 1:
-        return False  # a 1×1 conv's patches are its input: nothing to save
-    return SHIFT_MARGIN * shift_gram_cost(C, H, W, ky, kx, *padding) < patch_gram_cost(C, H, W, ky, kx, *padding)

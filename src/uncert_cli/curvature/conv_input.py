@@ -1,0 +1,135 @@
+"""How KFAC forms a conv's input factor for one input size: which kernel taps and output positions
+to take patches of, or shifted whole maps instead (:mod:`.shift_gram`), chosen by multiply-adds.
+
+Three patch forms, all exact (columns a position's window reads only from padding are zero there):
+
+* all positions, all taps: one Gram product of the ``(B·P, I)`` patch matrix;
+* all positions, the taps some position can see (:func:`live_taps`): resnet18's layer4 on 1×1 maps;
+* positions grouped by the taps they see (:func:`tap_classes`), one product per group over its own
+  taps: the border positions of small maps (resnet18's layer2 and layer3 on 4×4 and 2×2 maps).
+
+Partial products go to their own small sums (by taps) that :class:`~.kronecker.KroneckerAccumulator`
+folds into the factor once, at the end.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from uncert_cli.curvature.shift_gram import SHIFT_MARGIN, shift_gram_applies, shift_gram_cost
+from uncert_cli.curvature.subset import conv_padding
+
+# A copied patch element costs about this many multiply-adds (a strided read and a write).
+COPY_COST = 4
+# Each extra product (a group of positions) costs about this many multiply-adds per example in
+# calls, copies of small pieces and Python (~0.2 ms at batch 32, 1 thread: with less, resnet18's
+# 7×7 stem on 3 channels split into 16 groups and ran 15% slower than one product).
+PART_COST = 100_000
+
+Taps = tuple[tuple[int, ...], ...]  # per spatial dimension, the kernel offsets kept
+
+
+def live_taps(module: nn.Conv1d | nn.Conv2d, spatial: tuple[int, ...]) -> Taps | None:
+    """Per spatial dimension, the kernel taps that some output position reads from inside an input
+    of size ``spatial`` (the others only ever read zero padding), or None when all do.
+
+    On resnet18 at 32×32 inputs layer4's 3×3 convs run on 1×1 maps: only the centre tap is live,
+    so 4,096 of the 4,608 patch columns are always zero and neither copied nor multiplied.
+    """
+    padding = conv_padding(module)
+    assert padding is not None  # supported_structure() guarantees it
+    taps: list[tuple[int, ...]] = []
+    for n, k, s, dil, pad in zip(spatial, module.kernel_size, module.stride, module.dilation, padding):
+        positions = (n + 2 * pad - dil * (k - 1) - 1) // s + 1
+        taps.append(tuple(t for t in range(k) if any(pad <= p * s + t * dil < pad + n for p in range(positions))))
+    return None if all(len(t) == k for t, k in zip(taps, module.kernel_size)) else tuple(taps)
+
+
+Positions = tuple[tuple[int, int], ...]  # per spatial dimension, a range [p0, p1) of output positions
+
+
+def tap_classes(module: nn.Conv1d | nn.Conv2d, spatial: tuple[int, ...]) -> list[tuple[Positions, Taps]]:
+    """The output positions grouped by the kernel taps that read inside an input of size ``spatial``
+    there: per dimension, runs of consecutive positions with the same taps; then every combination
+    over the dimensions (positions whose window lies in the padding only are left out).
+
+    On small maps most positions are at a border: on resnet18's 2×2 maps (layer3) each of the 4
+    positions sees only 4 of the 9 taps of a 3×3 kernel, so Gram products over each position's own
+    taps take ``4·(4C)²`` multiply-adds instead of ``4·(9C)²``, 5× fewer (1.9× on 4×4 maps).
+    """
+    padding = conv_padding(module)
+    assert padding is not None  # supported_structure() guarantees it
+    per_dim: list[list[tuple[tuple[int, int], tuple[int, ...]]]] = []
+    for n, k, s, dil, pad in zip(spatial, module.kernel_size, module.stride, module.dilation, padding):
+        runs: list[tuple[tuple[int, int], tuple[int, ...]]] = []
+        for p in range((n + 2 * pad - dil * (k - 1) - 1) // s + 1):
+            taps = tuple(t for t in range(k) if pad <= p * s + t * dil < pad + n)
+            if runs and runs[-1][1] == taps:
+                runs[-1] = ((runs[-1][0][0], p + 1), taps)
+            else:
+                runs.append(((p, p + 1), taps))
+        per_dim.append([run for run in runs if run[1]])
+    return [
+        (tuple(r for r, _ in combo), tuple(t for _, t in combo)) for combo in itertools.product(*per_dim)
+    ]
+
+
+def as_2d(sizes: tuple[int, ...], one_row: int) -> tuple[int, int]:
+    """A Conv1d's sizes as those of a Conv2d over a single row (``one_row`` for the row dimension)."""
+    return (sizes[0], sizes[1]) if len(sizes) == 2 else (one_row, sizes[0])
+
+
+def tap_columns(module: nn.Conv1d | nn.Conv2d, taps: Taps) -> Tensor:
+    """Indices of the patch columns (``weight.reshape(O, -1)`` order) of the kept ``taps``, sorted."""
+    offsets = torch.zeros((), dtype=torch.long)
+    for t, k in zip(taps, module.kernel_size):
+        offsets = (offsets.unsqueeze(-1) * k + torch.tensor(t, dtype=torch.long)).flatten()
+    size = math.prod(module.kernel_size)
+    return (torch.arange(module.in_channels).unsqueeze(1) * size + offsets).flatten()
+
+
+Part = tuple[Positions | None, Taps | None]  # (output positions, kernel taps); None: all of them
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """For one input size: shifted whole maps, or the patch products to form (``parts``)."""
+
+    shift: bool
+    parts: tuple[Part, ...]
+
+
+def _patch_cost(C: int, parts: list[tuple[int, int]]) -> float:
+    """Multiply-adds per example of patch products over ``(positions, taps per position)`` parts."""
+    return sum(n * (C * t) ** 2 / 2 + COPY_COST * n * C * t + PART_COST for n, t in parts) - PART_COST
+
+
+def input_plan(module: nn.Conv1d | nn.Conv2d, spatial: tuple[int, ...]) -> InputPlan:
+    """The cheapest exact way to form the input factor of ``module`` on inputs of size ``spatial``."""
+    padding = conv_padding(module)
+    assert padding is not None  # supported_structure() guarantees it
+    C, kernel = module.in_channels, tuple(module.kernel_size)
+    all_taps = math.prod(kernel)
+    classes = tap_classes(module, spatial)
+    positions = math.prod((n + 2 * p - d * (k - 1) - 1) // s + 1
+                          for n, k, s, d, p in zip(spatial, kernel, module.stride, module.dilation, padding))
+    union = live_taps(module, spatial)
+    union_taps = all_taps if union is None else math.prod(len(t) for t in union)
+    options: list[tuple[float, InputPlan]] = [
+        (_patch_cost(C, [(positions, union_taps)]), InputPlan(False, ((None, union),))),
+    ]
+    if len(classes) > 1:
+        sizes = [(math.prod(p1 - p0 for p0, p1 in pos), math.prod(len(t) for t in taps)) for pos, taps in classes]
+        parts = tuple((pos, None if math.prod(len(t) for t in taps) == all_taps else taps) for pos, taps in classes)
+        options.append((_patch_cost(C, sizes), InputPlan(False, parts)))
+    best_cost, best = min(options, key=lambda option: option[0])
+    if union is None and all_taps > 1 and shift_gram_applies(module.stride, module.dilation):
+        (H, W), (ky, kx), (py, px) = as_2d(spatial, 1), as_2d(kernel, 1), as_2d(padding, 0)
+        if SHIFT_MARGIN * shift_gram_cost(C, H, W, ky, kx, py, px) < best_cost:
+            return InputPlan(True, ())
+    return best
