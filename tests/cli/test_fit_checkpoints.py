@@ -17,10 +17,12 @@ import torch
 from tests.reference.user_files import import_user_file
 from uncert_cli.core.errors import UserError
 from uncert_cli.render.fit import fit_summary
+from uncert_cli.render.report import track_document
 from uncert_cli.storage.factor_file import read_factor_file
 from uncert_cli.workflows import fit_checkpoints as workflow
 from uncert_cli.workflows.fit import FitOptions
 from uncert_cli.workflows.fit_checkpoints import CheckpointLoading, FitData, fit_checkpoints
+from uncert_cli.workflows.track import track_checkpoints
 
 USER_FILE = '''
 import pathlib
@@ -121,3 +123,14 @@ def test_the_command_shows_the_flag(run_cli, project) -> None:
     r = run_cli("fit", "seed0.pt", "seed1.pt", *ARCH, "--data", "train.npz", "-o", "one.h5")
     assert r.code == 2 and "name a folder for them with --output (e.g. --output factors/)" in r.err
     assert _builds(project) == 0  # refused before any checkpoint was read
+
+
+def test_track_reads_each_checkpoint_once(run_cli, project) -> None:
+    r = run_cli("track", "seed2.pt", "seed0.pt", "seed1.pt", *ARCH, "--data", "train.npz", "--method", "diag", "--json")
+    assert r.code == 0, r.err
+    assert _builds(project) == 3
+    by_cli = json.loads(r.out)
+    result = track_checkpoints(["seed2.pt", "seed0.pt", "seed1.pt"], FitOptions(method="diag"),
+                               data=FitData(spec="train.npz"), loading=CheckpointLoading(arch="counted.py:Net"))
+    assert [p.checkpoint for p in result.points] == ["seed0.pt", "seed1.pt", "seed2.pt"]  # by the number in the name
+    assert track_document(result, []) == {**by_cli, "pngs": []}

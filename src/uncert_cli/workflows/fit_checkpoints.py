@@ -206,24 +206,37 @@ def fit_checkpoint(loaded: LoadedModel, output: str | Path, options: FitOptions,
     return FittedCheckpoint(Path(loaded.source), output, result, recorded_conversion(loaded.meta))
 
 
-def read_and_compare(checkpoints: Sequence[Path], loading: CheckpointLoading) -> list[LoadedModel | None]:
-    """Read every checkpoint once and refuse the set unless all hold one network (class, keyword arguments
-    and weight shapes), before anything is fitted or written.
+def same_network(first: LoadedModel, other: LoadedModel, first_path: Path, other_path: Path) -> None:
+    """Refuse ``other`` unless it holds ``first``'s network (class, keyword arguments and weight shapes): a
+    ``UserError`` naming ``other_path`` and how its network differs.
+    """
+    check_same_network([(str(first_path), network_signature(first)), (str(other_path), network_signature(other))],
+                       "fitting several checkpoints")
+
+
+def read_and_compare(
+    checkpoints: Sequence[Path], loading: CheckpointLoading,
+    check: Callable[[LoadedModel, LoadedModel, Path, Path], None] = same_network,
+) -> list[LoadedModel | None]:
+    """Read every checkpoint once and ``check(first, other, first_path, other_path)`` each against the first
+    (default :func:`same_network`), before anything is fitted or written.
 
     Returns:
         Per checkpoint, its loaded model to fit, or None where keeping it would have held more than
-        :data:`KEEP_LOADED_BYTES` of weights (the first one is always kept: it is fitted next). The
-        ``UserError`` names the first checkpoint whose network differs from the first one's.
+        :data:`KEEP_LOADED_BYTES` of weights (the first one is always kept: it is fitted next). What
+        ``check`` raises (a ``UserError`` naming the checkpoint) stops the reading.
     """
-    signatures: list[tuple[str, dict]] = []
     kept: list[LoadedModel | None] = []
     budget = KEEP_LOADED_BYTES
+    first: LoadedModel | None = None
     for path in checkpoints:
         loaded = loading.load(path)
-        signatures.append((str(path), network_signature(loaded)))
-        check_same_network(signatures, "fitting several checkpoints")
+        if first is None:
+            first = loaded
+        else:
+            check(first, loaded, checkpoints[0], path)
         size = sum(t.numel() * t.element_size() for t in loaded.module.state_dict().values())
-        if not kept or size <= budget:
+        if loaded is first or size <= budget:
             budget -= size
             kept.append(loaded)
         else:

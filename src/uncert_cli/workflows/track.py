@@ -1,7 +1,8 @@
 """How each layer's uncertainty changes over training: fit every checkpoint of a run, compare layers.
 
 Each checkpoint is fitted in memory with the same method, data and prior (no factor files are
-written), and summarised with :func:`uncert_cli.analysis.layer_stats.analyse_posterior`.
+written), and summarised with :func:`uncert_cli.analysis.layer_stats.analyse_posterior`;
+:func:`track_checkpoints` is ``uncert track`` in one call.
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ from pathlib import Path
 from uncert_cli.analysis.layer_stats import LayerStats, analyse_posterior
 from uncert_cli.checkpoint import LoadedModel
 from uncert_cli.core.errors import UserError
+from uncert_cli.core.progress import Progress, no_progress
+from uncert_cli.core.vocabulary import Method
+from uncert_cli.curvature.methods import METHODS as CURVATURE_METHODS
 from uncert_cli.data import ArrayDataset
 from uncert_cli.posterior import LaplacePosterior
 from uncert_cli.storage.factor_file import PriorSettings
 from uncert_cli.storage.opening import apply_posterior_means
-from uncert_cli.workflows.fit import FitOptions, fit_laplace
+from uncert_cli.workflows.fit import DEFAULT_EPOCHS, FitOptions, fit_laplace
+from uncert_cli.workflows.fit_checkpoints import CheckpointLoading, FitData, read_and_compare
+from uncert_cli.workflows.inputs import load_model_data
 
 _STEP = re.compile(r"(\d+)(?!.*\d)")  # the last run of digits in a file name
 
@@ -111,3 +117,55 @@ def check_same_architecture(first: LoadedModel, other: LoadedModel, first_path: 
         raise UserError(
             f"'{other_path}' has other parameters than '{first_path}'{detail}; track checkpoints of one architecture"
         )
+
+
+def track_checkpoints(
+    checkpoints: Sequence[str | Path], options: FitOptions, prior_precision: float = 1.0, *,
+    data: FitData | None = None, loading: CheckpointLoading | None = None, progress: Progress = no_progress,
+) -> TrackResult:
+    """``uncert track``: fit every checkpoint of a run with ``options`` on one dataset and summarise each per layer.
+
+    The checkpoints are put in training order (:func:`order_checkpoints`), each is read once and checked
+    against the first before anything is fitted (:func:`check_same_architecture`; they are kept for their
+    fits as ``uncert fit`` keeps several), and the data (``data``; default: the first checkpoint's dataset,
+    train split) is loaded once, shaped for the first.
+
+    Args:
+        checkpoints: the checkpoints of one training run.
+        options: how to fit each (the same for all).
+        prior_precision: τ of every fit and summary.
+        data: the data to fit on (its ``normalize`` and ``input_shape`` are not used).
+        loading: how to read the checkpoints.
+        progress: one bar per checkpoint.
+
+    Returns:
+        Every checkpoint's statistics, in training order.
+
+    Raises:
+        UserError: a non-positive ``prior_precision``, a missing checkpoint, or checkpoints of other inputs,
+            parameters or layers (each refused before anything is fitted, layers apart).
+    """
+    if not prior_precision > 0:
+        raise UserError(f"{{param}} must be positive, got {prior_precision}; e.g. {{param}} 1", param="prior_precision")
+    missing = [str(p) for p in checkpoints if not Path(p).exists()]
+    if missing:
+        raise UserError(f"no such checkpoint: {', '.join(missing)}; pass the files of one training run")
+    data = data or FitData()
+    loading = loading or CheckpointLoading()
+    ordered = order_checkpoints([Path(p) for p in checkpoints])
+    kept = read_and_compare(ordered, loading, check=check_same_architecture)
+    first = kept[0]
+    assert first is not None  # the first is always kept
+    dataset = load_model_data(
+        first.meta, data.spec, split=data.split, limit=data.limit, root=data.root, download=data.download,
+        split_required_by=data.split_required_by, conversion=data.conversion, model=first.module,
+    )
+    passes = CURVATURE_METHODS[options.method].data_passes(options.epochs or DEFAULT_EPOCHS)  # vi: 1 + epochs
+    points = []
+    for i, path in enumerate(ordered):
+        loaded = kept[i] or loading.load(path)
+        kept[i] = None  # fitted: let it go before the next one
+        with progress(len(dataset) * passes, f"fit {path.name}") as advance:
+            points.append(track_point(path, loaded, dataset, options, prior_precision, on_batch=advance))
+    names = check_same_layers(points)
+    return TrackResult(Method(options.method).value, dataset.name, len(dataset), prior_precision, names, points)
