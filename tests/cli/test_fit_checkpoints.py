@@ -1,4 +1,4 @@
-"""``uncert fit`` as one library call (``workflows.fit_checkpoints``) and several checkpoints read once each.
+"""``uncert fit``, ``track`` and ``tune`` as one library call each, and several checkpoints read once each.
 
 The user's class counts its constructions in a file beside it, so the tests see how often a checkpoint is
 read (each read builds the network once) through the real entry point, on real files.
@@ -23,6 +23,7 @@ from uncert_cli.workflows import fit_checkpoints as workflow
 from uncert_cli.workflows.fit import FitOptions
 from uncert_cli.workflows.fit_checkpoints import CheckpointLoading, FitData, fit_checkpoints
 from uncert_cli.workflows.track import track_checkpoints
+from uncert_cli.workflows.tune import HeldOutRequest, tune_factor_file
 
 USER_FILE = '''
 import pathlib
@@ -134,3 +135,15 @@ def test_track_reads_each_checkpoint_once(run_cli, project) -> None:
                                data=FitData(spec="train.npz"), loading=CheckpointLoading(arch="counted.py:Net"))
     assert [p.checkpoint for p in result.points] == ["seed0.pt", "seed1.pt", "seed2.pt"]  # by the number in the name
     assert track_document(result, []) == {**by_cli, "pngs": []}
+
+
+def test_tune_in_one_python_call_chooses_what_the_command_chooses(run_cli, project) -> None:
+    r = run_cli("fit", "seed0.pt", *ARCH, "--data", "train.npz", "--method", "diag", "-o", "f.h5", "--quiet")
+    assert r.code == 0, r.err
+    r = run_cli("tune", "f.h5", *ARCH, "--val-from", "test", "--val-size", "8", "--dry-run", "--json")
+    assert r.code == 0, r.err
+    outcome = tune_factor_file("f.h5", objective="widest", held_out=HeldOutRequest(val_from="test", val_size=8),
+                               arch="counted.py:Net", write=False)
+    by_cli = json.loads(r.out)
+    assert by_cli["validation"]["examples"] == "test[0:8]"
+    assert {k: by_cli[k] for k in outcome.to_dict()} == json.loads(json.dumps(outcome.to_dict()))

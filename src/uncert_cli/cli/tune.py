@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Annotated
 
 import typer
@@ -13,14 +12,10 @@ from uncert_cli.cli import options as o
 from uncert_cli.cli.flags import render_for_command
 from uncert_cli.cli.option_groups import Conversion, FactorModel, Output, with_groups
 from uncert_cli.core.device import resolve_device
-from uncert_cli.core.errors import UserError
 from uncert_cli.core.vocabulary import Objective, PriorStructure, TunePredictive
-from uncert_cli.data.file_splits import split_was_given
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
 from uncert_cli.render.console import log, print_json, progress_bar, stdout
-from uncert_cli.workflows.inputs import load_model_data
-from uncert_cli.workflows.tune import tune_factor_file
-from uncert_cli.workflows.validation import ValidationChoice, has_val_split, load_held_out, resolve_val_from
+from uncert_cli.workflows.tune import HeldOutRequest, tune_factor_file
 
 
 @with_groups(out=Output, images=Conversion, factor_model=FactorModel)
@@ -58,16 +53,16 @@ def tune(
     """Tune τ (and N for val-nll, σ for regression) and write them into the factor file."""
     if objective is None:  # a per-layer prior exists only for the evidence
         objective = Objective.marglik if prior_structure is PriorStructure.layer else Objective.widest
-    conversion = images.image_conversion()
+    held_out = HeldOutRequest(data=data, split=split.value if split else None, limit=limit, val_from=val_from,
+                              val_size=val_size, root=data_root, conversion=images.image_conversion())
     outcome = tune_factor_file(
         factors, objective=objective.value, structure=prior_structure.value,
-        load_held_out=lambda stored: _held_out(stored, objective, data, split, limit, val_from, val_size, data_root,
-                                               conversion),
+        held_out=held_out,
         predictive=predictive.value if predictive else None, samples=samples, batch_size=batch_size,
         nll_tolerance=nll_tolerance, write=not dry_run, device=resolve_device(device.value).type,
         arch=factor_model.arch, arch_kwargs=factor_model.arch_kwargs,
         # the evidence needs no forward; held-out data asked for by a flag does
-        runs_model=objective is not Objective.marglik or any(v is not None for v in (data, split, val_from)),
+        runs_model=objective is not Objective.marglik or held_out.asks_for_data,
         progress=lambda total, what: progress_bar(total, what, quiet=out.silent),
     )
     document = {"factors": str(factors), "written": not dry_run, **outcome.to_dict()}
@@ -97,27 +92,6 @@ def tune(
         stdout.print(f"held-out NLL ({held['predictive']}, {held['n']:,} examples, {held['examples']}): "
                      f"{held['nll']:.4f} (MAP {held['map_nll']:.4f})")
     stdout.print("written into the file" if not dry_run else "dry run: the file is unchanged")
-
-
-def _held_out(stored, objective: Objective, data, split, limit, val_from, val_size, data_root, conversion):
-    """Held-out examples and where they came from; ``(None, None)`` for marglik without a val split.
-
-    ``--split`` keeps the old way (that whole split of ``--data``, ``--limit`` first examples); otherwise
-    ``--val-from`` picks them (default: the set's val split, else the first ``--val-size`` test examples).
-    """
-    meta = stored.model_meta
-    spec = data or stored.fit.get("dataset") or meta.dataset
-    if split is not None:
-        val = load_model_data(meta, spec, split=split.value, limit=limit, root=data_root, conversion=conversion,
-                              split_required_by=split_was_given(split.value))
-        return val, ValidationChoice(split.value, f"{split.value}[0:{len(val)}]", len(val))
-    explicit = data is not None or val_from is not None
-    if objective is Objective.marglik and not (explicit or has_val_split(spec)):
-        return None, None  # marglik needs no held-out data; check it only where the set has some
-    if not spec:
-        raise UserError(f"--objective {objective.value} needs held-out data and the file names no dataset; pass --data SPEC")
-    settings = SimpleNamespace(val_size=val_size, root=data_root, download=False, normalize=None, conversion=conversion)
-    return load_held_out(meta, spec, resolve_val_from(spec, val_from), settings)
 
 
 def _fmt(value) -> str:

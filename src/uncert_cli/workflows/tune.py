@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -14,13 +15,21 @@ from uncert_cli.core.atomic import FileIdentity
 from uncert_cli.core.errors import ParameterText, UserError
 from uncert_cli.core.progress import Progress, no_progress
 from uncert_cli.core.vocabulary import HeldOutObjective, Objective, PriorStructure
-from uncert_cli.data import ArrayDataset, iter_batches
+from uncert_cli.data import ArrayDataset, ImageConversion, iter_batches
+from uncert_cli.data.file_splits import split_was_given
 from uncert_cli.posterior import TuneResult, grid_edges, predictives, tune_prior_marglik, tune_val_nll
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE, tune_widest, validation_scores
 from uncert_cli.storage.factor_file import FactorFile, PriorSettings, check_factor_path, update_hyperparameters
 from uncert_cli.storage.opening import open_posterior
 from uncert_cli.workflows.forward_check import check_model_runs
-from uncert_cli.workflows.validation import HONESTY_RATIO, ValidationChoice
+from uncert_cli.workflows.inputs import load_model_data
+from uncert_cli.workflows.validation import (
+    HONESTY_RATIO,
+    ValidationChoice,
+    has_val_split,
+    load_held_out,
+    resolve_val_from,
+)
 
 # widest (the default, issue 13): the widest posterior whose held-out NLL is within a tolerance of the best;
 # val-nll: the lowest held-out NLL; marglik: the Laplace evidence (no held-out data needed).
@@ -69,6 +78,57 @@ class TuneOutcome:
         }
 
 
+@dataclass
+class HeldOutRequest:
+    """Where ``uncert tune`` takes its held-out examples from (:meth:`load`).
+
+    ``split`` keeps the older way: that whole split of ``data`` (its first ``limit`` examples). Otherwise
+    ``val_from`` picks them (default: the set's val split, else the first ``val_size`` test examples;
+    :mod:`uncert_cli.workflows.validation`). ``data`` defaults to the set the file was fitted on.
+    """
+
+    data: str | None = None
+    split: str | None = None
+    limit: int | None = None
+    val_from: str | None = None
+    val_size: int = 1000
+    root: str | Path | None = None
+    conversion: ImageConversion | None = None
+
+    @property
+    def asks_for_data(self) -> bool:
+        """Whether held-out data was asked for explicitly (so even the evidence, which needs none, checks it)."""
+        return any(v is not None for v in (self.data, self.split, self.val_from))
+
+    def load(self, stored: FactorFile, objective: Objective | str) -> tuple[ArrayDataset | None, ValidationChoice | None]:
+        """The held-out examples for ``stored`` and where they came from; ``(None, None)`` for marglik when
+        nothing was asked for and the set has no val split (the evidence needs none).
+
+        Returns:
+            ``(examples, choice)``, as :func:`tune_factor_file`'s ``load_held_out`` returns them.
+
+        Raises:
+            UserError: an objective that needs held-out data for a file that names no dataset, or data
+                that cannot be loaded.
+        """
+        objective = Objective.parse(objective, "objective")
+        meta = stored.model_meta
+        spec = self.data or stored.fit.get("dataset") or meta.dataset
+        if self.split is not None:
+            val = load_model_data(meta, spec, split=self.split, limit=self.limit, root=self.root,
+                                  conversion=self.conversion, split_required_by=split_was_given(self.split))
+            return val, ValidationChoice(self.split, f"{self.split}[0:{len(val)}]", len(val))
+        explicit = self.data is not None or self.val_from is not None
+        if objective == Objective.marglik and not (explicit or has_val_split(spec)):
+            return None, None  # marglik needs no held-out data; check it only where the set has some
+        if not spec:
+            raise UserError(f"{{param}} {objective.value} needs held-out data and the file names no dataset; pass "
+                            "{data} SPEC", param="objective", mentions=("data",))
+        settings = SimpleNamespace(val_size=self.val_size, root=self.root, download=False, normalize=None,
+                                   conversion=self.conversion)
+        return load_held_out(meta, spec, resolve_val_from(spec, self.val_from), settings)
+
+
 def tune_factor_file(
     path: str | Path,
     *,
@@ -77,6 +137,7 @@ def tune_factor_file(
     val_data: ArrayDataset | None = None,
     val_choice: ValidationChoice | None = None,
     load_held_out: Callable[[FactorFile], tuple[ArrayDataset | None, ValidationChoice | None]] | None = None,
+    held_out: HeldOutRequest | None = None,
     predictive: str | None = None,
     samples: int = 100,
     batch_size: int = 256,
@@ -94,7 +155,9 @@ def tune_factor_file(
 
     The library default stays ``marglik`` (it needs no data); ``uncert tune`` defaults to ``widest``.
     ``load_held_out``, if given, is called with the factor file once it has been opened and checked, and
-    returns ``(val_data, val_choice)`` (so a file that is refused is refused before any data loads).
+    returns ``(val_data, val_choice)`` (so a file that is refused is refused before any data loads);
+    ``held_out`` is the same as ``load_held_out=lambda f: held_out.load(f, objective)``, the way ``uncert
+    tune`` chooses its examples.
     ``val_data`` (held-out examples, described by ``val_choice``) is needed by widest and val-nll; with
     marglik it is optional and only checked: the outcome's ``held_out`` holds the held-out NLL of
     ``predictive`` (default: probit for classifiers with the factored output covariance, else glm) at the
@@ -118,6 +181,9 @@ def tune_factor_file(
     factors, posterior = opened.factors, opened.posterior
     before = factors.prior
     unchecked = None
+    if load_held_out is None and held_out is not None:
+        request = held_out
+        load_held_out = lambda stored: request.load(stored, objective)  # noqa: E731 - the callback's form
     if opened.weights_only:
         val_data, val_choice, load_held_out = None, None, None
         unchecked = ParameterText("the held-out NLL was not checked: that runs the network, whose class uncert "
@@ -173,10 +239,10 @@ def tune_factor_file(
         n_data=result.n_data if result.n_data is not None else before.n_data,
         noise_std=result.noise_std if factors.curvature.task == "regression" else before.noise_std,
     )
-    held_out = None
+    checked = None
     if batches is not None:
-        held_out = _held_out_nll(result.apply(posterior), posterior, batches, predictive, samples, seed, val_choice)
-    outcome = TuneOutcome(objective=objective, result=result, before=before, after=after, held_out=held_out,
+        checked = _held_out_nll(result.apply(posterior), posterior, batches, predictive, samples, seed, val_choice)
+    outcome = TuneOutcome(objective=objective, result=result, before=before, after=after, held_out=checked,
                           nll_tolerance=nll_tolerance if objective == "widest" else None, unchecked=unchecked)
     if write:
         update_hyperparameters(path, after, {"objective": objective, "result": outcome.to_dict(),
