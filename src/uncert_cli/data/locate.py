@@ -61,13 +61,19 @@ def missing_files_error(
     file_sets: Sequence[FileSet],
     search_dirs: Sequence[Path],
     root: Path,
+    present_split: str | None = None,
 ) -> UserError:
-    """The error for a built-in dataset whose files are absent: names the files and every folder looked in."""
+    """The error for a built-in dataset whose files are absent: names the files and every folder looked in.
+
+    ``present_split``: another split of the dataset that is there (a data folder with only the test files),
+    suggested first.
+    """
     expected = " or ".join(f"({describe_file_set(fs)})" if len(file_sets) > 1 else describe_file_set(fs) for fs in file_sets)
     folders = ", ".join(str(d) for d in search_dirs)
+    other = f"only its {present_split} split is there: pass {{split}} {present_split}, or " if present_split else ""
     return UserError(
         f"dataset '{dataset}' ({split} split) not found: expected {expected} in one of: {folders}; "
-        f"pass {{download}} to fetch it, or set {{param}} or $UNCERT_DATA to the data folder laid out like that "
+        f"{other}pass {{download}} to fetch it, or set {{param}} or $UNCERT_DATA to the data folder laid out like that "
         f"(the data root now is {root})",
-        param="root", mentions=("download",),
+        param="root", mentions=("download", "split") if present_split else ("download",),
     )

@@ -114,7 +114,10 @@ def load_idx_dataset(info: IdxDatasetInfo, request: LoadRequest) -> ArrayDataset
         _fetch(info, request)
         located = next((found for fs in file_sets if (found := find_file_set(search_dirs, fs)) is not None), None)
     if located is None:
-        raise missing_files_error(request.name, request.split, file_sets, search_dirs, request.root)
+        other = "test" if request.split == "train" else "train"
+        present = any(find_file_set(search_dirs, fs) is not None for fs in info.file_sets(other))
+        raise missing_files_error(request.name, request.split, file_sets, search_dirs, request.root,
+                                  present_split=other if present else None)
 
     if located["images"].suffix == ".npz":
         images = _read_npz_array(located["images"], request.limit)
