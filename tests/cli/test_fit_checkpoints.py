@@ -1,4 +1,4 @@
-"""``uncert fit``, ``track`` and ``tune`` as one library call each, and several checkpoints read once each.
+"""``uncert fit``, ``track``, ``tune`` and ``prune`` as one library call each, and several checkpoints read once each.
 
 The user's class counts its constructions in a file beside it, so the tests see how often a checkpoint is
 read (each read builds the network once) through the real entry point, on real files.
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tests.reference.user_files import import_user_file
 from uncert_cli.core.errors import UserError
@@ -22,6 +23,7 @@ from uncert_cli.storage.factor_file import read_factor_file
 from uncert_cli.workflows import fit_checkpoints as workflow
 from uncert_cli.workflows.fit import FitOptions
 from uncert_cli.workflows.fit_checkpoints import CheckpointLoading, FitData, fit_checkpoints
+from uncert_cli.workflows.prune import prune_factor_file
 from uncert_cli.workflows.track import track_checkpoints
 from uncert_cli.workflows.tune import HeldOutRequest, tune_factor_file
 
@@ -147,3 +149,24 @@ def test_tune_in_one_python_call_chooses_what_the_command_chooses(run_cli, proje
     by_cli = json.loads(r.out)
     assert by_cli["validation"]["examples"] == "test[0:8]"
     assert {k: by_cli[k] for k in outcome.to_dict()} == json.loads(json.dumps(outcome.to_dict()))
+
+
+def test_prune_in_one_python_call_does_what_the_command_does(run_cli, project) -> None:
+    r = run_cli("fit", "seed0.pt", *ARCH, "--data", "train.npz", "--method", "diag", "-o", "f.h5", "--quiet")
+    assert r.code == 0, r.err
+    r = run_cli("prune", "f.h5", *ARCH, "--fraction", "0.5", "-o", "cli.safetensors", "--evaluate", "--fractions",
+                "0.3,0.6", "--data", "train.npz", "--json")
+    assert r.code == 0, r.err
+    by_cli = json.loads(r.out)
+    outcome = prune_factor_file("f.h5", fraction=0.5, output="py.safetensors", evaluate=[0.3, 0.6], data="train.npz",
+                                arch="counted.py:Net")
+    assert outcome.selection is not None and outcome.evaluation is not None
+    assert outcome.selection.pruned == by_cli["selection"]["pruned"] > 0
+    assert [p.nll for p in outcome.evaluation.points] == [p["nll"] for p in by_cli["evaluation"]["points"]]
+    cli_weights, py_weights = load_file("cli.safetensors"), load_file("py.safetensors")
+    assert all(torch.equal(cli_weights[k], py_weights[k]) for k in cli_weights)
+    with pytest.raises(UserError) as caught:  # the library names its parameters
+        prune_factor_file("f.h5", output="x.safetensors")
+    assert str(caught.value).startswith("give fraction F (e.g. fraction 0.5) to choose weights, or evaluate")
+    r = run_cli("prune", "f.h5", "-o", "x.safetensors")
+    assert r.code == 2 and "give --fraction F (e.g. --fraction 0.5) to choose weights, or --evaluate" in r.err

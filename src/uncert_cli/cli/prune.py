@@ -9,12 +9,9 @@ from typing import Annotated
 
 import typer
 
-from uncert_cli.analysis.pruning import compare_to_baseline
 from uncert_cli.cli import options as o
 from uncert_cli.cli.html_output import Html
 from uncert_cli.cli.option_groups import Conversion, DataFiles, FactorModel, Output, with_groups
-from uncert_cli.core import file_session
-from uncert_cli.core.atomic import check_output_path
 from uncert_cli.core.device import resolve_device
 from uncert_cli.core.errors import UserError
 from uncert_cli.render.console import log, print_json, progress_bar
@@ -29,9 +26,7 @@ from uncert_cli.render.prune import (
 )
 from uncert_cli.render.report import prior_section
 from uncert_cli.storage.factor_file import check_factor_path, read_provenance
-from uncert_cli.storage.opening import open_posterior
-from uncert_cli.workflows.inputs import load_model_data
-from uncert_cli.workflows.prune import evaluate_criteria, select_weights
+from uncert_cli.workflows.prune import check_prune_request, prune_factor_file
 
 DEFAULT_FRACTIONS = "0.1,0.3,0.5,0.7,0.9"
 
@@ -90,15 +85,8 @@ def prune(
 ) -> None:
     """List the weights to prune by posterior uncertainty, write a pruned checkpoint, or compare criteria."""
     check_factor_path(factors)  # a missing file is the first thing to say
-    if fraction is None and not evaluate:
-        raise UserError("give --fraction F (e.g. --fraction 0.5) to choose weights, or --evaluate to compare criteria")
-    if output is not None:
-        if fraction is None:
-            raise UserError("-o needs --fraction F: which share of the weights to prune in the written model")
-        if output.suffix.lower() != ".safetensors":
-            raise UserError(f"pruned models are saved as safetensors; name the output *.safetensors, not {output.name}")
-        check_output_path(output)
-    fraction_list = parse_fractions(fractions) if evaluate else []
+    fraction_list = parse_fractions(fractions) if evaluate else None
+    check_prune_request(fraction, fraction_list, output)
     conversion = images.image_conversion()
     directory = png_directory(png) if png is not None and evaluate else None
     page_only = None  # with --html but no --png, the --evaluate figure is drawn for the page alone
@@ -108,34 +96,21 @@ def prune(
             page_only = tempfile.TemporaryDirectory(prefix="uncert-html-")  # removed when collected, even on errors
             directory = Path(page_only.name)
 
-    # Only --evaluate runs the network; a pruned checkpoint is weights, written without the class.
-    opened = open_posterior(factors, prior_precision=prior_precision, n_data=n_data, device=resolve_device(device.value),
-                           flags=("prior_precision", "n_data"), arch=factor_model.arch,
-                           arch_kwargs=factor_model.arch_kwargs, runs_model=evaluate)
-    if output is not None:  # never overwrite the checkpoint the file was fitted from
-        file_session.note_input(opened.factors.checkpoint_path)
-        check_output_path(output)
-    posterior = opened.posterior
+    split_name, split_asked = o.split_choice(split, "test")
+    outcome = prune_factor_file(
+        factors, fraction=fraction, criterion=criterion.value, top=top, output=output, evaluate=fraction_list,
+        data=data, split=split_name, split_required_by=split_asked, limit=limit, root=files.data_root,
+        download=files.download, conversion=conversion, batch_size=batch_size, prior_precision=prior_precision,
+        n_data=n_data, device=resolve_device(device.value), arch=factor_model.arch, arch_kwargs=factor_model.arch_kwargs,
+        progress=lambda total, what: progress_bar(total, what, quiet=out.silent),
+    )
+    posterior = outcome.opened.posterior
     prior = prior_section(posterior.prior_precision, posterior.n_data, posterior.prior_mode)
-
     evaluation_doc = None
-    if evaluate:
-        meta = opened.model.meta
-        split_name, split_asked = o.split_choice(split, "test")
-        dataset = load_model_data(  # default: the data the factors were fitted on, as ood does
-            meta, data or opened.factors.fit.get("dataset"), split=split_name, limit=limit, root=files.data_root,
-            download=files.download, split_required_by=split_asked, conversion=conversion, model=opened.model.module,
-        )
-        show = not out.silent
-        evaluation = evaluate_criteria(opened, dataset, fraction_list, batch_size=batch_size,
-                                       progress=lambda total, what: progress_bar(total, what, quiet=not show))
-        png_path = write_prune_png(evaluation, directory / "prune_evaluation.png") if directory is not None else None
-        evaluation_doc = evaluation_section(evaluation, compare_to_baseline(evaluation), png_path)
-
-    selection_doc = None
-    if fraction is not None:
-        selection = select_weights(opened, criterion.value, fraction, top=top, output=output, factors_path=factors)
-        selection_doc = selection_section(selection, output)
+    if outcome.evaluation is not None:
+        png_path = write_prune_png(outcome.evaluation, directory / "prune_evaluation.png") if directory is not None else None
+        evaluation_doc = evaluation_section(outcome.evaluation, outcome.comparisons, png_path)
+    selection_doc = selection_section(outcome.selection, output) if outcome.selection is not None else None
 
     doc = prune_document(factors, prior, selection_doc, evaluation_doc)
     if html is not None:
