@@ -101,7 +101,7 @@ def _from_folder(folder: Path, trust_remote_code: bool) -> nn.Module:
     transformers = _transformers()
     try:
         config_dict = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested thousands deep
         raise UserError(f"{folder}/config.json is not readable JSON ({exc})") from None
     if not any((folder / name).is_file() for name in _WEIGHT_FILES):
         raise UserError(f"{folder} has a config.json but no weights: expected {' or '.join(_WEIGHT_FILES[::2])}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -47,6 +48,17 @@ def _int_tuple(value: Any, what: str) -> tuple[int, ...] | None:
     return shape
 
 
+def _check_normalization(means: tuple[float, ...] | None, stds: tuple[float, ...] | None) -> None:
+    # A recorded normalisation that no input survives (std 0, NaN) is a damaged record, refused where it is
+    # read, not at the first batch, where it read as the user's --normalize.
+    if means is not None and not all(math.isfinite(m) for m in means):
+        raise UserError(f"model metadata: normalize_mean must be finite numbers, got {list(means)[:8]}; "
+                        "re-save the model with the normalisation it was trained with")
+    if stds is not None and not all(math.isfinite(s) and s > 0 for s in stds):
+        raise UserError(f"model metadata: normalize_std must be finite numbers > 0, got {list(stds)[:8]}; "
+                        "re-save the model with the normalisation it was trained with")
+
+
 def check_task(task: str) -> str:
     """Return ``task`` if it is one uncert knows, else raise :class:`UserError`."""
     return Task.parse(task, "task").value
@@ -84,6 +96,7 @@ class ModelMeta:
         self.input_shape = _int_tuple(self.input_shape, "input_shape")
         self.normalize_mean = _float_tuple(self.normalize_mean, "normalize_mean")
         self.normalize_std = _float_tuple(self.normalize_std, "normalize_std")
+        _check_normalization(self.normalize_mean, self.normalize_std)
         self.convert_size = _int_tuple(self.convert_size, "model metadata: convert_size")
         if self.convert_size is not None and len(self.convert_size) != 2:
             raise UserError(f"model metadata: convert_size must be two positive integers H,W, got {list(self.convert_size)}")
@@ -117,7 +130,7 @@ class ModelMeta:
             return cls()
         try:
             payload = json.loads(header[HEADER_KEY])
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested thousands deep
             raise UserError(
                 f"the model metadata (key {HEADER_KEY!r}) is not valid JSON ({exc}); "
                 "re-save the model or pass {param} and {arch_kwargs} explicitly",

@@ -25,10 +25,13 @@ def _decode(path: Path) -> np.ndarray:
     """One image as uint8 ``(H, W)`` (grayscale) or ``(H, W, 3)`` (colour)."""
     from PIL import Image  # Pillow comes with torchvision; imported lazily as only folders need it
 
-    with Image.open(path) as image:
-        image.load()
-        gray = image.mode in _GRAY_MODES
-        return np.asarray(image.convert("L" if gray else "RGB"), dtype=np.uint8)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            gray = image.mode in _GRAY_MODES
+            return np.asarray(image.convert("L" if gray else "RGB"), dtype=np.uint8)
+    except Image.DecompressionBombError as err:  # a tiny file declaring billions of pixels: not an OSError
+        raise ValueError(f"too many pixels to decode safely: {err}") from None
 
 
 def load_image_folder(folder: Path, name: str, *, limit: int | None = None, skip_unreadable: bool = False) -> ArrayDataset:

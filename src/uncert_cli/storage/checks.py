@@ -113,7 +113,7 @@ def _json_attr(group: h5py.Group, key: str, path: Path) -> Any:
     text = _attr(group, key, path)
     try:
         return json.loads(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # RecursionError: nested thousands deep
         raise damaged(path, f"{group.name} attribute '{key}'", f"is not JSON ({str(text)[:40]!r})") from None
 
 
