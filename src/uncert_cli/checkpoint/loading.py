@@ -23,6 +23,7 @@ from uncert_cli.checkpoint.arch import (
 )
 from uncert_cli.checkpoint.hf_folder import is_hf_folder, read_hf_folder
 from uncert_cli.checkpoint.meta import HEADER_KEY, ModelMeta, check_task
+from uncert_cli.checkpoint.numpy_scalars import numpy_scalar_globals
 from uncert_cli.checkpoint.outputs import OutputChoice, select_output
 from uncert_cli.checkpoint.prefixes import network_entries
 from uncert_cli.checkpoint.state import (
@@ -102,7 +103,8 @@ def _pickle_refusal(path: Path, error: str) -> UserError:
 
 def _read_torch(path: Path, trust_pickle: bool) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(numpy_scalar_globals()):  # np.int64(epoch) and the like
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         message = str(exc)
     if "TorchScript" in message:
