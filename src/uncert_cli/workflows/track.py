@@ -24,6 +24,7 @@ from uncert_cli.storage.factor_file import PriorSettings
 from uncert_cli.storage.opening import apply_posterior_means
 from uncert_cli.workflows.fit import DEFAULT_EPOCHS, FitOptions, fit_laplace
 from uncert_cli.workflows.fit_checkpoints import CheckpointLoading, FitData, read_and_compare
+from uncert_cli.workflows.forward_check import check_model_runs
 from uncert_cli.workflows.inputs import load_model_data
 
 _STEP = re.compile(r"(\d+)(?!.*\d)")  # the last run of digits in a file name
@@ -165,6 +166,9 @@ def track_checkpoints(
     for i, path in enumerate(ordered):
         loaded = kept[i] or loading.load(path)
         kept[i] = None  # fitted: let it go before the next one
+        # The data was shaped on the first model; each other one takes it as the first does (packed token
+        # arrays as keywords) and is tried on its first examples.
+        check_model_runs(loaded.module, dataset)
         with progress(len(dataset) * passes, f"fit {path.name}") as advance:
             points.append(track_point(path, loaded, dataset, options, prior_precision, on_batch=advance))
     names = check_same_layers(points)
