@@ -24,7 +24,7 @@ from uncert_cli.core.progress import Progress, no_progress
 from uncert_cli.core.vocabulary import Method
 from uncert_cli.curvature.methods import METHODS as CURVATURE_METHODS
 from uncert_cli.data import ArrayDataset, ImageConversion
-from uncert_cli.storage.factor_file import PriorSettings
+from uncert_cli.storage.factor_file import PriorSettings, check_storable_names
 from uncert_cli.workflows.ensemble import check_same_network, network_signature
 from uncert_cli.workflows.fit import DEFAULT_EPOCHS, FitOptions, FitResult, check_memory, expected_file_bytes, fit_to_file
 from uncert_cli.workflows.fit_memory import MemoryEstimate
@@ -178,6 +178,7 @@ def fit_checkpoint(loaded: LoadedModel, output: str | Path, options: FitOptions,
     for text in loaded.notes if ctx.is_main else []:
         reporting.note(text)
     loaded, pickle_note = record_pickled_arch(loaded)  # refuses before any data is read
+    check_storable_names(loaded.module.state_dict())  # and names the file could not hold
     if pickle_note and ctx.is_main:
         reporting.note(pickle_note)
     if data.input_shape is not None:
