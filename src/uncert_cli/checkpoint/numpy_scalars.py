@@ -21,7 +21,11 @@ def numpy_scalar_globals() -> list[Any]:
     NumPy 2's module names and the ``numpy.core`` ones that files pickled by NumPy 1 reference.
     """
     import numpy as np
-    from numpy._core.multiarray import scalar
+
+    try:  # NumPy 2 (pyproject admits NumPy >= 1.24, where the module is numpy.core)
+        from numpy._core.multiarray import scalar
+    except ImportError:
+        from numpy.core.multiarray import scalar  # type: ignore[no-redef]
 
     allowed: list[Any] = [(scalar, "numpy._core.multiarray.scalar"), (scalar, "numpy.core.multiarray.scalar"),
                           (np.dtype, "numpy.dtype")]
