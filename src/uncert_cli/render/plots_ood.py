@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import matplotlib
 
@@ -46,8 +46,15 @@ def _icdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return h, 1.0 - np.arange(h.size) / h.size
 
 
-def _num_classes(report: OODReport) -> int:
-    return int(cast(int, report.settings.get("num_classes", 10)))
+def _entropy_limit(report: OODReport) -> tuple[float, bool]:
+    """``(largest entropy to draw, whether it is log C)``: the maximum, log C, when the class count is
+    recorded; else (a state dict fitted with ``--arch`` records none) just above the largest value seen.
+    """
+    classes = report.settings.get("num_classes")
+    if isinstance(classes, int) and classes > 1:
+        return math.log(classes), True
+    seen = [float(np.max(v)) for r in report.results.values() for v in (r.entropy_in, *r.entropy_ood.values()) if v.size]
+    return max([*seen, 1e-3]) * 1.02, False
 
 
 def write_ood_plots(report: OODReport, folder: Path) -> list[Path]:
@@ -59,7 +66,7 @@ def write_ood_plots(report: OODReport, folder: Path) -> list[Path]:
 def _entropy_icdf(report: OODReport, folder: Path) -> Path:
     sets = [f"{report.in_name} (in)"] + [f"{n} (OOD)" for n in report.ood_names]
     fig, axes = plt.subplots(1, len(sets), figsize=(4.6 * len(sets), 3.8), squeeze=False, sharey=True)
-    h_max = math.log(_num_classes(report))
+    h_max, is_log_c = _entropy_limit(report)
     for i, title in enumerate(sets):
         ax = axes[0, i]
         for kind, r in report.results.items():
@@ -68,7 +75,8 @@ def _entropy_icdf(report: OODReport, folder: Path) -> Path:
             ax.step(h, frac, where="post", color=COLORS.get(kind), linestyle=STYLES.get(kind, "-"), lw=1.8, label=kind)
         ax.set_xlim(0, h_max * 1.02)
         ax.set_ylim(0, 1.02)
-        ax.axvline(h_max, color="#bbbbbb", lw=0.8)
+        if is_log_c:
+            ax.axvline(h_max, color="#bbbbbb", lw=0.8)
         ax.set_title(title)
         ax.set_xlabel("predictive entropy h (nats)")
         ax.grid(alpha=0.3)
@@ -82,7 +90,7 @@ def _entropy_icdf(report: OODReport, folder: Path) -> Path:
 def _entropy_hist(report: OODReport, folder: Path) -> Path:
     kinds = list(report.results)
     fig, axes = plt.subplots(len(kinds), 1, figsize=(7.5, 2.6 * len(kinds)), squeeze=False, sharex=True)
-    h_max = math.log(_num_classes(report))
+    h_max, _ = _entropy_limit(report)
     bins = np.linspace(0, h_max, 41)
     for row, kind in enumerate(kinds):
         ax, r = axes[row, 0], report.results[kind]
