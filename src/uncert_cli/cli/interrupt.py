@@ -95,7 +95,8 @@ def _redeliver() -> None:
     import time
 
     time.sleep(0.01)
-    _thread.interrupt_main(signal.SIGINT)
+    if _depth > 0:  # else the command has ended meanwhile, and its end has seen interrupt_received()
+        _thread.interrupt_main(signal.SIGINT)
 
 
 def _unraisable_hook(previous: Callable[[Any], object]) -> Callable[[Any], None]:
