@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 
 from uncert_cli.cli.main import main
+from uncert_cli.core.errors import UserError
+from uncert_cli.storage.opening import open_posterior
 
 METHODS = ("diag", "kfac", "ekfac", "kfac-diag", "lowrank", "full", "vi")
 # Options a method needs beyond the common ones (vi: one epoch is enough for a file of its layout).
@@ -291,6 +293,14 @@ def test_bad_stored_prior_precision_names_the_file_and_the_flag(run_cli, factor_
     r = run_cli(*_command_args(command, damaged, out))
     _assert_refused(r, contains=f"'{damaged}' stores prior_precision -5")
     assert "--prior-precision" in r.err and [p for p in out.rglob("*") if p.is_file()] == []
+
+
+def test_bad_stored_prior_names_the_parameter_to_a_python_caller(factor_files, tmp_path) -> None:
+    damaged = _corrupt(factor_files["kfac"], tmp_path, _attr("prior", "prior_precision", "-5"))
+    with pytest.raises(UserError) as refused:
+        open_posterior(damaged, flags=("prior_precision", "n_data"))
+    assert str(refused.value).endswith("refit it or pass prior_precision") and "--" not in str(refused.value)
+    assert open_posterior(damaged, prior_precision=2.0).posterior is not None  # the override is taken
 
 
 def test_bad_stored_prior_can_be_overridden_by_the_flag(run_cli, factor_files, tmp_path) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -240,12 +240,13 @@ def _check_array(tensor: Tensor, rule: str, where: str, path: Path) -> None:
 
 # --------------------------------------------------------------------------------------- prior
 def check_stored_prior(
-    path: Path, stored: Mapping[str, Any], *, regression: bool, flags: Mapping[str, str]
+    path: Path, stored: Mapping[str, Any], *, regression: bool, overridable: Collection[str]
 ) -> None:
     """Refuse a stored hyperparameter that cannot be used, saying it came from the file.
 
     ``stored``: ``{name: value}`` of the values that the command will take from the file (those not
-    overridden); ``flags``: ``{name: flag}`` of the flags this command offers to override them.
+    overridden); ``overridable``: the names among them that the caller lets its user override (the
+    message suggests passing that parameter; the CLI shows it as the command's flag).
     """
     for name, value in stored.items():
         if name == "prior_mode":
@@ -261,8 +262,9 @@ def check_stored_prior(
             ok = value is None or _positive_finite(value)
             want = "a positive finite number"
         if not ok:
-            fix = f"refit it or pass {flags[name]}" if name in flags else "refit it with 'uncert fit'"
-            raise UserError(f"'{path}' stores {name} {json.dumps(value)[:60]}, which is not {want}; {fix}")
+            fix = "refit it or pass {param}" if name in overridable else "refit it with 'uncert fit'"
+            raise UserError(f"'{path}' stores {name} {json.dumps(value)[:60]}, which is not {want}; {fix}",
+                            param=name if name in overridable else None)
 
 
 def check_prior_to_write(path: Path, values: Mapping[str, Any]) -> None:

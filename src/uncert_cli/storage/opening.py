@@ -33,8 +33,6 @@ from uncert_cli.storage.checks import check_stored_prior
 from uncert_cli.storage.factor_file import FactorFile, json_attribute, read_factor_file
 
 TRUST_ARCH_ENV = "UNCERT_TRUST_ARCH"
-# The flags with which commands override a hyperparameter stored in the file.
-OVERRIDE_FLAGS = {"prior_precision": "--prior-precision", "n_data": "--n-data", "prior_mode": "--prior-mode"}
 _SHOWN = 120  # characters of a file-chosen architecture name quoted in a message
 
 
@@ -230,8 +228,9 @@ def open_posterior(
 ) -> OpenedFactors:
     """Read a factor file and build its posterior; ``None`` means the file's own (possibly tuned) value.
 
-    ``flags``: which hyperparameters the calling command can override with a flag (keys of
-    :data:`OVERRIDE_FLAGS`); an unusable stored value is refused naming the file and those flags.
+    ``flags``: which of ``prior_precision``, ``n_data``, ``prior_mode`` the caller lets its user
+    override; an unusable stored value is refused naming the file and, where it is one of these, the
+    parameter to pass instead (the CLI shows the command's flag).
     ``arch``, ``arch_kwargs``, ``runs_model``: see :func:`model_from_factor_file`.
 
     Returns:
@@ -254,7 +253,7 @@ def open_posterior(
         if given is None
     }
     check_stored_prior(factors.path, from_file, regression=factors.curvature.task == "regression",
-                       flags={name: OVERRIDE_FLAGS[name] for name in flags})
+                       overridable=flags)
     noise = noise_std or prior.noise_std or loaded.meta.noise_std or 1.0
     device = torch.device(device)
     curvature = factors.curvature if device.type == "cpu" else curvature_to(factors.curvature, device)
