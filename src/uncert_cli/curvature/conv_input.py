@@ -93,6 +93,23 @@ def tap_columns(module: nn.Conv1d | nn.Conv2d, taps: Taps) -> Tensor:
     return (torch.arange(module.in_channels).unsqueeze(1) * size + offsets).flatten()
 
 
+def tap_block(acc: Tensor, module: nn.Conv1d | nn.Conv2d, taps: Taps) -> Tensor | None:
+    """The block of ``acc`` (``(I, I)``, ``weight.reshape(O, -1)`` order, any strides) whose rows and
+    columns are the patch columns of ``taps``, as a strided view ``(C, *lengths, C, *lengths)``; None
+    when the taps of some dimension are not a range.
+    """
+    if any(t != tuple(range(t[0], t[0] + len(t))) for t in taps):
+        return None
+    kernel = tuple(module.kernel_size)
+    steps = [math.prod(kernel[d + 1 :]) for d in range(len(kernel))]  # column step of each tap dimension
+    r, c = acc.stride()
+    first = sum(t[0] * step for t, step in zip(taps, steps))
+    T = math.prod(kernel)
+    sizes = (module.in_channels, *map(len, taps))
+    strides = (T * r, *(step * r for step in steps), T * c, *(step * c for step in steps))
+    return acc.as_strided(sizes + sizes, strides, acc.storage_offset() + first * (r + c))
+
+
 Part = tuple[Positions | None, Taps | None]  # (output positions, kernel taps); None: all of them
 
 

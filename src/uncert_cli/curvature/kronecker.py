@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from uncert_cli.core.errors import UserError
 from uncert_cli.curvature.blocks import KroneckerBlock
-from uncert_cli.curvature.conv_input import InputPlan, Positions, Taps, as_2d, input_plan, tap_columns
+from uncert_cli.curvature.conv_input import InputPlan, Positions, Taps, as_2d, input_plan, tap_block, tap_columns
 from uncert_cli.curvature.gram import gram_lower_, mirror_lower_
 from uncert_cli.curvature.hooks import find_batch_dim
 from uncert_cli.curvature.huge_pages import factor_zeros
@@ -151,10 +151,8 @@ class KroneckerAccumulator:
         self.a_full = factor_zeros(size, size, dtype, device)
         self.aa_sum = self.a_full[:I, :I]
         self.gg_sum = factor_zeros(O, O, dtype, device)
-        # Conv inputs on which some kernel taps only read padding: the Gram products of the other
-        # columns, by live taps, folded into ``a_full`` (both triangles) by :meth:`sums`.
         self._plans: dict[tuple[int, ...], InputPlan] = {}  # by spatial input shape
-        self._partial: dict[Taps, tuple[Tensor, Tensor]] = {}  # live taps -> (columns, lower-triangle sum)
+        self._columns: dict[Taps, Tensor] = {}  # the patch columns of some kernel taps (tap_columns)
         # 1 once ``a_full`` holds a lower triangle only (a Gram product over all columns): then it
         # must be mirrored. A tensor so that ``reduce`` sums it with the factors across processes.
         self.lower_only = torch.zeros(1, dtype=dtype, device=device)
@@ -201,18 +199,29 @@ class KroneckerAccumulator:
             rows = patches.reshape(-1, patches.shape[2])
             if taps is None:
                 self._add_rows(rows, alpha)
-            else:
-                self._add_partial(conv, taps, rows, alpha)
+            else:  # every position's taps (no position group): a symmetric block, no mirroring needed
+                self._add_partial(conv, taps, rows, alpha, symmetric=positions is None)
 
-    def _add_partial(self, conv: nn.Conv1d | nn.Conv2d, taps: Taps, rows: Tensor, alpha: float) -> None:
-        """The Gram product over the columns of ``taps`` only, into their own sum (the rest of
-        ``A`` gets nothing from these rows).
+    def _add_partial(self, conv: nn.Conv1d | nn.Conv2d, taps: Taps, rows: Tensor, alpha: float, symmetric: bool) -> None:
+        """The Gram product over the columns of ``taps`` only (the rest of ``A`` gets nothing from
+        these rows), added to their block of ``A`` through a strided view: both triangles when
+        ``symmetric``, else the lower one like every full product. Nothing is kept between batches.
         """
-        if taps not in self._partial:
-            cols = tap_columns(conv, taps).to(rows.device)
-            self._partial[taps] = (cols, torch.zeros(len(cols), len(cols), dtype=rows.dtype, device=rows.device))
-        columns, part = self._partial[taps]
+        if taps not in self._columns:
+            self._columns[taps] = tap_columns(conv, taps).to(rows.device)
+        columns = self._columns[taps]
+        part = torch.zeros(rows.shape[1], rows.shape[1], dtype=rows.dtype, device=rows.device)
         gram_lower_(part, rows, alpha)
+        if symmetric:
+            mirror_lower_(part)
+            self.touched[columns] = 1
+        else:
+            self.lower_only.fill_(1)
+        block = tap_block(self.aa_sum, conv, taps)
+        if block is not None:
+            block.add_(part.view(block.shape))
+        else:  # taps that are no range (a stride steps over some): gather and scatter
+            self.aa_sum[columns.unsqueeze(1), columns] += part
         if self.has_bias:
             self.a_full[-1, :-1].index_add_(0, columns, rows.sum(0), alpha=alpha)
 
@@ -271,21 +280,12 @@ class KroneckerAccumulator:
             self.a_full[-1, -1] += batch_size
         self._reset_batch()
 
-    def _fold_partial(self) -> None:
-        """Add the live-tap sums into ``a_full`` as full symmetric blocks."""
-        for columns, part in self._partial.values():
-            self.aa_sum[columns.unsqueeze(1), columns] += mirror_lower_(part)
-            self.touched[columns] = 1
-        self._partial.clear()
-
     def sums(self) -> list[Tensor]:
         """Running sums (in place, for ``reduce``)."""
-        self._fold_partial()
         return [self.a_full, self.gg_sum, self.lower_only, self.touched]
 
     def finalize(self, n_data: int) -> KroneckerBlock:
         """The block, built in place from the sums (the accumulator is spent afterwards)."""
-        self._fold_partial()
         A = self.a_full
         if bool(self.lower_only.item()):
             mirror_lower_(A, scale=1 / n_data)
