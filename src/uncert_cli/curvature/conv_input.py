@@ -30,6 +30,11 @@ COPY_COST = 4
 # calls, copies of small pieces and Python (~0.2 ms at batch 32, 1 thread: with less, resnet18's
 # 7×7 stem on 3 channels split into 16 groups and ran 15% slower than one product).
 PART_COST = 100_000
+# Adding a partial block (a group's or the live taps' Gram product) into the factor through its
+# strided view writes scattered elements: ~8 ns each, per batch. Per example at batch 32 that is
+# about this many multiply-adds per element; it makes position groups lose on resnet18's 2×2 and
+# 4×4 maps (their 5× and 1.9× fewer multiply-adds ran slower than one product over all taps).
+SCATTER_COST = 5
 
 Taps = tuple[tuple[int, ...], ...]  # per spatial dimension, the kernel offsets kept
 
@@ -121,9 +126,14 @@ class InputPlan:
     parts: tuple[Part, ...]
 
 
-def _patch_cost(C: int, parts: list[tuple[int, int]]) -> float:
-    """Multiply-adds per example of patch products over ``(positions, taps per position)`` parts."""
-    return sum(n * (C * t) ** 2 / 2 + COPY_COST * n * C * t + PART_COST for n, t in parts) - PART_COST
+def _patch_cost(C: int, parts: list[tuple[int, int]], all_taps: int) -> float:
+    """Multiply-adds per example of patch products over ``(positions, taps per position)`` parts;
+    a part over fewer than all taps also adds its block into the factor through a scattered view.
+    """
+    return sum(
+        n * (C * t) ** 2 / 2 + COPY_COST * n * C * t + PART_COST + (SCATTER_COST * (C * t) ** 2 if t < all_taps else 0)
+        for n, t in parts
+    ) - PART_COST
 
 
 def input_plan(module: nn.Conv1d | nn.Conv2d, spatial: tuple[int, ...]) -> InputPlan:
@@ -137,13 +147,14 @@ def input_plan(module: nn.Conv1d | nn.Conv2d, spatial: tuple[int, ...]) -> Input
                           for n, k, s, d, p in zip(spatial, kernel, module.stride, module.dilation, padding))
     union = live_taps(module, spatial)
     union_taps = all_taps if union is None else math.prod(len(t) for t in union)
-    options: list[tuple[float, InputPlan]] = [
-        (_patch_cost(C, [(positions, union_taps)]), InputPlan(False, ((None, union),))),
-    ]
+    whole = _patch_cost(C, [(positions, all_taps)], all_taps)
+    options: list[tuple[float, InputPlan]] = [(whole, InputPlan(False, ((None, None),)))]
+    if union is not None:
+        options.append((_patch_cost(C, [(positions, union_taps)], all_taps), InputPlan(False, ((None, union),))))
     if len(classes) > 1:
         sizes = [(math.prod(p1 - p0 for p0, p1 in pos), math.prod(len(t) for t in taps)) for pos, taps in classes]
         parts = tuple((pos, None if math.prod(len(t) for t in taps) == all_taps else taps) for pos, taps in classes)
-        options.append((_patch_cost(C, sizes), InputPlan(False, parts)))
+        options.append((_patch_cost(C, sizes, all_taps), InputPlan(False, parts)))
     best_cost, best = min(options, key=lambda option: option[0])
     if union is None and all_taps > 1 and shift_gram_applies(module.stride, module.dilation):
         (H, W), (ky, kx), (py, px) = as_2d(spatial, 1), as_2d(kernel, 1), as_2d(padding, 0)
