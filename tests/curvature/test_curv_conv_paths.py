@@ -4,6 +4,8 @@ conv patches (strided, padded, dilated, rectangular kernels, Conv1d)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -143,21 +145,28 @@ class TinyMapNet(nn.Module):
         return self.head(h.flatten(1))
 
 
-def test_kfac_skips_padding_only_columns_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+def _same_as_one_product(model: nn.Module, batches: list[tuple[Tensor, Tensor]], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The KFAC curvature as planned, checked block by block against one patch product per call."""
     from uncert_cli.curvature.blocks import KroneckerBlock
     from uncert_cli.curvature.kronecker import KroneckerAccumulator
 
+    planned = compute_curvature(model, batches, method="kfac")
+    with monkeypatch.context() as patch:
+        patch.setattr(KroneckerAccumulator, "_plan", lambda self, x: InputPlan(False, ((None, None),)))
+        full = compute_curvature(model, batches, method="kfac")
+    for a, b in zip(planned.blocks, full.blocks):
+        assert isinstance(a, KroneckerBlock) and isinstance(b, KroneckerBlock)
+        torch.testing.assert_close(a.input_factor, b.input_factor, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(a.output_factor, b.output_factor, rtol=1e-12, atol=1e-14)
+    return planned
+
+
+def test_kfac_skips_padding_only_columns_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(2)
     model = TinyMapNet().double().eval()
     x = torch.randn(6, 3, 2, 1, dtype=torch.float64)
     batches = [(x[:4], targets("classification", 4, 3)), (x[4:], targets("classification", 2, 3))]
-    skipped = compute_curvature(model, batches, method="kfac")
-    monkeypatch.setattr(KroneckerAccumulator, "_plan", lambda self, x: InputPlan(False, ((None, None),)))
-    full = compute_curvature(model, batches, method="kfac")
-    for a, b in zip(skipped.blocks, full.blocks):
-        assert isinstance(a, KroneckerBlock) and isinstance(b, KroneckerBlock)
-        torch.testing.assert_close(a.input_factor, b.input_factor, rtol=1e-12, atol=1e-14)
-        torch.testing.assert_close(a.output_factor, b.output_factor, rtol=1e-12, atol=1e-14)
+    skipped = _same_as_one_product(model, batches, monkeypatch)
     # On the 2×1 map a 3×3 kernel's left and right columns only ever read padding.
     A = skipped.blocks[0].input_factor[:-1, :-1].reshape(3, 3, 3, 3, 3, 3)
     assert A[:, :, 0].abs().sum() == 0 and A[:, :, 1].abs().sum() > 0
@@ -310,18 +319,10 @@ def test_kfac_by_groups_of_positions_is_exact(case: str, monkeypatch: pytest.Mon
 def test_kfac_taps_that_are_no_range_are_exact(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stride 3 over a 1-wide map padded by 5: only taps 2 and 5 of 7 see the input (no strided view
     of their block exists, so it is gathered and scattered)."""
-    from uncert_cli.curvature.blocks import KroneckerBlock
-    from uncert_cli.curvature.kronecker import KroneckerAccumulator
-
     torch.manual_seed(5)
     model = nn.Sequential(nn.Conv2d(2, 3, (1, 7), stride=3, padding=(0, 5)), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 2, 3))
     model = model.double().eval()
     x = torch.randn(5, 2, 1, 1, dtype=torch.float64)
     batches = [(x[:3], targets("classification", 3, 3)), (x[3:], targets("classification", 2, 3))]
-    skipped = compute_curvature(model, batches, method="kfac")
-    monkeypatch.setattr(KroneckerAccumulator, "_plan", lambda self, x: InputPlan(False, ((None, None),)))
-    full = compute_curvature(model, batches, method="kfac")
-    for a, b in zip(skipped.blocks, full.blocks):
-        assert isinstance(a, KroneckerBlock) and isinstance(b, KroneckerBlock)
-        torch.testing.assert_close(a.input_factor, b.input_factor, rtol=1e-12, atol=1e-14)
+    skipped = _same_as_one_product(model, batches, monkeypatch)
     assert skipped.blocks[0].input_factor[:-1, :-1].reshape(2, 7, 2, 7)[:, [0, 1, 3, 4, 6]].abs().sum() == 0
