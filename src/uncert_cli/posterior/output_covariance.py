@@ -81,16 +81,22 @@ def _prefer_position_pairs(C: int, P: int, O: int, I_aug: int, settings: int) ->
     return pairs < rows
 
 
-def _position_pair_covariance(a_hat: Tensor, g_hat: Tensor, S: Tensor) -> Tensor:
+def _position_pairs(a_hat: Tensor) -> Tensor:
+    """``â_{p,i} â_{q,i}`` ``(B·P², I')`` for rows ``â`` ``(B, P, I')``: shared by every setting's kernel."""
+    B, P, I_aug = a_hat.shape
+    return (a_hat.unsqueeze(2) * a_hat.unsqueeze(1)).reshape(B * P * P, I_aug)
+
+
+def _position_pair_covariance(pairs: Tensor, g_hat: Tensor, S: Tensor) -> Tensor:
     """One unit's ``J Σ Jᵀ`` ``(B, C, C)`` from position pairs, without forming the rotated Jacobian.
 
-    For rows ``â`` ``(B, P, I')``, ``ĝ`` ``(C, B, P, O)`` and variances ``S`` ``(O, I')``:
+    For the pairs of rows ``â`` (:func:`_position_pairs`, ``(B·P², I')``), ``ĝ`` ``(C, B, P, O)`` and
+    variances ``S`` ``(O, I')``:
 
         Σ_{o,i} S_{o,i} Ĵ_{c,o,i} Ĵ_{d,o,i} = Σ_{p,q,o} ĝ_{c,p,o} ĝ_{d,q,o} K_{p,q,o},
         K_{p,q,o} = Σ_i â_{p,i} â_{q,i} S_{o,i}   (one (B·P², I') × (I', O) matrix product).
     """
-    B, P, I_aug = a_hat.shape
-    pairs = (a_hat.unsqueeze(2) * a_hat.unsqueeze(1)).reshape(B * P * P, I_aug)
+    _, B, P, _ = g_hat.shape
     kernel = (pairs @ S.t()).reshape(B, P, P, -1)  # (B, P, Q, O)
     through = torch.einsum("cbpo,bpqo->cbqo", g_hat, kernel)
     return torch.einsum("cbqo,dbqo->bcd", through, g_hat)
@@ -111,8 +117,9 @@ def _unit_covariances(spec: Structure, precs: Sequence[Tensor], a_hat: Tensor, g
     if _prefer_position_pairs(C, P, O, I_aug, len(scales)):
         step = max(1, CHUNK_ELEMENTS // max(1, P * P * max(I_aug, O)))
         for s in range(0, B, step):
+            pairs = _position_pairs(a_hat[s : s + step])  # formed once per chunk, as the cost model counts
             for parts, S in zip(out, scales):
-                parts.append(_position_pair_covariance(a_hat[s : s + step], g_hat[:, s : s + step], S))
+                parts.append(_position_pair_covariance(pairs, g_hat[:, s : s + step], S))
         return [_joined(parts, dim=0) for parts in out]
     step = max(1, CHUNK_ELEMENTS // max(1, C * O * I_aug))
     for s in range(0, B, step):
