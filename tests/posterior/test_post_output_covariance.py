@@ -240,6 +240,34 @@ def test_backward_chunks_are_bounded_by_the_vectors_at_the_unit_outputs(monkeypa
     assert oc.OutputSizes(1000, 10).examples_per_backward() == (1 << 16) // 1000
 
 
+def test_backward_chunks_follow_the_input_shape_of_each_batch(monkeypatch):
+    """A posterior that sees larger inputs later (longer sequences, larger images) sizes its backward chunks
+    for them, not for the first batch's shape, and stays exact."""
+    from uncert_cli.posterior import output_covariance as oc
+
+    torch.manual_seed(9)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(3 * 2 * 2, 4)
+    ).to(DT)
+    curv = random_kfac_curvature(model, ["0", "4"], "classification", n_data=30)
+    post = LaplacePosterior(curv, model, prior_precision=0.8, n_data=20.0)
+    measured: list[tuple[int, ...]] = []
+    real_sizes = oc.output_sizes
+
+    def spy(model, units, x):
+        measured.append(tuple(x.shape[1:]))
+        return real_sizes(model, units, x)
+
+    monkeypatch.setattr(oc, "output_sizes", spy)
+    small, large = torch.randn(3, 2, 4, 4, dtype=DT), torch.randn(3, 2, 8, 8, dtype=DT)
+    post.output_covariance(small)
+    _, cov = post.output_covariance(large)
+    post.output_covariance(small)
+    assert measured == [(2, 4, 4), (2, 8, 8)]  # each shape measured once
+    expected = _explicit_cov(model, large, curv, 20.0, {"0": 0.8, "4": 0.8}, "eigen")
+    torch.testing.assert_close(cov, expected, rtol=1e-10, atol=1e-12)
+
+
 def test_sequence_first_layers_take_the_factored_path_when_t_differs_from_b():
     torch.manual_seed(8)
     model = _SequenceFirst().to(DT)

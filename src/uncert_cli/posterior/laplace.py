@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -256,10 +257,13 @@ class LaplacePosterior:
         units = self._fast_units["units"]
         grid = [v._prec for v in variants]
         with eval_mode(self.model):
-            if "sizes" not in self._fast_units:
-                self._fast_units["sizes"] = _outcov.output_sizes(self.model, units, x)  # type: ignore[arg-type]
+            # One example's sizes bound the examples per backward; they change with its shape (token lengths).
+            known = cast("dict[tuple[int, ...], _outcov.OutputSizes]", self._fast_units.setdefault("sizes_by_shape", {}))
+            sizes = known.get(tuple(x.shape[1:]))
+            if sizes is None:
+                sizes = known[tuple(x.shape[1:])] = _outcov.output_sizes(self.model, units, x)  # type: ignore[arg-type]
             result = _outcov.output_covariances(
-                self.model, units, self._specs, grid, x, self._fast_units["sizes"]  # type: ignore[arg-type]
+                self.model, units, self._specs, grid, x, sizes  # type: ignore[arg-type]
             )
             if result is None:  # a layer input without a batch dimension: not for this model
                 self._fast_units["units"] = None
@@ -269,7 +273,7 @@ class LaplacePosterior:
                 # sees (sequence, batch, ...) with sequence length == batch size would pass its shape
                 # check; one example alone cannot, so the first batch is checked against its first row.
                 single = _outcov.output_covariance(
-                    self.model, units, self._specs, grid[0], x[:1], self._fast_units["sizes"]  # type: ignore[arg-type]
+                    self.model, units, self._specs, grid[0], x[:1], sizes  # type: ignore[arg-type]
                 )
                 self._fast_units["checked"] = True
                 # Loose enough for GPU kernels that differ with the batch size (TF32 convolutions),
