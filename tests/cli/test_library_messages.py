@@ -83,3 +83,52 @@ def test_checkpoint_messages_read_as_parameters_in_python_and_flags_in_fit() -> 
         build_module("torchvision:resnet18", {"weights": "DEFAULT"})
     assert "drop weights=/pretrained= from arch_kwargs" in str(caught.value)
     assert "from --arch-kwargs" in render_for_command(caught.value, fit)
+
+
+def flags_in_code_strings(path: Path) -> set[str]:
+    """The flags spelled by any string the code of ``path`` builds (docstrings apart): a flag handed to a
+    helper (``option="--png"``), a progress label, a note, as well as the messages of ``UserError``.
+    An f-string is read whole (its fields as ``X``), so that a quoted command line split by a field is allowed.
+    """
+    tree = ast.parse(path.read_text(), filename=str(path))
+    skipped: set[int] = set()
+    texts: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            skipped.add(id(node.value))  # docstrings (of modules, classes, functions and attributes)
+        elif isinstance(node, ast.JoinedStr):
+            texts.append("".join(v.value if isinstance(v, ast.Constant) else "X" for v in node.values))
+            skipped.update(id(v) for v in node.values)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skipped:
+            texts.append(node.value)
+    return {flag for text in texts for flag in FLAG.findall(QUOTED_COMMAND.sub("", text))}
+
+
+@pytest.mark.parametrize("module", LIBRARY)
+def test_library_code_spells_no_flag(module: str) -> None:
+    # Outside cli/ nothing knows which command runs: a flag spelled there may be one the caller lacks.
+    assert not flags_in_code_strings(SRC / module), f"{module}: name the parameter (ParameterText), not the flag"
+
+
+def test_the_code_scan_finds_flags_outside_messages(tmp_path: Path) -> None:
+    spelled = tmp_path / "spelled.py"
+    spelled.write_text(
+        '"""Module docs may say --png."""\n'
+        'folder = make_output_directory(path, "--png")\n'
+        'label = f"prune {x} --evaluate"\n'
+        "hint = f\"run `uncert fit {ckpt} --data mnist`\"\n"
+    )
+    assert flags_in_code_strings(spelled) == {"--png", "--evaluate"}
+
+
+def test_output_folders_are_named_by_parameter_and_shown_as_the_commands_flag(tmp_path: Path) -> None:
+    from uncert_cli.core.atomic import make_output_directory
+
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    with pytest.raises(UserError) as caught:
+        make_output_directory(a_file, param="png")
+    assert str(caught.value) == f"png {a_file} is a file; give a directory for the outputs"
+    report = typer.main.get_command(app).commands["report"]
+    assert render_for_command(caught.value, report).startswith(f"--png {a_file} is a file")

@@ -198,7 +198,7 @@ def test_ood_against_other_image_size_needs_resize_and_grayscale(run_cli, digits
     refused = run_cli("ood", digits_factors, "--against", rgb16_file, *common)
     assert refused.code == 2 and refused.out == "" and "Traceback" not in refused.err
     assert refused.err.count("\n") == 1 and "(3, 16, 16)" in refused.err
-    assert "--grayscale --resize 8,8" in refused.err and f"--against {rgb16_file}" in refused.err
+    assert "--channels 1 --resize 8,8" in refused.err and f"--against {rgb16_file}" in refused.err
 
     doc = _json(run_cli("ood", digits_factors, "--against", rgb16_file, "--resize", "8,8", "--grayscale", *common))
     name = str(rgb16_file)

@@ -93,6 +93,7 @@ def test_report_bad_input_is_one_line(tmp_path, run_cli) -> None:
     (tmp_path / "file").write_text("x")
     r = run_cli("report", tmp_path / "missing.h5", "--png", tmp_path / "file")
     assert r.code == 2 and "directory" in r.err
+    assert f"uncert: error: --png {tmp_path / 'file'} is a file" in r.err  # the library names png, the CLI its flag
 
 
 def test_track_two_checkpoints(tmp_path, run_cli) -> None:

@@ -84,3 +84,20 @@ def test_marglik_counts_pseudo_observations_like_the_curvature(run_cli, digits_c
         other = opened.posterior.with_hyperparameters(prior_precision=tau_two * factor)
         assert other.log_marginal_likelihood(ll) < best
     assert tau_two != pytest.approx(tau_one)
+
+
+def test_missing_dataset_names_the_flags_as_fit_does(run_cli, factor_file, digits_checkpoint, tmp_path):
+    # tune takes --download and --data-root like fit, and a missing set's message shows both as flags.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    tuned = run_cli("tune", factor_file, "--objective", "val-nll", "--data", "mnist", "--data-root", empty)
+    fitted = run_cli("fit", digits_checkpoint, "--data", "mnist", "--data-root", empty, "-o", tmp_path / "x.h5")
+    for r in (tuned, fitted):
+        assert r.code == 2 and r.out == "" and r.err.count("\n") == 1, r.err
+        assert "dataset 'mnist'" in r.err and "pass --download to fetch it" in r.err
+        assert "set --data-root or $UNCERT_DATA" in r.err and "pass download" not in r.err
+    # --download is accepted (nothing to fetch for the embedded digits) and the held-out set is used.
+    r = run_cli("tune", factor_file, "--objective", "val-nll", "--data", "digits", "--split", "val", "--limit", "64",
+                "--download", "--dry-run", "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["validation"]["n"] == 64

@@ -52,16 +52,18 @@ def test_shape_mismatch_names_both_shapes_and_suggests_conversion() -> None:
         adapt_to_model(cifar_like, (1, 28, 28), convertible=True)
     message = str(caught.value)
     assert "(3, 32, 32)" in message and "(1, 28, 28)" in message and "\n" not in message
-    assert "--grayscale" in message and "--resize 28,28" in message
-    with pytest.raises(UserError, match=r"expects \(784\).*--grayscale --resize 28,28"):
+    # A Python caller reads the parameters (ImageConversion's channels, the resize), never a flag.
+    assert "channels 1 resize 28,28" in message and "--" not in message
+    assert caught.value.params == ("channels", "resize")
+    with pytest.raises(UserError, match=r"expects \(784\).*channels 1 resize 28,28"):
         adapt_to_model(cifar_like, (784,), convertible=True)
-    with pytest.raises(UserError, match="--resize 28,28") as size_only:
+    with pytest.raises(UserError, match="resize 28,28") as size_only:
         adapt_to_model(_images(side=32), (1, 28, 28), convertible=True)
-    assert "--grayscale" not in str(size_only.value)
+    assert "channels" not in str(size_only.value) and size_only.value.params == ("resize",)
     # Where the caller has no conversion options, the hint is the model's own dataset.
     with pytest.raises(UserError, match="trained on") as plain:
         adapt_to_model(cifar_like, (1, 28, 28))
-    assert "--resize" not in str(plain.value) and "(3, 32, 32)" in str(plain.value)
+    assert "resize" not in str(plain.value) and "(3, 32, 32)" in str(plain.value)
 
 
 def test_labels_out_of_range_of_the_model_outputs() -> None:

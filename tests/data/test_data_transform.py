@@ -131,8 +131,9 @@ def test_parse_size() -> None:
     assert parse_size("28,28") == (28, 28)
     assert parse_size(" 16 , 9 ") == (16, 9)
     for bad in ("28", "28x28", "a,b", "1,2,3", "", "2.5,3"):
-        with pytest.raises(UserError, match="--resize takes H,W"):
+        with pytest.raises(UserError, match="^resize takes H,W") as caught:
             parse_size(bad)
+        assert caught.value.param == "resize"  # the CLI shows it as --resize
     for bad in ("0,28", "28,-1"):
-        with pytest.raises(UserError, match="--resize needs two positive sizes"):
+        with pytest.raises(UserError, match="^resize needs two positive sizes"):
             parse_size(bad)

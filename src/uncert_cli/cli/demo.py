@@ -44,7 +44,7 @@ def run_demo(
     """Run every step through the real CLI; with ``json_output`` collect each step's JSON document."""
     from uncert_cli.cli.main import main  # imported here: cli.main imports this module to register it
 
-    make_output_directory(out_dir, "--out")
+    make_output_directory(out_dir, param="out")
     documents: dict[str, Any] = {
         "outputs": str(out_dir.resolve()),
         "html": [str((out_dir / name).resolve()) for name in HTML_PAGES],

@@ -20,9 +20,9 @@ from uncert_cli.core.vocabulary import FisherType, Method, PriorMode, Task
 from uncert_cli.curvature.methods import METHODS as CURVATURE_METHODS
 from uncert_cli.curvature.plain_kernels import needs_plain_kernels
 from uncert_cli.render.console import log, print_json, progress_bar
-from uncert_cli.render.fit import fit_summary, log_coverage_notes, print_fit_summary
+from uncert_cli.render.fit import fit_summary, print_fit_summary
 from uncert_cli.storage.factor_file import PriorSettings
-from uncert_cli.workflows.fit import FitOptions
+from uncert_cli.workflows.fit import FitOptions, coverage_notes
 from uncert_cli.workflows.fit_checkpoints import (
     CheckpointLoading,
     FitData,
@@ -147,7 +147,8 @@ def fit(
         # Before a fit that takes real memory (or at a terminal), say what it will take: a user can stop it.
         if start.memory.fit_peak >= ANNOUNCE_PEAK or sys.stderr.isatty():
             log(f"{method.value} fit: {describe(start.memory)}", quiet=not show)
-        log_coverage_notes(start.loaded.module, start.options, quiet=out.quiet)
+        for text in coverage_notes(start.loaded.module, start.options):
+            note(text)
         plain = needs_plain_kernels(start.loaded.module)
         if plain:
             log(f"note: {', '.join(plain)} run on plain (non-fused) kernels during the fit so that per-example "

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from uncert_cli.cli import options as o
 from uncert_cli.cli.flags import render_for_command
-from uncert_cli.cli.option_groups import Conversion, FactorModel, Output, with_groups
+from uncert_cli.cli.option_groups import Conversion, DataFiles, FactorModel, Output, with_groups
 from uncert_cli.core.device import resolve_device
 from uncert_cli.core.vocabulary import Objective, PriorStructure, TunePredictive
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
@@ -18,7 +18,7 @@ from uncert_cli.render.console import log, print_json, progress_bar, stdout
 from uncert_cli.workflows.tune import HeldOutRequest, tune_factor_file
 
 
-@with_groups(out=Output, images=Conversion, factor_model=FactorModel)
+@with_groups(out=Output, images=Conversion, factor_model=FactorModel, files=DataFiles)
 def tune(
     factors: Annotated[Path, typer.Argument(help="Factor file written by 'uncert fit'.")],
     *,
@@ -37,7 +37,7 @@ def tune(
     val_from: o.ValFrom = None,
     val_size: o.ValSize = 1000,
     nll_tolerance: o.NllTolerance = DEFAULT_NLL_TOLERANCE,
-    data_root: o.DataRoot = None,
+    files: DataFiles,
     images: Conversion,
     predictive: Annotated[TunePredictive | None, typer.Option("--predictive", help=(
         "Predictive scored on the held-out examples (default: probit, glm where probit does not apply)."
@@ -54,7 +54,8 @@ def tune(
     if objective is None:  # a per-layer prior exists only for the evidence
         objective = Objective.marglik if prior_structure is PriorStructure.layer else Objective.widest
     held_out = HeldOutRequest(data=data, split=split.value if split else None, limit=limit, val_from=val_from,
-                              val_size=val_size, root=data_root, conversion=images.image_conversion())
+                              val_size=val_size, root=files.data_root, download=files.download,
+                              conversion=images.image_conversion())
     outcome = tune_factor_file(
         factors, objective=objective.value, structure=prior_structure.value,
         held_out=held_out,

@@ -74,22 +74,22 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return target
 
 
-def make_output_directory(path: str | os.PathLike, option: str = "--png", *, param: str | None = None) -> Path:
+def make_output_directory(path: str | os.PathLike, *, param: str) -> Path:
     """Create the folder ``path`` (and parents) for outputs; UserError if it is a file or cannot be made.
 
-    The messages name the folder as ``option`` (a flag, from the CLI), or as the library parameter ``param``.
+    The messages name the folder by the library parameter ``param`` (``"png"``, ``"output"``); the CLI
+    shows it as the running command's flag.
     """
     folder = Path(path).expanduser()
-    named = "{param}" if param else option
     if folder.exists() and not folder.is_dir():
-        raise UserError(f"{named} {folder} is a file; give a directory for the outputs", param=param)
+        raise UserError(f"{{param}} {folder} is a file; give a directory for the outputs", param=param)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"cannot create the folder {folder} ({exc.strerror}); choose another {named} folder",
+        raise UserError(f"cannot create the folder {folder} ({exc.strerror}); choose another {{param}} folder",
                         param=param) from None
     if not os.access(folder, os.W_OK):
-        raise UserError(f"the folder {folder} is not writable; choose another {named} folder", param=param)
+        raise UserError(f"the folder {folder} is not writable; choose another {{param}} folder", param=param)
     return folder
 
 

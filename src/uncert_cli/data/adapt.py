@@ -28,20 +28,21 @@ def _as_image_shape(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
     return None
 
 
-def _conversion_hint(data_shape: tuple[int, ...], model_shape: tuple[int, ...], convertible: bool) -> str:
-    """What to do when the per-example element counts differ, e.g. ``use --grayscale --resize 28,28``
-    (only where the command has those options: ``convertible``; every command that loads data through
-    :func:`uncert_cli.workflows.inputs.load_model_data` has them).
+def _conversion_hint(data_shape: tuple[int, ...], model_shape: tuple[int, ...], convertible: bool) -> tuple[str, tuple[str, ...]]:
+    """What to do when the per-example element counts differ, e.g. ``convert the images with {channels} 1
+    {resize} 28,28`` (only where the caller can convert: ``convertible``; every command that loads data through
+    :func:`uncert_cli.workflows.inputs.load_model_data` can), and the parameters the text names.
     """
     data_image, model_image = _as_image_shape(data_shape), _as_image_shape(model_shape)
     if data_image is None or model_image is None or not convertible:
-        return "pick the dataset (or the file) this model was trained on"
-    steps = []
+        return "pick the dataset (or the file) this model was trained on", ()
+    steps: dict[str, str] = {}
     if data_image[0] != model_image[0]:
-        steps.append("--grayscale" if model_image[0] == 1 else "--channels 3")
+        steps["channels"] = f"{{channels}} {model_image[0]}"
     if data_image[1:] != model_image[1:]:
-        steps.append(f"--resize {model_image[1]},{model_image[2]}")
-    return "convert the images with " + " ".join(steps) + ", or use the dataset the model was trained on"
+        steps["resize"] = f"{{resize}} {model_image[1]},{model_image[2]}"
+    text = "convert the images with " + " ".join(steps.values()) + ", or use the dataset the model was trained on"
+    return text, tuple(steps)
 
 
 def _check_task_and_labels(ds: ArrayDataset, num_outputs: int | None, task: str | None) -> None:
@@ -125,7 +126,7 @@ def adapt_to_model(
             regression targets must have ``num_outputs`` columns. Pass None where labels do not matter
             (out-of-distribution sets).
         task: the model's task; must equal ``ds.task`` when given.
-        convertible: the caller offers ``--grayscale``/``--channels``/``--resize``, so a shape mismatch
+        convertible: the caller can convert images (``channels``, ``resize``), so a shape mismatch
             suggests them; elsewhere it suggests the model's own dataset.
 
     Raises:
@@ -147,10 +148,11 @@ def adapt_to_model(
             f"model input shape {_shape_text(target_shape)} has non-positive sizes; check the input_shape in the model's metadata"
         )
     if math.prod(target_shape) != math.prod(ds.sample_shape):
+        hint, mentions = _conversion_hint(ds.sample_shape, target_shape, convertible)
         raise UserError(
             f"dataset '{ds.name}' has examples of shape {_shape_text(ds.sample_shape)} ({math.prod(ds.sample_shape)} values) "
-            f"but the model expects {_shape_text(target_shape)} ({math.prod(target_shape)} values); "
-            + _conversion_hint(ds.sample_shape, target_shape, convertible)
+            f"but the model expects {_shape_text(target_shape)} ({math.prod(target_shape)} values); " + hint,
+            mentions=mentions,
         )
 
     inputs = to_float(ds.inputs)

@@ -78,8 +78,11 @@ class ImageConversion:
         return {"channels": self.channels, "size": list(self.size) if self.size else None}
 
 
-def parse_size(text: str | None, option: str = "--resize") -> tuple[int, int] | None:
-    """``"28,28"`` → ``(28, 28)`` (height, width); None → None. UserError unless two positive integers."""
+def parse_size(text: str | None, param: str = "resize") -> tuple[int, int] | None:
+    """``"28,28"`` → ``(28, 28)`` (height, width); None → None. UserError unless two positive integers.
+
+    ``param``: the parameter the text came from, named in the messages (the CLI shows its flag).
+    """
     if text is None:
         return None
     parts = [part.strip() for part in text.split(",")]
@@ -88,18 +91,19 @@ def parse_size(text: str | None, option: str = "--resize") -> tuple[int, int] | 
     except ValueError:
         size = ()
     if len(size) != 2:
-        raise UserError(f"{option} takes H,W (two integers), got '{text}'; e.g. {option} 28,28")
-    return _check_size(size, option)
+        raise UserError(f"{{param}} takes H,W (two integers), got '{text}'; e.g. {{param}} 28,28", param=param)
+    return _check_size(size, param)
 
 
-def _check_size(size: tuple[int, ...], option: str = "--resize") -> tuple[int, int]:
+def _check_size(size: tuple[int, ...], param: str = "resize") -> tuple[int, int]:
     """``size`` as ``(H, W)`` if both are integers in 1..MAX_SIDE, else a UserError."""
     if len(size) != 2 or any(int(d) != d or d < 1 for d in size):
         shown = ",".join(str(d) for d in size)
-        raise UserError(f"{option} needs two positive sizes H,W, got {shown}; e.g. {option} 28,28")
+        raise UserError(f"{{param}} needs two positive sizes H,W, got {shown}; e.g. {{param}} 28,28", param=param)
     if max(size) > MAX_SIDE:
         shown = ",".join(str(d) for d in size)
-        raise UserError(f"{option} {shown} is too large: at most {MAX_SIDE} pixels per side; e.g. {option} 28,28")
+        raise UserError(f"{{param}} {shown} is too large: at most {MAX_SIDE} pixels per side; e.g. {{param}} 28,28",
+                        param=param)
     return int(size[0]), int(size[1])
 
 

@@ -5,14 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from uncert_cli.core.memory import format_size
-from uncert_cli.curvature.subset import frozen_parameters, select_units
 from uncert_cli.data import ImageConversion
 from uncert_cli.render.cells import accuracy_text, column_table
-from uncert_cli.render.console import log, stdout
-from uncert_cli.workflows.fit import FitOptions, FitResult
+from uncert_cli.render.console import stdout
+from uncert_cli.workflows.fit import FitResult
 
 
 def fit_summary(result: FitResult, output: Path, conversion: ImageConversion | None = None) -> dict[str, Any]:
@@ -78,28 +75,3 @@ def print_fit_summary(summary: dict[str, Any]) -> None:
     if repairs:  # the decomposition is still exact up to the jitter; say which layers needed help
         stdout.print(f"plain eigh did not converge for {len(repairs)} layer(s), decomposed with a fallback: "
                      + "; ".join(f"{m} ({', '.join(r)})" for m, r in repairs.items()))
-
-
-def log_coverage_notes(model: nn.Module, options: FitOptions, *, quiet: bool) -> None:
-    """Say on stderr what the fit will cover differently from "every parameter, one block per
-    module": frozen parameters left out (or included), tied modules merged into one block.
-    """
-    frozen = frozen_parameters(model)
-    if frozen:
-        count = sum(p.numel() for n, p in model.named_parameters() if n in set(frozen))
-        shown = ", ".join(frozen[:4]) + (f" and {len(frozen) - 4} more" if len(frozen) > 4 else "")
-        if options.include_frozen:
-            log(f"note: --include-frozen: the fit covers {count:,} frozen parameters ({shown}) too", quiet=quiet)
-        else:
-            log(
-                f"note: {count:,} frozen parameters (requires_grad=False: {shown}) get no posterior; "
-                "only trainable parameters are covered (--include-frozen covers them too)",
-                quiet=quiet,
-            )
-    for unit in select_units(model, options.subset, include_frozen=options.include_frozen):
-        if unit.members:
-            log(
-                f"note: modules {', '.join(m.name for m in unit.members)} share parameters (tied weights): "
-                f"one diagonal block '{unit.name}' holds the shared tensors' exact curvature over every use",
-                quiet=quiet,
-            )

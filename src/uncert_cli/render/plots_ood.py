@@ -30,7 +30,7 @@ STYLES = PREDICTIVE_STYLES
 
 
 def _prepare(folder: Path) -> Path:
-    return make_output_directory(folder, "--png")
+    return make_output_directory(folder, param="png")
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:

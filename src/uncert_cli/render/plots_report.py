@@ -38,7 +38,7 @@ MAX_CURVES = 8  # lines in the spectra and SNR figures
 
 def png_directory(path: Path) -> Path:
     """Create ``path`` (and parents) for PNGs; refuse a path that is a file or cannot be created."""
-    return make_output_directory(path, "--png")
+    return make_output_directory(path, param="png")
 
 
 def _save(fig: Figure, path: Path) -> Path:

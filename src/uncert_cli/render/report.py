@@ -108,7 +108,7 @@ def print_report(doc: dict[str, Any]) -> None:
     frozen = fit.get("frozen_parameters") or []
     if frozen and model["covered_params"] < model["parameters"]:
         shown = ", ".join(frozen[:4]) + (f" and {len(frozen) - 4} more" if len(frozen) > 4 else "")
-        stdout.print(f"not covered: frozen parameters ({shown}); refit with --include-frozen to cover them")
+        stdout.print(f"not covered: frozen parameters ({shown}); refit with `uncert fit ... --include-frozen` to cover them")
     # Two narrow tables rather than one wide one: both fit an 80-column terminal.
     spread = _table(
         "Posterior std per layer (network order)",

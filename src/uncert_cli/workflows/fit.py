@@ -20,7 +20,7 @@ from uncert_cli.checkpoint.outputs import recorded_output
 from uncert_cli.checkpoint.stored import module_kinds
 from uncert_cli.core.atomic import check_free_space, check_output_path
 from uncert_cli.core.distributed import DistributedContext
-from uncert_cli.core.errors import UserError
+from uncert_cli.core.errors import ParameterText, UserError
 from uncert_cli.core.likelihood import categorical_nll_sum, gaussian_nll_sum, regression_residual
 from uncert_cli.core.memory import available_memory_bytes, format_size, peak_memory_bytes
 from uncert_cli.core.vocabulary import FisherType, Method
@@ -99,6 +99,33 @@ def validate_options(options: FitOptions) -> None:
                         f"{{param}} {options.fisher_type}", param="fisher_type", mentions=("method",))
     if options.max_memory is not None and options.max_memory <= 0:
         raise UserError(f"{{param}} must be a positive size, got {options.max_memory} bytes", param="max_memory")
+
+
+def coverage_notes(model: torch.nn.Module, options: FitOptions) -> list[ParameterText]:
+    """What the fit will cover differently from "every parameter, one block per module", for the user:
+    frozen parameters left out (or included, naming ``include_frozen``), tied modules merged into one block.
+
+    Returns:
+        One note per such fact, in that order (empty when the fit covers every parameter, one block per module).
+    """
+    notes: list[ParameterText] = []
+    frozen = frozen_parameters(model)
+    if frozen:
+        count = sum(p.numel() for n, p in model.named_parameters() if n in set(frozen))
+        shown = ", ".join(frozen[:4]) + (f" and {len(frozen) - 4} more" if len(frozen) > 4 else "")
+        if options.include_frozen:
+            notes.append(ParameterText(f"{{param}}: the fit covers {count:,} frozen parameters ({shown}) too",
+                                       param="include_frozen"))
+        else:
+            notes.append(ParameterText(
+                f"{count:,} frozen parameters (requires_grad=False: {shown}) get no posterior; only trainable "
+                "parameters are covered ({param} covers them too)", param="include_frozen"))
+    for unit in select_units(model, options.subset, include_frozen=options.include_frozen):
+        if unit.members:
+            notes.append(ParameterText(
+                f"modules {', '.join(m.name for m in unit.members)} share parameters (tied weights): one diagonal "
+                f"block '{unit.name}' holds the shared tensors' exact curvature over every use"))
+    return notes
 
 
 def effective_rank(model: torch.nn.Module, options: FitOptions) -> int | None:

@@ -57,7 +57,7 @@ def evaluate_criteria(
         Accuracy (classification) and NLL of the unpruned network and of every (criterion, fraction).
     """
     passes = 1 + len(CRITERIA) * len(fractions)
-    with progress(passes * len(dataset), "prune --evaluate") as advance:
+    with progress(passes * len(dataset), "evaluate pruning") as advance:
         return evaluate_pruning(
             opened.posterior, lambda: iter_batches(dataset, batch_size), fractions,
             dataset=dataset.name, split=dataset.split or "", examples=len(dataset),

@@ -93,6 +93,7 @@ class HeldOutRequest:
     val_from: str | None = None
     val_size: int = 1000
     root: str | Path | None = None
+    download: bool = False  # fetch a missing built-in set (torchvision, checksummed), as ``fit`` may
     conversion: ImageConversion | None = None
 
     @property
@@ -115,7 +116,7 @@ class HeldOutRequest:
         meta = stored.model_meta
         spec = self.data or stored.fit.get("dataset") or meta.dataset
         if self.split is not None:
-            val = load_model_data(meta, spec, split=self.split, limit=self.limit, root=self.root,
+            val = load_model_data(meta, spec, split=self.split, limit=self.limit, root=self.root, download=self.download,
                                   conversion=self.conversion, split_required_by=split_was_given(self.split))
             return val, ValidationChoice(self.split, f"{self.split}[0:{len(val)}]", len(val))
         explicit = self.data is not None or self.val_from is not None
@@ -124,7 +125,7 @@ class HeldOutRequest:
         if not spec:
             raise UserError(f"{{param}} {objective.value} needs held-out data and the file names no dataset; pass "
                             "{data} SPEC", param="objective", mentions=("data",))
-        settings = SimpleNamespace(val_size=self.val_size, root=self.root, download=False, normalize=None,
+        settings = SimpleNamespace(val_size=self.val_size, root=self.root, download=self.download, normalize=None,
                                    conversion=self.conversion)
         return load_held_out(meta, spec, resolve_val_from(spec, self.val_from), settings)
 
