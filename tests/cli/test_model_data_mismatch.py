@@ -240,3 +240,32 @@ def test_later_commands_refuse_data_their_model_cannot_run(run_cli, tmp_path, mo
                  ("prune", out, "--evaluate", "--data", bad, "--fractions", "0.5")):
         line = one_line_refusal(run_cli(*args))
         assert "(7,) (int64 token ids)" in line and "IndexError" in line and "ids up to 3" in line, args
+
+
+@pytest.mark.parametrize("recorded", [5, 12])
+def test_metadata_num_outputs_that_the_model_contradicts_is_named_as_such(run_cli, tmp_path, recorded) -> None:
+    # A 10-output MLP whose metadata says 5 (the digits' labels then look out of range) or 12 (they fit, and
+    # the record would be written into the factor file): the record is to blame, not the data.
+    torch.manual_seed(0)
+    kwargs = {"in_features": 64, "hidden": [16], "out_features": 10}
+    checkpoint = tmp_path / "wrong_width.safetensors"
+    save_model(MLP(**kwargs), ModelMeta(arch="uncert_cli.models:MLP", arch_kwargs=kwargs, input_shape=(1, 8, 8),
+                                        task="classification", num_outputs=recorded, dataset="digits"), checkpoint)
+    out = tmp_path / "f.h5"
+    line = one_line_refusal(run_cli("fit", checkpoint, "--data", "digits", "--limit", "64", "-o", out), out)
+    assert "the checkpoint's metadata and the model disagree" in line
+    assert f"num_outputs {recorded}" in line and "computes 10 outputs" in line and "num_outputs 10" in line
+    assert "dataset" not in line and "labels" not in line
+    # The same through the library: load_model_data with the model checks its width before the labels.
+    from uncert_cli.inputs import load_checkpoint_model, load_model_data
+
+    loaded = load_checkpoint_model(checkpoint)
+    with pytest.raises(UserError, match="metadata records num_outputs"):
+        load_model_data(loaded.meta, "digits", limit=16, model=loaded.module)
+
+
+def test_labels_beyond_a_correct_record_still_blame_the_data(run_cli, digits_checkpoint, tmp_path) -> None:
+    labels = tmp_path / "labels12.npz"
+    np.savez(labels, x=np.random.default_rng(0).random((20, 1, 8, 8), dtype=np.float32), y=np.full(20, 12))
+    line = one_line_refusal(run_cli("fit", digits_checkpoint, "--data", labels, "-o", tmp_path / "f.h5"))
+    assert "has labels up to 12 but the model has only 10 outputs" in line

@@ -60,6 +60,16 @@ def _check_task_and_labels(ds: ArrayDataset, num_outputs: int | None, task: str 
             "if the model outputs class scores, fit with {param} classification; otherwise store the targets as floats",
             param="task",
         )
+    check_labels(ds, num_outputs)
+
+
+def check_labels(ds: ArrayDataset, num_outputs: int | None) -> None:
+    """Refuse labels (targets ``(N,)`` class indices or ``(N, D)`` values) that a model with ``num_outputs``
+    outputs cannot score: a class index ≥ ``num_outputs``, or ``D`` ≠ ``num_outputs``. None: no check.
+
+    Raises:
+        UserError: the labels do not fit the model's outputs.
+    """
     if num_outputs is None:
         return
     if ds.task == "classification":

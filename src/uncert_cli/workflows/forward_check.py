@@ -28,7 +28,10 @@ CHECK_EXAMPLES = 2
 MESSAGE_CHARS = 180  # the model's message is quoted up to this many characters
 
 
-def check_model_runs(model: nn.Module, data: ArrayDataset, *, offers: Collection[str] = ("channels", "resize")) -> None:
+def check_model_runs(
+    model: nn.Module, data: ArrayDataset, *, offers: Collection[str] = ("channels", "resize"),
+    num_outputs: int | None = None,
+) -> None:
     """Run ``model`` (eval mode, no gradients) on the first examples of ``data``; refuse what it cannot run.
 
     Args:
@@ -36,12 +39,14 @@ def check_model_runs(model: nn.Module, data: ArrayDataset, *, offers: Collection
         data: inputs as the model will get them, ``(N, *input_shape)`` float32 or int64 token ids.
         offers: the library parameters the caller has for fixing the data (``channels``, ``resize``,
             ``input_shape``); the message suggests only these.
+        num_outputs: the output width the model's metadata records (``ModelMeta.num_outputs``), checked
+            against the width of the forward's result (its last axis, ``(B, C)`` → ``C``); None: unchecked.
 
     Raises:
         MemoryError: the forward ran out of host memory (re-raised as is).
         OutOfMemoryError: the forward ran out of accelerator memory (re-raised as is).
         UserError: the model's forward raised; the message quotes it (shortened), gives the example shape
-            (and dtype for token ids) and what to try.
+            (and dtype for token ids) and what to try. Or the model's output width is not the recorded one.
     """
     if len(data) == 0:
         return  # adapt_to_model refuses empty sets with its own message
@@ -53,7 +58,7 @@ def check_model_runs(model: nn.Module, data: ArrayDataset, *, offers: Collection
     x = inputs_to(x, device, dtype)
     try:
         with model_state(model), torch.no_grad():
-            model(x)
+            output = model(x)
     except (MemoryError, torch.OutOfMemoryError):
         raise  # the sizes the user chose, said as such by the CLI
     except UserError:
@@ -61,6 +66,25 @@ def check_model_runs(model: nn.Module, data: ArrayDataset, *, offers: Collection
     except Exception as exc:  # noqa: BLE001 - whatever the model's own code raises on this data
         refusal = _refusal(model, data, exc, offers)
         raise refusal from None
+    _check_output_width(output, num_outputs)
+
+
+def _check_output_width(output: object, num_outputs: int | None) -> None:
+    """Refuse metadata whose ``num_outputs`` is not the width the model computes (``output``: ``(B, C)`` or ``(B,)``).
+
+    The labels are checked against the recorded width, so a wrong record would otherwise read as data of
+    the wrong kind, or, with a larger record, pass and be written into the factor file.
+    """
+    if num_outputs is None or not isinstance(output, torch.Tensor) or output.ndim == 0:
+        return
+    width = int(output.shape[-1]) if output.ndim >= 2 else 1
+    if width != num_outputs:
+        raise UserError(
+            f"the checkpoint's metadata and the model disagree: the metadata records num_outputs {num_outputs} but "
+            f"the model computes {width} output{'s' if width != 1 else ''} per example (result shape "
+            f"{tuple(output.shape[1:])}); save the checkpoint again with num_outputs {width} in its metadata, or "
+            "load it with the class and arguments it was trained with"
+        )
 
 
 def _refusal(model: nn.Module, data: ArrayDataset, exc: Exception, offers: Collection[str]) -> UserError:

@@ -20,6 +20,7 @@ from uncert_cli.checkpoint.keyword_inputs import feed_keyword_inputs
 from uncert_cli.checkpoint.outputs import parse_output_choice
 from uncert_cli.core.errors import UserError
 from uncert_cli.data import ArrayDataset, ImageConversion, adapt_to_model, load_dataset, parse_normalize
+from uncert_cli.data.adapt import check_labels
 from uncert_cli.workflows.forward_check import check_model_runs
 
 
@@ -65,7 +66,8 @@ def load_model_data(
     Packed token data (several arrays per example) is fed to ``model`` as keyword arguments from here on
     (:func:`~uncert_cli.checkpoint.keyword_inputs.feed_keyword_inputs`).
     With ``model`` the model's forward is then tried on the first examples
-    (:func:`~uncert_cli.workflows.forward_check.check_model_runs`, suggesting the fixes named in ``offers``).
+    (:func:`~uncert_cli.workflows.forward_check.check_model_runs`, suggesting the fixes named in ``offers``),
+    its output width checked against ``meta.num_outputs``, and only then the labels against that width.
     A file without splits is used whole unless ``split_required_by`` says who asked for the split
     (e.g. ``"split test was given"``); it is then an error.
 
@@ -88,9 +90,13 @@ def load_model_data(
         feed_keyword_inputs(model, raw.input_names, raw.name)
     if shape is None and model is not None:
         shape = infer_input_shape(model, raw)
-    data = adapt_to_model(raw, shape, normalize=norm, num_outputs=meta.num_outputs, task=meta.task, convertible=True)
+    # With the model at hand its output width is checked against the metadata before the labels are checked
+    # against that width: a wrong record is then named as such, not blamed on the data.
+    data = adapt_to_model(raw, shape, normalize=norm, num_outputs=None if model is not None else meta.num_outputs,
+                          task=meta.task, convertible=True)
     if model is not None:
-        check_model_runs(model, data, offers=offers)
+        check_model_runs(model, data, offers=offers, num_outputs=meta.num_outputs)
+        check_labels(data, meta.num_outputs)
     return data
 
 

@@ -192,7 +192,7 @@ def tune_factor_file(
     if load_held_out is not None:
         val_data, val_choice = load_held_out(factors)
     if val_data is not None:  # the model's own failure on these examples is the user's to fix
-        check_model_runs(opened.model.module, val_data)
+        check_model_runs(opened.model.module, val_data, num_outputs=factors.model_meta.num_outputs)
     chosen = predictives.default_laplace(posterior) if predictive is None else predictives.get(predictive, "predictive").kind
     predictive = str(chosen)
     batches = list(iter_batches(val_data, batch_size)) if val_data is not None else None
