@@ -74,6 +74,9 @@ def _check_output_width(output: object, num_outputs: int | None) -> None:
 
     The labels are checked against the recorded width, so a wrong record would otherwise read as data of
     the wrong kind, or, with a larger record, pass and be written into the factor file.
+
+    Raises:
+        UserError: the model's output width is not ``num_outputs``.
     """
     if num_outputs is None or not isinstance(output, torch.Tensor) or output.ndim == 0:
         return
