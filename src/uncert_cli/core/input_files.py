@@ -30,7 +30,8 @@ def available_memory() -> int | None:
         return None
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages: ``"a named pipe (FIFO)"``, ``"a device"``, ... (``mode``: ``st_mode``)."""
     if stat.S_ISFIFO(mode):
         return "a named pipe (FIFO)"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
@@ -57,7 +58,7 @@ def check_input_file(path: str | os.PathLike, what: str = "input file", *, whole
     except OSError as exc:
         raise UserError(f"cannot read the {what} {path} ({exc.strerror}); check the path and its permissions") from None
     if not stat.S_ISREG(st.st_mode):
-        raise UserError(f"the {what} {path} is {_kind(st.st_mode)}, not a regular file; pass a file saved on disk")
+        raise UserError(f"the {what} {path} is {file_kind(st.st_mode)}, not a regular file; pass a file saved on disk")
     if whole:
         memory = available_memory()
         if memory is not None and st.st_size > memory:
