@@ -73,6 +73,30 @@ def check_unmodified(unit_name: str, tensors: Sequence[Tensor], versions: Sequen
             )
 
 
+def output_entries(output: Any) -> list[Any]:
+    """The entries of a module's result that may carry gradient, as :class:`Capture` tracks them: a tensor
+    itself, or each entry of a tuple or list (one level); nothing for any other result.
+    """
+    if isinstance(output, Tensor):
+        return [output]
+    return list(output) if isinstance(output, (tuple, list)) else []
+
+
+def _check_layer_output(unit: Unit, module: nn.Module, output: Any) -> None:
+    """A Kronecker unit (Linear/Conv) must return its own output, one tensor: every accumulator and the
+    output covariance take its curvature from that output and the layer's input. A subclass whose forward
+    returns a tuple would otherwise have its first entry read as the layer's output (wrong numbers).
+    """
+    if unit.structure == "kronecker" and not isinstance(output, Tensor):
+        base = next(b.__name__ for b in type(module).__mro__ if b.__module__.startswith("torch.nn"))
+        raise UserError(
+            f"module {unit.name!r} ({type(module).__name__}, an nn.{base}) returns a {type(output).__name__}, not "
+            f"one tensor, and its curvature is built from the layer's own output; leave it out of the fit with {{param}} "
+            "(e.g. the other modules' names) or return only the layer's output from its forward",
+            param="subset",
+        )
+
+
 def _detach(x: Any) -> Any:
     return x.detach() if isinstance(x, Tensor) else x
 
@@ -119,8 +143,9 @@ class Capture:
             tensors = internal()
             self.calls[i].append(Call(outputs=tensors, output_index=list(range(len(tensors))), member=member))
             return None
+        _check_layer_output(self.units[i], module, output)
         single = isinstance(output, Tensor)
-        flat = [output] if single else list(output) if isinstance(output, (tuple, list)) else []
+        flat = output_entries(output)
         tracked: list[Tensor] = []
         index: list[int] = []
         expanded = False

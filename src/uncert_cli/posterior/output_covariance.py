@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from uncert_cli.core.model_state import model_state
 from uncert_cli.core.slow_path import announce_slow_path, vmap_unsupported
-from uncert_cli.curvature.hooks import Capture, backprop_vectors
+from uncert_cli.curvature.hooks import Capture, backprop_vectors, output_entries
 from uncert_cli.curvature.kronecker import conv_patches, per_example_rows
 from uncert_cli.curvature.subset import Unit, conv_padding, select_units
 from uncert_cli.posterior.structures import Structure
@@ -267,8 +267,8 @@ def output_sizes(model: nn.Module, units: Sequence[Unit], x: Tensor) -> OutputSi
 
     def count(module: nn.Module, args: object, out: object) -> None:
         nonlocal unit_outputs
-        if isinstance(out, Tensor):
-            unit_outputs += out.numel()
+        # Every entry the capture tracks carries the C vectors, those of a tuple or list result included.
+        unit_outputs += sum(o.numel() for o in output_entries(out) if isinstance(o, Tensor) and o.is_floating_point())
 
     handles = [u.module.register_forward_hook(count) for u in units]
     try:
@@ -364,6 +364,8 @@ def batch_output_covariances(
                 dtype = precs_grid[0][index].dtype
                 grid = [precs[index] for precs in precs_grid]
                 if unit.structure != "kronecker":  # an eval-mode BatchNorm or a grouped conv (see supported)
+                    if any(len(call.outputs) > 1 for call in calls):
+                        return None  # a subclass returning more than its own output: not the layer's rows
                     pairs = [(call.args[0], g[0].to(dtype)) for call, g in zip(calls, per_call) if g]
                     if not pairs or any(x.dim() < 2 or x.shape[0] != B for x, _ in pairs):
                         return None
