@@ -88,6 +88,34 @@ class ModelOutputNet(Base):
 class PlainNet(Base):
     def forward(self, x):
         return self.parts(x)[1]
+
+
+class AuxNet(Base):
+    """(logits, aux): an auxiliary head of its own beside the logits (its weights in aux.pt)."""
+
+    def __init__(self, hidden=16):
+        super().__init__(hidden)
+        self.aux = nn.Linear(hidden, 3)
+
+    def forward(self, x):
+        features, logits = self.parts(x)
+        return logits, self.aux(features)
+
+
+class PairLinear(nn.Linear):
+    """A Linear that also reports its input's squared norm, first."""
+
+    def forward(self, x):
+        return x.square().sum(-1, keepdim=True), super().forward(x)
+
+
+class PairHeadNet(Base):
+    def __init__(self, hidden=16):
+        super().__init__(hidden)
+        self.head = PairLinear(hidden, 10)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.body(x.flatten(1))))[1]
 '''
 
 
@@ -98,6 +126,9 @@ def project(tmp_path, monkeypatch):
     heads = import_user_file(tmp_path, "heads")
     torch.manual_seed(0)
     torch.save(heads.Base().state_dict(), tmp_path / "model.pt")  # every class holds the same weights
+    with_aux = heads.AuxNet()  # ... and AuxNet's aux.pt those and its auxiliary head's
+    with_aux.load_state_dict(torch.load(tmp_path / "model.pt"), strict=False)
+    torch.save(with_aux.state_dict(), tmp_path / "aux.pt")
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "train.npz", x_train=rng.random((64, 1, 8, 8), dtype=np.float32),
              y_train=rng.integers(0, 10, 64), x_test=rng.random((48, 1, 8, 8), dtype=np.float32),
@@ -113,9 +144,9 @@ def _recorded_output(path):
         return json.loads(f["model"].attrs["meta"]).get("output", "absent")
 
 
-def _pipeline(run_cli, cls: str, *fit_extra: str) -> dict:
+def _pipeline(run_cli, cls: str, *fit_extra: str, checkpoint: str = "model.pt") -> dict:
     arch = ["--arch", f"heads.py:{cls}"]
-    r = run_cli("fit", "model.pt", *arch, "--data", "train.npz", "--method", "kfac", "-o", "f.h5", "--json", *fit_extra)
+    r = run_cli("fit", checkpoint, *arch, "--data", "train.npz", "--method", "kfac", "-o", "f.h5", "--json", *fit_extra)
     assert r.code == 0, r.err
     results = {"fit": json.loads(r.out)}
     steps = {
@@ -194,3 +225,49 @@ def test_a_file_cannot_name_an_output_that_is_not_a_plain_name(tmp_path):
     with pytest.raises(UserError, match="output"):
         ModelMeta.from_dict({"output": "__class__.__init__.__globals__"})
     assert ModelMeta.from_dict({"output": 2}).output == 2
+
+
+def test_an_auxiliary_head_beside_the_logits_changes_no_number(run_cli, project):
+    # (logits, aux): the logits are analysed; the aux head, which they do not depend on, gets zero curvature,
+    # and the body's and head's factors, the predictives and the attack are those of the network without it.
+    plain = _pipeline(run_cli, "PlainNet")
+    with_aux = _pipeline(run_cli, "AuxNet", checkpoint="aux.pt")
+    layers = {layer["module"]: layer for layer in with_aux["fit"]["layers"]}
+    assert set(layers) == {"body", "head", "aux"}
+    for name in ("ood", "attack"):
+        del plain[name]["factors"], with_aux[name]["factors"]
+    assert with_aux["ood"]["in_distribution"] == plain["ood"]["in_distribution"]
+    assert with_aux["ood"]["ood"] == plain["ood"]["ood"]
+    assert with_aux["attack"]["untargeted"] == plain["attack"]["untargeted"]
+
+
+def test_a_layer_returning_a_tuple_is_refused_by_name_and_left_out_with_subset(run_cli, project):
+    # Its factors would be built from its first entry, read as the layer's output: wrong numbers at fit and
+    # an internal error in ood.
+    arch = ("--arch", "heads.py:PairHeadNet")
+    for method in ("kfac", "diag"):
+        r = run_cli("fit", "model.pt", *arch, "--data", "train.npz", "--method", method, "-o", "f.h5")
+        assert r.code == 2 and r.out == "" and len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err, r.err
+        assert "module 'head' (PairLinear, an nn.Linear) returns a tuple, not one tensor" in r.err
+        assert "leave it out of the fit with --subset" in r.err and not (project / "f.h5").exists()
+    r = run_cli("fit", "model.pt", *arch, "--data", "train.npz", "--subset", "body", "-o", "f.h5", "--quiet")
+    assert r.code == 0, r.err
+    r = run_cli("ood", "f.h5", *arch, "--against", "noise.npz", "--no-tune", "--predictive", "probit", "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["in_distribution"]["probit"]["n"] == 48
+
+
+def test_the_output_covariance_counts_the_entries_of_tuple_results():
+    from torch import nn
+
+    from uncert_cli.curvature.subset import select_units
+    from uncert_cli.posterior.output_covariance import output_sizes
+
+    class Pair(nn.Linear):
+        def forward(self, x):
+            y = super().forward(x)
+            return y, y.square()  # both entries carry the backward vectors
+
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), Pair(5, 3))
+    model.register_forward_hook(lambda m, args, out: out[0])
+    assert output_sizes(model, select_units(model, "all"), torch.randn(4, 6)).unit_outputs == 5 + 3 + 3
