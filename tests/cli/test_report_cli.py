@@ -160,3 +160,15 @@ def test_report_rows_are_grouped_per_block_with_paths_inside_it() -> None:
     assert block_rows(flat) == [(None, n) for n in flat]
     resnet = block_rows(["layer1.0.conv1", "layer1.0.bn1", "layer1.1.conv1", "layer1.1.bn1", "layer2.0.conv1"])
     assert resnet[2] == ("layer1.1", "  conv1") and resnet[4] == (None, "layer2.0.conv1")  # alone: whole
+
+
+def test_report_is_one_library_call(fitted, run_cli) -> None:
+    # What `uncert report --json` prints is workflows.report.report_factor_file's result as render documents it.
+    from uncert_cli.render.report import factor_file_report_document, report_title
+    from uncert_cli.workflows.report import report_factor_file
+
+    shown = json.loads(run_cli("report", fitted, "--prior-precision", "3", "--json").out)
+    report = report_factor_file(fitted, prior_precision=3.0)
+    assert report.total_params == sum(p.numel() for p in MLP(64, [16], 10).parameters())
+    assert json.loads(json.dumps(factor_file_report_document(report, []))) == shown
+    assert report_title(report) == "digits.h5 (kfac, τ=3)"

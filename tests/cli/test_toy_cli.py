@@ -48,3 +48,26 @@ def test_default_toy_checkpoint_ships_with_the_package() -> None:
 
     assert DEFAULT_CHECKPOINT.is_absolute() and DEFAULT_CHECKPOINT.exists()
     assert DEFAULT_CHECKPOINT.read_bytes() == TOY.read_bytes()
+
+
+def test_toy_is_one_library_call(tmp_path, capfd) -> None:
+    # What `uncert toy --json` prints is workflows.toy.toy_from_checkpoint's result as render documents it.
+    from uncert_cli.errors import UserError
+    from uncert_cli.render.toy import printed_toy_document, toy_document
+    from uncert_cli.workflows.toy import toy_from_checkpoint
+
+    png, js = tmp_path / "toy.png", tmp_path / "toy.json"
+    settings = dict(predictive="glm", samples=10, tune=False, hmc_samples=5, seed=3)
+    code = main(["toy", "--png", str(png), "--json-out", str(js), "--methods", "diag", "--predictive", "glm",
+                 "--samples", "10", "--no-tune", "--hmc-samples", "5", "--seed", "3", "--json"])
+    shown = json.loads(capfd.readouterr().out)
+    assert code == 0
+    result = toy_from_checkpoint(methods="diag", **settings)
+    assert json.loads(json.dumps(printed_toy_document(toy_document(result, png)))) == shown
+    # The library names its parameter; outputs are checked before the fitting.
+    with pytest.raises(UserError, match=r"^unknown method\(s\) nope in methods; use "):
+        toy_from_checkpoint(methods="diag,nope")
+    with pytest.raises(UserError, match="does not exist"):
+        toy_from_checkpoint(methods=["diag"], outputs=[tmp_path / "missing" / "toy.png"], **settings)
+    code = main(["toy", "--methods", "nope", "--png", str(png)])
+    assert code == 2 and "in --methods; use" in capfd.readouterr().err

@@ -8,18 +8,12 @@ from typing import Annotated
 import typer
 
 from uncert_cli.cli.option_groups import Output, with_groups
-from uncert_cli.core.atomic import check_output_path, write_bytes
-from uncert_cli.core.errors import UserError
-from uncert_cli.render.console import log, print_json
+from uncert_cli.render.console import print_json
 from uncert_cli.render.plots_toy import toy_figure
-from uncert_cli.samples import sample_path
-from uncert_cli.workflows.fit import METHODS
-from uncert_cli.workflows.inputs import load_checkpoint_model
-from uncert_cli.workflows.toy import DEFAULT_METHODS, run_toy
+from uncert_cli.render.toy import log_toy_curves, printed_toy_document, toy_document, write_toy_document
+from uncert_cli.workflows.toy import DEFAULT_CHECKPOINT, DEFAULT_METHODS, toy_from_checkpoint
 
-# The toy network ships inside the package (1 KiB), so `uncert toy` works from any folder; it is the
-# same file as sample_models/toy_regression_mlp.safetensors (sample_models/train.py writes both).
-DEFAULT_CHECKPOINT = sample_path("toy_regression_mlp.safetensors")
+__all__ = ["DEFAULT_CHECKPOINT", "register", "toy"]
 
 
 @with_groups(out=Output)
@@ -37,30 +31,15 @@ def toy(
     out: Output,
 ) -> None:
     """Predictive bands of KFAC / diag / full Laplace on the toy problem, with and without tuning."""
-    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
-    bad = [m for m in chosen if m not in METHODS]
-    if bad or not chosen:
-        raise UserError(f"unknown method(s) {', '.join(bad) or methods!r} in --methods; use {', '.join(METHODS)}")
-    if not checkpoint.exists():
-        raise UserError(f"no such checkpoint: {checkpoint}; pass the toy model, e.g. {DEFAULT_CHECKPOINT}")
-    loaded = load_checkpoint_model(checkpoint)
-    for output in (png, json_path):  # before the minutes of fitting: a bad path, or the checkpoint itself
-        check_output_path(output)
-    result = run_toy(loaded, methods=chosen, predictive=predictive, samples=samples, tune=tune,
-                     hmc_samples=hmc_samples, seed=seed)
+    result = toy_from_checkpoint(checkpoint, outputs=(png, json_path), methods=methods, predictive=predictive,
+                                 samples=samples, tune=tune, hmc_samples=hmc_samples, seed=seed)
     toy_figure(result, png)
-    document = {"command": "toy", "png": str(png), **result.to_json()}
-    import json
-
-    write_bytes(json_path, json.dumps(document, indent=1).encode())
+    document = toy_document(result, png)
+    write_toy_document(document, json_path)
     if out.json_output:
-        print_json({k: v for k, v in document.items() if k not in ("x", "truth")})
+        print_json(printed_toy_document(document))
     elif not out.quiet:
-        for c in result.curves:
-            nll = f", val NLL {c.val_nll:.3f}" if c.val_nll is not None else ""
-            log(f"{c.label}: N={c.n_data:g}, τ={c.prior_precision:g}{nll}", quiet=False)
-        log(result.reference_note or "", quiet=False)
-        log(f"wrote {png} and {json_path}", quiet=False)
+        log_toy_curves(result, (png, json_path))
 
 
 def register(app: typer.Typer) -> None:

@@ -17,6 +17,7 @@ from uncert_cli.render.cells import accuracy_text, number_cell
 from uncert_cli.render.console import stdout
 from uncert_cli.render.layer_groups import block_rows
 from uncert_cli.storage.factor_file import FactorFile, json_attribute
+from uncert_cli.workflows.report import FactorFileReport
 from uncert_cli.workflows.track import TrackResult
 
 
@@ -59,6 +60,26 @@ def prior_section(prior_precision: dict[str, float], n_data: float, prior_mode: 
         "prior_mode": prior_mode,
         "barely_identified_threshold": BARELY_IDENTIFIED_RATIO,
     }
+
+
+def report_title(report: FactorFileReport) -> str:
+    """``"f.h5 (kfac, τ=1)"`` for the figures (``τ=per layer`` after per-layer tuning)."""
+    posterior = report.opened.posterior
+    taus = set(posterior.prior_precision.values())
+    tau = f"{next(iter(taus)):g}" if len(taus) == 1 else "per layer"
+    return f"{Path(report.opened.factors.path).name} ({posterior.curvature.method}, τ={tau})"
+
+
+def factor_file_report_document(report: FactorFileReport, pngs: list[Path]) -> dict[str, Any]:
+    """The ``--json`` document of ``uncert report`` for :func:`~uncert_cli.workflows.report.report_factor_file`'s result."""
+    posterior, factors = report.opened.posterior, report.opened.factors
+    return report_document(
+        report.layers,
+        model=model_section(factors, report.total_params, report.layers.covered_params),
+        fit=fit_section(factors),
+        prior=prior_section(posterior.prior_precision, posterior.n_data, posterior.prior_mode),
+        pngs=pngs,
+    )
 
 
 def report_document(

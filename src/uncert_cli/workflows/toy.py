@@ -12,18 +12,26 @@ Numbers only; :mod:`uncert_cli.render.plots_toy` draws them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import torch
 
 from uncert_cli.checkpoint import LoadedModel
+from uncert_cli.core.atomic import check_output_path
 from uncert_cli.core.errors import UserError
 from uncert_cli.data import ArrayDataset, adapt_to_model, load_dataset
 from uncert_cli.posterior import LaplacePosterior, predictives, tune_val_nll
-from uncert_cli.workflows.fit import FitOptions, fit_laplace
+from uncert_cli.samples import sample_path
+from uncert_cli.workflows.fit import METHODS, FitOptions, fit_laplace
+from uncert_cli.workflows.inputs import load_checkpoint_model
 
 DEFAULT_METHODS = ("kfac", "diag", "full")
+# The toy network ships inside the package (1 KiB), so `uncert toy` works from any folder; it is the
+# same file as sample_models/toy_regression_mlp.safetensors (sample_models/train.py writes both).
+DEFAULT_CHECKPOINT = sample_path("toy_regression_mlp.safetensors")
 N_GRID_FACTORS = (1, 2, 5, 10, 20, 50, 100)  # N candidates for tuning, as multiples of the train size
 
 
@@ -83,6 +91,58 @@ def _curve(post: LaplacePosterior, grid: torch.Tensor, label: str, method: str, 
         val_nll=val_nll, mean=mean.reshape(-1).tolist(), std=var.reshape(-1).sqrt().tolist(),
         functional_std=fvar.reshape(-1).sqrt().tolist(),
     )
+
+
+def parse_methods(methods: str | Sequence[str]) -> tuple[str, ...]:
+    """The structures to draw: ``"kfac,diag"`` or a sequence of names, each one of ``fit``'s methods.
+
+    Returns:
+        The names, in the order given.
+
+    Raises:
+        UserError: no name, or a name that is not a method (naming ``methods``).
+    """
+    given = methods.split(",") if isinstance(methods, str) else list(methods)
+    chosen = tuple(m.strip() for m in given if m.strip())
+    bad = [m for m in chosen if m not in METHODS]
+    if bad or not chosen:
+        raise UserError(f"unknown method(s) {', '.join(bad) or repr(methods)} in {{param}}; use {', '.join(METHODS)}",
+                        param="methods")
+    return chosen
+
+
+def toy_from_checkpoint(
+    checkpoint: str | Path = DEFAULT_CHECKPOINT,
+    *,
+    outputs: Sequence[str | Path] = (),
+    methods: str | Sequence[str] = DEFAULT_METHODS,
+    predictive: str = "mc",
+    samples: int = 500,
+    tune: bool = True,
+    hmc_samples: int = 500,
+    seed: int = 0,
+) -> ToyResult:
+    """:func:`run_toy` on the checkpoint at ``checkpoint`` (default: the shipped toy network).
+
+    ``outputs``: the files the caller will write from the result, checked before the minutes of fitting
+    (a missing folder, or the checkpoint itself). ``methods``: as :func:`parse_methods` reads them. The
+    other arguments are :func:`run_toy`'s.
+
+    Returns:
+        The bands, as :func:`run_toy` returns them.
+
+    Raises:
+        UserError: unknown methods, a missing checkpoint, an output that cannot be written, or a checkpoint
+            that is not a 1-D regression.
+    """
+    chosen = parse_methods(methods)
+    if not Path(checkpoint).exists():
+        raise UserError(f"no such checkpoint: {checkpoint}; pass the toy model, e.g. {DEFAULT_CHECKPOINT}")
+    loaded = load_checkpoint_model(checkpoint)
+    for output in outputs:
+        check_output_path(output)
+    return run_toy(loaded, methods=chosen, predictive=predictive, samples=samples, tune=tune, hmc_samples=hmc_samples,
+                   seed=seed)
 
 
 def run_toy(
