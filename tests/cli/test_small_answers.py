@@ -58,3 +58,27 @@ def test_the_cli_module_runs_as_a_script():
 
     done = subprocess.run([sys.executable, "-m", "uncert_cli.cli.main", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("uncert "), (done.stdout, done.stderr)
+
+
+def test_info_is_one_library_call_for_checkpoints_and_factor_files(run_cli, digits_checkpoint, tmp_path) -> None:
+    # `uncert info` describes workflows.inputs.load_model_file's model: a checkpoint's, or a factor file's at its
+    # stored weights; a FIFO is refused from stat, never opened (it would block).
+    import os
+
+    import pytest
+
+    from uncert_cli.errors import UserError
+    from uncert_cli.workflows.inputs import load_model_file
+
+    factors = tmp_path / "f.h5"
+    assert run_cli("fit", digits_checkpoint, "--data", "digits", "--limit", "32", "--method", "diag", "-o", factors,
+                   "--quiet").code == 0
+    from_checkpoint, from_factors = load_model_file(digits_checkpoint), load_model_file(factors)
+    assert from_checkpoint.meta.arch == from_factors.meta.arch == "uncert_cli.models:MLP"
+    for name, value in from_checkpoint.module.state_dict().items():
+        assert torch.equal(from_factors.module.state_dict()[name], value)
+    shown = [json.loads(run_cli("info", path, "--json").out) for path in (digits_checkpoint, factors)]
+    assert shown[0]["layers"] == shown[1]["layers"]
+    os.mkfifo(tmp_path / "pipe.h5")
+    with pytest.raises(UserError, match="named pipe"):
+        load_model_file(tmp_path / "pipe.h5")

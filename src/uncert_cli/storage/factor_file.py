@@ -29,6 +29,7 @@ import contextlib
 import io
 import json
 import os
+import stat
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -196,6 +197,19 @@ def _attrs(group: h5py.Group) -> dict[str, Any]:
             value = value.decode()
         out[key] = value
     return out
+
+
+def is_hdf5_file(path: str | os.PathLike) -> bool:
+    """True for an existing regular file with HDF5's signature (a factor file rather than a checkpoint).
+
+    Anything else (missing, a folder, a FIFO or a device, which reading could block on) is False from ``stat``
+    alone, without opening it.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) and bool(h5py.is_hdf5(path))
 
 
 def check_factor_path(path: str | os.PathLike) -> Path:

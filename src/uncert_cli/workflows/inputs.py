@@ -21,6 +21,8 @@ from uncert_cli.checkpoint.outputs import parse_output_choice
 from uncert_cli.core.errors import UserError
 from uncert_cli.data import ArrayDataset, ImageConversion, adapt_to_model, load_dataset, parse_normalize
 from uncert_cli.data.adapt import check_labels
+from uncert_cli.storage.factor_file import is_hdf5_file
+from uncert_cli.storage.opening import open_factor_model
 from uncert_cli.workflows.forward_check import check_model_runs
 
 
@@ -41,6 +43,29 @@ def load_checkpoint_model(
     return load_model(checkpoint, arch=arch, arch_kwargs=kwargs, trust_pickle=trust_pickle, task=task,
                       state_key=state_key, strip_prefix=strip_prefix, output=parse_output_choice(model_output),
                       trust_remote_code=trust_remote_code)
+
+
+def load_model_file(
+    path: str | Path,
+    *,
+    arch: str | None = None,
+    arch_kwargs: list[str] | None = None,
+    trust_pickle: bool = False,
+    state_key: str | None = None,
+    strip_prefix: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """The network ``path`` holds, as ``uncert info`` describes it: a factor file's at its stored weights (its
+    class imported only when ``arch`` names it; :func:`~uncert_cli.storage.opening.open_factor_model`), or a
+    checkpoint's (:func:`load_checkpoint_model`, with the other options).
+
+    Returns:
+        The module and its metadata.
+    """
+    if is_hdf5_file(path):
+        return open_factor_model(path, arch=arch, arch_kwargs=arch_kwargs)
+    return load_checkpoint_model(path, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle, state_key=state_key,
+                                 strip_prefix=strip_prefix, trust_remote_code=trust_remote_code)
 
 
 def load_model_data(
