@@ -46,26 +46,19 @@ def load_checkpoint_model(
 
 
 def load_model_file(
-    path: str | Path,
-    *,
-    arch: str | None = None,
-    arch_kwargs: list[str] | None = None,
-    trust_pickle: bool = False,
-    state_key: str | None = None,
-    strip_prefix: str | None = None,
-    trust_remote_code: bool = False,
+    path: str | Path, *, arch: str | None = None, arch_kwargs: list[str] | None = None, **checkpoint_options: Any
 ) -> LoadedModel:
     """The network ``path`` holds, as ``uncert info`` describes it: a factor file's at its stored weights (its
     class imported only when ``arch`` names it; :func:`~uncert_cli.storage.opening.open_factor_model`), or a
-    checkpoint's (:func:`load_checkpoint_model`, with the other options).
+    checkpoint's (:func:`load_checkpoint_model`, which also takes ``checkpoint_options``: ``trust_pickle``,
+    ``state_key``, ``strip_prefix``, ``trust_remote_code``, ...).
 
     Returns:
         The module and its metadata.
     """
     if is_hdf5_file(path):
         return open_factor_model(path, arch=arch, arch_kwargs=arch_kwargs)
-    return load_checkpoint_model(path, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle, state_key=state_key,
-                                 strip_prefix=strip_prefix, trust_remote_code=trust_remote_code)
+    return load_checkpoint_model(path, arch=arch, arch_kwargs=arch_kwargs, **checkpoint_options)
 
 
 def load_model_data(
