@@ -1,7 +1,7 @@
 """Fit speed and memory: uncert against BackPACK, curvlinops and laplace-torch, side by side.
 
     python benchmarks/fit.py [--model mlp|resnet18|allcnn] [--n 10000] [--batch-size 256] [--only NAME,NAME]
-                             [--repeat R]
+                             [--repeat R] [--device cpu|cuda]
 
 Every curvature is computed on the sample MNIST MLP (784-1024-1024-10) over N MNIST training
 images (or torchvision's resnet18, or All-CNN-C, on N random CIFAR-shaped inputs; All-CNN-C has no
@@ -12,7 +12,9 @@ first run's time is shown too); memory is the first run's peak above the RSS it 
 with every library already imported. With ``--repeat R`` every method runs R times, the rounds
 interleaved (floor, A, B, ..., floor, A, B, ...) so that a change in the machine's load hits every
 method alike; the table shows medians, the ratio being the median of each round's ratio to that
-round's floor, with the range of the ratios. Prints a Markdown table.
+round's floor, with the range of the ratios. Prints a Markdown table. With ``--device cuda`` the
+model and data live on the GPU, every timed run ends with a device synchronisation, and memory is
+the GPU's peak allocation above what was allocated before the method (RSS columns show it).
 """
 
 from __future__ import annotations
@@ -139,24 +141,34 @@ def _preimport(name: str) -> None:
         importlib.import_module(module)
 
 
-def measure(name: str, n: int, batch_size: int, model_name: str) -> dict:
+def _timed(run, model, batches, device: torch.device) -> float:
+    start = time.perf_counter()
+    run(model, batches)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # kernels are queued: the time is when the last one finished
+    return time.perf_counter() - start
+
+
+def measure(name: str, n: int, batch_size: int, model_name: str, device: torch.device) -> dict:
     torch.manual_seed(0)
     if model_name in ("resnet18", "allcnn"):
         model = resnet18() if model_name == "resnet18" else all_cnn()
         batches = _Loader(cifar_shaped_batches(n, batch_size))
     else:
         model, batches = mnist_mlp(), _Loader(mnist_batches(n, batch_size))
+    model = model.to(device)
+    batches = _Loader([(x.to(device), y.to(device)) for x, y in batches])
     _preimport(name)
-    base = peak_rss_bytes()
-    start = time.perf_counter()
-    METHODS[name](model, batches)
-    first = time.perf_counter() - start
-    peak = peak_rss_bytes()
+    on_gpu = device.type == "cuda"
+    if on_gpu:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device) if on_gpu else peak_rss_bytes()
+    first = _timed(METHODS[name], model, batches, device)
+    peak = torch.cuda.max_memory_allocated(device) if on_gpu else peak_rss_bytes()
     # The reported time is a second run in the same process: first-call costs (thread pools,
-    # BLAS dispatch, allocator growth) are paid once per process, not per fit.
-    start = time.perf_counter()
-    METHODS[name](model, batches)
-    seconds = time.perf_counter() - start
+    # BLAS dispatch, allocator growth, CUDA kernel loading) are paid once per process, not per fit.
+    seconds = _timed(METHODS[name], model, batches, device)
     return {"name": name, "seconds": seconds, "first_seconds": first, "peak_rss": peak, "rss_before": base}
 
 
@@ -167,21 +179,23 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--only", default="", help="comma-separated method names (default: all)")
     parser.add_argument("--repeat", type=int, default=1, help="interleaved rounds; the table shows medians")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where every method computes")
     parser.add_argument("--run", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.n = args.n or {"resnet18": 512, "allcnn": 128}.get(args.model, 10_000)
     if args.run:
-        print(json.dumps(measure(args.run, args.n, args.batch_size, args.model)))
+        print(json.dumps(measure(args.run, args.n, args.batch_size, args.model, torch.device(args.device))))
         return
     names = [m for m in METHODS if not args.only or m in args.only.split(",")]
     if "floor (forward+backward)" not in names:
         names.insert(0, "floor (forward+backward)")
-    extra = ["--n", str(args.n), "--batch-size", str(args.batch_size), "--model", args.model]
+    extra = ["--n", str(args.n), "--batch-size", str(args.batch_size), "--model", args.model, "--device", args.device]
     rounds = [[run_isolated(Path(__file__), name, extra) for name in names] for _ in range(args.repeat)]
     title = {"resnet18": "resnet18 (torchvision, 10 classes), random 3×32×32 inputs",
              "allcnn": "All-CNN-C (10 classes), random 3×32×32 inputs"}.get(args.model, "MNIST MLP 784-1024-1024-10, MNIST train images")
-    print(f"{title}, N = {args.n}, batch {args.batch_size}, torch threads {torch.get_num_threads()}, "
-          f"{args.repeat} interleaved round(s), medians\n")
+    where = (f"GPU {torch.cuda.get_device_name()} (memory columns: GPU allocations)" if args.device == "cuda"
+             else f"torch threads {torch.get_num_threads()}")
+    print(f"{title}, N = {args.n}, batch {args.batch_size}, {where}, {args.repeat} interleaved round(s), medians\n")
     print("| method | seconds | × floor (range) | first run (s) | peak RSS (MiB) | peak − RSS before the method (MiB) |")
     print("|---|---:|---:|---:|---:|---:|")
     for i, name in enumerate(names):
