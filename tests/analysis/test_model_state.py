@@ -66,3 +66,29 @@ def test_commands_leave_mixed_modes_as_they_found_them():
     for kind in ("map", "glm", "probit", "mc", "dropout"):
         post.predict(x[:4], kind, samples=3)
         assert flags(model) == before, kind
+
+
+class _Counting(nn.Module):
+    """Updates one buffer in place and rebinds another on every call, in eval mode too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.register_buffer("calls", torch.zeros(()))
+        self.register_buffer("last", torch.zeros(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.last = x.mean(0).detach()
+        return self.fc(x)
+
+
+def test_buffers_a_forward_changes_are_put_back_as_the_same_tensors():
+    model = _Counting()
+    calls, last = model.calls, model.last
+    with model_state(model), torch.no_grad():
+        model(torch.ones(2, 4))
+        model(torch.ones(2, 4))
+        assert model.calls.item() == 2 and model.last is not last  # inside the block the forward runs as written
+    assert model.calls is calls and model.calls.item() == 0
+    assert model.last is last and torch.equal(model.last, torch.zeros(4))

@@ -101,3 +101,15 @@ def test_missing_dataset_names_the_flags_as_fit_does(run_cli, factor_file, digit
                 "--download", "--dry-run", "--json")
     assert r.code == 0, r.err
     assert json.loads(r.out)["validation"]["n"] == 64
+
+
+def test_limit_without_split_is_refused_not_ignored(run_cli, factor_file):
+    # --limit counts a whole --split's examples; without one the held-out examples were the val split's
+    # 179 whatever --limit said, so the limit is refused, naming what counts them.
+    before = factor_file.read_bytes()
+    r = run_cli("tune", factor_file, "--limit", "5")
+    assert r.code == 2
+    assert "--limit 5" in r.err and "--val-size 5" in r.err and "--split" in r.err
+    assert factor_file.read_bytes() == before
+    doc = json.loads(run_cli("tune", factor_file, "--limit", "5", "--split", "val", "--dry-run", "--json").out)
+    assert doc["validation"]["n"] == 5

@@ -7,6 +7,7 @@ knows which command runs and what that command calls the parameter, so the trans
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,3 +88,22 @@ def out_of_memory_message(error: BaseException, command: Any | None) -> str:
     lower = [flags[name] for name in SIZE_OPTIONS if name in flags]
     advice = f"lower {', '.join(lower)}" if lower else "use a smaller model or data set"
     return f"out of memory ({reason}); {advice}"
+
+
+def is_mutating_forward(error: BaseException) -> bool:
+    """True for torch.func's refusal of a forward that writes into a tensor it captured (a buffer the
+    model updates as it runs): the model's own code, not uncert's, so a user error.
+    """
+    text = str(error)
+    return isinstance(error, RuntimeError) and "in-place operation" in text and "mutate a captured Tensor" in text
+
+
+def mutating_forward_message(error: BaseException) -> str:
+    """One line for :func:`is_mutating_forward`: which operation, why it cannot run, what to change."""
+    operation = re.search(r"\((aten::[\w.]+)\)", str(error))
+    what = f" ({operation.group(1)})" if operation else ""
+    return ("the model's forward changes a tensor in place that is not one of its inputs" + what + ", such as a "
+            "buffer it updates on every call (a counter, a running mean); this command differentiates the network "
+            "as a pure function of its weights, which such a forward is not: update the buffer only when "
+            "self.training is set (uncert runs the model in eval mode), or choose a method or predictive that "
+            "needs no per-example Jacobians (e.g. --method kfac, --predictive map)")

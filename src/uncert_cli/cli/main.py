@@ -30,7 +30,15 @@ try:  # the slow imports (typer here, torch in _register): Ctrl-C meanwhile is o
 except KeyboardInterrupt:
     exit_interrupted_during_startup()
 
-from uncert_cli.cli.flags import is_out_of_memory, out_of_memory_message, render_for_command, running_command  # noqa: E402 - after the guarded slow imports above
+from uncert_cli.cli.flags import (  # noqa: E402 - after the guarded slow imports above
+    all_flags,
+    is_mutating_forward,
+    is_out_of_memory,
+    mutating_forward_message,
+    out_of_memory_message,
+    render_for_command,
+    running_command,
+)
 from uncert_cli.cli.validate import check_number_options  # noqa: E402 - after the guarded slow imports above
 from uncert_cli.core import file_session  # noqa: E402 - after the guarded slow imports above
 from uncert_cli.core.errors import UserError  # noqa: E402 - after the guarded slow imports above
@@ -99,6 +107,22 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     _plain_showwarning(message, category, filename, lineno, file, line)
 
 
+def _usage_message(message: str, group, args: list[str]) -> str:
+    """A usage error as one line, pointing at the running subcommand's help (where it is known).
+
+    A ``key=value`` word that click took for an extra argument is almost always the second argument
+    of an ``--arch-kwargs`` that was given several (the option takes one value per use), so say so.
+    """
+    subcommand = running_command(group, args)
+    where = f"uncert {subcommand.name} --help" if subcommand is not None else "uncert --help"
+    if "unexpected extra argument" in message and subcommand is not None and "--arch-kwargs" in all_flags(subcommand):
+        keywords = [word for word in args if "=" in word and not word.startswith("-")]
+        if keywords:
+            message += ("; --arch-kwargs takes one key=value each: repeat it for each argument ("
+                        + " ".join(f"--arch-kwargs {word}" for word in keywords) + ")")
+    return f"{message} (see '{where}')"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (also the console script ``uncert``)."""
     program = argv is None  # not a caller in Python: Ctrl-C may end the process at once outside the command
@@ -136,7 +160,7 @@ def _run(args: list[str], *, program: bool) -> int:
         # Usage errors (unknown option, bad value): one line, with where to look.
         if debug:
             traceback.print_exc()
-        _error(f"{exc.format_message()} (see 'uncert --help')")
+        _error(_usage_message(exc.format_message(), command, args))
         return 2
     except UserError as exc:
         if debug:
@@ -151,6 +175,9 @@ def _run(args: list[str], *, program: bool) -> int:
             traceback.print_exc()
         if is_out_of_memory(exc):  # the sizes the user chose, not a bug: say which to lower
             _error(out_of_memory_message(exc, running_command(command, args)))
+            return 2
+        if is_mutating_forward(exc):  # the model's own forward, not a bug of uncert's
+            _error(mutating_forward_message(exc))
             return 2
         _error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
         return 1

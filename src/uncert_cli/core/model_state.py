@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
+import torch
 from torch import nn
 
 DROPOUT_TYPES = (nn.modules.dropout._DropoutNd,)
@@ -49,6 +50,7 @@ def model_state(
     """
     modes = [(m, m.training) for m in model.modules()]
     grads = [(p, p.requires_grad) for p in model.parameters()] if requires_grad is not None else []
+    buffers = _buffer_values(model)
     try:
         model.eval()  # through train(): a model may override it to switch more than the flags
         if training is not None:
@@ -64,6 +66,28 @@ def model_state(
             m.training = flag
         for p, flag in grads:
             p.requires_grad_(flag)
+        _restore_buffers(buffers)
+
+
+def _buffer_values(model: nn.Module) -> list[tuple[nn.Module, str, torch.Tensor, torch.Tensor]]:
+    """``(module, name, tensor, copy of its values)`` for every buffer of ``model``."""
+    return [(m, name, b, b.detach().clone())
+            for m in model.modules() for name, b in m._buffers.items() if b is not None]
+
+
+def _restore_buffers(buffers: list[tuple[nn.Module, str, torch.Tensor, torch.Tensor]]) -> None:
+    """Put every buffer back: the same tensor object with its values before the block.
+
+    A forward that updates a buffer even in eval mode (a call counter, a running mean it keeps itself)
+    would otherwise leave the model changed by uncert's own passes, and the weights a factor file stores
+    would no longer be the checkpoint's (the class that wrote them could not reproduce them).
+    """
+    with torch.no_grad():
+        for module, name, tensor, values in buffers:
+            if module._buffers.get(name) is not tensor:  # rebound (``self.calls = self.calls + 1``)
+                module._buffers[name] = tensor
+            if not torch.equal(tensor, values):
+                tensor.copy_(values)
 
 
 def eval_mode(model: nn.Module, dropout_train: bool = False) -> contextlib.AbstractContextManager[nn.Module]:

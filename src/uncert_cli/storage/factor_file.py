@@ -218,6 +218,10 @@ def check_factor_path(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     if not path.exists():
+        if "=" in path.name and path.suffix.lower() not in (".h5", ".hdf5"):
+            # a constructor argument that became a file: --arch-kwargs a=1 b=2 gives the option only a=1
+            raise UserError(f"no such factor file: {path}; {{arch_kwargs}} takes one key=value each: repeat it for "
+                            f"each argument ({{arch_kwargs}} {path})", mentions=("arch_kwargs",))
         raise UserError(f"no such file: {path}; run 'uncert fit CHECKPOINT --data SPEC -o {path}' first")
     check_input_file(path, "factor file")  # a FIFO or a device would block or never end in is_hdf5
     if not h5py.is_hdf5(path):

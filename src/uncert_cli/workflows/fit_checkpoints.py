@@ -112,6 +112,27 @@ class FitReporting:
     on_fitted: Callable[[FittedCheckpoint], None] = _silent  # each fit once its file is written (main process)
 
 
+def check_checkpoints_exist(checkpoints: Sequence[str | Path], advice: str) -> None:
+    """Refuse checkpoints that do not exist, all named in one message.
+
+    A missing ``key=value`` is a constructor argument that became a checkpoint: ``--arch-kwargs a=1 b=2``
+    gives ``--arch-kwargs`` only ``a=1``, and ``b=2`` lands among the positional checkpoints.
+
+    Raises:
+        UserError: a checkpoint does not exist; ``advice`` says what to pass instead, or, for a
+            ``key=value`` word, how to pass several constructor arguments.
+    """
+    missing = [str(c) for c in checkpoints if not Path(c).exists()]
+    if not missing:
+        return
+    keywords = [word for word in missing if "=" in word]
+    if keywords:
+        raise UserError(f"no such checkpoint: {', '.join(missing)}; {{arch_kwargs}} takes one key=value each: "
+                        f"repeat it for each argument ({' '.join('{arch_kwargs} ' + k for k in keywords)})",
+                        mentions=("arch_kwargs",))
+    raise UserError(f"no such checkpoint: {', '.join(missing)}; {advice}")
+
+
 def fit_targets(checkpoints: Sequence[str | Path], output: str | Path | None) -> list[tuple[Path, Path]]:
     """``(checkpoint, factor file)`` pairs: ``output`` itself for one checkpoint (default ``factors.h5``), the
     folder ``output``'s ``<checkpoint name>.h5`` for several (made once the checkpoints are known to share an
@@ -127,6 +148,8 @@ def fit_targets(checkpoints: Sequence[str | Path], output: str | Path | None) ->
     paths = [Path(c) for c in checkpoints]
     if not paths:
         raise UserError("{param} is empty; give at least one checkpoint", param="checkpoints")
+    if len(paths) > 1:  # before the folder's name is asked for: a stray word is no second checkpoint
+        check_checkpoints_exist(paths, "pass checkpoints of one architecture")
     if len(paths) == 1:
         single = Path("factors.h5") if output is None else Path(output)
         if single.suffix.lower() not in (".h5", ".hdf5"):

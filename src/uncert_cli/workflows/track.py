@@ -23,7 +23,7 @@ from uncert_cli.posterior import LaplacePosterior
 from uncert_cli.storage.factor_file import PriorSettings
 from uncert_cli.storage.opening import apply_posterior_means
 from uncert_cli.workflows.fit import DEFAULT_EPOCHS, FitOptions, fit_laplace
-from uncert_cli.workflows.fit_checkpoints import CheckpointLoading, FitData, read_and_compare
+from uncert_cli.workflows.fit_checkpoints import CheckpointLoading, FitData, check_checkpoints_exist, read_and_compare
 from uncert_cli.workflows.forward_check import check_model_runs
 from uncert_cli.workflows.inputs import load_model_data
 
@@ -148,9 +148,7 @@ def track_checkpoints(
     """
     if not prior_precision > 0:
         raise UserError(f"{{param}} must be positive, got {prior_precision}; e.g. {{param}} 1", param="prior_precision")
-    missing = [str(p) for p in checkpoints if not Path(p).exists()]
-    if missing:
-        raise UserError(f"no such checkpoint: {', '.join(missing)}; pass the files of one training run")
+    check_checkpoints_exist(checkpoints, "pass the files of one training run")
     data = data or FitData()
     loading = loading or CheckpointLoading()
     ordered = order_checkpoints([Path(p) for p in checkpoints])

@@ -113,6 +113,11 @@ class HeldOutRequest:
                 that cannot be loaded.
         """
         objective = Objective.parse(objective, "objective")
+        if self.limit is not None and self.split is None:  # it would be ignored: val_size counts these examples
+            raise UserError(f"{{param}} {self.limit} counts the examples of a whole {{split}}; the held-out examples "
+                            "that {val_from} chooses are counted by {val_size}: pass {val_size} "
+                            f"{self.limit} instead, or {{split}} with {{param}}", param="limit",
+                            mentions=("split", "val_from", "val_size"))
         meta = stored.model_meta
         spec = self.data or stored.fit.get("dataset") or meta.dataset
         if self.split is not None:
