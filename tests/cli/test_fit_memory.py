@@ -151,3 +151,33 @@ def test_estimate_is_announced_on_stderr_but_not_with_json(run_cli, digits_check
     assert r.code == 0 and "at its peak" not in r.err
     doc = json.loads(r.out)
     assert doc["estimated_peak_memory_bytes"] > 0
+
+
+def test_a_refusal_offers_only_ways_that_lower_this_fits_peak(run_cli, digits_checkpoint, tmp_path):
+    # A cap below what the process holds before the fit: no option of the fit helps, so none is offered
+    # (it suggested --method diag to a diag fit, and a smaller batch where memory was not the batch's).
+    r = run_cli("fit", digits_checkpoint, "--data", "digits", "--method", "diag", "--max-memory", "1KiB",
+                "-o", tmp_path / "f.h5")
+    assert r.code == 2 and not (tmp_path / "f.h5").exists()
+    assert "before the fit starts" in r.err and "raise --max-memory" in r.err
+    assert "--method diag" not in r.err and "--batch-size" not in r.err
+
+
+def test_the_ways_offered_follow_the_fit_and_the_data():
+    import numpy as np
+
+    from uncert_cli.data.arrays import dataset_from_arrays
+    from uncert_cli.fitting import FitOptions
+    from uncert_cli.workflows.fit import _ways_to_less_memory
+    from uncert_cli.workflows.fit_memory import MemoryEstimate
+
+    rng = np.random.default_rng(0)
+    images = dataset_from_arrays("big", rng.random((2, 3, 64, 64), dtype=np.float32), np.array([0, 1]))
+    batch_heavy = MemoryEstimate(before=100, weights=1, factors=1, batch=1000, finish=0)
+    text, names = _ways_to_less_memory(FitOptions(method="diag", batch_size=1), images, batch_heavy, cap=500)
+    assert text == "shrink the images with {resize}, or fit a part with {subset} last-layer"
+    assert names == ("resize", "subset")
+    text, names = _ways_to_less_memory(FitOptions(method="kfac", fisher_type="mc", mc_samples=4, subset="last-layer"),
+                                       images, MemoryEstimate(100, 1, 1000, 10, 0), cap=500)
+    assert text == "lower {batch_size} or {mc_samples}, or use {method} diag"
+    assert names == ("batch_size", "mc_samples", "method")

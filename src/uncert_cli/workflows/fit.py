@@ -32,7 +32,7 @@ from uncert_cli.curvature.structured import DEFAULT_RANK
 from uncert_cli.curvature.subset import frozen_parameters, select_units
 from uncert_cli.data import ArrayDataset, iter_batches
 from uncert_cli.data.checks import whole_number
-from uncert_cli.data.dataset import inputs_to
+from uncert_cli.data.dataset import inputs_to, is_token_ids
 from uncert_cli.storage.factor_file import PriorSettings, write_factor_file
 from uncert_cli.workflows.fit_memory import MemoryEstimate, describe, estimate_fit_memory
 
@@ -197,13 +197,42 @@ def check_memory(model: torch.nn.Module, options: FitOptions, data: ArrayDataset
     if cap is not None and estimate.peak > cap:
         limit = (f"more than {{param}} {format_size(cap)}" if options.max_memory is not None
                  else f"more than the {format_size(cap)} available on this machine (set {{param}} to override)")
-        sampled = " or {mc_samples}" if options.fisher_type == "mc" else ""
-        raise UserError(
-            f"the {options.method} fit needs {describe(estimate)}, {limit}; lower {{batch_size}}{sampled}, use "
-            f"{{method}} diag, or fit a part with {{subset}} last-layer",
-            param="max_memory", mentions=("batch_size", "mc_samples", "method", "subset"),
-        )
+        ways, mentions = _ways_to_less_memory(options, data, estimate, cap)
+        raise UserError(f"the {options.method} fit needs {describe(estimate)}, {limit}; {ways}",
+                        param="max_memory", mentions=mentions)
     return estimate
+
+
+def _ways_to_less_memory(
+    options: FitOptions, data: ArrayDataset, estimate: MemoryEstimate, cap: int
+) -> tuple[str, tuple[str, ...]]:
+    """What would lower the fit's peak below ``cap``. Only ways that change something are offered: not
+    ``diag`` to a diagonal fit, not a smaller batch when one example is the batch already, smaller images
+    when the batch is what needs the memory, and a larger cap when the process holds more before the fit.
+
+    Returns:
+        ``(text with {batch_size}-style placeholders, the parameters it names)``.
+    """
+    held = max(estimate.before, estimate.earlier)
+    if held >= cap:  # nothing the fit's options change: Python, torch and reading the data took it already
+        return (f"the process has reached {format_size(held)} before the fit starts (Python, torch, reading the "
+                "data); raise {max_memory} or read fewer examples with {limit}", ("max_memory", "limit"))
+    ways: list[str] = []
+    if min(options.batch_size, len(data)) > 1:
+        ways.append("lower {batch_size}" + (" or {mc_samples}" if options.fisher_type == "mc" else ""))
+    elif options.fisher_type == "mc" and options.mc_samples > 1:
+        ways.append("lower {mc_samples}")
+    if len(data.sample_shape) == 3 and not is_token_ids(data.inputs) and estimate.batch > estimate.peak // 2:
+        ways.append("shrink the images with {resize}")  # one example's activations are most of the peak
+    if options.method != Method.diag.value:
+        ways.append("use {method} diag")
+    if options.subset.strip() != "last-layer":
+        ways.append("fit a part with {subset} last-layer")
+    if not ways:
+        ways.append("use a smaller model")
+    text = ", ".join(ways[:-1]) + (", or " if len(ways) > 1 else "") + ways[-1]
+    names = ("batch_size", "mc_samples", "resize", "method", "subset")
+    return text, tuple(name for name in names if "{" + name + "}" in text)
 
 
 class MapLikelihood:
