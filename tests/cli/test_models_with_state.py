@@ -4,10 +4,13 @@ uncert runs such a model many times (the forward check, the fit's passes, the MA
 must not end up in the factor file: the stored weights are the checkpoint's, so the class that wrote the
 checkpoint reproduces them in every later command. A predictive that differentiates the network as a
 pure function (probit's Jacobians) cannot run through the in-place update; that is the model's own code,
-so it is a one-line user error (exit 2), not an internal one.
+so it is a one-line user error (exit 2), not an internal one. A forward that is random in eval mode
+(dropout called with ``training=True``) makes every number one random draw: a warning says so.
 """
 
 from __future__ import annotations
+
+import json
 
 import h5py
 import numpy as np
@@ -33,6 +36,16 @@ class Counting(nn.Module):
         self.calls += 1
         self.running.mul_(0.9).add_(0.1 * x.mean(0))
         return self.fc(x - self.running)
+
+
+class AlwaysDropping(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(64, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.fc2(nn.functional.dropout(torch.relu(self.fc1(x.flatten(1))), 0.5, training=True))
 '''
 ARCH = ["--arch", "stateful.py:Counting"]
 
@@ -42,8 +55,9 @@ def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "stateful.py").write_text(USER_FILE)
     torch.manual_seed(0)
-    model = import_user_file(tmp_path, "stateful").Counting()
-    torch.save(model.state_dict(), tmp_path / "model.pt")
+    user = import_user_file(tmp_path, "stateful")
+    torch.save(user.Counting().state_dict(), tmp_path / "model.pt")
+    torch.save(user.AlwaysDropping().state_dict(), tmp_path / "dropping.pt")
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "noise.npz", x=rng.random((16, 1, 8, 8), dtype=np.float32), y=np.zeros(16, dtype=np.int64))
     return tmp_path
@@ -71,3 +85,15 @@ def test_a_predictive_through_jacobians_of_such_a_forward_is_a_user_error(run_cl
     line = r.err.strip().splitlines()[-1]
     assert "internal error" not in line and "Traceback" not in r.err
     assert "aten::add_" in line and "buffer" in line and "--predictive map" in line
+
+
+def test_a_forward_that_is_random_in_eval_mode_is_warned_about(run_cli, project):
+    r = run_cli("fit", "dropping.pt", "--arch", "stateful.py:AlwaysDropping", "--data", "digits", "--limit", "32",
+                "--method", "diag", "-o", "f.h5", "--json")
+    assert r.code == 0, r.err
+    json.loads(r.out)  # the warning goes to stderr, --json stays pure
+    warnings = [line for line in r.err.splitlines() if line.startswith("uncert: warning:")]
+    assert len(warnings) == 1 and "training=True" in warnings[0] and "self.training" in warnings[0]
+    # the stateful model is not random: its buffers are put back between the two runs
+    r = run_cli("fit", "model.pt", *ARCH, "--data", "digits", "--limit", "32", "--method", "diag", "-o", "g.h5")
+    assert r.code == 0 and "warning" not in r.err, r.err

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from uncert_cli.cli.option_groups import Output, with_groups
 from uncert_cli.core.atomic import make_output_directory
@@ -74,13 +75,14 @@ def demo(
     """Fit, report and test OOD detection on a shipped model, offline, in seconds."""
     def announce(text: str) -> None:
         if not output.silent:
-            log(f"\n[bold cyan]{text}[/bold cyan]", quiet=False)
+            log(Text.assemble("\n", (text, "bold cyan")), quiet=False)
 
     documents = run_demo(out, json_output=output.json_output, announce=announce)
     if output.json_output:
         print_json(documents)
     elif not output.quiet:
-        log(f"\n[bold]done[/bold]: factor file, report PNGs and OOD plots are in {out.resolve()}", quiet=False)
+        log(Text.assemble("\n", ("done", "bold"), f": factor file, report PNGs and OOD plots are in {out.resolve()}"),
+            quiet=False)
         for page in documents["html"]:
             log(f"open in a browser: {page}", quiet=False)
 

@@ -41,7 +41,7 @@ from uncert_cli.cli.flags import (  # noqa: E402 - after the guarded slow import
 )
 from uncert_cli.cli.validate import check_number_options  # noqa: E402 - after the guarded slow imports above
 from uncert_cli.core import file_session  # noqa: E402 - after the guarded slow imports above
-from uncert_cli.core.errors import UserError  # noqa: E402 - after the guarded slow imports above
+from uncert_cli.core.errors import ModelWarning, UserError  # noqa: E402 - after the guarded slow imports above
 from uncert_cli.core.slow_path import SlowPathWarning  # noqa: E402 - after the guarded slow imports above
 
 app = typer.Typer(
@@ -103,6 +103,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     """Uncert's own slow-path notices as one line on stderr; every other warning as Python shows it."""
     if issubclass(category, SlowPathWarning):
         print(f"uncert: note: {' '.join(str(message).split())}", file=sys.stderr)
+        return
+    if issubclass(category, ModelWarning):
+        print(f"uncert: warning: {' '.join(str(message).split())}", file=sys.stderr)
         return
     _plain_showwarning(message, category, filename, lineno, file, line)
 

@@ -68,3 +68,9 @@ class UserError(ParameterText, Exception):
     def __init__(self, message: str, *, param: str | None = None, mentions: tuple[str, ...] = ()) -> None:
         ParameterText.__init__(self, message, param=param, mentions=mentions)
         Exception.__init__(self, self.render({}))
+
+
+class ModelWarning(UserWarning):
+    """Something about the user's model that makes uncert's numbers mean less than they seem (a network
+    whose outputs are random in eval mode). The work goes on; the CLI prints it as one ``warning:`` line.
+    """

@@ -12,6 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 from rich.table import Table
+from rich.text import Text
 
 from uncert_cli.analysis.compare import PosteriorComparison
 from uncert_cli.core.atomic import in_memory_output
@@ -69,8 +70,8 @@ def print_compare(doc: dict[str, Any]) -> None:
     for name, f in zip(names, doc["files"]):
         tau = f["prior_precision"]
         tau_text = f"{tau:g}" if isinstance(tau, (int, float)) else "per layer"
-        stdout.print(f"[bold]{name}[/bold] {f['file']}: {f['method']}, N = {number_cell(f['n_data'], ',.6g')}, τ = {tau_text}, "
-                     f"{f['covered_params']:,} parameters")
+        stdout.print(Text.assemble((name, "bold"), f" {f['file']}: {f['method']}, N = {number_cell(f['n_data'], ',.6g')}, "
+                                   f"τ = {tau_text}, {f['covered_params']:,} parameters"))
     # One table of per-file numbers and one per pair keep each within an 80-column terminal.
     per_file = Table(title="Per layer and file: σ² share, mean σ, σ²/σ²_prior")
     per_file.add_column("layer", no_wrap=True)
@@ -100,7 +101,7 @@ def print_compare(doc: dict[str, Any]) -> None:
                          number_cell(p["kl"], ".4g"), number_cell(p["kl_per_weight"], ".3g"))
         stdout.print(pair)
     for png in doc["pngs"]:
-        stdout.print(f"wrote {png}")
+        stdout.print(f"wrote {png}", soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------------- PNGs

@@ -19,9 +19,12 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
-stdout = Console(soft_wrap=False)
-stderr = Console(stderr=True)
+# No console markup: the text holds user values (file names, dataset and layer names) in which rich would read
+# ``[exp]`` as a style and drop it (``-o 'x[exp].h5'`` printed as 'wrote x.h5'); emphasis goes through styles.
+stdout = Console(soft_wrap=False, markup=False)
+stderr = Console(stderr=True, markup=False)
 
 
 def _clean(value: Any) -> Any:
@@ -43,10 +46,10 @@ def print_json(document: Any) -> None:
     sys.stdout.flush()
 
 
-def log(message: str, *, quiet: bool) -> None:
-    """A human log line on stderr (suppressed by --quiet)."""
+def log(message: str | Text, *, quiet: bool) -> None:
+    """A human log line on stderr (suppressed by --quiet); not wrapped, so that a line stays one line in a log file."""
     if not quiet:
-        stderr.print(message)
+        stderr.print(message, soft_wrap=True)
 
 
 class _SamplesPerSecond(TextColumn):
@@ -82,7 +85,7 @@ def progress_bar(total: int, description: str, *, quiet: bool) -> Iterator[Advan
         yield Advance()
         return
     columns = (
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),

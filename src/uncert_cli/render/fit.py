@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
+
 from uncert_cli.core.memory import format_size
 from uncert_cli.data import ImageConversion
 from uncert_cli.render.cells import accuracy_text, column_table
@@ -59,9 +61,9 @@ def print_fit_summary(summary: dict[str, Any]) -> None:
     acc = accuracy_text(summary.get("map_accuracy"), ", ")
     stdout.print(
         f"{summary['parameters']:,} parameters, N = {summary['n_data']:,}{acc}; "
-        f"{summary['seconds']:.1f} s, peak memory {format_size(summary['peak_memory_bytes'])}\n"
-        f"wrote [bold]{summary['output']}[/bold]"
+        f"{summary['seconds']:.1f} s, peak memory {format_size(summary['peak_memory_bytes'])}"
     )
+    stdout.print(Text.assemble("wrote ", (str(summary["output"]), "bold")), soft_wrap=True)  # a path in one piece
     if vi:
         stdout.print(f"ELBO {vi['elbo'][0]:,.6g} after the first epoch, {vi['elbo'][-1]:,.6g} after {vi['epochs']} "
                      f"(E log p {vi['expected_log_likelihood'][-1]:,.6g}, KL {vi['kl'][-1]:,.6g}); N = "

@@ -133,7 +133,7 @@ def print_ood(doc: dict[str, Any]) -> None:
                   _fmt(m["mean_entropy_wrong"]), _fmt(m["auroc_entropy"], ".4f"))
     stdout.print(t)
     for path in doc["pngs"]:
-        stdout.print(f"wrote {path}")
+        stdout.print(f"wrote {path}", soft_wrap=True)
 
 
 def attack_document(report: AttackReport) -> dict[str, Any]:
@@ -181,4 +181,4 @@ def print_attack(doc: dict[str, Any]) -> None:
             ))
         stdout.print(t)
     for path in doc["pngs"]:
-        stdout.print(f"wrote {path}")
+        stdout.print(f"wrote {path}", soft_wrap=True)

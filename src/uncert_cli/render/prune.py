@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from uncert_cli.analysis.pruning import BASELINE, Comparison, PruneEvaluation, PruneSelection
 from uncert_cli.render.cells import layer_cell, number_cell
@@ -82,7 +83,8 @@ def print_selection(sel: dict[str, Any]) -> None:
                    f"{sel['pruned'] / max(1, sel['total_candidates']):.1%}", style="bold")
     stdout.print(counts)
     if sel["output"]:
-        stdout.print(f"wrote [bold]{sel['output']}[/bold] ({sel['pruned']:,} weights set to 0)")
+        stdout.print(Text.assemble("wrote ", (str(sel["output"]), "bold"), f" ({sel['pruned']:,} weights set to 0)"),
+                     soft_wrap=True)  # a path in one piece
 
 
 def print_evaluation(ev: dict[str, Any]) -> None:
@@ -115,4 +117,4 @@ def print_evaluation(ev: dict[str, Any]) -> None:
                 f"(mean {c['mean_nll_difference']:+.3g})"
             )
     if ev["png"]:
-        stdout.print(f"wrote {ev['png']}")
+        stdout.print(f"wrote {ev['png']}", soft_wrap=True)

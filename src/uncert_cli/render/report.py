@@ -9,8 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from uncert_cli.analysis.layer_stats import BARELY_IDENTIFIED_RATIO, UncertaintyReport
 from uncert_cli.render.cells import accuracy_text, number_cell
@@ -119,13 +119,13 @@ def print_report(doc: dict[str, Any]) -> None:
     tau_text = f"{tau:g}" if isinstance(tau, (int, float)) else "per layer"
     shape = "×".join(map(str, model["input_shape"])) if model["input_shape"] else "?"
     acc = accuracy_text(fit.get("map_accuracy"), "; ")
-    stdout.print(
-        f"[bold]{model['arch'] or 'model'}[/bold]  input {shape}  {model['task']}\n"
+    stdout.print(Text.assemble(
+        (str(model['arch'] or 'model'), "bold"), f"  input {shape}  {model['task']}\n"
         f"{model['parameters']:,} parameters, {model['covered_params']:,} with a posterior{acc}\n"
         f"{fit['method']} Laplace ({fit['fisher_type']} fisher) on {fit['dataset']} {fit.get('split') or ''}, "
         f"N = {number_cell(fit['n_data'], ',')}\n"
         f"prior precision τ = {tau_text}, N used = {prior['n_data']:g}, prior mode {prior['prior_mode']}"
-    )
+    ))
     frozen = fit.get("frozen_parameters") or []
     if frozen and model["covered_params"] < model["parameters"]:
         shown = ", ".join(frozen[:4]) + (f" and {len(frozen) - 4} more" if len(frozen) > 4 else "")
@@ -142,8 +142,8 @@ def print_report(doc: dict[str, Any]) -> None:
     labels = block_rows([layer["name"] for layer in doc["layers"]])
     for layer, (heading, label) in zip(doc["layers"], labels):
         if heading is not None:  # one row naming the block; its layers follow by their path inside it
-            spread.add_row(f"[bold]{escape(heading)}[/bold]")
-            identified.add_row(f"[bold]{escape(heading)}[/bold]")
+            spread.add_row(Text(heading, style="bold"))
+            identified.add_row(Text(heading, style="bold"))
         spread.add_row(
             label, layer["kind"], f"{layer['params']:,}", number_cell(layer["posterior_std_mean"]),
             number_cell(layer["posterior_std_median"]), number_cell(layer["posterior_std_max"]),
@@ -163,9 +163,9 @@ def print_report(doc: dict[str, Any]) -> None:
         f"barely id. = share of weights with σ²/σ²_prior > {prior['barely_identified_threshold']:g}; "
         "H/param = Gaussian entropy per parameter (nats)."
     )
-    stdout.print(f"\n[bold]Verdict:[/bold] {doc['verdict']}")
+    stdout.print(Text.assemble("\n", ("Verdict:", "bold"), f" {doc['verdict']}"))
     for png in doc["pngs"]:
-        stdout.print(f"wrote {png}")
+        stdout.print(f"wrote {png}", soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------------ track
@@ -214,4 +214,4 @@ def print_track(doc: dict[str, Any]) -> None:
             )
         stdout.print(table)
     for png in doc["pngs"]:
-        stdout.print(f"wrote {png}")
+        stdout.print(f"wrote {png}", soft_wrap=True)

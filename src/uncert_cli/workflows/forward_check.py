@@ -11,13 +11,14 @@ later, in uncert's code, stays an internal error.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Collection
 
 import torch
 from torch import nn
 
 from uncert_cli.checkpoint.keyword_inputs import feed_keyword_inputs
-from uncert_cli.core.errors import UserError
+from uncert_cli.core.errors import ModelWarning, UserError
 from uncert_cli.core.model_state import model_state
 from uncert_cli.data import ArrayDataset
 from uncert_cli.data.dataset import inputs_to, is_token_ids
@@ -59,6 +60,8 @@ def check_model_runs(
     try:
         with model_state(model), torch.no_grad():
             output = model(x)
+        with model_state(model), torch.no_grad():
+            again = model(x)
     except (MemoryError, torch.OutOfMemoryError):
         raise  # the sizes the user chose, said as such by the CLI
     except UserError:
@@ -67,6 +70,26 @@ def check_model_runs(
         refusal = _refusal(model, data, exc, offers)
         raise refusal from None
     _check_output_width(output, num_outputs)
+    _warn_if_random(output, again)
+
+
+def _warn_if_random(output: object, again: object) -> None:
+    """Warn (:class:`ModelWarning`) when two eval-mode runs on the same examples disagree.
+
+    A random operation that ignores eval mode (``F.dropout(x, training=True)``, noise drawn in ``forward``)
+    makes the fit's curvature, the MAP accuracy and every predictive one random draw per batch, with
+    nothing in the numbers to show it. Buffers are put back between the runs (:func:`model_state`), so a
+    model that only updates its own state does not count as random.
+    """
+    if not (isinstance(output, torch.Tensor) and isinstance(again, torch.Tensor)) or output.shape != again.shape:
+        return
+    if not output.is_floating_point() or torch.allclose(output, again, rtol=1e-4, atol=1e-6, equal_nan=True):
+        return
+    warnings.warn(
+        "the model gives other outputs for the same examples on a second run in eval mode: a random operation "
+        "ignores eval mode (e.g. F.dropout(x, training=True), noise drawn in forward), so the curvature, the MAP "
+        "accuracy and every predictive are of one random draw per batch; make the randomness depend on "
+        "self.training", ModelWarning, stacklevel=3)
 
 
 def _check_output_width(output: object, num_outputs: int | None) -> None:
