@@ -153,6 +153,14 @@ def test_estimate_is_announced_on_stderr_but_not_with_json(run_cli, digits_check
     assert doc["estimated_peak_memory_bytes"] > 0
 
 
+def test_a_small_fit_in_a_large_process_is_not_announced(run_cli, digits_checkpoint, tmp_path):
+    # What the fit adds decides: a notebook or test run already holding over 1 GiB announced every fit.
+    held = torch.ones(3 << 27, dtype=torch.float32)  # 1.5 GiB, touched, so resident
+    r = run_cli("fit", digits_checkpoint, "--data", "digits", "--limit", "64", "-o", tmp_path / "a.h5")
+    assert float(held[-1]) == 1.0
+    assert r.code == 0 and "at its peak" not in r.err, r.err
+
+
 def test_a_refusal_offers_only_ways_that_lower_this_fits_peak(run_cli, digits_checkpoint, tmp_path):
     # A cap below what the process holds before the fit: no option of the fit helps, so none is offered
     # (it suggested --method diag to a diag fit, and a smaller batch where memory was not the batch's).

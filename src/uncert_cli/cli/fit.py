@@ -145,7 +145,9 @@ def fit(
 
     def announce(start: FitStart) -> None:
         # Before a fit that takes real memory (or at a terminal), say what it will take: a user can stop it.
-        if start.memory.fit_peak >= ANNOUNCE_PEAK or sys.stderr.isatty():
+        # What the fit adds decides, not the process's total: a long-lived Python process (a notebook, a test
+        # run) would otherwise announce even the smallest fit.
+        if start.memory.fit_adds >= ANNOUNCE_PEAK or sys.stderr.isatty():
             log(f"{method.value} fit: {describe(start.memory)}", quiet=not show)
         for text in coverage_notes(start.loaded.module, start.options):
             note(text)

@@ -72,6 +72,11 @@ class MemoryEstimate:
         return max(self.earlier, self.fit_peak)
 
     @property
+    def fit_adds(self) -> int:
+        """What the fit itself adds to the memory in use now (weight copies, factors, a batch or the finish)."""
+        return self.fit_peak - self.before
+
+    @property
     def added(self) -> int:
         """What the fit adds to the memory in use before it starts."""
         return self.peak - self.before
