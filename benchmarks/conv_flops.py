@@ -15,8 +15,9 @@ backward vectors per example (``C − 1`` for the exact GGN, 1 for MC/empirical)
   (``curvature/conv_input.py``'s plan): ``n·I'²/2`` per group of ``n`` positions over the ``I'``
   patch columns they can see (taps that read only padding there are left out), or for stride-1
   convs where it is cheaper the shifted whole-map products (``shift_gram_cost``, its border strips
-  counted twice for their copies). ``--patches`` counts
-  ``P·I²/2`` over all columns instead (the count before those two changes).
+  counted twice for their copies), or on small maps the Gram matrix of the whole input maps
+  (``(C·S)²/2`` for ``S`` input pixels, ``curvature/pixel_gram.py``). ``--patches`` counts
+  ``P·I²/2`` over all columns instead (the count before those changes).
 
 BatchNorm, ReLU, pooling and additions are left out (elementwise, under 1% of the multiply-adds).
 """
@@ -54,6 +55,8 @@ def layer_shapes(model: nn.Module, size: int, patches: bool = False) -> list[tup
         assert pad is not None
         if plan.shift:
             return float(shift_gram_cost(mod.in_channels, *spatial, *mod.kernel_size, *pad))
+        if plan.pixels:  # the whole input maps' Gram matrix (its fold, once per fit, is not per example)
+            return (mod.in_channels * math.prod(spatial)) ** 2 / 2
         total = 0.0
         for positions, taps in plan.parts:
             n = P if positions is None else math.prod(p1 - p0 for p0, p1 in positions)

@@ -222,9 +222,9 @@ def _explicit_input_factor(conv: nn.Conv1d | nn.Conv2d, inputs: list[list[Tensor
         for x in calls:
             if isinstance(conv, nn.Conv1d):
                 size, pad, stride = (1, conv.kernel_size[0]), (0, conv.padding[0]), (1, conv.stride[0])
-                patches = F.unfold(x.unsqueeze(2), size, padding=pad, stride=stride)
+                patches = F.unfold(x.unsqueeze(2), size, (1, conv.dilation[0]), pad, stride)
             else:
-                patches = F.unfold(x, conv.kernel_size, padding=conv.padding, stride=conv.stride)
+                patches = F.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)
             rows.append(patches.transpose(1, 2))  # (B, P, I)
         a = torch.cat(rows, 1)
         if conv.bias is not None:

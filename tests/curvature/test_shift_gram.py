@@ -44,10 +44,8 @@ def test_the_cheaper_form_is_chosen_by_the_map_size() -> None:
     assert input_plan(conv(64), (8, 8)).shift  # resnet18's layer1 at 32×32 inputs
     assert not input_plan(conv(64, stride=2), (32, 32)).shift  # strided: patches
     assert input_plan(conv(64, kernel=1, padding=0), (32, 32)).parts == ((None, None),)  # 1×1: the input itself
-    # Tiny maps: one product over all taps (groups of positions would add scattered blocks, which
-    # costs more than their fewer multiply-adds save), or the centre tap only on 1×1.
-    assert input_plan(conv(256), (2, 2)).parts == ((None, None),)
-    assert input_plan(conv(512), (1, 1)).parts == ((None, ((1,), (1,))),)
+    # Tiny maps: the whole maps' Gram matrix (test_pixel_gram.py).
+    assert input_plan(conv(256), (2, 2)).pixels and input_plan(conv(512), (1, 1)).pixels
     assert input_plan(conv(64, padding=0), (32, 32)).shift  # unpadded: wider border strips, still cheaper
     # A strided conv on a large map: all positions in one product (border groups would cost more).
     assert input_plan(conv(3, kernel=7, padding=3, stride=2), (32, 32)).parts == ((None, None),)

@@ -1,5 +1,6 @@
 """How KFAC forms a conv's input factor for one input size: which kernel taps and output positions
-to take patches of, or shifted whole maps instead (:mod:`.shift_gram`), chosen by multiply-adds.
+to take patches of, or shifted whole maps instead (:mod:`.shift_gram`), or the Gram matrix of the
+whole input maps (:mod:`.pixel_gram`, small maps), chosen by multiply-adds.
 
 Three patch forms, all exact (columns a position's window reads only from padding are zero there):
 
@@ -8,8 +9,7 @@ Three patch forms, all exact (columns a position's window reads only from paddin
 * positions grouped by the taps they see (:func:`tap_classes`), one product per group over its own
   taps: the border positions of small maps (resnet18's layer2 and layer3 on 4×4 and 2×2 maps).
 
-Partial products go to their own small sums (by taps) that :class:`~.kronecker.KroneckerAccumulator`
-folds into the factor once, at the end.
+Partial products are added into their block of the factor through a strided view, every batch.
 """
 
 from __future__ import annotations
@@ -35,6 +35,12 @@ PART_COST = 100_000
 # about this many multiply-adds per element; it makes position groups lose on resnet18's 2×2 and
 # 4×4 maps (their 5× and 1.9× fewer multiply-adds ran slower than one product over all taps).
 SCATTER_COST = 5
+
+# The whole-map Gram matrix (pixel_gram) is an option while its table of pixel pairs has at most this
+# many entries (resnet18's layer2: 4×4 maps, 9 taps, 20,736), and its fold into the factor, once per
+# fit, is charged as spread over this many examples.
+PIXEL_PAIRS_MAX = 2**20
+FOLD_EXAMPLES = 1000
 
 Taps = tuple[tuple[int, ...], ...]  # per spatial dimension, the kernel offsets kept
 
@@ -120,10 +126,13 @@ Part = tuple[Positions | None, Taps | None]  # (output positions, kernel taps); 
 
 @dataclass(frozen=True)
 class InputPlan:
-    """For one input size: shifted whole maps, or the patch products to form (``parts``)."""
+    """For one input size: shifted whole maps, the whole maps' Gram matrix (``pixels``), or the patch
+    products to form (``parts``).
+    """
 
     shift: bool
     parts: tuple[Part, ...]
+    pixels: bool = False
 
 
 def _patch_cost(C: int, parts: list[tuple[int, int]], all_taps: int) -> float:
@@ -155,6 +164,13 @@ def input_plan(module: nn.Conv1d | nn.Conv2d, spatial: tuple[int, ...]) -> Input
         sizes = [(math.prod(p1 - p0 for p0, p1 in pos), math.prod(len(t) for t in taps)) for pos, taps in classes]
         parts = tuple((pos, None if math.prod(len(t) for t in taps) == all_taps else taps) for pos, taps in classes)
         options.append((_patch_cost(C, sizes, all_taps), InputPlan(False, parts)))
+    # The whole maps' Gram matrix: (C·S)²/2 per example, read in place (no copy), no per-batch scatter;
+    # its fold into the factor, once per fit, is a (C², S²) × (S², T'²) product and needs the (S², T'²)
+    # table of pixel pairs, so it is only an option while that stays small.
+    pixels, live = math.prod(spatial), union_taps
+    if (pixels * live) ** 2 <= PIXEL_PAIRS_MAX:
+        fold = (C * pixels * live) ** 2 / FOLD_EXAMPLES
+        options.append(((C * pixels) ** 2 / 2 + fold, InputPlan(False, (), pixels=True)))
     best_cost, best = min(options, key=lambda option: option[0])
     if union is None and all_taps > 1 and shift_gram_applies(module.stride, module.dilation):
         (H, W), (ky, kx), (py, px) = as_2d(spatial, 1), as_2d(kernel, 1), as_2d(padding, 0)

@@ -31,6 +31,7 @@ from uncert_cli.curvature.conv_input import InputPlan, Positions, Taps, as_2d, i
 from uncert_cli.curvature.gram import gram_lower_, mirror_lower_
 from uncert_cli.curvature.hooks import find_batch_dim
 from uncert_cli.curvature.huge_pages import factor_zeros
+from uncert_cli.curvature.pixel_gram import fold_pixel_gram, pixel_selection
 from uncert_cli.curvature.shift_gram import add_shift_gram_
 from uncert_cli.curvature.subset import Unit, conv_padding
 
@@ -153,6 +154,9 @@ class KroneckerAccumulator:
         self.gg_sum = factor_zeros(O, O, dtype, device)
         self._plans: dict[tuple[int, ...], InputPlan] = {}  # by spatial input shape
         self._columns: dict[Taps, Tensor] = {}  # the patch columns of some kernel taps (tap_columns)
+        # By spatial input shape, for inputs planned as whole maps: their Gram sum M (lower triangle)
+        # and their sum, folded into the factor once, by :meth:`sums` (see pixel_gram).
+        self._pixel_sums: dict[tuple[int, ...], tuple[Tensor, Tensor]] = {}
         # 1 once ``a_full`` holds a lower triangle only (a Gram product over all columns): then it
         # must be mirrored. A tensor so that ``reduce`` sums it with the factors across processes.
         self.lower_only = torch.zeros(1, dtype=dtype, device=device)
@@ -184,6 +188,9 @@ class KroneckerAccumulator:
             return
         conv = cast(nn.Conv1d | nn.Conv2d, module)
         plan = self._plan(x)
+        if plan.pixels:
+            self._add_pixels(conv, x, alpha)
+            return
         if plan.shift:  # stride 1 on a large map: no patches at all
             padding = conv_padding(conv)
             assert padding is not None
@@ -201,6 +208,39 @@ class KroneckerAccumulator:
                 self._add_rows(rows, alpha)
             else:  # every position's taps (no position group): a symmetric block, no mirroring needed
                 self._add_partial(conv, taps, rows, alpha, symmetric=positions is None)
+
+    def _add_pixels(self, conv: nn.Conv1d | nn.Conv2d, x: Tensor, alpha: float) -> None:
+        """``M += alpha·Σ_b x_b x_bᵀ`` and ``s += alpha·Σ_b x_b`` over whole input maps, pixel-major."""
+        spatial = conv.weight.dim() - 2
+        batched = x if x.dim() == spatial + 2 else x.unsqueeze(0)
+        rows = batched.movedim(1, -1).reshape(batched.shape[0], -1)  # (B, S·C): a copy of the input
+        key = tuple(x.shape[-spatial:])
+        if key not in self._pixel_sums:
+            n = rows.shape[1]
+            self._pixel_sums[key] = factor_zeros(n, n, rows.dtype, rows.device), rows.new_zeros(n)
+        gram, total = self._pixel_sums[key]
+        gram_lower_(gram, rows, alpha)
+        total.add_(rows.sum(0), alpha=alpha)
+
+    def _fold_pixels(self) -> None:
+        """Add every whole-map Gram sum into ``A`` through the patch selections (once; they are freed)."""
+        if not self._pixel_sums:
+            return
+        conv = cast(nn.Conv1d | nn.Conv2d, self.unit.module)
+        C, T = conv.in_channels, math.prod(conv.kernel_size)
+        for key, (gram, total) in self._pixel_sums.items():
+            taps, selection = pixel_selection(conv, key)
+            u, v, tiles, sums = fold_pixel_gram(gram, total, selection)
+            columns = tap_columns(conv, taps).to(gram.device)
+            live = columns[: selection.shape[1]]  # channel 0's columns: the live taps' offsets
+            r, c = self.aa_sum.stride()
+            grid = self.aa_sum.as_strided((T, T, C, C), (r, c, T * r, T * c), self.aa_sum.storage_offset())
+            grid.index_put_((live[u], live[v]), tiles, accumulate=True)  # [tap, tap, channel, channel]
+            grid.index_put_((live[v], live[u]), tiles.transpose(1, 2), accumulate=True)
+            self.touched[columns] = 1  # a symmetric block: no mirroring needed
+            if self.has_bias:
+                self.a_full[-1, :-1].index_add_(0, columns, sums.reshape(-1))
+        self._pixel_sums.clear()
 
     def _add_partial(self, conv: nn.Conv1d | nn.Conv2d, taps: Taps, rows: Tensor, alpha: float, symmetric: bool) -> None:
         """The Gram product over the columns of ``taps`` only (the rest of ``A`` gets nothing from
@@ -281,22 +321,27 @@ class KroneckerAccumulator:
         self._reset_batch()
 
     def sums(self) -> list[Tensor]:
-        """Running sums (in place, for ``reduce``)."""
+        """Running sums (in place, for ``reduce``); whole-map Gram sums are folded into ``A`` first."""
+        self._fold_pixels()
         return [self.a_full, self.gg_sum, self.lower_only, self.touched]
 
     def finalize(self, n_data: int) -> KroneckerBlock:
         """The block, built in place from the sums (the accumulator is spent afterwards)."""
+        self._fold_pixels()  # done already where the engine called sums()
         A = self.a_full
         if bool(self.lower_only.item()):
             mirror_lower_(A, scale=1 / n_data)
-        else:  # only live-tap blocks, symmetric already: scale the rows and columns they touched
+        else:  # only symmetric blocks (live taps, whole-map Gram sums): scale what they touched
             if self.has_bias:
                 A[:-1, -1] = A[-1, :-1]
             touched = self.touched.nonzero().flatten()
-            if self.has_bias:
-                touched = torch.cat([touched, touched.new_tensor([A.shape[0] - 1])])
-            index = touched.unsqueeze(1), touched
-            A[index] = A[index] / n_data
+            if 3 * len(touched) >= len(self.touched):  # most columns: one contiguous pass (the rest is 0)
+                A.mul_(1 / n_data)
+            else:  # a few (layer4's centre taps): gather and scatter only those rows and columns
+                if self.has_bias:
+                    touched = torch.cat([touched, touched.new_tensor([A.shape[0] - 1])])
+                index = touched.unsqueeze(1), touched
+                A[index] = A[index] / n_data
         G = mirror_lower_(self.gg_sum, scale=1 / n_data)
         return self._block(A, G)
 
