@@ -4,6 +4,7 @@ conv patches (strided, padded, dilated, rectangular kernels, Conv1d)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -214,6 +215,25 @@ class StrideOneNet(nn.Module):
         return self.head(h[:, :, ::4].flatten(1))
 
 
+def inputs_per_call(
+    model: nn.Module, names: Sequence[str], batches: list[tuple[Tensor, Tensor]]
+) -> dict[str, list[list[Tensor]]]:
+    """The inputs of every call of the named modules, batch by batch."""
+    seen: dict[str, list[list[Tensor]]] = {name: [] for name in names}
+    handles = [
+        model.get_submodule(name).register_forward_hook(lambda m, a, o, name=name: seen[name][-1].append(a[0].detach()))
+        for name in names
+    ]
+    with torch.no_grad():
+        for x, _ in batches:
+            for calls in seen.values():
+                calls.append([])
+            model(x)
+    for h in handles:
+        h.remove()
+    return seen
+
+
 def _explicit_input_factor(conv: nn.Conv1d | nn.Conv2d, inputs: list[list[Tensor]]) -> Tensor:
     """``A = 1/N Σ_batches Σ_n (1/P) Σ_p a aᵀ`` with patches from ``F.unfold`` (calls as positions)."""
     total, n = None, 0
@@ -245,19 +265,7 @@ def test_stride_one_input_factors_from_shifted_maps_are_exact(monkeypatch: pytes
     x = torch.randn(7, 2, 12, 13, dtype=torch.float64)
     batches = [(x[:4], targets("classification", 4, 3)), (x[4:], targets("classification", 3, 3))]
     names = ("same", "rect", "wide", "line", "strided")
-    # The inputs of every call, batch by batch, for the explicit factors.
-    seen: dict[str, list[list[Tensor]]] = {name: [] for name in names}
-    handles = [
-        getattr(model, name).register_forward_hook(lambda m, a, o, name=name: seen[name][-1].append(a[0].detach()))
-        for name in names
-    ]
-    with torch.no_grad():
-        for xb, _ in batches:
-            for calls in seen.values():
-                calls.append([])
-            model(xb)
-    for h in handles:
-        h.remove()
+    seen = inputs_per_call(model, names, batches)  # for the explicit factors
 
     used: list[tuple[int, ...]] = []
     real = kronecker.add_shift_gram_

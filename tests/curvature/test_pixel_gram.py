@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tests.curvature.test_curv_conv_paths import StrideOneNet, TinyMapNet, _explicit_input_factor
+from tests.curvature.test_curv_conv_paths import StrideOneNet, TinyMapNet, _explicit_input_factor, inputs_per_call
 from tests.reference.models import targets
 from uncert_cli.curvature import compute_curvature
 from uncert_cli.curvature.blocks import KroneckerBlock
@@ -29,23 +29,6 @@ class TwoSizeNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = torch.tanh(self.strided(torch.tanh(self.same(x))))
         return self.head(h.mean((2, 3)))
-
-
-def _inputs_per_call(model: nn.Module, names: list[str], batches: list[tuple[Tensor, Tensor]]) -> dict[str, list[list[Tensor]]]:
-    """The inputs of every call of the named convs, batch by batch."""
-    seen: dict[str, list[list[Tensor]]] = {name: [] for name in names}
-    handles = [
-        model.get_submodule(name).register_forward_hook(lambda m, a, o, name=name: seen[name][-1].append(a[0].detach()))
-        for name in names
-    ]
-    with torch.no_grad():
-        for x, _ in batches:
-            for calls in seen.values():
-                calls.append([])
-            model(x)
-    for h in handles:
-        h.remove()
-    return seen
 
 
 def _kfac(
@@ -74,7 +57,7 @@ def test_whole_map_gram_gives_the_patch_input_factor(case: str, monkeypatch: pyt
     model = make().double().eval()
     batches = [(torch.randn(*shape, dtype=torch.float64), targets("classification", shape[0], 3)) for shape in shapes]
     pixels = _kfac(model, batches, InputPlan(False, (), pixels=True), monkeypatch)
-    for name, inputs in _inputs_per_call(model, names, batches).items():
+    for name, inputs in inputs_per_call(model, names, batches).items():
         expected = _explicit_input_factor(model.get_submodule(name), inputs)
         torch.testing.assert_close(pixels[name].input_factor, expected, rtol=1e-10, atol=1e-12)
     patches = _kfac(model, batches, InputPlan(False, ((None, None),)), monkeypatch)
@@ -90,7 +73,7 @@ def test_taps_that_are_no_range_fold_exactly(monkeypatch: pytest.MonkeyPatch) ->
     model = model.double().eval()
     batches = [(torch.randn(3, 2, 1, 1, dtype=torch.float64), targets("classification", 3, 3))]
     pixels = _kfac(model, batches, InputPlan(False, (), pixels=True), monkeypatch)
-    expected = _explicit_input_factor(model[0], _inputs_per_call(model, ["0"], batches)["0"])
+    expected = _explicit_input_factor(model[0], inputs_per_call(model, ["0"], batches)["0"])
     torch.testing.assert_close(pixels["0"].input_factor, expected, rtol=1e-10, atol=1e-12)
 
 
