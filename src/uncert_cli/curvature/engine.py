@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from uncert_cli.core.errors import UserError
+from uncert_cli.core.heap import release_free_heap
 from uncert_cli.core.model_state import model_state
 from uncert_cli.core.slow_path import announce_slow_path, out_of_memory, vmap_unsupported
 from uncert_cli.core.vocabulary import FisherType, Method, Task
@@ -261,6 +262,9 @@ def compute_curvature(
             for acc in accs:
                 acc.end_batch(B)
             capture.clear()
+            del out, V, tracked  # this batch's graph and vectors, before the heap is trimmed
+            if device.type == "cpu":
+                release_free_heap()  # each batch starts from the memory in use (core/heap.py)
             n += B
             if on_batch is not None:
                 on_batch(B)

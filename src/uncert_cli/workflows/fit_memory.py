@@ -23,6 +23,7 @@ networks. Validated for diag and KFAC; EKFAC and kfac-diag reuse KFAC's terms, f
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +37,7 @@ from uncert_cli.curvature.methods import METHODS
 from uncert_cli.curvature.methods.base import SLACK_BYTES, eigh_working_bytes, kronecker_sizes
 from uncert_cli.curvature.norm_diag import closed_form_batch_norm
 from uncert_cli.curvature.plain_kernels import plain_kernels
-from uncert_cli.curvature.recurrent import DirectionRecord
+from uncert_cli.curvature.recurrent import DirectionRecord, Recorder
 from uncert_cli.curvature.recurrent_diag import RecurrentDiagAccumulator
 from uncert_cli.curvature.subset import Unit, select_units
 from uncert_cli.data.dataset import inputs_to
@@ -48,6 +49,16 @@ _DIAG_CHUNK_ELEMENTS = 2**26
 _BACKWARD_FACTOR = 1.0
 # What the fit adds beyond its tensors (curvature.methods.base.SLACK_BYTES).
 _SLACK = SLACK_BYTES
+# The C heap's hold on a batch that forms per-example gradients (recurrent weights, the generic path's
+# vmapped re-runs): their many temporaries below glibc's mmap threshold (which rises to 32 MiB) come
+# from the heap, which keeps the holes they leave, and the next chunk's do not always fit in them.
+# The same fits' peak resident set over the tensors counted (measured with the threshold pinned at
+# 128 KiB, where freed blocks go back at once, against the default): 1.16x on the 2-layer LSTM,
+# 1.28-1.35x on the transformer encoder (benchmarks/sequence.py, N = 200, on a shared machine where
+# one run's peak moved by 5%); 1.4 keeps the prediction above the highest of those peaks. Fits with
+# only Kronecker, Linear/Conv diagonal and closed-form BatchNorm blocks allocate few large blocks
+# (mapped, returned when freed) and measured within 3% without it.
+_HEAP_RETENTION = 1.4
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,11 @@ class ForwardProbe:
     unit_output_elements: int
     output_width: int
     positions: tuple[int, ...]  # per unit: output positions (conv pixels, sequence steps, calls)
+    unit_saved_bytes: tuple[int, ...] = ()  # per unit: what autograd saves inside the unit's own forward
+    # a plain recurrent forward's largest layer-direction, elements: its input, gate pre-activations
+    # and outputs (the list of step outputs and their stack); where the layer is outside the covered
+    # modules autograd keeps none of it, but it is all in memory while the layer runs
+    recurrent_transient_elements: int = 0
 
 
 def probe_forward(model: nn.Module, units: list[Unit], example: Tensor) -> ForwardProbe:
@@ -104,6 +120,8 @@ def probe_forward(model: nn.Module, units: list[Unit], example: Tensor) -> Forwa
     params = {p.data_ptr() for p in model.parameters()}
     seen: set[tuple[int, int]] = set()
     saved = 0
+    unit_saved = [0] * len(units)
+    running: list[int] = []  # the units whose forward is running, innermost last
 
     def pack(t: Tensor) -> Tensor:
         nonlocal saved
@@ -112,30 +130,47 @@ def probe_forward(model: nn.Module, units: list[Unit], example: Tensor) -> Forwa
         if key not in seen and t.data_ptr() not in params:
             seen.add(key)
             saved += t.numel() * t.element_size()
+            if running:
+                unit_saved[running[-1]] += t.numel() * t.element_size()
         return t
 
     index = {id(u.module): i for i, u in enumerate(units)}
     positions = [0] * len(units)
     outputs = 0
+    transient = 0
+
+    def enter_unit(module: nn.Module, args: object) -> None:
+        running.append(index[id(module)])
 
     def count_output(module: nn.Module, args: object, out: object) -> None:
         nonlocal outputs
+        if running and running[-1] == index[id(module)]:
+            running.pop()
         if isinstance(out, Tensor):
             outputs += out.numel()
             first = units[index[id(module)]].params[0]  # a 0-d parameter (a learned temperature) has no rows
             rows = first.shape[0] if out.dim() > 0 and first.dim() > 0 else 1
             positions[index[id(module)]] += max(1, out.numel() // max(1, rows))
 
+    def count_transient(record: DirectionRecord) -> None:
+        nonlocal transient
+        transient = max(transient, record.inputs.numel() + record.x_proj.numel() + 2 * record.hidden.numel())
+
     def count_gates(record: DirectionRecord) -> None:
         # a recurrent unit's backward vectors go to its gates, and its starting states are kept
         nonlocal outputs, saved
+        count_transient(record)
         outputs += record.x_proj.numel()
         for kept in (record.hidden, record.reset):
             if kept is not None:
                 saved += kept.numel() * kept.element_size()
 
-    recorders = {u.module: count_gates for u in units if RecurrentDiagAccumulator.covers(u)}
+    covered = {u.module for u in units if RecurrentDiagAccumulator.covers(u)}
+    recorders: dict[nn.Module, Recorder] = {
+        m: (count_gates if m in covered else count_transient) for m in model.modules() if isinstance(m, nn.RNNBase)
+    }
     handles = [u.module.register_forward_hook(count_output) for u in units]
+    handles += [u.module.register_forward_pre_hook(enter_unit) for u in units]
     chosen = {id(p) for u in units for p in u.params}
     try:
         # on the kernels the fit runs (a plain recurrent forward keeps more than the fused one)
@@ -147,7 +182,7 @@ def probe_forward(model: nn.Module, units: list[Unit], example: Tensor) -> Forwa
     finally:
         for h in handles:
             h.remove()
-    return ForwardProbe(saved, outputs, width, tuple(max(1, n) for n in positions))
+    return ForwardProbe(saved, outputs, width, tuple(max(1, n) for n in positions), tuple(unit_saved), transient)
 
 
 def estimate_fit_memory(
@@ -185,6 +220,9 @@ def estimate_fit_memory(
         A :class:`MemoryEstimate` whose ``peak`` is the prediction.
     """
     device = device or torch.device("cpu")
+    # The first batched backward imports this (and sympy with it: ~40 MiB, a tenth of a small
+    # sequence fit's peak); imported now, it is in the memory in use the prediction starts from.
+    importlib.import_module("torch.fx.experimental.symbolic_shapes")
     builder = METHODS[method]
     units = select_units(
         model, subset, example_input=example if subset.strip() == "last-layer" else None, include_frozen=include_frozen
@@ -225,26 +263,57 @@ def estimate_fit_memory(
     patches += square_scratch
     # Diagonal blocks of other modules form per-example gradients in bounded chunks, one unit at a time:
     # a recurrent unit one weight's (squared in place), the generic path all of a unit's, and their squares.
-    per_example = 0
-    for u in units:
+    per_example = 0  # bytes
+    heap = 1.0
+    for i, u in enumerate(units):
         if u.structure == "kronecker":
             continue
+        heap = _HEAP_RETENTION if not closed_form_batch_norm(u, eval_mode=True) else heap
         if RecurrentDiagAccumulator.covers(u):
-            per_example = max(per_example, min(_DIAG_CHUNK_ELEMENTS, chunk * B * max(p.numel() for p in u.params)))
+            grads = min(_DIAG_CHUNK_ELEMENTS, chunk * B * max(p.numel() for p in u.params)) * element
         elif closed_form_batch_norm(u, eval_mode=True):  # the fit runs in eval mode
             # x̂ of every BatchNorm is kept for the batch; g·x̂ is formed for one at a time
-            normalised = B * probe.positions[units.index(u)] * u.params[0].shape[0]
+            normalised = B * probe.positions[i] * u.params[0].shape[0]
             patches += normalised * element
-            per_example = max(per_example, chunk * normalised)
+            grads = chunk * normalised * element
         else:
-            per_example = max(per_example, 2 * min(_DIAG_CHUNK_ELEMENTS, chunk * B * u.num_params))
-    batch = activations + backward + propagated + loss_vectors + patches + per_example * element + _SLACK
+            grads = generic_diag_bytes(u, probe.unit_saved_bytes[i] * scale, B, chunk, element)
+        per_example = max(per_example, int(grads))
+    backward_phase = activations + backward + propagated + loss_vectors + patches + per_example
+    # The forward itself: what it keeps, and, where a recurrent layer runs with nothing to keep (outside
+    # the covered modules), that layer's gates and outputs while it runs.
+    forward_phase = activations + int(B * probe.recurrent_transient_elements * element)
+    batch = int(max(backward_phase, forward_phase) * heap) + _SLACK
 
     finish = builder.finish_bytes(units, element)  # the method's last phase (eigendecompositions)
     return MemoryEstimate(
         before=current_memory_bytes(device), weights=weights, factors=int(factor_bytes),
         batch=int(batch), finish=int(finish), earlier=peak_memory_bytes(device),
     )
+
+
+def generic_diag_bytes(unit: Unit, saved_per_example: float, batch: int, vectors: int, element: int) -> int:
+    """Peak bytes of the generic diagonal path (``diagonal.GenericDiagAccumulator``) on one chunk.
+
+    It re-runs ``unit``'s forward under ``vmap`` for ``b`` examples at once (``b`` bounded by its
+    per-example gradient chunk), keeping what that forward saves (``saved_per_example`` bytes per
+    example, measured by the probe), pulls each of the ``vectors`` backward vectors through it (the
+    gradients flowing back: about as many bytes again per vector, as ``_BACKWARD_FACTOR`` says for the
+    whole network), and forms the ``(vectors, b, num_params)`` per-example gradients and their squares.
+    On the transformer's attention (0.4 MiB saved per example of 64 steps, 1 MiB of gradients) the
+    pullback of 100 examples peaked at 212 MiB; counting only two copies of the gradients left the
+    prediction 13-34% under the peak.
+
+    Returns:
+        Bytes: the gradients (three copies, see below) and the re-run's saved tensors and gradients.
+    """
+    b = max(1, min(batch, _DIAG_CHUNK_ELEMENTS // max(1, vectors * unit.num_params)))
+    # three copies of the per-example gradients: a parameter used through several views (the packed
+    # in-projection split into query, key and value) gets one gradient per view before the pullback
+    # joins them, and then the square (the attention's pullback alone peaked at 2.1x its gradients)
+    grads = 3 * vectors * b * unit.num_params * element
+    rerun = b * saved_per_example * (1 + vectors * _BACKWARD_FACTOR)
+    return int(grads + rerun)
 
 
 def describe(estimate: MemoryEstimate) -> str:
