@@ -50,15 +50,21 @@ def plain_kernels(model: nn.Module, recorders: Mapping[nn.Module, Recorder] | No
     ``recorders`` maps recurrent modules to a callback that receives every layer-direction's
     :class:`~uncert_cli.curvature.recurrent.DirectionRecord` of each call (the curvature pass).
 
-    Yields the names of the modules affected (empty when the model has none, and then nothing is
-    changed).  Forwards are restored and the attention fast path re-enabled on exit, also on errors.
+    Yields the names of the modules affected (empty when the model has none, and then only
+    ``F.scaled_dot_product_attention`` is kept on its composite path).  Forwards are restored and the
+    attention fast path re-enabled on exit, also on errors.
     """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     affected = needs_plain_kernels(model)
     if not affected:
-        yield affected
+        # A model may call F.scaled_dot_product_attention itself (timm's Attention, many hand-written
+        # transformers), out of sight of the module types above: its flash/efficient kernels have no
+        # forward-mode derivative either, so the composite path is taken for every model.
+        with sdpa_kernel(SDPBackend.MATH):
+            yield affected
         return
     import torch.backends.mha
-    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     recorders = recorders or {}
     # Inside an outer block a recurrent module already runs the plain forward; it is swapped again
