@@ -198,6 +198,35 @@ def test_backward_vectors_in_chunks(method: str, arch: str, monkeypatch: pytest.
     _assert_same(chunked, whole)
 
 
+def test_kfac_on_conv_networks_propagates_one_vector_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """KFAC on a conv net whose other units are eval-mode BatchNorms takes the backward vectors one at a
+    time (the exact diagonal all at once), and its factors equal those from all vectors at once."""
+    import uncert_cli.curvature.engine as engine
+    from tests.curvature.test_curv_conv_paths import ConvBatchNormNet
+
+    torch.manual_seed(0)
+    model = ConvBatchNormNet().double().eval()
+    x, y = torch.randn(6, 2, 5, 5, dtype=torch.float64), targets("classification", 6, 3)
+    sizes: list[int] = []
+    real = engine.backprop_vectors
+
+    def recording(out: Tensor, tracked: list[Tensor], V: Tensor, **kwargs: bool) -> list[Tensor]:
+        sizes.append(V.shape[0])
+        return real(out, tracked, V, **kwargs)
+
+    monkeypatch.setattr(engine, "backprop_vectors", recording)
+    compute_curvature(model, _batches(x, y, 4), method="diag")
+    assert set(sizes) == {2}  # K = C − 1 = 2 at once
+    sizes.clear()
+    one = compute_curvature(model, _batches(x, y, 4), method="kfac")
+    assert set(sizes) == {1} and len(sizes) == 4  # 2 batches × 2 vectors
+    sizes.clear()
+    monkeypatch.setattr(engine, "vectors_per_chunk", lambda K, *args, **kwargs: K)
+    together = compute_curvature(model, _batches(x, y, 4), method="kfac")
+    assert set(sizes) == {2}
+    _assert_same(one, together)
+
+
 def test_conv_networks_propagate_more_vectors_at_once() -> None:
     from uncert_cli.curvature.engine import vectors_per_chunk
     from uncert_cli.curvature.subset import discover_units

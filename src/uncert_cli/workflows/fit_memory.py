@@ -244,7 +244,7 @@ def estimate_fit_memory(
     activations = int(B * probe.saved_bytes * scale)
     backward = int(activations * _BACKWARD_FACTOR)
     per_vector = B * probe.unit_output_elements
-    chunk = vectors_per_chunk(vectors, per_vector, units)  # as the engine chunks them
+    chunk = vectors_per_chunk(vectors, per_vector, units, kfac=method == "kfac", eval_mode=True)  # as the engine chunks them
     propagated = chunk * per_vector * element * 2  # the vectors at the unit outputs, and their rows
     loss_vectors = vectors * B * probe.output_width * element
     patches = 0
