@@ -33,7 +33,7 @@ CHILD = textwrap.dedent(
     rng = np.random.default_rng(0)
 
     def run(module, n, folder):
-        shape = {"conv": (3, 16, 16), "lstm": (32, 16)}.get(kind, (64,))
+        shape = {"conv": (3, 16, 16), "lstm": (32, 16), "transformer": (64, 16)}.get(kind, (64,))
         data = dataset_from_arrays("t", rng.standard_normal((n, *shape), dtype=np.float32), rng.integers(0, 10, n))
         data = adapt_to_model(data, shape)  # (N, T, F) sequences, not grey images
         meta = ModelMeta(arch="t", arch_kwargs={}, input_shape=shape, task="classification", num_outputs=10)
@@ -51,10 +51,22 @@ CHILD = textwrap.dedent(
         def forward(self, x):
             return self.head(self.rnn(x)[0][:, -1])
 
+    class EncoderNet(nn.Module):
+        def __init__(self, w):
+            super().__init__()
+            self.embed, self.head = nn.Linear(16, w), nn.Linear(w, 10)
+            layer = nn.TransformerEncoderLayer(w, 4, dim_feedforward=2 * w, dropout=0.0, batch_first=True)
+            self.encoder = nn.TransformerEncoder(layer, num_layers=1, enable_nested_tensor=False)
+
+        def forward(self, x):
+            return self.head(self.encoder(self.embed(x)).mean(1))
+
     def net(w):
         torch.manual_seed(0)
         if kind == "lstm":
             return LSTMNet(w).eval()
+        if kind == "transformer":
+            return EncoderNet(w).eval()
         if conv:
             return nn.Sequential(nn.Conv2d(3, w, 3, padding=1), nn.ReLU(), nn.Conv2d(w, w, 3, padding=1), nn.ReLU(),
                                  nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * w, 10)).eval()
@@ -85,6 +97,22 @@ def test_predicted_peak_holds_within_a_quarter_of_the_measured_peak(method, widt
     # (the added part is ~100 MiB here, where allocator slack of a few MiB is already a few percent).
     assert abs(r["predicted"] - r["measured"]) <= 0.25 * r["measured"], r
     assert abs(r["added"] - measured_added) <= 0.4 * measured_added, r
+
+
+@pytest.mark.parametrize("method,width,kind", [("kfac", 256, "lstm"), ("diag", 256, "transformer"),
+                                               ("kfac", 256, "transformer")])
+def test_predicted_peak_of_a_sequence_fit_is_not_under_the_measured_peak(method, width, kind):
+    """A prediction under the peak lets --max-memory pass a fit that then exceeds it. The LSTM's
+    recurrent diagonal and the transformer's vmapped attention re-runs (generic path) are the parts
+    the prediction used to miss (by 8-34%, docs/benchmarks.md)."""
+    r = measure(method, width, kind)
+    measured_added = r["measured"] - r["before"]
+    assert r["predicted"] >= r["measured"], r
+    assert r["predicted"] <= 1.25 * r["measured"], r
+    # The part the fit adds (100-220 MiB here, beside ~700 MiB of libraries) is what the prediction
+    # computes: at most twice the measured (measured 1.3-1.7x: the heap margin is sized for batches
+    # of 100, and these are 32).
+    assert r["added"] <= 2 * measured_added, r
 
 
 def test_probe_counts_what_autograd_keeps_per_example():
