@@ -7,12 +7,16 @@ allocation failures deep inside torch. :func:`check_number_options` walks the bu
 once per run and adds one check to every ``int`` and ``float`` option, so an option added later is
 covered without anyone remembering to. Option-specific rules (``min=1``, positive precisions)
 stay in the option's declaration; these are the rules that hold for every number.
+
+:func:`empty_path_argument` does the like for paths: an empty one is refused before it becomes the
+current folder.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -69,3 +73,34 @@ def check_number_options(group: Any) -> None:
             kind = number_kind(param)
             if kind is not None and not getattr(param.callback, _MARK, False):
                 param.callback = _checked(param.callback, kind)
+
+
+def _is_path(param: Any) -> bool:
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    return annotation is Path or getattr(annotation, "__args__", ()) == (Path,)
+
+
+def empty_path_argument(command: Any, args: list[str]) -> str | None:
+    """What names an empty path among ``args`` of ``command`` (``--png ''``, ``--html=``, ``report ''``):
+    the option's flag, ``"a path argument"`` for a positional one, or None when there is none.
+
+    An empty path becomes ``Path('')``, which is the current folder: ``--png ''`` wrote the figures there
+    without a word, and ``--html ''`` was refused as "--html . is a directory", a name the user never typed.
+    """
+    params = getattr(command, "params", [])
+    path_flags = {opt for p in params if _is_path(p) for opt in getattr(p, "opts", []) if opt.startswith("-")}
+    value_flags = {opt for p in params if not getattr(p, "is_flag", False)
+                   for opt in getattr(p, "opts", []) if opt.startswith("-")}
+    has_path_argument = any(_is_path(p) and not any(o.startswith("-") for o in getattr(p, "opts", [])) for p in params)
+    for i, word in enumerate(args):
+        flag, _, value = word.partition("=")
+        if word.startswith("-") and value == "" and word.endswith("=") and flag in path_flags:
+            return flag
+        if word != "":
+            continue
+        before = args[i - 1] if i > 0 else ""
+        if before in path_flags:
+            return before
+        if before not in value_flags and has_path_argument:
+            return "a path argument"
+    return None
