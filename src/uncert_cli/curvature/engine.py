@@ -90,6 +90,14 @@ def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
     return torch.get_default_dtype(), torch.device("cpu")
 
 
+# A binary classifier with one logit (trained with BCEWithLogitsLoss) has a Bernoulli likelihood, which the
+# curvature does not implement; the same network with the logits (0, z) is a softmax classifier of the same
+# predictions (softmax(0, z)[1] = sigmoid(z)), so that is the way out.
+_ONE_LOGIT_ADVICE = ("a one-logit binary classifier (sigmoid, BCEWithLogitsLoss) has no Laplace likelihood here; "
+                     "make forward return the two logits torch.cat([torch.zeros_like(z), z], 1) for z of shape "
+                     "(batch, 1) (softmax of them is sigmoid(z), the same predictions)")
+
+
 def _check_batch(out: Any, y: Tensor, task: Task, i: int) -> tuple[Tensor, Tensor]:
     """Validate one batch's output/targets; returns output as ``(B, C)`` and targets."""
     if not isinstance(out, Tensor):
@@ -99,6 +107,11 @@ def _check_batch(out: Any, y: Tensor, task: Task, i: int) -> tuple[Tensor, Tenso
         )
     if task == "regression" and out.dim() == 1:
         out = out.unsqueeze(1)
+    if out.dim() == 1 and task == "classification":
+        raise UserError(
+            f"the model output on batch {i} has shape {tuple(out.shape)}, one number per example: "
+            f"{_ONE_LOGIT_ADVICE}"
+        )
     if out.dim() != 2:
         raise UserError(
             f"the model output on batch {i} has shape {tuple(out.shape)}; expected (batch, outputs) — "
@@ -116,6 +129,8 @@ def _check_batch(out: Any, y: Tensor, task: Task, i: int) -> tuple[Tensor, Tenso
                 "expected integer class labels of shape (batch,) — use {param} regression for real targets",
                 param="task",
             )
+        if B and C == 1 and int(y.min()) >= 0 and int(y.max()) == 1:
+            raise UserError(f"the model has 1 output and batch {i} has labels 0 and 1: {_ONE_LOGIT_ADVICE}")
         if B and (int(y.min()) < 0 or int(y.max()) >= C):
             raise UserError(
                 f"batch {i} has label {int(y.max()) if int(y.max()) >= C else int(y.min())} but the model has "
