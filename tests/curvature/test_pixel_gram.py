@@ -106,3 +106,6 @@ def test_small_maps_choose_the_whole_map_gram() -> None:
     assert not input_plan(conv(64, 2), (8, 8)).pixels  # strided into layer2: patches, (64·64)² is too many
     assert not input_plan(nn.Conv2d(256, 8, 1, stride=2), (4, 4)).pixels  # a 1×1 conv: its patches are its input
     assert not input_plan(conv(1), (64, 64)).pixels  # too many pixel pairs to fold
+    # A dilated conv on a 5×5 map: fewest multiply-adds, but (C·25)² numbers would be 7.7× the factor's
+    # (C·9)², held for the whole pass
+    assert not input_plan(nn.Conv2d(64, 8, 3, padding=2, dilation=2), (5, 5)).pixels

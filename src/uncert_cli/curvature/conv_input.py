@@ -37,9 +37,13 @@ PART_COST = 100_000
 SCATTER_COST = 5
 
 # The whole-map Gram matrix (pixel_gram) is an option while its table of pixel pairs has at most this
-# many entries (resnet18's layer2: 4×4 maps, 9 taps, 20,736), and its fold into the factor, once per
-# fit, is charged as spread over this many examples.
+# many entries (resnet18's layer2: 4×4 maps, 9 taps, 20,736) and while it is at most PIXEL_SIZE_MAX
+# times the size of the factor itself ((C·S)² against (C·T)²: it is kept for the whole pass, and
+# --max-memory's estimate counts the factors only; resnet18's layer2 3.2×, resnet50's 7×7 maps at
+# 224×224 would be 30×); its fold into the factor, once per fit, is charged as spread over
+# FOLD_EXAMPLES examples.
 PIXEL_PAIRS_MAX = 2**20
+PIXEL_SIZE_MAX = 4
 FOLD_EXAMPLES = 1000
 
 Taps = tuple[tuple[int, ...], ...]  # per spatial dimension, the kernel offsets kept
@@ -168,7 +172,7 @@ def input_plan(module: nn.Conv1d | nn.Conv2d, spatial: tuple[int, ...]) -> Input
     # its fold into the factor, once per fit, is a (C², S²) × (S², T'²) product and needs the (S², T'²)
     # table of pixel pairs, so it is only an option while that stays small.
     pixels, live = math.prod(spatial), union_taps
-    if (pixels * live) ** 2 <= PIXEL_PAIRS_MAX:
+    if (pixels * live) ** 2 <= PIXEL_PAIRS_MAX and pixels**2 <= PIXEL_SIZE_MAX * all_taps**2:
         fold = (C * pixels * live) ** 2 / FOLD_EXAMPLES
         options.append(((C * pixels) ** 2 / 2 + fold, InputPlan(False, (), pixels=True)))
     best_cost, best = min(options, key=lambda option: option[0])
