@@ -112,3 +112,18 @@ def test_a_failed_cli_download_leaves_no_folder_behind(run_cli, digits_checkpoin
     r = run_cli("fit", digits_checkpoint, "--data", "kmnist", "--data-root", root, "--download", "-o", tmp_path / "k.h5")
     assert r.code == 2 and "downloading 'kmnist'" in r.err, r.err
     assert not root.exists()
+
+
+def test_ood_on_a_file_without_splits_names_its_held_out_rows_as_the_files(run_cli, digits_checkpoint, files,
+                                                                         tmp_path) -> None:
+    # The first rows tune N and τ and the rest are evaluated; they were labelled "test[0:8]", a split
+    # the file does not have.
+    factors = tmp_path / "f.h5"
+    assert run_cli("fit", digits_checkpoint, "--data", "digits", "--limit", "32", "--method", "diag", "-o", factors,
+                   "--quiet").code == 0
+    r = run_cli("ood", factors, "--data", files["one"], "--against", files["split"], "--val-from", "test",
+                "--val-size", "8", "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["in_distribution_split"] is None
+    assert doc["validation_examples"] == "file[0:8]" and doc["n_eval"] == 32

@@ -203,7 +203,9 @@ def prepare_analysis(
     validation: ArrayDataset | None = None
     if split_test:
         validation, evaluation = _split(data, s.val_size, s.limit)
-        held_out = ValidationChoice("test", f"test[0:{len(validation)}]", len(validation))
+        # a file without splits is held out from as a whole: its rows are not "test" examples
+        rows = data.split if data.split is not None else "file"
+        held_out = ValidationChoice("test", f"{rows}[0:{len(validation)}]", len(validation))
     else:
         evaluation = data
         if source is not None:
