@@ -109,3 +109,15 @@ def test_small_maps_choose_the_whole_map_gram() -> None:
     # A dilated conv on a 5×5 map: fewest multiply-adds, but (C·25)² numbers would be 7.7× the factor's
     # (C·9)², held for the whole pass
     assert not input_plan(nn.Conv2d(64, 8, 3, padding=2, dilation=2), (5, 5)).pixels
+
+
+def test_the_memory_estimate_counts_the_whole_map_gram_sums() -> None:
+    from uncert_cli.curvature.subset import select_units
+    from uncert_cli.workflows.fit_memory import probe_forward
+
+    model = TwoSizeNet()
+    # On 2×2 inputs the "same" conv takes the whole-map Gram sum, (2 channels · 4 pixels)² numbers and
+    # their sum; the strided one (a 1×1 output) its one live tap's patches.
+    assert input_plan(model.same, (2, 2)).pixels and not input_plan(model.strided, (2, 2)).pixels
+    probe = probe_forward(model, select_units(model, "all"), torch.zeros(1, 2, 2, 2))
+    assert probe.pixel_sum_elements == 8 * 8 + 8

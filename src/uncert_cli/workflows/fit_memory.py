@@ -24,6 +24,7 @@ networks. Validated for diag and KFAC; EKFAC and kfac-diag reuse KFAC's terms, f
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 from uncert_cli.core.memory import current_memory_bytes, format_size, peak_memory_bytes
 from uncert_cli.core.model_state import model_state
 from uncert_cli.curvature import square_sums
+from uncert_cli.curvature.conv_input import input_plan
 from uncert_cli.curvature.engine import vectors_per_chunk
 from uncert_cli.curvature.methods import METHODS
 from uncert_cli.curvature.methods.base import SLACK_BYTES, eigh_working_bytes, kronecker_sizes
@@ -106,6 +108,8 @@ class ForwardProbe:
     # and outputs (the list of step outputs and their stack); where the layer is outside the covered
     # modules autograd keeps none of it, but it is all in memory while the layer runs
     recurrent_transient_elements: int = 0
+    # KFAC's whole-map Gram sums (curvature/pixel_gram.py) of the convs on small maps, held for the pass
+    pixel_sum_elements: int = 0
 
 
 def probe_forward(model: nn.Module, units: list[Unit], example: Tensor) -> ForwardProbe:
@@ -136,6 +140,7 @@ def probe_forward(model: nn.Module, units: list[Unit], example: Tensor) -> Forwa
 
     index = {id(u.module): i for i, u in enumerate(units)}
     positions = [0] * len(units)
+    pixel_sums: dict[tuple[int, tuple[int, ...]], int] = {}  # by (unit, input size): one sum for all its calls
     outputs = 0
     transient = 0
 
@@ -151,6 +156,13 @@ def probe_forward(model: nn.Module, units: list[Unit], example: Tensor) -> Forwa
             first = units[index[id(module)]].params[0]  # a 0-d parameter (a learned temperature) has no rows
             rows = first.shape[0] if out.dim() > 0 and first.dim() > 0 else 1
             positions[index[id(module)]] += max(1, out.numel() // max(1, rows))
+        unit = units[index[id(module)]]
+        x = args[0] if isinstance(args, tuple) and args and isinstance(args[0], Tensor) else None
+        if unit.structure == "kronecker" and isinstance(module, (nn.Conv1d, nn.Conv2d)) and x is not None:
+            spatial = tuple(x.shape[-(module.weight.dim() - 2) :])
+            if input_plan(module, spatial).pixels:
+                n = module.in_channels * math.prod(spatial)
+                pixel_sums[(index[id(module)], spatial)] = n * n + n
 
     def count_transient(record: DirectionRecord) -> None:
         nonlocal transient
@@ -182,7 +194,9 @@ def probe_forward(model: nn.Module, units: list[Unit], example: Tensor) -> Forwa
     finally:
         for h in handles:
             h.remove()
-    return ForwardProbe(saved, outputs, width, tuple(max(1, n) for n in positions), tuple(unit_saved), transient)
+    return ForwardProbe(
+        saved, outputs, width, tuple(max(1, n) for n in positions), tuple(unit_saved), transient, sum(pixel_sums.values())
+    )
 
 
 def estimate_fit_memory(
@@ -285,6 +299,8 @@ def estimate_fit_memory(
     # (from the heap, as the per-example paths' are: the head-only LSTM fit measured 5 MiB over it without).
     transient = int(B * probe.recurrent_transient_elements * element * _HEAP_RETENTION)
     batch = int(max(backward_phase * heap, activations * heap + transient)) + _SLACK
+    if method == "kfac":  # KFAC's whole-map Gram sums stay from the first batch to the end of the pass
+        batch += probe.pixel_sum_elements * element
 
     finish = builder.finish_bytes(units, element)  # the method's last phase (eigendecompositions)
     return MemoryEstimate(
