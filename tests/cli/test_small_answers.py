@@ -82,3 +82,27 @@ def test_info_is_one_library_call_for_checkpoints_and_factor_files(run_cli, digi
     os.mkfifo(tmp_path / "pipe.h5")
     with pytest.raises(UserError, match="named pipe"):
         load_model_file(tmp_path / "pipe.h5")
+
+
+def test_no_correct_prediction_shows_a_dash_not_nan(run_cli, digits_checkpoint, tmp_path):
+    # Every evaluated label is one the network does not predict: the mean entropy over the (no) correct
+    # predictions is undefined, null in the JSON, and shown as a dash like the AUROC beside it (was "nan").
+    from uncert_cli.checkpoint import load_model
+
+    factors = tmp_path / "f.h5"
+    assert run_cli("fit", digits_checkpoint, "--data", "digits", "--limit", "32", "--method", "diag", "-o", factors,
+                   "--quiet").code == 0
+    rng = np.random.default_rng(0)
+    x = rng.random((24, 1, 8, 8), dtype=np.float32)
+    with torch.no_grad():
+        predicted = load_model(digits_checkpoint).module.eval()(torch.from_numpy(x)).argmax(1).numpy()
+    np.savez(tmp_path / "wrong.npz", x=x, y=(predicted + 1) % 10)
+    np.savez(tmp_path / "noise.npz", x=rng.random((8, 1, 8, 8), dtype=np.float32))
+    args = ["ood", factors, "--data", tmp_path / "wrong.npz", "--against", tmp_path / "noise.npz", "--predictive", "map"]
+    doc = json.loads(run_cli(*args, "--json").out)
+    assert doc["misclassification"]["map"]["n_correct"] == 0
+    assert doc["misclassification"]["map"]["mean_entropy_correct"] is None
+    r = run_cli(*args)
+    assert r.code == 0, r.err
+    row = next(line for line in r.out.splitlines() if line.startswith("│ map") and "│       0 │" in line)
+    assert "nan" not in row and "—" in row

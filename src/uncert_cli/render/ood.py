@@ -5,6 +5,7 @@ The JSON keys are documented in ``docs/json.md``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from typing import Any
 
@@ -77,7 +78,8 @@ def ood_document(report: OODReport) -> dict[str, Any]:
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
-    return "—" if value is None else format(value, spec)
+    # NaN is a mean over no examples (no correct prediction): as missing as None, which the JSON writes for it
+    return "—" if value is None or math.isnan(value) else format(value, spec)
 
 
 def _hp_text(hp: Hyperparameters | None) -> str:
