@@ -113,3 +113,15 @@ def test_limit_without_split_is_refused_not_ignored(run_cli, factor_file):
     assert factor_file.read_bytes() == before
     doc = json.loads(run_cli("tune", factor_file, "--limit", "5", "--split", "val", "--dry-run", "--json").out)
     assert doc["validation"]["n"] == 5
+
+
+def test_a_file_that_cannot_be_rewritten_is_refused_before_the_search(run_cli, factor_file, monkeypatch):
+    # tune writes the tuned file beside the old one; without room for it the search ran to the end first.
+    import uncert_cli.core.atomic as atomic
+
+    before = factor_file.read_bytes()
+    monkeypatch.setattr(atomic, "free_bytes", lambda folder: 0)
+    r = run_cli("tune", factor_file, "--val-size", "16")
+    assert r.code == 2 and "not enough space to write" in r.err and "tuning" not in r.err, r.err
+    assert factor_file.read_bytes() == before
+    assert run_cli("tune", factor_file, "--val-size", "16", "--dry-run", "--quiet").code == 0  # nothing to write

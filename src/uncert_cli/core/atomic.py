@@ -121,6 +121,23 @@ def check_free_space(path: str | os.PathLike, needed: int | None, *, lower_bound
         )
 
 
+def check_replaceable(path: str | os.PathLike) -> None:
+    """Fail before any work when the existing file ``path`` could not be replaced by a new version of it.
+
+    A command that rewrites its input (``tune``) would otherwise do all its work first and only then find
+    the folder read-only or the disk too full for the new copy, which is written beside the old one.
+
+    Raises:
+        UserError: the folder is not writable, or has less room than the file's present size.
+    """
+    target = resolve_target(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"cannot write '{target}': its folder is not writable (a read-only file system, or no "
+                        "permission); nothing was changed. Copy the file to a folder you can write")
+    check_free_space(target, target.stat().st_size, lower_bound=True)
+
+
 def write_error(exc: BaseException, target: Path, needed: int | None) -> UserError | None:
     """The one-line UserError for a failed write of ``target``, or None if ``exc`` is not about the place.
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from uncert_cli.core.atomic import FileIdentity
+from uncert_cli.core.atomic import FileIdentity, check_replaceable
 from uncert_cli.core.errors import ParameterText, UserError
 from uncert_cli.core.progress import Progress, no_progress
 from uncert_cli.core.vocabulary import HeldOutObjective, Objective, PriorStructure
@@ -182,6 +182,8 @@ def tune_factor_file(
     structure = PriorStructure.parse(structure, "structure", label="prior structure")
     # What the file is now: the update refuses to write if another command replaces it while we tune.
     identity = FileIdentity.of(check_factor_path(path)) if write else None
+    if write:  # before the search, not after it: the new file is written beside the old one
+        check_replaceable(path)
     opened = open_posterior(path, device=device, arch=arch, arch_kwargs=arch_kwargs,
                             runs_model=runs_model or objective != "marglik")
     factors, posterior = opened.factors, opened.posterior
