@@ -39,7 +39,7 @@ from uncert_cli.cli.flags import (  # noqa: E402 - after the guarded slow import
     render_for_command,
     running_command,
 )
-from uncert_cli.cli.validate import check_number_options, empty_path_argument  # noqa: E402 - after the guarded slow imports above
+from uncert_cli.cli.validate import check_number_options, empty_path_argument, hide_flag_types  # noqa: E402 - after the guarded slow imports above
 from uncert_cli.core import file_session  # noqa: E402 - after the guarded slow imports above
 from uncert_cli.core.errors import ModelWarning, UserError  # noqa: E402 - after the guarded slow imports above
 from uncert_cli.core.slow_path import SlowPathWarning  # noqa: E402 - after the guarded slow imports above
@@ -142,6 +142,7 @@ def _run(args: list[str], *, program: bool) -> int:
     warnings.showwarning = _show_warning
     command = typer.main.get_command(app)
     check_number_options(command)  # inf, nan and out-of-range numbers stop at the option
+    hide_flag_types(command)  # `--quiet`, not `--quiet <bool>`, in every --help
     subcommand = running_command(command, args)
     empty = empty_path_argument(subcommand, args) if subcommand is not None else None
     if empty is not None:  # before Path('') becomes the current folder

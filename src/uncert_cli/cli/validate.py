@@ -104,3 +104,17 @@ def empty_path_argument(command: Any, args: list[str]) -> str | None:
         if before not in value_flags and has_path_argument:
             return "a path argument"
     return None
+
+
+def hide_flag_types(group: Any) -> None:
+    """Show on/off flags (``--quiet``, ``--json``, ``--include-frozen``) in ``--help`` without a type.
+
+    Typer listed them as ``--quiet <bool>``, which reads as an option taking a value: ``--quiet true``
+    then made ``true`` a positional argument ("no such checkpoint: true").
+    """
+    for command in [group, *getattr(group, "commands", {}).values()]:
+        if command is not group:
+            hide_flag_types(command)
+        for param in getattr(command, "params", []):
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""

@@ -1,0 +1,20 @@
+"""``--help`` lists on/off flags without a type: ``--quiet <bool>`` read as an option taking a value, and
+``--quiet true`` then made ``true`` a checkpoint ("no such checkpoint: true")."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.parametrize("command, flags", [
+    ("fit", ("--quiet", "--json", "--include-frozen")),
+    ("ood", ("--tune", "--json")),
+    ("report", ("--json",)),
+])
+def test_flags_show_no_value_type(run_cli, command, flags):
+    r = run_cli(command, "--help")
+    assert r.code == 0
+    for flag in flags:
+        line = next(line for line in r.out.splitlines() if f" {flag} " in line)
+        assert "<bool>" not in line, line
+    assert "<int range>" in run_cli("fit", "--help").out  # options that take a value keep their type
