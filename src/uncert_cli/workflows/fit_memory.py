@@ -51,16 +51,21 @@ _DIAG_CHUNK_ELEMENTS = 2**26
 _BACKWARD_FACTOR = 1.0
 # What the fit adds beyond its tensors (curvature.methods.base.SLACK_BYTES).
 _SLACK = SLACK_BYTES
-# The C heap's hold on a batch that forms per-example gradients (recurrent weights, the generic path's
-# vmapped re-runs): their many temporaries below glibc's mmap threshold (which rises to 32 MiB) come
-# from the heap, which keeps the holes they leave, and the next chunk's do not always fit in them.
-# The same fits' peak resident set over the tensors counted (measured with the threshold pinned at
-# 128 KiB, where freed blocks go back at once, against the default): 1.16x on the 2-layer LSTM,
-# 1.28-1.35x on the transformer encoder (benchmarks/sequence.py, N = 200, on a shared machine where
-# one run's peak moved by 5%); 1.4 keeps the prediction above the highest of those peaks. Fits with
-# only Kronecker, Linear/Conv diagonal and closed-form BatchNorm blocks allocate few large blocks
-# (mapped, returned when freed) and measured within 3% without it.
-_HEAP_RETENTION = 1.4
+# The C heap's hold on a batch. Tensors below glibc's mmap threshold (which rises to 32 MiB after the
+# first large block is freed) come from the heap, which keeps the holes they leave; a batch's later
+# requests do not always fit in them (core/heap.py trims it between batches). Measured against the
+# same fits with the threshold pinned at 128 KiB (freed blocks go back at once) on benchmarks/sequence.py
+# (N = 200): the excess follows the per-example paths, which form and free their chunks again for every
+# chunk of vectors and every unit, beside the batch's activations. It was 0.9x the per-example bytes
+# counted on the 2-layer LSTM (recurrent weights) and 0.5x on the transformer encoder (the generic
+# path's vmapped re-runs), so they are counted twice (the LSTM's peak moved by 40 MiB between runs);
+# the same margin on the whole batch charged the BERT classifier's activations (which do not churn)
+# and overshot its all-weights peak by 44%. Fits with only Kronecker, Linear/Conv diagonal and
+# closed-form BatchNorm blocks have no such path and measured within 3% without it.
+# A forward's temporaries outside the covered modules (a plain recurrent layer's, a repeated block's,
+# below) are formed and freed op by op in the heap as well, and are counted twice too: at 1.4 times,
+# two identical head-only LSTM fits measured 103 and 124 MiB added, the second 4 MiB over its prediction.
+_HEAP_CHURN = 2.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,7 @@ class ForwardProbe:
     recurrent_transient_elements: int = 0
     # KFAC's whole-map Gram sums (curvature/pixel_gram.py) of the convs on small maps, held for the pass
     pixel_sum_elements: int = 0
+    block_bytes: int = 0  # the largest repeated block's intermediates (largest_block_bytes)
 
 
 def probe_forward(model: nn.Module, units: list[Unit], example: Tensor) -> ForwardProbe:
@@ -194,9 +200,63 @@ def probe_forward(model: nn.Module, units: list[Unit], example: Tensor) -> Forwa
     finally:
         for h in handles:
             h.remove()
+    block = largest_block_bytes(model, example, [u.module for u in units])
     return ForwardProbe(
-        saved, outputs, width, tuple(max(1, n) for n in positions), tuple(unit_saved), transient, sum(pixel_sums.values())
+        saved, outputs, width, tuple(max(1, n) for n in positions), tuple(unit_saved), transient,
+        sum(pixel_sums.values()), block,
     )
+
+
+def largest_block_bytes(model: nn.Module, example: Tensor, covered: list[nn.Module]) -> int:
+    """What the largest of ``model``'s repeated blocks without a ``covered`` module holds while it
+    runs, for one example: bytes.
+
+    A block is an entry of an ``nn.ModuleList`` or ``nn.Sequential`` (a transformer layer, a residual
+    stage); one holding a covered module keeps its intermediates for the backward pass, where the
+    probe's saved bytes count them. Where nothing in a block needs a gradient (a fit of the head
+    alone), its intermediates are freed as it goes, but many are in memory at once while it runs; what
+    autograd would save in it with every weight trainable bounds them (a BERT classifier's head-only
+    fit measured 8% over its prediction without it). Requires-grad flags are restored.
+
+    Returns:
+        Bytes of the tensors autograd would save inside the largest block for one example (0: no blocks).
+    """
+    fitted = {id(m) for m in covered}
+    blocks = {
+        id(child) for m in model.modules() if isinstance(m, (nn.ModuleList, nn.Sequential)) for child in m
+        if not any(id(inner) in fitted for inner in child.modules())
+    }
+    sizes: dict[int, int] = {}
+    running: list[int] = []
+    seen: set[tuple[int, int]] = set()
+    # the weights and their views (a transpose, the packed in-projection's query/key/value parts) exist anyway
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def pack(t: Tensor) -> Tensor:
+        key = (t.data_ptr(), t.numel())
+        if running and key not in seen and t.untyped_storage().data_ptr() not in weights:
+            seen.add(key)
+            sizes[running[-1]] = sizes.get(running[-1], 0) + t.numel() * t.element_size()
+        return t
+
+    def enter(module: nn.Module, args: object) -> None:
+        running.append(id(module))
+
+    def leave(module: nn.Module, args: object, out: object) -> None:
+        if running and running[-1] == id(module):
+            running.pop()
+
+    handles = [m.register_forward_pre_hook(enter) for m in model.modules() if id(m) in blocks]
+    handles += [m.register_forward_hook(leave) for m in model.modules() if id(m) in blocks]
+    try:
+        with model_state(model, requires_grad=lambda p: p.is_floating_point()), plain_kernels(model), \
+                torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = model(example)
+        del out
+    finally:
+        for h in handles:
+            h.remove()
+    return max(sizes.values(), default=0)
 
 
 def estimate_fit_memory(
@@ -278,27 +338,27 @@ def estimate_fit_memory(
     # Diagonal blocks of other modules form per-example gradients in bounded chunks, one unit at a time:
     # a recurrent unit one weight's (squared in place), the generic path all of a unit's, and their squares.
     per_example = 0  # bytes
-    heap = 1.0
+    grads: float
     for i, u in enumerate(units):
         if u.structure == "kronecker":
             continue
-        heap = _HEAP_RETENTION if not closed_form_batch_norm(u, eval_mode=True) else heap
         if RecurrentDiagAccumulator.covers(u):
             grads = min(_DIAG_CHUNK_ELEMENTS, chunk * B * max(p.numel() for p in u.params)) * element
+            grads *= _HEAP_CHURN
         elif closed_form_batch_norm(u, eval_mode=True):  # the fit runs in eval mode
             # x̂ of every BatchNorm is kept for the batch; g·x̂ is formed for one at a time
             normalised = B * probe.positions[i] * u.params[0].shape[0]
             patches += normalised * element
             grads = chunk * normalised * element
         else:
-            grads = generic_diag_bytes(u, probe.unit_saved_bytes[i] * scale, B, chunk, element)
+            grads = generic_diag_bytes(u, probe.unit_saved_bytes[i] * scale, B, chunk, element) * _HEAP_CHURN
         per_example = max(per_example, int(grads))
     backward_phase = activations + backward + propagated + loss_vectors + patches + per_example
     # The forward itself: what it keeps, and, where a recurrent layer runs with nothing to keep (outside
-    # the covered modules), that layer's gates and outputs while it runs, with its per-step temporaries
-    # (from the heap, as the per-example paths' are: the head-only LSTM fit measured 5 MiB over it without).
-    transient = int(B * probe.recurrent_transient_elements * element * _HEAP_RETENTION)
-    batch = int(max(backward_phase * heap, activations * heap + transient)) + _SLACK
+    # the covered modules), that layer's gates and outputs while it runs, with its per-step temporaries.
+    transient = int(B * probe.recurrent_transient_elements * element * _HEAP_CHURN)
+    transient = max(transient, int(B * probe.block_bytes * scale * _HEAP_CHURN))
+    batch = max(backward_phase, activations + transient) + _SLACK
     if method == "kfac":  # KFAC's whole-map Gram sums stay from the first batch to the end of the pass
         batch += probe.pixel_sum_elements * element
 
@@ -325,10 +385,11 @@ def generic_diag_bytes(unit: Unit, saved_per_example: float, batch: int, vectors
         Bytes: the gradients (three copies, see below) and the re-run's saved tensors and gradients.
     """
     b = max(1, min(batch, _DIAG_CHUNK_ELEMENTS // max(1, vectors * unit.num_params)))
-    # three copies of the per-example gradients: a parameter used through several views (the packed
-    # in-projection split into query, key and value) gets one gradient per view before the pullback
-    # joins them, and then the square (the attention's pullback alone peaked at 2.1x its gradients)
-    grads = 3 * vectors * b * unit.num_params * element
+    # the per-example gradients and their squares; three copies for attention: its packed in-projection
+    # is used through three views (query, key, value), each getting a gradient before the pullback joins
+    # them (the attention's pullback alone peaked at 2.1x its gradients)
+    copies = 3 if isinstance(unit.module, nn.MultiheadAttention) else 2
+    grads = copies * vectors * b * unit.num_params * element
     rerun = b * saved_per_example * (1 + vectors * _BACKWARD_FACTOR)
     return int(grads + rerun)
 
