@@ -8,7 +8,9 @@ backward vectors per example (``C − 1`` for the exact GGN, 1 for MC/empirical)
 * floor: forward ``Σ P·O·I`` + backward input gradients (every layer but the first) + weight
   gradients (``Σ P·O·I`` again);
 * every method: the forward + ``K`` input-gradient backwards to the layer outputs (no weight
-  gradients);
+  gradients), through the kernel taps that can see the input (``curvature/live_tap_convs.py``:
+  resnet18's layer4 at 32×32 inputs runs its 3×3 kernels on 1×1 maps; the floor, torch's own
+  forward+backward, pays for every tap);
 * exact diagonal: per layer with ``P > 1`` the cheaper of ``K·P·O·I`` (per-example gradients) and
   ``P(P+1)/2·O·I`` (position pairs), ``O·I`` where ``P = 1``;
 * KFAC: ``K·P·O²/2`` for ``G`` (lower triangle, syrk) and for ``A`` what uncert computes
@@ -36,14 +38,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import all_cnn, resnet18  # noqa: E402
 
 
-def layer_shapes(model: nn.Module, size: int, patches: bool = False) -> list[tuple[str, int, int, int, float]]:
-    """``(name, P, O, I, A)`` of every Conv/Linear call for one ``3×size×size`` example, ``A`` being
-    the multiply-adds of its KFAC input factor (see the module docstring)."""
+Shape = tuple[str, int, int, int, float, int]
+
+
+def layer_shapes(model: nn.Module, size: int, patches: bool = False) -> list[Shape]:
+    """``(name, P, O, I, A, L)`` of every Conv/Linear call for one ``3×size×size`` example, ``A`` being
+    the multiply-adds of its KFAC input factor (see the module docstring), ``L`` the columns of ``I``
+    on the kernel taps that can see the input."""
     from uncert_cli.curvature.conv_input import input_plan
+    from uncert_cli.curvature.live_tap_convs import cropped_conv
     from uncert_cli.curvature.shift_gram import shift_gram_cost
     from uncert_cli.curvature.subset import conv_padding
 
-    shapes: list[tuple[str, int, int, int, float]] = []
+    shapes: list[Shape] = []
     hooks = []
 
     def input_factor(mod: nn.Module, x: torch.Tensor, P: int, I: int) -> float:
@@ -70,7 +77,9 @@ def layer_shapes(model: nn.Module, size: int, patches: bool = False) -> list[tup
                 O = mod.weight.shape[0]
                 I = mod.weight[0].numel() + (mod.bias is not None)
                 P = out[0].numel() // O if out.dim() > 2 else 1
-                shapes.append((name, P, O, I, input_factor(mod, args[0], P, I)))
+                crop = cropped_conv(mod, tuple(args[0].shape[-2:])) if isinstance(mod, nn.Conv2d) else None
+                live = I if crop is None else mod.in_channels * math.prod(hi - lo for lo, hi in crop.taps) + (mod.bias is not None)
+                shapes.append((name, P, O, I, input_factor(mod, args[0], P, I), live))
             hooks.append(m.register_forward_hook(hook))
     with torch.no_grad():
         model(torch.zeros(1, 3, size, size))
@@ -79,16 +88,17 @@ def layer_shapes(model: nn.Module, size: int, patches: bool = False) -> list[tup
     return shapes
 
 
-def counts(shapes: list[tuple[str, int, int, int, float]], K: int) -> dict[str, float]:
-    fwd = sum(P * O * I for _, P, O, I, _ in shapes)
+def counts(shapes: list[Shape], K: int) -> dict[str, float]:
+    fwd = sum(P * O * I for _, P, O, I, _, _ in shapes)
     first = shapes[0][1] * shapes[0][2] * shapes[0][3]
     backward_inputs = fwd - first
-    base = fwd + K * backward_inputs
-    diag = sum(min(K * P, P * (P + 1) // 2) * O * I if P > 1 else O * I for _, P, O, I, _ in shapes)
-    kfac = sum(A + K * P * O * O / 2 for _, P, O, I, A in shapes)
-    return {"floor": fwd + backward_inputs + fwd, "forward": fwd, "backward vectors": K * backward_inputs,
+    live_backward = sum(P * O * L for _, P, O, _, _, L in shapes[1:])  # cropped convs (see the module docstring)
+    base = fwd + K * live_backward
+    diag = sum(min(K * P, P * (P + 1) // 2) * O * I if P > 1 else O * I for _, P, O, I, _, _ in shapes)
+    kfac = sum(A + K * P * O * O / 2 for _, P, O, I, A, _ in shapes)
+    return {"floor": fwd + backward_inputs + fwd, "forward": fwd, "backward vectors": K * live_backward,
             "diag": base + diag, "kfac": base + kfac, "diag squares": diag, "kfac factors": kfac,
-            "input factors": sum(A for *_, A in shapes)}
+            "input factors": sum(A for *_, A, _ in shapes)}
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ from uncert_cli.curvature.blocks import Block, Curvature
 from uncert_cli.curvature.diagonal import GenericDiagAccumulator, LinearConvDiagAccumulator
 from uncert_cli.curvature.hooks import Capture, backprop_vectors
 from uncert_cli.curvature.kronecker import KroneckerAccumulator
+from uncert_cli.curvature.live_tap_convs import live_tap_convs
 from uncert_cli.curvature.loss_vectors import loss_backward_vectors
 from uncert_cli.curvature.norm_diag import BatchNormDiagAccumulator, closed_form_batch_norm
 from uncert_cli.curvature.plain_kernels import plain_kernels
@@ -240,6 +241,7 @@ def compute_curvature(
     n = 0
     # recurrent and attention layers on vmap-able kernels, recurrent ones reporting their gates
     kernels.enter_context(plain_kernels(model, recorders))
+    kernels.enter_context(live_tap_convs(model))  # convs on small maps skip the taps that read only padding
     try:
         for i, (x, y) in enumerate(itertools.chain([first], it)):
             capture.clear()

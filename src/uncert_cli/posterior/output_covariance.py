@@ -32,6 +32,7 @@ from uncert_cli.core.model_state import model_state
 from uncert_cli.core.slow_path import announce_slow_path, vmap_unsupported
 from uncert_cli.curvature.hooks import Capture, backprop_vectors, output_entries
 from uncert_cli.curvature.kronecker import conv_patches, per_example_rows
+from uncert_cli.curvature.live_tap_convs import live_tap_convs
 from uncert_cli.curvature.subset import Unit, conv_padding, select_units
 from uncert_cli.posterior.structures import Structure
 
@@ -341,6 +342,7 @@ def batch_output_covariances(
     # Eval mode (the linearisation is of the predicting network); gradients for the covered parameters only.
     with model_state(model, requires_grad=lambda p: id(p) in chosen), contextlib.ExitStack() as cleanup:
         cleanup.callback(capture.clear)
+        cleanup.enter_context(live_tap_convs(model))  # convs on small maps skip the taps that read only padding
         # Callers often predict under no_grad or inference_mode; this needs a graph to the unit outputs.
         with torch.inference_mode(False), torch.enable_grad():
             if x.is_inference():
