@@ -219,3 +219,39 @@ def test_the_ways_offered_follow_the_fit_and_the_data():
                                        images, MemoryEstimate(100, 1, 1000, 10, 0), cap=500)
     assert text == "lower {batch_size} or {mc_samples}, or use {method} diag"
     assert names == ("batch_size", "mc_samples", "method")
+
+
+def test_max_memory_counts_what_is_in_use_now_not_an_earlier_freed_peak():
+    """A large array read and freed in the same process (a notebook) raised the process's historical
+    peak above a tight --max-memory, and a fit that itself fits was refused. The check is the memory in
+    use now plus what the fit adds; a fit that needs more than the cap is still refused."""
+    import numpy as np
+
+    from uncert_cli.core.errors import UserError
+    from uncert_cli.core.memory import current_memory_bytes, peak_memory_bytes
+    from uncert_cli.data.arrays import dataset_from_arrays
+    from uncert_cli.workflows.fit import FitOptions, check_memory
+
+    cpu = torch.device("cpu")
+    rng = np.random.default_rng(0)
+    data = dataset_from_arrays("t", rng.standard_normal((64, 64), dtype=np.float32), rng.integers(0, 10, 64))
+    torch.manual_seed(0)
+    small = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10)).eval()
+    large = torch.nn.Sequential(torch.nn.Linear(64, 2048), torch.nn.ReLU(), torch.nn.Linear(2048, 2048),
+                                torch.nn.ReLU(), torch.nn.Linear(2048, 10)).eval()
+    unbounded = FitOptions(method="kfac", batch_size=32, max_memory=1 << 40)
+    small_adds = check_memory(small, unbounded, data).added
+    large_adds = check_memory(large, unbounded, data).added
+    assert large_adds > 64 << 20  # the large fit's factors and eigendecompositions
+
+    loaded = torch.ones(3 << 27)  # 1.5 GiB, touched: the "large data set" read before the fit ...
+    assert float(loaded[-1]) == 1.0
+    del loaded  # ... and freed (glibc returns a block this size to the system at once)
+    in_use = current_memory_bytes(cpu)
+    cap = in_use + small_adds + (128 << 20)  # room for this fit, far below the freed peak
+    assert peak_memory_bytes(cpu) > cap + (512 << 20)
+
+    estimate = check_memory(small, FitOptions(method="kfac", batch_size=32, max_memory=cap), data)
+    assert estimate.peak <= cap and estimate.peak == estimate.before + estimate.added
+    with pytest.raises(UserError, match="more than max_memory"):
+        check_memory(large, FitOptions(method="kfac", batch_size=32, max_memory=in_use + large_adds // 2), data)

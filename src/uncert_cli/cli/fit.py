@@ -147,7 +147,7 @@ def fit(
         # Before a fit that takes real memory (or at a terminal), say what it will take: a user can stop it.
         # What the fit adds decides, not the process's total: a long-lived Python process (a notebook, a test
         # run) would otherwise announce even the smallest fit.
-        if start.memory.fit_adds >= ANNOUNCE_PEAK or sys.stderr.isatty():
+        if start.memory.added >= ANNOUNCE_PEAK or sys.stderr.isatty():
             log(f"{method.value} fit: {describe(start.memory)}", quiet=not show)
         for text in coverage_notes(start.loaded.module, start.options):
             note(text)

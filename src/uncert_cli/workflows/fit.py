@@ -208,14 +208,13 @@ def _ways_to_less_memory(
 ) -> tuple[str, tuple[str, ...]]:
     """What would lower the fit's peak below ``cap``. Only ways that change something are offered: not
     ``diag`` to a diagonal fit, not a smaller batch when one example is the batch already, smaller images
-    when the batch is what needs the memory, and a larger cap when the process holds more before the fit.
+    when the batch is what needs the memory, and a larger cap when the process holds more than it before the fit.
 
     Returns:
         ``(text with {batch_size}-style placeholders, the parameters it names)``.
     """
-    held = max(estimate.before, estimate.earlier)
-    if held >= cap:  # nothing the fit's options change: Python, torch and reading the data took it already
-        return (f"the process has reached {format_size(held)} before the fit starts (Python, torch, reading the "
+    if estimate.before >= cap:  # nothing the fit's options change: Python, torch and the data hold it already
+        return (f"the process holds {format_size(estimate.before)} before the fit starts (Python, torch, the "
                 "data); raise {max_memory} or read fewer examples with {limit}", ("max_memory", "limit"))
     ways: list[str] = []
     if min(options.batch_size, len(data)) > 1:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from uncert_cli.core.memory import current_memory_bytes, format_size, peak_memory_bytes
+from uncert_cli.core.memory import current_memory_bytes, format_size
 from uncert_cli.core.model_state import model_state
 from uncert_cli.curvature import square_sums
 from uncert_cli.curvature.conv_input import input_plan
@@ -72,32 +72,25 @@ _HEAP_CHURN = 2.0
 class MemoryEstimate:
     """Predicted peak memory of one fit, in bytes, by what takes it (see the module docstring)."""
 
-    before: int
+    before: int  # in use now: the resident set (CPU) or allocated device memory (CUDA)
     weights: int
     factors: int
     batch: int
     finish: int
-    earlier: int = 0  # the peak the process reached before (e.g. while loading data)
-
-    @property
-    def fit_peak(self) -> int:
-        """The peak the fit itself will reach (the memory in use now plus what it adds)."""
-        return self.before + self.weights + self.factors + max(self.batch, self.finish)
 
     @property
     def peak(self) -> int:
-        """The predicted peak of the whole process (CPU: resident set size; CUDA: device memory)."""
-        return max(self.earlier, self.fit_peak)
+        """The predicted peak of the process during the fit: the memory in use now plus what the fit adds.
 
-    @property
-    def fit_adds(self) -> int:
-        """What the fit itself adds to the memory in use now (weight copies, factors, a batch or the finish)."""
-        return self.fit_peak - self.before
+        A higher peak the process reached earlier and has since freed (a large data set read, then dropped)
+        is not counted: it is not in use, so the fit does not need it again.
+        """
+        return self.before + self.added
 
     @property
     def added(self) -> int:
-        """What the fit adds to the memory in use before it starts."""
-        return self.peak - self.before
+        """What the fit adds to the memory in use now (weight copies, factors, then a batch or the finish)."""
+        return self.weights + self.factors + max(self.batch, self.finish)
 
 
 @dataclass(frozen=True)
@@ -365,7 +358,7 @@ def estimate_fit_memory(
     finish = builder.finish_bytes(units, element)  # the method's last phase (eigendecompositions)
     return MemoryEstimate(
         before=current_memory_bytes(device), weights=weights, factors=int(factor_bytes),
-        batch=int(batch), finish=int(finish), earlier=peak_memory_bytes(device),
+        batch=int(batch), finish=int(finish),
     )
 
 
@@ -398,7 +391,7 @@ def describe(estimate: MemoryEstimate) -> str:
     """One line: the peak and its largest parts (for the fit's start-up message and errors)."""
     phase = ("eigendecompositions", estimate.finish) if estimate.finish > estimate.batch else ("one batch", estimate.batch)
     return (
-        f"about {format_size(estimate.peak)} at its peak (in use now {format_size(estimate.before)}, "
+        f"about {format_size(estimate.peak)} at its peak (in use now {format_size(estimate.before)}, plus "
         f"factors {format_size(estimate.factors)}, weight copies {format_size(estimate.weights)}, "
         f"{phase[0]} {format_size(phase[1])})"
     )
