@@ -80,8 +80,10 @@ def test_compare_json_matches_the_posteriors(files, run_cli) -> None:
         assert pair["top_k"] == k and pair["top_overlap"] == pytest.approx(len(shared) / k)
 
 
-def test_a_file_against_itself_agrees_perfectly(files, run_cli) -> None:
-    r = run_cli("compare", files["kfac"], files["kfac"], "--json", "--criterion", "variance-ratio")
+def test_a_file_against_its_copy_agrees_perfectly(files, run_cli, tmp_path) -> None:
+    copy = tmp_path / "copy.h5"  # a copy is another file (the same file twice is refused, below)
+    copy.write_bytes(files["kfac"].read_bytes())
+    r = run_cli("compare", files["kfac"], copy, "--json", "--criterion", "variance-ratio")
     assert r.code == 0, r.err
     for layer in json.loads(r.out)["layers"]:
         pair = layer["versus_first"][0]
@@ -135,3 +137,18 @@ def test_bad_input_is_one_line(files, run_cli, extra, needle) -> None:
     r = run_cli("compare", files["diag"], *extra)
     assert r.code == 2, r.err
     assert needle in r.err and len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
+
+
+def test_one_file_given_twice_is_refused(files, run_cli, tmp_path) -> None:
+    """The same file twice (or through a link) was compared with itself: correlations 1, divergences 0."""
+    link = tmp_path / "link.h5"
+    link.symlink_to(files["diag"])
+    hard = tmp_path / "hard.h5"
+    hard.hardlink_to(files["diag"])
+    for second, said in ((files["diag"], "given twice"), (link, "the same file as"), (hard, "the same file as")):
+        for extra in ((), ("--json",)):
+            r = run_cli("compare", files["diag"], second, *extra)
+            assert r.code == 2 and r.out == "", (second, r.err)
+            assert said in r.err and "different factor files" in r.err and len(r.err.strip().splitlines()) == 1, r.err
+    r = run_cli("compare", files["diag"], files["kfac"], link, "--png", tmp_path / "pngs")
+    assert r.code == 2 and "the same file as" in r.err and not (tmp_path / "pngs").exists(), r.err

@@ -91,6 +91,7 @@ def test_outputs_onto_a_full_disk_are_user_errors(run_cli, small_disk, factors_o
     assert factors_on_small_disk.read_bytes() == before
     assert leftovers(small_disk) == []
     assert not (small_disk / "p.safetensors").exists()
+    assert not (small_disk / "png").exists()  # made for the PNGs, none written: removed again
 
 
 def test_tune_of_an_immutable_file_is_a_user_error(run_cli, tmp_path, digits_checkpoint):
@@ -199,3 +200,22 @@ def test_a_read_only_file_system_is_named(run_cli, small_disk, digits_checkpoint
     r = run_cli("tune", factors)
     assert_one_line_error(r, contains="read-only")
     assert factors.read_bytes() == before
+
+
+def test_a_png_folder_that_cannot_be_made_whole_leaves_nothing_behind(run_cli, tmp_path, digits_checkpoint):
+    """``--png new/<name too long>``: ``new`` was made, the folder inside it refused, and ``new`` stayed."""
+    factors = tmp_path / "f.h5"
+    assert run_cli("fit", digits_checkpoint, "--data", "digits", "--limit", "64", "-o", factors, "-q").code == 0
+    r = run_cli("report", factors, "--png", tmp_path / "new" / ("x" * 300))
+    assert_one_line_error(r, contains="--png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.h5"]
+
+
+def test_a_command_failing_after_making_its_png_folder_removes_it(run_cli, tmp_path, digits_checkpoint):
+    factors = tmp_path / "f.h5"
+    assert run_cli("fit", digits_checkpoint, "--data", "digits", "--limit", "64", "-o", factors, "-q").code == 0
+    (tmp_path / "kept").mkdir()  # a folder that was there before stays, empty or not
+    for png in (tmp_path / "new" / "deeper", tmp_path / "kept"):
+        r = run_cli("ood", factors, "--against", tmp_path / "missing.npz", "--limit", "64", "--png", png)
+        assert_one_line_error(r, contains="missing.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.h5", "kept"]

@@ -74,22 +74,39 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return target
 
 
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist, outermost first."""
+    missing: list[Path] = []
+    for candidate in (folder, *folder.parents):
+        try:
+            if candidate.exists():
+                break
+        except OSError:  # a name too long to look up does not exist; mkdir says why it cannot be made
+            pass
+        missing.append(candidate)
+    return missing[::-1]
+
+
 def make_output_directory(path: str | os.PathLike, *, param: str) -> Path:
     """Create the folder ``path`` (and parents) for outputs; UserError if it is a file or cannot be made.
 
     The messages name the folder by the library parameter ``param`` (``"png"``, ``"output"``); the CLI
-    shows it as the running command's flag.
+    shows it as the running command's flag. Folders created here are recorded in the command's session, which
+    removes them again if the command fails before writing into them.
     """
     folder = Path(path).expanduser()
-    if folder.exists() and not folder.is_dir():
+    missing = _missing_folders(folder)
+    if not missing and not folder.is_dir():
         raise UserError(f"{{param}} {folder} is a file; give a directory for the outputs", param=param)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        file_session.note_created_folders([f for f in missing if os.path.isdir(f)])  # parents made before it
         raise UserError(f"cannot create the folder {folder} ({exc.strerror}); choose another {{param}} folder",
                         param=param) from None
     if not os.access(folder, os.W_OK):
         raise UserError(f"the folder {folder} is not writable; choose another {{param}} folder", param=param)
+    file_session.note_created_folders(missing)  # removed again if the command fails with them still empty
     return folder
 
 

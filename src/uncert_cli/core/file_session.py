@@ -6,7 +6,9 @@ gives two guarantees in one place instead of in every command:
 
 * an output is never one of the command's inputs (``fit --data my.h5 -o my.h5`` would replace the
   data with the factor file): :func:`check_not_an_input`;
-* an interrupted command can say truthfully what it left behind: :func:`interrupted_message`.
+* an interrupted command can say truthfully what it left behind: :func:`interrupted_message`;
+* a failed command leaves no empty folder it created for its outputs (``--png new/``):
+  :func:`note_created_folders`, removed again when the command ends with an exception.
 
 Outside a session (the Python API) nothing is recorded and nothing is refused: a program may well
 read a file and later replace it on purpose.
@@ -27,6 +29,7 @@ from uncert_cli.core.errors import UserError
 class _Session:
     inputs: dict[tuple[int, int], Path] = field(default_factory=dict)  # (device, inode) -> path as given
     outputs: list[Path] = field(default_factory=list)
+    created_folders: list[Path] = field(default_factory=list)  # deepest last, in creation order
 
 
 _current: _Session | None = None
@@ -43,10 +46,27 @@ def command_session() -> Iterator[None]:
     outer, _current = _current, _Session()
     try:
         yield
+    except BaseException:  # failed or interrupted: what it wrote stays, the empty folders it made go
+        _remove_empty_folders(_current.created_folders)
+        raise
     finally:
         if outer is not None:
             outer.outputs.extend(_current.outputs)
         _current = outer
+
+
+def _remove_empty_folders(folders: list[Path]) -> None:
+    for folder in reversed(folders):  # the deepest first, so that its parent can be empty afterwards
+        try:
+            folder.rmdir()  # only ever removes an empty folder: a file written into it keeps it
+        except OSError:
+            pass
+
+
+def note_created_folders(folders: list[Path]) -> None:
+    """Record folders the current command created for its outputs, outermost first (no-op outside a session)."""
+    if _current is not None:
+        _current.created_folders.extend(folders)
 
 
 def _key(path: str | os.PathLike) -> tuple[int, int] | None:

@@ -21,6 +21,25 @@ class ComparedFiles:
     comparison: PosteriorComparison
 
 
+def check_distinct_files(paths: Sequence[Path]) -> None:
+    """Refuse one file given twice, also under another name (a symbolic or hard link, ``./a.h5``): it would
+    be compared with itself, every correlation 1 and every divergence 0.
+
+    Raises:
+        UserError: two of ``paths`` are the same file on disk.
+    """
+    seen: dict[tuple[int, int], Path] = {}
+    for path in paths:
+        try:
+            status = path.stat()  # follows links: the file itself decides
+        except OSError:
+            continue  # a missing or unreadable file is reported when it is opened
+        first = seen.setdefault((status.st_dev, status.st_ino), path)
+        if first is not path:
+            same = "given twice" if str(first) == str(path) else f"the same file as '{first}'"
+            raise UserError(f"'{path}' is {same}; compare two or more different factor files of one checkpoint")
+
+
 def check_same_checkpoint(paths: Sequence[Path]) -> None:
     """Refuse files fitted on different weights, from their attributes alone (no arrays read).
 
@@ -48,6 +67,7 @@ def compare_factor_files(paths: Sequence[Path], *, criterion: str = "snr", fract
         The opened files and the per-layer comparison against the first.
     """
     check_options(len(paths), criterion, fraction)
+    check_distinct_files(paths)
     check_same_checkpoint(paths)
     opened = [open_posterior(p, device=device, runs_model=False) for p in paths]
     comparison = compare_posteriors([o.posterior for o in opened], criterion=criterion, fraction=fraction)
