@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import click
 import typer
 
 # No count, size or index of this tool is meaningful beyond 32-bit range (no data set here has 2³¹
@@ -115,6 +116,8 @@ def hide_flag_types(group: Any) -> None:
     for command in [group, *getattr(group, "commands", {}).values()]:
         if command is not group:
             hide_flag_types(command)
-        for param in getattr(command, "params", []):
+        # ``--help`` is not among ``params``: click makes it on demand (and keeps it), so fetch it here.
+        help_option = command.get_help_option(click.Context(command))
+        for param in [*getattr(command, "params", []), *([help_option] if help_option is not None else [])]:
             if getattr(param, "is_flag", False) and param.metavar is None:
                 param.metavar = ""
