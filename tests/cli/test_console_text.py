@@ -30,6 +30,16 @@ def test_names_with_brackets_are_printed_as_written(run_cli, digits_checkpoint, 
     assert r.code == 0 and "Verdict:" in r.out
 
 
+def test_progress_bars_show_names_with_brackets_as_written(run_cli, digits_checkpoint, tmp_path):
+    """A progress bar's description holds a checkpoint's file name (``track``): a name such as
+    ``ep[bold]1.safetensors`` must not be read as a style (and vanish from the bar)."""
+    checkpoint = tmp_path / "ep[bold]1.safetensors"
+    checkpoint.write_bytes(digits_checkpoint.read_bytes())
+    r = run_cli("track", checkpoint, "--data", "digits", "--limit", "16")
+    assert r.code == 0, r.err
+    assert f"fit {checkpoint.name} " in r.err, r.err
+
+
 FROZEN_FILE = """
 from torch import nn
 
