@@ -75,7 +75,13 @@ def test_labels_out_of_range_of_the_model_outputs() -> None:
 
 def test_task_mismatch_both_ways() -> None:
     with pytest.raises(UserError, match="float targets .regression. but the model is a classifier"):
-        adapt_to_model(_regression(torch.zeros(2, 1), torch.zeros(2, 1)), None, task="classification")
+        adapt_to_model(_regression(torch.zeros(2, 1), torch.zeros(2, 2)), None, task="classification")
+    with pytest.raises(UserError, match="float labels that are not class indices .0.5 at index 0."):
+        adapt_to_model(_regression(torch.zeros(2, 1), torch.tensor([[0.5], [1.0]])), None, task="classification")
+    # One column of whole numbers: class labels stored as floats
+    labels = adapt_to_model(_regression(torch.zeros(3, 1), torch.tensor([[0.0], [2.0], [1.0]])), None,
+                            num_outputs=3, task="classification")
+    assert labels.task == "classification" and labels.num_classes == 3 and labels.targets.tolist() == [0, 2, 1]
     with pytest.raises(UserError, match="integer class labels but the model does regression"):
         adapt_to_model(_images(), None, task="regression")
     with pytest.raises(UserError, match="2-dimensional targets but the model has 1 outputs"):

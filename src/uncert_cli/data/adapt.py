@@ -45,9 +45,38 @@ def _conversion_hint(data_shape: tuple[int, ...], model_shape: tuple[int, ...], 
     return text, tuple(steps)
 
 
-def _check_task_and_labels(ds: ArrayDataset, num_outputs: int | None, task: str | None) -> None:
+def _whole_number_labels(ds: ArrayDataset) -> ArrayDataset | None:
+    """``ds`` with its float targets as int64 class labels when they are one column of whole numbers ≥ 0
+    (``y = [0., 1., 2.]`` saved by NumPy or torch as floats); None when they are not labels at all
+    (several columns).
+
+    Raises:
+        UserError: one column of floats of which some are not whole numbers (or negative, NaN, inf).
+    """
+    if ds.targets.shape[1] != 1:
+        return None
+    values = ds.targets[:, 0]
+    whole = torch.isfinite(values) & (values >= 0) & (values == values.round())
+    if not bool(whole.all()):
+        first = int((~whole).nonzero()[0, 0])
+        raise UserError(
+            f"dataset '{ds.name}' has float labels that are not class indices ({float(values[first]):g} at index "
+            f"{first}) but the model is a classifier; store labels 0, 1, 2, ... (whole numbers, as integers or "
+            "floats), or, if the model predicts these targets, fit with {param} regression",
+            param="task",
+        )
+    labels = values.to(torch.int64)
+    num_classes = int(labels.max()) + 1 if labels.numel() else 0
+    return ArrayDataset(ds.name, ds.inputs, labels, "classification", num_classes, None, ds.split, ds.input_names)
+
+
+def _check_task_and_labels(ds: ArrayDataset, num_outputs: int | None, task: str | None) -> ArrayDataset:
+    """``ds`` checked against the model's task and output width; whole-number float labels become int64 for a
+    classifier (the only change made)."""
     if task is not None:
         task = Task.parse(task, "task").value
+    if task == "classification" and ds.task == "regression":
+        ds = _whole_number_labels(ds) or ds
     if task is not None and task != ds.task:
         if task == "classification":
             raise UserError(
@@ -61,6 +90,7 @@ def _check_task_and_labels(ds: ArrayDataset, num_outputs: int | None, task: str 
             param="task",
         )
     check_labels(ds, num_outputs)
+    return ds
 
 
 def check_labels(ds: ArrayDataset, num_outputs: int | None) -> None:
@@ -135,7 +165,8 @@ def adapt_to_model(
         num_outputs: the model's output width. Classification labels must be < ``num_outputs``;
             regression targets must have ``num_outputs`` columns. Pass None where labels do not matter
             (out-of-distribution sets).
-        task: the model's task; must equal ``ds.task`` when given.
+        task: the model's task; must equal ``ds.task`` when given, except that a classifier's labels may be
+            stored as whole-number floats (``0., 1., 2.``), which become int64 class labels.
         convertible: the caller can convert images (``channels``, ``resize``), so a shape mismatch
             suggests them; elsewhere it suggests the model's own dataset.
 
@@ -147,7 +178,7 @@ def adapt_to_model(
     """
     if len(ds) == 0:
         raise UserError(f"dataset '{ds.name}' is empty; check the file, the split, or {{limit}}", mentions=("limit",))
-    _check_task_and_labels(ds, num_outputs, task)
+    ds = _check_task_and_labels(ds, num_outputs, task)
 
     # Packed token data reaches the model as stored: its sequence length is the data's own, and the
     # keywords it is fed as say what each row is (a recorded shape would only forbid other lengths).
