@@ -72,7 +72,8 @@ def _whole_number_labels(ds: ArrayDataset) -> ArrayDataset | None:
 
 def _check_task_and_labels(ds: ArrayDataset, num_outputs: int | None, task: str | None) -> ArrayDataset:
     """``ds`` checked against the model's task and output width; whole-number float labels become int64 for a
-    classifier (the only change made)."""
+    classifier (the only change made).
+    """
     if task is not None:
         task = Task.parse(task, "task").value
     if task == "classification" and ds.task == "regression":
