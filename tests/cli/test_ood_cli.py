@@ -288,3 +288,30 @@ def test_mnist_vs_notmnist(run_cli, shared_data, tmp_path) -> None:
     # A tiny MLP separates notMNIST poorly (Ritter Fig. 2: the MAP is confident on letters); the
     # Laplace predictive must not make it worse.
     assert auroc["probit"] >= auroc["map"] - 0.01, auroc
+
+
+def _edges(hp: dict) -> list[str]:
+    """Which of N and τ the tuned ``hp`` chose on an edge of its own searched grid."""
+    return [key for key in ("n_data", "prior_precision")
+            if hp[key] in (min(g[key] for g in hp["grid"]), max(g[key] for g in hp["grid"]))]
+
+
+@pytest.mark.parametrize("command", ["ood", "attack"])
+def test_a_tuned_value_on_the_grid_edge_is_warned_about(run_cli, digits_checkpoint, ood_files, tmp_path, command):
+    """As `uncert tune` does: a warning on stderr (never in --json's stdout) and `at_grid_edge` in the JSON.
+    The untrained digits MLP fitted on 64 examples chooses the smallest N of the grid."""
+    factors = tmp_path / "f.h5"
+    assert run_cli("fit", digits_checkpoint, "--data", "digits", "--limit", "64", "-o", factors, "-q").code == 0
+    extra = ["--against", ood_files["noise"]] if command == "ood" else ["--steps", "1", "--step-sizes", "0,0.1"]
+    args = [command, factors, *extra, "--predictive", "map,glm", "--limit", "32", "--val-size", "32",
+            "--samples", "2", "--tune-samples", "2"]
+    r = run_cli(*args, "--json")
+    doc = _json(r)
+    hp = doc["hyperparameters"]["glm"]
+    assert hp["source"] == "tuned" and hp["at_grid_edge"] == _edges(hp) and "n_data" in hp["at_grid_edge"]
+    warning = [line for line in r.err.splitlines() if "edge of the searched grid" in line]
+    assert len(warning) == 1 and "glm predictive's best n_data" in warning[0] and "--n-data" in warning[0], r.err
+    shown = run_cli(*args)  # the tables: the same warning on stderr, none on stdout
+    assert shown.code == 0 and "edge of the searched grid" in shown.err and "edge of" not in shown.out
+    fixed = _json(run_cli(*args, "--prior-precision", "1", "--json"))  # nothing tuned: nothing on an edge
+    assert fixed["hyperparameters"]["glm"]["at_grid_edge"] == []

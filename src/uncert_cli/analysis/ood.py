@@ -27,7 +27,7 @@ from uncert_cli.core.progress import Progress, no_progress
 from uncert_cli.core.vocabulary import HeldOutObjective
 from uncert_cli.data import ArrayDataset, iter_batches
 from uncert_cli.posterior import LaplacePosterior, predictives, tune_val_nll
-from uncert_cli.posterior.tuning import VAL_N_FACTORS, VAL_TAU_GRID
+from uncert_cli.posterior.tuning import VAL_N_FACTORS, VAL_TAU_GRID, grid_edges
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE, WIDEST_TAU_GRID, tune_widest, validation_scores
 
 OnBatch = Callable[[int], None]
@@ -86,6 +86,8 @@ class Hyperparameters:
     objective: str | None = None  # "widest" or "val-nll" when tuned here
     nll_tolerance: float | None = None  # widest: the relative NLL a wider posterior may cost
     map_validation_nll: float | None = None  # the MAP's mean NLL on the same held-out examples
+    # tuned here: which of "n_data", "prior_precision" ended on an edge of the grid (the optimum may lie beyond)
+    at_grid_edge: list[str] = field(default_factory=list)
 
 
 def current_hyperparameters(posterior: LaplacePosterior, source: str) -> Hyperparameters:
@@ -143,6 +145,7 @@ def tune_on_validation(
     hp.objective = objective
     hp.nll_tolerance = nll_tolerance if objective == "widest" else None
     hp.map_validation_nll = map_nll
+    hp.at_grid_edge = grid_edges(result)
     return tuned, hp
 
 

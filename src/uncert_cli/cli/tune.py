@@ -16,6 +16,7 @@ from uncert_cli.core.vocabulary import Objective, PriorStructure, TunePredictive
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
 from uncert_cli.render.console import log, print_json, progress_bar, stdout
 from uncert_cli.workflows.tune import HeldOutRequest, tune_factor_file
+from uncert_cli.workflows.validation import grid_edge_warning
 
 
 @with_groups(out=Output, images=Conversion, factor_model=FactorModel, files=DataFiles)
@@ -69,8 +70,7 @@ def tune(
     document = {"factors": str(factors), "written": not dry_run, **outcome.to_dict()}
     edges = outcome.at_grid_edge
     if edges:  # stderr, so --json stays pure
-        log(f"warning: the best {' and '.join(edges)} lie on the edge of the searched grid; the optimum may be "
-            "beyond it (set them by hand with --prior-precision / --n-data in later commands)", quiet=out.quiet)
+        log(grid_edge_warning(edges), quiet=out.quiet)
     if outcome.unchecked:
         log(f"note: {render_for_command(outcome.unchecked, context.command)}", quiet=out.quiet)
     held = outcome.held_out

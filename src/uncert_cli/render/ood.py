@@ -30,6 +30,7 @@ def _hyper(hp: Hyperparameters | None) -> dict[str, Any] | None:
         "objective": hp.objective,
         "nll_tolerance": hp.nll_tolerance,
         "map_validation_nll": hp.map_validation_nll,
+        "at_grid_edge": hp.at_grid_edge,
     }
 
 

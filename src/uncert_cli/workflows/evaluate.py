@@ -49,6 +49,7 @@ from uncert_cli.workflows.inputs import convert_as_recorded, load_model_data, re
 from uncert_cli.workflows.validation import (
     HONESTY_RATIO,
     ValidationChoice,
+    grid_edge_warning,
     honesty_warning,
     load_held_out,
     resolve_val_from,
@@ -219,11 +220,14 @@ def prepare_analysis(
             assert held_out is not None  # chosen with the validation examples
             announce(f"tuning N and τ of the {kind} predictive on {len(validation):,} held-out examples "
                      f"({held_out.examples}) by {s.objective} ...")
-            posteriors[kind] = tune_on_validation(
+            tuned, tuned_hp = tune_on_validation(
                 opened.posterior, validation, kind, samples=s.tune_samples, batch_size=s.batch_size, seed=s.seed,
                 prior_mode=s.prior_mode or "factor", objective=s.objective, nll_tolerance=s.nll_tolerance,
                 progress=progress,
             )
+            if tuned_hp.at_grid_edge:  # as `uncert tune` warns: the grid may have cut the search short
+                warn(grid_edge_warning(tuned_hp.at_grid_edge, kind))
+            posteriors[kind] = (tuned, tuned_hp)
         else:
             hp = current_hyperparameters(opened.posterior, "override" if fixed else "file")
             if validation is not None:

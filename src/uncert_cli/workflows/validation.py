@@ -89,6 +89,20 @@ def load_held_out(
     return subset_rows(data, start, stop), ValidationChoice(source, f"{split}[{start}:{stop}]", k)
 
 
+def grid_edge_warning(edges: list[str], kind: str | None = None) -> str:
+    """Say that tuned hyperparameters lie on an edge of the searched grid, so the optimum may be beyond it.
+
+    Returns:
+        One stderr line naming ``edges`` (``"n_data"``, ``"prior_precision"``) of ``kind``'s predictive
+        (None: the values ``uncert tune`` wrote).
+    """
+    whose = f" {kind} predictive's" if kind is not None else ""
+    later = " in later commands" if kind is None else ""
+    verb = "lies" if len(edges) == 1 else "lie"
+    return (f"warning: the{whose} best {' and '.join(edges)} {verb} on the edge of the searched grid; the optimum may be "
+            f"beyond it (set them by hand with --prior-precision / --n-data{later})")
+
+
 def honesty_warning(kind: str, hp: Hyperparameters, held_out: ValidationChoice | None, factors: str) -> str:
     """One stderr line: the file's (or given) hyperparameters make the held-out NLL worse than the MAP's."""
     tau = hp.prior_precision
