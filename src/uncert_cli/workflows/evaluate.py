@@ -45,7 +45,12 @@ from uncert_cli.posterior.predictives import DEFAULT_LAPLACE, FALLBACK_LAPLACE  
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
 from uncert_cli.storage.opening import OpenedFactors, open_posterior
 from uncert_cli.workflows.forward_check import check_model_runs
-from uncert_cli.workflows.inputs import convert_as_recorded, load_model_data, recorded_conversion
+from uncert_cli.workflows.inputs import (
+    convert_as_recorded,
+    data_within_memory,
+    load_model_data,
+    recorded_conversion,
+)
 from uncert_cli.workflows.validation import (
     HONESTY_RATIO,
     ValidationChoice,
@@ -270,16 +275,17 @@ def load_ood_set(meta: ModelMeta, spec: str, settings: AnalysisSettings, model: 
         UserError: the set cannot be loaded or shaped for the model; the message starts with the spec.
     """
     try:
-        raw = load_dataset(spec, split="test", root=settings.root, limit=settings.limit, download=settings.download,
-                           labels_optional=True, tokenizer=tokenizer_folder(meta))
-        raw = convert_as_recorded(meta, settings.conversion, raw)
-        if settings.normalize:
-            norm = parse_normalize(settings.normalize)
-        elif meta.normalize_mean is not None and meta.normalize_std is not None:
-            norm = (list(meta.normalize_mean), list(meta.normalize_std))
-        else:
-            norm = None
-        data = adapt_to_model(raw, meta.input_shape, normalize=norm, convertible=True)
+        with data_within_memory(spec, resizable=True):
+            raw = load_dataset(spec, split="test", root=settings.root, limit=settings.limit,
+                               download=settings.download, labels_optional=True, tokenizer=tokenizer_folder(meta))
+            raw = convert_as_recorded(meta, settings.conversion, raw)
+            if settings.normalize:
+                norm = parse_normalize(settings.normalize)
+            elif meta.normalize_mean is not None and meta.normalize_std is not None:
+                norm = (list(meta.normalize_mean), list(meta.normalize_std))
+            else:
+                norm = None
+            data = adapt_to_model(raw, meta.input_shape, normalize=norm, convertible=True)
         if model is not None:
             check_model_runs(model, data)
         return data

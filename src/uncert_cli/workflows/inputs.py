@@ -6,8 +6,10 @@ them understand the same options and fail with the same messages.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from uncert_cli.checkpoint.hf_folder import tokenizer_folder
 from uncert_cli.checkpoint.keyword_inputs import feed_keyword_inputs
 from uncert_cli.checkpoint.outputs import parse_output_choice
 from uncert_cli.core.errors import UserError
+from uncert_cli.core.slow_path import out_of_memory
 from uncert_cli.data import ArrayDataset, ImageConversion, adapt_to_model, load_dataset, parse_normalize
 from uncert_cli.data.adapt import check_labels
 from uncert_cli.storage.factor_file import is_hdf5_file
@@ -99,23 +102,49 @@ def load_model_data(
     if not spec:
         raise UserError("no dataset given and the checkpoint does not name one; pass {param} SPEC (e.g. {param} mnist)",
                         param="spec")
-    raw = load_dataset(spec, split=split, root=root, limit=limit, download=download, split_required_by=split_required_by,
-                       tokenizer=tokenizer_folder(meta))
-    raw = convert_as_recorded(meta, conversion, raw)
     norm = parse_normalize(normalize) if normalize else _checkpoint_normalization(meta)
-    shape = meta.input_shape
-    if model is not None:
-        feed_keyword_inputs(model, raw.input_names, raw.name)
-    if shape is None and model is not None:
-        shape = infer_input_shape(model, raw)
-    # With the model at hand its output width is checked against the metadata before the labels are checked
-    # against that width: a wrong record is then named as such, not blamed on the data.
-    data = adapt_to_model(raw, shape, normalize=norm, num_outputs=None if model is not None else meta.num_outputs,
-                          task=meta.task, convertible=True)
+    with data_within_memory(spec, resizable="resize" in offers):
+        raw = load_dataset(spec, split=split, root=root, limit=limit, download=download,
+                           split_required_by=split_required_by, tokenizer=tokenizer_folder(meta))
+        raw = convert_as_recorded(meta, conversion, raw)
+        shape = meta.input_shape
+        if model is not None:
+            feed_keyword_inputs(model, raw.input_names, raw.name)
+        if shape is None and model is not None:
+            shape = infer_input_shape(model, raw)
+        # With the model at hand its output width is checked against the metadata before the labels are checked
+        # against that width: a wrong record is then named as such, not blamed on the data.
+        data = adapt_to_model(raw, shape, normalize=norm, num_outputs=None if model is not None else meta.num_outputs,
+                              task=meta.task, convertible=True)
     if model is not None:
         check_model_runs(model, data, offers=offers, num_outputs=meta.num_outputs)
         check_labels(data, meta.num_outputs)
     return data
+
+
+@contextlib.contextmanager
+def data_within_memory(spec: str, *, resizable: bool) -> Iterator[None]:
+    """Turn running out of memory while the block reads, converts or normalises ``spec`` into a UserError
+    naming what holds the memory there (the examples) and how to hold fewer: ``limit``, and smaller
+    images with ``resize`` where the caller can convert them (``resizable``).
+
+    Raises:
+        UserError: an allocation failed inside the block (host ``MemoryError``, torch's CPU allocator, CUDA).
+        MemoryError: never; an allocation failure leaves as the UserError.
+        RuntimeError: another failure inside the block, re-raised as is.
+    """
+    try:
+        yield
+    except (MemoryError, RuntimeError) as exc:
+        if not (isinstance(exc, MemoryError) or out_of_memory(exc)):
+            raise
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        images = ", or, for images, convert them to a smaller size with {resize} H,W" if resizable else ""
+        raise UserError(
+            f"out of memory reading or converting the data '{spec}' ({reason}); read fewer examples with "
+            f"{{limit}}{images}",
+            mentions=("limit", "resize") if resizable else ("limit",),
+        ) from None
 
 
 def recorded_conversion(meta: ModelMeta, given: ImageConversion | None = None) -> ImageConversion:
