@@ -106,12 +106,26 @@ class ResnetTail(nn.Module):
         return self.head(torch.tanh(out).flatten(1))
 
 
-@pytest.mark.parametrize("make", [ResnetTail, TinyMapNet])
+class DepthwiseTail(nn.Module):
+    """A depthwise 3×3 conv on a 2×2 map (a diagonal unit: its per-example gradients come from the
+    generic vmapped path through the cropped conv) and a grouped stride-2 one down to 1×1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(2, 2, 3, padding=2, dilation=2, groups=2)
+        self.grouped = nn.Conv2d(2, 4, 3, stride=2, padding=1, groups=2)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(torch.tanh(self.grouped(torch.tanh(self.depthwise(x)))).flatten(1))
+
+
+@pytest.mark.parametrize("make", [ResnetTail, TinyMapNet, DepthwiseTail])
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_exact_diagonal_with_dead_taps_matches_the_explicit_ggn(make: type[nn.Module], task: str) -> None:
     torch.manual_seed(1)
     model = make().double().eval()
-    shape = (5, 2, 2, 2) if make is ResnetTail else (5, 3, 2, 1)
+    shape = (5, 3, 2, 1) if make is TinyMapNet else (5, 2, 2, 2)
     x = torch.randn(*shape, dtype=torch.float64)
     assert _diag_against_ggn(model, x, targets(task, 5, 3), task) > 0
 
