@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -95,7 +96,8 @@ def _forward(module: nn.Conv1d | nn.Conv2d | nn.Conv3d, base: type[nn.Module]) -
         if plan is None:
             return full(module, input)
         # contiguous once per forward: a strided weight is copied again in every backward
-        weight = module.weight[(slice(None), slice(None), *(slice(lo, hi) for lo, hi in plan.taps))].contiguous()
+        kept = (slice(None), slice(None), *(slice(lo, hi) for lo, hi in plan.taps))  # a tuple: Python 3.10 has no x[a, *b]
+        weight = module.weight[kept].contiguous()
         dims = len(plan.pads)
         if plan.linear and module.groups == 1:
             if any(left or right for left, right in plan.pads):
@@ -125,11 +127,12 @@ def live_tap_convs(model: nn.Module) -> Iterator[list[nn.Module]]:
     try:
         for module in model.modules():
             base = _base_conv(module)
-            if base is None or "forward" in vars(module) or conv_padding(module) is None:
+            conv = cast("nn.Conv1d | nn.Conv2d | nn.Conv3d", module)  # _base_conv found one of these
+            if base is None or "forward" in vars(module) or conv_padding(conv) is None:
                 continue
-            if module.padding_mode != "zeros":
+            if conv.padding_mode != "zeros":
                 continue
-            module.forward = _forward(module, base)  # an instance attribute shadows the class's forward
+            module.forward = _forward(conv, base)  # an instance attribute shadows the class's forward
             swapped.append(module)
         yield swapped
     finally:

@@ -29,7 +29,7 @@ from uncert_cli.core.errors import UserError
 Structure = Literal["kronecker", "diagonal"]
 
 
-def conv_padding(module: nn.Conv1d | nn.Conv2d) -> tuple[int, ...] | None:
+def conv_padding(module: nn.Conv1d | nn.Conv2d | nn.Conv3d) -> tuple[int, ...] | None:
     """Symmetric integer padding of a conv (``None`` if string padding would be asymmetric)."""
     if isinstance(module.padding, str):
         if module.padding == "valid":
