@@ -104,8 +104,13 @@ def _sign_gradient(pred: Attacked, x: Tensor, classes: Tensor | None) -> tuple[T
     x = x.detach().requires_grad_(True)
     log_p = pred.log_probs(x)
     chosen = log_p.argmax(-1) if classes is None else classes
-    (grad,) = torch.autograd.grad(log_p.gather(1, chosen.reshape(-1, 1)).sum(), x)
-    return log_p.detach(), grad.sign()
+    objective = log_p.gather(1, chosen.reshape(-1, 1)).sum()
+    if not objective.requires_grad:  # a network that reads its input under no_grad: nothing to step along
+        return log_p.detach(), torch.zeros_like(x)
+    # allow_unused: the output may not depend on x through the graph (a .detach() or no_grad on the input's
+    # path); its gradient is then 0, and the step leaves x where it is
+    (grad,) = torch.autograd.grad(objective, x, allow_unused=True)
+    return log_p.detach(), torch.zeros_like(x) if grad is None else grad.sign()
 
 
 def data_range(data: ArrayDataset) -> Tensor:

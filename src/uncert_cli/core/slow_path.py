@@ -14,6 +14,10 @@ import warnings
 # Fragments of torch's messages for an operation vmap cannot batch (functorch's "vmap: ...", "Batching
 # rule not implemented for aten::...", kernels without storage for batched tensors, ...).
 _VMAP_FRAGMENTS = ("vmap", "batching rule", "batched", "functorch", "storage")
+# Fragments of torch's messages for an operation without a forward-mode derivative: a kernel whose
+# forward AD is not implemented ("Trying to use forward AD with _weight_norm_interface ..."), or an
+# ``autograd.Function`` written without ``setup_context``/``jvp``, which no torch.func transform can run.
+_FORWARD_AD_FRAGMENTS = ("forward ad", "forward-mode", "setup_context", "jvp")
 
 
 class SlowPathWarning(UserWarning):
@@ -26,6 +30,14 @@ def vmap_unsupported(exc: BaseException) -> bool:
         return False
     text = str(exc).lower()
     return any(fragment in text for fragment in _VMAP_FRAGMENTS)
+
+
+def forward_ad_unsupported(exc: BaseException) -> bool:
+    """Whether ``exc`` says that forward-mode differentiation (``torch.func.jvp``) cannot run an operation of the model."""
+    if not isinstance(exc, (RuntimeError, NotImplementedError)):
+        return False
+    text = str(exc).lower()
+    return any(fragment in text for fragment in _FORWARD_AD_FRAGMENTS)
 
 
 def out_of_memory(exc: BaseException) -> bool:

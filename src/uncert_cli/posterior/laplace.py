@@ -338,6 +338,13 @@ class LaplacePosterior:
         """
         return over_sample_chunks(fn, per_sample, self.sample_chunk, self._vmap_state)
 
+    @property
+    def slow_paths(self) -> dict[str, bool]:
+        """Which fast routes failed on this model (``"vmap"``, ``"forward_ad"``: ``False`` once they did),
+        shared with :meth:`with_hyperparameters` copies so that each fallback is found once.
+        """
+        return self._vmap_state
+
     # ------------------------------------------------------------------ evidence & friends
     def log_det_precision(self) -> dict[str, float]:
         """``log det`` of each block's precision (by module) and their sum under ``"total"``."""

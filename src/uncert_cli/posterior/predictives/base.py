@@ -27,8 +27,9 @@ from torch.func import functional_call, jvp, vmap
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.model_state import eval_mode, has_dropout
 from uncert_cli.core.registry import register
-from uncert_cli.core.slow_path import announce_slow_path, vmap_unsupported
+from uncert_cli.core.slow_path import announce_slow_path, forward_ad_unsupported, vmap_unsupported
 from uncert_cli.core.vocabulary import PredictiveKind
+from uncert_cli.posterior.predictives.reverse_jvp import jvp_by_reverse_mode
 from uncert_cli.posterior.sampling import DEFAULT_SEED
 
 if TYPE_CHECKING:
@@ -207,7 +208,20 @@ def linearised_logits(post: LaplacePosterior, x: Tensor, tangents: dict[str, Ten
     def single(t: dict[str, Tensor]) -> Tensor:
         return jvp(f, (theta,), (t,))[1]
 
-    return f(theta), post.map_over_samples(single, tangents)
+    def by_reverse_mode(t: dict[str, Tensor]) -> Tensor:
+        return jvp_by_reverse_mode(f, theta, t)
+
+    state = post.slow_paths
+    if state.get("forward_ad", True):
+        try:
+            return f(theta), post.map_over_samples(single, tangents)
+        except (RuntimeError, NotImplementedError) as exc:
+            if not forward_ad_unsupported(exc):
+                raise
+            announce_slow_path("the linearised network's J·δθ is formed by two backward passes per sample,", exc)
+            state["forward_ad"] = False
+    n_samples = next(iter(tangents.values())).shape[0]  # autograd.grad runs under no vmap: one sample at a time
+    return f(theta), torch.stack([by_reverse_mode({k: v[i] for k, v in tangents.items()}) for i in range(n_samples)])
 
 
 def dropout_logits(post: LaplacePosterior, x: Tensor, samples: int, seed: int) -> Tensor:
