@@ -164,7 +164,8 @@ def test_members_evaluated_on_other_examples_are_refused(members, run_cli, tmp_p
     same = ("--limit", "16", "--val-from", "test", "--val-size", "20", "--predictive", "map,probit", "--json")
     r = run_cli("ood", members["a"], tuned, "--against", members["noise"], *same)
     assert r.code == 2 and r.out == ""
-    (line,) = r.err.strip().splitlines()
+    # one error; the first member's tuning may warn before it of a value on the grid's edge
+    (line,) = [line for line in r.err.strip().splitlines() if "edge of the searched grid" not in line]
     assert line.startswith(f"uncert: error: '{tuned}' evaluates on other examples of digits than '{members['a']}'")
     assert "give both --tune or both --no-tune" in line
     r = run_cli("ood", members["a"], tuned, "--against", members["noise"], *same, "--no-tune")
