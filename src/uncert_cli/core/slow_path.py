@@ -13,7 +13,9 @@ import warnings
 
 # Fragments of torch's messages for an operation vmap cannot batch (functorch's "vmap: ...", "Batching
 # rule not implemented for aten::...", kernels without storage for batched tensors, ...).
-_VMAP_FRAGMENTS = ("vmap", "batching rule", "batched", "functorch", "storage")
+# The last: a batching rule that gets the sizes wrong, as PReLU's pullback does under two nested vmaps
+# (torch 2.x); the unbatched route computes the same numbers, and a genuine size mismatch fails there again.
+_VMAP_FRAGMENTS = ("vmap", "batching rule", "batched", "functorch", "storage", "must match the size of tensor")
 # Fragments of torch's messages for an operation without a forward-mode derivative: a kernel whose
 # forward AD is not implemented ("Trying to use forward AD with _weight_norm_interface ..."), or an
 # ``autograd.Function`` written without ``setup_context``/``jvp``, which no torch.func transform can run.

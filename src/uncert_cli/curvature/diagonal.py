@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 
 from uncert_cli.core.errors import UserError
+from uncert_cli.core.slow_path import announce_slow_path, vmap_unsupported
 from uncert_cli.curvature.blocks import DiagonalBlock
 from uncert_cli.curvature.hooks import Call, Capture, find_batch_dim
 from uncert_cli.curvature.kronecker import example_dim, per_example_inputs, per_example_outputs
@@ -206,7 +207,7 @@ class GenericDiagAccumulator:
             g_vals.append(gj.narrow(bd + 1, sl.start, sl.stop - sl.start))
         out_index = list(call.output_index)
 
-        def one_example(xs: list[Tensor], gs: list[Tensor]) -> tuple[Tensor, ...]:
+        def one_example(xs: list[Tensor], gs: list[Tensor], vectors_at_once: bool = True) -> tuple[Tensor, ...]:
             full = list(values)
             for li, x, bd in zip(batched_idx, xs, batched_dims):
                 full[li] = x.unsqueeze(bd)  # keep a batch dimension of 1 (BatchNorm wants 4-D)
@@ -222,10 +223,23 @@ class GenericDiagAccumulator:
             def one_vector(gk: list[Tensor]) -> tuple[Tensor, ...]:
                 return pullback(tuple(x.unsqueeze(bd) for x, bd in zip(gk, out_dims)))
 
-            return vmap(one_vector)(gs)
+            if vectors_at_once:
+                return vmap(one_vector)(gs)
+            per_vector = [one_vector([gk[k] for gk in gs]) for k in range(gs[0].shape[0])]
+            return tuple(torch.stack(parts) for parts in zip(*per_vector))
 
+        in_dims = (batched_dims, [bd + 1 for bd in out_dims])
         with self.capture.paused():
-            grads = vmap(one_example, in_dims=(batched_dims, [bd + 1 for bd in out_dims]))(batched_vals, g_vals)
+            try:
+                grads = vmap(one_example, in_dims=in_dims)(batched_vals, g_vals)
+            except (RuntimeError, NotImplementedError, ValueError) as exc:
+                # Some backward kernels' batching rules break under two nested vmaps (PReLU's pullback
+                # gets the wrong sizes in torch 2.x) while one vmap runs them: the backward vectors go
+                # one by one then. A real error of the module fails there as well, and propagates.
+                if not vmap_unsupported(exc):
+                    raise
+                announce_slow_path(f"the per-example gradients of {self.unit.name!r} take their backward vectors", exc)
+                grads = vmap(lambda xs, gs: one_example(xs, gs, False), in_dims=in_dims)(batched_vals, g_vals)
         # vmap stacks examples first: (b, K, *param) -> (K, b, *param)
         return [gr.transpose(0, 1) for gr in grads]
 
