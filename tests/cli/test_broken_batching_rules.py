@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from tests.reference.ggn import explicit_ggn
+from tests.reference.user_files import import_user_file
 from uncert_cli.store import read_factor_file
 
 USER_FILE = '''
@@ -36,10 +37,8 @@ class Net(nn.Module):
 def _setup(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "prelu_net.py").write_text(USER_FILE)
-    namespace: dict = {}
-    exec(compile(USER_FILE, str(tmp_path / "prelu_net.py"), "exec"), namespace)
     torch.manual_seed(0)
-    model = namespace["Net"]()
+    model = import_user_file(tmp_path, "prelu_net").Net()
     with torch.no_grad():
         model.act.weight.fill_(0.3)  # a slope that matters: half the pre-activations are negative
     torch.save(model.state_dict(), tmp_path / "net.pt")

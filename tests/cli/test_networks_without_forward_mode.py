@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch.func import functional_call, jvp
 
+from tests.reference.user_files import import_user_file
 from uncert_cli.posterior.predictives.reverse_jvp import jvp_by_reverse_mode
 
 USER_FILE = '''
@@ -82,13 +83,12 @@ def user_nets(tmp_path, monkeypatch):
     them ``Plain``'s weights (the weight-norm net has its own)."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "nets.py").write_text(USER_FILE)
-    namespace: dict = {}
-    exec(compile(USER_FILE, str(tmp_path / "nets.py"), "exec"), namespace)
+    nets = import_user_file(tmp_path, "nets")
     torch.manual_seed(0)
-    plain = namespace["Plain"]()
+    plain = nets.Plain()
     for name in ("Plain", "CustomFunction", "InputUnderNoGrad"):
         torch.save(plain.state_dict(), tmp_path / f"{name}.pt")
-    torch.save(namespace["OldWeightNorm"]().state_dict(), tmp_path / "OldWeightNorm.pt")
+    torch.save(nets.OldWeightNorm().state_dict(), tmp_path / "OldWeightNorm.pt")
     return tmp_path
 
 
