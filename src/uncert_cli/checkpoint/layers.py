@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import nn
+from torch.nn.utils.parametrize import is_parametrized
 
 __all__ = ["LayerInfo", "describe_layers", "KRONECKER_TYPES"]
 
@@ -45,11 +46,14 @@ def describe_layers(module: nn.Module) -> list[LayerInfo]:
     seen: set[int] = set()
     layers: list[LayerInfo] = []
     for name, sub in module.named_modules():
-        own = [p for p in sub.parameters(recurse=False) if id(p) not in seen]
+        # A parametrized module (weight_norm, spectral_norm) owns its parametrizations' parameters: one diagonal block
+        parametrized = is_parametrized(sub)
+        own = [p for p in sub.parameters(recurse=parametrized) if id(p) not in seen]
         if not own:
             continue
         seen.update(id(p) for p in own)
-        structure = "kronecker" if isinstance(sub, KRONECKER_TYPES) and name not in tied else "diagonal"
+        kronecker = isinstance(sub, KRONECKER_TYPES) and name not in tied and not parametrized
+        structure = "kronecker" if kronecker else "diagonal"
         frozen = sum(p.numel() for p in own if not p.requires_grad)
         layers.append(
             LayerInfo(name, type(sub).__name__, sum(p.numel() for p in own), structure, tied.get(name), frozen)

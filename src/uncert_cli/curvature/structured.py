@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.model_state import model_state
+from uncert_cli.core.slow_path import forward_ad_unsupported
 from uncert_cli.core.vocabulary import FisherType, Method, Task
 from uncert_cli.curvature.blocks import (
     Block,
@@ -118,10 +119,21 @@ def compute_structured_curvature(
     # which the fused attention and recurrent kernels lack (the engine's passes enter the same context themselves).
     with model_state(model, requires_grad=lambda p: id(p) in chosen):
         with plain_kernels(model):
-            if method == "full":
-                return _full(model, source, units, task, fisher_type, max_bytes)
-            if method == "lowrank":
-                return _lowrank(model, source, units, task, fisher_type, rank, generator, on_batch, power_iters, common)
+            if method in ("full", "lowrank"):
+                try:
+                    if method == "full":
+                        return _full(model, source, units, task, fisher_type, max_bytes)
+                    return _lowrank(model, source, units, task, fisher_type, rank, generator, on_batch, power_iters,
+                                    common)
+                except (RuntimeError, NotImplementedError) as exc:
+                    if not forward_ad_unsupported(exc):
+                        raise
+                    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+                    raise UserError(
+                        f"{{param}} {method} multiplies by the GGN with forward-mode derivatives, which an operation "
+                        f"of this network lacks ({reason}); use {{param}} diag, kfac, ekfac or kfac-diag",
+                        param="method",
+                    ) from exc
             kfac = compute_curvature(model, source(), method=Method.kfac, on_batch=on_batch, **common)
             if method == "ekfac":
                 return _ekfac(model, source, units, kfac, common)
@@ -170,6 +182,8 @@ def _ekfac(model, source, units, kfac: Curvature, common) -> Curvature:
     # the units KFAC gave Kronecker factors (Linear/Conv); the others keep their diagonal block
     kron = [(i, b) for i, b in enumerate(kfac.blocks) if by_name[b.module].structure == "kronecker"]
     eigens = [cast(KroneckerBlock, b).eigen() for _, b in kron]
+    if not kron:  # no Linear/Conv covered (--subset of norms only): nothing to re-estimate, no second pass
+        return _curvature(list(kfac.blocks), kfac.n_data, kfac.task, Method.ekfac, kfac.fisher_type, kfac.mc_samples)
     S = ekfac_eigenvalues(
         model, [by_name[b.module] for _, b in kron], eigens, source(),
         fisher_type=common["fisher_type"], task=common["task"], mc_samples=common["mc_samples"],

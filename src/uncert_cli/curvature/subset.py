@@ -23,6 +23,7 @@ from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.parametrize import is_parametrized
 
 from uncert_cli.core.errors import UserError
 
@@ -118,9 +119,17 @@ def discover_units(model: nn.Module, include_frozen: bool = False) -> list[Unit]
         if any(name == a or name.startswith(a + ".") for a in absorbed):
             continue
         structure = supported_structure(module)
-        if structure is None:
+        if is_parametrized(module):
+            # weight_norm / spectral_norm: the weight is computed from the parametrization's own parameters
+            # (``parametrizations.weight.original0``, ...), which have no per-example output of their own.
+            # The module is one unit over all of them, differentiated through the parametrization, with
+            # the exact diagonal of the generic path.
+            named = list(module.named_parameters())
+            absorbed.add(name)
+            structure = "diagonal"
+        elif structure is None:
             continue
-        if isinstance(module, nn.MultiheadAttention):
+        elif isinstance(module, nn.MultiheadAttention):
             named = list(module.named_parameters())
             absorbed.add(name)
         else:

@@ -147,7 +147,7 @@ def effective_rank(model: torch.nn.Module, options: FitOptions) -> int | None:
     most, what = builder.rank_limit(select_units(model, options.subset, include_frozen=options.include_frozen))
     if options.rank is None:
         return min(DEFAULT_RANK, most) if most else DEFAULT_RANK
-    if options.rank > most:
+    if options.rank > most > 0:  # 0: no layer the rank applies to (kfac-diag on norms only), nothing to cap
         raise UserError(
             f"{{param}} {options.rank} is more than the model's {most:,} {what}; choose {{param}} {most} or less",
             param="rank",
