@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import torch
 
 from tests.reference.ggn import explicit_ggn
-from tests.reference.user_files import import_user_file
+from tests.reference.user_files import save_gaussian_images, save_user_checkpoint
 from uncert_cli.store import read_factor_file
 
 USER_FILE = '''
@@ -36,15 +35,11 @@ class Net(nn.Module):
 
 def _setup(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "prelu_net.py").write_text(USER_FILE)
-    torch.manual_seed(0)
-    model = import_user_file(tmp_path, "prelu_net").Net()
+    model = save_user_checkpoint(tmp_path, "prelu_net", USER_FILE)
     with torch.no_grad():
         model.act.weight.fill_(0.3)  # a slope that matters: half the pre-activations are negative
     torch.save(model.state_dict(), tmp_path / "net.pt")
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(24, 1, 8, 8)).astype(np.float32)
-    np.savez(tmp_path / "data.npz", x=x, y=np.arange(24) % 3)
+    x = save_gaussian_images(tmp_path / "data.npz", 24, 3)
     return model, x
 
 

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.reference.ggn import explicit_ggn
-from tests.reference.user_files import import_user_file
+from tests.reference.user_files import import_user_file, save_gaussian_images, save_user_checkpoint
 from uncert_cli.store import read_factor_file
 
 USER_FILE = '''
@@ -43,11 +43,8 @@ ARCH = ("--arch", "param_net.py:Net")
 def folder(tmp_path, monkeypatch):
     """The user file, a checkpoint and 24 examples: fc1's weight is (24, 64), a side equal to the batch size."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "param_net.py").write_text(USER_FILE)
-    torch.manual_seed(0)
-    torch.save(import_user_file(tmp_path, "param_net").Net().state_dict(), tmp_path / "net.pt")
-    x = np.random.default_rng(0).normal(size=(24, 1, 8, 8)).astype(np.float32)
-    np.savez(tmp_path / "data.npz", x=x, y=np.arange(24) % 3)
+    save_user_checkpoint(tmp_path, "param_net", USER_FILE)
+    save_gaussian_images(tmp_path / "data.npz", 24, 3)
     return tmp_path
 
 

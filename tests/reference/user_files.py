@@ -10,6 +10,10 @@ import importlib
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
 
 
 def import_user_file(folder: Path, name: str, forget: bool = True) -> ModuleType:
@@ -23,3 +27,20 @@ def import_user_file(folder: Path, name: str, forget: bool = True) -> ModuleType
         sys.path.remove(str(folder))
         if forget:
             sys.modules.pop(name, None)
+
+
+def save_user_checkpoint(folder: Path, module: str, source: str, cls: str = "Net", checkpoint: str = "net.pt") -> Any:
+    """Write ``source`` to ``folder/module.py``, build ``cls`` from it under seed 0 and ``torch.save`` its state
+    dict to ``folder/checkpoint``; returns the model (the weights the checkpoint holds)."""
+    (folder / f"{module}.py").write_text(source)
+    torch.manual_seed(0)
+    model = getattr(import_user_file(folder, module), cls)()
+    torch.save(model.state_dict(), folder / checkpoint)
+    return model
+
+
+def save_gaussian_images(path: Path, n: int, classes: int) -> np.ndarray:
+    """``n`` standard-normal 1×8×8 images (seed 0) with labels ``0, 1, ..., classes-1, 0, ...`` as ``x``/``y`` in an npz."""
+    x = np.random.default_rng(0).normal(size=(n, 1, 8, 8)).astype(np.float32)
+    np.savez(path, x=x, y=np.arange(n) % classes)
+    return x
