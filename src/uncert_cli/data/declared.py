@@ -9,6 +9,9 @@ memory this machine has available for the rows that will be read (``limit`` of t
 from __future__ import annotations
 
 import math
+import tokenize
+import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -16,6 +19,13 @@ import torch
 
 from uncert_cli.core.errors import UserError
 from uncert_cli.core.memory import available_memory_bytes, format_size
+
+# What numpy raises for a damaged npz: a truncated or overwritten zip (BadZipFile, also for a bad CRC), a
+# corrupt compressed member (zlib.error), a cut-off member (EOFError), a garbled array header (its Python
+# literal fails to tokenize or parse), an object array (ValueError: no pickle).
+NPZ_READ_ERRORS: tuple[type[Exception], ...] = (
+    OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, tokenize.TokenError, SyntaxError,
+)
 
 
 def check_declared_size(shape: tuple[int, ...], itemsize: int, limit: int | None, source: str) -> None:

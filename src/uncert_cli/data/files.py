@@ -26,7 +26,7 @@ from uncert_cli.core.hdf5_contained import outside_reference
 from uncert_cli.core.input_files import check_input_file
 from uncert_cli.data.arrays import dataset_from_arrays
 from uncert_cli.data.dataset import ArrayDataset
-from uncert_cli.data.declared import check_declared_size, check_npz_member
+from uncert_cli.data.declared import NPZ_READ_ERRORS, check_declared_size, check_npz_member
 from uncert_cli.data.hf_datasets import is_hf_dataset, load_hf_dataset
 from uncert_cli.data.image_folder import load_image_folder
 from uncert_cli.data.token_files import load_token_arrays, token_splits
@@ -113,7 +113,7 @@ def load_npz(spec: FileSpec, name: str, limit: int | None) -> ArrayDataset:
             labels = archive[label_key][:limit] if label_key is not None else _no_labels(inputs)
     except UserError:
         raise
-    except (OSError, ValueError, EOFError) as err:  # ValueError: object arrays need pickle, which we refuse
+    except NPZ_READ_ERRORS as err:
         raise UserError(f"cannot read {spec.path} as npz ({err}); save it with numpy.savez(path, x=..., y=...)") from err
     return dataset_from_arrays(name, inputs, labels)
 
@@ -270,7 +270,7 @@ def _load_token_file(
             return load_token_arrays(spec_text, spec.path, available, read_h5, **common)
     except UserError:
         raise
-    except (OSError, ValueError, TypeError, EOFError) as err:
+    except NPZ_READ_ERRORS + (TypeError,) as err:
         raise UserError(f"cannot read the token arrays of {spec.path} ({err}); check the file") from err
 
 

@@ -17,6 +17,7 @@ from uncert_cli.core.errors import UserError
 from uncert_cli.core.input_files import check_input_file
 from uncert_cli.data.arrays import dataset_from_arrays
 from uncert_cli.data.dataset import ArrayDataset
+from uncert_cli.data.declared import NPZ_READ_ERRORS
 from uncert_cli.data.download import download_with_torchvision
 from uncert_cli.data.idx import read_idx
 from uncert_cli.data.locate import FileSet, find_file_set, missing_files_error
@@ -83,7 +84,7 @@ def _read_npz_array(path: Path, limit: int | None) -> np.ndarray:
     try:
         with np.load(path, allow_pickle=False) as archive:
             array = archive["arr_0"]
-    except (OSError, KeyError, ValueError) as err:
+    except NPZ_READ_ERRORS + (KeyError,) as err:
         raise UserError(f"cannot read {path} ({err}); expected numpy's npz with key arr_0, re-download it") from err
     return array if limit is None else array[:limit]
 

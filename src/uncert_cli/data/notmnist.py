@@ -17,6 +17,7 @@ from uncert_cli.core.errors import UserError
 from uncert_cli.core.input_files import check_input_file
 from uncert_cli.data.arrays import dataset_from_arrays
 from uncert_cli.data.dataset import ArrayDataset
+from uncert_cli.data.declared import NPZ_READ_ERRORS
 from uncert_cli.data.image_folder import load_image_folder
 from uncert_cli.data.request import LoadRequest
 
@@ -58,6 +59,6 @@ def _load_npz(path: Path, request: LoadRequest) -> ArrayDataset:
         with np.load(path, allow_pickle=False) as archive:
             images = archive["images"][: request.limit]
             labels = archive["labels"][: request.limit]
-    except (OSError, KeyError, ValueError) as err:
+    except NPZ_READ_ERRORS + (KeyError,) as err:
         raise UserError(f"cannot read {path} ({err}); expected an npz with keys images and labels") from err
     return dataset_from_arrays(request.name, images, labels, class_names=NOTMNIST_CLASSES)
