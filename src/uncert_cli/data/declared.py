@@ -26,6 +26,10 @@ from uncert_cli.core.memory import available_memory_bytes, format_size
 NPZ_READ_ERRORS: tuple[type[Exception], ...] = (
     OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, tokenize.TokenError, SyntaxError,
 )
+# What h5py raises for a damaged HDF5 file besides OSError: RuntimeError from the C library's own checks
+# ("Object visitation failed (unable to offset into local heap data block)"), ValueError/TypeError/KeyError
+# for metadata that decodes to nonsense.
+HDF5_READ_ERRORS: tuple[type[Exception], ...] = (OSError, RuntimeError, ValueError, TypeError, KeyError)
 
 
 def check_declared_size(shape: tuple[int, ...], itemsize: int, limit: int | None, source: str) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from uncert_cli.core.errors import UserError
-from uncert_cli.data.declared import NPZ_READ_ERRORS
+from uncert_cli.data.declared import HDF5_READ_ERRORS, NPZ_READ_ERRORS
 from uncert_cli.data.files import DEFAULT_KEY_PAIRS, HDF5_SUFFIXES, NPZ_SUFFIXES, FileSpec
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
@@ -42,7 +42,7 @@ def array_names(spec: FileSpec) -> list[str] | None:
             with h5py.File(spec.path, "r") as h5:
                 h5.visititems(lambda path, item: names.append(path) if isinstance(item, h5py.Dataset) else None)
             return names
-    except NPZ_READ_ERRORS:  # HDF5's errors are OSError/ValueError too
+    except NPZ_READ_ERRORS + HDF5_READ_ERRORS:
         return None
     return None
 

@@ -26,7 +26,7 @@ from uncert_cli.core.hdf5_contained import outside_reference
 from uncert_cli.core.input_files import check_input_file
 from uncert_cli.data.arrays import dataset_from_arrays
 from uncert_cli.data.dataset import ArrayDataset
-from uncert_cli.data.declared import NPZ_READ_ERRORS, check_declared_size, check_npz_member
+from uncert_cli.data.declared import HDF5_READ_ERRORS, NPZ_READ_ERRORS, check_declared_size, check_npz_member
 from uncert_cli.data.hf_datasets import is_hf_dataset, load_hf_dataset
 from uncert_cli.data.image_folder import load_image_folder
 from uncert_cli.data.token_files import load_token_arrays, token_splits
@@ -150,7 +150,7 @@ def load_hdf5(spec: FileSpec, name: str, limit: int | None) -> ArrayDataset:
                 labels = h5[label_key][:limit] if limit is not None else h5[label_key][()]
     except UserError:
         raise
-    except (OSError, ValueError, TypeError) as err:
+    except HDF5_READ_ERRORS as err:
         raise UserError(
             f"cannot read {spec.path} as HDF5 ({err}); check the file, or name the datasets as PATH:INPUTS,LABELS"
         ) from err
@@ -270,7 +270,7 @@ def _load_token_file(
             return load_token_arrays(spec_text, spec.path, available, read_h5, **common)
     except UserError:
         raise
-    except NPZ_READ_ERRORS + (TypeError,) as err:
+    except NPZ_READ_ERRORS + HDF5_READ_ERRORS as err:
         raise UserError(f"cannot read the token arrays of {spec.path} ({err}); check the file") from err
 
 

@@ -229,6 +229,12 @@ def check_factor_path(path: str | os.PathLike) -> Path:
     return path
 
 
+# What h5py raises for a damaged file beyond OSError: RuntimeError from the C library's checks ("Link
+# visitation failed (addr overflow ...)" for a corrupt group heap), KeyError/ValueError/TypeError for
+# metadata that decodes to nonsense. Every reader of a factor file refuses them alike.
+_DAMAGE_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
+
+
 @contextlib.contextmanager
 def _open_contained(path: Path) -> Iterator[h5py.File]:
     """The factor file opened for reading; refused, before anything in it is read, if it reaches into
@@ -291,7 +297,7 @@ def read_factor_file(path: str | os.PathLike) -> FactorFile:
     except UserError:
         raise
     # h5py reports a corrupted header or chunk as OSError, RuntimeError, KeyError or ValueError
-    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+    except _DAMAGE_ERRORS as exc:
         raise UserError(f"'{path}' is damaged or incomplete ({' '.join(str(exc).split())[:200]}); refit with "
                         "'uncert fit'") from exc
 
@@ -366,7 +372,7 @@ def read_architecture(path: str | os.PathLike) -> dict[str, Any]:
             model = f["model"]
             meta = ModelMeta.from_header({HEADER_KEY: str(model.attrs.get("meta", "{}"))})
             shapes = {name: tuple(ds.shape) for name, ds in model["state_dict"].items()}
-    except (OSError, KeyError, ValueError) as exc:
+    except _DAMAGE_ERRORS as exc:
         raise UserError(f"'{path}' is damaged or incomplete ({exc}); refit with 'uncert fit'") from exc
     return {"arch": meta.arch, "arch_kwargs": dict(meta.arch_kwargs), "shapes": shapes, "num_outputs": meta.num_outputs}
 
@@ -396,5 +402,5 @@ def read_provenance(path: str | os.PathLike) -> dict[str, Any]:
                 "written_by": f"uncert {_attrs(f).get('uncert_version', '?')}",
                 "created": _attrs(f).get("created"),
             }
-    except (OSError, KeyError, ValueError) as exc:
+    except _DAMAGE_ERRORS as exc:
         raise UserError(f"'{path}' is damaged or incomplete ({exc}); refit with 'uncert fit'") from exc
