@@ -31,6 +31,7 @@ import io
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -39,6 +40,7 @@ from pathlib import Path
 
 from uncert_cli.core import file_session
 from uncert_cli.core.errors import UserError
+from uncert_cli.core.input_files import file_kind
 from uncert_cli.core.memory import format_size
 
 # errno values that mean "this place cannot take the file", as opposed to a bug.
@@ -70,6 +72,13 @@ def check_output_path(path: str | os.PathLike) -> Path:
         raise UserError(f"output directory '{parent}' is not writable; write somewhere else")
     if target.is_dir():
         raise UserError(f"output path '{target}' is a directory; give a file name such as {target}/factors.h5")
+    existing = _stat_or_none(target)
+    if existing is not None and not stat.S_ISREG(existing.st_mode):
+        # The write renames a new file onto the target: onto /dev/null (as root, in /dev) or a named pipe that
+        # would replace the device or pipe itself with a regular file, for every other program on the machine.
+        raise UserError(f"output path '{target}' is {file_kind(existing.st_mode)}, not a regular file, and uncert "
+                        "replaces its outputs whole, which would put a file in its place; give a file name "
+                        "(a temporary file you delete afterwards, to discard the output)")
     file_session.check_not_an_input(target)
     return target
 
