@@ -99,7 +99,7 @@ _ONE_LOGIT_ADVICE = ("a one-logit binary classifier (sigmoid, BCEWithLogitsLoss)
                      "(batch, 1) (softmax of them is sigmoid(z), the same predictions)")
 
 
-def _check_batch(out: Any, y: Tensor, task: Task, i: int) -> tuple[Tensor, Tensor]:
+def check_batch(out: Any, y: Tensor, task: Task, i: int) -> tuple[Tensor, Tensor]:
     """Validate one batch's output/targets; returns output as ``(B, C)`` and targets."""
     if not isinstance(out, Tensor):
         raise UserError(
@@ -251,7 +251,7 @@ def compute_curvature(
                     acc.start_batch(int(y.shape[0]))
             with capture.hooked():
                 out = model(x)
-            out, y = _check_batch(out, y, task, i)
+            out, y = check_batch(out, y, task, i)
             if on_outputs is not None:
                 on_outputs(out.detach(), y)
             B = out.shape[0]

@@ -37,7 +37,7 @@ from uncert_cli.curvature.blocks import (
     LowRankBlock,
 )
 from uncert_cli.curvature.ekfac import ekfac_eigenvalues
-from uncert_cli.curvature.engine import compute_curvature
+from uncert_cli.curvature.engine import check_batch, compute_curvature
 from uncert_cli.curvature.ggn_products import BatchSource, GGNProducts
 from uncert_cli.curvature.lowrank import top_eigenpairs
 from uncert_cli.curvature.plain_kernels import plain_kernels
@@ -120,12 +120,22 @@ def compute_structured_curvature(
     with model_state(model, requires_grad=lambda p: id(p) in chosen):
         with plain_kernels(model):
             if method in ("full", "lowrank"):
+                x0, y0 = next(iter(source()))
+                with torch.no_grad():  # the output's form, refused as the other methods refuse it (B, C, 1)
+                    check_batch(model(x0), y0, task, 0)
                 try:
                     if method == "full":
                         return _full(model, source, units, task, fisher_type, max_bytes)
                     return _lowrank(model, source, units, task, fisher_type, rank, generator, on_batch, power_iters,
                                     common)
                 except (RuntimeError, NotImplementedError) as exc:
+                    if "modified by an inplace operation" in str(exc):
+                        raise UserError(
+                            f"the network changes a tensor in place that its backward pass needs, and {{param}} {method} "
+                            "differentiates it twice; write that step without in-place operations (x = x + 1 for "
+                            "x += 1, relu for relu_), or use {param} diag, kfac, ekfac or kfac-diag",
+                            param="method",
+                        ) from exc
                     if not forward_ad_unsupported(exc):
                         raise
                     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
