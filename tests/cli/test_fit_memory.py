@@ -18,7 +18,7 @@ from uncert_cli.curvature.subset import select_units
 # does not model; then the measured fit's predicted addition is compared with the measured one.
 CHILD = textwrap.dedent(
     """
-    import json, resource, sys, tempfile
+    import json, sys, tempfile
     from pathlib import Path
     import numpy as np, torch
     from torch import nn
@@ -75,7 +75,11 @@ CHILD = textwrap.dedent(
     with tempfile.TemporaryDirectory() as folder:
         run(net(8), 8, folder)
         memory = run(net(width), 64, folder)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # This process's own high-water mark (VmHWM: reset by exec). ru_maxrss is not: Linux carries the
+    # forking parent's resident size over to the child, so under a large pytest process it read the
+    # parent's 1.2 GB in every case.
+    status = Path("/proc/self/status").read_text()
+    peak = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
     print(json.dumps({"predicted": memory.peak, "added": memory.added, "before": memory.before, "measured": peak}))
     """
 )

@@ -43,6 +43,7 @@ def attack(
         "and the mixture of Laplace."
     ))],
     *,
+    context: typer.Context,  # the command, whose flags a library warning's parameters are shown as
     data: o.DataSpec = None,
     predictive: Annotated[
         str | None, typer.Option("--predictive", help="Comma-separated: map, mc, glm, dropout (default: map,glm).")
@@ -74,7 +75,7 @@ def attack(
     # one file: that posterior; several (checkpoints of one architecture): the members, ensemble and mixture
     report = run_attack(
         factors, parse_predictives(predictive, ATTACK_KINDS), settings, plan,
-        **out.reporters(),
+        **out.reporters(context.command),
     )
     deliver(attack_document(report), report, factors[0], evaluation, out, page=attack_page, show=print_attack,
             plots="write_attack_plots")

@@ -31,6 +31,7 @@ def ood(
         "and the mixture of Laplace."
     ))],
     *,
+    context: typer.Context,  # the command, whose flags a library warning's parameters are shown as
     against: Annotated[
         list[str] | None,
         typer.Option("--against", help="OOD dataset spec (repeatable): notmnist, fashionmnist, kmnist, a file ..."),
@@ -50,7 +51,7 @@ def ood(
     # one file: that posterior; several (checkpoints of one architecture): the members, ensemble and mixture
     report = run_ood(
         factors, list(against or []), parse_predictives(predictive), settings, samples=samples,
-        **out.reporters(),
+        **out.reporters(context.command),
     )
     deliver(ood_document(report), report, factors[0], evaluation, out, page=ood_page, show=print_ood,
             plots="write_ood_plots")

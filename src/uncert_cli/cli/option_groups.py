@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
 from uncert_cli.cli import options as o
+from uncert_cli.cli.flags import render_for_command
 from uncert_cli.cli.html_output import Html, write_figures_and_page
 from uncert_cli.core.device import resolve_device
+from uncert_cli.core.errors import ParameterText
 from uncert_cli.data import ImageConversion
 from uncert_cli.posterior.widest import DEFAULT_NLL_TOLERANCE
 from uncert_cli.render.console import log, print_json, progress_bar
@@ -29,6 +31,12 @@ from uncert_cli.storage.factor_file import read_provenance
 from uncert_cli.workflows.evaluate import AnalysisSettings
 
 Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+
+def _for_command(text: str | ParameterText, command: Any | None) -> str:
+    """A workflow's warning as shown by the running ``command``: its parameters named by their flags."""
+    return render_for_command(text, command) if isinstance(text, ParameterText) else text
 
 
 @dataclass
@@ -44,14 +52,15 @@ class Output:
         """No progress and no log lines on stderr: ``--quiet``, or ``--json`` (stdout holds the document)."""
         return self.quiet or self.json_output
 
-    def reporters(self) -> dict[str, Callable[..., Any]]:
+    def reporters(self, command: Any | None = None) -> dict[str, Callable[..., Any]]:
         """A workflow's ``progress``, ``announce`` and ``warn``: bars and notes on stderr unless :attr:`silent`;
-        warnings unless ``--quiet`` (with ``--json`` too: they go to stderr).
+        warnings unless ``--quiet`` (with ``--json`` too: they go to stderr), their parameters named as
+        ``command``'s flags.
         """
         return {
             "progress": lambda total, what: progress_bar(total, what, quiet=self.silent),
             "announce": lambda text: log(text, quiet=self.silent),
-            "warn": lambda text: log(text, quiet=self.quiet),
+            "warn": lambda text: log(_for_command(text, command), quiet=self.quiet),
         }
 
     def show(self, doc: dict[str, Any], print_tables: Callable[[dict[str, Any]], None]) -> None:

@@ -70,7 +70,7 @@ def tune(
     document = {"factors": str(factors), "written": not dry_run, **outcome.to_dict()}
     edges = outcome.at_grid_edge
     if edges:  # stderr, so --json stays pure
-        log(grid_edge_warning(edges), quiet=out.quiet)
+        log(render_for_command(grid_edge_warning(edges), context.command), quiet=out.quiet)
     if outcome.unchecked:
         log(f"note: {render_for_command(outcome.unchecked, context.command)}", quiet=out.quiet)
     held = outcome.held_out

@@ -25,7 +25,7 @@ from torch import Tensor
 from uncert_cli.analysis.attack import Attacked, AttackedPredictive, AttackReport, targeted_attack, untargeted_attack
 from uncert_cli.analysis.ood import OODReport, predict_probs, predictive_result
 from uncert_cli.checkpoint import LoadedModel
-from uncert_cli.core.errors import UserError
+from uncert_cli.core.errors import ParameterText, UserError
 from uncert_cli.core.progress import Progress
 from uncert_cli.data import ArrayDataset
 from uncert_cli.posterior import predictives
@@ -95,7 +95,7 @@ def _shape_difference(a: dict[str, tuple], b: dict[str, tuple]) -> str:
 
 def prepare_members(
     paths: Sequence[str | Path], kinds: Sequence[str] | None, settings: AnalysisSettings, allowed: Sequence[str],
-    announce: Callable[[str], None], warn: Callable[[str], None], progress: Progress, **extra,
+    announce: Callable[[str], None], warn: Callable[[str | ParameterText], None], progress: Progress, **extra,
 ) -> list[PreparedAnalysis]:
     """Each member prepared as a single file is, all with the first member's predictives and data; ``extra``
     (``prepare_analysis``'s callbacks) applies to the first member. Files of other architectures or given

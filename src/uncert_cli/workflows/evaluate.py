@@ -34,7 +34,7 @@ from uncert_cli.analysis.ood import (
 )
 from uncert_cli.checkpoint import LoadedModel, ModelMeta
 from uncert_cli.checkpoint.hf_folder import tokenizer_folder
-from uncert_cli.core.errors import UserError
+from uncert_cli.core.errors import ParameterText, UserError
 from uncert_cli.core.progress import Progress, no_progress
 from uncert_cli.core.vocabulary import PriorMode
 from uncert_cli.curvature.plain_kernels import needs_plain_kernels
@@ -148,7 +148,7 @@ def prepare_analysis(
     announce: Callable[[str], None] = lambda s: None,
     check_model: Callable[[ModelMeta], None] = lambda meta: None,
     continuous_inputs: bool = False,
-    warn: Callable[[str], None] = lambda s: None,
+    warn: Callable[[str | ParameterText], None] = lambda s: None,
     progress: Progress = no_progress,
     before_tuning: Callable[[LoadedModel], None] = lambda loaded: None,
 ) -> PreparedAnalysis:
@@ -345,7 +345,7 @@ def run_ood(
     samples: int = 100,
     progress: Progress = no_progress,
     announce: Callable[[str], None] = lambda s: None,
-    warn: Callable[[str], None] = lambda s: None,
+    warn: Callable[[str | ParameterText], None] = lambda s: None,
 ) -> OODReport:
     """Calibration, OOD detection and own-error detection of each predictive (Ritter §5.2, §5.4).
 
@@ -429,7 +429,7 @@ def run_attack(
     *,
     progress: Progress = no_progress,
     announce: Callable[[str], None] = lambda s: None,
-    warn: Callable[[str], None] = lambda s: None,
+    warn: Callable[[str | ParameterText], None] = lambda s: None,
 ) -> AttackReport:
     """Fast-gradient-sign attacks through each predictive (Ritter §5.3).
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from uncert_cli.checkpoint import ModelMeta
-from uncert_cli.core.errors import UserError
+from uncert_cli.core.errors import ParameterText, UserError
 from uncert_cli.data import ArrayDataset
 from uncert_cli.data.registry import EMBEDDED_DATASETS
 from uncert_cli.workflows.inputs import load_model_data
@@ -89,18 +89,22 @@ def load_held_out(
     return subset_rows(data, start, stop), ValidationChoice(source, f"{split}[{start}:{stop}]", k)
 
 
-def grid_edge_warning(edges: list[str], kind: str | None = None) -> str:
+def grid_edge_warning(edges: list[str], kind: str | None = None) -> ParameterText:
     """Say that tuned hyperparameters lie on an edge of the searched grid, so the optimum may be beyond it.
 
     Returns:
         One stderr line naming ``edges`` (``"n_data"``, ``"prior_precision"``) of ``kind``'s predictive
-        (None: the values ``uncert tune`` wrote).
+        (None: the values ``uncert tune`` wrote); the parameters to set by hand are named as
+        ``prior_precision``/``n_data`` (the CLI shows its flags).
     """
     whose = f" {kind} predictive's" if kind is not None else ""
     later = " in later commands" if kind is None else ""
     verb = "lies" if len(edges) == 1 else "lie"
-    return (f"warning: the{whose} best {' and '.join(edges)} {verb} on the edge of the searched grid; the optimum may be "
-            f"beyond it (set them by hand with --prior-precision / --n-data{later})")
+    return ParameterText(
+        f"warning: the{whose} best {' and '.join(edges)} {verb} on the edge of the searched grid; the optimum may be "
+        f"beyond it (set them by hand with {{prior_precision}} / {{n_data}}{later})",
+        mentions=("prior_precision", "n_data"),
+    )
 
 
 def honesty_warning(kind: str, hp: Hyperparameters, held_out: ValidationChoice | None, factors: str) -> str:
