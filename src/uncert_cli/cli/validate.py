@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
 
 # No count, size or index of this tool is meaningful beyond 32-bit range (no data set here has 2³¹
@@ -117,7 +116,8 @@ def hide_flag_types(group: Any) -> None:
         if command is not group:
             hide_flag_types(command)
         # ``--help`` is not among ``params``: click makes it on demand (and keeps it), so fetch it here.
-        help_option = command.get_help_option(click.Context(command))
+        # typer.Context, not click's: recent typer ships its own click, and `pip install -e .` has no other.
+        help_option = command.get_help_option(typer.Context(command))
         for param in [*getattr(command, "params", []), *([help_option] if help_option is not None else [])]:
             if getattr(param, "is_flag", False) and param.metavar is None:
                 param.metavar = ""
