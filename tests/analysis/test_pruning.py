@@ -133,3 +133,42 @@ def test_evaluation_matches_a_direct_forward_pass(post) -> None:
     assert set(comparisons) == {"snr", "variance-ratio", "obd"}
     acc_diff = np.mean([ev.point("obd", f).accuracy - ev.point("magnitude", f).accuracy for f in (0.0, 0.5)])
     assert comparisons["obd"].mean_accuracy_difference == pytest.approx(acc_diff)
+
+
+class _TrailingOne(torch.nn.Module):
+    """A 4 -> 3 classifier whose logits come out as (B, 3, 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x).unsqueeze(-1)
+
+
+def test_evaluate_model_flattens_trailing_unit_dimension():
+    """(B, C, 1) logits are scored over the C classes, not the trailing 1 (argmax of which is always 0)."""
+    from uncert_cli.analysis.pruning import evaluate_model
+
+    torch.manual_seed(0)
+    model = _TrailingOne().double()
+    x = torch.randn(30, 4, dtype=torch.float64)
+    with torch.no_grad():
+        logits = model.fc(x)
+    y = logits.argmax(1)  # labels the network gets right, so the accuracy is 1
+    y[:5] = (y[:5] + 1) % 3  # and 5 it gets wrong
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    metrics = evaluate_model(model, params, lambda: [(x, y)], "classification")
+    assert metrics.accuracy == pytest.approx(25 / 30)
+    assert metrics.nll == pytest.approx(float(F.cross_entropy(logits, y)), rel=1e-9)
+
+
+def test_evaluate_model_refuses_labels_beyond_the_output_width():
+    from uncert_cli.analysis.pruning import evaluate_model
+
+    model = _TrailingOne().double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    with pytest.raises(UserError, match=r"label 3 .* \(6, 3, 1\) holds 3 classes"):
+        evaluate_model(model, params, lambda: [(x, y)], "classification")

@@ -255,6 +255,29 @@ class PruneEvaluation:
 Batches = Callable[[], Iterable[tuple[Tensor, Tensor]]]
 
 
+def _batch_outputs(out: Tensor, y: Tensor, task: str) -> Tensor:
+    """The network's output as ``(B, C)`` (flattened as the predictives flatten it), refused in one line when its
+    width cannot hold the labels ``y`` ``(B,)`` or, for regression, the targets.
+    """
+    if not isinstance(out, Tensor) or out.dim() == 0:
+        raise UserError("the model did not return a (batch, outputs) tensor; wrap it so that forward returns one")
+    flat = out.reshape(out.shape[0], -1)
+    if task == "classification":
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= flat.shape[1]):
+            raise UserError(
+                f"the evaluation data has label {int(y.max())} but the model output {tuple(out.shape)} holds "
+                f"{flat.shape[1]} classes; evaluate on the data the model was fitted on ({{data}})",
+                mentions=("data",),
+            )
+    elif y.numel() != flat.numel():
+        raise UserError(
+            f"the evaluation targets have shape {tuple(y.shape)} but the model output is {tuple(out.shape)}; "
+            "evaluate on the data the model was fitted on ({data})",
+            mentions=("data",),
+        )
+    return flat
+
+
 def evaluate_model(
     model: nn.Module, params: dict[str, Tensor], batches: Batches, task: str, noise_std: float = 1.0
 ) -> Metrics:
@@ -264,7 +287,8 @@ def evaluate_model(
         device = next(iter(params.values())).device
         for x, y in batches():
             x, y = x.to(device), y.to(device)
-            out = functional_call(model, params, (x,))
+            # (B, C, 1) and other trailing unit dimensions are flattened to (B, C) as the predictives do
+            out = _batch_outputs(functional_call(model, params, (x,)), y, task)
             if task == "classification":
                 nll += float(categorical_nll_sum(out.double(), y))
                 correct += int((out.argmax(-1) == y).sum())
