@@ -10,7 +10,8 @@ Two phases, so that a damaged or forged file never costs more than its own size:
 * :func:`check_values` runs on the tensors the reader loaded: finite values, eigenvalues and
   diagonals ≥ 0, symmetric factors, unit-norm eigenvectors, rank indices in range, finite weights.
 
-Every refusal is one :class:`UserError` that names the file and the dataset. Stored hyperparameters
+Every refusal is one :class:`UserError` that names the file and the dataset (the recorded outputs:
+:mod:`uncert_cli.storage.output_checks`). Stored hyperparameters
 (``/prior``) are checked where they are used (:func:`check_stored_prior`), because a command's flag
 may override them.
 """
@@ -33,6 +34,7 @@ from uncert_cli.core.vocabulary import FisherType, Method, PriorMode, Task
 from uncert_cli.curvature.blocks import Curvature
 from uncert_cli.storage.arrays import FLOAT_DTYPES, INDEX_DTYPES, WEIGHT_DTYPES, damaged
 from uncert_cli.storage.codecs import CODECS
+from uncert_cli.storage.output_checks import check_recorded_outputs
 
 TASKS = Task.choices()
 FISHER_TYPES = FisherType.choices()
@@ -74,6 +76,12 @@ def check_layout(f: h5py.File, path: Path) -> None:
     _check_model_attrs(f["model"], path)
     _check_fit_attrs(f["fit"], path)
     _check_prior_attrs(f["prior"], path)
+    model = f["model"]
+    check_recorded_outputs(
+        _json_attr(model, "meta", path), str(_attr(f["fit"], "task", path)), weights,
+        _json_attr(model, "parameter_names", path) if "parameter_names" in model.attrs else None,
+        _json_attr(model, "module_kinds", path) if "module_kinds" in model.attrs else None, path,
+    )
     blocks = f["blocks"]
     expected = {str(k) for k in range(len(blocks))}
     if not expected or set(blocks.keys()) != expected:
