@@ -68,6 +68,16 @@ def digits_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def digits_diag_factors(digits_checkpoint, tmp_path_factory) -> Path:
+    """A real diag factor file of :func:`digits_checkpoint` fitted on 64 digits (read it; copy it to edit it)."""
+    out = tmp_path_factory.mktemp("factors") / "diag.h5"
+    code = main(["fit", str(digits_checkpoint), "--data", "digits", "--limit", "64", "--method", "diag",
+                 "-o", str(out), "--quiet"])
+    assert code == 0
+    return out
+
+
 @pytest.fixture
 def ref_case(request):
     """A row of the declared reference table (``tests/reference/cases.py``), named by indirect

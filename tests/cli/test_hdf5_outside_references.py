@@ -56,14 +56,8 @@ FORGERIES: dict[str, tuple[Forgery, str]] = {
 
 
 @pytest.fixture(scope="module")
-def factor_file(digits_checkpoint, tmp_path_factory) -> Path:
-    from uncert_cli.cli.main import main
-
-    out = tmp_path_factory.mktemp("factors") / "diag.h5"
-    code = main(["fit", str(digits_checkpoint), "--data", "digits", "--limit", "64", "--method", "diag",
-                 "-o", str(out), "--quiet"])
-    assert code == 0
-    return out
+def factor_file(digits_diag_factors) -> Path:
+    return digits_diag_factors
 
 
 @pytest.mark.parametrize("forgery", FORGERIES)

@@ -12,16 +12,10 @@ from pathlib import Path
 import h5py
 import pytest
 
-from uncert_cli.cli.main import main
-
 
 @pytest.fixture(scope="module")
-def fitted(digits_checkpoint, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("fit") / "kfac.h5"
-    code = main(["fit", str(digits_checkpoint), "--data", "digits", "--limit", "64", "--method", "kfac",
-                 "-o", str(out), "--quiet"])
-    assert code == 0
-    return out
+def fitted(digits_diag_factors) -> Path:
+    return digits_diag_factors
 
 
 def _with_meta(source: Path, folder: Path, **fields) -> Path:
