@@ -2,9 +2,11 @@
 
 Rules (the same for npz, HDF5, .pt and the built-ins):
 
-* Inputs: uint8 stays uint8 (it means pixel/255, see :mod:`.dataset`); other integer arrays are token
-  ids and become int64, kept as stored (no channel axis, no scaling); everything else becomes float32
-  unscaled. ``(N,)`` -> ``(N, 1)``; ``(N, H, W)`` -> ``(N, 1, H, W)``; channel-last ``(N, H, W, C)``
+* Inputs: uint8 stays uint8 (it means pixel/255, see :mod:`.dataset`); uint16 images (three or four
+  dimensions: ``(N, H, W)``, ``(N, C, H, W)``, ``(N, H, W, C)``) become float32 ``pixel / 65535``, as
+  uint8 is scaled by its dtype's maximum (torchvision's ``ToDtype(scale=True)`` rule); other integer
+  arrays (uint16 ``(N, T)`` included: vocabularies under 65536 are stored so) are token ids and become
+  int64, kept as stored (no channel axis, no scaling); everything else becomes float32 unscaled. ``(N,)`` -> ``(N, 1)``; ``(N, H, W)`` -> ``(N, 1, H, W)``; channel-last ``(N, H, W, C)``
   with C in {1, 3, 4} (and dim 1 not itself a channel count) -> ``(N, C, H, W)``.
 * Targets: integer or bool -> classification, ``(N,)`` int64 (``(N, 1)`` is squeezed); float ->
   regression, ``(N, D)`` float32 (``(N,)`` becomes ``(N, 1)``).
@@ -46,6 +48,9 @@ def standardize_inputs(inputs: torch.Tensor, source: str) -> torch.Tensor:
         raise UserError(f"inputs in {source} are a single number, not (N, ...) examples; store one row per example")
     if inputs.is_complex():
         raise UserError(f"inputs in {source} are complex numbers; store real-valued inputs")
+    if inputs.dtype == torch.uint16 and inputs.ndim in (3, 4):
+        # 16-bit images: token ids come as (N, T), so a 3- or 4-dimensional array is pixels
+        inputs = inputs.to(torch.float32).div_(float(torch.iinfo(torch.uint16).max))
     if inputs.dtype not in (torch.uint8, torch.bool) and not inputs.is_floating_point():
         # Integer arrays other than uint8 pixels are token ids: (N, T) as stored, never scaled.
         inputs = inputs.to(torch.int64)
