@@ -6,7 +6,8 @@ Rules (the same for npz, HDF5, .pt and the built-ins):
   dimensions: ``(N, H, W)``, ``(N, C, H, W)``, ``(N, H, W, C)``) become float32 ``pixel / 65535``, as
   uint8 is scaled by its dtype's maximum (torchvision's ``ToDtype(scale=True)`` rule); other integer
   arrays (uint16 ``(N, T)`` included: vocabularies under 65536 are stored so) are token ids and become
-  int64, kept as stored (no channel axis, no scaling); everything else becomes float32 unscaled. ``(N,)`` -> ``(N, 1)``; ``(N, H, W)`` -> ``(N, 1, H, W)``; channel-last ``(N, H, W, C)``
+  int64, kept as stored (no channel axis, no scaling); everything else becomes float32 unscaled.
+  ``(N,)`` -> ``(N, 1)``; ``(N, H, W)`` -> ``(N, 1, H, W)``; channel-last ``(N, H, W, C)``
   with C in {1, 3, 4} (and dim 1 not itself a channel count) -> ``(N, C, H, W)``.
 * Targets: integer or bool -> classification, ``(N,)`` int64 (``(N, 1)`` is squeezed); float ->
   regression, ``(N, D)`` float32 (``(N,)`` becomes ``(N, 1)``).
