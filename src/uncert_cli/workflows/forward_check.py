@@ -103,7 +103,11 @@ def _check_output_width(output: object, num_outputs: int | None) -> None:
     """
     if num_outputs is None or not isinstance(output, torch.Tensor) or output.ndim == 0:
         return
-    width = int(output.shape[-1]) if output.ndim >= 2 else 1
+    # Trailing unit dimensions are dropped, so (B, C, 1) is C outputs wide as the predictives' flattening reads it
+    dims = [int(d) for d in output.shape[1:]]
+    while len(dims) > 1 and dims[-1] == 1:
+        dims.pop()
+    width = dims[-1] if dims else 1
     if width != num_outputs:
         raise UserError(
             f"the checkpoint's metadata and the model disagree: the metadata records num_outputs {num_outputs} but "
