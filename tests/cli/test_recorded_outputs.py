@@ -1,5 +1,4 @@
-"""A factor file whose recorded output count or task is impossible, or contradicts the fit record or the
-stored head, is refused when opened by report, prune and compare: exit 2, one line naming the file and the
+"""A factor file whose recorded output count or task is impossible, or contradicts the fit record, is refused when opened by report, prune and compare: exit 2, one line naming the file and the
 field, nothing written. The files are real tiny fits (digits MLP 64-16-10, 64 examples) edited with h5py.
 """
 
@@ -33,7 +32,6 @@ EDITS = {
     "zero": ({"num_outputs": 0}, "field 'num_outputs' is 0, not a positive whole number"),
     "text": ({"num_outputs": "10"}, "field 'num_outputs' is '10', not a positive whole number"),
     "fractional": ({"num_outputs": 2.5}, "field 'num_outputs' is 2.5"),
-    "not-the-head": ({"num_outputs": 7}, "field 'num_outputs' is 7 but the network's last layer (a Linear) has 10"),
     "other-task": ({"task": "regression"}, "field 'task' is 'regression' but /fit records task 'classification'"),
 }
 

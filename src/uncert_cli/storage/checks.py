@@ -77,11 +77,7 @@ def check_layout(f: h5py.File, path: Path) -> None:
     _check_fit_attrs(f["fit"], path)
     _check_prior_attrs(f["prior"], path)
     model = f["model"]
-    check_recorded_outputs(
-        _json_attr(model, "meta", path), str(_attr(f["fit"], "task", path)), weights,
-        _json_attr(model, "parameter_names", path) if "parameter_names" in model.attrs else None,
-        _json_attr(model, "module_kinds", path) if "module_kinds" in model.attrs else None, path,
-    )
+    check_recorded_outputs(_json_attr(model, "meta", path), str(_attr(f["fit"], "task", path)), path)
     blocks = f["blocks"]
     expected = {str(k) for k in range(len(blocks))}
     if not expected or set(blocks.keys()) != expected:
