@@ -32,6 +32,7 @@ from uncert_cli.core.errors import UserError
 from uncert_cli.core.likelihood import categorical_nll_sum, gaussian_nll_sum, regression_residual
 from uncert_cli.core.model_state import model_state
 from uncert_cli.posterior import LaplacePosterior
+from uncert_cli.posterior.predictives.base import flat as flat_outputs
 
 CRITERIA: tuple[str, ...] = ("snr", "variance-ratio", "obd", "magnitude")
 BASELINE = "magnitude"
@@ -261,7 +262,7 @@ def _batch_outputs(out: Tensor, y: Tensor, task: str) -> Tensor:
     """
     if not isinstance(out, Tensor) or out.dim() == 0:
         raise UserError("the model did not return a (batch, outputs) tensor; wrap it so that forward returns one")
-    flat = out.reshape(out.shape[0], -1)
+    flat = flat_outputs(out)
     if task == "classification":
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= flat.shape[1]):
             raise UserError(

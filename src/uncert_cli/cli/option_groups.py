@@ -33,7 +33,6 @@ from uncert_cli.workflows.evaluate import AnalysisSettings
 Command = TypeVar("Command", bound=Callable[..., Any])
 
 
-
 def _for_command(text: str | ParameterText, command: Any | None) -> str:
     """A workflow's warning as shown by the running ``command``: its parameters named by their flags."""
     return render_for_command(text, command) if isinstance(text, ParameterText) else text

@@ -49,7 +49,7 @@ FOLD_EXAMPLES = 1000
 Taps = tuple[tuple[int, ...], ...]  # per spatial dimension, the kernel offsets kept
 
 
-def live_taps(module: nn.Conv1d | nn.Conv2d, spatial: tuple[int, ...]) -> Taps | None:
+def live_taps(module: nn.Conv1d | nn.Conv2d | nn.Conv3d, spatial: tuple[int, ...]) -> Taps | None:
     """Per spatial dimension, the kernel taps that some output position reads from inside an input
     of size ``spatial`` (the others only ever read zero padding), or None when all do.
 

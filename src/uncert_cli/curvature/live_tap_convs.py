@@ -23,6 +23,7 @@ from typing import cast
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from uncert_cli.curvature.conv_input import live_taps
 from uncert_cli.curvature.subset import conv_padding
 
 __all__ = ["live_tap_convs", "CroppedConv", "cropped_conv"]
@@ -64,23 +65,22 @@ def cropped_conv(module: nn.Conv1d | nn.Conv2d | nn.Conv3d, spatial: tuple[int, 
     padding = conv_padding(module)
     if padding is None or module.padding_mode != "zeros" or len(spatial) != len(module.kernel_size):
         return None
+    live = live_taps(module, spatial)
+    if live is None:
+        return None
     taps, pads = [], []
-    cropped, linear = False, True
-    for n, k, s, dil, pad in zip(spatial, module.kernel_size, module.stride, module.dilation, padding):
+    linear = True
+    for n, k, s, dil, pad, kept in zip(spatial, module.kernel_size, module.stride, module.dilation, padding, live):
+        if not kept or kept != tuple(range(kept[0], kept[-1] + 1)):
+            return None  # no output position (input smaller than the kernel's reach) or live taps not one range
+        lo, hi = kept[0], kept[-1] + 1
         positions = (n + 2 * pad - dil * (k - 1) - 1) // s + 1
-        if positions < 1:
-            return None
-        live = [t for t in range(k) if any(pad <= p * s + t * dil < pad + n for p in range(positions))]
-        if not live or live != list(range(live[0], live[-1] + 1)):
-            return None
-        lo, hi = live[0], live[-1] + 1
-        cropped |= hi - lo < k
         left = pad - lo * dil  # the cropped kernel's first tap reads input index p·s − left
         right = (positions - 1) * s + dil * (hi - lo - 1) + 1 - n - left  # the last window ends at the padded end
         taps.append((lo, hi))
         pads.append((left, right))
         linear &= positions == 1 and (hi - lo == 1 or dil == 1) and n + left + right == hi - lo
-    return CroppedConv(tuple(taps), tuple(pads), linear) if cropped else None
+    return CroppedConv(tuple(taps), tuple(pads), linear)
 
 
 def _forward(module: nn.Conv1d | nn.Conv2d | nn.Conv3d, base: type[nn.Module]) -> Callable[[Tensor], Tensor]:
@@ -127,11 +127,11 @@ def live_tap_convs(model: nn.Module) -> Iterator[list[nn.Module]]:
     try:
         for module in model.modules():
             base = _base_conv(module)
+            if base is None or "forward" in vars(module):
+                continue
             conv = cast("nn.Conv1d | nn.Conv2d | nn.Conv3d", module)  # _base_conv found one of these
-            if base is None or "forward" in vars(module) or conv_padding(conv) is None:
-                continue
-            if conv.padding_mode != "zeros":
-                continue
+            if conv.padding_mode != "zeros" or conv_padding(conv) is None:
+                continue  # cropped_conv would never apply
             module.forward = _forward(conv, base)  # an instance attribute shadows the class's forward
             swapped.append(module)
         yield swapped

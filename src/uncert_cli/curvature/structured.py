@@ -37,7 +37,7 @@ from uncert_cli.curvature.blocks import (
     LowRankBlock,
 )
 from uncert_cli.curvature.ekfac import ekfac_eigenvalues
-from uncert_cli.curvature.engine import check_batch, compute_curvature
+from uncert_cli.curvature.engine import MODIFIED_IN_PLACE, check_batch, compute_curvature
 from uncert_cli.curvature.ggn_products import BatchSource, GGNProducts
 from uncert_cli.curvature.lowrank import top_eigenpairs
 from uncert_cli.curvature.plain_kernels import plain_kernels
@@ -129,7 +129,7 @@ def compute_structured_curvature(
                     return _lowrank(model, source, units, task, fisher_type, rank, generator, on_batch, power_iters,
                                     common)
                 except (RuntimeError, NotImplementedError) as exc:
-                    if "modified by an inplace operation" in str(exc):
+                    if MODIFIED_IN_PLACE in str(exc):
                         raise UserError(
                             f"the network changes a tensor in place that its backward pass needs, and {{param}} {method} "
                             "differentiates it twice; write that step without in-place operations (x = x + 1 for "
